@@ -1,0 +1,84 @@
+"""What every command shares: the console, error handling, secrets, JSON."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import CertfleetError, InputError
+from ..secrets import resolve_secret
+
+__all__ = [
+    "console",
+    "err_console",
+    "fail",
+    "handle_errors",
+    "print_json",
+    "read_password",
+]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str, hint: str | None = None, code: int = 2, *, json_out: bool = False) -> NoReturn:
+    """Print one error line (and a Tip) and exit with ``code``."""
+    if json_out:
+        print_json({"error": message, "hint": hint})
+    else:
+        err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        if hint:
+            err_console.print(f"[yellow]Tip:[/] {hint}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def exit_code_for(exc: CertfleetError) -> int:
+    return 2 if isinstance(exc, InputError) else 3
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn CertfleetError into a one-line message and an exit code.
+
+    Input errors exit 2. A command that has a ``json_out`` keyword prints
+    ``{"error": ...}`` when it is set.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except CertfleetError as exc:
+            fail(exc.message, exc.hint, exit_code_for(exc), json_out=bool(kwargs.get("json_out")))
+        except KeyboardInterrupt:
+            err_console.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def read_password(env_var: str | None, *, what: str, file: str | None = None) -> str | None:
+    """A password from ``--...-env VAR`` or ``--...-file PATH``; None when neither given."""
+    if env_var:
+        return resolve_secret(f"env:{env_var}", what=what)
+    if file:
+        return resolve_secret(f"file:{file}", what=what)
+    return None
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,1 @@
+"""Device drivers: one module per device kind behind the contract in ``base``."""

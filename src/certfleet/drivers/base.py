@@ -1,0 +1,342 @@
+"""The contract every device driver implements, and the deploy lifecycle.
+
+Modelled on certbot's Installer: a template (:meth:`Driver.deploy`) owns the
+order preflight → connect → observe → backup → install → verify → (rollback);
+a concrete driver implements a few small hooks. Outcomes map to the exit
+codes of every ``deploy`` command:
+
+==  ==========  ===============================================================
+0   installed   the new certificate is installed and every listener serves it
+1   restored    it failed; the previous certificate is back and verified
+2   refused     bad input or refused before any change on the device
+3   failed      it failed and the previous state is NOT restored (see message)
+==  ==========  ===============================================================
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from ..errors import CertfleetError, InputError, PreflightError, VerificationError
+from ..pki.model import Bundle, Finding
+from .tlsprobe import Listener, ProbeResult, probe, wait_for_served
+
+__all__ = [
+    "Backup",
+    "DeployOutcome",
+    "Driver",
+    "EventCallback",
+    "Outcome",
+    "StepEvent",
+    "EXIT_CODES",
+]
+
+Outcome = Literal["installed", "restored", "refused", "failed", "skipped"]
+EXIT_CODES: dict[str, int] = {
+    "installed": 0,
+    "skipped": 0,
+    "restored": 1,
+    "refused": 2,
+    "failed": 3,
+}
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One step of a device operation, for live progress and the audit store."""
+
+    device: str
+    step: str  # preflight, connect, observe, backup, install, verify, rollback...
+    status: Literal["start", "ok", "failed", "skipped"]
+    detail: str = ""
+    at: float = field(default_factory=time.time)
+
+
+EventCallback = Callable[[StepEvent], None]
+
+
+@dataclass
+class Backup:
+    """What a driver saved before changing a device.
+
+    ``files`` maps a file name to its bytes (staged files, INI, certificates);
+    ``meta`` holds JSON-serialisable facts (contexts, served fingerprints).
+    ``has_private_key`` says whether the backup can restore the previous key.
+    """
+
+    device: str
+    kind: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    has_private_key: bool = False
+
+    def write_to(self, directory: Path) -> Path:
+        """Write the backup into ``directory`` (created, files 0600 where supported)."""
+        from ..fsutil import write_private_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            write_private_file(directory / name, data)
+        manifest = {
+            "device": self.device,
+            "kind": self.kind,
+            "created": self.created,
+            "has_private_key": self.has_private_key,
+            "files": sorted(self.files),
+            "meta": self.meta,
+        }
+        write_private_file(directory / "backup.json", json.dumps(manifest, indent=2).encode())
+        return directory
+
+    @classmethod
+    def read_from(cls, directory: Path) -> Backup:
+        manifest = json.loads((directory / "backup.json").read_text())
+        files = {name: (directory / name).read_bytes() for name in manifest["files"]}
+        return cls(
+            device=manifest["device"],
+            kind=manifest["kind"],
+            files=files,
+            meta=manifest.get("meta", {}),
+            created=manifest["created"],
+            has_private_key=bool(manifest.get("has_private_key")),
+        )
+
+
+@dataclass
+class DeployOutcome:
+    """The result of one device's deploy; ``exit_code`` follows the table above."""
+
+    device: str
+    outcome: Outcome
+    message: str
+    hint: str | None = None
+    target_sha256: str | None = None
+    served_before: dict[str, str | None] = field(default_factory=dict)
+    served_after: dict[str, str | None] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    steps: list[StepEvent] = field(default_factory=list)
+    backup: Backup | None = None
+    transcript: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "hint": self.hint,
+            "target_sha256": self.target_sha256,
+            "served_before": self.served_before,
+            "served_after": self.served_after,
+            "findings": [f.to_dict() for f in self.findings],
+            "steps": [
+                {"step": s.step, "status": s.status, "detail": s.detail, "at": s.at}
+                for s in self.steps
+            ],
+        }
+
+
+class Driver(abc.ABC):
+    """Base class of device drivers. Subclasses implement the hooks below.
+
+    Hooks raise :class:`~certfleet.errors.CertfleetError` subclasses; the
+    template turns them into a :class:`DeployOutcome` and never lets a device
+    stay half-done silently.
+    """
+
+    kind: ClassVar[str] = "device"
+
+    def __init__(
+        self,
+        name: str,
+        listeners: Sequence[Listener],
+        *,
+        on_event: EventCallback | None = None,
+        verify_timeout: float = 600.0,
+    ) -> None:
+        self.name = name
+        self.listeners = list(listeners)
+        self.verify_timeout = verify_timeout
+        self._on_event = on_event
+        self._steps: list[StepEvent] = []
+
+    # ---- hooks -----------------------------------------------------------
+
+    def preflight(self, bundle: Bundle) -> list[Finding]:
+        """Device-specific findings on top of the toolkit's checks (pure)."""
+        return []
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the management session. Raises DeviceError subclasses."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the session; must not raise."""
+
+    @abc.abstractmethod
+    async def backup(self) -> Backup:
+        """Save what the install will change. Raises DeviceError subclasses."""
+
+    @abc.abstractmethod
+    async def install(self, bundle: Bundle) -> None:
+        """Install ``bundle``. Raises DeviceRefusedError / DeviceError."""
+
+    @abc.abstractmethod
+    async def restore(self, backup: Backup) -> None:
+        """Put ``backup`` back. Raises DeviceError / RollbackError."""
+
+    def can_restore(self, backup: Backup) -> bool:
+        """Whether ``backup`` is enough to restore the previous state."""
+        return True
+
+    def transcript(self) -> str | None:
+        """A password-free transcript of the session, when the driver keeps one."""
+        return None
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    def emit(self, step: str, status: Literal["start", "ok", "failed", "skipped"], detail: str = "") -> None:
+        event = StepEvent(self.name, step, status, detail)
+        self._steps.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    async def observe(self) -> list[ProbeResult]:
+        """What every listener serves now."""
+        return await probe(self.listeners)
+
+    async def verify(self, expected_sha256: str, timeout: float | None = None) -> list[ProbeResult]:
+        """Wait until every listener serves ``expected_sha256``. Raises VerificationError."""
+        return await wait_for_served(
+            self.listeners, expected_sha256, self.verify_timeout if timeout is None else timeout
+        )
+
+    async def deploy(
+        self,
+        bundle: Bundle,
+        findings: Sequence[Finding] = (),
+        *,
+        force: bool = False,
+        allow_no_rollback: bool = False,
+    ) -> DeployOutcome:
+        """Install ``bundle`` with backup, verification and automatic rollback.
+
+        ``findings`` are the toolkit's preflight results for ``bundle``; any
+        error among them (or in :meth:`preflight`) refuses the deploy unless
+        ``force`` is set. Never raises CertfleetError: the outcome says.
+        """
+        target = bundle.leaf_sha256
+        outcome = DeployOutcome(self.name, "refused", "", target_sha256=target)
+        outcome.steps = self._steps
+        all_findings = [*findings, *self.preflight(bundle)]
+        outcome.findings = all_findings
+        errors = [f for f in all_findings if f.severity == "error"]
+        self.emit("preflight", "start")
+        if errors and not force:
+            self.emit("preflight", "failed", ", ".join(f.code for f in errors))
+            outcome.message = f"preflight refused the files: {errors[0].message}" + (
+                f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            )
+            outcome.hint = errors[0].hint or None
+            return outcome
+        self.emit("preflight", "ok", "forced past errors" if errors else "")
+
+        changed = False
+        backup: Backup | None = None
+        try:
+            self.emit("connect", "start")
+            await self.connect()
+            self.emit("connect", "ok")
+            self.emit("observe", "start")
+            before = await self.observe()
+            outcome.served_before = {str(r.listener): r.sha256 for r in before}
+            self.emit("observe", "ok")
+            self.emit("backup", "start")
+            backup = await self.backup()
+            outcome.backup = backup
+            self.emit("backup", "ok", f"{len(backup.files)} file(s)")
+            if not self.can_restore(backup) and not allow_no_rollback:
+                outcome.message = (
+                    f"{self.name}: no rollback is possible (the device never returns its "
+                    "private key and no previous key is known)"
+                )
+                outcome.hint = "rerun with --allow-no-rollback to deploy without a way back"
+                self.emit("backup", "failed", "no rollback possible")
+                return outcome
+            self.emit("install", "start")
+            changed = True
+            await self.install(bundle)
+            self.emit("install", "ok")
+            self.emit("verify", "start")
+            after = await self.verify(target)
+            outcome.served_after = {str(r.listener): r.sha256 for r in after}
+            self.emit("verify", "ok")
+            outcome.outcome = "installed"
+            outcome.message = f"{self.name}: installed and verified on {len(after)} listener(s)"
+            return outcome
+        except CertfleetError as exc:
+            failed_step = self._steps[-1].step if self._steps else "?"
+            self.emit(failed_step, "failed", exc.message)
+            if not changed:
+                outcome.outcome = "refused"
+                outcome.message = f"{self.name}: {exc.message} (nothing was changed)"
+                outcome.hint = exc.hint
+                return outcome
+            return await self._rollback(outcome, backup, exc)
+        finally:
+            outcome.transcript = self.transcript()
+            await self.close()
+
+    async def _rollback(
+        self, outcome: DeployOutcome, backup: Backup | None, cause: CertfleetError
+    ) -> DeployOutcome:
+        outcome.outcome = "failed"
+        first = f"{self.name}: {cause.message}"
+        if backup is None or not self.can_restore(backup):
+            outcome.message = f"{first}; no backup to restore"
+            outcome.hint = "restore the previous certificate by hand; " + (cause.hint or "")
+            return outcome
+        before = {k: v for k, v in outcome.served_before.items() if v}
+        self.emit("rollback", "start", cause.message)
+        try:
+            await self.restore(backup)
+            if before:
+                expected = next(iter(before.values()))
+                after = await self.verify(expected)
+                outcome.served_after = {str(r.listener): r.sha256 for r in after}
+            self.emit("rollback", "ok")
+        except CertfleetError as exc:
+            self.emit("rollback", "failed", exc.message)
+            outcome.message = f"{first}; rollback failed too: {exc.message}"
+            outcome.hint = (
+                "the device is NOT in its previous state: restore the backup by hand "
+                f"({exc.hint})" if exc.hint else
+                "the device is NOT in its previous state: restore the backup by hand"
+            )
+            return outcome
+        outcome.outcome = "restored"
+        outcome.message = f"{first}; the previous certificate was restored and verified"
+        outcome.hint = cause.hint
+        return outcome
+
+
+def refuse_on_input_error(device: str, exc: InputError) -> DeployOutcome:
+    """An outcome for input that failed before any driver work."""
+    findings = list(exc.findings) if isinstance(exc, PreflightError) else []
+    return DeployOutcome(device, "refused", exc.message, exc.hint, findings=findings)
+
+
+_ = VerificationError  # re-exported for drivers that raise it directly

@@ -1,0 +1,84 @@
+"""Where passwords come from: environment, a file, the keyring or a prompt.
+
+Never from a command line or the inventory file. A reference is written
+``env:VAR``, ``file:PATH``, ``keyring:SERVICE/USER`` or ``prompt``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, PasswordError
+
+__all__ = ["resolve_secret", "secret_from_env"]
+
+
+def secret_from_env(var: str, *, what: str) -> str:
+    """Return the value of environment variable ``var``. Raises PasswordError."""
+    value = os.environ.get(var)
+    if value is None:
+        raise PasswordError(
+            f"environment variable {var!r} for the {what} is not set",
+            hint=f"export {var}=... before running, or name another variable",
+            variable=var,
+        )
+    return value
+
+
+def resolve_secret(ref: str, *, what: str, interactive: bool | None = None) -> str:
+    """Resolve a secret reference (see module doc). Raises ConfigError/PasswordError."""
+    scheme, sep, rest = ref.partition(":")
+    if scheme == "prompt" and not sep:
+        if interactive is None:
+            interactive = sys.stdin is not None and sys.stdin.isatty()
+        if not interactive:
+            raise PasswordError(
+                f"the {what} must be typed at a prompt, but there is no terminal",
+                hint="use env:VAR or keyring:SERVICE/USER for unattended runs",
+            )
+        return getpass.getpass(f"{what}: ")
+    if not sep or not rest:
+        raise ConfigError(
+            f"secret reference {ref!r} for the {what} is not env:VAR, file:PATH, "
+            "keyring:SERVICE/USER or prompt",
+            hint="write e.g. password = \"env:SBC_PASSWORD\"",
+        )
+    if scheme == "env":
+        return secret_from_env(rest, what=what)
+    if scheme == "file":
+        try:
+            return Path(rest).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise PasswordError(
+                f"cannot read the {what} from {rest!r}: {exc.strerror or exc}",
+                hint="check the path of the secret file",
+            ) from exc
+    if scheme == "keyring":
+        service, slash, user = rest.partition("/")
+        if not slash or not service or not user:
+            raise ConfigError(
+                f"keyring reference {ref!r} must be keyring:SERVICE/USER",
+                hint="write e.g. keyring:certfleet/ovoc-acems",
+            )
+        try:
+            import keyring  # imported lazily: it probes OS backends at import time
+
+            value = keyring.get_password(service, user)
+        except Exception as exc:  # noqa: BLE001 - keyring backends raise anything
+            raise PasswordError(
+                f"the keyring could not be read for {service}/{user}: {type(exc).__name__}",
+                hint="use env:VAR, or set up a keyring backend",
+            ) from exc
+        if value is None:
+            raise PasswordError(
+                f"no {what} stored in the keyring under {service}/{user}",
+                hint=f"store it with: keyring set {service} {user}",
+            )
+        return str(value)
+    raise ConfigError(
+        f"unknown secret scheme {scheme!r} in {ref!r} for the {what}",
+        hint="use env:VAR, file:PATH, keyring:SERVICE/USER or prompt",
+    )
