@@ -20,7 +20,8 @@ app = typer.Typer(
 # Each module exposes register(app). Kept as names so that `certfleet --help`
 # imports only typer until a command runs (cold start matters: see benchmarks/).
 COMMAND_MODULES = [
-    "toolkit",  # inspect, check, csr, export
+    "inspect",  # inspect, check
+    "make",  # csr, export
     "ovoc",  # ovoc deploy, ovoc doctor
     "sbc",  # sbc deploy, backup, status, trust
     "estate",  # init, import, plan, deploy, verify, rollback, history, status
