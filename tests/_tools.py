@@ -1,0 +1,28 @@
+"""External tools used as independent oracles (openssl, keytool, curl, sshd)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+__all__ = ["in_ci", "require_tool"]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str) -> str:
+    """Path of tool ``name``; skip the test when missing, but fail in CI.
+
+    CI installs every tool the suite needs, so a missing one there is a broken
+    CI set-up, not a reason to skip.
+    """
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        if in_ci():
+            pytest.fail(f"{name} is required in CI but is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
