@@ -1,0 +1,31 @@
+"""Fixtures shared by the whole suite. Keep this small; add, do not rename."""
+
+from __future__ import annotations
+
+import pytest
+
+from certfleet.lab.ca import Issued, LabCA
+
+
+@pytest.fixture(scope="session")
+def lab_ca() -> LabCA:
+    """A lab CA (EC P-256) with one intermediate, made once per run."""
+    return LabCA()
+
+
+@pytest.fixture(scope="session")
+def lab_ca2() -> LabCA:
+    """A second, unrelated lab CA with two intermediates."""
+    return LabCA(name="certfleet Other", intermediates=2)
+
+
+@pytest.fixture(scope="session")
+def issued(lab_ca: LabCA) -> Issued:
+    """An RSA-2048 wildcard leaf for *.example.com with its key, chain and root."""
+    return lab_ca.issue(("*.example.com", "example.com"))
+
+
+@pytest.fixture(scope="session")
+def issued_ec(lab_ca: LabCA) -> Issued:
+    """An EC P-256 leaf for sbc1.example.com with its key, chain and root."""
+    return lab_ca.issue(("sbc1.example.com",), key_type="ec-p256")
