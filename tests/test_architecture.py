@@ -1,0 +1,320 @@
+"""The import direction of the package holds, read statically from the source.
+
+Data flows one way: ``pki`` (pure: bytes in, objects out) is used by
+``drivers``, ``estate`` and ``inventory``, which are used by ``cli``. The lab
+is used by the demo and the tests, never by the core. These tests parse every
+module with :mod:`ast`, so they see imports inside functions and do not
+depend on what happens to be imported already.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "src" / "certfleet"
+
+# What the pure core must never import: the other layers, and anything that
+# talks to a network, a terminal, a database or another process.
+PKI_FORBIDDEN = (
+    "certfleet.drivers",
+    "certfleet.cli",
+    "certfleet.lab",
+    "certfleet.estate",
+    "socket",
+    "ssl",
+    "asyncio",
+    "asyncssh",
+    "httpx",
+    "sqlite3",
+    "rich",
+    "typer",
+    "http",
+    "urllib.request",
+    "subprocess",
+)
+CORE_PACKAGES = ("pki", "drivers", "estate", "inventory")
+CORE_FORBIDDEN = ("certfleet.cli", "certfleet.lab")
+
+# Tools the product must not shell out to: cryptography and pyjks do this work.
+EXTERNAL_TOOLS = ("openssl", "keytool")
+PROCESS_CALLS = frozenset(
+    {
+        "subprocess.run",
+        "subprocess.call",
+        "subprocess.check_call",
+        "subprocess.check_output",
+        "subprocess.Popen",
+        "subprocess.getoutput",
+        "subprocess.getstatusoutput",
+        "os.system",
+        "os.popen",
+        "os.execv",
+        "os.execve",
+        "os.execvp",
+        "os.execvpe",
+        "os.execl",
+        "os.execlp",
+        "os.spawnv",
+        "os.spawnvp",
+        "os.spawnl",
+        "os.spawnlp",
+        "os.posix_spawn",
+        "os.posix_spawnp",
+        "asyncio.create_subprocess_exec",
+        "asyncio.create_subprocess_shell",
+        "shutil.which",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Import:
+    """One imported module name and where the import statement is."""
+
+    module: str
+    path: Path
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path.relative_to(PACKAGE_ROOT.parent)}:{self.line} imports {self.module}"
+
+
+def module_name(path: Path) -> str:
+    """Dotted name of the module stored at ``path`` under ``src/``."""
+    parts = list(path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve_relative(module: str, is_package: bool, level: int, name: str | None) -> str:
+    base = module.split(".")
+    # In a package's __init__ one dot means the package itself.
+    drop = level - 1 if is_package else level
+    if drop:
+        base = base[:-drop]
+    return ".".join([*base, name] if name else base)
+
+
+_DYNAMIC_IMPORTS = ("importlib.import_module", "import_module", "__import__")
+
+
+def imports_of(source: str, module: str, path: Path, *, is_package: bool = False) -> list[Import]:
+    """Every module that ``source`` imports, anywhere in the file, as absolute names.
+
+    ``from X import Y`` counts as both ``X`` and ``X.Y`` (Y may be a module);
+    ``importlib.import_module("X")`` and ``__import__("X")`` with a constant
+    string count as importing ``X``.
+    """
+    found: list[Import] = []
+    for node in ast.walk(ast.parse(source, filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.extend(Import(alias.name, path, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = _resolve_relative(module, is_package, node.level, node.module)
+            else:
+                target = node.module or ""
+            found.append(Import(target, path, node.lineno))
+            found.extend(
+                Import(f"{target}.{alias.name}", path, node.lineno) for alias in node.names
+            )
+        elif isinstance(node, ast.Call) and _dotted(node.func) in _DYNAMIC_IMPORTS:
+            first = node.args[0] if node.args else None
+            value = first.value if isinstance(first, ast.Constant) else None
+            # A relative name needs the package= argument: not used in this code base.
+            if isinstance(value, str) and not value.startswith("."):
+                found.append(Import(value, path, node.lineno))
+    return found
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else ""
+    return ""
+
+
+def _matches(module: str, forbidden: str) -> bool:
+    return module == forbidden or module.startswith(forbidden + ".")
+
+
+def source_files(part: str) -> list[Path]:
+    """The files of ``certfleet.<part>``: every module of a package, or the one module."""
+    package = PACKAGE_ROOT / part
+    if package.is_dir():
+        return sorted(package.rglob("*.py"))
+    module = PACKAGE_ROOT / f"{part}.py"
+    return [module] if module.is_file() else []
+
+
+def imports_in(part: str) -> Iterator[Import]:
+    for path in source_files(part):
+        yield from imports_of(
+            path.read_text(encoding="utf-8"),
+            module_name(path),
+            path,
+            is_package=path.name == "__init__.py",
+        )
+
+
+def violations(part: str, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(
+        {str(imp) for imp in imports_in(part) if any(_matches(imp.module, f) for f in forbidden)}
+    )
+
+
+def test_pki_exists_and_is_scanned() -> None:
+    """The scan sees the pki package, so the checks below cannot pass vacuously."""
+    files = source_files("pki")
+    assert files, f"no modules found under {PACKAGE_ROOT / 'pki'}"
+    assert any(imp.module.startswith("cryptography") for imp in imports_in("pki"))
+
+
+def test_pki_imports_no_other_layer_and_no_io_library() -> None:
+    """certfleet.pki imports nothing from drivers, cli, lab, estate, nor network/terminal/db."""
+    found = violations("pki", PKI_FORBIDDEN)
+    assert not found, "the pure core imports what it must not:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("part", CORE_PACKAGES)
+def test_core_never_imports_cli_or_lab(part: str) -> None:
+    """Core packages (pki, drivers, estate, inventory) never import certfleet.cli or the lab."""
+    if not source_files(part):
+        pytest.skip(f"certfleet.{part} does not exist yet")
+    found = violations(part, CORE_FORBIDDEN)
+    assert not found, f"certfleet.{part} depends on an outer layer:\n" + "\n".join(found)
+
+
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level ``NAME = "text"`` assignments, so ``run([OPENSSL, ...])`` is seen too."""
+    constants: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            if isinstance(node.value.value, str):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        constants[target.id] = node.value.value
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            constants[node.target.id] = node.value.value
+    return constants
+
+
+def _aliases(tree: ast.Module) -> dict[str, str]:
+    """Local names bound to process-spawning functions or their modules."""
+    aliases = {"subprocess": "subprocess", "os": "os", "asyncio": "asyncio", "shutil": "shutil"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return aliases
+
+
+def tool_calls(source: str, path: Path) -> list[str]:
+    """Calls that start (or look up) openssl or keytool, as ``file:line call``."""
+    tree = ast.parse(source, filename=str(path))
+    constants = _string_constants(tree)
+    aliases = _aliases(tree)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func)
+        head, _, rest = name.partition(".")
+        full = aliases.get(head, head) + (f".{rest}" if rest else "")
+        if full not in PROCESS_CALLS:
+            continue
+        texts: list[str] = []
+        for arg in [*node.args, *(kw.value for kw in node.keywords)]:
+            for sub in ast.walk(arg):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    texts.append(sub.value)
+                elif isinstance(sub, ast.Name) and sub.id in constants:
+                    texts.append(constants[sub.id])
+        if any(tool in text.lower() for text in texts for tool in EXTERNAL_TOOLS):
+            found.append(f"{path.relative_to(PACKAGE_ROOT.parent)}:{node.lineno} {full}(...)")
+    return found
+
+
+def product_files() -> list[Path]:
+    """Every module of the package except the lab."""
+    return [
+        path
+        for path in sorted(PACKAGE_ROOT.rglob("*.py"))
+        if "lab" not in path.relative_to(PACKAGE_ROOT).parts
+    ]
+
+
+def test_product_never_shells_out_to_openssl_or_keytool() -> None:
+    """No product module outside the lab runs openssl or keytool (cryptography/pyjks do it)."""
+    files = product_files()
+    assert files
+    found = [hit for path in files for hit in tool_calls(path.read_text(encoding="utf-8"), path)]
+    assert not found, "product code shells out to an external tool:\n" + "\n".join(found)
+
+
+# --- the checkers themselves: a rule that cannot fail guards nothing ---------
+
+_FAKE = PACKAGE_ROOT / "pki" / "fake.py"
+
+
+def test_checker_sees_relative_function_level_and_dynamic_imports() -> None:
+    """The import scan resolves relative imports and sees imports inside functions."""
+    source = (
+        "from ..drivers import base\n"
+        "from . import model\n"
+        "def f():\n"
+        "    import socket\n"
+        "    import importlib\n"
+        "    importlib.import_module('certfleet.cli.app')\n"
+    )
+    modules = {imp.module for imp in imports_of(source, "certfleet.pki.fake", _FAKE)}
+    assert {"certfleet.drivers", "certfleet.drivers.base", "certfleet.pki.model"} <= modules
+    assert {"socket", "certfleet.cli.app"} <= modules
+    init = imports_of(
+        "from . import load\n",
+        "certfleet.pki",
+        PACKAGE_ROOT / "pki" / "__init__.py",
+        is_package=True,
+    )
+    assert {imp.module for imp in init} == {"certfleet.pki", "certfleet.pki.load"}
+
+
+def test_checker_matches_whole_module_names_only() -> None:
+    """``http`` forbids http.client but not httpx; urllib.request does not forbid urllib.parse."""
+    assert _matches("http.client", "http")
+    assert not _matches("httpx", "http")
+    assert not _matches("urllib.parse", "urllib.request")
+    assert _matches("certfleet.lab.ca", "certfleet.lab")
+
+
+def test_checker_finds_openssl_calls_in_every_spelling() -> None:
+    """The shell-out scan sees subprocess, aliases, constants and asyncio spawns of openssl."""
+    source = (
+        "import subprocess as sp\n"
+        "from subprocess import check_output\n"
+        "import asyncio\n"
+        "OPENSSL = 'openssl'\n"
+        "sp.run(['openssl', 'x509'])\n"
+        "check_output([OPENSSL, 'pkcs12'])\n"
+        "asyncio.create_subprocess_exec('/usr/bin/openssl', 'req')\n"
+        "sp.run(['ssh', 'host'])\n"
+        "print('convert it with openssl')\n"
+    )
+    hits = tool_calls(source, _FAKE)
+    assert [hit.split(":")[1].split()[0] for hit in hits] == ["5", "6", "7"]
