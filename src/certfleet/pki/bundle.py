@@ -1,0 +1,295 @@
+"""Assemble loaded objects into one :class:`~certfleet.pki.model.Bundle`.
+
+CA downloads list the chain in any order, repeat certificates, include the
+root or a certificate of another chain; a key may come from a separate
+file. :func:`assemble` sorts this out and records what it did as findings,
+so that the checks can report it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
+from ..errors import CertificateError
+from .model import Bundle, Finding, LoadedObject, PrivateKey, cert_sha256, spki_sha256
+
+__all__ = [
+    "assemble",
+    "find_issuer",
+    "is_ca",
+    "is_self_signed",
+    "safe_spki_sha256",
+    "signature_ok",
+    "subject_text",
+]
+
+
+def subject_text(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:
+    """The subject as an RFC 4514 string (what messages quote)."""
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return "<unreadable subject>"
+
+
+def _issuer_text(cert: x509.Certificate) -> str:
+    try:
+        return cert.issuer.rfc4514_string()
+    except ValueError:
+        return "<unreadable issuer>"
+
+
+def safe_spki_sha256(obj: object) -> str | None:
+    """spki_sha256 of a certificate or key; None when its key type is not supported."""
+    try:
+        return spki_sha256(obj)
+    except (ValueError, TypeError, UnsupportedAlgorithm, AttributeError):
+        return None
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """True when basicConstraints says CA (a certificate without it is an end entity)."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def signature_ok(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer``'s key verifies ``cert``'s signature (names must match too)."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """True when the certificate names itself as issuer and its own key verifies it."""
+    return cert.issuer == cert.subject and signature_ok(cert, cert)
+
+
+def _key_id(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> bytes | None:
+    try:
+        value = cert.extensions.get_extension_for_class(kind).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    if isinstance(value, x509.SubjectKeyIdentifier):
+        return value.digest
+    if isinstance(value, x509.AuthorityKeyIdentifier):
+        return value.key_identifier
+    return None
+
+
+def _name_matches(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
+    """Issuer name equals the candidate's subject and the key identifiers do not disagree."""
+    if cert.issuer != candidate.subject:
+        return False
+    aki = _key_id(cert, x509.AuthorityKeyIdentifier)
+    ski = _key_id(candidate, x509.SubjectKeyIdentifier)
+    return aki is None or ski is None or aki == ski
+
+
+def find_issuer(
+    cert: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> tuple[x509.Certificate | None, bool]:
+    """The issuer of ``cert`` among ``candidates`` and whether its signature verified.
+
+    A candidate whose name and key identifier match but whose signature does
+    not verify is returned with False when no better one exists.
+    """
+    named = [c for c in candidates if c is not cert and _name_matches(cert, c)]
+    for candidate in named:
+        if signature_ok(cert, candidate):
+            return candidate, True
+    return (named[0], False) if named else (None, False)
+
+
+def _not_after(cert: x509.Certificate) -> float:
+    return cert.not_valid_after_utc.timestamp()
+
+
+def _pick_leaf(
+    certs: list[x509.Certificate], matched: dict[str, LoadedObject], spkis: list[str | None]
+) -> x509.Certificate:
+    """The leaf: matching a key if one does, else the end entity at the bottom."""
+    with_key = [c for c, s in zip(certs, spkis, strict=True) if s is not None and s in matched]
+    if with_key:
+        # A CA certificate matching the key would be odd; prefer an end entity.
+        with_key.sort(key=lambda c: (not is_ca(c), _not_after(c)), reverse=True)
+        return with_key[0]
+    end_entities = [c for c in certs if not is_ca(c)] or certs
+
+    def issues_another(cand: x509.Certificate) -> bool:
+        return any(
+            other is not cand and other.issuer == cand.subject and signature_ok(other, cand)
+            for other in certs
+        )
+
+    bottom = [c for c in end_entities if not issues_another(c)] or end_entities
+    return max(bottom, key=_not_after)
+
+
+def assemble(objects: Sequence[LoadedObject]) -> Bundle:
+    """Pick the leaf, order its chain leaf to root, attach the matching key.
+
+    Findings made on the way (CHAIN_DUPLICATE, CHAIN_REORDERED, ROOT_INCLUDED,
+    CHAIN_UNRELATED, BAD_SIGNATURE, KEY_MISSING, KEY_MISMATCH) land in
+    ``Bundle.findings``. Raises CertificateError when there is no certificate.
+    """
+    findings: list[Finding] = []
+    cert_objs = [o for o in objects if o.type == "certificate"]
+    key_objs = [o for o in objects if o.type == "private_key"]
+    if not cert_objs:
+        sources = sorted({o.source for o in objects})
+        raise CertificateError(
+            f"no certificate among the inputs {', '.join(map(repr, sources)) or '(none)'}",
+            hint="add the certificate file the CA issued (.crt, .cer, .pem, .p7b or .pfx)",
+        )
+
+    # Duplicates: the same DER twice (a chain file repeating the leaf...).
+    certs: list[x509.Certificate] = []
+    first_source: dict[str, str] = {}
+    seen_twice: set[str] = set()
+    for obj in cert_objs:
+        assert isinstance(obj.value, x509.Certificate)
+        digest = cert_sha256(obj.value)
+        if digest in first_source:
+            if digest not in seen_twice:
+                seen_twice.add(digest)
+                findings.append(
+                    Finding(
+                        "CHAIN_DUPLICATE",
+                        "info",
+                        f"certificate {subject_text(obj.value)!r} appears more than once "
+                        "in the input; the copies were dropped",
+                        hint="nothing to do; certfleet writes each certificate once",
+                        subject=subject_text(obj.value),
+                    )
+                )
+            continue
+        first_source[digest] = obj.source
+        certs.append(obj.value)
+
+    # Keys, by the SHA-256 of their public key.
+    key_by_spki: dict[str, LoadedObject] = {}
+    for obj in key_objs:
+        spki = safe_spki_sha256(obj.value)
+        if spki is not None and spki not in key_by_spki:
+            key_by_spki[spki] = obj
+    spkis = [safe_spki_sha256(c) for c in certs]
+
+    leaf = _pick_leaf(certs, key_by_spki, spkis)
+    leaf_spki = spkis[next(i for i, c in enumerate(certs) if c is leaf)]
+
+    # The chain, leaf side first, each link by name, key id and signature.
+    chain: list[x509.Certificate] = []
+    root: x509.Certificate | None = None
+    used = {id(leaf)}
+    current = leaf
+    if not is_self_signed(leaf):
+        while True:
+            remaining = [c for c in certs if id(c) not in used]
+            issuer, verified = find_issuer(current, remaining)
+            if issuer is None:
+                break
+            if not verified:
+                findings.append(
+                    Finding(
+                        "BAD_SIGNATURE",
+                        "error",
+                        f"the signature of {subject_text(current)!r} does not verify with the "
+                        f"key of its named issuer {subject_text(issuer)!r}",
+                        hint="the issuer certificate is the wrong one (a re-keyed or "
+                        "cross-signed CA?): download the chain again from the CA",
+                        subject=subject_text(current),
+                    )
+                )
+            used.add(id(issuer))
+            if is_self_signed(issuer):
+                root = issuer
+                break
+            chain.append(issuer)
+            current = issuer
+
+    unrelated = tuple(c for c in certs if id(c) not in used)
+    for cert in unrelated:
+        findings.append(
+            Finding(
+                "CHAIN_UNRELATED",
+                "warning",
+                f"certificate {subject_text(cert)!r} issued by {_issuer_text(cert)!r} "
+                f"from {first_source[cert_sha256(cert)]!r} "
+                f"is not part of the chain of {subject_text(leaf)!r}; it was set aside",
+                hint="remove it from the input, or check that the right files were given",
+                subject=subject_text(cert),
+            )
+        )
+
+    expected = [leaf, *chain, *([root] if root is not None else [])]
+    in_input = [c for c in certs if any(c is e for e in expected)]
+    if [id(c) for c in in_input] != [id(c) for c in expected]:
+        findings.append(
+            Finding(
+                "CHAIN_REORDERED",
+                "info",
+                "the certificates were not in leaf-to-root order in the input; "
+                "they were put in order",
+                hint="nothing to do; certfleet writes the chain leaf first",
+                subject=subject_text(leaf),
+            )
+        )
+    if root is not None:
+        findings.append(
+            Finding(
+                "ROOT_INCLUDED",
+                "info",
+                f"the input includes the root {subject_text(root)!r}; it is kept apart "
+                "from the chain",
+                hint="nothing to do; a server sends no root, but trust stores may need it",
+                subject=subject_text(root),
+            )
+        )
+
+    key_obj = key_by_spki.get(leaf_spki) if leaf_spki is not None else None
+    if not key_objs:
+        findings.append(
+            Finding(
+                "KEY_MISSING",
+                "warning",
+                f"no private key among the inputs for {subject_text(leaf)!r}",
+                hint="add the key file (PEM, \"Apache compatible\" export) or a .pfx with the key",
+                subject=subject_text(leaf),
+            )
+        )
+    elif key_obj is None:
+        key_sources = ", ".join(sorted({repr(o.source) for o in key_objs}))
+        findings.append(
+            Finding(
+                "KEY_MISMATCH",
+                "error",
+                f"the private key from {key_sources} does not belong to the certificate "
+                f"{subject_text(leaf)!r}",
+                hint="find the key that was used for the CSR of this certificate, "
+                "or issue a new certificate for this key",
+                subject=subject_text(leaf),
+            )
+        )
+
+    private_key: PrivateKey | None = None
+    if key_obj is not None:
+        private_key = key_obj.value  # type: ignore[assignment]  # a private_key object
+    return Bundle(
+        leaf=leaf,
+        chain=tuple(chain),
+        root=root,
+        private_key=private_key,
+        key_format=key_obj.format if key_obj is not None else None,
+        key_encrypted=key_obj.encrypted if key_obj is not None else False,
+        key_source=key_obj.source if key_obj is not None else None,
+        unrelated=unrelated,
+        findings=tuple(findings),
+    )
