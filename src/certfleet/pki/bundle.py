@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 
 from ..errors import CertificateError
 from .model import Bundle, Finding, LoadedObject, PrivateKey, cert_sha256, spki_sha256
@@ -62,6 +64,31 @@ def signature_ok(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True when ``issuer``'s key verifies ``cert``'s signature (names must match too)."""
     try:
         cert.verify_directly_issued_by(issuer)
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # cryptography refuses SHA-1 and MD5 signatures here; verify those by hand
+        # so that an old chain is still ordered (WEAK_SIGNATURE reports the hash).
+        return cert.issuer == issuer.subject and _legacy_signature_ok(cert, issuer)
+    return True
+
+
+def _legacy_signature_ok(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        algorithm = cert.signature_hash_algorithm
+        if not isinstance(algorithm, (hashes.SHA1, hashes.MD5)):
+            return False
+        key = issuer.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            params = cert.signature_algorithm_parameters
+            pad = params if isinstance(params, padding.AsymmetricPadding) else padding.PKCS1v15()
+            key.verify(cert.signature, cert.tbs_certificate_bytes, pad, algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, algorithm)
+        else:
+            return False
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True
