@@ -1,0 +1,363 @@
+"""Target profiles: the whole set of files a device wants, rendered from a bundle.
+
+What each device expects is partly assumed (file names on OVOC, whether an
+SBC certificate upload may carry intermediates), so every such choice is a
+field of a frozen profile with its default here, in one place, and can be
+overridden from the inventory through :func:`profile_from_mapping`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ..errors import CertificateError, ConfigError, PrivateKeyError
+from .export import certificate_label
+from .keygen import native_key_format, private_key_pem
+from .model import Bundle, Finding, PrivateKey
+
+__all__ = [
+    "OVOC_PROFILE",
+    "PROFILES",
+    "SBC_PROFILE",
+    "Artifact",
+    "Artifacts",
+    "OvocProfile",
+    "SbcProfile",
+    "TargetProfile",
+    "profile_from_mapping",
+    "render_target",
+]
+
+_KEY_FORMATS = ("pkcs1", "pkcs8")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file for a target. ``secret`` files (keys) are written 0600."""
+
+    name: str
+    data: bytes = dataclasses.field(repr=False)
+    secret: bool = False
+
+    def __repr__(self) -> str:
+        kind = "secret" if self.secret else "public"
+        return f"<Artifact {self.name!r} {len(self.data)} bytes {kind}>"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The files a target wants, in the order they should be staged."""
+
+    files: tuple[Artifact, ...]
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.files]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"artifact names {duplicates!r} appear more than once")
+
+    def __iter__(self) -> Iterator[Artifact]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.files]
+
+    def get(self, name: str) -> bytes:
+        """The bytes of file ``name``. Raises KeyError naming the files there are."""
+        for artifact in self.files:
+            if artifact.name == name:
+                return artifact.data
+        raise KeyError(f"no artifact {name!r}; there are {self.names()!r}")
+
+    def as_dict(self) -> dict[str, bytes]:
+        return {a.name: a.data for a in self.files}
+
+    def write_to_dir(self, path: Path | str, *, overwrite: bool = True) -> list[Path]:
+        """Write every file into directory ``path`` (created if missing).
+
+        Secret files go through ``fsutil.write_private_file`` (0600), others
+        through ``fsutil.write_file_atomic``. With ``overwrite=False`` nothing
+        is written when any target file exists (ConfigError naming it).
+        """
+        from ..fsutil import write_file_atomic, write_private_file
+
+        directory = Path(path)
+        targets = [directory / a.name for a in self.files]
+        if not overwrite:
+            existing = [str(t) for t in targets if t.exists()]
+            if existing:
+                raise ConfigError(
+                    f"{existing[0]!r} exists; refusing to overwrite",
+                    hint="pass --force to overwrite, or choose another directory",
+                    path=existing[0],
+                )
+        written = []
+        for artifact, target in zip(self.files, targets, strict=True):
+            if artifact.secret:
+                written.append(write_private_file(target, artifact.data))
+            else:
+                written.append(write_file_atomic(target, artifact.data))
+        return written
+
+
+def _check_file_name(field_name: str, value: str) -> None:
+    if not value or value.strip() != value or any(c in value for c in '/\\:*?"<>|'):
+        raise ValueError(f"{field_name} {value!r} is not a plain file name")
+
+
+def _key_pem(key: PrivateKey, key_format: str) -> bytes:
+    if key_format == "pkcs1" and native_key_format(key) != "pkcs8":
+        return private_key_pem(key, native_key_format(key))
+    return private_key_pem(key, "pkcs8")
+
+
+def _pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _require_key(bundle: Bundle, target: str) -> PrivateKey:
+    if bundle.private_key is None:
+        raise PrivateKeyError(
+            f"bundle for {certificate_label(bundle.leaf)!r} has no private key; "
+            f"{target} needs it",
+            hint="add the key file to the input",
+        )
+    return bundle.private_key
+
+
+def _key_missing(bundle: Bundle, target: str) -> list[Finding]:
+    if bundle.private_key is not None:
+        return []
+    return [
+        Finding(
+            "KEY_MISSING",
+            "error",
+            f"no private key for {certificate_label(bundle.leaf)!r}; {target} needs it",
+            hint="add the key file to the input",
+            subject=certificate_label(bundle.leaf),
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class OvocProfile:
+    """Files staged in OVOC's ``server_certs`` directory for EmsServerManager.
+
+    Defaults (names assumed, no public source): ``server.crt`` leaf PEM,
+    ``server.key`` unencrypted PEM key (``key_format="pkcs1"``: PKCS#1
+    ``BEGIN RSA PRIVATE KEY`` for RSA, SEC1 for EC; ``"pkcs8"``:
+    ``BEGIN PRIVATE KEY``), ``root.crt`` root PEM, ``ca1.crt``, ``ca2.crt``…
+    the intermediates leaf side first (``intermediate_pattern`` with ``{n}``
+    counting from 1). ``cert_includes_chain`` appends the intermediates to
+    ``server.crt``.
+    """
+
+    kind: ClassVar[str] = "ovoc"
+
+    cert_file: str = "server.crt"
+    key_file: str = "server.key"
+    root_file: str = "root.crt"
+    intermediate_pattern: str = "ca{n}.crt"
+    key_format: str = "pkcs1"
+    cert_includes_chain: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("cert_file", "key_file", "root_file"):
+            _check_file_name(name, getattr(self, name))
+        if "{n}" not in self.intermediate_pattern:
+            raise ValueError(
+                f"intermediate_pattern {self.intermediate_pattern!r} has no {{n}} "
+                "for the intermediate's number"
+            )
+        try:
+            first = self.intermediate_pattern.format(n=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"intermediate_pattern {self.intermediate_pattern!r} may only use {{n}}"
+            ) from exc
+        _check_file_name("intermediate_pattern", first)
+        names = [self.cert_file, self.key_file, self.root_file, first]
+        if len(set(names)) != len(names):
+            raise ValueError(f"OVOC file names {names!r} are not all different")
+        if self.key_format not in _KEY_FORMATS:
+            raise ValueError(f"key_format {self.key_format!r} is not one of pkcs1, pkcs8")
+
+    def preflight(self, bundle: Bundle) -> list[Finding]:
+        """What would stop OVOC from importing this bundle: missing key or root."""
+        findings = _key_missing(bundle, "OVOC")
+        if bundle.root is None:
+            findings.append(
+                Finding(
+                    "ROOT_MISSING",
+                    "error",
+                    f"no root CA certificate for {certificate_label(bundle.leaf)!r}; "
+                    f"OVOC needs it as {self.root_file!r}",
+                    hint="add the root certificate file from the CA's download to the input",
+                    subject=certificate_label(bundle.leaf),
+                )
+            )
+        if bundle.private_key is not None and not isinstance(bundle.private_key, rsa.RSAPrivateKey):
+            findings.append(
+                Finding(
+                    "KEY_TYPE",
+                    "warning",
+                    "the key is not RSA; OVOC is only known to import RSA keys",
+                    hint="request the certificate with an RSA key (certfleet csr --key-type "
+                    "rsa2048) if the import fails",
+                    subject=certificate_label(bundle.leaf),
+                )
+            )
+        return findings
+
+    def render(self, bundle: Bundle) -> Artifacts:
+        key = _require_key(bundle, "OVOC")
+        if bundle.root is None:
+            raise CertificateError(
+                f"bundle for {certificate_label(bundle.leaf)!r} has no root CA certificate; "
+                f"OVOC needs {self.root_file!r}",
+                hint="add the root certificate file from the CA's download to the input",
+            )
+        cert = _pem(bundle.fullchain if self.cert_includes_chain else [bundle.leaf])
+        files = [
+            Artifact(self.cert_file, cert, False),
+            Artifact(self.key_file, _key_pem(key, self.key_format), True),
+            Artifact(self.root_file, _pem([bundle.root]), False),
+        ]
+        for n, intermediate in enumerate(bundle.chain, start=1):
+            name = self.intermediate_pattern.format(n=n)
+            files.append(Artifact(name, _pem([intermediate]), False))
+        return Artifacts(tuple(files))
+
+
+@dataclass(frozen=True)
+class SbcProfile:
+    """Files for a Mediant SBC TLS Context: ``certificate.pem``, ``private_key.pem``,
+    ``trusted_roots.pem``.
+
+    ``certificate``: ``"leaf"`` (default; whether the upload may carry
+    intermediates is undocumented) or ``"fullchain"``. ``trusted_roots``:
+    ``"chain+root"`` (default: intermediates then root, concatenated PEM),
+    ``"root"`` or ``"none"`` (no ``trusted_roots.pem``). ``key_format``: as
+    for :class:`OvocProfile`; AudioCodes documents PKCS#1.
+    """
+
+    kind: ClassVar[str] = "sbc"
+    certificate_file: ClassVar[str] = "certificate.pem"
+    key_file: ClassVar[str] = "private_key.pem"
+    trusted_roots_file: ClassVar[str] = "trusted_roots.pem"
+
+    key_format: str = "pkcs1"
+    certificate: Literal["leaf", "fullchain"] = "leaf"
+    trusted_roots: Literal["chain+root", "root", "none"] = "chain+root"
+
+    def __post_init__(self) -> None:
+        if self.key_format not in _KEY_FORMATS:
+            raise ValueError(f"key_format {self.key_format!r} is not one of pkcs1, pkcs8")
+        if self.certificate not in ("leaf", "fullchain"):
+            raise ValueError(f"certificate {self.certificate!r} is not one of leaf, fullchain")
+        if self.trusted_roots not in ("chain+root", "root", "none"):
+            raise ValueError(
+                f"trusted_roots {self.trusted_roots!r} is not one of chain+root, root, none"
+            )
+
+    def _trusted(self, bundle: Bundle) -> list[x509.Certificate]:
+        certs = list(bundle.chain) if self.trusted_roots == "chain+root" else []
+        if self.trusted_roots != "none" and bundle.root is not None:
+            certs.append(bundle.root)
+        return certs
+
+    def preflight(self, bundle: Bundle) -> list[Finding]:
+        """Missing key (error); missing root when the profile uploads it (warning)."""
+        findings = _key_missing(bundle, "the SBC")
+        if self.trusted_roots != "none" and bundle.root is None:
+            findings.append(
+                Finding(
+                    "ROOT_MISSING",
+                    "warning",
+                    f"no root CA certificate for {certificate_label(bundle.leaf)!r}; "
+                    "the SBC's trusted root store will not get it",
+                    hint="add the root certificate file to the input, unless the SBC "
+                    "already trusts that root",
+                    subject=certificate_label(bundle.leaf),
+                )
+            )
+        return findings
+
+    def render(self, bundle: Bundle) -> Artifacts:
+        key = _require_key(bundle, "the SBC")
+        cert = _pem(bundle.fullchain if self.certificate == "fullchain" else [bundle.leaf])
+        files = [
+            Artifact(self.certificate_file, cert, False),
+            Artifact(self.key_file, _key_pem(key, self.key_format), True),
+        ]
+        trusted = self._trusted(bundle)
+        if trusted:
+            files.append(Artifact(self.trusted_roots_file, _pem(trusted), False))
+        return Artifacts(tuple(files))
+
+
+TargetProfile = OvocProfile | SbcProfile
+OVOC_PROFILE = OvocProfile()
+SBC_PROFILE = SbcProfile()
+PROFILES: dict[str, TargetProfile] = {"ovoc": OVOC_PROFILE, "sbc": SBC_PROFILE}
+
+
+def render_target(bundle: Bundle, profile: TargetProfile) -> Artifacts:
+    """Every file ``profile``'s device wants for ``bundle``.
+
+    The key is converted to the profile's format. Raises PrivateKeyError
+    when the bundle has no key. For OVOC, a bundle without the root raises
+    CertificateError: EmsServerManager builds its keystore from root.crt,
+    and an import that fails half-way on the appliance is the failure this
+    tool exists to prevent. SBC trusted roots are written from what the
+    bundle has (no ``trusted_roots.pem`` when it has nothing to trust).
+    """
+    return profile.render(bundle)
+
+
+def profile_from_mapping(kind: str, mapping: Mapping[str, Any]) -> TargetProfile:
+    """The ``kind`` (``ovoc`` / ``sbc``) profile with fields from ``mapping``.
+
+    Keys may use ``-`` or ``_``. Raises ConfigError for an unknown kind, an
+    unknown key, a value of the wrong type or an invalid value.
+    """
+    if kind not in PROFILES:
+        raise ConfigError(
+            f"target profile kind {kind!r} is unknown",
+            hint=f"use one of {', '.join(PROFILES)}",
+        )
+    cls = type(PROFILES[kind])
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for raw_key, value in mapping.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in fields:
+            raise ConfigError(
+                f"{kind} profile setting {raw_key!r} is unknown",
+                hint=f"use one of {', '.join(sorted(fields))}",
+            )
+        expected = bool if key == "cert_includes_chain" else str
+        if not isinstance(value, expected):
+            raise ConfigError(
+                f"{kind} profile setting {raw_key!r} must be a {expected.__name__}, "
+                f"not {value!r}",
+                hint="fix the value in the inventory",
+            )
+        values[key] = value
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{kind} profile: {exc}", hint="fix the value in the inventory"
+        ) from exc
