@@ -19,6 +19,7 @@ import base64
 import binascii
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,6 +46,7 @@ _PARSE_ERRORS = (
     KeyError,
     OverflowError,
     UnicodeDecodeError,
+    x509.InvalidVersion,
 )
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 ]*?)-----(.*?)-----END \1-----", re.DOTALL)
@@ -397,7 +399,11 @@ def _load_pkcs12(data: bytes, password: bytes | None, out: _Collector) -> None:
     used: bytes | None = None
     for candidate in candidates:
         try:
-            p12 = pkcs12.load_pkcs12(data, candidate)
+            with warnings.catch_warnings():
+                # BER-encoded files from old Windows tools load fine; the warning that
+                # DER parsing fell back to BER would only alarm the user.
+                warnings.simplefilter("ignore", UserWarning)
+                p12 = pkcs12.load_pkcs12(data, candidate)
         except ValueError as exc:
             if "password" not in str(exc).lower():
                 raise _corrupt(source, what, exc) from exc
@@ -478,8 +484,8 @@ def load_bytes(
             _load_der(data, password, out)
     except CertfleetError:
         raise
-    except (RecursionError, *_PARSE_ERRORS) as exc:  # a last net under the per-format ones
-        raise _corrupt(source, "content", exc) from exc
+    except Exception as exc:  # a last net: parsers raise more types than can be listed
+        raise _corrupt(source, f"content ({type(exc).__name__})", exc) from exc
     if not out.objects:
         raise _nothing(source)
     return out.objects
