@@ -1,0 +1,607 @@
+"""The inventory: which certificates exist and which devices serve them.
+
+An inventory is a TOML file (``certfleet.toml``). It names certificates
+(``[certificates.NAME]``), devices (``[devices.NAME]``) and defaults
+(``[defaults]``, ``[defaults.sbc]``, ``[defaults.ovoc]``). It never holds a
+secret: passwords are references (``env:VAR``, ``keyring:SERVICE/USER``,
+``file:PATH`` or ``prompt``) that :mod:`certfleet.secrets` resolves.
+
+Errors name the file, the line and the key. :mod:`tomllib` gives no line
+numbers for keys, so the line is found by scanning the text for the table
+header and then the key; that is good enough for a hand-written file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .drivers.tlsprobe import Listener
+from .errors import ConfigError
+
+__all__ = [
+    "SECRET_KEYS",
+    "SKELETON",
+    "CertificateSpec",
+    "Device",
+    "Inventory",
+    "load_inventory",
+    "parse_inventory",
+    "select_devices",
+]
+
+DeviceKind = Literal["ovoc", "sbc"]
+KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384")
+SECRET_SCHEMES = ("env:", "keyring:", "file:")
+# Keys whose values are secrets: only references are accepted for them.
+SECRET_KEYS = ("password", "root_password", "passphrase", "key_passphrase", "secret", "token")
+
+_CERT_KEYS = {"cn", "sans", "key_type", "organization", "key_passphrase", "description"}
+_DEVICE_KEYS = {
+    "kind",
+    "address",
+    "fqdn",
+    "port",
+    "ssh_port",
+    "https_port",
+    "user",
+    "password",
+    "root_password",
+    "ssh_host_key",
+    "tls_pin",
+    "ca_file",
+    "tls_contexts",
+    "listeners",
+    "certificate",
+    "tags",
+    "profile",
+    "verify_timeout",
+    "description",
+}
+_DEFAULT_KEYS = _DEVICE_KEYS - {"kind", "address", "fqdn", "listeners", "description"}
+_TOP_KEYS = {"certificates", "devices", "defaults", "settings"}
+_SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    """A certificate the estate uses: its names and the key type to generate."""
+
+    name: str
+    cn: str
+    sans: tuple[str, ...]
+    key_type: str = "rsa2048"
+    organization: str | None = None
+    key_passphrase: str | None = None  # a secret reference: encrypts the key in the store
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """CN and SANs without duplicates, CN first."""
+        return tuple(dict.fromkeys((self.cn, *self.sans)))
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device of the estate, as the inventory describes it.
+
+    ``port`` is the management port: HTTPS (REST) for an SBC, SSH for OVOC.
+    ``listeners`` are the TLS endpoints to verify; ``fqdn`` is the name the
+    certificate must cover (defaults to ``address`` when that is a name).
+    """
+
+    name: str
+    kind: DeviceKind
+    address: str
+    certificate: str
+    port: int
+    listeners: tuple[Listener, ...]
+    fqdn: str | None = None
+    https_port: int = 443
+    user: str | None = None
+    password: str | None = None
+    root_password: str | None = None
+    ssh_host_key: str | None = None
+    tls_pin: str | None = None
+    ca_file: str | None = None
+    tls_contexts: tuple[int, ...] = (0,)
+    tags: tuple[str, ...] = ()
+    profile: Mapping[str, Any] = field(default_factory=dict)
+    verify_timeout: float = 120.0
+    description: str = ""
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The names the certificate must cover for this device."""
+        return (self.fqdn,) if self.fqdn else ()
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A parsed, validated inventory. ``text`` is the exact file content."""
+
+    path: Path
+    text: str
+    certificates: dict[str, CertificateSpec]
+    devices: dict[str, Device]
+    concurrency: int = 8
+    expiry_warn_days: int = 30
+
+    def certificate(self, name: str) -> CertificateSpec:
+        """The certificate named ``name``. Raises ConfigError."""
+        try:
+            return self.certificates[name]
+        except KeyError:
+            known = ", ".join(sorted(self.certificates)) or "none"
+            raise ConfigError(
+                f"{self.path}: no certificate named {name!r} (known: {known})",
+                hint=f"add a [certificates.{name}] table to the inventory",
+                path=str(self.path),
+            ) from None
+
+    def devices_using(self, certificate: str) -> list[Device]:
+        return [d for d in self.devices.values() if d.certificate == certificate]
+
+    def hosts_for(self, certificate: str) -> list[str]:
+        """Every device FQDN that ``certificate`` must cover."""
+        hosts: list[str] = []
+        for device in self.devices_using(certificate):
+            hosts.extend(h for h in device.hosts if h not in hosts)
+        return hosts
+
+
+def select_devices(inventory: Inventory, only: Sequence[str] = ()) -> list[Device]:
+    """Devices matching any of ``only`` (a name or a tag); all when empty. Raises ConfigError."""
+    if not only:
+        return list(inventory.devices.values())
+    chosen: list[Device] = []
+    for item in only:
+        matched = [
+            d for d in inventory.devices.values() if d.name == item or item in d.tags
+        ]
+        if not matched:
+            raise ConfigError(
+                f"--only {item!r} names no device and no tag of {inventory.path}",
+                hint="devices: " + ", ".join(sorted(inventory.devices)),
+            )
+        chosen.extend(d for d in matched if d not in chosen)
+    return chosen
+
+
+# ---- locating lines ----------------------------------------------------------
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _header_path(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip('"').strip("'") for part in raw.split("."))
+
+
+def _line_of(text: str, table: Sequence[str], key: str | None = None) -> int | None:
+    """The 1-based line of ``key`` in table ``table`` (or of the header), by scanning."""
+    lines = text.splitlines()
+    want = tuple(table)
+    start: int | None = 0 if not want else None
+    for number, line in enumerate(lines):
+        match = _HEADER_RE.match(line)
+        if match and _header_path(match.group(1)) == want:
+            start = number
+            break
+    if start is None:
+        # dotted keys or inline tables: find "key =" anywhere as a fallback
+        start = 0
+        if key is None:
+            return None
+    if key is None:
+        return start + 1
+    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for number in range(start + (1 if want else 0), len(lines)):
+        if want and _HEADER_RE.match(lines[number]):
+            break
+        if not want and _HEADER_RE.match(lines[number]):
+            break
+        if key_re.match(lines[number]):
+            return number + 1
+    return start + 1 if want else None
+
+
+class _Ctx:
+    """Builds errors that name the file, the line and the key."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.text = text
+
+    def error(
+        self, table: Sequence[str], key: str | None, problem: str, hint: str
+    ) -> ConfigError:
+        line = _line_of(self.text, table, key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        dotted = ".".join([*table, key] if key else table) or "(top level)"
+        return ConfigError(
+            f"{where}: {dotted}: {problem}", hint=hint, path=str(self.path), line=line, key=dotted
+        )
+
+
+def _expect(
+    ctx: _Ctx, table: Sequence[str], key: str, value: Any, kind: type | tuple[type, ...], what: str
+) -> Any:
+    if isinstance(value, bool) and kind is not bool and bool not in (
+        kind if isinstance(kind, tuple) else (kind,)
+    ):
+        raise ctx.error(table, key, f"must be {what}, not {value!r}", f"write {key} = <{what}>")
+    if not isinstance(value, kind):
+        raise ctx.error(table, key, f"must be {what}, not {value!r}", f"write {key} = <{what}>")
+    return value
+
+
+def _check_keys(
+    ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowed: set[str]
+) -> None:
+    import difflib
+
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "allowed: " + ", ".join(sorted(allowed))
+            )
+            raise ctx.error(table, key, f"unknown key {key!r}", hint)
+
+
+def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ctx.error(table, key, "must be a secret reference string", 'write e.g. "env:VAR"')
+    if value == "prompt" or (
+        value.startswith(SECRET_SCHEMES) and len(value.partition(":")[2]) > 0
+    ):
+        if value.startswith("keyring:") and "/" not in value:
+            raise ctx.error(
+                table, key, f"keyring reference {value!r} must be keyring:SERVICE/USER",
+                "write e.g. keyring:certfleet/sbc-admin",
+            )
+        return value
+    # Never echo the value: it may be a real password.
+    raise ctx.error(
+        table,
+        key,
+        "holds a literal secret; the inventory only takes references",
+        f'write {key} = "env:VAR", "keyring:SERVICE/USER", "file:PATH" or "prompt" '
+        "and remove the password from the file",
+    )
+
+
+def _port(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> int:
+    _expect(ctx, table, key, value, int, "a port number")
+    if not 0 < value < 65536:
+        raise ctx.error(table, key, f"port {value!r} is not 1-65535", "use a real port number")
+    return int(value)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _names(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> tuple[str, ...]:
+    _expect(ctx, table, key, value, list, "a list of strings")
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise ctx.error(table, key, f"item {item!r} is not a non-empty string", "quote it")
+    return tuple(value)
+
+
+def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
+    table = ("certificates", name)
+    if not isinstance(data, dict):
+        raise ctx.error(("certificates",), name, "must be a table", f"write [certificates.{name}]")
+    if not _NAME_RE.match(name):
+        raise ctx.error(
+            table, None, f"name {name!r} is not a simple name", "use letters, digits, -_."
+        )
+    _check_keys(ctx, table, data, _CERT_KEYS)
+    if "cn" not in data:
+        raise ctx.error(table, None, "has no cn", 'add cn = "*.example.com"')
+    cn = _expect(ctx, table, "cn", data["cn"], str, "a common name")
+    sans = _names(ctx, table, "sans", data.get("sans", [cn]))
+    key_type = _expect(ctx, table, "key_type", data.get("key_type", "rsa2048"), str, "a key type")
+    if key_type not in KEY_TYPES:
+        raise ctx.error(
+            table,
+            "key_type",
+            f"unknown key type {key_type!r}",
+            "use one of " + ", ".join(KEY_TYPES),
+        )
+    org = data.get("organization")
+    if org is not None:
+        _expect(ctx, table, "organization", org, str, "a string")
+    passphrase = data.get("key_passphrase")
+    if passphrase is not None:
+        passphrase = _check_secret(ctx, table, "key_passphrase", passphrase)
+    return CertificateSpec(name, cn, sans, key_type, org, passphrase)
+
+
+def _parse_listeners(
+    ctx: _Ctx, table: Sequence[str], value: Any, address: str, fqdn: str | None
+) -> tuple[Listener, ...]:
+    _expect(ctx, table, "listeners", value, list, "a list")
+    result: list[Listener] = []
+    for item in value:
+        label = ""
+        server_name = fqdn
+        if isinstance(item, dict):
+            unknown = set(item) - {"address", "host", "port", "label", "server_name"}
+            if unknown:
+                raise ctx.error(
+                    table, "listeners", f"unknown listener key {sorted(unknown)[0]!r}",
+                    "a listener takes host, port, label and server_name",
+                )
+            host = item.get("host", item.get("address", address))
+            port = item.get("port")
+            label = str(item.get("label", ""))
+            server_name = item.get("server_name", server_name)
+            if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
+                raise ctx.error(
+                    table, "listeners", f"listener {item!r} needs a host and an integer port",
+                    '{ host = "sbc1.example.com", port = 5061, label = "sip" }',
+                )
+        elif isinstance(item, int) and not isinstance(item, bool):
+            host, port = address, item
+        elif isinstance(item, str):
+            try:
+                parsed = Listener.parse(item)
+            except ValueError as exc:
+                raise ctx.error(
+                    table, "listeners", str(exc), 'write "HOST:PORT" or a port'
+                ) from None
+            host, port = parsed.host, parsed.port
+        else:
+            raise ctx.error(
+                table, "listeners", f"listener {item!r} is not HOST:PORT, a port or a table",
+                'write listeners = [443, "sbc1.example.com:5061"]',
+            )
+        try:
+            result.append(Listener(host, port, server_name=server_name, label=label))
+        except ValueError as exc:
+            raise ctx.error(table, "listeners", str(exc), "use a port 1-65535") from None
+    if not result:
+        raise ctx.error(table, "listeners", "is empty", "name at least one TLS listener to verify")
+    return tuple(result)
+
+
+def _parse_device(
+    ctx: _Ctx,
+    name: str,
+    data: Any,
+    defaults: Mapping[str, Mapping[str, Any]],
+    certificates: Mapping[str, CertificateSpec],
+) -> Device:
+    table = ("devices", name)
+    if not isinstance(data, dict):
+        raise ctx.error(("devices",), name, "must be a table", f"write [devices.{name}]")
+    if not _NAME_RE.match(name):
+        raise ctx.error(
+            table, None, f"name {name!r} is not a simple name", "use letters, digits, -_."
+        )
+    _check_keys(ctx, table, data, _DEVICE_KEYS)
+    kind = data.get("kind")
+    if kind not in ("ovoc", "sbc"):
+        raise ctx.error(
+            table, "kind" if "kind" in data else None,
+            f"kind must be 'ovoc' or 'sbc', not {kind!r}", 'write kind = "sbc" (or "ovoc")',
+        )
+    merged: dict[str, Any] = {**defaults.get("", {}), **defaults.get(kind, {}), **data}
+    for key in SECRET_KEYS:
+        if key in data:
+            _check_secret(ctx, table, key, data[key])
+    if "address" not in merged:
+        raise ctx.error(table, None, "has no address", 'add address = "sbc1.example.com"')
+    address = _expect(ctx, table, "address", merged["address"], str, "a host name or IP")
+    fqdn = merged.get("fqdn")
+    if fqdn is not None:
+        _expect(ctx, table, "fqdn", fqdn, str, "a host name")
+    elif not _is_ip(address):
+        fqdn = address
+    if len(certificates) == 1 and "certificate" not in merged:
+        merged["certificate"] = next(iter(certificates))
+    if "certificate" not in merged:
+        raise ctx.error(table, None, "names no certificate", 'add certificate = "wildcard"')
+    cert = _expect(ctx, table, "certificate", merged["certificate"], str, "a certificate name")
+    if cert not in certificates:
+        known = ", ".join(sorted(certificates)) or "none"
+        raise ctx.error(
+            table, "certificate", f"no certificate named {cert!r} (known: {known})",
+            f"add [certificates.{cert}] or fix the name",
+        )
+    default_port = 22 if kind == "ovoc" else 443
+    key = "ssh_port" if kind == "ovoc" and "ssh_port" in merged else "port"
+    port = _port(ctx, table, key, merged.get(key, default_port))
+    https_port = _port(ctx, table, "https_port", merged.get("https_port", 443))
+    strings: dict[str, str | None] = {}
+    for item in ("user", "ssh_host_key", "tls_pin", "ca_file", "description"):
+        value = merged.get(item)
+        if value is not None:
+            _expect(ctx, table, item, value, str, "a string")
+        strings[item] = value
+    secrets: dict[str, str | None] = {}
+    for item in ("password", "root_password"):
+        value = merged.get(item)
+        secrets[item] = _check_secret(ctx, table, item, value) if value is not None else None
+    contexts = merged.get("tls_contexts", [0])
+    _expect(ctx, table, "tls_contexts", contexts, list, "a list of TLS context numbers")
+    for item in contexts:
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            raise ctx.error(
+                table, "tls_contexts", f"TLS context {item!r} is not a number >= 0",
+                "write tls_contexts = [0, 1]",
+            )
+    if "listeners" in merged:
+        listeners = _parse_listeners(ctx, table, merged["listeners"], address, fqdn)
+    else:
+        listeners = (Listener(address, https_port if kind == "ovoc" else port, server_name=fqdn),)
+    tags = _names(ctx, table, "tags", merged.get("tags", []))
+    profile = merged.get("profile", {})
+    _expect(ctx, table, "profile", profile, dict, "a table of profile overrides")
+    timeout = merged.get("verify_timeout", 120.0)
+    _expect(ctx, table, "verify_timeout", timeout, (int, float), "a number of seconds")
+    return Device(
+        name=name,
+        kind=kind,
+        address=address,
+        certificate=cert,
+        port=port,
+        listeners=listeners,
+        fqdn=fqdn,
+        https_port=https_port,
+        user=strings["user"],
+        password=secrets["password"],
+        root_password=secrets["root_password"],
+        ssh_host_key=strings["ssh_host_key"],
+        tls_pin=strings["tls_pin"],
+        ca_file=strings["ca_file"],
+        tls_contexts=tuple(contexts),
+        tags=tags,
+        profile=dict(profile),
+        verify_timeout=float(timeout),
+        description=strings["description"] or "",
+    )
+
+
+def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory:
+    """Parse and validate inventory ``text``. Raises ConfigError naming file, line and key."""
+    path = Path(path)
+    ctx = _Ctx(path, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}",
+            hint="fix the syntax at the line named (quotes, brackets, '=')",
+            path=str(path),
+        ) from None
+    _check_keys(ctx, (), data, _TOP_KEYS)
+    settings = data.get("settings", {})
+    _expect(ctx, (), "settings", settings, dict, "a table")
+    _check_keys(ctx, ("settings",), settings, _SETTINGS_KEYS)
+    concurrency = _expect(
+        ctx, ("settings",), "concurrency", settings.get("concurrency", 8), int, "a number"
+    )
+    if concurrency < 1:
+        raise ctx.error(("settings",), "concurrency", "must be at least 1", "write concurrency = 8")
+    warn_days = _expect(
+        ctx, ("settings",), "expiry_warn_days", settings.get("expiry_warn_days", 30), int, "days"
+    )
+
+    raw_defaults = data.get("defaults", {})
+    _expect(ctx, (), "defaults", raw_defaults, dict, "a table")
+    defaults: dict[str, dict[str, Any]] = {"": {}}
+    for key, value in raw_defaults.items():
+        if key in ("sbc", "ovoc"):
+            _expect(ctx, ("defaults",), key, value, dict, "a table")
+            _check_keys(ctx, ("defaults", key), value, _DEFAULT_KEYS)
+            for secret in SECRET_KEYS:
+                if secret in value:
+                    _check_secret(ctx, ("defaults", key), secret, value[secret])
+            defaults[key] = dict(value)
+        else:
+            _check_keys(ctx, ("defaults",), {key: value}, _DEFAULT_KEYS | {"sbc", "ovoc"})
+            if key in SECRET_KEYS:
+                _check_secret(ctx, ("defaults",), key, value)
+            defaults[""][key] = value
+
+    raw_certs = data.get("certificates", {})
+    _expect(ctx, (), "certificates", raw_certs, dict, "a table of certificates")
+    certificates = {name: _parse_certificate(ctx, name, value) for name, value in raw_certs.items()}
+    raw_devices = data.get("devices", {})
+    _expect(ctx, (), "devices", raw_devices, dict, "a table of devices")
+    devices = {
+        name: _parse_device(ctx, name, value, defaults, certificates)
+        for name, value in raw_devices.items()
+    }
+    return Inventory(path, text, certificates, devices, concurrency, warn_days)
+
+
+def load_inventory(path: Path | str) -> Inventory:
+    """Read and validate the inventory at ``path``. Raises ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"inventory {str(path)!r} does not exist",
+            hint="run 'certfleet init' to write one, or pass --inventory FILE",
+            path=str(path),
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read inventory {str(path)!r}: {exc.strerror or exc}",
+            hint="check the path and its permissions",
+            path=str(path),
+        ) from None
+    return parse_inventory(text, path)
+
+
+SKELETON = """\
+# certfleet inventory: the certificates of the estate and the devices serving them.
+# No secret ever goes in this file: passwords are references resolved at run time,
+#   "env:VAR"                 an environment variable
+#   "keyring:SERVICE/USER"    the OS keyring (keyring set SERVICE USER)
+#   "file:PATH"               the first line of a file (keep it 0600)
+#   "prompt"                  asked on the terminal
+# Each table is checked when certfleet reads the file; errors name the line.
+
+[settings]
+concurrency = 8          # devices deployed in parallel
+expiry_warn_days = 30    # status/check warn when fewer days are left
+
+# One table per certificate. `certfleet csr NAME` makes the key and CSR;
+# `certfleet import NAME FILE...` stores what the CA sent back.
+[certificates.wildcard]
+cn = "*.example.com"
+sans = ["*.example.com", "example.com"]
+key_type = "rsa2048"                 # rsa2048, rsa3072, rsa4096, ec-p256, ec-p384
+# organization = "Example Ltd"
+# key_passphrase = "env:CERTFLEET_KEY_PASSPHRASE"   # encrypts the key in the state store
+
+# Defaults apply to every device; [defaults.sbc] / [defaults.ovoc] to one kind.
+[defaults.sbc]
+user = "Admin"
+password = "env:SBC_PASSWORD"
+
+[defaults.ovoc]
+user = "acems"
+password = "env:OVOC_ACEMS_PASSWORD"
+root_password = "env:OVOC_ROOT_PASSWORD"
+
+# The OVOC appliance: SFTP + SSH as acems, su to root, EmsServerManager.
+[devices.ovoc]
+kind = "ovoc"
+address = "ovoc.example.com"
+ssh_port = 22
+https_port = 443
+certificate = "wildcard"
+# ssh_host_key = "ssh-ed25519 AAAA..."   # the host key (or a known_hosts file path)
+listeners = [443]
+tags = ["core"]
+
+# A Mediant SBC: REST API over HTTPS, one or more TLS contexts.
+[devices.sbc1]
+kind = "sbc"
+address = "sbc1.example.com"
+port = 443
+certificate = "wildcard"
+tls_contexts = [0]
+# tls_pin = "sha256:..."                 # pin of the management certificate (or ca_file)
+listeners = [443, "sbc1.example.com:5061"]
+tags = ["sbc", "site-a"]
+"""

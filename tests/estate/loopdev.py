@@ -1,0 +1,145 @@
+"""A tiny loopback device and driver for the estate tests.
+
+The device is a real TLS listener on 127.0.0.1 whose certificate can be
+swapped (the lab's CertSlot); the driver installs by swapping it, backs up
+by keeping what it served, and can be told to fail at any step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from certfleet.drivers.base import Backup, Driver, EventCallback
+from certfleet.errors import DeviceConnectionError, DeviceRefusedError, RollbackError
+from certfleet.inventory import Device, Inventory, parse_inventory
+from certfleet.lab.ca import Issued, LabCA
+from certfleet.lab.tls import CertSlot, LabTLSListener
+from certfleet.pki.model import Bundle
+
+STEPS = ("connect", "backup", "install", "verify", "restore")
+
+
+@dataclass
+class LoopDevice:
+    """A device: a TLS listener presenting ``slot``; ``fail_at`` injects a failure."""
+
+    name: str
+    slot: CertSlot
+    listener: LabTLSListener
+    fail_at: set[str] = field(default_factory=set)
+    installs: int = 0
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+
+class LoopbackDriver(Driver):
+    """Installs by swapping the device's certificate slot."""
+
+    kind = "loop"
+
+    def __init__(self, dev: LoopDevice, device: Device, on_event: EventCallback | None) -> None:
+        super().__init__(device.name, device.listeners, on_event=on_event, verify_timeout=0.5)
+        self.dev = dev
+
+    def _maybe_fail(self, step: str) -> None:
+        if step in self.dev.fail_at:
+            if step == "connect":
+                raise DeviceConnectionError(f"{self.name}: injected connect failure")
+            if step == "restore":
+                raise RollbackError(f"{self.name}: injected restore failure")
+            raise DeviceRefusedError(f"{self.name}: injected {step} failure")
+
+    async def connect(self) -> None:
+        self._maybe_fail("connect")
+
+    async def close(self) -> None:
+        return None
+
+    async def backup(self) -> Backup:
+        self._maybe_fail("backup")
+        return Backup(
+            self.name,
+            "loop",
+            files={"cert.pem": self.dev.slot.cert_pem, "chain.pem": self.dev.slot.chain_pem,
+                   "key.pem": self.dev.slot.key_pem},
+            has_private_key=True,
+        )
+
+    async def install(self, bundle: Bundle) -> None:
+        self._maybe_fail("install")
+        assert bundle.private_key is not None
+        key = bundle.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        if "verify" in self.dev.fail_at:
+            return  # "installed" but the device keeps serving the old certificate
+        chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in bundle.chain)
+        self.dev.slot.set(bundle.leaf.public_bytes(serialization.Encoding.PEM), key, chain)
+        self.dev.installs += 1
+
+    async def restore(self, backup: Backup) -> None:
+        self._maybe_fail("restore")
+        self.dev.slot.set(backup.files["cert.pem"], backup.files["key.pem"],
+                          backup.files["chain.pem"])
+
+
+class LoopEstate:
+    """N loopback devices plus an inventory describing them."""
+
+    def __init__(self, ca: LabCA, old: Issued, count: int, tmp: Path) -> None:
+        self.ca = ca
+        self.old = old
+        self.devices: dict[str, LoopDevice] = {}
+        for index in range(1, count + 1):
+            name = f"sbc{index}"
+            slot = CertSlot(old.leaf_pem, old.key_pem(), old.chain_pem)
+            listener = LabTLSListener(slot).start()
+            self.devices[name] = LoopDevice(name, slot, listener)
+        self.path = tmp / "certfleet.toml"
+        self.path.write_text(self.inventory_text())
+
+    def inventory_text(self) -> str:
+        lines = [
+            "[certificates.wildcard]",
+            'cn = "*.example.com"',
+            'sans = ["*.example.com", "example.com"]',
+            'key_type = "ec-p256"',
+            "",
+            "[defaults.sbc]",
+            'user = "Admin"',
+            'password = "env:LOOP_SBC_PASSWORD"',
+            "",
+        ]
+        for index, (name, dev) in enumerate(self.devices.items()):
+            tags = '["even"]' if index % 2 else '["odd"]'
+            lines += [
+                f"[devices.{name}]",
+                'kind = "sbc"',
+                'address = "127.0.0.1"',
+                f'fqdn = "{name}.example.com"',
+                f"port = {dev.port}",
+                'certificate = "wildcard"',
+                f"listeners = [{dev.port}]",
+                f"tags = {tags}",
+                "",
+            ]
+        return "\n".join(lines)
+
+    def inventory(self) -> Inventory:
+        return parse_inventory(self.path.read_text(), self.path)
+
+    def factory(
+        self, device: Device, inventory: Inventory, on_event: EventCallback | None
+    ) -> Driver:
+        return LoopbackDriver(self.devices[device.name], device, on_event)
+
+    def stop(self) -> None:
+        for dev in self.devices.values():
+            dev.listener.stop()
+            dev.slot.close()
