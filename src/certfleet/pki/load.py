@@ -50,6 +50,7 @@ _PARSE_ERRORS = (
 )
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 ]*?)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 ]*?)-----")
 _PRIVATE_KEY_TYPES = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -257,8 +258,10 @@ def _load_pem(text: bytes, password: bytes | None, out: _Collector) -> bool:
     """Load every PEM block of ``text``; False when there is none."""
     source = out.source
     found = False
+    covered: list[tuple[int, int]] = []
     for number, match in enumerate(_PEM_BLOCK.finditer(text), start=1):
         found = True
+        covered.append(match.span())
         label = match.group(1).decode("ascii")
         what = f"PEM block {number} ({label})"
         if label in _IGNORED_LABELS:
@@ -275,6 +278,14 @@ def _load_pem(text: bytes, password: bytes | None, out: _Collector) -> bool:
             raise
         except _PARSE_ERRORS as exc:
             raise _corrupt(source, what, exc) from exc
+    for begin in _PEM_BEGIN.finditer(text):
+        if not any(start <= begin.start() < end for start, end in covered):
+            label = begin.group(1).decode("ascii")
+            raise CertificateError(
+                f"{source!r} has a {label} block without its END line: the file looks cut off",
+                hint="download or copy the file again, completely",
+                path=source,
+            )
     return found
 
 
