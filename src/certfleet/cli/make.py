@@ -1,0 +1,469 @@
+"""``certfleet csr`` and ``certfleet export``: make a key and CSR, write a bundle out.
+
+Thin by design: arguments are parsed here, the work is done by
+``certfleet.pki`` (and ``certfleet.estate.csr`` for inventory CSRs).
+Heavy libraries are imported inside the commands to keep ``--help`` fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import ConfigError, InputError, PasswordError, PrivateKeyError
+from .common import console, err_console, handle_errors, print_json, read_password
+
+if TYPE_CHECKING:
+    from ..pki.model import Bundle, Finding
+
+__all__ = ["register"]
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``csr`` and ``export`` to ``app``."""
+    app.command("csr")(csr)
+    app.command("export")(export)
+
+
+def _password_bytes(env_var: str | None, file: str | None, *, what: str) -> bytes | None:
+    value = read_password(env_var, what=what, file=file)
+    if value is None:
+        return None
+    if not value:
+        raise PasswordError(
+            f"the {what} is empty",
+            hint="set the variable or file to the password, or drop the option",
+        )
+    return value.encode("utf-8")
+
+
+def _refuse_existing(paths: list[Path]) -> None:
+    for path in paths:
+        if path.exists():
+            raise ConfigError(
+                f"{str(path)!r} exists; refusing to overwrite",
+                hint="pass --force to overwrite it, or choose another output",
+                path=str(path),
+            )
+
+
+# --------------------------------------------------------------------------- csr
+
+
+def csr(
+    name: Annotated[str | None, typer.Argument(
+        help="Inventory certificate name (its names, key type and passphrase come from the "
+        "inventory). Use --cn instead for a one-off CSR.", show_default=False,
+    )] = None,
+    cn: Annotated[str | None, typer.Option(
+        "--cn", help="Common name, e.g. '*.example.com'.")] = None,
+    san: Annotated[list[str] | None, typer.Option(
+        "--san", help="Extra subject alternative name (repeatable). The CN is always one.",
+    )] = None,
+    key_type: Annotated[str | None, typer.Option(
+        "--key-type", help="rsa2048 (default), rsa3072, rsa4096, ec-p256 or ec-p384.",
+    )] = None,
+    org: Annotated[str | None, typer.Option("--org", help="Organisation (O).")] = None,
+    ou: Annotated[str | None, typer.Option("--ou", help="Organisational unit (OU).")] = None,
+    country: Annotated[str | None, typer.Option(
+        "--country", help="Two-letter country code (C).")] = None,
+    state: Annotated[str | None, typer.Option("--state", help="State or province (ST).")] = None,
+    locality: Annotated[str | None, typer.Option(
+        "--locality", help="Locality or city (L).")] = None,
+    email: Annotated[str | None, typer.Option(
+        "--email", help="E-mail address in the subject.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out-dir", help="Folder for <name>.key and <name>.csr (required with --cn).",
+    )] = None,
+    passphrase_env: Annotated[str | None, typer.Option(
+        "--passphrase-env", metavar="VAR",
+        help="Encrypt the key (PKCS#8) with the passphrase in this environment variable.",
+    )] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an existing key and CSR.")] = False,
+    inventory: Annotated[Path | None, typer.Option(
+        "--inventory", help="Inventory file for NAME (default certfleet.toml).",
+    )] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="State folder that keeps the key of NAME.",
+    )] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Make a private key and a CSR off the devices (what a shared wildcard needs).
+
+    The key is written 0600 as <name>.key where <name> is the CN with '*' as
+    'wildcard': PKCS#1 'BEGIN RSA PRIVATE KEY' for RSA (SEC1 for EC), the
+    unencrypted form OVOC imports, or encrypted PKCS#8 with --passphrase-env.
+    """
+    _csr(**locals())
+
+
+@handle_errors
+def _csr(
+    *,
+    name: str | None,
+    cn: str | None,
+    san: list[str] | None,
+    key_type: str | None,
+    org: str | None,
+    ou: str | None,
+    country: str | None,
+    state: str | None,
+    locality: str | None,
+    email: str | None,
+    out_dir: Path | None,
+    passphrase_env: str | None,
+    force: bool,
+    inventory: Path | None,
+    state_dir: Path | None,
+    json_out: bool,
+) -> None:
+    if name is not None and cn is not None:
+        raise ConfigError(
+            f"give either an inventory certificate NAME ({name!r}) or --cn, not both",
+            hint="drop NAME for a one-off CSR, or drop --cn to use the inventory",
+        )
+    if name is not None:
+        one_off = {
+            "--san": san, "--key-type": key_type, "--org": org, "--ou": ou,
+            "--country": country, "--state": state, "--locality": locality,
+            "--email": email, "--passphrase-env": passphrase_env, "--force": force or None,
+        }
+        given = [flag for flag, value in one_off.items() if value]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} cannot be used with inventory certificate {name!r}",
+                hint=f"set them in [certificates.{name}] of the inventory, or use --cn",
+            )
+        _inventory_csr(name, inventory, state_dir, out_dir, json_out=json_out)
+        return
+    if cn is None:
+        raise ConfigError(
+            "no certificate to request: give --cn or an inventory certificate NAME",
+            hint="e.g. certfleet csr --cn '*.example.com' --out-dir ./certs",
+        )
+    if inventory is not None or state_dir is not None:
+        raise ConfigError(
+            "--inventory and --state-dir are for an inventory certificate NAME, not --cn",
+            hint="drop them, or give NAME instead of --cn",
+        )
+    if out_dir is None:
+        raise ConfigError(
+            "--out-dir is required with --cn",
+            hint="e.g. certfleet csr --cn '*.example.com' --out-dir ./certs",
+        )
+
+    from ..fsutil import write_file_atomic, write_private_file
+    from ..pki.keygen import (
+        build_csr,
+        csr_pem,
+        generate_private_key,
+        native_key_format,
+        private_key_pem,
+        stem_for_name,
+    )
+    from ..pki.model import key_description, spki_sha256
+
+    passphrase = _password_bytes(passphrase_env, None, what="key passphrase")
+    try:
+        key = generate_private_key(key_type or "rsa2048")
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="pass --key-type with one of the values listed") from None
+    try:
+        request = build_csr(
+            key, cn, san or (), organization=org, organizational_unit=ou,
+            locality=locality, state=state, country=country, email=email,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"cannot make the CSR: {exc}", hint="fix --cn, --san or the subject options"
+        ) from None
+
+    stem = stem_for_name(cn)
+    key_path, csr_path = out_dir / f"{stem}.key", out_dir / f"{stem}.csr"
+    if not force:
+        _refuse_existing([key_path, csr_path])
+    key_format = "pkcs8-encrypted" if passphrase else native_key_format(key)
+    key_pem = private_key_pem(key, native_key_format(key), passphrase)
+    write_private_file(key_path, key_pem)
+    write_file_atomic(csr_path, csr_pem(request))
+    spki = spki_sha256(key)
+    sans = [str(n.value) for n in _sans(request)]
+    if json_out:
+        print_json({
+            "key": str(key_path), "csr": str(csr_path), "spki_sha256": spki,
+            "common_name": cn, "sans": sans, "key_type": key_type or "rsa2048",
+            "key_format": key_format,
+        })
+        return
+    kind, bits = key_description(key)
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=False, box=None)
+    for label, value in (
+        ("key", f"{key_path}  ({kind.upper()} {bits}, {key_format}, mode 0600)"),
+        ("csr", str(csr_path)),
+        ("names", ", ".join(sans)),
+        ("spki sha256", spki),
+    ):
+        table.add_row(label, Text(value))
+    console.print(table)
+    console.print(
+        "Send the CSR to the CA; keep the key file: it is the only copy.", soft_wrap=True
+    )
+
+
+def _sans(request: Any) -> list[Any]:
+    from cryptography import x509
+
+    ext = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return list(ext.value)
+
+
+def _inventory_csr(
+    name: str, inventory: Path | None, state_dir: Path | None, out_dir: Path | None,
+    *, json_out: bool,
+) -> None:
+    try:
+        from ..estate.csr import make_inventory_csr
+    except ImportError as exc:  # a build without the estate feature
+        raise ConfigError(
+            f"inventory CSRs need the estate feature, which is not available ({exc})",
+            hint="make a one-off CSR with --cn NAME --out-dir DIR",
+        ) from None
+    made = make_inventory_csr(name, inventory=inventory, state_dir=state_dir, out_dir=out_dir)
+    csr_text = made.csr_pem.decode("ascii")
+    if json_out:
+        print_json({
+            "certificate": name,
+            "key": str(made.key_path),
+            "csr": str(made.csr_path) if made.csr_path is not None else None,
+            "spki_sha256": made.key.spki_sha256,
+            "csr_pem": csr_text,
+        })
+        return
+    console.print(f"key for {name!r} stored in the state folder: {made.key_path}", soft_wrap=True)
+    console.print(f"spki sha256: {made.key.spki_sha256}")
+    if made.csr_path is not None:
+        console.print(f"csr: {made.csr_path}", soft_wrap=True)
+    else:
+        console.print(csr_text, end="", soft_wrap=True, markup=False, highlight=False)
+
+
+# ------------------------------------------------------------------------ export
+
+
+def export(
+    files: Annotated[list[str], typer.Argument(
+        metavar="FILE...", help="Certificate, chain, key, .p7b, .pfx or .jks files.",
+        show_default=False,
+    )],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f",
+        help="pem, chain, fullchain, der, key-pkcs1, key-pkcs8, key-pkcs8-encrypted, pfx, "
+        "pfx-legacy (3DES, for older Java and appliances), jks, p7b.",
+    )] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Output file (with --format).")] = None,
+    target: Annotated[str | None, typer.Option(
+        "--target", "-t", help="Write the whole file set a device wants: ovoc or sbc.",
+    )] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out-dir", help="Output folder (with --target).")] = None,
+    password_env: Annotated[str | None, typer.Option(
+        "--password-env", metavar="VAR", help="Password of encrypted inputs, from VAR.",
+    )] = None,
+    password_file: Annotated[str | None, typer.Option(
+        "--password-file", metavar="FILE", help="Password of encrypted inputs, from FILE.",
+    )] = None,
+    out_password_env: Annotated[str | None, typer.Option(
+        "--out-password-env", metavar="VAR",
+        help="Password for pfx, pfx-legacy, jks and key-pkcs8-encrypted, from VAR.",
+    )] = None,
+    out_password_file: Annotated[str | None, typer.Option(
+        "--out-password-file", metavar="FILE", help="Output password, from FILE.",
+    )] = None,
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", help="A host name the certificate must cover (repeatable).",
+    )] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write despite error findings, and overwrite existing outputs.",
+    )] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Check a bundle and write it in one format, or as the file set of a device.
+
+    Exit 0 written; 1 refused because checks found errors (see --force);
+    2 unusable input or options.
+    """
+    _export(**locals())
+
+
+@handle_errors
+def _export(
+    *,
+    files: list[str],
+    fmt: str | None,
+    out: Path | None,
+    target: str | None,
+    out_dir: Path | None,
+    password_env: str | None,
+    password_file: str | None,
+    out_password_env: str | None,
+    out_password_file: str | None,
+    host: list[str] | None,
+    force: bool,
+    json_out: bool,
+) -> None:
+    from ..pki.export import FORMATS, KEY_FORMATS, PASSWORD_FORMATS, SECRET_FORMATS
+    from ..pki.profiles import PROFILES
+
+    if (fmt is None) == (target is None):
+        raise ConfigError(
+            "give exactly one of --format and --target",
+            hint="--format FMT --out FILE writes one file; --target ovoc|sbc --out-dir DIR "
+            "writes a device's file set",
+        )
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"export format {fmt!r} is unknown", hint=f"use one of "
+                              f"{', '.join(FORMATS)}")
+        if out is None or out_dir is not None:
+            raise ConfigError("--format writes one file: give --out FILE (not --out-dir)",
+                              hint=f"e.g. --format {fmt} --out bundle.{fmt.split('-')[0]}")
+    if target is not None:
+        if target not in PROFILES:
+            raise ConfigError(f"target {target!r} is unknown",
+                              hint=f"use one of {', '.join(PROFILES)}")
+        if out_dir is None or out is not None:
+            raise ConfigError("--target writes a file set: give --out-dir DIR (not --out)",
+                              hint=f"e.g. --target {target} --out-dir ./{target}")
+        if out_password_env or out_password_file:
+            raise ConfigError(
+                f"the {target} file set is written unencrypted; an output password has no use",
+                hint="drop --out-password-env/--out-password-file",
+            )
+
+    password = _password_bytes(password_env, password_file, what="input password")
+    out_password = _password_bytes(out_password_env, out_password_file, what="output password")
+    if fmt in PASSWORD_FORMATS and out_password is None:
+        raise PasswordError(
+            f"format {fmt!r} is password protected and no output password was given",
+            hint="pass --out-password-env VAR (or --out-password-file FILE)",
+        )
+    if out is not None:
+        if out.is_dir():
+            raise InputError(
+                f"{str(out)!r} is a folder; --out needs a file name",
+                hint=f"e.g. --out {out / 'bundle.pem'}",
+            )
+        if not force:
+            _refuse_existing([out])
+
+    from ..pki.bundle import assemble
+    from ..pki.checks import check_bundle
+    from ..pki.load import load_files
+
+    bundle = assemble(load_files(files, password))
+    mismatch = any(f.code == "KEY_MISMATCH" for f in bundle.findings)
+    if bundle.private_key is None and not mismatch and (target or fmt in KEY_FORMATS):
+        # No key given at all: the output cannot be made, whatever the checks say.
+        # (A key that does not match is an error finding, shown with the others.)
+        raise PrivateKeyError(
+            f"no private key among the inputs for {_label(bundle)!r}; "
+            f"{target or fmt!r} needs it",
+            hint="add the key file to the input",
+        )
+    findings = check_bundle(bundle, host or ())
+    profile = PROFILES[target] if target is not None else None
+    if profile is not None:
+        # The device's own findings replace general ones of the same code
+        # (KEY_MISSING is a warning in general, an error for a device).
+        device = profile.preflight(bundle)
+        codes = {f.code for f in device}
+        findings = [*device, *(f for f in findings if f.code not in codes)]
+        findings.sort(key=lambda f: ("error", "warning", "info").index(f.severity))
+    errors = [f for f in findings if f.severity == "error"]
+    if errors and not force:
+        message = f"{len(errors)} error finding(s) for {_label(bundle)!r}; nothing was written"
+        hint = "fix the input, or pass --force to write anyway"
+        if json_out:
+            print_json({"error": message, "hint": hint,
+                        "findings": [f.to_dict() for f in findings]})
+        else:
+            from rich.markup import escape
+
+            _print_findings(findings)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+            err_console.print(f"[yellow]Tip:[/] {escape(hint)}", soft_wrap=True)
+        raise typer.Exit(1)
+
+    written: list[dict[str, Any]] = []
+    if fmt is not None:
+        assert out is not None
+        from ..pki.export import export_bundle
+
+        data = export_bundle(bundle, fmt, out_password)
+        secret = fmt in SECRET_FORMATS and bundle.private_key is not None
+        _write(out, data, secret=secret)
+        written.append({"path": str(out), "secret": secret, "bytes": len(data)})
+    else:
+        assert out_dir is not None and profile is not None
+        from ..pki.profiles import render_target
+
+        artifacts = render_target(bundle, profile)
+        paths = artifacts.write_to_dir(out_dir, overwrite=force)
+        written += [
+            {"path": str(p), "secret": a.secret, "bytes": len(a.data)}
+            for p, a in zip(paths, artifacts, strict=True)
+        ]
+    if json_out:
+        print_json({
+            "format": fmt, "target": target, "leaf_sha256": bundle.leaf_sha256,
+            "written": written, "findings": [f.to_dict() for f in findings],
+        })
+        return
+    shown = [f for f in findings if f.severity != "info"]
+    if shown:
+        _print_findings(shown)
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("written", "mode", "bytes", box=None)
+    for item in written:
+        table.add_row(Text(item["path"]), "0600" if item["secret"] else "", str(item["bytes"]))
+    console.print(table)
+
+
+def _label(bundle: Bundle) -> str:
+    from ..pki.export import certificate_label
+
+    return certificate_label(bundle.leaf)
+
+
+def _write(path: Path, data: bytes, *, secret: bool) -> None:
+    from ..fsutil import write_file_atomic, write_private_file
+
+    if secret:
+        write_private_file(path, data)
+    else:
+        write_file_atomic(path, data)
+
+
+def _print_findings(findings: list[Finding]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("severity", "code", "finding", box=None)
+    for finding in findings:
+        text = Text(finding.message)
+        if finding.hint:
+            text.append(f"\n{finding.hint}", style="dim")
+        severity = Text(finding.severity, style=_SEVERITY_STYLE.get(finding.severity, ""))
+        table.add_row(severity, Text(finding.code), text)
+    err_console.print(table)
