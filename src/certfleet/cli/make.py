@@ -54,8 +54,10 @@ def _refuse_existing(paths: list[Path]) -> None:
 # --------------------------------------------------------------------------- csr
 
 
+@handle_errors
 def csr(
     name: Annotated[str | None, typer.Argument(
+        metavar="NAME",
         help="Inventory certificate name (its names, key type and passphrase come from the "
         "inventory). Use --cn instead for a one-off CSR.", show_default=False,
     )] = None,
@@ -99,29 +101,6 @@ def csr(
     'wildcard': PKCS#1 'BEGIN RSA PRIVATE KEY' for RSA (SEC1 for EC), the
     unencrypted form OVOC imports, or encrypted PKCS#8 with --passphrase-env.
     """
-    _csr(**locals())
-
-
-@handle_errors
-def _csr(
-    *,
-    name: str | None,
-    cn: str | None,
-    san: list[str] | None,
-    key_type: str | None,
-    org: str | None,
-    ou: str | None,
-    country: str | None,
-    state: str | None,
-    locality: str | None,
-    email: str | None,
-    out_dir: Path | None,
-    passphrase_env: str | None,
-    force: bool,
-    inventory: Path | None,
-    state_dir: Path | None,
-    json_out: bool,
-) -> None:
     if name is not None and cn is not None:
         raise ConfigError(
             f"give either an inventory certificate NAME ({name!r}) or --cn, not both",
@@ -258,9 +237,10 @@ def _inventory_csr(
 # ------------------------------------------------------------------------ export
 
 
+@handle_errors
 def export(
     files: Annotated[list[str], typer.Argument(
-        metavar="FILE...", help="Certificate, chain, key, .p7b, .pfx or .jks files.",
+        metavar="FILE", help="Certificate, chain, key, .p7b, .pfx or .jks files.",
         show_default=False,
     )],
     fmt: Annotated[str | None, typer.Option(
@@ -301,25 +281,6 @@ def export(
     Exit 0 written; 1 refused because checks found errors (see --force);
     2 unusable input or options.
     """
-    _export(**locals())
-
-
-@handle_errors
-def _export(
-    *,
-    files: list[str],
-    fmt: str | None,
-    out: Path | None,
-    target: str | None,
-    out_dir: Path | None,
-    password_env: str | None,
-    password_file: str | None,
-    out_password_env: str | None,
-    out_password_file: str | None,
-    host: list[str] | None,
-    force: bool,
-    json_out: bool,
-) -> None:
     from ..pki.export import FORMATS, KEY_FORMATS, PASSWORD_FORMATS, SECRET_FORMATS
     from ..pki.profiles import PROFILES
 
