@@ -39,7 +39,15 @@ DeviceKind = Literal["ovoc", "sbc"]
 KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384")
 SECRET_SCHEMES = ("env:", "keyring:", "file:")
 # Keys whose values are secrets: only references are accepted for them.
-SECRET_KEYS = ("password", "root_password", "passphrase", "key_passphrase", "secret", "token")
+SECRET_KEYS = (
+    "password",
+    "root_password",
+    "keystore_password",
+    "passphrase",
+    "key_passphrase",
+    "secret",
+    "token",
+)
 
 _CERT_KEYS = {"cn", "sans", "key_type", "organization", "key_passphrase", "description"}
 _DEVICE_KEYS = {
@@ -52,6 +60,7 @@ _DEVICE_KEYS = {
     "user",
     "password",
     "root_password",
+    "keystore_password",
     "ssh_host_key",
     "tls_pin",
     "ca_file",
@@ -106,6 +115,7 @@ class Device:
     user: str | None = None
     password: str | None = None
     root_password: str | None = None
+    keystore_password: str | None = None  # OVOC: protects the PKCS#12/JKS it builds
     ssh_host_key: str | None = None
     tls_pin: str | None = None
     ca_file: str | None = None
@@ -434,7 +444,7 @@ def _parse_device(
             _expect(ctx, table, item, value, str, "a string")
         strings[item] = value
     secrets: dict[str, str | None] = {}
-    for item in ("password", "root_password"):
+    for item in ("password", "root_password", "keystore_password"):
         value = merged.get(item)
         secrets[item] = _check_secret(ctx, table, item, value) if value is not None else None
     contexts = merged.get("tls_contexts", [0])
@@ -466,6 +476,7 @@ def _parse_device(
         user=strings["user"],
         password=secrets["password"],
         root_password=secrets["root_password"],
+        keystore_password=secrets["keystore_password"],
         ssh_host_key=strings["ssh_host_key"],
         tls_pin=strings["tls_pin"],
         ca_file=strings["ca_file"],

@@ -9,6 +9,7 @@ import NAME`` later finds the key again by the issued certificate's public key.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def make_inventory_csr(
     from ..pki.keygen import build_csr, csr_pem, generate_private_key
 
     if inventory is None:
-        inventory = Path("certfleet.toml")
+        inventory = Path(os.environ.get("CERTFLEET_INVENTORY") or "certfleet.toml")
     inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
     spec = inv.certificate(name)
     passphrase = key_passphrase(inv, name)

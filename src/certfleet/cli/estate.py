@@ -1,0 +1,501 @@
+"""Estate commands: init, import, plan, deploy, verify, rollback, history, status, unlock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from .common import console, err_console, fail, handle_errors, print_json, read_password
+
+if TYPE_CHECKING:
+    from ..drivers.base import StepEvent
+    from ..estate.deploy import DeployReport, DeviceResult, DriverFactory
+    from ..estate.status import DeviceStatus
+    from ..estate.store import Store
+    from ..inventory import Inventory
+
+INVENTORY_OPTION = typer.Option(
+    Path("certfleet.toml"),
+    "--inventory",
+    "-i",
+    envvar="CERTFLEET_INVENTORY",
+    help="The inventory file (env CERTFLEET_INVENTORY).",
+)
+STATE_OPTION = typer.Option(
+    None,
+    "--state-dir",
+    envvar="CERTFLEET_STATE_DIR",
+    help="The state folder (env CERTFLEET_STATE_DIR; default: the user data folder).",
+)
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON only, on stdout.")
+ONLY_OPTION = typer.Option([], "--only", help="A device name or tag (repeatable).")
+FILES_ARGUMENT = typer.Argument(..., help="What the CA sent: .crt, .p7b, .pfx, key...")
+
+BAND_STYLE = {
+    "expired": "bold red",
+    "critical": "red",
+    "warning": "yellow",
+    "ok": "green",
+    "unknown": "dim",
+}
+OUTCOME_STYLE = {
+    "installed": "green",
+    "skipped": "dim",
+    "would-deploy": "cyan",
+    "restored": "yellow",
+    "refused": "magenta",
+    "failed": "bold red",
+    "not-attempted": "dim",
+}
+
+
+@contextmanager
+def open_store(state_dir: Path | None) -> Iterator[Store]:
+    from ..estate.store import Store
+
+    store = Store.open(state_dir)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def load(inventory: Path) -> Inventory:
+    from ..inventory import load_inventory
+
+    return load_inventory(inventory)
+
+
+def default_factory(store: Store) -> DriverFactory:
+    from ..estate.devices import make_factory
+
+    return make_factory(store)
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+# ---- rendering shared with the demo ---------------------------------------------------
+
+
+def render_status(statuses: list[DeviceStatus], warn_days: int = 30) -> Any:
+    """The status table (rich)."""
+    from rich.table import Table
+
+    from ..estate.status import band
+
+    table = Table(title="Estate status", title_justify="left")
+    for column in ("device", "kind", "listener", "serves", "issuer", "days left", "name",
+                   "current"):
+        table.add_column(column, no_wrap=column in ("device", "listener", "days left"))
+    for status in statuses:
+        count = len(status.listeners)
+        for index, item in enumerate(status.listeners):
+            first = index == 0
+            device = status.name if first else ""
+            if first and not status.agree and count > 1:
+                same = max(
+                    sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
+                    for x in status.listeners
+                )
+                device += f"\n[yellow]{same}/{count} listeners[/]"
+            if not item.reachable:
+                table.add_row(device, status.kind if first else "", item.listener,
+                              f"[red]unreachable: {item.error}[/]", "", "", "", "")
+                continue
+            days = item.days_left
+            style = BAND_STYLE[band(days, warn_days)]
+            days_text = f"[{style}]{days}{' (expired)' if days is not None and days < 0 else ''}[/]"
+            name_ok = {True: "[green]ok[/]", False: "[red]mismatch[/]", None: "-"}[item.hostname_ok]
+            current = (
+                "[green]yes[/]" if item.is_current
+                else ("[yellow]no[/]" if status.current_sha256 else "[dim]none imported[/]")
+            )
+            subject = item.subject or ""
+            table.add_row(device, status.kind if first else "", item.listener,
+                          f"{subject}\n[dim]{_short(item.sha256)}[/]", item.issuer or "",
+                          days_text, name_ok, current)
+    return table
+
+
+def render_report(report: DeployReport) -> Any:
+    from rich.table import Table
+
+    title = "Deploy summary" + (" (dry run)" if report.dry_run else "")
+    table = Table(title=title, title_justify="left")
+    for column in ("device", "kind", "outcome", "exit", "before", "after", "message"):
+        table.add_column(column, no_wrap=column not in ("message",))
+    for result in report.results:
+        style = OUTCOME_STYLE.get(result.status, "")
+        before = {v for v in result.served_before.values()}
+        after = {v for v in result.served_after.values()}
+        table.add_row(
+            result.device,
+            result.kind,
+            f"[{style}]{result.status}[/]",
+            str(result.exit_code),
+            ", ".join(_short(v) for v in sorted(before, key=str)) or "-",
+            ", ".join(_short(v) for v in sorted(after, key=str)) or "-",
+            result.message + (f"\n[yellow]Tip:[/] {result.hint}" if result.hint else ""),
+        )
+    return table
+
+
+class Progress:
+    """Live per-device progress: a rich Live table on a terminal, plain lines otherwise."""
+
+    def __init__(self, names: list[str], *, quiet: bool = False) -> None:
+        self.names = names
+        self.state: dict[str, tuple[str, str, str]] = {n: ("waiting", "", "") for n in names}
+        self.quiet = quiet
+        self.live: Any = None
+        self.tty = err_console.is_terminal and not quiet
+
+    def __enter__(self) -> Progress:
+        if self.tty:
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=err_console, refresh_per_second=8,
+                             transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="Deploying", title_justify="left")
+        table.add_column("device")
+        table.add_column("step")
+        table.add_column("status")
+        table.add_column("detail")
+        for name in self.names:
+            step, status, detail = self.state.get(name, ("", "", ""))
+            style = {"ok": "green", "failed": "red", "start": "cyan"}.get(status, "dim")
+            table.add_row(name, step, f"[{style}]{status}[/]", detail[:80])
+        return table
+
+    def event(self, event: StepEvent) -> None:
+        self.state[event.device] = (event.step, event.status, event.detail)
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.update(self._table())
+        else:
+            detail = f" ({event.detail})" if event.detail else ""
+            err_console.print(f"{event.device}: {event.step} {event.status}{detail}",
+                              markup=False, highlight=False, soft_wrap=True)
+
+    def result(self, result: DeviceResult) -> None:
+        self.state[result.device] = ("done", result.status, result.message)
+        if self.live is not None:
+            self.live.update(self._table())
+        elif not self.quiet:
+            err_console.print(f"{result.device}: {result.status}", markup=False)
+
+
+def run_deploy_cli(
+    inventory: Inventory,
+    store: Store,
+    factory: DriverFactory,
+    *,
+    only: list[str],
+    concurrency: int | None,
+    canary: str | None,
+    force: bool,
+    dry_run: bool,
+    allow_no_rollback: bool,
+    break_lock: bool,
+    quiet: bool,
+) -> DeployReport:
+    from ..estate.deploy import run_deploy
+    from ..inventory import select_devices
+
+    names = [d.name for d in select_devices(inventory, only)]
+    with Progress(names, quiet=quiet) as progress:
+        return asyncio.run(
+            run_deploy(
+                inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
+                force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
+                break_lock=break_lock, on_event=progress.event, on_result=progress.result,
+            )
+        )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("init")
+    @handle_errors
+    def init_command(inventory: Path = INVENTORY_OPTION) -> None:
+        """Write a commented inventory skeleton (never overwrites)."""
+        from ..fsutil import write_file_atomic
+        from ..inventory import SKELETON
+
+        if inventory.exists():
+            fail(f"{str(inventory)!r} already exists; not overwriting it",
+                 "edit it, or pass --inventory NEW_FILE")
+        write_file_atomic(inventory, SKELETON.encode())
+        console.print(f"wrote {inventory}: edit the certificates and devices, then run "
+                      "'certfleet csr wildcard'")
+
+    @app.command("import")
+    @handle_errors
+    def import_command(
+        name: str = typer.Argument(..., help="The inventory certificate (e.g. wildcard)."),
+        files: list[Path] = FILES_ARGUMENT,
+        password_env: str | None = typer.Option(
+            None, "--password-env", help="Variable holding the file password (PKCS#12/key)."),
+        password_file: str | None = typer.Option(
+            None, "--password-file", help="File holding the file password."),
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Check the issued files and store them as the new version of NAME."""
+        from ..errors import PreflightError
+        from ..estate.importer import import_certificate
+
+        password = read_password(password_env, what="file password", file=password_file)
+        inv = load(inventory)
+        with open_store(state_dir) as store:
+            try:
+                result = import_certificate(
+                    inv, store, name, files, password=password.encode() if password else None
+                )
+            except PreflightError as exc:
+                if json_out:
+                    print_json({"error": exc.message, "hint": exc.hint,
+                                "findings": [f.to_dict() for f in exc.findings]})
+                    raise typer.Exit(2) from None
+                print_findings(exc.findings)
+                raise
+        if json_out:
+            print_json(result.to_dict())
+            return
+        print_findings(result.findings)
+        version = result.version
+        verb = "stored" if result.new else "already stored"
+        console.print(
+            f"[green]{verb}[/] {name} v{version.id}: {version.subject}, "
+            f"{_short(version.leaf_sha256)}, valid to {version.not_after[:10]}"
+            + (" (key from the state store)" if result.key_from_store else "")
+        )
+
+    @app.command("plan")
+    @handle_errors
+    def plan_command(
+        only: list[str] = ONLY_OPTION,
+        force: bool = typer.Option(False, "--force", help="Plan as deploy --force would."),
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Show, per device, what it serves now, what it will serve, the steps, rollback."""
+        from ..estate.plan import make_plan
+
+        inv = load(inventory)
+        with open_store(state_dir) as store:
+            plans = asyncio.run(make_plan(inv, store, only, force=force))
+        if json_out:
+            print_json({"devices": [p.to_dict() for p in plans]})
+            return
+        console.print(render_plan(plans))
+
+    @app.command("deploy")
+    @handle_errors
+    def deploy_command(
+        only: list[str] = ONLY_OPTION,
+        concurrency: int | None = typer.Option(
+            None, "--concurrency", min=1, help="Devices at once (default 8 or the inventory's)."),
+        canary: str | None = typer.Option(
+            None, "--canary", help="Deploy this device first; stop when it fails."),
+        force: bool = typer.Option(
+            False, "--force", help="Deploy even where served already, or past check errors."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be done."),
+        allow_no_rollback: bool = typer.Option(
+            False, "--allow-no-rollback", help="Deploy where no rollback is possible."),
+        break_lock: bool = typer.Option(
+            False, "--break-lock", help="Take over a stale deploy lock."),
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Deploy the current version to every device that does not serve it yet.
+
+        Exit code: the worst device's, ranked 3 (failed, not restored) > 1
+        (failed, restored) > 2 (refused, untouched) > 0 (installed/skipped).
+        """
+        inv = load(inventory)
+        with open_store(state_dir) as store:
+            report = run_deploy_cli(
+                inv, store, default_factory(store), only=only, concurrency=concurrency,
+                canary=canary, force=force, dry_run=dry_run,
+                allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
+            )
+        if json_out:
+            print_json(report.to_dict())
+        else:
+            console.print(render_report(report))
+        raise typer.Exit(report.exit_code)
+
+    @app.command("verify")
+    @handle_errors
+    def verify_command(
+        only: list[str] = ONLY_OPTION,
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Handshake every listener; exit 1 when any device does not serve the current version."""
+        from ..estate.status import collect_status
+        from ..inventory import select_devices
+
+        inv = load(inventory)
+        with open_store(state_dir) as store:
+            statuses = asyncio.run(collect_status(inv, store, select_devices(inv, only)))
+            store.audit("verify", "ok" if all(s.is_current for s in statuses) else "mismatch")
+        bad = [s for s in statuses if not s.is_current]
+        if json_out:
+            print_json({"ok": not bad, "devices": [s.to_dict() for s in statuses]})
+        else:
+            for status in sorted(statuses, key=lambda s: s.name):
+                mark = "[green]ok[/]" if status.is_current else "[red]NOT CURRENT[/]"
+                console.print(f"{status.name}: {mark} ({status.serving_current}/"
+                              f"{len(status.listeners)} listeners serve "
+                              f"v{status.current_version or '-'})")
+        raise typer.Exit(1 if bad else 0)
+
+    @app.command("rollback")
+    @handle_errors
+    def rollback_command(
+        device: str = typer.Argument(..., help="The device to put back to its last backup."),
+        break_lock: bool = typer.Option(False, "--break-lock", help="Take over a stale lock."),
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Restore DEVICE's last backup through its driver, then verify by handshake."""
+        from ..estate.rollback import rollback_device
+
+        inv = load(inventory)
+        with open_store(state_dir) as store, Progress([device], quiet=json_out) as progress:
+            result = asyncio.run(rollback_device(inv, store, default_factory(store), device,
+                                                 on_event=progress.event, break_lock=break_lock))
+        if json_out:
+            print_json(result.to_dict())
+        elif result.ok:
+            console.print(f"[green]{result.message}[/]")
+        else:
+            err_console.print(f"[bold red]error:[/] {result.message}")
+            if result.hint:
+                err_console.print(f"[yellow]Tip:[/] {result.hint}")
+        raise typer.Exit(result.exit_code)
+
+    @app.command("history")
+    @handle_errors
+    def history_command(
+        device: str | None = typer.Option(None, "--device", help="Only this device."),
+        limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Past deployments and rollbacks, newest first, with their steps."""
+        from rich.table import Table
+
+        with open_store(state_dir) as store:
+            rows = store.deployments(device=device, limit=limit)
+            for row in rows:
+                row["steps"] = store.steps(row["id"])
+                run = store.run(row["run_id"]) if row["run_id"] else None
+                row["command"] = run["command"] if run else None
+                row["user"] = run["user"] if run else None
+        if json_out:
+            print_json({"deployments": rows})
+            return
+        table = Table(title="History", title_justify="left")
+        for column in ("when", "run", "command", "device", "outcome", "before", "after",
+                       "message"):
+            table.add_column(column)
+        for row in rows:
+            style = OUTCOME_STYLE.get(row["outcome"], "")
+            before = {v for v in row["served_before"].values()}
+            after = {v for v in row["served_after"].values()}
+            table.add_row(row["finished"], str(row["run_id"]), row["command"] or "",
+                          row["device"], f"[{style}]{row['outcome']}[/]",
+                          ", ".join(_short(v) for v in sorted(before, key=str)) or "-",
+                          ", ".join(_short(v) for v in sorted(after, key=str)) or "-",
+                          row["message"])
+        console.print(table)
+
+    @app.command("status")
+    @handle_errors
+    def status_command(
+        only: list[str] = ONLY_OPTION,
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """What every listener serves now: certificate, days left, name match, current."""
+        from ..estate.status import collect_status
+        from ..inventory import select_devices
+
+        inv = load(inventory)
+        with open_store(state_dir) as store:
+            statuses = asyncio.run(collect_status(inv, store, select_devices(inv, only)))
+        if json_out:
+            print_json({"devices": [s.to_dict() for s in statuses]})
+            return
+        console.print(render_status(statuses, inv.expiry_warn_days))
+
+    @app.command("unlock")
+    @handle_errors
+    def unlock_command(state_dir: Path | None = STATE_OPTION) -> None:
+        """Clear a stale deploy lock (one left by a run that died)."""
+        with open_store(state_dir) as store:
+            held = store.release_lock()
+            if held is None:
+                console.print("no lock was held")
+                return
+            store.audit("unlock", "ok", detail=held.describe())
+        console.print(f"cleared the lock of {held.describe()}")
+
+
+def render_plan(plans: list[Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="Plan", title_justify="left")
+    for column in ("device", "kind", "serves now", "will serve", "action", "steps", "rollback"):
+        table.add_column(column)
+    for plan in plans:
+        served = ", ".join(sorted({_short(v) for v in plan.served.values()}))
+        action_style = {"deploy": "cyan", "skip": "dim", "blocked": "red"}[plan.action]
+        table.add_row(
+            plan.name,
+            plan.kind,
+            served,
+            f"v{plan.target_version} {_short(plan.target_sha256)}" if plan.target_version else "-",
+            f"[{action_style}]{plan.action}[/]\n[dim]{plan.reason}[/]",
+            "\n".join(f"{i}. {s}" for i, s in enumerate(plan.steps, 1)) or "-",
+            ("[green]yes[/]" if plan.rollback else "[red]no[/]")
+            + f"\n[dim]{plan.rollback_reason}[/]",
+        )
+    return table
+
+
+def print_findings(findings: list[Any]) -> None:
+    styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
+    for finding in findings:
+        style = styles.get(finding.severity, "")
+        err_console.print(f"[{style}]{finding.severity}[/] {finding.code}: {finding.message}",
+                          soft_wrap=True)
+
+
+

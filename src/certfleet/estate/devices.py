@@ -1,0 +1,127 @@
+"""Build a device driver from an inventory device.
+
+This is the one place that knows how inventory fields map to each driver's
+constructor: secrets are resolved here (never stored), profiles built from
+the device's ``profile`` table, listeners passed through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..drivers.base import Driver, EventCallback
+from ..errors import CertfleetError, ConfigError
+from ..inventory import Device, Inventory
+from ..secrets import resolve_secret
+from .deploy import DriverFactory
+from .store import Store
+
+__all__ = ["build_driver", "make_factory", "secret"]
+
+
+def secret(device: Device, field_name: str, ref: str | None, what: str) -> str:
+    """Resolve ``ref`` for ``device``. Raises ConfigError when it is missing."""
+    if ref is None:
+        raise ConfigError(
+            f"device {device.name!r} has no {field_name}",
+            hint=f'add {field_name} = "env:VAR" to [devices.{device.name}] or its defaults',
+            device=device.name,
+        )
+    return resolve_secret(ref, what=f"{what} of {device.name}")
+
+
+def make_factory(store: Store | None = None) -> DriverFactory:
+    """A driver factory; with ``store``, SBC drivers get the stored keys for rollback."""
+
+    def factory(device: Device, inventory: Inventory, on_event: EventCallback | None) -> Driver:
+        return build_driver(device, inventory, on_event, store=store)
+
+    return factory
+
+
+def build_driver(
+    device: Device,
+    inventory: Inventory,
+    on_event: EventCallback | None,
+    *,
+    store: Store | None = None,
+) -> Driver:
+    """The driver for ``device``. Raises ConfigError / PasswordError (secrets, profile)."""
+    if device.kind == "ovoc":
+        return _ovoc_driver(device, inventory, on_event)
+    if device.kind == "sbc":
+        return _sbc_driver(device, inventory, on_event, store)
+    raise ConfigError(f"no driver for device kind {device.kind!r}", hint="use ovoc or sbc")
+
+
+def _profile(device: Device) -> Any:
+    from ..pki.profiles import profile_from_mapping
+
+    try:
+        return profile_from_mapping(device.kind, device.profile)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"device {device.name!r}: {exc.message}", hint=exc.hint, device=device.name
+        ) from None
+
+
+def _ca_bundle(device: Device, inventory: Inventory) -> bytes | None:
+    if device.ca_file is None:
+        return None
+    path = Path(device.ca_file).expanduser()
+    if not path.is_absolute():
+        path = inventory.path.parent / path
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"device {device.name!r}: cannot read ca_file {str(path)!r}: {exc.strerror or exc}",
+            hint="point ca_file at the PEM of the CA that issued the management certificate",
+            device=device.name,
+        ) from None
+
+
+def _stored_keys(device: Device, inventory: Inventory, store: Store | None) -> list[Any]:
+    """Every stored key of the device's certificate: what may be installed now."""
+    if store is None:
+        return []
+    from .csr import key_passphrase
+
+    passphrase = key_passphrase(inventory, device.certificate)
+    keys = []
+    for record in store.keys_for(device.certificate):
+        try:
+            keys.append(store.load_key(record, passphrase))
+        except CertfleetError:
+            continue  # a key under an older passphrase: no rollback with it
+    return keys
+
+
+def _ovoc_driver(device: Device, inventory: Inventory, on_event: EventCallback | None) -> Driver:
+    raise ConfigError(
+        f"the OVOC driver is not available for {device.name!r}",
+        hint="install a certfleet release with the OVOC driver",
+    )
+
+
+def _sbc_driver(
+    device: Device, inventory: Inventory, on_event: EventCallback | None, store: Store | None
+) -> Driver:
+    from ..drivers.sbc import SbcDriver
+
+    host = f"[{device.address}]" if ":" in device.address else device.address
+    return SbcDriver(
+        device.name,
+        f"https://{host}:{device.port}",
+        password=secret(device, "password", device.password, "REST password"),
+        contexts=device.tls_contexts,
+        user=device.user or "Admin",
+        listeners=device.listeners,
+        ca_bundle=_ca_bundle(device, inventory),
+        pin_sha256=device.tls_pin,
+        profile=_profile(device),
+        previous_keys=_stored_keys(device, inventory, store),
+        on_event=on_event,
+        verify_timeout=device.verify_timeout,
+    )

@@ -1,0 +1,134 @@
+"""What a deploy would do, device by device, decided by handshake.
+
+For each device: what every listener serves now, what it will serve, the
+steps the driver takes, and whether a rollback will be possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..inventory import Device, Inventory, select_devices
+from .store import Store
+
+__all__ = ["STEPS", "DevicePlan", "make_plan", "rollback_possible"]
+
+# The steps each kind's driver takes (drivers/ovoc.py, drivers/sbc.py).
+STEPS: dict[str, tuple[str, ...]] = {
+    "ovoc": (
+        "preflight the files against the OVOC profile",
+        "SSH/SFTP as the OVOC user; back up the staging folder",
+        "upload server.crt, server.key, root.crt, caN.crt",
+        "su to root; EmsServerManager > Security > Server Certificate Updates > Import",
+        "wait for the web server restart; verify by handshake",
+    ),
+    "sbc": (
+        "preflight the files against the SBC profile",
+        "REST: back up the INI and each TLS context's certificate",
+        "upload the private key, then the certificate, to each TLS context",
+        "update the trusted roots; save the configuration",
+        "verify every listener by handshake",
+    ),
+}
+
+
+@dataclass
+class DevicePlan:
+    name: str
+    kind: str
+    certificate: str
+    action: str  # deploy, skip, blocked
+    reason: str
+    served: dict[str, str | None] = field(default_factory=dict)
+    served_subjects: dict[str, str | None] = field(default_factory=dict)
+    target_sha256: str | None = None
+    target_version: int | None = None
+    target_not_after: str | None = None
+    steps: tuple[str, ...] = ()
+    rollback: bool = False
+    rollback_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "certificate": self.certificate,
+            "action": self.action,
+            "reason": self.reason,
+            "served": self.served,
+            "served_subjects": self.served_subjects,
+            "target_sha256": self.target_sha256,
+            "target_version": self.target_version,
+            "target_not_after": self.target_not_after,
+            "steps": list(self.steps),
+            "rollback": self.rollback,
+            "rollback_reason": self.rollback_reason,
+        }
+
+
+def rollback_possible(device: Device, store: Store, served: Sequence[Any]) -> tuple[bool, str]:
+    """Whether a failed deploy can be undone on ``device``, and why.
+
+    OVOC: the driver backs up the staged files (key included), so yes. SBC:
+    the device never returns its private key, so only when the key of what
+    it serves now is in the store.
+    """
+    from ..pki.model import spki_sha256
+
+    if device.kind == "ovoc":
+        return True, "the staged files (with the key) are backed up before the upload"
+    certs = [cert for cert in served if cert is not None]
+    if not certs:
+        return False, "no listener answered: nothing known to restore"
+    missing = [cert for cert in certs if store.key_by_spki(spki_sha256(cert)) is None]
+    if missing:
+        return False, (
+            "the SBC never returns its private key and the key of the certificate it "
+            "serves now is not in the store (deploy needs --allow-no-rollback)"
+        )
+    return True, "the key of the certificate served now is in the store"
+
+
+async def _plan_device(device: Device, store: Store, force: bool) -> DevicePlan:
+    from ..drivers.tlsprobe import probe
+
+    version = store.current_version(device.certificate)
+    results = await probe(device.listeners, timeout=10.0)
+    plan = DevicePlan(device.name, device.kind, device.certificate, "deploy", "")
+    plan.served = {str(r.listener): r.sha256 for r in results}
+    plan.served_subjects = {
+        str(r.listener): (
+            r.certificate.subject.rfc4514_string() if r.certificate is not None else r.error
+        )
+        for r in results
+    }
+    plan.steps = STEPS.get(device.kind, ())
+    plan.rollback, plan.rollback_reason = rollback_possible(
+        device, store, [r.certificate for r in results]
+    )
+    if version is None:
+        plan.action = "blocked"
+        plan.reason = f"no version of {device.certificate!r} imported yet"
+        return plan
+    plan.target_sha256 = version.leaf_sha256
+    plan.target_version = version.id
+    plan.target_not_after = version.not_after
+    if set(plan.served.values()) == {version.leaf_sha256} and not force:
+        plan.action = "skip"
+        plan.reason = f"every listener already serves v{version.id}"
+        plan.steps = ()
+    else:
+        behind = sum(1 for sha in plan.served.values() if sha != version.leaf_sha256)
+        plan.reason = f"{behind}/{len(plan.served)} listener(s) do not serve v{version.id}"
+    return plan
+
+
+async def make_plan(
+    inventory: Inventory, store: Store, only: Sequence[str] = (), *, force: bool = False
+) -> list[DevicePlan]:
+    """The plan for the selected devices (all by default). Raises ConfigError."""
+    devices = select_devices(inventory, only)
+    return list(await asyncio.gather(*(_plan_device(d, store, force) for d in devices)))

@@ -1,0 +1,270 @@
+"""A whole lab estate on loopback: one OVOC, N SBCs (one an HA pair) and a CA.
+
+Every device starts serving the same old wildcard certificate (a few days
+left), as an estate does before its yearly renewal. :class:`LabEstate`
+writes an inventory for it, a secrets file (an env file, 0600) with the
+generated passwords, and the lab CA's files; ``certfleet lab up`` and
+``certfleet demo`` use it, and so do the tests and the benchmark.
+
+SBCs: the management interface keeps the device's factory certificate
+(context 0, trusted through the lab SBC CA file), and the wildcard lives in
+the SIP-TLS context (1), which the inventory deploys and verifies. POSIX
+only, like the rest of the lab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..fsutil import write_file_atomic, write_private_file
+from .ca import Issued, LabCA
+from .ovoc import LabOvoc
+from .sbc import LabSbc, LabSbcPair
+
+__all__ = ["LabEstate", "seed_sbc_context"]
+
+DOMAIN = "example.com"
+WILDCARD = (f"*.{DOMAIN}", DOMAIN)
+
+
+def seed_sbc_context(sbc: LabSbc, issued: Issued, index: int) -> None:
+    """Make context ``index`` of a not yet started lab SBC hold ``issued`` (saved too).
+
+    Stands for an earlier renewal: the certificate, its key and the CA's
+    intermediates and root in the context's trusted store.
+    """
+    state = sbc.state
+    with state.lock:
+        ctx = state.running[index]
+        ctx.cert_pem = issued.leaf_pem
+        ctx.key_pem = issued.key_pem("pkcs8")
+        roots = [issued.pem(c) for c in issued.chain] + [issued.root_pem]
+        ctx.trusted_roots = [*roots, *[r for r in ctx.trusted_roots if r not in roots]]
+        state.served[index] = (ctx.cert_pem, ctx.key_pem)
+        state.saved = copy.deepcopy(state.running)
+
+
+def _env_name(device: str, what: str) -> str:
+    return "CERTFLEET_LAB_" + device.upper().replace("-", "_") + "_" + what
+
+
+class LabEstate:
+    """The lab estate; see the module docstring.
+
+    ``directory`` receives ``certfleet.toml``, ``lab.env`` (0600),
+    ``lab-sbc-ca.pem`` and ``lab-ca.pem``. ``sbcs`` counts devices (the
+    last one is an HA pair when ``ha``); ``latency`` is added to every SBC
+    REST request; ``old_days`` is what the served certificate has left.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        sbcs: int = 3,
+        ha: bool = True,
+        ovoc: bool = True,
+        latency: float = 0.0,
+        old_days: int = 5,
+        key_type: str = "rsa2048",
+        ca: LabCA | None = None,
+    ) -> None:
+        if sbcs < 0:
+            raise ValueError(f"sbcs must be >= 0, not {sbcs!r}")
+        self.directory = Path(directory)
+        self.ca = ca or LabCA(name="certfleet Lab")
+        self.key_type = key_type
+        self.old = self.ca.issue(WILDCARD, key_type=key_type, days=old_days + 1)
+        self.env: dict[str, str] = {}
+        self.ovoc: LabOvoc | None = None
+        self.sbcs: dict[str, LabSbc] = {}
+        self.pairs: dict[str, LabSbcPair] = {}
+        if ovoc:
+            self.ovoc = LabOvoc(
+                self.old,
+                acems_password=secrets.token_urlsafe(12),
+                root_password=secrets.token_urlsafe(12),
+            )
+        for number in range(1, sbcs + 1):
+            if ha and number == sbcs and sbcs > 0:
+                name = f"sbc{number}-ha"
+                pair = LabSbcPair(name, latency=latency, teams_listener=True)
+                seed_sbc_context(pair.active, self.old, 1)
+                seed_sbc_context(pair.active, self.old, 2)
+                self.pairs[name] = pair
+            else:
+                name = f"sbc{number}"
+                sbc = LabSbc(name, latency=latency)
+                seed_sbc_context(sbc, self.old, 1)
+                self.sbcs[name] = sbc
+        self.started = False
+
+    # ---- paths ----------------------------------------------------------------------
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.directory / "certfleet.toml"
+
+    @property
+    def env_path(self) -> Path:
+        return self.directory / "lab.env"
+
+    @property
+    def sbc_ca_path(self) -> Path:
+        return self.directory / "lab-sbc-ca.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / "lab-ca.pem"
+
+    @property
+    def device_names(self) -> list[str]:
+        return (["ovoc"] if self.ovoc else []) + list(self.sbcs) + list(self.pairs)
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> LabEstate:
+        """Start every device and write the inventory, secrets and CA files."""
+        try:
+            if self.ovoc is not None:
+                self.ovoc.start()
+            for sbc in self.sbcs.values():
+                sbc.start()
+            for pair in self.pairs.values():
+                pair.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started = True
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write_files()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything that was started; never raises."""
+        for pair in self.pairs.values():
+            with contextlib.suppress(Exception):
+                pair.stop()
+        for sbc in self.sbcs.values():
+            with contextlib.suppress(Exception):
+                sbc.stop()
+        if self.ovoc is not None:
+            with contextlib.suppress(Exception):
+                self.ovoc.stop()
+        self.started = False
+
+    def __enter__(self) -> LabEstate:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @contextlib.contextmanager
+    def environment(self) -> Iterator[None]:
+        """Set the lab's secret variables in ``os.environ`` for the block, then restore."""
+        saved = {name: os.environ.get(name) for name in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    # ---- files ----------------------------------------------------------------------
+
+    def _write_files(self) -> None:
+        sbc_ca = next(iter([*self.sbcs.values(), *(p.active for p in self.pairs.values())]), None)
+        if sbc_ca is not None:
+            write_file_atomic(self.sbc_ca_path, sbc_ca.ca_bundle_pem)
+        write_file_atomic(self.ca_path, self.old.root_pem)
+        lines = [
+            "# certfleet lab estate: devices on 127.0.0.1, started by 'certfleet lab up'.",
+            "# Passwords are references to the variables in lab.env (next to this file).",
+            "",
+            "[settings]",
+            "concurrency = 8",
+            "",
+            "[certificates.wildcard]",
+            f'cn = "{WILDCARD[0]}"',
+            f'sans = ["{WILDCARD[0]}", "{WILDCARD[1]}"]',
+            f'key_type = "{self.key_type}"',
+            "",
+        ]
+        if self.ovoc is not None:
+            ovoc = self.ovoc
+            self.env[_env_name("ovoc", "PASSWORD")] = ovoc.acems_password
+            self.env[_env_name("ovoc", "ROOT_PASSWORD")] = ovoc.root_password
+            self.env[_env_name("ovoc", "KEYSTORE_PASSWORD")] = secrets.token_urlsafe(12)
+            lines += [
+                "[devices.ovoc]",
+                'kind = "ovoc"',
+                'address = "127.0.0.1"',
+                f'fqdn = "ovoc.{DOMAIN}"',
+                f"ssh_port = {ovoc.ssh_port}",
+                f"https_port = {ovoc.https_port}",
+                'user = "acems"',
+                f'password = "env:{_env_name("ovoc", "PASSWORD")}"',
+                f'root_password = "env:{_env_name("ovoc", "ROOT_PASSWORD")}"',
+                f'keystore_password = "env:{_env_name("ovoc", "KEYSTORE_PASSWORD")}"',
+                f'ssh_host_key = "{ovoc.host_public_key_line}"',
+                'certificate = "wildcard"',
+                f"listeners = [{ovoc.https_port}]",
+                'tags = ["core"]',
+                "",
+            ]
+        for name, sbc in self.sbcs.items():
+            var = _env_name(name, "PASSWORD")
+            self.env[var] = sbc.password
+            lines += self._sbc_lines(name, sbc, var, [{"port": sbc.sip_port, "label": "sip"}],
+                                     [1], ["sbc"])
+        for name, pair in self.pairs.items():
+            var = _env_name(name, "PASSWORD")
+            self.env[var] = pair.active.password
+            listeners: list[dict[str, Any]] = []
+            for unit, role in ((pair.active, "a"), (pair.standby, "b")):
+                listeners.append({"port": unit.sip_port, "label": f"sip-{role}"})
+                if unit.teams_port is not None:
+                    listeners.append({"port": unit.teams_port, "label": f"teams-{role}"})
+            lines += self._sbc_lines(name, pair.active, var, listeners, [1, 2], ["sbc", "ha"])
+        write_file_atomic(self.inventory_path, "\n".join(lines).encode())
+        env_lines = ["# certfleet lab secrets: load with  set -a; . ./lab.env; set +a"]
+        env_lines += [f"{name}={value}" for name, value in self.env.items()]
+        write_private_file(self.env_path, ("\n".join(env_lines) + "\n").encode())
+
+    def _sbc_lines(
+        self,
+        name: str,
+        sbc: LabSbc,
+        var: str,
+        listeners: list[dict[str, Any]],
+        contexts: list[int],
+        tags: list[str],
+    ) -> list[str]:
+        rendered = ", ".join(
+            "{ " + f'port = {item["port"]}, label = "{item["label"]}"' + " }" for item in listeners
+        )
+        return [
+            f"[devices.{name}]",
+            'kind = "sbc"',
+            'address = "127.0.0.1"',
+            f'fqdn = "{name}.{DOMAIN}"',
+            f"port = {sbc.port}",
+            f'user = "{sbc.user}"',
+            f'password = "env:{var}"',
+            f'ca_file = "{self.sbc_ca_path.name}"',
+            f"tls_contexts = {contexts}",
+            f"listeners = [{rendered}]",
+            'certificate = "wildcard"',
+            f"tags = {tags!r}".replace("'", '"'),
+            "verify_timeout = 30",
+            "",
+        ]
