@@ -16,6 +16,7 @@ from certfleet.lab.ca import Issued, LabCA
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle, spki_sha256
 from certfleet.pki.profiles import (
+    FINDING_CODES,
     PROFILES,
     Artifact,
     Artifacts,
@@ -92,6 +93,18 @@ def test_ovoc_preflight(full: Bundle) -> None:
     assert {(f.code, f.severity) for f in findings} == {
         ("KEY_MISSING", "error"), ("ROOT_MISSING", "error")
     }
+
+
+def test_preflight_codes_are_documented(full: Bundle, issued_ec: Issued) -> None:
+    """Every code a profile's preflight emits is listed in profiles.FINDING_CODES."""
+    ec_bundle = Bundle(issued_ec.leaf, issued_ec.chain, issued_ec.root, issued_ec.key)
+    emitted = {
+        f.code
+        for profile in PROFILES.values()
+        for bundle in (full, Bundle(full.leaf), ec_bundle)
+        for f in profile.preflight(bundle)
+    }
+    assert emitted == set(FINDING_CODES)
 
 
 def test_sbc_default_file_set(full: Bundle) -> None:

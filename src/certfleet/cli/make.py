@@ -281,7 +281,7 @@ def export(
     Exit 0 written; 1 refused because checks found errors (see --force);
     2 unusable input or options.
     """
-    from ..pki.export import FORMATS, KEY_FORMATS, PASSWORD_FORMATS, SECRET_FORMATS
+    from ..pki.export import KEY_FORMATS, SECRET_FORMATS, check_export_options
     from ..pki.profiles import PROFILES
 
     if (fmt is None) == (target is None):
@@ -290,13 +290,13 @@ def export(
             hint="--format FMT --out FILE writes one file; --target ovoc|sbc --out-dir DIR "
             "writes a device's file set",
         )
+    password = _password_bytes(password_env, password_file, what="input password")
+    out_password = _password_bytes(out_password_env, out_password_file, what="output password")
     if fmt is not None:
-        if fmt not in FORMATS:
-            raise ConfigError(f"export format {fmt!r} is unknown", hint=f"use one of "
-                              f"{', '.join(FORMATS)}")
+        check_export_options(fmt, out_password)
         if out is None or out_dir is not None:
             raise ConfigError("--format writes one file: give --out FILE (not --out-dir)",
-                              hint=f"e.g. --format {fmt} --out bundle.{fmt.split('-')[0]}")
+                              hint="add --out FILE and drop --out-dir")
     if target is not None:
         if target not in PROFILES:
             raise ConfigError(f"target {target!r} is unknown",
@@ -310,13 +310,6 @@ def export(
                 hint="drop --out-password-env/--out-password-file",
             )
 
-    password = _password_bytes(password_env, password_file, what="input password")
-    out_password = _password_bytes(out_password_env, out_password_file, what="output password")
-    if fmt in PASSWORD_FORMATS and out_password is None:
-        raise PasswordError(
-            f"format {fmt!r} is password protected and no output password was given",
-            hint="pass --out-password-env VAR (or --out-password-file FILE)",
-        )
     if out is not None:
         if out.is_dir():
             raise InputError(

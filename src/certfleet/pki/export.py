@@ -28,6 +28,7 @@ __all__ = [
     "PFX_KDF_ROUNDS",
     "SECRET_FORMATS",
     "certificate_label",
+    "check_export_options",
     "export_bundle",
 ]
 
@@ -160,6 +161,26 @@ def _jks(bundle: Bundle, password: bytes) -> bytes:
     return data
 
 
+def check_export_options(fmt: str, password: bytes | None) -> None:
+    """Check ``fmt`` and ``password`` before any work: what :func:`export_bundle` checks first.
+
+    Raises ConfigError for an unknown format or a password given to a format
+    that is not encrypted, PasswordError when an encrypted format has none.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"export format {fmt!r} is unknown",
+            hint=f"use one of {', '.join(FORMATS)}",
+        )
+    if password is not None and fmt not in PASSWORD_FORMATS:
+        raise ConfigError(
+            f"export format {fmt!r} is not encrypted, but an output password was given",
+            hint="drop the output password, or use key-pkcs8-encrypted, pfx, pfx-legacy or jks",
+        )
+    if fmt in PASSWORD_FORMATS:
+        _require_password(password, fmt)
+
+
 def export_bundle(bundle: Bundle, fmt: str, password: bytes | None = None) -> bytes:
     """``bundle`` as the bytes of format ``fmt`` (one of :data:`FORMATS`).
 
@@ -183,18 +204,7 @@ def export_bundle(bundle: Bundle, fmt: str, password: bytes | None = None) -> by
     intermediates, PrivateKeyError when a key format has no key,
     PasswordError when an encrypted format has no password.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(
-            f"export format {fmt!r} is unknown",
-            hint=f"use one of {', '.join(FORMATS)}",
-        )
-    if password is not None and fmt not in PASSWORD_FORMATS:
-        raise ConfigError(
-            f"export format {fmt!r} is not encrypted, but an output password was given",
-            hint="drop the output password, or use key-pkcs8-encrypted, pfx, pfx-legacy or jks",
-        )
-    if fmt in PASSWORD_FORMATS:
-        password = _require_password(password, fmt)
+    check_export_options(fmt, password)
     if fmt in KEY_FORMATS:
         return _export_key(bundle, fmt, _require_key(bundle, fmt), password)
 

@@ -24,6 +24,7 @@ from .keygen import native_key_format, private_key_pem
 from .model import Bundle, Finding, PrivateKey
 
 __all__ = [
+    "FINDING_CODES",
     "OVOC_PROFILE",
     "PROFILES",
     "SBC_PROFILE",
@@ -37,6 +38,15 @@ __all__ = [
 ]
 
 _KEY_FORMATS = ("pkcs1", "pkcs8")
+
+#: Codes of the device findings a profile's ``preflight`` adds to the general
+#: checks (same shape as ``checks.FINDING_CODES``; severity may depend on the device).
+FINDING_CODES: dict[str, tuple[str, str]] = {
+    "KEY_MISSING": ("error", "no private key was given, and the device needs one"),
+    "ROOT_MISSING": ("error", "no root certificate was given: an error for OVOC (root.crt), "
+                     "a warning for an SBC's trusted root store"),
+    "KEY_TYPE": ("warning", "the key is not RSA; OVOC is only known to import RSA keys"),
+}
 
 
 @dataclass(frozen=True)
