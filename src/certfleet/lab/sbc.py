@@ -495,6 +495,9 @@ _CHANGING = ("PUT", "POST")
 
 class _SbcHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Buffered writes: head and body leave in one segment (no delayed-ACK stalls);
+    # BaseHTTPRequestHandler flushes after every request.
+    wbufsize = 65536
     server_version = "Mediant-Lab"
     sys_version = ""
     server: _SbcServer

@@ -1,0 +1,700 @@
+"""Mediant SBC driver: TLS contexts over the documented REST API (``/api/v1``).
+
+One run, per device: ``GET /status`` → backup (INI, and each target
+context's certificate and trusted roots) → per context: private key (PKCS#1
+PEM), certificate, trusted roots (added one by one, skipping those present)
+→ ``GET privateKey`` must say valid → ``saveConfiguration`` → handshakes on
+every listener given → rollback on failure.
+
+Trust in the device: a CA bundle, or a pinned SHA-256 of its management
+certificate. A pin is checked by a handshake before any credentials are sent
+and again on every answer (the peer certificate of the connection the answer
+came on). When a context that serves the management interface is changed,
+the driver accepts the certificate it just installed from then on.
+
+Rollback needs the previous private key, which an SBC never returns: it is
+possible only when the caller gives it (``previous_keys``: from an earlier
+certfleet deploy, or ``--previous-key``). Without it :meth:`SbcDriver.can_restore`
+is False and the deploy template refuses unless ``allow_no_rollback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..errors import (
+    ConfigError,
+    DeviceAuthError,
+    DeviceConnectionError,
+    DeviceRefusedError,
+    DeviceTimeoutError,
+    HostKeyError,
+    PrivateKeyError,
+    RollbackError,
+    VerificationError,
+)
+from ..pki.model import Bundle, Finding, PrivateKey, cert_sha256, spki_sha256
+from ..pki.profiles import SbcProfile, render_target
+from .base import Backup, DeployOutcome, Driver, EventCallback
+from .tlsprobe import Listener, ProbeResult, fetch_served_certificate, wait_for_served
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["API_PREFIX", "NO_ROLLBACK_HINT", "SbcContext", "SbcDriver", "normalize_sha256"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+NO_ROLLBACK_HINT = (
+    "the SBC never returns its private key, so the previous certificate can only be put back "
+    "with the key that goes with it: pass --previous-key FILE (the key installed now), or "
+    "rerun with --allow-no-rollback for a first deploy (keep this deploy's key: it is the "
+    "--previous-key of the next one)"
+)
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_TLS_ROW = re.compile(r'^\s*TLSContexts\s+(\d+)\s*=\s*"([^"]*)"', re.MULTILINE)
+
+
+def normalize_sha256(value: str) -> str:
+    """``AB:CD:…`` or hex → 64 lowercase hex digits. Raises ConfigError."""
+    text = value.strip().lower().replace(":", "").replace(" ", "")
+    if text.startswith("sha256/") or text.startswith("sha256:"):
+        text = text[7:]
+    if not _SHA256_RE.match(text):
+        raise ConfigError(
+            f"pin {value!r} is not a SHA-256 fingerprint (64 hex digits)",
+            hint="take it from: openssl s_client -connect HOST:PORT </dev/null | "
+            "openssl x509 -fingerprint -sha256 -noout",
+        )
+    return text
+
+
+def tls_contexts_in_ini(ini: str) -> dict[int, str]:
+    """Index → name of the rows of the INI's ``TLSContexts`` table."""
+    table = re.search(r"\[\s*TLSContexts\s*\](.*?)\[\s*\\TLSContexts\s*\]", ini, re.DOTALL)
+    if table is None:
+        return {}
+    return {int(m.group(1)): m.group(2) for m in _TLS_ROW.finditer(table.group(1))}
+
+
+def _certificates(pem: bytes) -> list[x509.Certificate]:
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        return []
+    try:
+        return list(x509.load_pem_x509_certificates(pem))
+    except ValueError:
+        return []
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class SbcContext:
+    """What one TLS context holds, as the SBC reports it."""
+
+    index: int
+    name: str | None
+    certificate: x509.Certificate | None
+    trusted_roots: tuple[x509.Certificate, ...]
+    key_valid: bool | None
+    key_size: int | None
+
+    @property
+    def sha256(self) -> str | None:
+        return cert_sha256(self.certificate) if self.certificate is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        cert = self.certificate
+        return {
+            "index": self.index,
+            "name": self.name,
+            "subject": cert.subject.rfc4514_string() if cert is not None else None,
+            "issuer": cert.issuer.rfc4514_string() if cert is not None else None,
+            "sha256": self.sha256,
+            "not_after": cert.not_valid_after_utc.isoformat() if cert is not None else None,
+            "key_valid": self.key_valid,
+            "key_size": self.key_size,
+            "trusted_roots": [
+                {"subject": c.subject.rfc4514_string(), "sha256": cert_sha256(c)}
+                for c in self.trusted_roots
+            ],
+        }
+
+
+class SbcDriver(Driver):
+    """Install a certificate into TLS contexts of one Mediant SBC over REST.
+
+    ``url``: ``https://HOST[:PORT]`` of the management interface. ``password``:
+    the REST (Administrator) password of ``user``. ``contexts``: the TLS
+    context indexes to change (several in one run). ``listeners``: TLS
+    endpoints whose handshakes must show the new certificate (management
+    HTTPS, SIP-TLS...). Device trust: ``ca_bundle`` (PEM bytes), or
+    ``pin_sha256`` (the management certificate's SHA-256), or ``insecure``
+    (no check at all; for labs only); none of them → the system's trust store.
+    ``profile``: which files go where (:class:`~certfleet.pki.profiles.SbcProfile`).
+    ``previous_keys``: private keys that may belong to the certificates now
+    installed (matched by public key): with one for every context, a failed
+    deploy is rolled back. ``replace_trusted_roots``: replace each context's
+    trusted root store instead of adding what is missing. ``timeout``: seconds
+    per request; ``busy_retries`` / ``busy_delay``: how often and how long
+    (doubling) to retry a 409 answer.
+    """
+
+    kind = "sbc"
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        password: str,
+        contexts: Sequence[int] = (0,),
+        user: str = "Admin",
+        listeners: Sequence[Listener] = (),
+        ca_bundle: bytes | None = None,
+        pin_sha256: str | None = None,
+        insecure: bool = False,
+        profile: SbcProfile | None = None,
+        previous_keys: Sequence[PrivateKey] = (),
+        previous_key_pem: bytes | None = None,
+        replace_trusted_roots: bool = False,
+        timeout: float = 30.0,
+        busy_retries: int = 6,
+        busy_delay: float = 0.5,
+        on_event: EventCallback | None = None,
+        verify_timeout: float = 600.0,
+    ) -> None:
+        super().__init__(name, listeners, on_event=on_event, verify_timeout=verify_timeout)
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ConfigError(
+                f"SBC URL {url!r} is not https://HOST[:PORT]",
+                hint="the REST API is served over HTTPS only: write e.g. https://sbc1.example.com",
+            )
+        try:
+            port = parts.port or 443
+        except ValueError as exc:
+            raise ConfigError(f"SBC URL {url!r} has a bad port", hint="write HOST:PORT") from exc
+        if not contexts:
+            raise ConfigError("no TLS context given", hint="pass --context N (0 is the default)")
+        bad = [c for c in contexts if not isinstance(c, int) or c < 0]
+        if bad:
+            raise ConfigError(f"TLS context {bad[0]!r} is not a number >= 0",
+                              hint="pass --context N (0 is the default)")
+        if sum(x is not None and x is not False for x in (ca_bundle, pin_sha256, insecure)) > 1:
+            raise ConfigError(
+                "choose one of a CA bundle, a pinned SHA-256 or insecure",
+                hint="pass either --ca-bundle FILE or --pin-sha256 HEX",
+            )
+        self.url = f"https://{parts.netloc}"
+        self.management = Listener(parts.hostname, port, label="management")
+        self.user = user
+        self._password = password
+        self.contexts = list(dict.fromkeys(contexts))
+        self.ca_bundle = ca_bundle
+        self.insecure = insecure
+        self._pins: set[str] = {normalize_sha256(pin_sha256)} if pin_sha256 else set()
+        self.profile = profile or SbcProfile()
+        keys = list(previous_keys)
+        if previous_key_pem is not None:
+            keys.append(_load_key_pem(previous_key_pem))
+        self.previous_keys = keys
+        self.replace_trusted_roots = replace_trusted_roots
+        self.timeout = timeout
+        self.busy_retries = busy_retries
+        self.busy_delay = busy_delay
+        self.status: dict[str, Any] = {}
+        self.management_sha256: str | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._before: dict[int, SbcContext] = {}
+        self._changed_roots: set[int] = set()
+        self._served_before: dict[Listener, str | None] = {}
+        self._restoring = False
+        self._installed_sha256: str | None = None
+        if insecure:
+            log.warning("%s: TLS verification of %s is OFF (--insecure)", name, self.url)
+
+    # ---- connection ---------------------------------------------------------------
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self._pins)
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        if self._pins or self.insecure:
+            # Verification is replaced by the pin check (or, with insecure, dropped).
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        if self.ca_bundle is not None:
+            try:
+                return ssl.create_default_context(cadata=self.ca_bundle.decode("ascii", "replace"))
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    "the CA bundle holds no usable PEM certificate",
+                    hint="pass the PEM file of the CA that issued the SBC's management certificate",
+                ) from exc
+        return True
+
+    def _new_client(self) -> httpx.AsyncClient:
+        import httpx
+
+        return httpx.AsyncClient(
+            base_url=self.url + API_PREFIX,
+            auth=httpx.BasicAuth(self.user, self._password),
+            verify=self._ssl_context(),
+            timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            event_hooks={"response": [self._check_pin]},
+            follow_redirects=False,
+        )
+
+    async def _check_pin(self, response: httpx.Response) -> None:
+        if not self._pins:
+            return
+        stream = response.extensions.get("network_stream")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            raise HostKeyError(
+                f"cannot read the certificate of the connection to {self.url}",
+                hint="connect with --ca-bundle instead of a pin",
+                device=self.name,
+            )
+        self._require_pinned(x509.load_der_x509_certificate(der))
+
+    def _require_pinned(self, cert: x509.Certificate) -> None:
+        seen = cert_sha256(cert)
+        if seen not in self._pins:
+            pins = ", ".join(sorted(p[:16] + "…" for p in self._pins))
+            raise HostKeyError(
+                f"the management certificate of {self.url} has SHA-256 {seen}, "
+                f"not the pinned {pins}",
+                hint=f"if the SBC's certificate changed on purpose, pass --pin-sha256 {seen}; "
+                "otherwise do not connect",
+                device=self.name,
+                fingerprint=seen,
+            )
+
+    async def connect(self) -> None:
+        """Check the pin by a handshake, then ``GET /status``. Raises DeviceError."""
+        served = await fetch_served_certificate(self.management, min(self.timeout, 30.0))
+        self.management_sha256 = cert_sha256(served)
+        if self._pins:
+            self._require_pinned(served)
+        self._client = self._new_client()
+        answer = await self._request("GET", "/status", what="reading the device status")
+        data = _json(answer)
+        self.status = data if isinstance(data, dict) else {}
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[SbcDriver]:
+        """``async with driver.session():`` connect, then close whatever happens."""
+        try:
+            await self.connect()
+            yield self
+        finally:
+            await self.close()
+
+    async def _pin_installed(self, sha256: str) -> None:
+        """Accept the certificate just installed on the management interface.
+
+        The old one stays accepted for connections already open; new
+        connections are checked against the pins from now on (also when the
+        session started with a CA bundle: the new certificate may come from
+        another CA).
+        """
+        if self.insecure:
+            return
+        if self.management_sha256:
+            self._pins.add(self.management_sha256)
+        self._pins.add(sha256)
+        await self.close()
+        self._client = self._new_client()
+
+    # ---- requests ---------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        upload: bytes | None = None,
+        json_body: Any = None,
+    ) -> httpx.Response:
+        """One REST request, 409 retried with backoff; every failure mapped to an error."""
+        import httpx
+
+        if self._client is None:
+            raise DeviceConnectionError(f"{what}: not connected to {self.url}",
+                                        hint="connect first", device=self.name)
+        delay = self.busy_delay
+        attempts = self.busy_retries + 1
+        for attempt in range(1, attempts + 1):
+            files = ({"file": ("upload.pem", upload, "application/octet-stream")}
+                     if upload is not None else None)
+            try:
+                answer = await self._client.request(method, path, files=files, json=json_body)
+            except httpx.TimeoutException as exc:
+                raise DeviceTimeoutError(
+                    f"{what}: the SBC at {self.url} did not answer within {self.timeout:g} s",
+                    hint="check that the device is up; raise --timeout for a slow link",
+                    device=self.name,
+                ) from exc
+            except httpx.TransportError as exc:
+                reason = str(exc) or type(exc).__name__
+                raise DeviceConnectionError(
+                    f"{what}: the connection to {self.url} failed: {reason}",
+                    hint="check that the device is up, the URL and the port; "
+                    "if it dropped mid-change, check the device state",
+                    device=self.name,
+                ) from exc
+            log.debug("%s %s %s -> %s", self.name, method, path, answer.status_code)
+            if answer.status_code == 409 and attempt < attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+                continue
+            return self._check_status(answer, what, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+    def _check_status(self, answer: httpx.Response, what: str, attempts: int) -> httpx.Response:
+        code = answer.status_code
+        if 200 <= code < 300:
+            return answer
+        description = _description(answer)
+        quoted = f": {description!r}" if description else ""
+        if code in (401, 403):
+            raise DeviceAuthError(
+                f"the SBC refused user {self.user!r} ({code}): check --password-env",
+                hint="the REST API needs an Administrator (or Security Administrator) user; "
+                "check --user and the password in the variable named by --password-env",
+                device=self.name,
+                status=code,
+            )
+        if code == 400:
+            raise DeviceRefusedError(
+                f"{what}: the SBC refused it (400){quoted}",
+                hint="the SBC takes PEM files only: run certfleet check on the input files",
+                device=self.name,
+                status=code,
+            )
+        if code == 404:
+            raise DeviceRefusedError(
+                f"{what}: not found on the SBC (404){quoted}",
+                hint="check --context: certfleet sbc status lists the TLS contexts of the device",
+                device=self.name,
+                status=code,
+            )
+        if code == 409:
+            raise DeviceRefusedError(
+                f"{what}: the SBC is busy (HA sync?): still 409 after {attempts} tries{quoted}",
+                hint="wait until the HA pair is synchronised (or the device is idle) and rerun",
+                device=self.name,
+                status=code,
+            )
+        if code >= 500:
+            raise DeviceRefusedError(
+                f"{what}: the SBC failed with {code}{quoted}",
+                hint="check the SBC's alarms and syslog, then rerun",
+                device=self.name,
+                status=code,
+            )
+        raise DeviceRefusedError(
+            f"{what}: unexpected answer {code} from the SBC{quoted}",
+            hint="check the firmware version: certfleet speaks the REST API of 7.4",
+            device=self.name,
+            status=code,
+        )
+
+    # ---- reading the device ------------------------------------------------------------
+
+    async def read_ini(self) -> bytes:
+        return (await self._request("GET", "/files/ini", what="reading the INI file")).content
+
+    async def list_contexts(self) -> dict[int, str]:
+        """The TLS contexts of the device (from the INI's ``TLSContexts`` table)."""
+        return tls_contexts_in_ini((await self.read_ini()).decode("utf-8", "replace"))
+
+    async def read_context(self, index: int, name: str | None = None) -> SbcContext:
+        """Certificate, trusted roots and key state of context ``index``."""
+        where = f"/files/tls/{index}"
+        cert_pem = (await self._request("GET", f"{where}/certificate",
+                                         what=f"reading context {index}'s certificate")).content
+        roots_pem = (await self._request("GET", f"{where}/trustedRoot",
+                                          what=f"reading context {index}'s trusted roots")).content
+        key = _json(await self._request("GET", f"{where}/privateKey",
+                                        what=f"reading context {index}'s key state"))
+        certs = _certificates(cert_pem)
+        key_info = key if isinstance(key, dict) else {}
+        valid = key_info.get("valid")
+        size = key_info.get("size")
+        return SbcContext(
+            index=index,
+            name=name,
+            certificate=certs[0] if certs else None,
+            trusted_roots=tuple(_certificates(roots_pem)),
+            key_valid=valid if isinstance(valid, bool) else None,
+            key_size=size if isinstance(size, int) else None,
+        )
+
+    async def add_trusted_root(self, index: int, cert: x509.Certificate) -> None:
+        """``PUT trustedRoot/incremental``: add ``cert`` to context ``index``'s store."""
+        label = cert.subject.rfc4514_string()
+        await self._request("PUT", f"/files/tls/{index}/trustedRoot/incremental",
+                            what=f"adding trusted root {label!r} to context {index}",
+                            upload=_pem(cert))
+
+    async def save_configuration(self) -> None:
+        await self._request("POST", "/actions/saveConfiguration", what="saving the configuration")
+
+    def serves_management(self, context: SbcContext) -> bool:
+        """Whether ``context`` holds the certificate management HTTPS presents."""
+        return context.sha256 is not None and context.sha256 == self.management_sha256
+
+    # ---- hooks -------------------------------------------------------------------------
+
+    def preflight(self, bundle: Bundle) -> list[Finding]:
+        return self.profile.preflight(bundle)
+
+    def _previous_key_for(self, cert: x509.Certificate | None) -> PrivateKey | None:
+        if cert is None:
+            return None
+        wanted = spki_sha256(cert)
+        return next((k for k in self.previous_keys if spki_sha256(k) == wanted), None)
+
+    async def backup(self) -> Backup:
+        """INI file, and each target context's certificate, trusted roots (and known key)."""
+        backup = Backup(self.name, self.kind)
+        ini = await self.read_ini()
+        backup.files["config.ini"] = ini
+        names = tls_contexts_in_ini(ini.decode("utf-8", "replace"))
+        missing = [c for c in self.contexts if names and c not in names]
+        if missing:
+            raise DeviceRefusedError(
+                f"TLS context {missing[0]} does not exist on the SBC "
+                f"(it has {', '.join(str(n) for n in sorted(names))})",
+                hint="check --context: certfleet sbc status lists the TLS contexts",
+                device=self.name,
+            )
+        contexts_meta: dict[str, Any] = {}
+        all_keys = True
+        for index in self.contexts:
+            ctx = await self.read_context(index, names.get(index))
+            self._before[index] = ctx
+            if ctx.certificate is not None:
+                backup.files[f"tls{index}-certificate.pem"] = _pem(ctx.certificate)
+            backup.files[f"tls{index}-trusted_roots.pem"] = b"".join(
+                _pem(c) for c in ctx.trusted_roots)
+            key = self._previous_key_for(ctx.certificate)
+            if key is not None:
+                backup.files[f"tls{index}-private_key.pem"] = _key_pem(key, self.profile.key_format)
+            else:
+                all_keys = False
+            contexts_meta[str(index)] = {
+                **ctx.to_dict(),
+                "serves_management": self.serves_management(ctx),
+                "previous_key_known": key is not None,
+            }
+        backup.has_private_key = all_keys
+        backup.meta = {
+            "url": self.url,
+            "management_sha256": self.management_sha256,
+            "status": {k: self.status.get(k) for k in
+                       ("productType", "versionID", "highAvailability", "serialNumber")},
+            "contexts": contexts_meta,
+            "tls_contexts": {str(k): v for k, v in names.items()},
+        }
+        return backup
+
+    def can_restore(self, backup: Backup) -> bool:
+        return backup.has_private_key
+
+    async def install(self, bundle: Bundle) -> None:
+        """Key, certificate and trusted roots into every context, then save."""
+        artifacts = render_target(bundle, self.profile)
+        key_pem = artifacts.get(SbcProfile.key_file)
+        cert_pem = artifacts.get(SbcProfile.certificate_file)
+        roots = (_certificates(artifacts.get(SbcProfile.trusted_roots_file))
+                 if SbcProfile.trusted_roots_file in artifacts.names() else [])
+        new_sha = bundle.leaf_sha256
+        self._installed_sha256 = new_sha
+        for index in self.contexts:
+            where = f"/files/tls/{index}"
+            before = self._before.get(index)
+            await self._request("PUT", f"{where}/privateKey", upload=key_pem,
+                                what=f"uploading the private key to context {index}")
+            await self._request("PUT", f"{where}/certificate", upload=cert_pem,
+                                what=f"uploading the certificate to context {index}")
+            if before is not None and self.serves_management(before):
+                await self._pin_installed(new_sha)
+            await self._install_roots(index, roots, before)
+            key = _json(await self._request("GET", f"{where}/privateKey",
+                                            what=f"checking context {index}'s key"))
+            if not (isinstance(key, dict) and key.get("valid") is True):
+                raise DeviceRefusedError(
+                    f"context {index}: the SBC says the private key does not match the "
+                    "certificate after the upload",
+                    hint="check that the key file belongs to the certificate (certfleet check)",
+                    device=self.name,
+                )
+        await self.save_configuration()
+
+    async def _install_roots(self, index: int, roots: Sequence[x509.Certificate],
+                             before: SbcContext | None) -> None:
+        if not roots:
+            return
+        if self.replace_trusted_roots:
+            await self._request("PUT", f"/files/tls/{index}/trustedRoot",
+                                upload=b"".join(_pem(c) for c in roots),
+                                what=f"replacing context {index}'s trusted roots")
+            self._changed_roots.add(index)
+            return
+        present = {cert_sha256(c) for c in (before.trusted_roots if before else ())}
+        for cert in roots:
+            if cert_sha256(cert) in present:
+                continue
+            await self.add_trusted_root(index, cert)
+            self._changed_roots.add(index)
+
+    async def restore(self, backup: Backup) -> None:
+        """Previous key, certificate and trusted roots into every context, then save."""
+        self._restoring = True
+        if self._client is None:
+            self._client = self._new_client()
+        for index in self.contexts:
+            key = backup.files.get(f"tls{index}-private_key.pem")
+            cert = backup.files.get(f"tls{index}-certificate.pem")
+            if key is None or cert is None:
+                raise RollbackError(
+                    f"context {index}: the backup has no previous key and certificate",
+                    hint="upload the previous certificate and key by hand",
+                    device=self.name,
+                )
+            where = f"/files/tls/{index}"
+            await self._request("PUT", f"{where}/privateKey", upload=key,
+                                what=f"restoring context {index}'s private key")
+            await self._request("PUT", f"{where}/certificate", upload=cert,
+                                what=f"restoring context {index}'s certificate")
+            roots = backup.files.get(f"tls{index}-trusted_roots.pem", b"")
+            if index in self._changed_roots and _certificates(roots):
+                await self._request("PUT", f"{where}/trustedRoot", upload=roots,
+                                    what=f"restoring context {index}'s trusted roots")
+            state = _json(await self._request("GET", f"{where}/privateKey",
+                                              what=f"checking context {index}'s key"))
+            if not (isinstance(state, dict) and state.get("valid") is True):
+                raise RollbackError(
+                    f"context {index}: after the restore the SBC says key and certificate "
+                    "do not match",
+                    hint="upload the previous certificate and its key by hand",
+                    device=self.name,
+                )
+        await self.save_configuration()
+
+    # ---- lifecycle overrides -------------------------------------------------------------
+
+    async def observe(self) -> list[ProbeResult]:
+        results = await super().observe()
+        self._served_before = {r.listener: r.sha256 for r in results}
+        return results
+
+    async def verify(self, expected_sha256: str, timeout: float | None = None) -> list[ProbeResult]:
+        """Every listener serves what it should: the new certificate, or after a
+        rollback what it served before. Also checks each context on the device."""
+        wait = self.verify_timeout if timeout is None else timeout
+        if self._restoring:
+            groups: dict[str, list[Listener]] = {}
+            for listener in self.listeners:
+                previous = self._served_before.get(listener)
+                if previous:
+                    groups.setdefault(previous, []).append(listener)
+            results: dict[Listener, ProbeResult] = {}
+            for sha, group in groups.items():
+                for result in await wait_for_served(group, sha, wait):
+                    results[result.listener] = result
+            return [results[item] for item in self.listeners if item in results]
+        for index in self.contexts:
+            ctx = await self.read_context(index)
+            if ctx.sha256 != expected_sha256:
+                raise VerificationError(
+                    f"context {index} holds {(ctx.sha256 or 'nothing')[:16]}…, not the "
+                    f"certificate installed ({expected_sha256[:16]}…)",
+                    hint="another change may have overwritten it; check the device",
+                    device=self.name,
+                    expected=expected_sha256,
+                )
+        return await super().verify(expected_sha256, timeout)
+
+    async def deploy(
+        self,
+        bundle: Bundle,
+        findings: Sequence[Finding] = (),
+        *,
+        force: bool = False,
+        allow_no_rollback: bool = False,
+    ) -> DeployOutcome:
+        """The base template, with the SBC's own hint when no rollback is possible."""
+        self._restoring = False
+        self._changed_roots.clear()
+        outcome = await super().deploy(bundle, findings, force=force,
+                                       allow_no_rollback=allow_no_rollback)
+        if (outcome.outcome == "refused" and outcome.steps
+                and outcome.steps[-1].detail == "no rollback possible"):
+            outcome.hint = NO_ROLLBACK_HINT
+        return outcome
+
+
+def _json(answer: httpx.Response) -> Any:
+    try:
+        return answer.json()
+    except ValueError:
+        return None
+
+
+def _description(answer: httpx.Response) -> str:
+    data = _json(answer)
+    if isinstance(data, dict) and isinstance(data.get("description"), str):
+        return str(data["description"])[:300]
+    return answer.text.strip()[:200]
+
+
+def _key_pem(key: PrivateKey, key_format: str) -> bytes:
+    from ..pki.keygen import native_key_format, private_key_pem
+
+    native = native_key_format(key)
+    # "pkcs1" means the traditional form: PKCS#1 for RSA, SEC1 for EC (as the profile renders).
+    return private_key_pem(key, native if key_format == "pkcs1" and native != "pkcs8" else "pkcs8")
+
+
+def _load_key_pem(data: bytes) -> PrivateKey:
+    """A previous private key from PEM bytes. Raises PrivateKeyError."""
+    from ..pki.load import load_bytes
+
+    keys = [o.value for o in load_bytes(data, "previous key", None) if o.type == "private_key"]
+    if not keys:
+        raise PrivateKeyError(
+            "the previous key file holds no private key",
+            hint="pass the unencrypted PEM key installed on the SBC now to --previous-key",
+        )
+    return keys[0]  # type: ignore[return-value]  # load_bytes types value as a union
