@@ -388,3 +388,17 @@ def test_registered_in_the_real_app() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert " csr " in out.stdout and " export " in out.stdout
+
+
+def test_unwritable_outputs(run: Invoke, inputs: Files, tmp_path: Path) -> None:
+    """An output folder that is a file, or --out naming a folder, exits 2 without a traceback."""
+    (tmp_path / "plain").write_bytes(b"")
+    for result in (
+        run("csr", "--cn", "a.example.com", "--key-type", "ec-p256", "--out-dir", "plain"),
+        run("export", *_all(inputs), "--target", "sbc", "--out-dir", "plain"),
+        run("export", *_all(inputs), "--format", "pem", "--out", "plain/x.pem"),
+        run("export", *_all(inputs), "--format", "pem", "--out", str(tmp_path)),
+    ):
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "cannot write" in result.stderr or "is a folder" in result.stderr

@@ -7,6 +7,8 @@ Heavy libraries are imported inside the commands to keep ``--help`` fast.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -39,6 +41,20 @@ def _password_bytes(env_var: str | None, file: str | None, *, what: str) -> byte
             hint="set the variable or file to the password, or drop the option",
         )
     return value.encode("utf-8")
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OS error while writing under ``path`` into a one-line InputError."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else path
+        raise InputError(
+            f"cannot write {str(where)!r}: {exc.strerror or exc}",
+            hint="choose an output folder that exists as a folder and is writable",
+            path=str(where),
+        ) from None
 
 
 def _refuse_existing(paths: list[Path]) -> None:
@@ -168,8 +184,9 @@ def csr(
         _refuse_existing([key_path, csr_path])
     key_format = "pkcs8-encrypted" if passphrase else native_key_format(key)
     key_pem = private_key_pem(key, native_key_format(key), passphrase)
-    write_private_file(key_path, key_pem)
-    write_file_atomic(csr_path, csr_pem(request))
+    with _writing(out_dir):
+        write_private_file(key_path, key_pem)
+        write_file_atomic(csr_path, csr_pem(request))
     spki = spki_sha256(key)
     sans = [str(n.value) for n in _sans(request)]
     if json_out:
@@ -364,14 +381,16 @@ def export(
 
         data = export_bundle(bundle, fmt, out_password)
         secret = fmt in SECRET_FORMATS and bundle.private_key is not None
-        _write(out, data, secret=secret)
+        with _writing(out):
+            _write(out, data, secret=secret)
         written.append({"path": str(out), "secret": secret, "bytes": len(data)})
     else:
         assert out_dir is not None and profile is not None
         from ..pki.profiles import render_target
 
         artifacts = render_target(bundle, profile)
-        paths = artifacts.write_to_dir(out_dir, overwrite=force)
+        with _writing(out_dir):
+            paths = artifacts.write_to_dir(out_dir, overwrite=force)
         written += [
             {"path": str(p), "secret": a.secret, "bytes": len(a.data)}
             for p, a in zip(paths, artifacts, strict=True)

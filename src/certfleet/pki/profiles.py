@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ..errors import CertificateError, ConfigError, PrivateKeyError
 from .export import certificate_label
 from .keygen import native_key_format, private_key_pem
-from .model import Bundle, Finding, PrivateKey
+from .model import Bundle, Finding, PrivateKey, Severity
 
 __all__ = [
     "FINDING_CODES",
@@ -41,7 +41,7 @@ _KEY_FORMATS = ("pkcs1", "pkcs8")
 
 #: Codes of the device findings a profile's ``preflight`` adds to the general
 #: checks (same shape as ``checks.FINDING_CODES``; severity may depend on the device).
-FINDING_CODES: dict[str, tuple[str, str]] = {
+FINDING_CODES: dict[str, tuple[Severity, str]] = {
     "KEY_MISSING": ("error", "no private key was given, and the device needs one"),
     "ROOT_MISSING": ("error", "no root certificate was given: an error for OVOC (root.crt), "
                      "a warning for an SBC's trusted root store"),
