@@ -84,44 +84,66 @@ def _short(sha: str | None) -> str:
 # ---- rendering shared with the demo ---------------------------------------------------
 
 
+def _cn(rfc4514: str | None) -> str:
+    """The CN of an RFC 4514 name string, or the whole string when it has none."""
+    if not rfc4514:
+        return ""
+    for part in rfc4514.split(","):
+        if part.startswith("CN="):
+            return part[3:]
+    return rfc4514
+
+
 def render_status(statuses: list[DeviceStatus], warn_days: int = 30) -> Any:
-    """The status table (rich)."""
+    """The status table (rich): one row per listener, devices sorted by days left."""
     from rich.table import Table
 
     from ..estate.status import band
 
     table = Table(title="Estate status", title_justify="left")
-    for column in ("device", "kind", "listener", "serves", "issuer", "days left", "name",
-                   "current"):
-        table.add_column(column, no_wrap=column in ("device", "listener", "days left"))
+    table.add_column("device", no_wrap=True)
+    table.add_column("listener", no_wrap=True)
+    table.add_column("certificate")
+    table.add_column("sha256", no_wrap=True)
+    table.add_column("days", justify="right", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("current", no_wrap=True)
     for status in statuses:
         count = len(status.listeners)
         for index, item in enumerate(status.listeners):
             first = index == 0
-            device = status.name if first else ""
+            device = f"{status.name}\n[dim]{status.kind}[/]" if first else ""
             if first and not status.agree and count > 1:
                 same = max(
                     sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
                     for x in status.listeners
                 )
                 device += f"\n[yellow]{same}/{count} listeners[/]"
+            where = item.listener + (f"\n[dim]{item.label}[/]" if item.label else "")
             if not item.reachable:
-                table.add_row(device, status.kind if first else "", item.listener,
-                              f"[red]unreachable: {item.error}[/]", "", "", "", "")
+                table.add_row(device, where, f"[red]unreachable: {item.error}[/]", "", "", "", "")
                 continue
             days = item.days_left
             style = BAND_STYLE[band(days, warn_days)]
-            days_text = f"[{style}]{days}{' (expired)' if days is not None and days < 0 else ''}[/]"
+            days_text = f"[{style}]{days}{' expired' if days is not None and days < 0 else ''}[/]"
             name_ok = {True: "[green]ok[/]", False: "[red]mismatch[/]", None: "-"}[item.hostname_ok]
-            current = (
-                "[green]yes[/]" if item.is_current
-                else ("[yellow]no[/]" if status.current_sha256 else "[dim]none imported[/]")
-            )
-            subject = item.subject or ""
-            table.add_row(device, status.kind if first else "", item.listener,
-                          f"{subject}\n[dim]{_short(item.sha256)}[/]", item.issuer or "",
-                          days_text, name_ok, current)
+            if item.is_current:
+                current = f"[green]v{status.current_version}[/]"
+            elif status.current_sha256:
+                current = "[yellow]no[/]"
+            else:
+                current = "[dim]none[/]"
+            table.add_row(device, where,
+                          f"{_cn(item.subject)}\n[dim]by {_cn(item.issuer)}[/]",
+                          _short(item.sha256)[:8], days_text, name_ok, current)
     return table
+
+
+def _served_change(before: dict[str, str | None], after: dict[str, str | None]) -> str:
+    def short(values: dict[str, str | None]) -> str:
+        return ",".join(sorted({_short(v)[:8] for v in values.values()})) or "-"
+
+    return f"{short(before)} → {short(after)}"
 
 
 def render_report(report: DeployReport) -> Any:
@@ -129,20 +151,22 @@ def render_report(report: DeployReport) -> Any:
 
     title = "Deploy summary" + (" (dry run)" if report.dry_run else "")
     table = Table(title=title, title_justify="left")
-    for column in ("device", "kind", "outcome", "exit", "before", "after", "message"):
-        table.add_column(column, no_wrap=column not in ("message",))
+    table.add_column("device", no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("exit", justify="right")
+    table.add_column("served", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("message")
     for result in report.results:
         style = OUTCOME_STYLE.get(result.status, "")
-        before = {v for v in result.served_before.values()}
-        after = {v for v in result.served_after.values()}
+        message = result.message.removeprefix(f"{result.device}: ")
         table.add_row(
             result.device,
-            result.kind,
             f"[{style}]{result.status}[/]",
             str(result.exit_code),
-            ", ".join(_short(v) for v in sorted(before, key=str)) or "-",
-            ", ".join(_short(v) for v in sorted(after, key=str)) or "-",
-            result.message + (f"\n[yellow]Tip:[/] {result.hint}" if result.hint else ""),
+            _served_change(result.served_before, result.served_after),
+            f"{result.seconds:.1f}s",
+            message + (f"\n[yellow]Tip:[/] {result.hint}" if result.hint else ""),
         )
     return table
 
@@ -404,10 +428,12 @@ def register(app: typer.Typer) -> None:
     def history_command(
         device: str | None = typer.Option(None, "--device", help="Only this device."),
         limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
+        inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Past deployments and rollbacks, newest first, with their steps."""
+        del inventory  # accepted like every command's; history lives in the state store
         from rich.table import Table
 
         with open_store(state_dir) as store:
@@ -457,8 +483,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("unlock")
     @handle_errors
-    def unlock_command(state_dir: Path | None = STATE_OPTION) -> None:
+    def unlock_command(
+        inventory: Path = INVENTORY_OPTION, state_dir: Path | None = STATE_OPTION
+    ) -> None:
         """Clear a stale deploy lock (one left by a run that died)."""
+        del inventory  # accepted like every command's; the lock lives in the state store
         with open_store(state_dir) as store:
             held = store.release_lock()
             if held is None:
@@ -469,25 +498,36 @@ def register(app: typer.Typer) -> None:
 
 
 def render_plan(plans: list[Any]) -> Any:
+    """The plan table, then the steps once per device kind."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="Plan", title_justify="left")
-    for column in ("device", "kind", "serves now", "will serve", "action", "steps", "rollback"):
-        table.add_column(column)
+    table.add_column("device", no_wrap=True)
+    table.add_column("serves now", no_wrap=True)
+    table.add_column("will serve", no_wrap=True)
+    table.add_column("action")
+    table.add_column("rollback")
+    kinds: dict[str, tuple[str, ...]] = {}
     for plan in plans:
-        served = ", ".join(sorted({_short(v) for v in plan.served.values()}))
+        served = ",".join(sorted({_short(v)[:8] for v in plan.served.values()}))
         action_style = {"deploy": "cyan", "skip": "dim", "blocked": "red"}[plan.action]
+        target = f"v{plan.target_version} {_short(plan.target_sha256)[:8]}"
         table.add_row(
-            plan.name,
-            plan.kind,
+            f"{plan.name} [dim]{plan.kind}[/]",
             served,
-            f"v{plan.target_version} {_short(plan.target_sha256)}" if plan.target_version else "-",
-            f"[{action_style}]{plan.action}[/]\n[dim]{plan.reason}[/]",
-            "\n".join(f"{i}. {s}" for i, s in enumerate(plan.steps, 1)) or "-",
-            ("[green]yes[/]" if plan.rollback else "[red]no[/]")
-            + f"\n[dim]{plan.rollback_reason}[/]",
+            target if plan.target_version else "-",
+            f"[{action_style}]{plan.action}[/] [dim]{plan.reason}[/]",
+            "[green]yes[/]" if plan.rollback else f"[red]no[/] [dim]{plan.rollback_reason}[/]",
         )
-    return table
+        if plan.steps:
+            kinds.setdefault(plan.kind, plan.steps)
+    parts: list[Any] = [table]
+    for kind, steps in kinds.items():
+        parts.append(Text(f"{kind} steps: " + "; ".join(
+            f"{number}. {step}" for number, step in enumerate(steps, 1)), style="dim"))
+    return Group(*parts)
 
 
 def print_findings(findings: list[Any]) -> None:

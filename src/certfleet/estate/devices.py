@@ -99,9 +99,34 @@ def _stored_keys(device: Device, inventory: Inventory, store: Store | None) -> l
 
 
 def _ovoc_driver(device: Device, inventory: Inventory, on_event: EventCallback | None) -> Driver:
-    raise ConfigError(
-        f"the OVOC driver is not available for {device.name!r}",
-        hint="install a certfleet release with the OVOC driver",
+    from ..drivers.ovoc import OvocDriver
+
+    host_key: str | None = None
+    known_hosts: Path | None = None
+    if device.ssh_host_key is not None:
+        pin = device.ssh_host_key.strip()
+        if pin.startswith("SHA256:") or " " in pin:
+            host_key = pin
+        else:
+            known_hosts = Path(pin).expanduser()
+            if not known_hosts.is_absolute():
+                known_hosts = inventory.path.parent / known_hosts
+    return OvocDriver(
+        device.name,
+        device.address,
+        ssh_port=device.port,
+        user=device.user or "acems",
+        password=secret(device, "password", device.password, "SSH password"),
+        su_password=secret(device, "root_password", device.root_password, "root password"),
+        keystore_password=secret(
+            device, "keystore_password", device.keystore_password, "keystore password"
+        ),
+        host_key=host_key,
+        known_hosts=known_hosts,
+        listeners=device.listeners,
+        profile=_profile(device),
+        on_event=on_event,
+        verify_timeout=device.verify_timeout,
     )
 
 

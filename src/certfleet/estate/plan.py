@@ -19,18 +19,16 @@ __all__ = ["STEPS", "DevicePlan", "make_plan", "rollback_possible"]
 # The steps each kind's driver takes (drivers/ovoc.py, drivers/sbc.py).
 STEPS: dict[str, tuple[str, ...]] = {
     "ovoc": (
-        "preflight the files against the OVOC profile",
-        "SSH/SFTP as the OVOC user; back up the staging folder",
+        "SFTP: back up the staging folder",
         "upload server.crt, server.key, root.crt, caN.crt",
-        "su to root; EmsServerManager > Security > Server Certificate Updates > Import",
-        "wait for the web server restart; verify by handshake",
+        "SSH, su, EmsServerManager: import",
+        "verify by handshake",
     ),
     "sbc": (
-        "preflight the files against the SBC profile",
-        "REST: back up the INI and each TLS context's certificate",
-        "upload the private key, then the certificate, to each TLS context",
-        "update the trusted roots; save the configuration",
-        "verify every listener by handshake",
+        "REST: back up INI and contexts",
+        "upload key, certificate, trusted roots",
+        "save the configuration",
+        "verify by handshake",
     ),
 }
 

@@ -1,0 +1,134 @@
+"""The estate commands end to end against lab SBCs on loopback (real HTTPS, real TLS)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from certfleet.cli.app import app
+from certfleet.estate.store import Store
+from certfleet.lab.estate import LabEstate
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def sbc_lab(tmp_path: Path) -> Iterator[LabEstate]:
+    """Two lab SBCs (the second an HA pair) serving an old wildcard; secrets in the env."""
+    lab = LabEstate(tmp_path / "lab", sbcs=2, ovoc=False, key_type="ec-p256")
+    lab.start()
+    try:
+        with lab.environment():
+            yield lab
+    finally:
+        lab.stop()
+
+
+def _run(lab: LabEstate, state: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(
+        app, [*args, "--inventory", str(lab.inventory_path), "--state-dir", str(state)]
+    )
+    return result.exit_code, result.stdout
+
+
+def test_init_writes_skeleton_and_refuses_overwrite(tmp_path: Path) -> None:
+    """`certfleet init` writes a valid inventory once and never overwrites it."""
+    path = tmp_path / "certfleet.toml"
+    first = runner.invoke(app, ["init", "--inventory", str(path)])
+    assert first.exit_code == 0, first.output
+    assert "[devices.sbc1]" in path.read_text()
+    second = runner.invoke(app, ["init", "--inventory", str(path)])
+    assert second.exit_code == 2
+    assert "already exists" in second.output
+
+
+def test_renewal_flow(sbc_lab: LabEstate, tmp_path: Path) -> None:
+    """csr, import, plan, deploy, verify, status, history and rollback, as a user runs them."""
+    state = tmp_path / "state"
+    old = tmp_path / "old.pem"
+    old.write_bytes(sbc_lab.old.fullchain_pem + sbc_lab.old.key_pem())
+    code, _ = _run(sbc_lab, state, "import", "wildcard", str(old))
+    assert code == 0
+
+    # Before: everything serves v1, with a few days left; verify passes.
+    code, out = _run(sbc_lab, state, "status", "--json")
+    assert code == 0
+    devices = json.loads(out)["devices"]
+    assert {d["name"] for d in devices} == {"sbc1", "sbc2-ha"}
+    listener = devices[0]["listeners"][0]
+    assert set(listener) >= {"listener", "reachable", "error", "sha256", "subject", "issuer",
+                             "not_after", "days_left", "hostname_ok", "is_current"}
+    assert listener["is_current"] and listener["hostname_ok"] and listener["days_left"] <= 6
+    assert all(d["agree"] for d in devices)
+
+    # Renew: csr (key kept in the store), CA issues, import matches the key by public key.
+    code, out = _run(sbc_lab, state, "csr", "wildcard", "--json")
+    assert code == 0, out
+    csr = json.loads(out)["csr_pem"].encode()
+    from cryptography import x509
+
+    issued = sbc_lab.ca.issue(csr=x509.load_pem_x509_csr(csr))
+    (tmp_path / "leaf.crt").write_bytes(issued.leaf_pem)
+    (tmp_path / "chain.p7b").write_bytes(issued.p7b(wrong_order=True))
+    code, out = _run(sbc_lab, state, "import", "wildcard", str(tmp_path / "leaf.crt"),
+                     str(tmp_path / "chain.p7b"), "--json")
+    assert code == 0, out
+    assert json.loads(out)["key_from_store"] is True
+
+    code, out = _run(sbc_lab, state, "verify")
+    assert code == 1  # nothing serves v2 yet
+
+    code, out = _run(sbc_lab, state, "plan", "--json")
+    assert code == 0
+    plans = json.loads(out)["devices"]
+    assert {p["action"] for p in plans} == {"deploy"} and all(p["rollback"] for p in plans)
+
+    code, out = _run(sbc_lab, state, "deploy", "--json", "--canary", "sbc1")
+    assert code == 0, out
+    report = json.loads(out)
+    assert [d["status"] for d in report["devices"]] == ["installed", "installed"]
+
+    code, out = _run(sbc_lab, state, "verify", "--json")
+    assert code == 0, out
+    code, out = _run(sbc_lab, state, "deploy", "--json")
+    assert [d["status"] for d in json.loads(out)["devices"]] == ["skipped", "skipped"]
+
+    code, out = _run(sbc_lab, state, "history", "--json", "--device", "sbc1")
+    rows = json.loads(out)["deployments"]
+    assert [r["outcome"] for r in rows] == ["skipped", "installed"]
+    assert any(s["step"] == "install" for s in rows[1]["steps"])
+
+    # Roll sbc1 back to what it served before: verify then fails for it.
+    code, out = _run(sbc_lab, state, "rollback", "sbc1", "--json")
+    assert code == 0, out
+    unit = sbc_lab.sbcs["sbc1"]
+    assert unit.served_sha256("sip") == json.loads(out)["backup"]["served_sha256"]
+    code, out = _run(sbc_lab, state, "verify", "--json")
+    assert code == 1
+    bad = [d["name"] for d in json.loads(out)["devices"] if not d["is_current"]]
+    assert bad == ["sbc1"]
+
+    with Store.open(state) as store:
+        assert store.audit_log()  # every command left its line
+
+
+def test_deploy_refused_while_locked(sbc_lab: LabEstate, tmp_path: Path) -> None:
+    """A second deploy while the lock is held is refused; unlock clears it."""
+    state = tmp_path / "state"
+    old = tmp_path / "old.pem"
+    old.write_bytes(sbc_lab.old.fullchain_pem + sbc_lab.old.key_pem())
+    assert _run(sbc_lab, state, "import", "wildcard", str(old))[0] == 0
+    with Store.open(state) as store:
+        store.acquire_lock("deploy")
+    result = runner.invoke(app, ["deploy", "--inventory", str(sbc_lab.inventory_path),
+                                 "--state-dir", str(state)])
+    assert result.exit_code == 3
+    assert "holds the lock" in result.output
+    assert runner.invoke(app, ["unlock", "--state-dir", str(state)]).exit_code == 0
+    code, out = _run(sbc_lab, state, "deploy", "--json")
+    assert code == 0, out
+    assert {d["status"] for d in json.loads(out)["devices"]} == {"skipped"}
