@@ -152,6 +152,8 @@ def csr(
             hint="e.g. certfleet csr --cn '*.example.com' --out-dir ./certs",
         )
 
+    from cryptography import x509
+
     from ..fsutil import write_file_atomic, write_private_file
     from ..pki.keygen import (
         build_csr,
@@ -164,6 +166,10 @@ def csr(
     from ..pki.model import key_description, spki_sha256
 
     passphrase = _password_bytes(passphrase_env, None, what="key passphrase")
+    stem = stem_for_name(cn)
+    key_path, csr_path = out_dir / f"{stem}.key", out_dir / f"{stem}.csr"
+    if not force:
+        _refuse_existing([key_path, csr_path])
     try:
         key = generate_private_key(key_type or "rsa2048")
     except ValueError as exc:
@@ -178,17 +184,14 @@ def csr(
             f"cannot make the CSR: {exc}", hint="fix --cn, --san or the subject options"
         ) from None
 
-    stem = stem_for_name(cn)
-    key_path, csr_path = out_dir / f"{stem}.key", out_dir / f"{stem}.csr"
-    if not force:
-        _refuse_existing([key_path, csr_path])
     key_format = "pkcs8-encrypted" if passphrase else native_key_format(key)
     key_pem = private_key_pem(key, native_key_format(key), passphrase)
     with _writing(out_dir):
         write_private_file(key_path, key_pem)
         write_file_atomic(csr_path, csr_pem(request))
     spki = spki_sha256(key)
-    sans = [str(n.value) for n in _sans(request)]
+    san_ext = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    sans = [str(n.value) for n in san_ext.value]
     if json_out:
         print_json({
             "key": str(key_path), "csr": str(csr_path), "spki_sha256": spki,
@@ -214,13 +217,6 @@ def csr(
     )
 
 
-def _sans(request: Any) -> list[Any]:
-    from cryptography import x509
-
-    ext = request.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    return list(ext.value)
-
-
 def _inventory_csr(
     name: str, inventory: Path | None, state_dir: Path | None, out_dir: Path | None,
     *, json_out: bool,
@@ -243,12 +239,13 @@ def _inventory_csr(
             "csr_pem": csr_text,
         })
         return
-    console.print(f"key for {name!r} stored in the state folder: {made.key_path}", soft_wrap=True)
-    console.print(f"spki sha256: {made.key.spki_sha256}")
-    if made.csr_path is not None:
-        console.print(f"csr: {made.csr_path}", soft_wrap=True)
-    else:
-        console.print(csr_text, end="", soft_wrap=True, markup=False, highlight=False)
+    lines = [
+        f"key for {name!r} stored in the state folder: {made.key_path}",
+        f"spki sha256: {made.key.spki_sha256}",
+        f"csr: {made.csr_path}" if made.csr_path is not None else csr_text.rstrip("\n"),
+    ]
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False)
 
 
 # ------------------------------------------------------------------------ export
