@@ -4,42 +4,42 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 __all__ = [
-    "ObjectType",
-    "Severity",
-    "PrivateKey",
-    "PublicKey",
-    "LoadedObject",
     "Bundle",
     "Finding",
+    "LoadedObject",
+    "ObjectType",
+    "PrivateKey",
+    "PublicKey",
+    "Severity",
     "cert_sha256",
-    "spki_sha256",
     "key_description",
+    "spki_sha256",
 ]
 
 ObjectType = Literal["certificate", "private_key", "csr"]
 Severity = Literal["error", "warning", "info"]
 
-PrivateKey = Union[
-    rsa.RSAPrivateKey,
-    ec.EllipticCurvePrivateKey,
-    dsa.DSAPrivateKey,
-    ed25519.Ed25519PrivateKey,
-    ed448.Ed448PrivateKey,
-]
-PublicKey = Union[
-    rsa.RSAPublicKey,
-    ec.EllipticCurvePublicKey,
-    dsa.DSAPublicKey,
-    ed25519.Ed25519PublicKey,
-    ed448.Ed448PublicKey,
-]
+PrivateKey = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | dsa.DSAPrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+PublicKey = (
+    rsa.RSAPublicKey
+    | ec.EllipticCurvePublicKey
+    | dsa.DSAPublicKey
+    | ed25519.Ed25519PublicKey
+    | ed448.Ed448PublicKey
+)
 
 
 def cert_sha256(cert: x509.Certificate) -> str:
@@ -49,13 +49,9 @@ def cert_sha256(cert: x509.Certificate) -> str:
 
 def spki_sha256(key: object) -> str:
     """SHA-256 of the SubjectPublicKeyInfo of a certificate, CSR, public or private key."""
-    if isinstance(key, (x509.Certificate, x509.CertificateSigningRequest)):
-        public = key.public_key()
-    elif hasattr(key, "public_key"):
-        public = key.public_key()
-    else:
-        public = key
-    der = public.public_bytes(  # type: ignore[union-attr]
+    # Certificates, CSRs and private keys have public_key(); a public key is itself.
+    public: Any = key.public_key() if hasattr(key, "public_key") else key
+    der = public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).hexdigest()
