@@ -1,0 +1,980 @@
+"""The OVOC driver: stage the files over SFTP, ``su`` to root, walk EmsServerManager.
+
+The job of the story, done by a program: the files of the ``ovoc`` profile
+(``server.crt``, ``server.key``, ``root.crt``, ``ca1.crt``…) go into
+``/home/acems/server_certs`` under temporary names and are renamed into
+place; a PTY session as ``acems`` runs ``su -``, ``EmsServerManager``, and
+picks Security → Server Certificate Updates → Import Server Certificates
+from Certificate Authority (CA) by matching the labels on the screen (the
+numbers are a fallback only), answers "Press Enter to continue" and the
+keystore password prompt, and reads OVOC's verdict. A refusal is explained
+from the staged files (:func:`inspect_staged`); the template in
+:mod:`certfleet.drivers.base` verifies the served certificate and rolls
+back (re-stage the previous files, import again) when needed.
+
+Every wait has a timeout; a timeout error carries the last lines of the
+screen. Passwords are typed at prompts that do not echo and are scrubbed
+from the transcript in any case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import posixpath
+import re
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    CertfleetError,
+    CertificateError,
+    ConfigError,
+    DeviceAuthError,
+    DeviceConnectionError,
+    DeviceError,
+    DeviceRefusedError,
+    DeviceTimeoutError,
+    HostKeyError,
+    InputError,
+    RollbackError,
+)
+from ..pki.model import Bundle, Finding
+from ..pki.profiles import OVOC_PROFILE, Artifact, Artifacts, OvocProfile, render_target
+from .base import Backup, Driver, EventCallback
+from .tlsprobe import Listener
+
+if TYPE_CHECKING:
+    import asyncssh
+
+__all__ = [
+    "MenuStep",
+    "OvocDriver",
+    "OvocMenu",
+    "StagingReport",
+    "diagnosis_line",
+    "host_key_sha256",
+    "inspect_staged",
+]
+
+_TMP_PREFIX = ".certfleet-"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
+_OPTION = re.compile(r"^\s*\[?([0-9A-Za-z]{1,3})\s*[.)\]:-]\s+(\S.*?)\s*$")
+NEEDS_PEM_KEY = "OVOC needs an unencrypted PEM key (PKCS#1, 'Apache compatible')"
+
+
+@dataclass(frozen=True)
+class MenuStep:
+    """One menu choice: the entry whose text matches ``label``; ``number`` as a fallback."""
+
+    label: str
+    number: str | None = None
+
+
+@dataclass(frozen=True)
+class OvocMenu:
+    """How EmsServerManager looks. Labels and numbers from the story; prompts [assumed].
+
+    Patterns are regular expressions matched case-insensitively against the
+    screen (ANSI escapes removed). Every field can be overridden for another
+    firmware from the inventory.
+    """
+
+    path: tuple[MenuStep, ...] = (
+        MenuStep("Security"),
+        MenuStep("Server Certificate Updates", "11"),
+        MenuStep("Import Server Certificates from Certificate Authority (CA)", "3"),
+    )
+    command: str = "EmsServerManager"
+    menu_prompt: str = (
+        r"(?:choose|select|enter)[^\n]*(?:option|choice|selection)[^\n]*[:>?][ \t]*\Z"
+    )
+    continue_prompt: str = r"press\s+enter[^\n]*\Z"
+    password_prompt: str = r"password[^\n]*[:>][ \t]*\Z"
+    success: tuple[str, ...] = (
+        r"PKCS#12 file and JKS Keystore generated successfully",
+        r"Imported files and generated PKCS#12 with JKS Keystore files",
+    )
+    failure: str = r"\b(?:error|failed|failure)\b"
+    back: str = "q"
+
+
+def host_key_sha256(key: asyncssh.SSHKey) -> str:
+    """``SHA256:...`` fingerprint as ssh-keygen -l prints it."""
+    digest = hashlib.sha256(key.public_data).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+# ---- staged files: what OVOC would say about them -------------------------------
+
+
+@dataclass
+class StagingReport:
+    """What the staging folder holds and what OVOC would make of it."""
+
+    staging_dir: str
+    exists: bool
+    files: list[tuple[str, int]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exists and not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def diagnosis(self) -> str | None:
+        return diagnosis_line(self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "staging_dir": self.staging_dir,
+            "exists": self.exists,
+            "files": [{"name": n, "size": s} for n, s in self.files],
+            "findings": [f.to_dict() for f in self.findings],
+            "diagnosis": self.diagnosis,
+        }
+
+
+def diagnosis_line(findings: Sequence[Finding]) -> str | None:
+    """One line naming what OVOC would reject, or None when nothing would be."""
+    errors = [f for f in findings if f.severity == "error"]
+    if not errors:
+        return None
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"OVOC will reject these files: {errors[0].message}{more}"
+
+
+def _finding(code: str, message: str, hint: str, subject: str, severity: str = "error") -> Finding:
+    return Finding(code, severity, message, hint, subject)  # type: ignore[arg-type]  # literal
+
+
+def _key_problem(name: str, data: bytes) -> tuple[str, str] | None:
+    """(code, message) when ``data`` is not a key OVOC can read, else None."""
+    text = data.lstrip(b"\xef\xbb\xbf")
+    if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in text:
+        return "OVOC_KEY_ENCRYPTED", f"{name} is an encrypted PKCS#8 key; {NEEDS_PEM_KEY}"
+    if b"Proc-Type: 4,ENCRYPTED" in text:
+        return ("OVOC_KEY_ENCRYPTED",
+                f"{name} is an encrypted PEM key (OpenSSL legacy encryption); {NEEDS_PEM_KEY}")
+    if b"-----BEGIN" not in text:
+        if text[:1] == b"\x30":
+            return "OVOC_KEY_FORMAT", f"{name} is a DER (binary) key; {NEEDS_PEM_KEY}"
+        return "OVOC_KEY_UNREADABLE", f"{name} holds no PEM private key; {NEEDS_PEM_KEY}"
+    if b"PRIVATE KEY-----" not in text:
+        return ("OVOC_KEY_UNREADABLE",
+                f"{name} holds no private key (it looks like a certificate); {NEEDS_PEM_KEY}")
+    return None
+
+
+def inspect_staged(
+    files: Mapping[str, bytes],
+    profile: OvocProfile = OVOC_PROFILE,
+    hosts: Sequence[str] = (),
+    *,
+    expiry_warn_days: int = 30,
+) -> list[Finding]:
+    """Findings on the files of an OVOC staging folder, by the profile's names.
+
+    Reports what EmsServerManager would reject (missing, misnamed,
+    encrypted, unreadable or mismatched files) and, when the files can be
+    read, the toolkit's bundle checks (chain, expiry, names). Pure.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from ..pki.checks import check_bundle
+    from ..pki.model import spki_sha256
+
+    findings: list[Finding] = []
+    cert_name, key_name, root_name = profile.cert_file, profile.key_file, profile.root_file
+    others = sorted(n for n in files if n not in {cert_name, key_name, root_name}
+                    and not re.fullmatch(re.escape(profile.intermediate_pattern)
+                                         .replace(r"\{n\}", r"\d+"), n))
+    containers = [n for n in others if n.lower().endswith((".pfx", ".p12"))]
+
+    leaf: x509.Certificate | None = None
+    if cert_name not in files:
+        found = [n for n in others if n.lower().endswith((".crt", ".cer", ".pem"))]
+        extra = f" (found {', '.join(map(repr, found))}; OVOC reads only {cert_name!r})" \
+            if found else ""
+        findings.append(_finding("OVOC_CERT_MISSING", f"{cert_name} is missing{extra}",
+                                 f"stage the server certificate as {cert_name} (PEM)", cert_name))
+    else:
+        try:
+            leaf = x509.load_pem_x509_certificate(files[cert_name].lstrip(b"\xef\xbb\xbf"))
+        except ValueError:
+            what = "a DER (binary) certificate" if files[cert_name][:1] == b"\x30" \
+                else "not a PEM certificate"
+            findings.append(_finding("OVOC_CERT_UNREADABLE", f"{cert_name} is {what}; "
+                                     "OVOC needs a PEM certificate",
+                                     f"convert it to PEM and stage it as {cert_name}", cert_name))
+
+    key: Any = None
+    if key_name not in files:
+        where = (f"; the key is only inside {', '.join(map(repr, containers))}"
+                 if containers else "")
+        findings.append(_finding(
+            "OVOC_KEY_MISSING", f"{key_name} is missing{where}; {NEEDS_PEM_KEY}",
+            f"export the key in PEM ('Apache compatible'), e.g. certfleet ovoc deploy "
+            f"with the .pfx and its password, which writes {key_name} for you", key_name))
+    else:
+        problem = _key_problem(key_name, files[key_name])
+        if problem is None:
+            try:
+                key = serialization.load_pem_private_key(
+                    files[key_name].lstrip(b"\xef\xbb\xbf"), password=None)
+            except (ValueError, TypeError):
+                problem = ("OVOC_KEY_UNREADABLE",
+                           f"{key_name} cannot be read as a PEM private key; {NEEDS_PEM_KEY}")
+        if problem is not None:
+            findings.append(_finding(problem[0], problem[1],
+                                     "let certfleet write the key: pass the .pfx or the key "
+                                     "with --input-password-env", key_name))
+        elif (profile.key_format == "pkcs1" and isinstance(key, rsa.RSAPrivateKey)
+              and b"BEGIN RSA PRIVATE KEY" not in files[key_name]):
+            findings.append(_finding(
+                "OVOC_KEY_FORMAT", f"{key_name} is a PKCS#8 key; OVOC documents PKCS#1 "
+                "('BEGIN RSA PRIVATE KEY', 'Apache compatible')",
+                "let certfleet write the key in PKCS#1", key_name, "warning"))
+        if key is not None and leaf is not None and spki_sha256(key) != spki_sha256(leaf):
+            findings.append(_finding(
+                "OVOC_KEY_MISMATCH", f"{key_name} does not belong to {cert_name}",
+                "stage the key that was used for this certificate's CSR", key_name))
+            key = None
+
+    chain: list[x509.Certificate] = []
+    n = 1
+    while (name := profile.intermediate_pattern.format(n=n)) in files:
+        try:
+            chain.append(x509.load_pem_x509_certificate(files[name]))
+        except ValueError:
+            findings.append(_finding("OVOC_CERT_UNREADABLE", f"{name} is not a PEM certificate",
+                                     f"stage the intermediate as PEM in {name}", name))
+        n += 1
+    root = None
+    if root_name not in files:
+        findings.append(_finding("OVOC_ROOT_MISSING", f"{root_name} is missing",
+                                 f"stage the CA's root certificate as {root_name} (PEM)",
+                                 root_name))
+    else:
+        try:
+            root = x509.load_pem_x509_certificate(files[root_name])
+        except ValueError:
+            findings.append(_finding("OVOC_CERT_UNREADABLE", f"{root_name} is not a PEM "
+                                     "certificate", f"stage the root as PEM in {root_name}",
+                                     root_name))
+    if leaf is not None:
+        bundle = Bundle(leaf=leaf, chain=tuple(chain), root=root, private_key=key)
+        seen = {f.code for f in findings}
+        for finding in check_bundle(bundle, hosts, expiry_warn_days=expiry_warn_days):
+            if finding.code == "KEY_MISSING" and seen & {
+                "OVOC_KEY_MISSING", "OVOC_KEY_ENCRYPTED", "OVOC_KEY_UNREADABLE",
+                "OVOC_KEY_FORMAT", "OVOC_KEY_MISMATCH",
+            }:
+                continue
+            if finding.code == "CHAIN_INCOMPLETE" and "OVOC_ROOT_MISSING" in seen:
+                continue
+            findings.append(finding)
+    rank = {"error": 0, "warning": 1, "info": 2}
+    return sorted(findings, key=lambda f: rank[f.severity])
+
+
+# ---- the terminal ----------------------------------------------------------------
+
+
+class _Screen:
+    """A PTY session read as a screen: expect patterns, type answers, keep a transcript."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[str], secrets: list[str]) -> None:
+        self._process = process
+        self._secrets = secrets
+        self.text = ""
+        self.mark = 0
+
+    def clean(self, raw: str) -> str:
+        text = _ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "")
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "********")
+        return text
+
+    def since_mark(self) -> str:
+        return self.text[self.mark:]
+
+    def last_lines(self, count: int = 10) -> list[str]:
+        lines = [line for line in self.text.rstrip().split("\n")][-count:]
+        return lines
+
+    async def expect(
+        self, patterns: Mapping[str, str], timeout: float, waiting_for: str
+    ) -> tuple[str, re.Match[str]]:
+        """Wait until one of ``patterns`` appears after the mark; move the mark past it."""
+        compiled = {k: re.compile(v, re.IGNORECASE | re.MULTILINE) for k, v in patterns.items()}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            window = self.since_mark()
+            for name, pattern in compiled.items():
+                match = pattern.search(window)
+                if match:
+                    self.mark += match.end()
+                    return name, match
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                screen = self.last_lines()
+                raise DeviceTimeoutError(
+                    f"no {waiting_for} after {timeout:g} s; last screen: "
+                    + " | ".join(line.strip() for line in screen if line.strip()),
+                    hint="the device asked something certfleet does not know, or is silent; "
+                    "adjust the menu settings for this firmware or raise the timeout",
+                    screen="\n".join(screen),
+                )
+            try:
+                chunk = await asyncio.wait_for(self._process.stdout.read(4096), remaining)
+            except TimeoutError:
+                continue
+            except (OSError, DeviceError) as exc:
+                raise DeviceConnectionError(f"the SSH session ended: {exc}",
+                                            hint="check the device and retry") from exc
+            if not chunk:
+                raise DeviceConnectionError(
+                    f"the SSH session ended while waiting for {waiting_for}; last screen: "
+                    + " | ".join(line.strip() for line in self.last_lines() if line.strip()),
+                    hint="check the device and retry",
+                )
+            self.text += self.clean(chunk)
+
+    def send(self, line: str) -> None:
+        self._process.stdin.write(line + "\n")
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def _pick_option(screen: str, step: MenuStep) -> str | None:
+    """The key of the entry labelled ``step.label`` on ``screen`` (exact, prefix, contains)."""
+    options: list[tuple[str, str]] = []
+    for line in screen.split("\n"):
+        match = _OPTION.match(line)
+        if match:
+            options.append((match.group(1), _norm(match.group(2))))
+    label = _norm(step.label)
+    for test in (lambda t: t == label, lambda t: t.startswith(label), lambda t: label in t):
+        hits = [key for key, text in options if test(text)]
+        if hits:
+            return hits[-1]
+    if step.number is not None and any(key == step.number for key, _ in options):
+        return step.number
+    return None
+
+
+# ---- the driver ------------------------------------------------------------------
+
+
+class OvocDriver(Driver):
+    """Deploys the ``ovoc`` file set to one OVOC appliance over SSH/SFTP.
+
+    Arguments (all explicit, so that an inventory can build one):
+
+    * ``name``: the device's name in messages; ``host``/``ssh_port``: where SSH listens;
+    * ``user``/``password``: the SSH login (``acems``); ``client_keys``: key files instead;
+    * ``su_user``/``su_password``: whom ``su`` becomes (``root``) and its password;
+    * ``keystore_password``: the answer to EmsServerManager's password prompt;
+    * ``known_hosts`` (a file) or ``host_key`` (an OpenSSH public key line or a
+      ``SHA256:`` fingerprint): how the host key is verified; neither refuses;
+    * ``staging_dir``: ``/home/acems/server_certs``; ``dir_mode``/``file_mode``: modes
+      of the folder (when created or world-writable) and of the staged files;
+    * ``listeners``: the TLS ports to verify (default ``host:443``);
+    * ``profile``: the file names (:class:`~certfleet.pki.profiles.OvocProfile`);
+    * ``menu``: labels, fallback numbers and prompts (:class:`OvocMenu`);
+    * ``su_command``: ``su -`` by default (``{user}`` is replaced by ``su_user``);
+    * ``shell_prompt``: a pattern for the shell prompt;
+    * timeouts in seconds: ``connect_timeout``, ``prompt_timeout`` (each screen),
+      ``import_timeout`` (OVOC's verdict), ``verify_timeout`` (new cert served).
+    """
+
+    kind = "ovoc"
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        *,
+        ssh_port: int = 22,
+        user: str = "acems",
+        password: str | None = None,
+        client_keys: Sequence[str] | None = None,
+        su_user: str = "root",
+        su_password: str | None = None,
+        keystore_password: str | None = None,
+        known_hosts: str | Path | None = None,
+        host_key: str | None = None,
+        staging_dir: str = "/home/acems/server_certs",
+        dir_mode: int = 0o750,
+        file_mode: int = 0o600,
+        listeners: Sequence[Listener] | None = None,
+        profile: OvocProfile = OVOC_PROFILE,
+        menu: OvocMenu | None = None,
+        su_command: str = "su - {user}",
+        shell_prompt: str = r"[$#>%][ \t]*\Z",
+        connect_timeout: float = 30.0,
+        prompt_timeout: float = 60.0,
+        import_timeout: float = 600.0,
+        verify_timeout: float = 600.0,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        super().__init__(name, listeners if listeners is not None else [Listener(host, 443)],
+                         on_event=on_event, verify_timeout=verify_timeout)
+        if not staging_dir.startswith("/"):
+            raise ConfigError(f"staging_dir {staging_dir!r} must be an absolute path",
+                              hint="use e.g. /home/acems/server_certs")
+        if host_key is not None and not (host_key.startswith("SHA256:")
+                                         or len(host_key.split()) >= 2):
+            raise ConfigError(
+                f"host key pin {host_key!r} is neither 'SHA256:...' nor an OpenSSH key line",
+                hint="pin the fingerprint ssh-keygen -lf prints, or the key line itself",
+            )
+        self.host = host
+        self.ssh_port = ssh_port
+        self.user = user
+        self.password = password
+        self.client_keys = list(client_keys) if client_keys else None
+        self.su_user = su_user
+        self.su_password = su_password
+        self.keystore_password = keystore_password
+        self.known_hosts = Path(known_hosts) if known_hosts is not None else None
+        self.host_key = host_key
+        self.staging_dir = staging_dir.rstrip("/") or "/"
+        self.dir_mode = dir_mode
+        self.file_mode = file_mode
+        self.profile = profile
+        self.menu = menu or OvocMenu()
+        self.su_command = su_command
+        self.shell_prompt = shell_prompt
+        self.connect_timeout = connect_timeout
+        self.prompt_timeout = prompt_timeout
+        self.import_timeout = import_timeout
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._screen: _Screen | None = None
+        self._transcripts: list[str] = []
+        self._renamed = False  # staged files were replaced
+        self._imported = False  # an import of new files succeeded
+        self._last_diagnosis: str | None = None
+        self._dirty = False  # the shell may be inside a menu (after an error)
+        self._menu_from = 0
+
+    # ---- connection ------------------------------------------------------------------
+
+    def _secrets(self) -> list[str]:
+        return [s for s in (self.password, self.su_password, self.keystore_password) if s]
+
+    def _host_key_accepts(self, key: asyncssh.SSHKey) -> bool:
+        import asyncssh
+
+        fingerprint = host_key_sha256(key)
+        if self.host_key is not None:
+            if self.host_key.startswith("SHA256:"):
+                return self.host_key.rstrip("=") == fingerprint
+            try:
+                pinned = asyncssh.import_public_key(self.host_key)
+            except (asyncssh.KeyImportError, ValueError):
+                return False
+            return bool(pinned.public_data == key.public_data)
+        if self.known_hosts is not None:
+            try:
+                known = asyncssh.read_known_hosts(str(self.known_hosts))
+            except (OSError, ValueError):
+                return False
+            result = known.match(self.host, self.host, self.ssh_port)
+            return any(k.public_data == key.public_data for k in result[0])
+        return False
+
+    async def _open(self) -> asyncssh.SSHClientConnection:
+        import asyncssh
+
+        if self.known_hosts is not None and not self.known_hosts.is_file():
+            raise ConfigError(f"known_hosts file {str(self.known_hosts)!r} does not exist",
+                              hint="give an existing file, or pin --host-key-sha256")
+        driver = self
+        seen: list[asyncssh.SSHKey] = []
+
+        class Client(asyncssh.SSHClient):
+            def validate_host_public_key(self, host: str, addr: str, port: int,
+                                         key: asyncssh.SSHKey) -> bool:
+                seen.append(key)
+                return driver._host_key_accepts(key)
+
+        options: dict[str, Any] = {}
+        if self.client_keys is not None:
+            options["client_keys"] = self.client_keys
+        else:
+            options["client_keys"] = None
+            options["agent_path"] = None
+        try:
+            conn, _ = await asyncio.wait_for(
+                asyncssh.create_connection(
+                    Client, self.host, self.ssh_port, username=self.user,
+                    password=self.password, known_hosts=([], [], []),
+                    preferred_auth="publickey,keyboard-interactive,password",
+                    connect_timeout=self.connect_timeout, **options,
+                ),
+                self.connect_timeout + 5,
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            fingerprint = host_key_sha256(seen[-1]) if seen else "unknown"
+            how = ("does not match the pinned key" if self.host_key
+                   else f"is not in {str(self.known_hosts)!r}" if self.known_hosts
+                   else "is not pinned")
+            raise HostKeyError(
+                f"SSH host key of {self.host}:{self.ssh_port} {how}: it is {fingerprint}",
+                hint=f"if this is the right device, pin it with --host-key-sha256 {fingerprint} "
+                "(or add it to the known_hosts file); if the key changed unexpectedly, "
+                "find out why before going on",
+                device=self.name, fingerprint=fingerprint,
+            ) from exc
+        except asyncssh.PermissionDenied as exc:
+            raise DeviceAuthError(
+                f"SSH login as {self.user!r} to {self.host}:{self.ssh_port} was refused",
+                hint="check the user and the password (--password-env); OVOC lets only "
+                "acems log in over SSH", device=self.name,
+            ) from exc
+        except (TimeoutError, asyncssh.misc.ChannelOpenError) as exc:
+            raise DeviceTimeoutError(
+                f"SSH to {self.host}:{self.ssh_port} did not answer within "
+                f"{self.connect_timeout:g} s", hint="check the host, port and firewall",
+                device=self.name,
+            ) from exc
+        except (OSError, asyncssh.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise DeviceConnectionError(
+                f"cannot connect to {self.host}:{self.ssh_port} over SSH: {reason}",
+                hint="check the host, port and that SSH is enabled", device=self.name,
+            ) from exc
+        return conn
+
+    async def _op(self, what: str, coro: Any) -> Any:
+        """Run one SFTP operation with a timeout, mapping failures to DeviceErrors."""
+        import asyncssh
+
+        try:
+            return await asyncio.wait_for(coro, self.prompt_timeout)
+        except TimeoutError as exc:
+            raise DeviceTimeoutError(f"{what} did not finish within {self.prompt_timeout:g} s",
+                                     hint="check the device and retry", device=self.name) from exc
+        except asyncssh.SFTPPermissionDenied as exc:
+            raise DeviceRefusedError(f"{what}: permission denied ({exc.reason})",
+                                     hint=f"check that {self.user!r} may write "
+                                     f"{self.staging_dir!r}", device=self.name) from exc
+        except asyncssh.SFTPError as exc:
+            if isinstance(exc, asyncssh.SFTPConnectionLost):
+                raise DeviceConnectionError(f"{what}: the connection dropped",
+                                            hint="check the device and retry",
+                                            device=self.name) from exc
+            raise DeviceRefusedError(f"{what}: {exc.reason}", hint="check the staging folder",
+                                     device=self.name) from exc
+        except (OSError, asyncssh.Error) as exc:
+            raise DeviceConnectionError(f"{what}: the connection dropped ({exc})",
+                                        hint="check the device and retry",
+                                        device=self.name) from exc
+
+    async def connect(self) -> None:
+        """SSH in as ``user``, open SFTP, and become ``su_user`` (checked with whoami)."""
+        if self.keystore_password is None or len(self.keystore_password) < 6:
+            raise ConfigError("the keystore password for OVOC's import prompt is missing "
+                              "or shorter than 6 characters",
+                              hint="set it with --keystore-password-env VAR (6+ characters)")
+        if self.su_password is None:
+            raise ConfigError(f"the password of {self.su_user!r} for su is missing",
+                              hint="set it with --su-password-env VAR")
+        await self._connect_all()
+
+    async def _connect_all(self) -> None:
+        await self._close_quietly()
+        self._conn = await self._open()
+        self._sftp = await self._op("starting SFTP", self._conn.start_sftp_client())
+        await self._start_root_shell()
+
+    async def _start_root_shell(self) -> None:
+        assert self._conn is not None
+        try:
+            process = await asyncio.wait_for(
+                self._conn.create_process(term_type="vt100", term_size=(132, 50),
+                                          encoding="utf-8"),
+                self.prompt_timeout,
+            )
+        except (TimeoutError, OSError, Exception) as exc:
+            raise DeviceConnectionError(f"cannot open a shell on {self.host}: {exc}",
+                                        hint="check that acems has a login shell",
+                                        device=self.name) from exc
+        if self._screen is not None:
+            self._transcripts.append(self._screen.text)
+        screen = self._screen = _Screen(process, self._secrets())
+        await screen.expect({"prompt": self.shell_prompt}, self.prompt_timeout, "shell prompt")
+        screen.send(self.su_command.format(user=self.su_user))
+        await screen.expect({"password": r"password[^\n]*:[ \t]*\Z"}, self.prompt_timeout,
+                            "su password prompt")
+        screen.send(self.su_password or "")
+        kind, _ = await screen.expect(
+            {"fail": r"authentication failure|incorrect password|sorry|su: ",
+             "prompt": self.shell_prompt},
+            self.prompt_timeout, "shell prompt after su",
+        )
+        if kind == "fail":
+            raise DeviceAuthError(f"su to {self.su_user!r} on {self.host} was refused "
+                                  "(wrong password)",
+                                  hint="check the password given with --su-password-env",
+                                  device=self.name)
+        before = screen.mark
+        screen.send("whoami")
+        await screen.expect({"prompt": self.shell_prompt}, self.prompt_timeout, "whoami answer")
+        answer = [line.strip() for line in screen.text[before: screen.mark].split("\n")]
+        if self.su_user not in answer:
+            raise DeviceAuthError(f"su did not make {self.user!r} {self.su_user!r}",
+                                  hint="check --su-user and the su command", device=self.name)
+
+    async def _close_quietly(self) -> None:
+        if self._screen is not None:
+            self._transcripts.append(self._screen.text)
+            self._screen = None
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):  # closing must not raise
+                self._sftp.exit()
+            self._sftp = None
+        if self._conn is not None:
+            try:
+                self._conn.close()
+                await asyncio.wait_for(self._conn.wait_closed(), 5)
+            except Exception:  # closing must not raise
+                pass
+            self._conn = None
+
+    async def close(self) -> None:
+        screen = self._screen
+        if screen is not None:
+            try:
+                screen.send("exit")
+                screen.send("exit")
+                await asyncio.sleep(0)
+            except Exception:  # closing must not raise
+                pass
+        await self._close_quietly()
+
+    def transcript(self) -> str | None:
+        parts = [*self._transcripts]
+        if self._screen is not None:
+            parts.append(self._screen.text)
+        text = "\n".join(p for p in parts if p)
+        for secret in self._secrets():
+            text = text.replace(secret, "********")
+        return text or None
+
+    # ---- staging ---------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self.staging_dir, name)
+
+    async def list_staging(self) -> list[tuple[str, int]] | None:
+        """(name, size) of the regular files staged now; None when the folder is missing."""
+        import asyncssh
+
+        assert self._sftp is not None
+        sftp = self._sftp
+        try:
+            entries = await self._op(f"listing {self.staging_dir!r}",
+                                     sftp.readdir(self.staging_dir))
+        except DeviceRefusedError as exc:
+            if isinstance(exc.__cause__, asyncssh.SFTPNoSuchFile):
+                return None
+            raise
+        files = []
+        for entry in entries:
+            mode = entry.attrs.permissions
+            if entry.filename in (".", "..") or (mode is not None and not stat.S_ISREG(mode)):
+                continue
+            files.append((entry.filename, int(entry.attrs.size or 0)))
+        return sorted(files)
+
+    async def download_staging(self) -> tuple[bool, dict[str, bytes]]:
+        """(exists, files) of the staging folder, leaving out certfleet's temporary files."""
+        assert self._sftp is not None
+        listing = await self.list_staging()
+        if listing is None:
+            return False, {}
+        files: dict[str, bytes] = {}
+        for name, _size in listing:
+            if name.startswith(_TMP_PREFIX):
+                continue
+            files[name] = await self._read(name)
+        return True, files
+
+    async def _read(self, name: str) -> bytes:
+        assert self._sftp is not None
+        sftp = self._sftp
+
+        async def read() -> bytes:
+            async with sftp.open(self._path(name), "rb") as handle:
+                data: bytes = await handle.read()
+                return data
+
+        result: bytes = await self._op(f"downloading {name!r}", read())
+        return result
+
+    async def _ensure_staging_dir(self) -> None:
+        import asyncssh
+
+        assert self._sftp is not None
+        sftp = self._sftp
+        try:
+            attrs = await self._op(f"checking {self.staging_dir!r}", sftp.stat(self.staging_dir))
+        except DeviceRefusedError as exc:
+            if not isinstance(exc.__cause__, asyncssh.SFTPNoSuchFile):
+                raise
+            await self._op(f"creating {self.staging_dir!r}",
+                           sftp.mkdir(self.staging_dir,
+                                      asyncssh.SFTPAttrs(permissions=self.dir_mode)))
+            await self._op(f"setting the mode of {self.staging_dir!r}",
+                           sftp.chmod(self.staging_dir, self.dir_mode))
+            return
+        if attrs.permissions is not None and attrs.permissions & 0o002:
+            # The story's chmod 777 lets any local user swap the key: tighten it.
+            await self._op(f"tightening the mode of {self.staging_dir!r}",
+                           sftp.chmod(self.staging_dir, self.dir_mode))
+
+    async def _stage(self, files: Sequence[Artifact], remove_others: Sequence[str]) -> None:
+        """Upload ``files`` under temporary names, rename them into place, remove others."""
+        import asyncssh
+
+        assert self._sftp is not None
+        sftp = self._sftp
+        await self._ensure_staging_dir()
+        temps: list[tuple[str, str]] = []
+        for artifact in files:
+            tmp = self._path(f"{_TMP_PREFIX}{artifact.name}.tmp")
+            await self._op(f"uploading {artifact.name!r}",
+                           self._write(sftp, tmp, artifact.data))
+            temps.append((tmp, self._path(artifact.name)))
+        for tmp, final in temps:
+            self._renamed = True
+            try:
+                await self._op(f"renaming into {final!r}", sftp.posix_rename(tmp, final))
+            except DeviceRefusedError as exc:
+                if not isinstance(exc.__cause__, asyncssh.SFTPOpUnsupported):
+                    raise
+                await self._remove(final)
+                await self._op(f"renaming into {final!r}", sftp.rename(tmp, final))
+        for name in remove_others:
+            self._renamed = True
+            await self._remove(self._path(name))
+
+    async def _write(self, sftp: asyncssh.SFTPClient, path: str, data: bytes) -> None:
+        import asyncssh
+
+        attrs = asyncssh.SFTPAttrs(permissions=self.file_mode)
+        async with sftp.open(path, "wb", attrs) as handle:
+            await handle.write(data)
+        await sftp.chmod(path, self.file_mode)
+
+    async def _remove(self, path: str) -> None:
+        import asyncssh
+
+        assert self._sftp is not None
+        try:
+            await self._op(f"removing {path!r}", self._sftp.remove(path))
+        except DeviceRefusedError as exc:
+            if not isinstance(exc.__cause__, asyncssh.SFTPNoSuchFile):
+                raise
+
+    async def _remove_temps(self) -> None:
+        listing = await self.list_staging()
+        for name, _ in listing or []:
+            if name.startswith(_TMP_PREFIX):
+                await self._remove(self._path(name))
+
+    def _profile_names(self, names: Sequence[str]) -> list[str]:
+        """Of ``names``, those the profile owns (cert, key, root, intermediates)."""
+        pattern = re.escape(self.profile.intermediate_pattern).replace(r"\{n\}", r"\d+")
+        owned = {self.profile.cert_file, self.profile.key_file, self.profile.root_file}
+        return [n for n in names if n in owned or re.fullmatch(pattern, n)]
+
+    def render(self, bundle: Bundle) -> Artifacts:
+        """The profile's files for ``bundle``; what can be made when forced past errors."""
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            return render_target(bundle, self.profile)
+        except InputError:
+            # Only reached when preflight errors were overridden (--force): stage what
+            # exists and let OVOC answer, as the user asked.
+            pem = serialization.Encoding.PEM
+            files = [Artifact(self.profile.cert_file, bundle.leaf.public_bytes(pem))]
+            if bundle.root is not None:
+                files.append(Artifact(self.profile.root_file, bundle.root.public_bytes(pem)))
+            for n, cert in enumerate(bundle.chain, 1):
+                files.append(Artifact(self.profile.intermediate_pattern.format(n=n),
+                                      cert.public_bytes(pem)))
+            return Artifacts(tuple(files))
+
+    # ---- hooks -----------------------------------------------------------------------
+
+    def preflight(self, bundle: Bundle) -> list[Finding]:
+        """The profile's findings (key and root present, key type) for OVOC."""
+        return self.profile.preflight(bundle)
+
+    async def backup(self) -> Backup:
+        """Download what is staged now (server.key included)."""
+        exists, files = await self.download_staging()
+        return Backup(
+            device=self.name,
+            kind=self.kind,
+            files=files,
+            meta={"staging_dir": self.staging_dir, "staging_existed": exists,
+                  "host": self.host},
+            has_private_key=self.profile.key_file in files,
+        )
+
+    async def install(self, bundle: Bundle) -> None:
+        """Stage the rendered files and run the import. Raises DeviceRefusedError."""
+        artifacts = self.render(bundle)
+        listing = await self.list_staging() or []
+        stale = [n for n in self._profile_names([n for n, _ in listing])
+                 if n not in artifacts.names()]
+        self.emit("stage", "start", ", ".join(artifacts.names()))
+        await self._stage(artifacts.files, stale)
+        self.emit("stage", "ok", f"{len(artifacts)} file(s) in {self.staging_dir}")
+        self.emit("import", "start")
+        ok, verdict = await self._run_import()
+        if not ok:
+            exists, staged = await self.download_staging()
+            diagnosis = diagnosis_line(inspect_staged(staged, self.profile)) if exists else None
+            self._last_diagnosis = diagnosis
+            why = diagnosis or "OVOC gave no reason and the staged files look right"
+            raise DeviceRefusedError(
+                f"OVOC refused the import ({verdict}); {why}",
+                hint="fix the files and rerun; `certfleet ovoc doctor` explains what is staged",
+                device=self.name, diagnosis=diagnosis,
+            )
+        self._imported = True
+        self.emit("import", "ok", verdict)
+
+    async def restore(self, backup: Backup) -> None:
+        """Put the backed-up files back and import them again."""
+        if self._conn is None or self._conn.is_closed() or self._screen is None \
+                or self._screen_dirty():
+            await self._connect_all()
+        if not self._renamed:
+            await self._remove_temps()  # nothing was replaced: only clean up
+            return
+        files = [Artifact(n, d, n == self.profile.key_file) for n, d in backup.files.items()]
+        listing = await self.list_staging() or []
+        stale = [n for n, _ in listing if n not in backup.files and not n.startswith(_TMP_PREFIX)]
+        await self._stage(files, self._profile_names(stale))
+        await self._remove_temps()
+        if self.profile.cert_file not in backup.files or not backup.has_private_key:
+            if self._imported:
+                raise RollbackError(
+                    "the previous certificate cannot be imported again: no previous files "
+                    f"were staged in {self.staging_dir!r}",
+                    hint="import the previous certificate by hand in EmsServerManager",
+                    device=self.name,
+                )
+            return  # the import failed, so OVOC still has its previous keystore
+        ok, verdict = await self._run_import()
+        if not ok:
+            raise RollbackError(f"OVOC refused to import the previous files again ({verdict})",
+                                hint="check the files in the backup and import them by hand",
+                                device=self.name)
+
+    def _screen_dirty(self) -> bool:
+        """Whether the shell may be stuck inside a menu (after a timeout)."""
+        return self._dirty
+
+    # ---- EmsServerManager -------------------------------------------------------------
+
+    async def _run_import(self) -> tuple[bool, str]:
+        """Walk the menu to the import, answer it, and return (ok, OVOC's verdict line)."""
+        screen = self._screen
+        assert screen is not None
+        menu = self.menu
+        self._dirty = True
+        self._menu_from = screen.mark
+        screen.send(menu.command)
+        for step in menu.path:
+            await screen.expect({"menu": menu.menu_prompt}, self.prompt_timeout,
+                                f"menu with {step.label!r}")
+            key = _pick_option(self._menu_window(screen), step)
+            if key is None:
+                raise DeviceRefusedError(
+                    f"EmsServerManager shows no entry {step.label!r}"
+                    + (f" nor {step.number!r}" if step.number else ""),
+                    hint="set the menu labels (or numbers) for this firmware in the inventory",
+                    device=self.name, screen="\n".join(screen.last_lines(20)),
+                )
+            screen.send(key)
+            self._menu_from = screen.mark
+        await screen.expect({"continue": menu.continue_prompt}, self.prompt_timeout,
+                            "'Press Enter to continue'")
+        screen.send("")
+        await screen.expect({"password": menu.password_prompt}, self.prompt_timeout,
+                            "keystore password prompt")
+        screen.send(self.keystore_password or "")
+        patterns = {"failed": menu.failure}
+        patterns.update({f"ok{i}": p for i, p in enumerate(menu.success)})
+        kind, match = await screen.expect(patterns, self.import_timeout, "import result")
+        line_start = screen.text.rfind("\n", 0, screen.mark - len(match.group(0))) + 1
+        line_end = screen.text.find("\n", screen.mark)
+        verdict = screen.text[line_start: line_end if line_end >= 0 else None].strip()
+        ok = kind.startswith("ok")
+        await self._leave_menu()
+        return ok, verdict
+
+    def _menu_window(self, screen: _Screen) -> str:
+        """The text drawn since the previous answer: the current menu."""
+        return screen.text[self._menu_from: screen.mark]
+
+    async def _leave_menu(self) -> None:
+        """Answer 'Press Enter' and back out of every menu until the shell prompt."""
+        screen = self._screen
+        assert screen is not None
+        menu = self.menu
+        for _ in range(12):
+            kind, _m = await screen.expect(
+                {"continue": menu.continue_prompt, "menu": menu.menu_prompt,
+                 "prompt": self.shell_prompt},
+                self.prompt_timeout, "menu or shell prompt")
+            if kind == "prompt":
+                self._dirty = False
+                self._menu_from = screen.mark
+                return
+            screen.send("" if kind == "continue" else menu.back)
+        raise DeviceTimeoutError("EmsServerManager did not return to the shell",
+                                 hint="check the menu's quit key setting", device=self.name)
+
+    # ---- doctor ------------------------------------------------------------------------
+
+    async def inspect(self, hosts: Sequence[str] = ()) -> StagingReport:
+        """Read-only: list and download the staging folder and say what OVOC would do."""
+        if self._conn is None:
+            self._conn = await self._open()
+            self._sftp = await self._op("starting SFTP", self._conn.start_sftp_client())
+        exists, files = await self.download_staging()
+        listing = await self.list_staging() or []
+        report = StagingReport(self.staging_dir, exists, listing)
+        if not exists:
+            report.findings = [_finding(
+                "OVOC_STAGING_MISSING", f"{self.staging_dir} does not exist",
+                "certfleet ovoc deploy creates it with safe permissions", self.staging_dir)]
+        else:
+            report.findings = inspect_staged(files, self.profile, hosts)
+        return report
+
+
+_ = (CertificateError, CertfleetError)
