@@ -363,3 +363,20 @@ def test_preflight_reads_files(tmp_path: Path, clean: Issued) -> None:
     assert findings == []
     with pytest.raises(PasswordError):
         preflight(paths)
+
+
+def test_missing_middle_intermediate_with_root_given(lab_ca2: LabCA) -> None:
+    """Leaf, lower intermediate and root but not the upper one: CHAIN_INCOMPLETE names it."""
+    leaf = lab_ca2.issue(("mid.example.com",), key_type="ec-p256", eku=SERVER_AND_CLIENT)
+    lower, upper = leaf.chain
+    findings = run(leaf.leaf_pem + pems(lower) + leaf.root_pem + leaf.key_pem())
+    (incomplete,) = by_code(findings, "CHAIN_INCOMPLETE")
+    assert repr(upper.subject.rfc4514_string()) in incomplete.message
+
+
+def test_other_complete_chain_is_only_unrelated(clean: Issued, lab_ca2: LabCA) -> None:
+    """Another CA's intermediates and root in the input: CHAIN_UNRELATED, not INCOMPLETE."""
+    other = pems(*lab_ca2.intermediate_certs, lab_ca2.root)
+    findings = run(clean.fullchain_pem + clean.key_pem() + other)
+    assert by_code(findings, "CHAIN_INCOMPLETE") == []
+    assert len(by_code(findings, "CHAIN_UNRELATED")) == 3

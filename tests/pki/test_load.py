@@ -445,3 +445,15 @@ def test_p384_key_keeps_its_size(lab_ca2: LabCA) -> None:
     leaf = lab_ca2.issue(("x.example.com",), key_type="ec-p384")
     (obj,) = load_bytes(leaf.key_pem("sec1"), "k")
     assert key_description(obj.value) == ("ec", 384)
+
+
+@pytest.mark.parametrize(
+    ("label", "hint"),
+    [("PUBLIC KEY", "public key is not enough"), ("OPENSSH PRIVATE KEY", "SSH key")],
+)
+def test_only_unusable_blocks_are_named(label: str, hint: str) -> None:
+    """A file with only a public or SSH key says what it found and what to give instead."""
+    data = f"-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n".encode()
+    with pytest.raises(CertificateError, match=f"only {label}") as info:
+        load_bytes(data, "id.pub")
+    assert info.value.hint is not None and hint in info.value.hint

@@ -53,7 +53,8 @@ def _load_objects(
         return load_files(files, password)
     except PasswordError as exc:
         asked = password is not None or env_var or file
-        if asked or getattr(exc, "reason", None) != "missing" or not sys.stdin.isatty():
+        terminal = sys.stdin is not None and sys.stdin.isatty()
+        if asked or getattr(exc, "reason", None) != "missing" or not terminal:
             raise
     typed = getpass.getpass("Password of the input files: ")
     return load_files(files, typed.encode("utf-8"))

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from .bundle import assemble, is_self_signed, safe_spki_sha256, signature_ok, subject_text
+from .bundle import assemble, is_ca, is_self_signed, safe_spki_sha256, signature_ok, subject_text
 from .load import load_files
 from .model import Bundle, Finding, Severity
 from .names import certificate_names, host_matches
@@ -177,9 +177,10 @@ def _check_chain(bundle: Bundle, existing: Sequence[Finding]) -> list[Finding]:
     top = bundle.fullchain[-1]
     root_issues_top = bundle.root is not None and top.issuer == bundle.root.subject
     # Without a trust store the root may be left out (servers do not send it), so an
-    # intermediate on top is taken as issued by a root. A leaf on top with no issuer
-    # given is the classic "only the .crt was uploaded" mistake.
-    if not root_issues_top and top is bundle.leaf:
+    # intermediate on top is taken as issued by a root. Two cases are certain: a leaf
+    # on top with no issuer given (the classic "only the .crt was uploaded"), and a
+    # root given that the chain does not reach (an intermediate in between is missing).
+    if not root_issues_top and (top is bundle.leaf or _orphan_root(bundle)):
         try:
             issuer_name = top.issuer.rfc4514_string()
         except ValueError:
@@ -194,6 +195,16 @@ def _check_chain(bundle: Bundle, existing: Sequence[Finding]) -> list[Finding]:
             subject_text(top),
         ))
     return found
+
+
+def _orphan_root(bundle: Bundle) -> bool:
+    """True when a set-aside self-signed CA issued none of the other set-aside certificates."""
+    for root in bundle.unrelated:
+        if is_ca(root) and is_self_signed(root) and not any(
+            other is not root and signature_ok(other, root) for other in bundle.unrelated
+        ):
+            return True
+    return False
 
 
 def _check_key(bundle: Bundle, existing: Sequence[Finding]) -> list[Finding]:

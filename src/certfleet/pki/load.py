@@ -182,10 +182,16 @@ def _corrupt(source: str, what: str, exc: BaseException | None = None) -> Certif
     )
 
 
-def _nothing(source: str) -> CertificateError:
+def _nothing(source: str, skipped: Sequence[str] = ()) -> CertificateError:
+    found = f" (only {', '.join(dict.fromkeys(skipped))})" if skipped else ""
+    hint = "give a PEM, DER, PKCS#7 (.p7b), PKCS#12 (.pfx/.p12) or JKS file"
+    if any("PUBLIC KEY" in label for label in skipped):
+        hint = "a public key is not enough: give the certificate and the private key"
+    elif any("OPENSSH" in label or "SSH2" in label for label in skipped):
+        hint = "that is an SSH key, not a TLS one: give the certificate and its private key"
     return CertificateError(
-        f"{source!r} contains no certificate, key or CSR that certfleet can read",
-        hint="give a PEM, DER, PKCS#7 (.p7b), PKCS#12 (.pfx/.p12) or JKS file",
+        f"{source!r} contains no certificate, key or CSR that certfleet can read{found}",
+        hint=hint,
         path=source,
     )
 
@@ -209,6 +215,7 @@ class _Collector:
     def __init__(self, source: str) -> None:
         self.source = source
         self.objects: list[LoadedObject] = []
+        self.skipped: list[str] = []  # PEM labels seen but not loaded
 
     def add(
         self,
@@ -265,6 +272,7 @@ def _load_pem(text: bytes, password: bytes | None, out: _Collector) -> bool:
         label = match.group(1).decode("ascii")
         what = f"PEM block {number} ({label})"
         if label in _IGNORED_LABELS:
+            out.skipped.append(label)
             continue
         try:
             headers, der = _pem_body(match.group(2))
@@ -330,7 +338,8 @@ def _load_pem_block(
             out.add("private_key", fmt, _check_key(key, source, what))
     elif label == "PKCS12":
         _load_der(der, password, out)
-    # Other labels (OPENSSH PRIVATE KEY, SSH2 ...) are not TLS material: skipped.
+    else:  # OPENSSH PRIVATE KEY, SSH2 ...: not TLS material
+        out.skipped.append(label)
 
 
 def _rebuild_pem(label: str, headers: dict[str, str], der: bytes) -> bytes:
@@ -498,7 +507,7 @@ def load_bytes(
     except Exception as exc:  # a last net: parsers raise more types than can be listed
         raise _corrupt(source, f"content ({type(exc).__name__})", exc) from exc
     if not out.objects:
-        raise _nothing(source)
+        raise _nothing(source, out.skipped)
     return out.objects
 
 
