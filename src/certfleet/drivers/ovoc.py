@@ -235,8 +235,9 @@ def inspect_staged(
                            f"{key_name} cannot be read as a PEM private key; {NEEDS_PEM_KEY}")
         if problem is not None:
             findings.append(_finding(problem[0], problem[1],
-                                     "let certfleet write the key: pass the .pfx or the key "
-                                     "with --input-password-env", key_name))
+                                     "export the key unencrypted in PEM ('Apache compatible'), "
+                                     "or let `certfleet ovoc deploy` write it: pass the .pfx or "
+                                     "the encrypted key with --input-password-env", key_name))
         elif (profile.key_format == "pkcs1" and isinstance(key, rsa.RSAPrivateKey)
               and b"BEGIN RSA PRIVATE KEY" not in files[key_name]):
             findings.append(_finding(

@@ -1,0 +1,337 @@
+"""``certfleet ovoc deploy`` and ``certfleet ovoc doctor``: one OVOC appliance.
+
+Exit codes of ``deploy``: 0 installed and verified; 1 failed, the previous
+certificate restored and verified; 2 bad input or refused before any change;
+3 failed and not restored. ``doctor``: 0 OVOC would accept the staged files,
+1 it would reject them, 2 bad input or usage, 3 cannot connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ..errors import CertfleetError, ConfigError, InputError
+from .common import console, err_console, handle_errors, print_json, read_password
+
+if TYPE_CHECKING:
+    from ..drivers.base import DeployOutcome, StepEvent
+    from ..drivers.ovoc import OvocDriver
+    from ..pki.model import Finding
+
+__all__ = ["register"]
+
+HOST_OPT = typer.Option(..., "--host", help="OVOC address (name or IP).", show_default=False)
+SSH_PORT_OPT = typer.Option(22, "--ssh-port", help="SSH port.")
+USER_OPT = typer.Option("acems", "--user", help="SSH/SFTP login user.")
+PASSWORD_ENV_OPT = typer.Option(None, "--password-env", metavar="VAR",
+                                help="Environment variable holding the SSH password.")
+SU_USER_OPT = typer.Option("root", "--su-user", help="User that su becomes to run the menu.")
+SU_PASSWORD_ENV_OPT = typer.Option(None, "--su-password-env", metavar="VAR",
+                                   help="Environment variable holding the su password.")
+KEYSTORE_ENV_OPT = typer.Option(
+    None, "--keystore-password-env", metavar="VAR",
+    help="Environment variable holding the password answered at the menu's password prompt "
+    "(protects OVOC's PKCS#12 and JKS files).")
+INPUT_PASSWORD_ENV_OPT = typer.Option(
+    None, "--input-password-env", metavar="VAR",
+    help="Environment variable holding the password of an encrypted input (.pfx, key).")
+KNOWN_HOSTS_OPT = typer.Option(None, "--known-hosts", metavar="FILE",
+                               help="OpenSSH known_hosts file holding the host key "
+                               "(default: ~/.ssh/known_hosts when it exists).")
+HOST_KEY_OPT = typer.Option(None, "--host-key-sha256", metavar="SHA256:...",
+                            help="Pinned host key fingerprint, as ssh-keygen -l prints it.")
+STAGING_OPT = typer.Option("/home/acems/server_certs", "--staging-dir",
+                           help="Folder on OVOC that EmsServerManager imports from.")
+VERIFY_PORT_OPT = typer.Option(None, "--verify-port",
+                               help="HTTPS port(s) to verify after the import (default 443).")
+VERIFY_TIMEOUT_OPT = typer.Option(600.0, "--verify-timeout", metavar="SECONDS",
+                                  help="How long to wait for OVOC to serve the new certificate.")
+PROMPT_TIMEOUT_OPT = typer.Option(60.0, "--prompt-timeout", metavar="SECONDS",
+                                  help="How long to wait for each screen of the menu.")
+IMPORT_TIMEOUT_OPT = typer.Option(600.0, "--import-timeout", metavar="SECONDS",
+                                  help="How long to wait for OVOC's import verdict.")
+JSON_OPT = typer.Option(False, "--json", help="Print JSON only, on stdout.")
+FILES_ARG = typer.Argument(..., help="Certificate, key, chain, .pfx... files (any format).",
+                           show_default=False)
+FORCE_OPT = typer.Option(False, "--force", help="Deploy even when preflight finds errors.")
+TRANSCRIPT_OPT = typer.Option(None, "--transcript", metavar="FILE",
+                              help="Write the (password-free) SSH session transcript to FILE.")
+NAME_OPT = typer.Option(None, "--name", help="Host name(s) the certificate must cover.")
+
+_STATUS_STYLE = {"start": "dim", "ok": "green", "failed": "bold red", "skipped": "yellow"}
+_OUTCOME_STYLE = {"installed": "bold green", "restored": "bold yellow", "refused": "bold red",
+                  "failed": "bold red", "skipped": "dim"}
+
+
+def _secret(var: str | None, what: str, *, required: bool, json_out: bool) -> str | None:
+    value = read_password(var, what=what)
+    if value is None and required:
+        if sys.stdin is not None and sys.stdin.isatty() and not json_out:
+            return getpass.getpass(f"{what}: ")
+        raise ConfigError(f"the {what} is not given",
+                          hint="name the environment variable that holds it "
+                          "(--password-env, --su-password-env, --keystore-password-env)")
+    return value
+
+
+def _known_hosts(path: Path | None, pin: str | None) -> Path | None:
+    if path is not None:
+        return path
+    default = Path.home() / ".ssh" / "known_hosts"
+    return default if pin is None and default.is_file() else None
+
+
+def _driver(
+    *, host: str, ssh_port: int, user: str, password: str | None, su_user: str,
+    su_password: str | None, keystore_password: str | None, known_hosts: Path | None,
+    host_key: str | None, staging_dir: str, verify_ports: list[int] | None,
+    verify_timeout: float, prompt_timeout: float, import_timeout: float, on_event: Any,
+) -> OvocDriver:
+    from ..drivers.ovoc import OvocDriver
+    from ..drivers.tlsprobe import Listener
+
+    try:
+        listeners = [Listener(host, port) for port in (verify_ports or [443])]
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="give --verify-port between 1 and 65535") from exc
+    return OvocDriver(
+        host, host, ssh_port=ssh_port, user=user, password=password, su_user=su_user,
+        su_password=su_password, keystore_password=keystore_password,
+        known_hosts=_known_hosts(known_hosts, host_key), host_key=host_key,
+        staging_dir=staging_dir, listeners=listeners, verify_timeout=verify_timeout,
+        prompt_timeout=prompt_timeout, import_timeout=import_timeout, on_event=on_event,
+    )
+
+
+def _print_event(event: StepEvent) -> None:
+    if event.status == "start":
+        return
+    style = _STATUS_STYLE[event.status]
+    detail = f" [dim]{event.detail}[/]" if event.detail else ""
+    console.print(f"  [{style}]{event.status:>6}[/] {event.step}{detail}", soft_wrap=True,
+                  markup=True)
+
+
+def _print_findings(findings: list[Finding]) -> None:
+    from rich.markup import escape
+
+    styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
+    for finding in findings:
+        if finding.severity == "info":
+            continue
+        console.print(f"  [{styles[finding.severity]}]{finding.severity}[/] "
+                      f"{finding.code}: {escape(finding.message)}", soft_wrap=True)
+
+
+def _print_outcome(outcome: DeployOutcome) -> None:
+    from rich.markup import escape
+
+    style = _OUTCOME_STYLE.get(outcome.outcome, "")
+    if outcome.outcome == "refused" and outcome.findings:
+        _print_findings(outcome.findings)
+    console.print(f"[{style}]{outcome.outcome}[/] {escape(outcome.message)}", soft_wrap=True)
+    if outcome.hint:
+        console.print(f"[yellow]Tip:[/] {escape(outcome.hint)}", soft_wrap=True)
+    elif outcome.outcome == "installed":
+        console.print("[yellow]Tip:[/] `certfleet ovoc doctor` shows what is staged on OVOC",
+                      soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    ovoc = typer.Typer(help="OVOC appliance: deploy a certificate, diagnose staged files.",
+                       no_args_is_help=True)
+    app.add_typer(ovoc, name="ovoc")
+
+    @ovoc.command("deploy")
+    def deploy_command(
+        files: list[Path] = FILES_ARG,
+        host: str = HOST_OPT,
+        ssh_port: int = SSH_PORT_OPT,
+        user: str = USER_OPT,
+        password_env: str | None = PASSWORD_ENV_OPT,
+        su_user: str = SU_USER_OPT,
+        su_password_env: str | None = SU_PASSWORD_ENV_OPT,
+        keystore_password_env: str | None = KEYSTORE_ENV_OPT,
+        input_password_env: str | None = INPUT_PASSWORD_ENV_OPT,
+        known_hosts: Path | None = KNOWN_HOSTS_OPT,
+        host_key_sha256: str | None = HOST_KEY_OPT,
+        staging_dir: str = STAGING_OPT,
+        verify_port: list[int] | None = VERIFY_PORT_OPT,
+        verify_timeout: float = VERIFY_TIMEOUT_OPT,
+        prompt_timeout: float = PROMPT_TIMEOUT_OPT,
+        import_timeout: float = IMPORT_TIMEOUT_OPT,
+        force: bool = FORCE_OPT,
+        transcript: Path | None = TRANSCRIPT_OPT,
+        json_out: bool = JSON_OPT,
+    ) -> None:
+        """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
+        code = _deploy(
+            files, host=host, ssh_port=ssh_port, user=user, password_env=password_env,
+            su_user=su_user, su_password_env=su_password_env,
+            keystore_password_env=keystore_password_env,
+            input_password_env=input_password_env, known_hosts=known_hosts,
+            host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
+            verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
+            import_timeout=import_timeout, force=force, transcript=transcript,
+            json_out=json_out,
+        )
+        raise typer.Exit(code)
+
+    @ovoc.command("doctor")
+    @handle_errors
+    def doctor_command(
+        host: str = HOST_OPT,
+        ssh_port: int = SSH_PORT_OPT,
+        user: str = USER_OPT,
+        password_env: str | None = PASSWORD_ENV_OPT,
+        known_hosts: Path | None = KNOWN_HOSTS_OPT,
+        host_key_sha256: str | None = HOST_KEY_OPT,
+        staging_dir: str = STAGING_OPT,
+        name: list[str] | None = NAME_OPT,
+        prompt_timeout: float = PROMPT_TIMEOUT_OPT,
+        json_out: bool = JSON_OPT,
+    ) -> None:
+        """Read-only: say whether OVOC would accept the staged files, and why not."""
+        code = _doctor(host=host, ssh_port=ssh_port, user=user, password_env=password_env,
+                       known_hosts=known_hosts, host_key=host_key_sha256,
+                       staging_dir=staging_dir, names=name or [],
+                       prompt_timeout=prompt_timeout, json_out=json_out)
+        raise typer.Exit(code)
+
+
+def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
+            password_env: str | None, su_user: str, su_password_env: str | None,
+            keystore_password_env: str | None, input_password_env: str | None,
+            known_hosts: Path | None, host_key: str | None, staging_dir: str,
+            verify_ports: list[int] | None, verify_timeout: float, prompt_timeout: float,
+            import_timeout: float, force: bool, transcript: Path | None,
+            json_out: bool) -> int:
+    from ..drivers.base import refuse_on_input_error
+
+    def emit_outcome(outcome: DeployOutcome, text: str | None) -> int:
+        if transcript is not None and text:
+            from ..fsutil import write_private_file
+
+            write_private_file(transcript, text.encode("utf-8"))
+        if json_out:
+            data = outcome.to_dict()
+            data["transcript"] = text
+            data["diagnosis"] = diagnosis
+            print_json(data)
+        else:
+            _print_outcome(outcome)
+        return outcome.exit_code
+
+    diagnosis: str | None = None
+    try:
+        from ..pki.checks import preflight
+
+        input_password = read_password(input_password_env, what="password of the input files")
+        password = _secret(password_env, f"SSH password of {user}", required=True,
+                           json_out=json_out)
+        su_password = _secret(su_password_env, f"password of {su_user} (su)", required=True,
+                              json_out=json_out)
+        keystore = _secret(keystore_password_env, "keystore password", required=True,
+                           json_out=json_out)
+        if keystore is not None and len(keystore) < 6:
+            raise ConfigError("the keystore password is shorter than 6 characters; OVOC's "
+                              "keystore needs at least 6",
+                              hint="choose a longer keystore password")
+        bundle, findings = preflight(
+            files, input_password.encode("utf-8") if input_password is not None else None)
+        driver = _driver(
+            host=host, ssh_port=ssh_port, user=user, password=password, su_user=su_user,
+            su_password=su_password, keystore_password=keystore, known_hosts=known_hosts,
+            host_key=host_key, staging_dir=staging_dir, verify_ports=verify_ports,
+            verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
+            import_timeout=import_timeout, on_event=None if json_out else _print_event,
+        )
+    except InputError as exc:
+        return emit_outcome(refuse_on_input_error(host, exc), None)
+    except CertfleetError as exc:  # pragma: no cover - only input errors happen here
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
+        return 2
+    if not json_out:
+        from rich.markup import escape
+
+        subject = bundle.leaf.subject.rfc4514_string()
+        console.print(f"[bold]OVOC {escape(host)}[/]: deploying {escape(subject)}",
+                      soft_wrap=True)
+    outcome = asyncio.run(driver.deploy(bundle, findings, force=force))
+    diagnosis = getattr(driver, "_last_diagnosis", None)
+    return emit_outcome(outcome, outcome.transcript)
+
+
+def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
+            known_hosts: Path | None, host_key: str | None, staging_dir: str,
+            names: list[str], prompt_timeout: float, json_out: bool) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..errors import DeviceError, DeviceRefusedError
+
+    try:
+        password = _secret(password_env, f"SSH password of {user}", required=True,
+                           json_out=json_out)
+        driver = _driver(
+            host=host, ssh_port=ssh_port, user=user, password=password, su_user="root",
+            su_password=None, keystore_password=None, known_hosts=known_hosts,
+            host_key=host_key, staging_dir=staging_dir, verify_ports=None,
+            verify_timeout=1, prompt_timeout=prompt_timeout, import_timeout=1, on_event=None)
+    except InputError as exc:
+        return _doctor_error(exc, 2, json_out)
+
+    async def run() -> Any:
+        try:
+            return await driver.inspect(names)
+        finally:
+            await driver.close()
+
+    try:
+        report = asyncio.run(run())
+    except InputError as exc:
+        return _doctor_error(exc, 2, json_out)
+    except (DeviceError, DeviceRefusedError) as exc:
+        return _doctor_error(exc, 3, json_out)
+    if json_out:
+        data = report.to_dict()
+        print_json(data)
+        return 0 if report.ok else 1
+    table = Table()
+    table.add_column("File")
+    table.add_column("Size", justify="right")
+    for file_name, size in report.files:
+        table.add_row(escape(file_name), str(size))
+    if report.exists:
+        console.print(f"[bold]{escape(staging_dir)}[/] on {escape(host)}:", soft_wrap=True)
+        console.print(table)
+    _print_findings(report.findings)
+    if report.ok:
+        console.print("[bold green]ok[/] OVOC would accept these files", soft_wrap=True)
+        return 0
+    console.print(f"[bold red]rejected[/] {escape(report.diagnosis or '')}", soft_wrap=True)
+    first = next((f for f in report.findings if f.severity == "error"), None)
+    if first is not None and first.hint:
+        console.print(f"[yellow]Tip:[/] {escape(first.hint)}", soft_wrap=True)
+    return 1
+
+
+def _doctor_error(exc: CertfleetError, code: int, json_out: bool) -> int:
+    if json_out:
+        print_json({"ok": False, "files": [], "findings": [], "diagnosis": None,
+                    "error": exc.message, "hint": exc.hint})
+    else:
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        if exc.hint:
+            err_console.print(f"[yellow]Tip:[/] {escape(exc.hint)}", soft_wrap=True)
+    return code
