@@ -20,6 +20,8 @@ import pytest
 from cryptography import x509
 
 from certfleet.errors import CertfleetError, PasswordError
+from certfleet.pki.bundle import assemble
+from certfleet.pki.checks import check_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import LoadedObject
 
@@ -91,6 +93,23 @@ def check_objects(objects: list[LoadedObject], source: str) -> list[str]:
     return problems
 
 
+def assemble_and_check(objects: list[LoadedObject], label: str, outcome: Outcome) -> None:
+    """What loaded goes on through assemble() and check_bundle(): certfleet errors only."""
+    if not any(obj.type == "certificate" for obj in objects):
+        return
+    try:
+        bundle = assemble(objects)
+        check_bundle(bundle, hosts=("www.example.com",))
+    except CertfleetError as exc:
+        outcome.counts[f"assemble: {type(exc).__name__}"] += 1
+        if not exc.message.strip() or "\n" in exc.message:
+            outcome.bad_messages.append(f"{label} assemble: {exc.message!r}")
+    except Exception as exc:  # the point of the test: record anything else
+        outcome.escaped.append(f"{label} assemble/check: {type(exc).__module__}.{exc!r}")
+    else:
+        outcome.counts["assembled and checked"] += 1
+
+
 def run_folder(folder: str) -> Outcome:
     """Load every file of ``folder`` with each password and record what happened."""
     outcome = Outcome()
@@ -128,10 +147,12 @@ def run_folder(folder: str) -> Outcome:
                     outcome.escaped.append(f"{label}: {type(exc).__module__}.{exc!r}")
                 else:
                     outcome.counts["parsed"] += 1
-                    outcome.parsed_files.add(source)
                     outcome.bad_objects.extend(check_objects(objects, source))
                     if password is None:
                         outcome.objects.update(obj.type for obj in objects)
+                    if source not in outcome.parsed_files:
+                        assemble_and_check(objects, label, outcome)
+                    outcome.parsed_files.add(source)
             outcome.warnings += len(caught)
             elapsed = time.perf_counter() - file_started
             if elapsed > SLOW_SECONDS:
@@ -160,7 +181,7 @@ def test_every_folder_exists() -> None:
 def test_every_vector_loads_or_raises_certfleet_error(
     folder: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each vector file loads, or raises a CertfleetError with a one-line message; nothing else."""
+    """Each vector loads (then assembles, checks) or raises a one-line CertfleetError; no other."""
     outcome = run_folder(folder)
     with capsys.disabled():
         refused = ", ".join(
@@ -197,3 +218,49 @@ def test_known_good_vectors_do_load() -> None:
     loaded = load_bytes(encrypted, password=b"cryptography")
     assert sorted(obj.type for obj in loaded) == ["certificate", "private_key"]
     assert all(obj.encrypted for obj in loaded if obj.type == "private_key")
+
+
+# Every 25th vector in name order, plus the ones that once escaped the loader.
+CLI_SAMPLE_EVERY = 25
+CLI_EXTRA = ("x509/custom/invalid_version.pem", "x509/requests/bad-version.pem")
+
+
+def cli_sample() -> list[Path]:
+    every = [path for folder in FOLDERS for path in vector_files(folder)]
+    picked = [p for p in every[::CLI_SAMPLE_EVERY] if p.stat().st_size <= MAX_BYTES]
+    extra = [VECTORS_ROOT / name for name in CLI_EXTRA if (VECTORS_ROOT / name).is_file()]
+    return [*picked, *extra]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("command", ["inspect", "check"])
+def test_cli_json_on_vectors_never_shows_a_traceback(command: str) -> None:
+    """`certfleet inspect|check --json VECTOR` exits cleanly with JSON, whatever the vector."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    runner = CliRunner()
+    sample = cli_sample()
+    assert len(sample) > 50
+    problems: list[str] = []
+    for path in sample:
+        source = path.relative_to(VECTORS_ROOT).as_posix()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = runner.invoke(app, [command, "--json", str(path)])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            problems.append(f"{source}: {type(result.exception).__name__}: {result.exception}")
+            continue
+        if "Traceback" in result.output:
+            problems.append(f"{source}: a traceback was printed")
+        try:
+            document = json.loads(result.stdout)
+        except ValueError:
+            problems.append(f"{source}: exit {result.exit_code}, stdout is not JSON")
+            continue
+        if result.exit_code == 2 and not (isinstance(document, dict) and document.get("error")):
+            problems.append(f"{source}: exit 2 without an error in the JSON")
+    assert not problems, f"{len(problems)} of {len(sample)} vectors:\n" + "\n".join(problems)
