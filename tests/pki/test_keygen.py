@@ -12,6 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _tools import require_tool
 from certfleet.pki.keygen import (
@@ -40,6 +42,10 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
     key = generate_private_key("ec-p256")
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return key
+
+
+# One key for the property tests (hypothesis runs a test many times per fixture).
+_EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 def _sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
@@ -217,3 +223,27 @@ def test_openssl_reads_encrypted_key(tmp_path: Path, ec_key: ec.EllipticCurvePri
         capture_output=True, text=True, check=True, env={**os.environ, "CF_PW": "pw-123"},
     )
     assert "prime256v1" in out.stdout or "P-256" in out.stdout
+
+
+_label_text = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,20}[A-Za-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels=st.lists(_label_text, min_size=2, max_size=5), wildcard=st.booleans())
+def test_valid_names_survive_a_csr(labels: list[str], wildcard: bool) -> None:
+    """Any well-formed host name (optionally a wildcard) lands lower-cased as the first SAN."""
+    name = ".".join((["*"] if wildcard else []) + labels)
+    csr = build_csr(_EC_KEY, name)
+    assert _sans(csr)[0] == x509.DNSName(name.lower())
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=40))
+def test_any_name_is_accepted_or_refused_with_value_error(text: str) -> None:
+    """Arbitrary text is refused with ValueError, or accepted and usable as a SAN."""
+    try:
+        name = normalize_dns_name(text)
+    except ValueError:
+        return
+    csr = build_csr(_EC_KEY, "host.example.com", [name])
+    assert x509.DNSName(name) in _sans(csr)
