@@ -27,6 +27,7 @@ from tests._tools import in_ci
 from certfleet.errors import CertfleetError
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.pki.bundle import assemble
+from certfleet.pki.checks import check_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle, LoadedObject, cert_sha256, spki_sha256
 
@@ -545,3 +546,49 @@ def test_assemble_random_pile_is_reproducible_per_seed() -> None:
         return
     assert cert_sha256(first.leaf) == cert_sha256(second.leaf)
     assert _fingerprints(first.chain) == _fingerprints(second.chain)
+
+
+@st.composite
+def damaged_certificates(draw: st.DrawFn) -> bytes:
+    """A certificate of the estate with 1-4 bytes of its to-be-signed part overwritten.
+
+    Same-length edits keep the DER frame intact, so many still load: the
+    damage sits in names, extensions and algorithms that cryptography only
+    parses when they are first read.
+    """
+    which = draw(st.sampled_from(("leaf", "chain", "root")))
+    issued = estate().leaves[3]
+    cert = {"leaf": issued.leaf, "chain": issued.chain[0], "root": issued.root}[which]
+    der = bytearray(_der(cert))
+    tbs_end = 4 + len(cert.tbs_certificate_bytes)
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(8, tbs_end - 1))
+        der[pos] = draw(st.integers(0, 255))
+    return bytes(der)
+
+
+@settings(PROFILE, max_examples=600)
+@given(damaged=damaged_certificates(), choice=st.data())
+def test_damaged_certificates_that_load_assemble_and_check_cleanly(
+    damaged: bytes, choice: st.DataObject
+) -> None:
+    """A certificate that loads but has damaged fields never breaks assemble or check_bundle."""
+    try:
+        loaded = load_bytes(damaged, source="damaged.der")
+    except CertfleetError:
+        return  # refused at load time: the loader property above covers the message
+    issued = estate().leaves[3]
+    rest = [issued.leaf_pem, *(_pem(c) for c in issued.chain), issued.root_pem]
+    others = [obj for n, data in enumerate(rest) for obj in _load(f"good{n}.pem", data)]
+    if issued.key is not None:
+        others += _load("good.key", issued.key_pem())
+    objects = choice.draw(st.permutations([*loaded, *others]))
+    bundle = _call_assemble(objects)
+    if bundle is None:
+        return
+    try:
+        findings = check_bundle(bundle, hosts=("two.example.com",))
+    except CertfleetError as exc:
+        assert exc.message.strip() and "\n" not in exc.message, repr(exc.message)
+        return
+    assert all(finding.message for finding in findings)
