@@ -1,0 +1,297 @@
+"""The OVOC driver through a real OpenSSH daemon, real PAM logins and a real ``su``.
+
+The test plays the appliance with the machine's own OpenSSH:
+
+* ``/usr/sbin/sshd -D -e -f <own config>`` on 127.0.0.1 and a free port, with its own
+  host key, password logins through PAM, ``PermitRootLogin no`` and ``AllowUsers`` the
+  throwaway ``acems`` user (as on OVOC, only that user logs in);
+* a second throwaway user stands for ``root``: the driver runs ``su - <user>`` with its
+  password. Its ``~/bin`` (on PATH after ``su -``, through ``~/.profile``) holds an
+  ``EmsServerManager`` wrapper that runs the stdlib-only relay of
+  :mod:`certfleet.lab.ems_emulator` with the system's ``/usr/bin/python3``. The relay
+  forwards the real terminal to :class:`RelayEmsServer` in this process, which draws
+  the menus and imports the files from the acems user's ``~/server_certs`` (this process
+  runs as root and can read them), then swaps the certificate a loopback HTTPS server
+  presents: that is the "web server restart" the driver verifies.
+
+Needs root (to add users and run sshd); skipped otherwise, but failing when CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from _tools import in_ci, require_tool
+from certfleet.drivers.base import DeployOutcome
+from certfleet.drivers.ovoc import OvocDriver
+from certfleet.drivers.tlsprobe import Listener
+from certfleet.lab import ems_emulator
+from certfleet.lab.ca import Issued, LabCA
+from certfleet.lab.ems_emulator import RelayEmsServer, process_import
+from certfleet.lab.tls import CertSlot, LabHTTPSServer, free_port
+from certfleet.pki.bundle import assemble
+from certfleet.pki.checks import check_bundle
+from certfleet.pki.load import load_bytes
+from certfleet.pki.model import Bundle
+
+pytestmark = pytest.mark.sshd
+
+KEYSTORE = "keystore-Pa55w0rd"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@dataclass
+class Appliance:
+    port: int
+    host_key_line: str
+    acems: str
+    acems_password: str
+    root_user: str
+    root_password: str
+    staging: Path
+    https: LabHTTPSServer
+    slot: CertSlot
+    relay: RelayEmsServer
+    initial: Issued
+    imports: list[bool]
+
+
+def _require_root_and_tools() -> dict[str, str]:
+    if os.geteuid() != 0:
+        if in_ci():
+            pytest.fail("the sshd test needs root in CI")
+        pytest.skip("the sshd test needs root to add throwaway users")
+    tools = {name: require_tool(name) for name in ("sshd", "ssh-keygen", "useradd", "userdel",
+                                                   "chpasswd", "su")}
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        if in_ci():
+            pytest.fail(f"{SYSTEM_PYTHON} is needed for the EmsServerManager relay")
+        pytest.skip(f"{SYSTEM_PYTHON} is missing")
+    return tools
+
+
+def _add_user(tools: dict[str, str], name: str, password: str) -> pwd.struct_passwd:
+    subprocess.run([tools["useradd"], "-m", "-s", "/bin/bash", name], check=True)
+    subprocess.run([tools["chpasswd"]], input=f"{name}:{password}\n", text=True, check=True)
+    return pwd.getpwnam(name)
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"sshd exited: {process.stderr.read() if process.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("sshd did not start listening")
+
+
+def _ovoc_files(issued: Issued) -> dict[str, bytes]:
+    files = {"server.crt": issued.leaf_pem, "server.key": issued.key_pem("pkcs1"),
+             "root.crt": issued.root_pem}
+    for index, cert in enumerate(issued.chain, 1):
+        files[f"ca{index}.crt"] = issued.pem(cert)
+    return files
+
+
+@pytest.fixture(scope="module")
+def appliance() -> Iterator[Appliance]:
+    tools = _require_root_and_tools()
+    tag = secrets.token_hex(3)
+    acems, root_user = f"cfa{tag}", f"cfr{tag}"
+    acems_password, root_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    # Not under pytest's tmp_path: the throwaway users must traverse this folder.
+    work = Path(tempfile.mkdtemp(prefix="certfleet-sshd-"))
+    work.chmod(0o755)
+    created: list[str] = []
+    sshd: subprocess.Popen[bytes] | None = None
+    ca = LabCA("OVOC sshd Previous")
+    initial = ca.issue(["ovoc.lab.example"], key_type="rsa2048")
+    slot = CertSlot(initial.leaf_pem, initial.key_pem("pkcs8"), initial.chain_pem)
+    https = LabHTTPSServer(_handler(), slot).start()
+    imports: list[bool] = []
+    relay: RelayEmsServer | None = None
+    try:
+        acems_pw = _add_user(tools, acems, acems_password)
+        created.append(acems)
+        root_pw = _add_user(tools, root_user, root_password)
+        created.append(root_user)
+        staging = Path(acems_pw.pw_dir) / "server_certs"
+        staging.mkdir(mode=0o750)
+        for name, data in _ovoc_files(initial).items():
+            (staging / name).write_bytes(data)
+        for path in [staging, *staging.iterdir()]:
+            os.chown(path, acems_pw.pw_uid, acems_pw.pw_gid)
+
+        async def on_import(password: str) -> tuple[bool, list[str]]:
+            result = process_import(staging, work / "keystore", password)
+            imports.append(result.ok)
+            if result.ok:
+                slot.set(result.cert_pem, result.key_pem, result.chain_pem)
+            return result.ok, []
+
+        relay = RelayEmsServer(work / "ems.sock", on_import).start()
+        shutil.copy(ems_emulator.__file__, work / "ems_emulator.py")
+        (work / "ems_emulator.py").chmod(0o644)
+        home = Path(root_pw.pw_dir)
+        (home / "bin").mkdir(exist_ok=True)
+        wrapper = home / "bin" / "EmsServerManager"
+        wrapper.write_text(f"#!/bin/sh\nexec {SYSTEM_PYTHON} {work}/ems_emulator.py "
+                           f"--relay {work}/ems.sock\n")
+        wrapper.chmod(0o755)
+        with (home / ".profile").open("a") as profile:
+            profile.write('\nPATH="$HOME/bin:$PATH"\n')
+        for path in (home / "bin", wrapper, home / ".profile"):
+            os.chown(path, root_pw.pw_uid, root_pw.pw_gid)
+
+        host_key = work / "ssh_host_ed25519_key"
+        subprocess.run([tools["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(host_key)], check=True)
+        port = free_port()
+        sftp_server = next((p for p in ("/usr/lib/openssh/sftp-server",
+                                        "/usr/libexec/openssh/sftp-server") if os.path.exists(p)),
+                           "internal-sftp")
+        config = work / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
+            f"PidFile {work}/sshd.pid", "UsePAM yes", "PasswordAuthentication yes",
+            "KbdInteractiveAuthentication yes", "PubkeyAuthentication no",
+            "PermitRootLogin no", f"AllowUsers {acems}", f"Subsystem sftp {sftp_server}",
+            "StrictModes no", "PrintMotd no", "LogLevel VERBOSE", "",
+        ]))
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        sshd = subprocess.Popen([tools["sshd"], "-D", "-e", "-f", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for_port(port, sshd, time.monotonic() + 20)
+        yield Appliance(
+            port=port,
+            host_key_line=(work / "ssh_host_ed25519_key.pub").read_text().strip(),
+            acems=acems, acems_password=acems_password, root_user=root_user,
+            root_password=root_password, staging=staging, https=https, slot=slot,
+            relay=relay, initial=initial, imports=imports,
+        )
+    finally:
+        if sshd is not None:
+            sshd.terminate()
+            try:
+                sshd.wait(10)
+            except subprocess.TimeoutExpired:
+                sshd.kill()
+        for name in created:
+            subprocess.run([tools["userdel"], "-r", "-f", name], check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if relay is not None:
+            relay.stop()
+        https.stop()
+        slot.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _handler() -> type:
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Handler
+
+
+def _driver(app: Appliance, **overrides: object) -> OvocDriver:
+    options: dict[str, object] = dict(
+        ssh_port=app.port, user=app.acems, password=app.acems_password,
+        su_user=app.root_user, su_password=app.root_password, keystore_password=KEYSTORE,
+        host_key=app.host_key_line, staging_dir=str(app.staging),
+        listeners=[Listener("127.0.0.1", app.https.port)], prompt_timeout=20,
+        import_timeout=20, verify_timeout=10,
+    )
+    options.update(overrides)
+    return OvocDriver("ovoc-sshd", "127.0.0.1", **options)  # type: ignore[arg-type]
+
+
+def _bundle(issued: Issued, *, key: bool = True) -> Bundle:
+    data = issued.leaf_pem + issued.chain_pem + issued.root_pem
+    if key:
+        data += issued.key_pem("pkcs8")
+    return assemble(load_bytes(data, "input.pem"))
+
+
+def _deploy(driver: OvocDriver, bundle: Bundle, *, force: bool = False) -> DeployOutcome:
+    return asyncio.run(driver.deploy(bundle, check_bundle(bundle), force=force))
+
+
+def _staged(app: Appliance) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(app.staging.iterdir()) if p.is_file()}
+
+
+def _served(app: Appliance) -> bytes:
+    return app.slot.cert_pem
+
+
+def test_deploy_through_real_sshd_and_su(appliance: Appliance) -> None:
+    """Full deploy via OpenSSH, PAM, su - and the menu: new cert imported and served."""
+    new = LabCA("OVOC sshd New").issue(["ovoc.example.com"], key_type="rsa2048")
+    outcome = _deploy(_driver(appliance), _bundle(new))
+    assert outcome.outcome == "installed", f"{outcome.message}\n{outcome.transcript}"
+    assert _served(appliance) == new.leaf_pem
+    staged = _staged(appliance)
+    assert staged["server.crt"] == new.leaf_pem
+    assert staged["server.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert not any(name.startswith(".certfleet-") for name in staged)
+    transcript = outcome.transcript or ""
+    assert "PKCS#12 file and JKS Keystore generated successfully" in transcript
+    for secret in (appliance.acems_password, appliance.root_password, KEYSTORE):
+        assert secret not in transcript
+    owner = pwd.getpwuid(os.stat(appliance.staging / "server.key").st_uid).pw_name
+    assert owner == appliance.acems
+
+
+def test_rejection_rolls_back_through_real_sshd(appliance: Appliance) -> None:
+    """Forced past a missing key: OVOC refuses, the previous files are re-imported."""
+    before_files, before_served = _staged(appliance), _served(appliance)
+    other = LabCA("OVOC sshd Other").issue(["ovoc.example.com"], key_type="rsa2048")
+    outcome = _deploy(_driver(appliance), _bundle(other, key=False), force=True)
+    assert outcome.outcome == "restored", f"{outcome.message}\n{outcome.transcript}"
+    assert "server.key does not match server.crt" in outcome.message \
+        or "server.key is missing" in outcome.message
+    assert _staged(appliance) == before_files
+    assert _served(appliance) == before_served
+    assert appliance.imports[-2:] == [False, True]
+
+
+def test_root_login_refused_by_sshd(appliance: Appliance) -> None:
+    """The daemon refuses logins other than the acems user (PermitRootLogin no, AllowUsers)."""
+    outcome = _deploy(_driver(appliance, user=appliance.root_user,
+                              password=appliance.root_password),
+                      _bundle(LabCA("x").issue(["ovoc.example.com"])))
+    assert outcome.outcome == "refused"
+    assert "was refused" in outcome.message
+
+
+def test_wrong_su_password_through_real_su(appliance: Appliance) -> None:
+    """Real su with a wrong password: refused before any change, message names su."""
+    before = _staged(appliance)
+    outcome = _deploy(_driver(appliance, su_password="wrong-password-1"),
+                      _bundle(LabCA("y").issue(["ovoc.example.com"])))
+    assert outcome.outcome == "refused", outcome.message
+    assert "su to" in outcome.message
+    assert _staged(appliance) == before
