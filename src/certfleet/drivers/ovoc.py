@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
-    CertfleetError,
-    CertificateError,
     ConfigError,
     DeviceAuthError,
     DeviceConnectionError,
@@ -605,6 +603,8 @@ class OvocDriver(Driver):
         await self._start_root_shell()
 
     async def _start_root_shell(self) -> None:
+        import asyncssh
+
         assert self._conn is not None
         try:
             process = await asyncio.wait_for(
@@ -612,7 +612,7 @@ class OvocDriver(Driver):
                                           encoding="utf-8"),
                 self.prompt_timeout,
             )
-        except (TimeoutError, OSError, Exception) as exc:
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise DeviceConnectionError(f"cannot open a shell on {self.host}: {exc}",
                                         hint="check that acems has a login shell",
                                         device=self.name) from exc
@@ -977,5 +977,3 @@ class OvocDriver(Driver):
             report.findings = inspect_staged(files, self.profile, hosts)
         return report
 
-
-_ = (CertificateError, CertfleetError)
