@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import typer
-from click.testing import Result
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from _tools import require_tool
 from certfleet.cli import make
