@@ -725,10 +725,12 @@ class _SbcHandler(BaseHTTPRequestHandler):
                         for pem in pems:
                             if pem not in ctx.trusted_roots:
                                 ctx.trusted_roots.append(pem)
+                        state.apply(ctx.index)  # the chain sent may now be longer
                         state.changed()
                         return 200, {"description":
                                      "Trusted root certificate was successfully added"}, ""
                     ctx.trusted_roots = pems
+                    state.apply(ctx.index)
                     state.changed()
                     return 200, {"description":
                                  "Trusted root certificates were successfully changed"}, ""

@@ -1,0 +1,463 @@
+"""``certfleet sbc``: deploy, backup, status and trusted roots of one Mediant SBC.
+
+Thin by design: the work is done by :class:`certfleet.drivers.sbc.SbcDriver`
+and ``certfleet.pki``; heavy libraries are imported inside the commands.
+Exit codes of ``deploy``: 0 installed and verified, 1 failed and restored,
+2 bad input or refused before any change, 3 failed and not restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import ConfigError, InputError, PrivateKeyError
+from .common import console, err_console, handle_errors, print_json, read_password
+
+if TYPE_CHECKING:
+    from ..drivers.base import DeployOutcome, StepEvent
+    from ..drivers.sbc import SbcDriver
+
+__all__ = ["register"]
+
+DEFAULT_PASSWORD_ENV = "CERTFLEET_SBC_PASSWORD"
+
+sbc_app = typer.Typer(
+    help="Mediant SBCs over the REST API: deploy, backup, status, trusted roots.",
+    no_args_is_help=True,
+)
+trust_app = typer.Typer(
+    help="Named trusted root sets (teams-2026) in a TLS context: audit or add.",
+    no_args_is_help=True,
+)
+sbc_app.add_typer(trust_app, name="trust")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sbc`` command group to ``app``."""
+    app.add_typer(sbc_app, name="sbc")
+
+
+# ---- shared options ---------------------------------------------------------------
+
+Url = Annotated[str, typer.Option("--url", metavar="https://HOST:PORT",
+                                  help="Management URL of the SBC.")]
+User = Annotated[str, typer.Option("--user", help="REST API user (an Administrator).")]
+PasswordEnv = Annotated[str, typer.Option(
+    "--password-env", metavar="VAR", help="Environment variable holding the REST password.")]
+CaBundle = Annotated[Path | None, typer.Option(
+    "--ca-bundle", metavar="FILE", help="PEM CA bundle that issued the management certificate.")]
+PinSha256 = Annotated[str | None, typer.Option(
+    "--pin-sha256", metavar="HEX", help="SHA-256 of the SBC's management certificate.")]
+Insecure = Annotated[bool, typer.Option(
+    "--insecure", help="Do not check the SBC's certificate at all (labs only; loud).")]
+Timeout = Annotated[float, typer.Option("--timeout", help="Seconds per REST request.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+
+
+def _driver(
+    url: str,
+    user: str,
+    password_env: str,
+    ca_bundle: Path | None,
+    pin_sha256: str | None,
+    insecure: bool,
+    timeout: float,
+    **options: Any,
+) -> SbcDriver:
+    from urllib.parse import urlsplit
+
+    from ..drivers.sbc import SbcDriver
+
+    password = read_password(password_env, what="SBC REST password")
+    if not password:
+        raise ConfigError(
+            f"the SBC REST password in {password_env!r} is empty",
+            hint=f"export {password_env}=... before running",
+        )
+    if insecure:
+        err_console.print(
+            "[bold red]WARNING:[/] --insecure: the SBC's certificate is NOT checked; "
+            "anyone on the path can read the password. Use --pin-sha256 or --ca-bundle.",
+            soft_wrap=True,
+        )
+    bundle_pem: bytes | None = None
+    if ca_bundle is not None:
+        try:
+            bundle_pem = ca_bundle.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the CA bundle {str(ca_bundle)!r}: {exc.strerror or exc}",
+                hint="pass the PEM file of the CA that issued the SBC's certificate",
+            ) from exc
+    name = urlsplit(url).hostname or url
+    return SbcDriver(
+        name,
+        url,
+        password=password,
+        user=user,
+        ca_bundle=bundle_pem,
+        pin_sha256=pin_sha256,
+        insecure=insecure,
+        timeout=timeout,
+        **options,
+    )
+
+
+def _step_printer(enabled: bool) -> Any:
+    marks = {"start": "…", "ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "-"}
+
+    def show(event: StepEvent) -> None:
+        if enabled and event.status != "start":
+            detail = f" {event.detail}" if event.detail else ""
+            err_console.print(f"{marks[event.status]} {event.step}{detail}", soft_wrap=True,
+                              markup=True, highlight=False)
+
+    return show if enabled else None
+
+
+def _print_outcome(outcome: DeployOutcome) -> None:
+    from rich.table import Table
+
+    if outcome.served_before or outcome.served_after:
+        table = Table(title=f"{outcome.device}: TLS listeners")
+        table.add_column("listener")
+        table.add_column("before")
+        table.add_column("after")
+        for listener in dict.fromkeys([*outcome.served_before, *outcome.served_after]):
+            before = outcome.served_before.get(listener)
+            after = outcome.served_after.get(listener)
+            table.add_row(listener, (before or "-")[:16], (after or "-")[:16])
+        console.print(table)
+    style = {"installed": "bold green", "restored": "yellow", "refused": "bold red",
+             "failed": "bold red", "skipped": "cyan"}[outcome.outcome]
+    console.print(f"[{style}]{outcome.outcome}[/] {outcome.message}", soft_wrap=True)
+    for finding in outcome.findings:
+        if finding.severity != "info":
+            console.print(f"  {finding.severity}: {finding.code} {finding.message}",
+                          soft_wrap=True, markup=False)
+    if outcome.hint:
+        console.print(f"[yellow]Tip:[/] {outcome.hint}", soft_wrap=True)
+
+
+# ---- deploy ---------------------------------------------------------------------------
+
+
+@sbc_app.command("deploy")
+@handle_errors
+def deploy(
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE...", help="Certificate, chain and key files (PEM, DER, PKCS#7, PKCS#12).",
+        show_default=False)],
+    url: Url,
+    context: Annotated[list[int], typer.Option(
+        "--context", metavar="N", help="TLS context to change (repeatable).",
+        show_default=False)],
+    user: User = "Admin",
+    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
+    input_password_env: Annotated[str | None, typer.Option(
+        "--input-password-env", metavar="VAR",
+        help="Environment variable with the password of encrypted input files.")] = None,
+    ca_bundle: CaBundle = None,
+    pin_sha256: PinSha256 = None,
+    insecure: Insecure = False,
+    verify: Annotated[list[str] | None, typer.Option(
+        "--verify", metavar="HOST:PORT",
+        help="TLS listener that must serve the new certificate (repeatable): management "
+        "HTTPS, SIP-TLS...")] = None,
+    allow_no_rollback: Annotated[bool, typer.Option(
+        "--allow-no-rollback",
+        help="Deploy although the previous certificate cannot be restored (first deploy).")
+    ] = False,
+    previous_key: Annotated[Path | None, typer.Option(
+        "--previous-key", metavar="FILE",
+        help="The private key installed now, so that a failure can be rolled back.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Deploy despite preflight errors.")] = False,
+    verify_timeout: Annotated[float, typer.Option(
+        "--verify-timeout", help="Seconds to wait for the listeners to serve it.")] = 120.0,
+    timeout: Timeout = 30.0,
+    busy_retries: Annotated[int, typer.Option(
+        "--busy-retries", min=0, help="Retries of a request the SBC answers 409 (busy, HA sync).")
+    ] = 6,
+    busy_delay: Annotated[float, typer.Option(
+        "--busy-delay", min=0.0, help="Seconds before the first 409 retry (doubling).")] = 0.5,
+    json_out: JsonOut = False,
+) -> None:
+    """Install a certificate into TLS contexts of one SBC: backup, install, verify, rollback.
+
+    The SBC never returns its private key: rolling back needs --previous-key
+    (the key installed now); a first deploy without it needs --allow-no-rollback.
+    """
+    from ..drivers.tlsprobe import Listener
+    from ..pki.checks import preflight
+    from ..pki.load import load_files
+
+    input_password = read_password(input_password_env, what="input file password")
+    password_bytes = input_password.encode("utf-8") if input_password else None
+    listeners = []
+    for item in verify or []:
+        try:
+            listeners.append(Listener.parse(item, label="verify"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
+    host = _url_host(url)
+    hosts = [host] if host and not _is_ip(host) else []
+    bundle, findings = preflight([str(f) for f in files], password_bytes, hosts)
+    previous = []
+    if previous_key is not None:
+        objects = load_files([str(previous_key)], password_bytes)
+        previous = [o.value for o in objects if o.type == "private_key"]
+        if not previous:
+            raise PrivateKeyError(
+                f"{str(previous_key)!r} holds no private key",
+                hint="pass the PEM private key installed on the SBC now",
+                path=str(previous_key),
+            )
+    driver = _driver(
+        url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+        contexts=context,
+        listeners=listeners,
+        previous_keys=previous,
+        on_event=_step_printer(not json_out),
+        verify_timeout=verify_timeout,
+        busy_retries=busy_retries,
+        busy_delay=busy_delay,
+    )
+    if not listeners and not json_out:
+        err_console.print(
+            "[yellow]note:[/] no --verify HOST:PORT given: only the SBC's own answers "
+            "confirm the install, no handshake does", soft_wrap=True)
+    outcome = asyncio.run(driver.deploy(bundle, findings, force=force,
+                                        allow_no_rollback=allow_no_rollback))
+    if json_out:
+        print_json(outcome.to_dict())
+    else:
+        _print_outcome(outcome)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _url_host(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# ---- backup ------------------------------------------------------------------------------
+
+
+@sbc_app.command("backup")
+@handle_errors
+def backup(
+    url: Url,
+    out_dir: Annotated[Path, typer.Option(
+        "--out-dir", metavar="DIR", help="Folder for the backup (created).")],
+    context: Annotated[list[int] | None, typer.Option(
+        "--context", metavar="N", help="TLS context to save (repeatable; default all).")
+    ] = None,
+    user: User = "Admin",
+    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
+    ca_bundle: CaBundle = None,
+    pin_sha256: PinSha256 = None,
+    insecure: Insecure = False,
+    timeout: Timeout = 30.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Save the INI file and each TLS context's certificate and trusted roots."""
+    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+                     contexts=context or [0])
+
+    async def run() -> Any:
+        async with driver.session():
+            if not context:
+                driver.contexts = sorted(await driver.list_contexts()) or [0]
+            return await driver.backup()
+
+    saved = asyncio.run(run())
+    try:
+        directory = saved.write_to(out_dir)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the backup to {str(out_dir)!r}: {exc.strerror or exc}",
+            hint="choose a writable --out-dir",
+        ) from exc
+    if json_out:
+        print_json({"device": saved.device, "directory": str(directory),
+                    "files": sorted(saved.files), "meta": saved.meta})
+        return
+    console.print(f"[green]saved[/] {len(saved.files)} file(s) of {saved.device} to "
+                  f"{directory}", soft_wrap=True)
+    for name in sorted(saved.files):
+        console.print(f"  {name}", markup=False)
+
+
+# ---- status -------------------------------------------------------------------------------
+
+
+@sbc_app.command("status")
+@handle_errors
+def status(
+    url: Url,
+    user: User = "Admin",
+    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
+    ca_bundle: CaBundle = None,
+    pin_sha256: PinSha256 = None,
+    insecure: Insecure = False,
+    timeout: Timeout = 30.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Show the device, its TLS contexts, what each holds and what management serves."""
+    import datetime as dt
+
+    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout)
+
+    async def run() -> list[Any]:
+        async with driver.session():
+            names = await driver.list_contexts() or {0: "default"}
+            return [await driver.read_context(i, n) for i, n in sorted(names.items())]
+
+    contexts = asyncio.run(run())
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for ctx in contexts:
+        row = ctx.to_dict()
+        row["serves_management"] = driver.serves_management(ctx)
+        row["days_left"] = ((ctx.certificate.not_valid_after_utc - now).days
+                            if ctx.certificate is not None else None)
+        rows.append(row)
+    device = {k: driver.status.get(k) for k in
+              ("productType", "versionID", "highAvailability", "serialNumber")}
+    if json_out:
+        print_json({"url": driver.url, "device": device,
+                    "management": {"served_sha256": driver.management_sha256},
+                    "contexts": rows})
+        return
+    from rich.table import Table
+
+    console.print(f"{driver.url}: {device.get('productType')} {device.get('versionID')}, "
+                  f"HA {device.get('highAvailability')}", soft_wrap=True, markup=False)
+    table = Table(title="TLS contexts")
+    for column in ("#", "name", "certificate", "sha256", "expires", "days", "key", "roots",
+                   "management"):
+        table.add_column(column)
+    for row in rows:
+        valid = row["key_valid"]
+        table.add_row(
+            str(row["index"]), str(row["name"] or ""), str(row["subject"] or "-"),
+            (row["sha256"] or "-")[:16], (row["not_after"] or "-")[:10],
+            str(row["days_left"] if row["days_left"] is not None else "-"),
+            "valid" if valid else ("MISMATCH" if valid is False else "?"),
+            str(len(row["trusted_roots"])), "serves" if row["serves_management"] else "",
+        )
+    console.print(table)
+    console.print(f"management serves {driver.management_sha256}", markup=False)
+
+
+# ---- trust -----------------------------------------------------------------------------------
+
+SetName = Annotated[str, typer.Option("--set", metavar="NAME", help="Root set, e.g. teams-2026.")]
+TrustContext = Annotated[int, typer.Option(
+    "--context", metavar="N", help="TLS context whose trusted roots are checked.")]
+
+
+def _audit(driver: SbcDriver, set_name: str, context: int, add: bool) -> dict[str, Any]:
+    from ..trust import audit_roots, get_root_set
+
+    root_set = get_root_set(set_name)
+    pinned = root_set.certificates()
+
+    async def run() -> dict[str, Any]:
+        async with driver.session():
+            ctx = await driver.read_context(context)
+            result = audit_roots(root_set, ctx.trusted_roots)
+            added: list[str] = []
+            if add and result.missing:
+                for root, cert in pinned:
+                    if root.name in result.missing:
+                        await driver.add_trusted_root(context, cert)
+                        added.append(root.name)
+                await driver.save_configuration()
+                after = await driver.read_context(context)
+                result = audit_roots(root_set, after.trusted_roots)
+            return {"set": root_set.name, "context": context, "present": list(result.present),
+                    "missing": list(result.missing), "added": added}
+
+    return asyncio.run(run())
+
+
+@trust_app.command("audit")
+@handle_errors
+def trust_audit(
+    url: Url,
+    set_name: SetName,
+    context: TrustContext,
+    user: User = "Admin",
+    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
+    ca_bundle: CaBundle = None,
+    pin_sha256: PinSha256 = None,
+    insecure: Insecure = False,
+    timeout: Timeout = 30.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Check that a TLS context trusts every root of a set (exit 1 when any is missing)."""
+    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+                     contexts=[context])
+    result = _audit(driver, set_name, context, add=False)
+    result.pop("added")
+    if json_out:
+        print_json(result)
+    else:
+        _print_trust(result)
+    raise typer.Exit(1 if result["missing"] else 0)
+
+
+@trust_app.command("add")
+@handle_errors
+def trust_add(
+    url: Url,
+    set_name: SetName,
+    context: TrustContext,
+    user: User = "Admin",
+    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
+    ca_bundle: CaBundle = None,
+    pin_sha256: PinSha256 = None,
+    insecure: Insecure = False,
+    timeout: Timeout = 30.0,
+    json_out: JsonOut = False,
+) -> None:
+    """Add the roots of a set that a TLS context lacks (trustedRoot/incremental), then save."""
+    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+                     contexts=[context])
+    result = _audit(driver, set_name, context, add=True)
+    if json_out:
+        print_json(result)
+    else:
+        for name in result["added"]:
+            console.print(f"[green]added[/] {name}", soft_wrap=True)
+        _print_trust(result)
+    raise typer.Exit(1 if result["missing"] else 0)
+
+
+def _print_trust(result: dict[str, Any]) -> None:
+    for name in result["present"]:
+        console.print(f"[green]present[/] {name}", soft_wrap=True)
+    for name in result["missing"]:
+        console.print(f"[bold red]missing[/] {name}", soft_wrap=True)
+    total = len(result["present"]) + len(result["missing"])
+    console.print(f"context {result['context']}: {len(result['present'])} of {total} roots of "
+                  f"{result['set']} present", soft_wrap=True)
+    if result["missing"]:
+        console.print(f"[yellow]Tip:[/] certfleet sbc trust add --set {result['set']} "
+                      f"--context {result['context']} ... adds them", soft_wrap=True)
