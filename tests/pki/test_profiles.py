@@ -162,6 +162,7 @@ def test_profile_from_mapping() -> None:
         ("ovoc", {"intermediate_pattern": "ca.crt"}, r"'ca\.crt' has no \{n\}"),
         ("ovoc", {"key_file": "../server.key"}, r"key_file '\.\./server\.key' is not a plain"),
         ("ovoc", {"key_file": "root.crt"}, r"not all different"),
+        ("ovoc", {"cert_file": "ca2.crt"}, r"not all different"),
         ("sbc", {"trusted_roots": "all"}, r"trusted_roots 'all' is not one of"),
         ("sbc", {"key_format": "der"}, r"key_format 'der' is not one of"),
     ],

@@ -9,6 +9,7 @@ overridden from the inventory through :func:`profile_from_mapping`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ class Artifact:
     """One file for a target. ``secret`` files (keys) are written 0600."""
 
     name: str
-    data: bytes = dataclasses.field(repr=False)
+    data: bytes
     secret: bool = False
 
     def __repr__(self) -> str:
@@ -197,9 +198,14 @@ class OvocProfile:
                 f"intermediate_pattern {self.intermediate_pattern!r} may only use {{n}}"
             ) from exc
         _check_file_name("intermediate_pattern", first)
-        names = [self.cert_file, self.key_file, self.root_file, first]
-        if len(set(names)) != len(names):
-            raise ValueError(f"OVOC file names {names!r} are not all different")
+        names = [self.cert_file, self.key_file, self.root_file]
+        numbered = re.compile(
+            "^" + r"\d+".join(re.escape(p) for p in self.intermediate_pattern.split("{n}")) + "$"
+        )
+        if len(set(names)) != len(names) or any(numbered.match(n) for n in names):
+            raise ValueError(
+                f"OVOC file names {[*names, self.intermediate_pattern]!r} are not all different"
+            )
         if self.key_format not in _KEY_FORMATS:
             raise ValueError(f"key_format {self.key_format!r} is not one of pkcs1, pkcs8")
 
