@@ -211,3 +211,31 @@ def test_doctor_bad_usage(lab: LabOvoc) -> None:
     result = runner.invoke(app, ["ovoc", "doctor", *connection(lab), "--json"],
                            env={"OVOC_SSH_PW": None})  # type: ignore[dict-item]
     assert result.exit_code == 2, result.output
+
+
+def test_deploy_not_restored_saves_backup(lab: LabOvoc, new_cert: Issued,
+                                          tmp_path: Path) -> None:
+    """Web server never back: exit 3, the previous files saved 0600 and named in the Tip."""
+    lab.web_fail_restarts = 10
+    backups = tmp_path / "backups"
+    args = deploy_args(lab, write_pem_set(tmp_path, new_cert), "--json",
+                       "--backup-dir", str(backups))
+    args[args.index("--verify-timeout") + 1] = "1"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "failed"
+    saved = next(backups.iterdir())
+    assert str(saved) in data["hint"] and "EmsServerManager" in data["hint"]
+    assert (saved / "server.key").read_bytes() == lab.initial.key_pem("sec1")
+    assert (saved / "server.key").stat().st_mode & 0o077 == 0
+    assert json.loads((saved / "backup.json").read_text())["has_private_key"] is True
+
+
+def test_doctor_accepts_deploy_flags(lab: LabOvoc) -> None:
+    """doctor takes deploy's su/keystore flags too (ignored: it never runs su)."""
+    result = runner.invoke(app, ["ovoc", "doctor", *connection(lab), "--su-password-env",
+                                 "OVOC_ROOT_PW", "--keystore-password-env", "OVOC_KS_PW",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert lab.import_count == 0

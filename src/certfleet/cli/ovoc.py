@@ -63,6 +63,16 @@ FORCE_OPT = typer.Option(False, "--force", help="Deploy even when preflight find
 TRANSCRIPT_OPT = typer.Option(None, "--transcript", metavar="FILE",
                               help="Write the (password-free) SSH session transcript to FILE.")
 NAME_OPT = typer.Option(None, "--name", help="Host name(s) the certificate must cover.")
+# deploy's options, accepted by doctor so one set of flags serves both (doctor needs no su).
+DOCTOR_SU_USER_OPT = typer.Option("root", "--su-user", hidden=True)
+DOCTOR_SU_PASSWORD_OPT = typer.Option(None, "--su-password-env", hidden=True)
+DOCTOR_KEYSTORE_OPT = typer.Option(None, "--keystore-password-env", hidden=True)
+DOCTOR_VERIFY_PORT_OPT = typer.Option(None, "--verify-port", hidden=True)
+BACKUP_DIR_OPT = typer.Option(
+    None, "--backup-dir", metavar="DIR",
+    help="Save the previously staged files (key included, 0600) under DIR. Without it they "
+    "are saved only when the deploy fails and cannot restore them (in certfleet's data "
+    "folder).")
 
 _STATUS_STYLE = {"start": "dim", "ok": "green", "failed": "bold red", "skipped": "yellow"}
 _OUTCOME_STYLE = {"installed": "bold green", "restored": "bold yellow", "refused": "bold red",
@@ -168,6 +178,7 @@ def register(app: typer.Typer) -> None:
         import_timeout: float = IMPORT_TIMEOUT_OPT,
         force: bool = FORCE_OPT,
         transcript: Path | None = TRANSCRIPT_OPT,
+        backup_dir: Path | None = BACKUP_DIR_OPT,
         json_out: bool = JSON_OPT,
     ) -> None:
         """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
@@ -179,7 +190,7 @@ def register(app: typer.Typer) -> None:
             host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
             verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
             import_timeout=import_timeout, force=force, transcript=transcript,
-            json_out=json_out,
+            backup_dir=backup_dir, json_out=json_out,
         )
         raise typer.Exit(code)
 
@@ -195,9 +206,17 @@ def register(app: typer.Typer) -> None:
         staging_dir: str = STAGING_OPT,
         name: list[str] | None = NAME_OPT,
         prompt_timeout: float = PROMPT_TIMEOUT_OPT,
+        su_user: str = DOCTOR_SU_USER_OPT,
+        su_password_env: str | None = DOCTOR_SU_PASSWORD_OPT,
+        keystore_password_env: str | None = DOCTOR_KEYSTORE_OPT,
+        verify_port: list[int] | None = DOCTOR_VERIFY_PORT_OPT,
         json_out: bool = JSON_OPT,
     ) -> None:
-        """Read-only: say whether OVOC would accept the staged files, and why not."""
+        """Read-only: say whether OVOC would accept the staged files, and why not.
+
+        Only SFTP as the login user is used: no su, no menu, nothing written.
+        """
+        del su_user, su_password_env, keystore_password_env, verify_port  # accepted, unused
         code = _doctor(host=host, ssh_port=ssh_port, user=user, password_env=password_env,
                        known_hosts=known_hosts, host_key=host_key_sha256,
                        staging_dir=staging_dir, names=name or [],
@@ -211,7 +230,7 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
             known_hosts: Path | None, host_key: str | None, staging_dir: str,
             verify_ports: list[int] | None, verify_timeout: float, prompt_timeout: float,
             import_timeout: float, force: bool, transcript: Path | None,
-            json_out: bool) -> int:
+            backup_dir: Path | None, json_out: bool) -> int:
     from ..drivers.base import refuse_on_input_error
 
     def emit_outcome(outcome: DeployOutcome, text: str | None) -> int:
@@ -266,8 +285,36 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
         console.print(f"[bold]OVOC {escape(host)}[/]: deploying {escape(subject)}",
                       soft_wrap=True)
     outcome = asyncio.run(driver.deploy(bundle, findings, force=force))
-    diagnosis = getattr(driver, "_last_diagnosis", None)
+    diagnosis = driver.last_diagnosis
+    _save_backup(outcome, host, staging_dir, backup_dir)
     return emit_outcome(outcome, outcome.transcript)
+
+
+def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
+                 backup_dir: Path | None) -> None:
+    """Keep the previous files where the user can find them when they are needed by hand."""
+    import datetime as dt
+    import re
+
+    backup = outcome.backup
+    if backup is None or not backup.files or (backup_dir is None and outcome.outcome != "failed"):
+        return
+    if backup_dir is None:
+        import platformdirs
+
+        backup_dir = Path(platformdirs.user_data_dir("certfleet")) / "backups"
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = backup_dir / f"ovoc-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}-{stamp}"
+    try:
+        backup.write_to(target)
+    except OSError as exc:
+        outcome.hint = (outcome.hint or "") + f" (the backup could not be saved: {exc.strerror})"
+        return
+    if outcome.outcome == "failed":
+        outcome.hint = (f"the previous files are saved in {target}: copy them back into "
+                        f"{staging_dir} and run Security > Server Certificate Updates > Import "
+                        "Server Certificates from Certificate Authority (CA) in EmsServerManager"
+                        + (f"; {outcome.hint}" if outcome.hint else ""))
 
 
 def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,

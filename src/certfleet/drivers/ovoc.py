@@ -467,7 +467,7 @@ class OvocDriver(Driver):
         self._transcripts: list[str] = []
         self._renamed = False  # staged files were replaced
         self._imported = False  # an import of new files succeeded
-        self._last_diagnosis: str | None = None
+        self.last_diagnosis: str | None = None  # why OVOC refused the last import
         self._dirty = False  # the shell may be inside a menu (after an error)
         self._menu_from = 0
 
@@ -856,7 +856,7 @@ class OvocDriver(Driver):
         if not ok:
             exists, staged = await self.download_staging()
             diagnosis = diagnosis_line(inspect_staged(staged, self.profile)) if exists else None
-            self._last_diagnosis = diagnosis
+            self.last_diagnosis = diagnosis
             why = diagnosis or "OVOC gave no reason and the staged files look right"
             raise DeviceRefusedError(
                 f"OVOC refused the import ({verdict}); {why}",
