@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import typer
-from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from _tools import require_tool
 from certfleet.cli import sbc as sbc_cli
@@ -222,13 +221,14 @@ def test_bad_input_is_refused_before_connecting(
 def test_device_400_is_quoted(
     app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
 ) -> None:
-    """A 400 from the device is shown with its description and rolled back."""
+    """A 400 on the first change is quoted and ends refused (exit 2): nothing was changed."""
     sbc.faults.add("400", method="PUT", path="/files/tls/0/privateKey")
     result = runner_for(app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--previous-key", str(files["old"]), "--verify-timeout", "1")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "refused it (400): 'Bad request'" in result.output
+    assert "nothing was changed" in result.output
 
 
 def test_insecure_warns(app: typer.Typer, sbc: LabSbc) -> None:

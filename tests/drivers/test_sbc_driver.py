@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from certfleet.drivers.sbc import SbcDriver, normalize_sha256, tls_contexts_in_ini
 from certfleet.errors import ConfigError
 from certfleet.lab.ca import Issued, LabCA
-from certfleet.lab.sbc import LabSbc
+from certfleet.lab.sbc import LabSbc, LabSbcPair
 from certfleet.pki.model import Bundle
 from drivers.sbc_support import bundle_of, deploy, driver_for, listeners
 
@@ -227,3 +227,39 @@ def test_other_ca_bundle_is_refused(sbc: LabSbc, lab_ca2: LabCA, bundle: Bundle)
     assert outcome.outcome == "refused"
     assert "certificate verify failed" in outcome.message.lower() or "ssl" in \
         outcome.message.lower()
+
+
+def test_standby_unit_refuses_and_nothing_changes(bundle: Bundle,
+                                                  old_key: rsa.RSAPrivateKey) -> None:
+    """Pointed at the HA standby, the first change is refused (409): refused, not rolled back."""
+    with LabSbcPair("ha-drv", key=old_key) as pair:
+        standby = pair.standby
+        outcome = deploy(driver_for(standby, previous_keys=[old_key], busy_retries=1), bundle)
+        assert outcome.outcome == "refused", outcome.message
+        assert "busy (HA sync?)" in outcome.message and "nothing was changed" in outcome.message
+        assert "HA standby" in outcome.message
+        assert pair.active.context(0).sha256 != bundle.leaf_sha256
+
+
+def test_ha_pair_install_shows_on_both_units(bundle: Bundle,
+                                             old_key: rsa.RSAPrivateKey) -> None:
+    """On an HA pair (409 after each change) the install is retried and both units serve it."""
+    with LabSbcPair("ha-drv2", key=old_key, sync_busy=2) as pair:
+        active, standby = pair.units
+        driver = driver_for(active, previous_keys=[old_key],
+                            listeners=[*listeners(active), *listeners(standby)])
+        outcome = deploy(driver, bundle)
+        assert outcome.outcome == "installed", outcome.message
+        assert len(outcome.served_after) == 4
+        assert standby.served_sha256("sip") == bundle.leaf_sha256
+        assert sum(1 for r in active.requests if r[2] == 409) >= 2
+
+
+def test_unreachable_device_is_refused(bundle: Bundle) -> None:
+    """Nothing listening: a connection error, refused before any change."""
+    with LabSbc("gone") as device:
+        url, pin = device.url, device.management_sha256
+    driver = SbcDriver("gone", url, password="x", pin_sha256=pin, verify_timeout=0.5)
+    outcome = deploy(driver, bundle, allow_no_rollback=True)
+    assert outcome.outcome == "refused"
+    assert "failed" in outcome.message and "nothing was changed" in outcome.message

@@ -225,6 +225,10 @@ class SbcDriver(Driver):
         self._served_before: dict[Listener, str | None] = {}
         self._restoring = False
         self._installed_sha256: str | None = None
+        # Whether a changing request may have changed the device: any PUT/POST
+        # except one answered 4xx (a 4xx is a refusal; a 5xx or a lost answer
+        # leaves it unknown, so it counts).
+        self._changed = False
         if insecure:
             log.warning("%s: TLS verification of %s is OFF (--insecure)", name, self.url)
 
@@ -355,15 +359,19 @@ class SbcDriver(Driver):
         for attempt in range(1, attempts + 1):
             files = ({"file": ("upload.pem", upload, "application/octet-stream")}
                      if upload is not None else None)
+            changing = method in ("PUT", "POST") and not self._restoring
             try:
                 answer = await self._client.request(method, path, files=files, json=json_body)
             except httpx.TimeoutException as exc:
+                # A request that was sent may have been applied: count it as a change.
+                self._changed |= changing and not isinstance(exc, httpx.ConnectTimeout)
                 raise DeviceTimeoutError(
                     f"{what}: the SBC at {self.url} did not answer within {self.timeout:g} s",
                     hint="check that the device is up; raise --timeout for a slow link",
                     device=self.name,
                 ) from exc
             except httpx.TransportError as exc:
+                self._changed |= changing and not isinstance(exc, httpx.ConnectError)
                 reason = str(exc) or type(exc).__name__
                 raise DeviceConnectionError(
                     f"{what}: the connection to {self.url} failed: {reason}",
@@ -371,6 +379,8 @@ class SbcDriver(Driver):
                     "if it dropped mid-change, check the device state",
                     device=self.name,
                 ) from exc
+            if changing and not 400 <= answer.status_code < 500:
+                self._changed = True  # applied, or a 5xx that may have half-applied it
             log.debug("%s %s %s -> %s", self.name, method, path, answer.status_code)
             if answer.status_code == 409 and attempt < attempts:
                 await asyncio.sleep(delay)
@@ -581,6 +591,8 @@ class SbcDriver(Driver):
     async def restore(self, backup: Backup) -> None:
         """Previous key, certificate and trusted roots into every context, then save."""
         self._restoring = True
+        if not self._changed:
+            return  # every changing request was refused: the device is as it was
         if self._client is None:
             self._client = self._new_client()
         for index in self.contexts:
@@ -656,12 +668,18 @@ class SbcDriver(Driver):
     ) -> DeployOutcome:
         """The base template, with the SBC's own hint when no rollback is possible."""
         self._restoring = False
+        self._changed = False
         self._changed_roots.clear()
         outcome = await super().deploy(bundle, findings, force=force,
                                        allow_no_rollback=allow_no_rollback)
         if (outcome.outcome == "refused" and outcome.steps
                 and outcome.steps[-1].detail == "no rollback possible"):
             outcome.hint = NO_ROLLBACK_HINT
+        elif outcome.outcome in ("failed", "restored") and not self._changed:
+            # The device refused the first change (4xx): nothing to restore.
+            cause = next((s.detail for s in outcome.steps if s.status == "failed"), "")
+            outcome.outcome = "refused"
+            outcome.message = f"{self.name}: {cause} (nothing was changed)"
         return outcome
 
 
