@@ -457,3 +457,27 @@ def test_only_unusable_blocks_are_named(label: str, hint: str) -> None:
     with pytest.raises(CertificateError, match=f"only {label}") as info:
         load_bytes(data, "id.pub")
     assert info.value.hint is not None and hint in info.value.hint
+
+
+@pytest.mark.parametrize("tail", [b"\n", b"\r\n", b"\x00\x00\x00"])
+def test_der_with_trailing_newline_or_nuls(issued: Issued, tail: bytes) -> None:
+    """A DER .cer with a newline or NUL bytes appended still loads."""
+    (obj,) = load_bytes(der(issued.leaf) + tail, "server.cer")
+    assert cert_sha256(obj.value) == cert_sha256(issued.leaf)  # type: ignore[arg-type]
+
+
+def test_der_with_trailing_junk_is_corrupt(issued: Issued) -> None:
+    """A DER certificate followed by other bytes is refused as corrupt."""
+    with pytest.raises(CertificateError, match=r"'server\.cer' DER data .* corrupt"):
+        load_bytes(der(issued.leaf) + b"junk", "server.cer")
+
+
+def test_pem_without_base64_padding(lab_ca: LabCA) -> None:
+    """A PEM block whose trailing '=' padding was dropped still loads."""
+    # DER lengths vary with serials and signatures: take the first leaf that needs padding.
+    leaves = (lab_ca.issue(("p.example.com",), key_type="ec-p256").leaf for _ in range(60))
+    cert = next(c for c in leaves if len(der(c)) % 3)
+    body = base64.b64encode(der(cert)).rstrip(b"=")
+    data = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
+    (obj,) = load_bytes(data, "nopad.pem")
+    assert cert_sha256(obj.value) == cert_sha256(cert)  # type: ignore[arg-type]

@@ -144,6 +144,17 @@ def _der_shape(data: bytes) -> str:
     return "unknown"
 
 
+def _strip_der_padding(data: bytes) -> bytes:
+    """DER without the newline or NUL bytes some download tools append to a .cer."""
+    try:
+        _, _, end = _der_tlv(data)
+    except _DerError:
+        return data
+    if end < len(data) and not data[end:].strip(b"\r\n\t \x00"):
+        return data[:end]
+    return data
+
+
 def _first_tlv(data: bytes) -> bytes:
     """The first DER value of ``data`` (a TRUSTED CERTIFICATE carries trust data after it)."""
     _, _, end = _der_tlv(data)
@@ -224,6 +235,8 @@ class _Collector:
         value: x509.Certificate | PrivateKey | x509.CertificateSigningRequest,
         encrypted: bool = False,
     ) -> None:
+        if isinstance(value, (x509.Certificate, x509.CertificateSigningRequest)):
+            _check_parsable(value, self.source, f"{kind} {len(self.objects) + 1}")
         self.objects.append(
             LoadedObject(
                 source=self.source,
@@ -234,6 +247,30 @@ class _Collector:
                 index=len(self.objects),
             )
         )
+
+
+def _check_parsable(
+    value: x509.Certificate | x509.CertificateSigningRequest, source: str, what: str
+) -> None:
+    """Parse now what cryptography parses lazily, so that later steps never trip on it.
+
+    Names, extensions and signature parameters are decoded on first access; a
+    duplicate extension or a malformed name would otherwise surface in the
+    middle of assembling or checking. An unsupported key or signature algorithm
+    is fine here: the checks report those.
+    """
+    try:
+        value.subject.rfc4514_string()
+        list(value.extensions)
+        if isinstance(value, x509.Certificate):
+            value.issuer.rfc4514_string()
+            _ = value.not_valid_before_utc, value.not_valid_after_utc
+            # Last: an UnsupportedAlgorithm here ends the checks without refusing.
+            _ = value.signature_hash_algorithm, value.signature_algorithm_parameters
+    except UnsupportedAlgorithm:
+        pass
+    except Exception as exc:  # cryptography raises ValueError, DuplicateExtension, ...
+        raise _corrupt(source, what, exc) from exc
 
 
 def _decode_text(data: bytes) -> bytes:
@@ -257,7 +294,11 @@ def _pem_body(body: bytes) -> tuple[dict[str, str], bytes]:
         name, _, value = lines[i].decode("ascii", "replace").partition(":")
         headers[name.strip()] = value.strip()
         i += 1
-    der = base64.b64decode(b"".join(lines[i:]), validate=True)
+    b64 = b"".join(lines[i:])
+    # Some tools drop the trailing "=" padding; restore it rather than refuse the block.
+    if not b64.endswith(b"="):
+        b64 += b"=" * (-len(b64) % 4)
+    der = base64.b64decode(b64, validate=True)
     return headers, der
 
 
@@ -369,6 +410,7 @@ def _load_der(data: bytes, password: bytes | None, out: _Collector) -> bool:
     if data[:4] in _JKS_MAGIC:
         _load_jks(data, password, out)
         return True
+    data = _strip_der_padding(data)
     shape = _der_shape(data)
     key: object
     try:
@@ -382,7 +424,9 @@ def _load_der(data: bytes, password: bytes | None, out: _Collector) -> bool:
                 out.add("csr", "der", x509.load_der_x509_csr(data))
                 return True
             except ValueError:
-                return False  # a CRL or something else signed: not ours
+                pass
+            x509.load_der_x509_crl(data)  # a CRL is not ours; anything else is corrupt
+            return False
         if shape == "pkcs7":
             certs = pkcs7.load_der_pkcs7_certificates(data)
             for cert in certs:
