@@ -204,3 +204,15 @@ def test_curl_and_openssl_see_the_lab(sbc: LabSbc, issued: Issued, tmp_path: Pat
         f"2>/dev/null | {openssl} x509 -fingerprint -sha256 -noout",
         shell=True, capture_output=True, text=True, check=True, timeout=30)
     assert shown.stdout.strip().split("=")[1].replace(":", "").lower() == _sha(issued.leaf_pem)
+
+
+def test_seed_context_stands_for_an_earlier_install(issued: Issued) -> None:
+    """seed_context makes a context hold (and save, and serve) a given pair and roots."""
+    with LabSbc("lab-seed") as device:
+        device.seed_context(1, issued.leaf_pem, issued.key_pem(), [issued.root_pem])
+        assert _served(device.sip_port) == _sha(issued.leaf_pem)
+        assert device.saved_context(1).trusted_roots[0] == issued.root_pem
+        device.restart()
+        assert _served(device.sip_port) == _sha(issued.leaf_pem)
+        with pytest.raises(ValueError, match="does not match"):
+            device.seed_context(0, issued.leaf_pem, device.context(2).key_pem)

@@ -8,7 +8,6 @@ Exit codes of ``deploy``: 0 installed and verified, 1 failed and restored,
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -193,6 +192,8 @@ def deploy(
     The SBC never returns its private key: rolling back needs --previous-key
     (the key installed now); a first deploy without it needs --allow-no-rollback.
     """
+    import asyncio
+
     from ..drivers.tlsprobe import Listener
     from ..pki.checks import preflight
     from ..pki.load import load_files
@@ -276,6 +277,8 @@ def backup(
     json_out: JsonOut = False,
 ) -> None:
     """Save the INI file and each TLS context's certificate and trusted roots."""
+    import asyncio
+
     driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
                      contexts=context or [0])
 
@@ -319,6 +322,7 @@ def status(
     json_out: JsonOut = False,
 ) -> None:
     """Show the device, its TLS contexts, what each holds and what management serves."""
+    import asyncio
     import datetime as dt
 
     driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout)
@@ -373,6 +377,8 @@ TrustContext = Annotated[int, typer.Option(
 
 
 def _audit(driver: SbcDriver, set_name: str, context: int, add: bool) -> dict[str, Any]:
+    import asyncio
+
     from ..trust import audit_roots, get_root_set
 
     root_set = get_root_set(set_name)

@@ -874,6 +874,27 @@ class LabSbc:
         """Restart the device: unsaved changes are lost, the saved ones are served."""
         self.state.restart()
 
+    def seed_context(self, index: int, cert_pem: bytes, key_pem: bytes,
+                     trusted_roots: Sequence[bytes] | None = None) -> None:
+        """Make context ``index`` hold ``cert_pem`` + ``key_pem``, saved, as if installed earlier.
+
+        ``trusted_roots`` (PEM each) are put first in its trusted store (what
+        was there stays). Works before and after :meth:`start`. Raises
+        ValueError when the key does not match the certificate.
+        """
+        certs = x509.load_pem_x509_certificates(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+        if _public_der(key) != _public_der(certs[0]):
+            raise ValueError(f"the key does not match the certificate for context {index!r}")
+        with self.state.lock:
+            ctx = self.state.running[index]
+            ctx.cert_pem = b"".join(_pem(c) for c in certs)
+            ctx.key_pem = _key_pem(key)
+            roots = list(trusted_roots or [])
+            ctx.trusted_roots = [*roots, *(r for r in ctx.trusted_roots if r not in roots)]
+            self.state.saved[index] = copy.deepcopy(ctx)
+            self.state.apply(index)
+
     # -- addresses
     def port_of(self, role: str) -> int:
         """The port of listener ``role`` (management, sip, teams). Raises KeyError."""
