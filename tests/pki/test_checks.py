@@ -276,6 +276,10 @@ def test_messages_quote_values(clean: Issued, lab_ca: LabCA) -> None:
     assert "'a.b.example.com'" in host.message and "*.example.com" in host.message
     weak = by_code(_weak_key_findings(lab_ca), "WEAK_KEY")[0]
     assert "RSA 1024 bits" in weak.message
+    client_only = lab_ca.issue(("c.example.com",), key_type="ec-p256",
+                               eku=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    usage = by_code(run(client_only.fullchain_pem), "NO_SERVER_AUTH")[0]
+    assert "lists clientAuth" in usage.message
 
 
 def _weak_key_findings(ca: LabCA) -> list[Finding]:

@@ -168,7 +168,7 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
     ``Bundle.findings``. Raises CertificateError when there is no certificate.
     """
     findings: list[Finding] = []
-    cert_objs = [o for o in objects if o.type == "certificate"]
+    cert_objs = [o for o in objects if isinstance(o.value, x509.Certificate)]
     key_objs = [o for o in objects if o.type == "private_key"]
     if not cert_objs:
         sources = sorted({o.source for o in objects})
@@ -182,7 +182,7 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
     first_source: dict[str, str] = {}
     seen_twice: set[str] = set()
     for obj in cert_objs:
-        assert isinstance(obj.value, x509.Certificate)
+        assert isinstance(obj.value, x509.Certificate)  # filtered above; narrows the type
         digest = cert_sha256(obj.value)
         if digest in first_source:
             if digest not in seen_twice:
@@ -307,8 +307,10 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
         )
 
     private_key: PrivateKey | None = None
-    if key_obj is not None:
-        private_key = key_obj.value  # type: ignore[assignment]  # a private_key object
+    if key_obj is not None and not isinstance(
+        key_obj.value, (x509.Certificate, x509.CertificateSigningRequest)
+    ):
+        private_key = key_obj.value
     return Bundle(
         leaf=leaf,
         chain=tuple(chain),

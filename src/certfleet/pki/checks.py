@@ -48,6 +48,14 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
                        "mutual TLS, e.g. Teams Direct Routing)"),
 }
 
+_EKU_NAMES: dict[x509.ObjectIdentifier, str] = {
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
+    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
+}
 _RANK: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
 _WEAK_HASHES = (hashes.SHA1, hashes.MD5)
 
@@ -252,7 +260,7 @@ def _check_usage(bundle: Bundle) -> list[Finding]:
     if usages is None or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
         return []
     subject = subject_text(bundle.leaf)
-    listed = ", ".join(getattr(u, "_name", u.dotted_string) for u in usages) or "nothing"
+    listed = ", ".join(_EKU_NAMES.get(u, u.dotted_string) for u in usages) or "nothing"
     found: list[Finding] = []
     if ExtendedKeyUsageOID.SERVER_AUTH not in usages:
         found.append(_finding(

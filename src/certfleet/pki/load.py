@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
 from ..errors import CertfleetError, CertificateError, PasswordError
-from .model import LoadedObject, PrivateKey
+from .model import LoadedObject, ObjectType, PrivateKey
 
 __all__ = ["PASSWORD_HINT", "load_bytes", "load_files"]
 
@@ -230,7 +230,7 @@ class _Collector:
 
     def add(
         self,
-        kind: str,
+        kind: ObjectType,
         fmt: str,
         value: x509.Certificate | PrivateKey | x509.CertificateSigningRequest,
         encrypted: bool = False,
@@ -240,7 +240,7 @@ class _Collector:
         self.objects.append(
             LoadedObject(
                 source=self.source,
-                type=kind,  # type: ignore[arg-type]  # callers pass the ObjectType literals
+                type=kind,
                 format=fmt,
                 value=value,
                 encrypted=encrypted,
