@@ -146,7 +146,8 @@ def _print_check(bundle: Bundle, findings: list[Finding], ok: bool) -> None:
     days = (leaf.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
     console.print(f"[bold]Leaf[/]     {escape(subject_text(leaf))}")
     console.print(f"[bold]Names[/]    {escape(', '.join(certificate_names(leaf)) or '-')}")
-    console.print(f"[bold]Expires[/]  {iso_utc(leaf.not_valid_after_utc)} ({days} days)")
+    when = f"in {days} days" if days >= 0 else f"expired {-days} days ago"
+    console.print(f"[bold]Expires[/]  {iso_utc(leaf.not_valid_after_utc)} ({when})")
     for number, cert in enumerate(bundle.chain, start=1):
         console.print(f"[bold]Chain {number}[/]  {escape(subject_text(cert))}")
     if bundle.root is not None:
@@ -156,6 +157,8 @@ def _print_check(bundle: Bundle, findings: list[Finding], ok: bool) -> None:
         console.print(
             f"[bold]Key[/]      {escape(str(bundle.key_source))} ({bundle.key_format}, {state})"
         )
+    elif any(f.code == "KEY_MISMATCH" for f in findings):
+        console.print("[bold]Key[/]      [red]none that matches the leaf[/]")
     else:
         console.print("[bold]Key[/]      -")
     console.print()
