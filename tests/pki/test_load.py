@@ -481,3 +481,37 @@ def test_pem_without_base64_padding(lab_ca: LabCA) -> None:
     data = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
     (obj,) = load_bytes(data, "nopad.pem")
     assert cert_sha256(obj.value) == cert_sha256(cert)  # type: ignore[arg-type]
+
+
+def test_openssl_nodes_output(tmp_path: Path, issued: Issued) -> None:
+    """What `openssl pkcs12 -nodes` prints (Bag/Key Attributes, key last) loads (oracle)."""
+    openssl = require_tool("openssl")
+    pfx = tmp_path / "s.pfx"
+    pfx.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"lab", issued.key, issued.leaf, list(issued.chain),
+        serialization.BestAvailableEncryption(b"pw"),
+    ))
+    text = subprocess.run(
+        [openssl, "pkcs12", "-in", str(pfx), "-nodes", "-passin", "pass:pw"],
+        check=True, capture_output=True,
+    ).stdout
+    assert b"Bag Attributes" in text
+    objects = load_bytes(text, "dump.pem")
+    assert sorted(o.type for o in objects) == ["certificate", "certificate", "private_key"]
+
+
+@pytest.mark.parametrize("store_type", ["jks", "pkcs12"])
+def test_keytool_generated_keystore(tmp_path: Path, store_type: str) -> None:
+    """A keystore made by `keytool -genkeypair` (JKS, or Java's own PKCS#12) loads (oracle)."""
+    keytool = require_tool("keytool")
+    path = tmp_path / f"java.{store_type}"
+    subprocess.run(
+        [keytool, "-genkeypair", "-alias", "server", "-keyalg", "EC", "-groupname", "secp256r1",
+         "-dname", "CN=ovoc.example.com", "-validity", "30", "-storetype", store_type,
+         "-keystore", str(path), "-storepass", "changeit", "-keypass", "changeit"],
+        check=True, capture_output=True,
+    )
+    objects = load_files([path], b"changeit")
+    assert [o.type for o in objects] == ["private_key", "certificate"]
+    assert objects[0].format == ("jks" if store_type == "jks" else "pkcs12")
+    assert spki_sha256(objects[0].value) == spki_sha256(objects[1].value)
