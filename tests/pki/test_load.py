@@ -515,3 +515,27 @@ def test_keytool_generated_keystore(tmp_path: Path, store_type: str) -> None:
     assert [o.type for o in objects] == ["private_key", "certificate"]
     assert objects[0].format == ("jks" if store_type == "jks" else "pkcs12")
     assert spki_sha256(objects[0].value) == spki_sha256(objects[1].value)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["pkcs8", "-topk8", "-v2", "aes-256-cbc"], "pkcs8-encrypted"),
+        (["pkcs8", "-topk8", "-v1", "PBE-SHA1-3DES"], "pkcs8-encrypted"),
+        (["pkcs8", "-topk8", "-scrypt"], "pkcs8-encrypted"),
+        (["rsa", "-traditional", "-des3"], "pem-encrypted"),
+    ],
+    ids=["pbes2-aes", "pbes1-3des", "scrypt", "traditional-3des"],
+)
+def test_openssl_encrypted_keys(tmp_path: Path, issued: Issued, args: list[str],
+                                expected: str) -> None:
+    """Keys encrypted by openssl with PBES2, PBES1, scrypt or legacy 3DES load (oracle)."""
+    openssl = require_tool("openssl")
+    (tmp_path / "k.pem").write_bytes(issued.key_pem("pkcs1"))
+    out = subprocess.run(
+        [openssl, *args, "-in", str(tmp_path / "k.pem"), "-passout", "pass:pw"],
+        check=True, capture_output=True,
+    ).stdout
+    (obj,) = load_bytes(out, "enc.key", b"pw")
+    assert (obj.format, obj.encrypted) == (expected, True)
+    assert spki_sha256(obj.value) == spki_sha256(issued.leaf)
