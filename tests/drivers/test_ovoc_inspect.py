@@ -203,3 +203,13 @@ def test_silent_device_times_out(silent_port: int) -> None:
                         connect_timeout=1)
     with pytest.raises(DeviceTimeoutError, match="did not answer within 1 s"):
         asyncio.run(driver.connect())
+
+
+def test_screen_joins_escapes_cut_between_reads() -> None:
+    """An escape sequence or CR LF cut by a read boundary never reaches the screen text."""
+    from certfleet.drivers.ovoc import _Screen
+
+    screen = _Screen(None, ["s3cret-pw"])  # type: ignore[arg-type]  # no process needed
+    for chunk in ("\x1b[?20", "04hroot@ovoc:~# ls\r", "\nserver.key s3cret-pw\r\n\x1b[0", "m$ "):
+        screen.feed(chunk)
+    assert screen.text == "root@ovoc:~# ls\nserver.key ********\n$ "

@@ -35,7 +35,6 @@ from ..errors import (
     ConfigError,
     DeviceAuthError,
     DeviceConnectionError,
-    DeviceError,
     DeviceRefusedError,
     DeviceTimeoutError,
     HostKeyError,
@@ -296,6 +295,17 @@ class _Screen:
         self._secrets = secrets
         self.text = ""
         self.mark = 0
+        self._pending = ""  # an escape sequence or CR cut at a read boundary
+
+    def feed(self, chunk: str) -> None:
+        data = self._pending + chunk
+        self._pending = ""
+        cut = data.rfind("\x1b")
+        if cut >= 0 and len(data) - cut < 16 and not _ANSI.match(data, cut):
+            data, self._pending = data[:cut], data[cut:]
+        if data.endswith("\r"):
+            data, self._pending = data[:-1], "\r" + self._pending
+        self.text += self.clean(data)
 
     def clean(self, raw: str) -> str:
         text = _ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "")
@@ -315,6 +325,8 @@ class _Screen:
         self, patterns: Mapping[str, str], timeout: float, waiting_for: str
     ) -> tuple[str, re.Match[str]]:
         """Wait until one of ``patterns`` appears after the mark; move the mark past it."""
+        import asyncssh
+
         compiled = {k: re.compile(v, re.IGNORECASE | re.MULTILINE) for k, v in patterns.items()}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -339,7 +351,7 @@ class _Screen:
                 chunk = await asyncio.wait_for(self._process.stdout.read(4096), remaining)
             except TimeoutError:
                 continue
-            except (OSError, DeviceError) as exc:
+            except (OSError, asyncssh.Error) as exc:
                 raise DeviceConnectionError(f"the SSH session ended: {exc}",
                                             hint="check the device and retry") from exc
             if not chunk:
@@ -348,7 +360,7 @@ class _Screen:
                     + " | ".join(line.strip() for line in self.last_lines() if line.strip()),
                     hint="check the device and retry",
                 )
-            self.text += self.clean(chunk)
+            self.feed(chunk)
 
     def send(self, line: str) -> None:
         self._process.stdin.write(line + "\n")
