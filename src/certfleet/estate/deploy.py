@@ -284,7 +284,7 @@ async def _deploy_device(
         if on_event is not None:
             on_event(event)
 
-    def finish(outcome: DeployOutcome | None) -> DeviceResult:
+    async def finish(outcome: DeployOutcome | None) -> DeviceResult:
         result.seconds = loop.time() - started_clock
         if dry_run:
             return result
@@ -297,7 +297,12 @@ async def _deploy_device(
         backup_id = None
         if outcome.backup is not None:
             served = next((v for v in outcome.served_before.values() if v), None)
-            backup_id = store.add_backup(outcome.backup, served_sha256=served, run_id=run_id).id
+            directory = store.new_backup_dir(device.name)
+            # Files are written (and synced) off the event loop: other devices go on.
+            await asyncio.to_thread(outcome.backup.write_to, directory)
+            backup_id = store.register_backup(
+                outcome.backup, directory, served_sha256=served, run_id=run_id
+            ).id
         result.backup_id = backup_id
         result.deployment_id = store.record_deployment(
             run_id=run_id, device=device.name, kind=device.kind, certificate=device.certificate,
@@ -311,7 +316,7 @@ async def _deploy_device(
         emit("preflight", "failed", problem.message)
         result.message = f"{device.name}: {problem.message}"
         result.hint = problem.hint
-        return finish(None)
+        return await finish(None)
 
     emit("observe", "start")
     result.served_before = await _observe(device)
@@ -321,11 +326,11 @@ async def _deploy_device(
         result.status, result.exit_code = "skipped", 0
         result.message = f"{device.name}: already serves v{version.id} on every listener"
         result.served_after = dict(result.served_before)
-        return finish(None)
+        return await finish(None)
     if dry_run:
         result.status, result.exit_code = "would-deploy", 0
         result.message = f"{device.name}: would install v{version.id}"
-        return finish(None)
+        return await finish(None)
 
     try:
         findings = device_findings(bundle, device, inventory)
@@ -334,7 +339,7 @@ async def _deploy_device(
         emit("preflight", "failed", exc.message)
         result.message = f"{device.name}: {exc.message}"
         result.hint = exc.hint
-        return finish(None)
+        return await finish(None)
     try:
         outcome = await driver.deploy(
             bundle, findings, force=force, allow_no_rollback=allow_no_rollback
@@ -347,7 +352,7 @@ async def _deploy_device(
             "the device state is unknown"
         )
         result.hint = "run 'certfleet verify' and 'certfleet rollback DEVICE' if needed"
-        return finish(None)
+        return await finish(None)
     result.status = outcome.outcome
     result.exit_code = outcome.exit_code
     result.message = outcome.message
@@ -358,4 +363,4 @@ async def _deploy_device(
     result.steps = [*result.steps, *outcome.steps]
     outcome.steps = result.steps
     outcome.served_before = result.served_before
-    return finish(outcome)
+    return await finish(outcome)

@@ -255,6 +255,7 @@ class Store:
     def __init__(self, root: Path, db: sqlite3.Connection) -> None:
         self.root = root
         self.db = db
+        self._keys: dict[int, Any] = {}
 
     # ---- opening -----------------------------------------------------------
 
@@ -276,6 +277,11 @@ class Store:
             ) from None
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA foreign_keys = ON")
+        # WAL: readers never block the deploy's writes, and commits are cheap
+        # (a deploy records every step of every device as it goes).
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
         store = cls(path, db)
         store._migrate()
         return store
@@ -434,7 +440,19 @@ class Store:
         return [self._key_record(row) for row in rows]
 
     def load_key(self, record: KeyRecord, passphrase: str | None = None) -> Any:
-        """The private key of ``record``. Raises PasswordError / PrivateKeyError."""
+        """The private key of ``record``. Raises PasswordError / PrivateKeyError.
+
+        Loaded keys are kept for the life of the store object: loading an RSA
+        key checks it, which costs tens of milliseconds per device otherwise.
+        """
+        cached = self._keys.get(record.id)
+        if cached is not None:
+            return cached
+        key = self._load_key(record, passphrase)
+        self._keys[record.id] = key
+        return key
+
+    def _load_key(self, record: KeyRecord, passphrase: str | None) -> Any:
         from cryptography.hazmat.primitives import serialization
 
         try:
@@ -723,9 +741,19 @@ class Store:
         self, backup: Any, *, served_sha256: str | None, run_id: int | None = None
     ) -> BackupRecord:
         """Write a driver :class:`~certfleet.drivers.base.Backup` under the state folder."""
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-        directory = self.root / "backups" / backup.device / stamp
+        directory = self.new_backup_dir(backup.device)
         backup.write_to(directory)
+        return self.register_backup(backup, directory, served_sha256=served_sha256, run_id=run_id)
+
+    def new_backup_dir(self, device: str) -> Path:
+        """A fresh folder name for a backup of ``device`` (not created)."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        return self.root / "backups" / device / stamp
+
+    def register_backup(
+        self, backup: Any, directory: Path, *, served_sha256: str | None, run_id: int | None
+    ) -> BackupRecord:
+        """Record a backup already written to ``directory`` (see :meth:`new_backup_dir`)."""
         cur = self.db.execute(
             "INSERT INTO backups (device, kind, dir, created, has_private_key, served_sha256,"
             " run_id) VALUES (?,?,?,?,?,?,?)",

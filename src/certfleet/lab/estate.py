@@ -15,7 +15,6 @@ only, like the rest of the lab.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import secrets
 from collections.abc import Iterator
@@ -34,20 +33,13 @@ WILDCARD = (f"*.{DOMAIN}", DOMAIN)
 
 
 def seed_sbc_context(sbc: LabSbc, issued: Issued, index: int) -> None:
-    """Make context ``index`` of a not yet started lab SBC hold ``issued`` (saved too).
+    """Make context ``index`` of a lab SBC hold ``issued`` (saved too): an earlier renewal.
 
-    Stands for an earlier renewal: the certificate, its key and the CA's
-    intermediates and root in the context's trusted store.
+    The certificate, its key, and the CA's intermediates and root in the
+    context's trusted store.
     """
-    state = sbc.state
-    with state.lock:
-        ctx = state.running[index]
-        ctx.cert_pem = issued.leaf_pem
-        ctx.key_pem = issued.key_pem("pkcs8")
-        roots = [issued.pem(c) for c in issued.chain] + [issued.root_pem]
-        ctx.trusted_roots = [*roots, *[r for r in ctx.trusted_roots if r not in roots]]
-        state.served[index] = (ctx.cert_pem, ctx.key_pem)
-        state.saved = copy.deepcopy(state.running)
+    roots = [issued.pem(c) for c in issued.chain] + [issued.root_pem]
+    sbc.seed_context(index, issued.leaf_pem, issued.key_pem("pkcs8"), roots)
 
 
 def _env_name(device: str, what: str) -> str:
@@ -147,16 +139,19 @@ class LabEstate:
         return self
 
     def stop(self) -> None:
-        """Stop everything that was started; never raises."""
-        for pair in self.pairs.values():
+        """Stop everything that was started, in parallel (each server waits for its poll)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def quietly(stop: Any) -> None:
             with contextlib.suppress(Exception):
-                pair.stop()
-        for sbc in self.sbcs.values():
-            with contextlib.suppress(Exception):
-                sbc.stop()
+                stop()
+
+        stops: list[Any] = [p.stop for p in self.pairs.values()]
+        stops += [s.stop for s in self.sbcs.values()]
         if self.ovoc is not None:
-            with contextlib.suppress(Exception):
-                self.ovoc.stop()
+            stops.append(self.ovoc.stop)
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            list(pool.map(quietly, stops))
         self.started = False
 
     def __enter__(self) -> LabEstate:

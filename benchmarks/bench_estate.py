@@ -1,0 +1,170 @@
+"""Estate deploy at scale: 1 lab OVOC + 100 lab SBCs with 100 ms per REST request.
+
+Prints the wall time of a deploy to one SBC (a fresh one-device estate),
+the wall time of a deploy to the whole estate, the ratio of the two (aim:
+under 3x) and the peak memory of the process. Figures are printed, never
+asserted. Run from a checkout: ``python benchmarks/bench_estate.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from certfleet.estate.deploy import DeployReport, run_deploy
+from certfleet.estate.devices import make_factory
+from certfleet.estate.importer import import_certificate
+from certfleet.estate.store import Store
+from certfleet.inventory import load_inventory
+from certfleet.lab.ca import LabCA
+from certfleet.lab.estate import WILDCARD, LabEstate
+
+AIM_RATIO = 3.0
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process (MiB); tracemalloc's peak where resource is missing."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    except ImportError:  # Windows
+        import tracemalloc
+
+        return tracemalloc.get_traced_memory()[1] / (1024 * 1024)
+
+
+def _lab_process(
+    conn: Any, directory: str, sbcs: int, ovoc: bool, ha: bool, latency: float
+) -> None:
+    """Run a lab estate in its own process, as real devices run on their own hardware."""
+    ca = LabCA(name="certfleet Bench")
+    lab = LabEstate(Path(directory), sbcs=sbcs, ovoc=ovoc, ha=ha, latency=latency, ca=ca,
+                    key_type="ec-p256")
+    lab.start()
+    try:
+        (lab.directory / "previous.pem").write_bytes(lab.old.fullchain_pem + lab.old.key_pem())
+        renewed = ca.issue(WILDCARD, key_type=lab.key_type)
+        (lab.directory / "renewed.pem").write_bytes(renewed.fullchain_pem + renewed.key_pem())
+        conn.send(lab.env)
+        conn.recv()  # until the benchmark is done
+    finally:
+        lab.stop()
+        conn.send("stopped")
+
+
+def deploy_once(
+    work: Path, *, sbcs: int, ovoc: bool, ha: bool, latency: float, concurrency: int
+) -> tuple[float, float, DeployReport]:
+    """Start an estate (another process), import the renewal, deploy.
+
+    Returns (setup seconds, deploy seconds, report).
+    """
+    import multiprocessing
+    import os
+
+    started = time.perf_counter()
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    parent, child = context.Pipe()
+    process = context.Process(
+        target=_lab_process, args=(child, str(work), sbcs, ovoc, ha, latency), daemon=True
+    )
+    process.start()
+    try:
+        env: dict[str, str] = parent.recv()
+        os.environ.update(env)
+        with Store.open(work / "state") as store:
+            inventory = load_inventory(work / "certfleet.toml")
+            import_certificate(inventory, store, "wildcard", [work / "previous.pem"])
+            import_certificate(inventory, store, "wildcard", [work / "renewed.pem"])
+            setup = time.perf_counter() - started
+            began = time.perf_counter()
+            report = asyncio.run(
+                run_deploy(inventory, store, make_factory(store), concurrency=concurrency)
+            )
+            return setup, time.perf_counter() - began, report
+    finally:
+        parent.send("stop")
+        if parent.poll(60):
+            parent.recv()
+        process.join(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sbcs", type=int, default=100)
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds per SBC request")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--no-ovoc", action="store_true", help="leave the OVOC out")
+    parser.add_argument(
+        "--ha", action="store_true",
+        help="make the last SBC an HA pair (its sync answers 409 after each change, so it "
+        "alone takes several seconds: the ratio then measures the pair, not the scale)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    if sys.platform == "win32":
+        import tracemalloc
+
+        tracemalloc.start()
+    with tempfile.TemporaryDirectory(prefix="certfleet-bench-") as tmp:
+        _, one, one_report = deploy_once(
+            Path(tmp) / "one", sbcs=1, ovoc=False, ha=False, latency=args.latency,
+            concurrency=1,
+        )
+        all_setup, full, report = deploy_once(
+            Path(tmp) / "all", sbcs=args.sbcs, ovoc=not args.no_ovoc, ha=args.ha,
+            latency=args.latency, concurrency=args.concurrency,
+        )
+    outcomes: dict[str, int] = {}
+    for result in report.results:
+        outcomes[result.status] = outcomes.get(result.status, 0) + 1
+    ratio = full / one if one else float("inf")
+    figures: dict[str, Any] = {
+        "devices": len(report.results),
+        "latency_s": args.latency,
+        "concurrency": args.concurrency,
+        "one_device_s": round(one, 3),
+        "one_device_outcome": one_report.results[0].status,
+        "estate_s": round(full, 3),
+        "estate_setup_s": round(all_setup, 3),
+        "ratio": round(ratio, 2),
+        "aim_ratio": AIM_RATIO,
+        "peak_memory_mib": round(peak_memory_mib(), 1),
+        "device_seconds": {r.device: round(r.seconds, 3) for r in report.results},
+        "outcomes": outcomes,
+        "exit_code": report.exit_code,
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        over = "" if ratio < AIM_RATIO else "  OVER"
+        print(f"estate deploy: {figures['devices']} devices, {args.latency * 1000:.0f} ms per "
+              f"SBC request, concurrency {args.concurrency}")
+        print(f"  one SBC:        {one:7.2f} s ({one_report.results[0].status})")
+        print(f"  whole estate:   {full:7.2f} s (setup {all_setup:.1f} s, not counted)")
+        print(f"  ratio:          {ratio:7.2f} x (aim < {AIM_RATIO:g} x){over}")
+        print(f"  peak memory:    {figures['peak_memory_mib']:7.1f} MiB")
+        print(f"  outcomes:       {outcomes}")
+        times = sorted(r.seconds for r in report.results)
+        slowest = max(report.results, key=lambda r: r.seconds)
+        print(f"  per device:     median {times[len(times) // 2]:.2f} s, slowest "
+              f"{slowest.seconds:.2f} s ({slowest.device})")
+        for result in report.results:
+            if result.exit_code:
+                print(f"  {result.device}: {result.status}: {result.message}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
