@@ -239,3 +239,52 @@ def test_doctor_accepts_deploy_flags(lab: LabOvoc) -> None:
                                  "--json"])
     assert result.exit_code == 0, result.output
     assert lab.import_count == 0
+
+
+def _inputs(kind: str, issued: Issued, tmp_path: Path) -> list[Path]:
+    """Input files that OVOC would reject, as users bring them."""
+    other = LabCA("OVOC CLI Other").issue(["ovoc.example.com"], key_type="rsa2048")
+    cert = tmp_path / "wildcard.crt"
+    cert.write_bytes(issued.leaf_pem + issued.chain_pem + issued.root_pem)
+    key = tmp_path / "wildcard.key"
+    if kind == "mismatched-key":
+        key.write_bytes(other.key_pem("pkcs1"))
+        return [cert, key]
+    if kind == "no-certificate":
+        key.write_bytes(issued.key_pem("pkcs1"))
+        return [key]
+    if kind == "unparseable-certificate":
+        cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        key.write_bytes(issued.key_pem("pkcs1"))
+        return [cert, key]
+    assert kind == "pfx-without-password" and issued.key is not None
+    pfx = tmp_path / "export.pfx"
+    pfx.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"x", issued.key, issued.leaf, None, serialization.BestAvailableEncryption(b"pw")))
+    return [pfx, cert]
+
+
+@pytest.mark.parametrize("kind", ["mismatched-key", "no-certificate", "unparseable-certificate",
+                                  "pfx-without-password"])
+def test_deploy_refuses_what_ovoc_would_reject(lab: LabOvoc, new_cert: Issued, tmp_path: Path,
+                                               kind: str) -> None:
+    """Every input OVOC would reject is refused before any change: exit 2."""
+    before = lab.staged_files()
+    result = runner.invoke(app, deploy_args(lab, _inputs(kind, new_cert, tmp_path), "--json"))
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["outcome"] == "refused"
+    assert lab.staged_files() == before and lab.import_count == 0
+    assert lab.served_certificate() == lab.initial.leaf
+
+
+def test_deploy_forced_mismatched_key_restores(lab: LabOvoc, new_cert: Issued,
+                                               tmp_path: Path) -> None:
+    """--force past a key that is not the certificate's: OVOC refuses, rolled back, exit 1."""
+    files = _inputs("mismatched-key", new_cert, tmp_path)
+    result = runner.invoke(app, deploy_args(lab, files, "--force", "--json"))
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "restored"
+    assert "SEM PKCS#12 file" in data["message"]
+    assert lab.served_certificate() == lab.initial.leaf
+    assert lab.staged_files()["server.crt"] == lab.initial.leaf_pem
