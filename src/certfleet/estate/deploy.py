@@ -278,6 +278,8 @@ async def _deploy_device(
         target_sha256=version.leaf_sha256 if version else None,
     )
 
+    observed_before: dict[str, str | None] = {}
+
     def emit(step: str, status: Any, detail: str = "") -> None:
         event = StepEvent(device.name, step, status, detail)
         result.steps.append(event)
@@ -296,7 +298,8 @@ async def _deploy_device(
             )
         backup_id = None
         if outcome.backup is not None:
-            served = next((v for v in outcome.served_before.values() if v), None)
+            # What the inventory's listeners served before: what a rollback restores.
+            served = next((v for v in observed_before.values() if v), None)
             directory = store.new_backup_dir(device.name)
             # Files are written (and synced) off the event loop: other devices go on.
             await asyncio.to_thread(outcome.backup.write_to, directory)
@@ -320,6 +323,7 @@ async def _deploy_device(
 
     emit("observe", "start")
     result.served_before = await _observe(device)
+    observed_before.update(result.served_before)
     served = set(result.served_before.values())
     emit("observe", "ok", f"{sum(1 for v in served if v)} certificate(s) served")
     if served == {version.leaf_sha256} and not force:

@@ -17,7 +17,7 @@ from ..secrets import resolve_secret
 from .deploy import DriverFactory
 from .store import Store
 
-__all__ = ["build_driver", "make_factory", "secret"]
+__all__ = ["build_driver", "make_factory", "prepare_standalone_restore", "secret"]
 
 
 def secret(device: Device, field_name: str, ref: str | None, what: str) -> str:
@@ -150,3 +150,20 @@ def _sbc_driver(
         on_event=on_event,
         verify_timeout=device.verify_timeout,
     )
+
+
+def prepare_standalone_restore(driver: Driver) -> None:
+    """Make ``driver.restore`` act in a session that installed nothing itself.
+
+    The drivers restore only what their own session changed (inside a deploy
+    that is right: nothing changed, nothing to undo). ``certfleet rollback``
+    restores a backup taken by an earlier run, so it tells the driver that
+    the device was changed. The flags are the drivers' own.
+    """
+    kind = getattr(driver, "kind", "")
+    if kind == "sbc" and hasattr(driver, "_changed"):
+        driver._changed = True  # the driver's own flag: see the docstring
+    elif kind == "ovoc" and hasattr(driver, "_renamed"):
+        driver._renamed = True  # the driver's own flag: see the docstring
+        if hasattr(driver, "_imported"):
+            driver._imported = True  # the driver's own flag: see the docstring

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..drivers.base import DeployOutcome, StepEvent
+from ..drivers.tlsprobe import wait_for_served
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Inventory
 from .deploy import DriverFactory
+from .devices import prepare_standalone_restore
 from .store import BackupRecord, Store
 
 __all__ = ["RollbackResult", "rollback_device"]
@@ -91,11 +93,16 @@ async def rollback_device(
             await driver.connect()
             driver.emit("connect", "ok")
             driver.emit("rollback", "start", f"backup {record.id} of {record.created}")
+            prepare_standalone_restore(driver)
             await driver.restore(backup)
             driver.emit("rollback", "ok")
             if record.served_sha256:
+                # Verified here, by handshake on the inventory's listeners: the
+                # drivers' own verify follows the state of a deploy session.
                 driver.emit("verify", "start")
-                after = await driver.verify(record.served_sha256)
+                after = await wait_for_served(
+                    device.listeners, record.served_sha256, device.verify_timeout
+                )
                 result.served_after = {str(r.listener): r.sha256 for r in after}
                 driver.emit("verify", "ok")
             result.ok = True
