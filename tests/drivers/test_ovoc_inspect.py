@@ -213,3 +213,20 @@ def test_screen_joins_escapes_cut_between_reads() -> None:
     for chunk in ("\x1b[?20", "04hroot@ovoc:~# ls\r", "\nserver.key s3cret-pw\r\n\x1b[0", "m$ "):
         screen.feed(chunk)
     assert screen.text == "root@ovoc:~# ls\nserver.key ********\n$ "
+
+
+def test_menu_from_inventory_mapping() -> None:
+    """Menu settings from an inventory: labels with numbers, prompts; bad ones refused."""
+    from certfleet.drivers.ovoc import OvocMenu
+
+    menu = OvocMenu.from_mapping({"labels": ["Security", "TLS Certificates", "Import from CA"],
+                                  "numbers": ["", "14", "3"], "back": "0"})
+    assert menu.path == (MenuStep("Security"), MenuStep("TLS Certificates", "14"),
+                         MenuStep("Import from CA", "3"))
+    assert menu.back == "0" and menu.command == "EmsServerManager"
+    with pytest.raises(ConfigError, match="'colour' is unknown"):
+        OvocMenu.from_mapping({"colour": "red"})
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        OvocMenu.from_mapping({"menu_prompt": "(unclosed"})
+    with pytest.raises(ConfigError, match="do not pair"):
+        OvocMenu.from_mapping({"labels": ["a", "b"], "numbers": ["1"]})

@@ -100,6 +100,51 @@ class OvocMenu:
     failure: str = r"\b(?:error|failed|failure)\b"
     back: str = "q"
 
+    def __post_init__(self) -> None:
+        patterns = {"menu_prompt": self.menu_prompt, "continue_prompt": self.continue_prompt,
+                    "password_prompt": self.password_prompt, "failure": self.failure}
+        patterns.update({f"success[{i}]": p for i, p in enumerate(self.success)})
+        for name, value in patterns.items():
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(
+                    f"menu {name} {value!r} is not a regular expression: {exc}") from exc
+        if not self.path:
+            raise ValueError("menu path must name at least one entry")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> OvocMenu:
+        """A menu from inventory settings: ``labels`` and ``numbers`` (lists, same length)
+        for the path, and any other field by name. Raises ConfigError."""
+        values: dict[str, Any] = {}
+        known = {"labels", "numbers", "command", "menu_prompt", "continue_prompt",
+                 "password_prompt", "success", "failure", "back"}
+        for raw_key, value in mapping.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                raise ConfigError(f"OVOC menu setting {raw_key!r} is unknown",
+                                  hint=f"use one of {', '.join(sorted(known))}")
+            values[key] = value
+        labels = values.pop("labels", None)
+        numbers = values.pop("numbers", None)
+        if labels is not None or numbers is not None:
+            default = cls()
+            labels = list(labels) if labels is not None else [s.label for s in default.path]
+            numbers = list(numbers) if numbers is not None else [None] * len(labels)
+            if len(numbers) != len(labels):
+                raise ConfigError(f"OVOC menu numbers {numbers!r} do not pair with labels "
+                                  f"{labels!r}", hint="give one number (or \"\") per label")
+            values["path"] = tuple(MenuStep(str(label), str(number) if number else None)
+                                   for label, number in zip(labels, numbers, strict=True))
+        if "success" in values:
+            values["success"] = tuple(values["success"])
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"OVOC menu settings: {exc}",
+                              hint="fix the menu settings in the inventory") from exc
+
 
 def host_key_sha256(key: asyncssh.SSHKey) -> str:
     """``SHA256:...`` fingerprint as ssh-keygen -l prints it."""
@@ -407,7 +452,7 @@ class OvocDriver(Driver):
     * ``profile``: the file names (:class:`~certfleet.pki.profiles.OvocProfile`);
     * ``menu``: labels, fallback numbers and prompts (:class:`OvocMenu`);
     * ``su_command``: ``su -`` by default (``{user}`` is replaced by ``su_user``);
-    * ``shell_prompt``: a pattern for the shell prompt;
+    * ``shell_prompt``, ``su_prompt``: patterns for the shell prompt and su's question;
     * timeouts in seconds: ``connect_timeout``, ``prompt_timeout`` (each screen),
       ``import_timeout`` (OVOC's verdict), ``verify_timeout`` (new cert served).
     """
@@ -436,6 +481,7 @@ class OvocDriver(Driver):
         menu: OvocMenu | None = None,
         su_command: str = "su - {user}",
         shell_prompt: str = r"[$#>%][ \t]*\Z",
+        su_prompt: str = r"password[^\n]*:[ \t]*\Z",
         connect_timeout: float = 30.0,
         prompt_timeout: float = 60.0,
         import_timeout: float = 600.0,
@@ -470,6 +516,7 @@ class OvocDriver(Driver):
         self.menu = menu or OvocMenu()
         self.su_command = su_command
         self.shell_prompt = shell_prompt
+        self.su_prompt = su_prompt
         self.connect_timeout = connect_timeout
         self.prompt_timeout = prompt_timeout
         self.import_timeout = import_timeout
@@ -633,7 +680,7 @@ class OvocDriver(Driver):
         screen = self._screen = _Screen(process, self._secrets())
         await screen.expect({"prompt": self.shell_prompt}, self.prompt_timeout, "shell prompt")
         screen.send(self.su_command.format(user=self.su_user))
-        await screen.expect({"password": r"password[^\n]*:[ \t]*\Z"}, self.prompt_timeout,
+        await screen.expect({"password": self.su_prompt}, self.prompt_timeout,
                             "su password prompt")
         screen.send(self.su_password or "")
         kind, _ = await screen.expect(
