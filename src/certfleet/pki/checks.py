@@ -199,7 +199,7 @@ def _check_chain(bundle: Bundle, existing: Sequence[Finding]) -> list[Finding]:
             "CHAIN_INCOMPLETE",
             f"the issuer of {subject_text(top)!r}, {issuer_name!r}, is not in the input{where}",
             "add the intermediate certificate(s) the CA sent with the certificate "
-            "(often a chain, ca-bundle or .p7b file)",
+            "(often a chain, ca-bundle or .p7b file), or its root if the CA has no intermediate",
             subject_text(top),
         ))
     return found
