@@ -94,16 +94,26 @@ def _cn(rfc4514: str | None) -> str:
     return rfc4514
 
 
-def render_status(statuses: list[DeviceStatus], warn_days: int = 30) -> Any:
-    """The status table (rich): one row per listener, devices sorted by days left."""
+def render_status(
+    statuses: list[DeviceStatus], warn_days: int = 30, *, wide: bool | None = None
+) -> Any:
+    """The status table (rich): one row per listener, devices sorted by days left.
+
+    The issuer gets a column of its own on a wide terminal (``wide``: decided
+    from the console width when None).
+    """
     from rich.table import Table
 
     from ..estate.status import band
 
+    if wide is None:
+        wide = console.width >= 120
     table = Table(title="Estate status", title_justify="left")
     table.add_column("device", no_wrap=True)
     table.add_column("listener", no_wrap=True)
-    table.add_column("certificate")
+    table.add_column("certificate", no_wrap=True)
+    if wide:
+        table.add_column("issuer")
     table.add_column("sha256", no_wrap=True)
     table.add_column("days", justify="right", no_wrap=True)
     table.add_column("name", no_wrap=True)
@@ -112,7 +122,8 @@ def render_status(statuses: list[DeviceStatus], warn_days: int = 30) -> Any:
         count = len(status.listeners)
         for index, item in enumerate(status.listeners):
             first = index == 0
-            device = f"{status.name}\n[dim]{status.kind}[/]" if first else ""
+            kind = f"\n[dim]{status.kind}[/]" if status.kind != status.name else ""
+            device = status.name + kind if first else ""
             if first and not status.agree and count > 1:
                 same = max(
                     sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
@@ -121,7 +132,8 @@ def render_status(statuses: list[DeviceStatus], warn_days: int = 30) -> Any:
                 device += f"\n[yellow]{same}/{count} listeners[/]"
             where = item.listener + (f"\n[dim]{item.label}[/]" if item.label else "")
             if not item.reachable:
-                table.add_row(device, where, f"[red]unreachable: {item.error}[/]", "", "", "", "")
+                cells = [device, where, f"[red]unreachable: {item.error}[/]", "", "", "", ""]
+                table.add_row(*cells, *([""] if wide else []))
                 continue
             days = item.days_left
             style = BAND_STYLE[band(days, warn_days)]
@@ -133,8 +145,8 @@ def render_status(statuses: list[DeviceStatus], warn_days: int = 30) -> Any:
                 current = "[yellow]no[/]"
             else:
                 current = "[dim]none[/]"
-            table.add_row(device, where,
-                          f"{_cn(item.subject)}\n[dim]by {_cn(item.issuer)}[/]",
+            issuer = [_cn(item.issuer)] if wide else []
+            table.add_row(device, where, _cn(item.subject), *issuer,
                           _short(item.sha256)[:8], days_text, name_ok, current)
     return table
 
