@@ -52,9 +52,14 @@ def _lab_process(
                     key_type="ec-p256")
     lab.start()
     try:
-        (lab.directory / "previous.pem").write_bytes(lab.old.fullchain_pem + lab.old.key_pem())
+        old = lab.old
+        (lab.directory / "previous.pem").write_bytes(
+            old.fullchain_pem + old.root_pem + old.key_pem()
+        )
         renewed = ca.issue(WILDCARD, key_type=lab.key_type)
-        (lab.directory / "renewed.pem").write_bytes(renewed.fullchain_pem + renewed.key_pem())
+        (lab.directory / "renewed.pem").write_bytes(
+            renewed.fullchain_pem + renewed.root_pem + renewed.key_pem()
+        )
         conn.send(lab.env)
         conn.recv()  # until the benchmark is done
     finally:
