@@ -20,7 +20,8 @@ def require_tool(name: str) -> str:
     CI installs every tool the suite needs, so a missing one there is a broken
     CI set-up, not a reason to skip.
     """
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    sbin = f"/usr/sbin/{name}"
+    path = shutil.which(name) or (sbin if os.path.exists(sbin) else None)
     if path is None:
         if in_ci():
             pytest.fail(f"{name} is required in CI but is not installed")

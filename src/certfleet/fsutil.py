@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_private_file", "write_file_atomic"]
+__all__ = ["write_file_atomic", "write_private_file"]
 
 
 def write_file_atomic(path: Path, data: bytes, *, private: bool = False) -> Path:

@@ -67,7 +67,7 @@ def resolve_secret(ref: str, *, what: str, interactive: bool | None = None) -> s
             import keyring  # imported lazily: it probes OS backends at import time
 
             value = keyring.get_password(service, user)
-        except Exception as exc:  # noqa: BLE001 - keyring backends raise anything
+        except Exception as exc:
             raise PasswordError(
                 f"the keyring could not be read for {service}/{user}: {type(exc).__name__}",
                 hint="use env:VAR, or set up a keyring backend",

@@ -31,7 +31,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def fail(message: str, hint: str | None = None, code: int = 2, *, json_out: bool = False) -> NoReturn:
+def fail(
+    message: str, hint: str | None = None, code: int = 2, *, json_out: bool = False
+) -> NoReturn:
     """Print one error line (and a Tip) and exit with ``code``."""
     if json_out:
         print_json({"error": message, "hint": hint})

@@ -29,13 +29,13 @@ from ..pki.model import Bundle, Finding
 from .tlsprobe import Listener, ProbeResult, probe, wait_for_served
 
 __all__ = [
+    "EXIT_CODES",
     "Backup",
     "DeployOutcome",
     "Driver",
     "EventCallback",
     "Outcome",
     "StepEvent",
-    "EXIT_CODES",
 ]
 
 Outcome = Literal["installed", "restored", "refused", "failed", "skipped"]
@@ -208,7 +208,9 @@ class Driver(abc.ABC):
 
     # ---- lifecycle ---------------------------------------------------------
 
-    def emit(self, step: str, status: Literal["start", "ok", "failed", "skipped"], detail: str = "") -> None:
+    def emit(
+        self, step: str, status: Literal["start", "ok", "failed", "skipped"], detail: str = ""
+    ) -> None:
         event = StepEvent(self.name, step, status, detail)
         self._steps.append(event)
         if self._on_event is not None:

@@ -8,6 +8,7 @@ a deploy). Trust decisions for management connections live in the drivers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Sequence
@@ -72,7 +73,7 @@ async def fetch_served_certificate(listener: Listener, timeout: float = 10.0) ->
     when it takes longer than ``timeout`` seconds.
     """
     try:
-        reader, writer = await asyncio.wait_for(
+        _reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
                 listener.host,
                 listener.port,
@@ -100,10 +101,8 @@ async def fetch_served_certificate(listener: Listener, timeout: float = 10.0) ->
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), 2)
-        except (OSError, ssl.SSLError, TimeoutError):
-            pass
     if not der:
         raise DeviceConnectionError(
             f"{listener} completed a handshake without presenting a certificate",

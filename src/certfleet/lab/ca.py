@@ -176,10 +176,12 @@ class LabCA:
                 ),
                 critical=True,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    (issuer_public or issuer_key.public_key())  # type: ignore[arg-type]
+                    issuer_public or issuer_key.public_key()  # type: ignore[arg-type]
                 ),
                 critical=False,
             )
@@ -196,7 +198,9 @@ class LabCA:
                 ),
                 critical=False,
             )
-        return builder.sign(issuer_key, self.hash_algorithm)
+        # SHA-1/MD5 stay possible at run time for weak-signature tests; the stubs
+        # only admit SHA-2/SHA-3.
+        return builder.sign(issuer_key, self.hash_algorithm)  # type: ignore[arg-type]
 
     @property
     def issuer(self) -> tuple[x509.Certificate, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
@@ -277,5 +281,6 @@ class LabCA:
             )
         if eku is not None:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-        leaf = builder.sign(issuer_key, hash_algorithm or self.hash_algorithm)
+        algorithm = hash_algorithm or self.hash_algorithm
+        leaf = builder.sign(issuer_key, algorithm)  # type: ignore[arg-type]  # SHA-1 for tests
         return Issued(leaf, leaf_key, self.intermediate_certs, self.root)
