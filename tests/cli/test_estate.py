@@ -126,7 +126,7 @@ def test_deploy_refused_while_locked(sbc_lab: LabEstate, tmp_path: Path) -> None
         store.acquire_lock("deploy")
     result = runner.invoke(app, ["deploy", "--inventory", str(sbc_lab.inventory_path),
                                  "--state-dir", str(state)])
-    assert result.exit_code == 3
+    assert result.exit_code == 2  # refused: nothing was touched
     assert "holds the lock" in result.output
     assert runner.invoke(app, ["unlock", "--state-dir", str(state)]).exit_code == 0
     code, out = _run(sbc_lab, state, "deploy", "--json")

@@ -71,10 +71,11 @@ def load(inventory: Path) -> Inventory:
     return load_inventory(inventory)
 
 
-def default_factory(store: Store) -> DriverFactory:
-    from ..estate.devices import make_factory
+def default_factory(store: Store, devices: list[Any] | None = None) -> DriverFactory:
+    """The real drivers; secrets the inventory says to ``prompt`` for are asked now."""
+    from ..estate.devices import make_factory, prompt_secrets
 
-    return make_factory(store)
+    return make_factory(store, prompt_secrets(devices or []))
 
 
 def _short(sha: str | None) -> str:
@@ -109,9 +110,9 @@ def render_status(
     if wide is None:
         wide = console.width >= 120
     table = Table(title="Estate status", title_justify="left")
-    table.add_column("device", no_wrap=True)
+    table.add_column("device", no_wrap=True, min_width=13)
     table.add_column("listener", no_wrap=True)
-    table.add_column("certificate", no_wrap=True)
+    table.add_column("certificate", max_width=44, overflow="fold")
     if wide:
         table.add_column("issuer")
     table.add_column("sha256", no_wrap=True)
@@ -132,7 +133,8 @@ def render_status(
                 device += f"\n[yellow]{same}/{count} listeners[/]"
             where = item.listener + (f"\n[dim]{item.label}[/]" if item.label else "")
             if not item.reachable:
-                cells = [device, where, f"[red]unreachable: {item.error}[/]", "", "", "", ""]
+                cells = [device, where, f"[red]unreachable[/]\n[dim]{item.error}[/]", "", "", "",
+                         ""]
                 table.add_row(*cells, *([""] if wide else []))
                 continue
             days = item.days_left
@@ -369,13 +371,28 @@ def register(app: typer.Typer) -> None:
         Exit code: the worst device's, ranked 3 (failed, not restored) > 1
         (failed, restored) > 2 (refused, untouched) > 0 (installed/skipped).
         """
+        from ..errors import StateError
+        from ..inventory import select_devices
+
         inv = load(inventory)
         with open_store(state_dir) as store:
-            report = run_deploy_cli(
-                inv, store, default_factory(store), only=only, concurrency=concurrency,
-                canary=canary, force=force, dry_run=dry_run,
-                allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
-            )
+            holder = store.lock_holder()
+            if holder is not None and not break_lock and not dry_run:
+                # Refused before anything was touched: exit 2, like any refusal.
+                fail(f"another deploy holds the lock: {holder.describe()}",
+                     "wait for it to finish; if it died, run 'certfleet unlock' "
+                     "(or deploy --break-lock)", json_out=json_out)
+            factory = default_factory(store, [] if dry_run else select_devices(inv, only))
+            try:
+                report = run_deploy_cli(
+                    inv, store, factory, only=only, concurrency=concurrency,
+                    canary=canary, force=force, dry_run=dry_run,
+                    allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
+                )
+            except StateError as exc:
+                if getattr(exc, "lock", None) is None:
+                    raise
+                fail(exc.message, exc.hint, json_out=json_out)
         if json_out:
             print_json(report.to_dict())
         else:
@@ -422,9 +439,12 @@ def register(app: typer.Typer) -> None:
         from ..estate.rollback import rollback_device
 
         inv = load(inventory)
-        with open_store(state_dir) as store, Progress([device], quiet=json_out) as progress:
-            result = asyncio.run(rollback_device(inv, store, default_factory(store), device,
-                                                 on_event=progress.event, break_lock=break_lock))
+        with open_store(state_dir) as store:
+            factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
+            with Progress([device], quiet=json_out) as progress:
+                result = asyncio.run(rollback_device(
+                    inv, store, factory, device, on_event=progress.event, break_lock=break_lock
+                ))
         if json_out:
             print_json(result.to_dict())
         elif result.ok:

@@ -7,6 +7,7 @@ the device's ``profile`` table, listeners passed through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,35 @@ from ..secrets import resolve_secret
 from .deploy import DriverFactory
 from .store import Store
 
-__all__ = ["build_driver", "make_factory", "prepare_standalone_restore", "secret"]
+__all__ = [
+    "build_driver",
+    "make_factory",
+    "prepare_standalone_restore",
+    "prompt_secrets",
+    "secret",
+]
 
 
-def secret(device: Device, field_name: str, ref: str | None, what: str) -> str:
-    """Resolve ``ref`` for ``device``. Raises ConfigError when it is missing."""
+Prefetched = Mapping[tuple[str, str], str]
+
+# What each secret field is called in prompts and messages.
+SECRET_FIELDS = {
+    "password": "password",
+    "root_password": "root password",
+    "keystore_password": "keystore password",
+}
+
+
+def secret(
+    device: Device,
+    field_name: str,
+    ref: str | None,
+    what: str,
+    prefetched: Prefetched | None = None,
+) -> str:
+    """Resolve ``ref`` for ``device`` (or take it from ``prefetched``). Raises ConfigError."""
+    if prefetched is not None and (device.name, field_name) in prefetched:
+        return prefetched[(device.name, field_name)]
     if ref is None:
         raise ConfigError(
             f"device {device.name!r} has no {field_name}",
@@ -31,11 +56,31 @@ def secret(device: Device, field_name: str, ref: str | None, what: str) -> str:
     return resolve_secret(ref, what=f"{what} of {device.name}")
 
 
-def make_factory(store: Store | None = None) -> DriverFactory:
-    """A driver factory; with ``store``, SBC drivers get the stored keys for rollback."""
+def prompt_secrets(devices: Sequence[Device]) -> dict[tuple[str, str], str]:
+    """Ask now for every secret the inventory says to ``prompt`` for.
+
+    Run before a deploy starts: prompts cannot share the terminal with the
+    live progress, and a parallel run must not stop for one device's question.
+    Raises PasswordError when there is no terminal.
+    """
+    answers: dict[tuple[str, str], str] = {}
+    for device in devices:
+        for field_name, what in SECRET_FIELDS.items():
+            if getattr(device, field_name) == "prompt":
+                answers[(device.name, field_name)] = resolve_secret(
+                    "prompt", what=f"{what} of {device.name}"
+                )
+    return answers
+
+
+def make_factory(store: Store | None = None, prefetched: Prefetched | None = None) -> DriverFactory:
+    """A driver factory; with ``store``, SBC drivers get the stored keys for rollback.
+
+    ``prefetched`` holds secrets already asked for (see :func:`prompt_secrets`).
+    """
 
     def factory(device: Device, inventory: Inventory, on_event: EventCallback | None) -> Driver:
-        return build_driver(device, inventory, on_event, store=store)
+        return build_driver(device, inventory, on_event, store=store, prefetched=prefetched)
 
     return factory
 
@@ -46,12 +91,13 @@ def build_driver(
     on_event: EventCallback | None,
     *,
     store: Store | None = None,
+    prefetched: Prefetched | None = None,
 ) -> Driver:
     """The driver for ``device``. Raises ConfigError / PasswordError (secrets, profile)."""
     if device.kind == "ovoc":
-        return _ovoc_driver(device, inventory, on_event)
+        return _ovoc_driver(device, inventory, on_event, prefetched)
     if device.kind == "sbc":
-        return _sbc_driver(device, inventory, on_event, store)
+        return _sbc_driver(device, inventory, on_event, store, prefetched)
     raise ConfigError(f"no driver for device kind {device.kind!r}", hint="use ovoc or sbc")
 
 
@@ -98,7 +144,12 @@ def _stored_keys(device: Device, inventory: Inventory, store: Store | None) -> l
     return keys
 
 
-def _ovoc_driver(device: Device, inventory: Inventory, on_event: EventCallback | None) -> Driver:
+def _ovoc_driver(
+    device: Device,
+    inventory: Inventory,
+    on_event: EventCallback | None,
+    prefetched: Prefetched | None = None,
+) -> Driver:
     from ..drivers.ovoc import OvocDriver
 
     host_key: str | None = None
@@ -116,10 +167,12 @@ def _ovoc_driver(device: Device, inventory: Inventory, on_event: EventCallback |
         device.address,
         ssh_port=device.port,
         user=device.user or "acems",
-        password=secret(device, "password", device.password, "SSH password"),
-        su_password=secret(device, "root_password", device.root_password, "root password"),
+        password=secret(device, "password", device.password, "SSH password", prefetched),
+        su_password=secret(
+            device, "root_password", device.root_password, "root password", prefetched
+        ),
         keystore_password=secret(
-            device, "keystore_password", device.keystore_password, "keystore password"
+            device, "keystore_password", device.keystore_password, "keystore password", prefetched
         ),
         host_key=host_key,
         known_hosts=known_hosts,
@@ -131,7 +184,11 @@ def _ovoc_driver(device: Device, inventory: Inventory, on_event: EventCallback |
 
 
 def _sbc_driver(
-    device: Device, inventory: Inventory, on_event: EventCallback | None, store: Store | None
+    device: Device,
+    inventory: Inventory,
+    on_event: EventCallback | None,
+    store: Store | None,
+    prefetched: Prefetched | None = None,
 ) -> Driver:
     from ..drivers.sbc import SbcDriver
 
@@ -139,7 +196,7 @@ def _sbc_driver(
     return SbcDriver(
         device.name,
         f"https://{host}:{device.port}",
-        password=secret(device, "password", device.password, "REST password"),
+        password=secret(device, "password", device.password, "REST password", prefetched),
         contexts=device.tls_contexts,
         user=device.user or "Admin",
         listeners=device.listeners,
