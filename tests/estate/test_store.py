@@ -93,3 +93,18 @@ def test_audit_records_os_user(tmp_path: Path) -> None:
         [line] = store.audit_log()
         assert line["command"] == "deploy" and line["device"] == "sbc1"
         assert line["user"] and line["at"]
+
+
+def test_older_store_is_migrated_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store at an older schema is upgraded by the missing migrations, data kept."""
+    from certfleet.estate import store as store_module
+
+    with Store.open(tmp_path) as store:
+        store.audit("init", "ok")
+    extra = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, extra])
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", len(store_module.MIGRATIONS))
+    with Store.open(tmp_path) as store:
+        assert store.schema_version == SCHEMA_VERSION + 1
+        store.db.execute("INSERT INTO notes (text) VALUES ('kept')")
+        assert [row["command"] for row in store.audit_log()] == ["init"]

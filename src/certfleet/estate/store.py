@@ -264,8 +264,11 @@ class Store:
         """Open (creating, migrating) the store in ``root``. Raises StateError."""
         path = Path(root).expanduser() if root is not None else default_state_dir()
         try:
+            created = not path.exists()
             path.mkdir(parents=True, exist_ok=True)
-            if os.name == "posix":
+            if created and os.name == "posix":
+                # Keys and backups live here: private to the user (only a folder
+                # certfleet made itself is changed).
                 with contextlib.suppress(OSError):
                     os.chmod(path, 0o700)
             db = sqlite3.connect(path / "state.db", timeout=10.0, isolation_level=None)
