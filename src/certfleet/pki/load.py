@@ -453,10 +453,40 @@ def _load_der(data: bytes, password: bytes | None, out: _Collector) -> bool:
     return False
 
 
+# Real tools use 2,048 to 600,000 key-derivation rounds. The MAC's round count is
+# read from the file itself, so a crafted 3 KB .pfx asking for 2**31 rounds would
+# keep the loader busy for minutes per password tried: refuse it up front.
+MAX_KDF_ITERATIONS = 10_000_000
+
+
+def _pkcs12_mac_iterations(data: bytes) -> int:
+    """The MacData iteration count of a PFX (RFC 7292 section 4), 1 when absent."""
+    try:
+        _, start, end = _der_tlv(data)
+        kids = _der_children(data, start, end, limit=3)
+        if len(kids) < 3 or kids[2][0] != 0x30:
+            return 1
+        mac = kids[2][1]
+        parts = _der_children(mac, 0, len(mac), limit=3)
+    except _DerError:
+        return 1
+    if len(parts) == 3 and parts[2][0] == 0x02:
+        return int.from_bytes(parts[2][1], "big", signed=True)
+    return 1
+
+
 def _load_pkcs12(data: bytes, password: bytes | None, out: _Collector) -> None:
     """PKCS#12 with the password, then with b"" and None (files without one)."""
     source = out.source
     what = "PKCS#12 file"
+    rounds = _pkcs12_mac_iterations(data)
+    if rounds > MAX_KDF_ITERATIONS:
+        raise CertificateError(
+            f"{source!r}: the PKCS#12 file asks for {rounds:,} key-derivation rounds, "
+            f"more than certfleet accepts ({MAX_KDF_ITERATIONS:,})",
+            hint="export the .pfx again with the tool's default settings",
+            path=source,
+        )
     candidates: list[bytes | None] = [password] if password else []
     candidates += [b"", None]
     p12: pkcs12.PKCS12KeyAndCertificates | None = None
