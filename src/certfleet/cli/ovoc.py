@@ -8,7 +8,6 @@ certificate restored and verified; 2 bad input or refused before any change;
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import sys
 from pathlib import Path
@@ -284,6 +283,8 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
         subject = bundle.leaf.subject.rfc4514_string()
         console.print(f"[bold]OVOC {escape(host)}[/]: deploying {escape(subject)}",
                       soft_wrap=True)
+    import asyncio
+
     outcome = asyncio.run(driver.deploy(bundle, findings, force=force))
     diagnosis = driver.last_diagnosis
     _save_backup(outcome, host, staging_dir, backup_dir)
@@ -343,6 +344,8 @@ def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
             await driver.close()
 
     try:
+        import asyncio
+
         report = asyncio.run(run())
     except InputError as exc:
         return _doctor_error(exc, 2, json_out)
