@@ -132,3 +132,33 @@ def test_deploy_refused_while_locked(sbc_lab: LabEstate, tmp_path: Path) -> None
     code, out = _run(sbc_lab, state, "deploy", "--json")
     assert code == 0, out
     assert {d["status"] for d in json.loads(out)["devices"]} == {"skipped"}
+
+
+def test_ovoc_rollback_after_deploy(tmp_path: Path) -> None:
+    """On the lab OVOC: deploy the renewal, then `rollback ovoc` serves last year's again."""
+    lab = LabEstate(tmp_path / "lab", sbcs=0, ha=False, key_type="ec-p256")
+    lab.start()
+    try:
+        with lab.environment():
+            state = tmp_path / "state"
+            old = tmp_path / "old.pem"
+            old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
+            assert _run(lab, state, "import", "wildcard", str(old))[0] == 0
+            renewed = lab.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
+            new = tmp_path / "new.pem"
+            new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
+            assert _run(lab, state, "import", "wildcard", str(new))[0] == 0
+            code, out = _run(lab, state, "deploy", "--json")
+            assert code == 0, out
+            assert lab.ovoc is not None
+            from certfleet.pki.model import cert_sha256
+
+            assert cert_sha256(lab.ovoc.served_certificate()) == cert_sha256(renewed.leaf)
+            code, out = _run(lab, state, "rollback", "ovoc", "--json")
+            assert code == 0, out
+            code, out = _run(lab, state, "verify", "--json")
+            assert code == 1
+            [device] = json.loads(out)["devices"]
+            assert device["listeners"][0]["sha256"] == cert_sha256(lab.old.leaf)
+    finally:
+        lab.stop()
