@@ -162,3 +162,22 @@ def test_ovoc_rollback_after_deploy(tmp_path: Path) -> None:
             assert device["listeners"][0]["sha256"] == cert_sha256(lab.old.leaf)
     finally:
         lab.stop()
+
+
+def test_human_output(sbc_lab: LabEstate, tmp_path: Path) -> None:
+    """Tables for status, plan, deploy --dry-run and history render without JSON."""
+    state = tmp_path / "state"
+    old = tmp_path / "old.pem"
+    old.write_bytes(sbc_lab.old.fullchain_pem + sbc_lab.old.key_pem())
+    code, out = _run(sbc_lab, state, "import", "wildcard", str(old))
+    assert code == 0 and "stored" in out
+    code, out = _run(sbc_lab, state, "status")
+    assert code == 0 and "Estate status" in out and "sbc2-ha" in out
+    code, out = _run(sbc_lab, state, "plan")
+    assert code == 0 and "skip" in out
+    result = runner.invoke(app, ["deploy", "--dry-run", "--force", "--inventory",
+                                 str(sbc_lab.inventory_path), "--state-dir", str(state)])
+    assert result.exit_code == 0, result.output
+    assert "would-deploy" in result.stdout and "dry run" in result.stdout
+    code, out = _run(sbc_lab, state, "history")
+    assert code == 0 and "History" in out
