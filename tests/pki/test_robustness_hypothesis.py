@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import itertools
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,12 @@ settings.register_profile(
     print_blob=True,
 )
 PROFILE = settings.get_profile("certfleet-robustness")
+# CERTFLEET_FUZZ_SCALE=10 runs ten times the examples (a longer hunt, by hand).
+FUZZ_SCALE = float(os.environ.get("CERTFLEET_FUZZ_SCALE", "1") or 1)
+
+
+def scaled(examples: int) -> int:
+    return max(1, int(examples * FUZZ_SCALE))
 
 
 # --- seeds: one valid file of each format ------------------------------------
@@ -369,42 +376,42 @@ def test_seeds_are_valid() -> None:
         assert objects, name
 
 
-@settings(PROFILE, max_examples=800)
+@settings(PROFILE, max_examples=scaled(800))
 @given(data=truncated(), password=passwords)
 def test_truncated_input_raises_only_certfleet_errors(data: bytes, password: bytes | None) -> None:
     """A file cut at any byte loads what is left or raises a CertfleetError."""
     assert_loads_or_refuses(data, password)
 
 
-@settings(PROFILE, max_examples=2000)
+@settings(PROFILE, max_examples=scaled(2000))
 @given(data=mutated(), password=passwords)
 def test_mutated_input_raises_only_certfleet_errors(data: bytes, password: bytes | None) -> None:
     """Flipped, replaced, inserted and deleted bytes never raise a foreign exception."""
     assert_loads_or_refuses(data, password)
 
 
-@settings(PROFILE, max_examples=1500)
+@settings(PROFILE, max_examples=scaled(1500))
 @given(data=rearmoured(), password=passwords)
 def test_rearmoured_der_raises_only_certfleet_errors(data: bytes, password: bytes | None) -> None:
     """Broken DER inside PEM armour, under its own label or another, gives a CertfleetError."""
     assert_loads_or_refuses(data, password)
 
 
-@settings(PROFILE, max_examples=800)
+@settings(PROFILE, max_examples=scaled(800))
 @given(data=spliced(), password=passwords)
 def test_spliced_inputs_raise_only_certfleet_errors(data: bytes, password: bytes | None) -> None:
     """The head of one file glued to the tail of another never raises a foreign exception."""
     assert_loads_or_refuses(data, password)
 
 
-@settings(PROFILE, max_examples=800)
+@settings(PROFILE, max_examples=scaled(800))
 @given(data=st.binary(max_size=2048), password=passwords)
 def test_random_bytes_raise_only_certfleet_errors(data: bytes, password: bytes | None) -> None:
     """Random bytes are refused with a CertfleetError."""
     assert_loads_or_refuses(data, password)
 
 
-@settings(PROFILE, max_examples=1500)
+@settings(PROFILE, max_examples=scaled(1500))
 @given(data=armoured_noise(), password=passwords)
 def test_armoured_noise_raises_only_certfleet_errors(data: bytes, password: bytes | None) -> None:
     """Random text inside PEM armour (any label, headers, missing END) gives a CertfleetError."""
@@ -497,7 +504,7 @@ def _call_assemble(objects: Sequence[LoadedObject]) -> Bundle | None:
         return None
 
 
-@settings(PROFILE, max_examples=800)
+@settings(PROFILE, max_examples=scaled(800))
 @given(choice=st.data())
 def test_assemble_any_subset_in_any_order(choice: st.DataObject) -> None:
     """assemble() on any subset/permutation returns a well-ordered bundle or a CertfleetError."""
@@ -509,7 +516,7 @@ def test_assemble_any_subset_in_any_order(choice: st.DataObject) -> None:
         assert_bundle_is_consistent(bundle, subset)
 
 
-@settings(PROFILE, max_examples=400)
+@settings(PROFILE, max_examples=scaled(400))
 @given(choice=st.data(), which=st.sampled_from((0, 1, 2, 3)), with_key=st.booleans())
 def test_assemble_orders_one_leaf_chain_exactly(
     choice: st.DataObject, which: int, with_key: bool
@@ -567,7 +574,7 @@ def damaged_certificates(draw: st.DrawFn) -> bytes:
     return bytes(der)
 
 
-@settings(PROFILE, max_examples=600)
+@settings(PROFILE, max_examples=scaled(600))
 @given(damaged=damaged_certificates(), choice=st.data())
 def test_damaged_certificates_that_load_assemble_and_check_cleanly(
     damaged: bytes, choice: st.DataObject
