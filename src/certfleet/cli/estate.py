@@ -161,7 +161,10 @@ def _served_change(before: dict[str, str | None], after: dict[str, str | None]) 
 
 
 def render_report(report: DeployReport) -> Any:
+    """The deploy summary table and a line of counts with the run's exit code."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     title = "Deploy summary" + (" (dry run)" if report.dry_run else "")
     table = Table(title=title, title_justify="left")
@@ -182,7 +185,12 @@ def render_report(report: DeployReport) -> Any:
             f"{result.seconds:.1f}s",
             message + (f"\n[yellow]Tip:[/] {result.hint}" if result.hint else ""),
         )
-    return table
+    counts: dict[str, int] = {}
+    for result in report.results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    line = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no device"
+    return Group(table, Text(f"{line}; exit code {report.exit_code}"
+                             + (f" (run {report.run_id})" if report.run_id else "")))
 
 
 class Progress:
