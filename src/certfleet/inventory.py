@@ -593,6 +593,7 @@ password = "env:SBC_PASSWORD"
 user = "acems"
 password = "env:OVOC_ACEMS_PASSWORD"
 root_password = "env:OVOC_ROOT_PASSWORD"
+keystore_password = "env:OVOC_KEYSTORE_PASSWORD"   # answers EmsServerManager's prompt
 
 # The OVOC appliance: SFTP + SSH as acems, su to root, EmsServerManager.
 [devices.ovoc]
