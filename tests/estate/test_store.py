@@ -108,3 +108,18 @@ def test_older_store_is_migrated_in_place(tmp_path: Path, monkeypatch: pytest.Mo
         assert store.schema_version == SCHEMA_VERSION + 1
         store.db.execute("INSERT INTO notes (text) VALUES ('kept')")
         assert [row["command"] for row in store.audit_log()] == ["init"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process lookup by pid")
+def test_stale_lock_is_named_stale(tmp_path: Path) -> None:
+    """A lock whose process is gone says so, pointing at unlock."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    with Store.open(tmp_path) as store:
+        store.acquire_lock("deploy")
+        store.db.execute("UPDATE locks SET pid = ?", (int(child.stdout),))
+        with pytest.raises(StateError, match="the lock is stale"):
+            store.acquire_lock("deploy")

@@ -246,7 +246,22 @@ class LockInfo:
     command: str
 
     def describe(self) -> str:
-        return f"pid {self.pid} on {self.host} ({self.user}) since {self.at}, {self.command}"
+        text = f"pid {self.pid} on {self.host} ({self.user}) since {self.at}, {self.command}"
+        if self.stale():
+            text += " (that process is gone: the lock is stale)"
+        return text
+
+    def stale(self) -> bool:
+        """True when the holder ran on this host and its process no longer exists (POSIX)."""
+        if self.host != socket.gethostname() or os.name != "posix":
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, owned by another user
+            return False
+        return False
 
 
 class Store:
