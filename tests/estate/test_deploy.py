@@ -88,6 +88,8 @@ def test_failed_canary_stops_the_run(loop_estate: LoopEstate, tmp_path: Path) ->
         report = asyncio.run(
             run_deploy(loop_estate.inventory(), store, loop_estate.factory, canary="sbc2")
         )
+        recorded = {row["device"]: row["outcome"] for row in store.deployments()}
+    assert recorded == {"sbc1": "not-attempted", "sbc2": "restored", "sbc3": "not-attempted"}
     status = {r.device: r.status for r in report.results}
     assert status == {"sbc1": "not-attempted", "sbc2": "restored", "sbc3": "not-attempted"}
     assert report.exit_code == 1

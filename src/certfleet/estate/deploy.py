@@ -240,6 +240,13 @@ async def run_deploy(
                         f"{device.name}: not attempted: the canary {canary!r} did not succeed",
                     )
                     results[device.name] = skipped
+                    if not dry_run:
+                        skipped.deployment_id = store.record_deployment(
+                            run_id=run_id, device=device.name, kind=device.kind,
+                            certificate=device.certificate, version_id=None,
+                            outcome=DeployOutcome(device.name, "skipped", skipped.message),
+                            started=_now(), status="not-attempted",
+                        )
                     if on_result is not None:
                         on_result(skipped)
                 rest = []
@@ -248,6 +255,11 @@ async def run_deploy(
         report = DeployReport(run_id, [results[d.name] for d in devices], dry_run)
         store.finish_run(run_id, report.exit_code)
         return report
+    except BaseException:  # interrupted (Ctrl-C, cancelled): the run says so
+        if run_id is not None:
+            store.finish_run(run_id, 130)
+            store.audit(command, "interrupted", detail=f"run {run_id}")
+        raise
     finally:
         if not dry_run:
             import os

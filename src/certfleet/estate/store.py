@@ -689,8 +689,13 @@ class Store:
         outcome: Any,
         started: str,
         backup_id: int | None = None,
+        status: str | None = None,
     ) -> int:
-        """Record one device's outcome (a DeployOutcome) and every step it emitted."""
+        """Record one device's outcome (a DeployOutcome) and every step it emitted.
+
+        ``status`` replaces ``outcome.outcome`` for states the drivers do not
+        have (``not-attempted``).
+        """
         with self.transaction():
             cur = self.db.execute(
                 "INSERT INTO deployments (run_id, device, kind, certificate, version_id,"
@@ -703,7 +708,7 @@ class Store:
                     certificate,
                     version_id,
                     outcome.target_sha256,
-                    outcome.outcome,
+                    status or outcome.outcome,
                     outcome.exit_code,
                     outcome.message,
                     outcome.hint,
