@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certfleet.drivers.sbc import SbcDriver, normalize_sha256, tls_contexts_in_ini
-from certfleet.errors import ConfigError
+from certfleet.errors import ConfigError, DeviceRefusedError, HostKeyError
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.sbc import LabSbc, LabSbcPair
 from certfleet.pki.model import Bundle
@@ -263,3 +263,29 @@ def test_unreachable_device_is_refused(bundle: Bundle) -> None:
     outcome = deploy(driver, bundle, allow_no_rollback=True)
     assert outcome.outcome == "refused"
     assert "failed" in outcome.message and "nothing was changed" in outcome.message
+
+
+def test_non_pem_upload_is_quoted_and_pin_rechecked_per_connection(
+    sbc: LabSbc, issued: Issued
+) -> None:
+    """A real non-PEM upload gets the device's 400 quoted; a changed cert on a new connection
+    fails the pin check before the answer is used."""
+    driver = driver_for(sbc)
+
+    async def run() -> None:
+        async with driver.session():
+            with pytest.raises(DeviceRefusedError,
+                               match=r"refused it \(400\): 'Failed to load the certificate"):
+                await driver._request("PUT", "/files/tls/1/certificate", upload=b"\x30\x82junk",
+                                      what="uploading junk")
+            sbc.seed_context(0, issued.leaf_pem, issued.key_pem())
+            await driver.close()
+            driver._client = driver._new_client()  # the next request opens a new connection
+            with pytest.raises(HostKeyError, match=bundle_sha(issued)):
+                await driver.read_ini()
+
+    asyncio.run(run())
+
+
+def bundle_sha(issued: Issued) -> str:
+    return hashlib.sha256(issued.leaf.public_bytes(serialization.Encoding.DER)).hexdigest()

@@ -46,7 +46,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
@@ -68,6 +68,7 @@ __all__ = [
     "LabSbc",
     "LabSbcPair",
     "parse_multipart",
+    "stop_all",
 ]
 
 API_PREFIX = "/api/v1"
@@ -133,6 +134,31 @@ def _public_der(key_or_cert: Any) -> bytes:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return data
+
+
+@functools.lru_cache(maxsize=512)
+def _stored_key(key_pem: bytes) -> tuple[bytes, int]:
+    """(SubjectPublicKeyInfo DER, key size) of a key the lab stores.
+
+    Cached and loaded without RSA validation: stored keys were validated on
+    upload (or made by the lab), and a validated RSA load costs ~30 ms of
+    CPU, which a lab of 100 devices cannot pay on every request.
+    """
+    key = serialization.load_pem_private_key(key_pem, None, unsafe_skip_rsa_key_validation=True)
+    size = getattr(key, "key_size", None) or getattr(getattr(key, "curve", None), "key_size", 0)
+    return _public_der(key), int(size or 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _uploaded_key(data: bytes, password: bytes | None) -> Any:
+    """An uploaded key, fully validated once: an estate uploads the same key to every device."""
+    return serialization.load_pem_private_key(data, password)
+
+
+@functools.lru_cache(maxsize=64)
+def _stored_pem(data: bytes, password: bytes | None) -> bytes:
+    """How the lab stores an uploaded key: unencrypted PKCS#8."""
+    return _key_pem(_uploaded_key(data, password))
 
 
 def _split_pem_certificates(data: bytes) -> list[x509.Certificate]:
@@ -214,7 +240,6 @@ class ContextView:
     @classmethod
     def of(cls, ctx: _Context) -> ContextView:
         certs = x509.load_pem_x509_certificates(ctx.cert_pem)
-        key = serialization.load_pem_private_key(ctx.key_pem, None)
         roots = tuple(ctx.trusted_roots)
         return cls(
             index=ctx.index,
@@ -224,7 +249,7 @@ class ContextView:
             trusted_roots=roots,
             certificate=certs[0],
             sha256=_sha256(certs[0]),
-            key_matches=_public_der(key) == _public_der(certs[0]),
+            key_matches=_stored_key(ctx.key_pem)[0] == _public_der(certs[0]),
             trusted_root_sha256=tuple(_sha256(x509.load_pem_x509_certificate(r)) for r in roots),
         )
 
@@ -378,8 +403,7 @@ class _DeviceState:
         with self.lock:
             ctx = self.running[index]
             cert = x509.load_pem_x509_certificates(ctx.cert_pem)[0]
-            key = serialization.load_pem_private_key(ctx.key_pem, None)
-            if _public_der(cert) != _public_der(key):
+            if _public_der(cert) != _stored_key(ctx.key_pem)[0]:
                 return  # keep presenting the previous pair until they match
             self.served[index] = (ctx.cert_pem, ctx.key_pem)
             for role, slot, faults in self.slots:
@@ -688,25 +712,22 @@ class _SbcHandler(BaseHTTPRequestHandler):
                     return 200, {"description": "Certificate was successfully changed"}, ""
             if what == "privateKey" and not incremental:
                 if method == "GET":
-                    key = serialization.load_pem_private_key(ctx.key_pem, None)
                     cert = x509.load_pem_x509_certificates(ctx.cert_pem)[0]
-                    size = getattr(key, "key_size", None) or getattr(
-                        getattr(key, "curve", None), "key_size", 0)
-                    return 200, {"size": size,
-                                 "valid": _public_der(key) == _public_der(cert)}, ""
+                    public, size = _stored_key(ctx.key_pem)
+                    return 200, {"size": size, "valid": public == _public_der(cert)}, ""
                 if method == "PUT":
                     data, password = self._upload(body)
                     try:
                         if b"-----BEGIN" not in data:
                             raise ValueError("not PEM")
-                        key = serialization.load_pem_private_key(data, password)
+                        key = _uploaded_key(data, password)
                     except (ValueError, TypeError) as exc:
                         raise _Reply(400, "Failed to load the private key: the file is not a "
                                           "PEM private key or its password is wrong") from exc
                     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
                         raise _Reply(400, "Failed to load the private key: only RSA and EC "
                                           "keys are supported")
-                    ctx.key_pem = _key_pem(key)
+                    ctx.key_pem = _stored_pem(data, password)
                     state.apply(ctx.index)
                     state.changed()
                     return 200, {"description": "Private key was successfully changed"}, ""
@@ -855,12 +876,17 @@ class LabSbc:
         return self
 
     def stop(self) -> None:
-        """Stop every listener; hung requests are released."""
+        """Stop every listener (in parallel); hung requests are released."""
         self._stopping.set()
-        for role, server in list(self._servers.items()):
-            server.stop()
-            self.state.unregister(self._slots[role])
-            self._slots[role].close()
+        stoppers = [threading.Thread(target=server.stop, name=f"stop-{self.name}-{role}")
+                    for role, server in self._servers.items()]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+        for slot in self._slots.values():
+            self.state.unregister(slot)
+            slot.close()
         self._servers.clear()
         self._slots.clear()
 
@@ -971,6 +997,15 @@ class LabSbc:
     def _log(self, method: str, path: str, status: int) -> None:
         with self._requests_lock:
             self.requests.append((method, path, status))
+
+
+def stop_all(devices: Iterable[LabSbc | LabSbcPair]) -> None:
+    """Stop many lab SBCs at once (each server's loop takes up to 0.1 s to notice)."""
+    threads = [threading.Thread(target=device.stop, name="lab-sbc-stop") for device in devices]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 class LabSbcPair:
