@@ -289,3 +289,13 @@ def test_non_pem_upload_is_quoted_and_pin_rechecked_per_connection(
 
 def bundle_sha(issued: Issued) -> str:
     return hashlib.sha256(issued.leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def test_read_only_user_is_refused_with_403(bundle: Bundle) -> None:
+    """A user that may not change the configuration: 403, refused, nothing changed."""
+    with LabSbc("ro", read_only_users={"Monitor": "mon-pw"}) as device:
+        driver = driver_for(device, user="Monitor", password="mon-pw")
+        outcome = deploy(driver, bundle, allow_no_rollback=True)
+        assert outcome.outcome == "refused", outcome.message
+        assert "the SBC refused user 'Monitor' (403)" in outcome.message
+        assert "nothing was changed" in outcome.message

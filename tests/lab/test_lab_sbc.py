@@ -216,3 +216,20 @@ def test_seed_context_stands_for_an_earlier_install(issued: Issued) -> None:
         assert _served(device.sip_port) == _sha(issued.leaf_pem)
         with pytest.raises(ValueError, match="does not match"):
             device.seed_context(0, issued.leaf_pem, device.context(2).key_pem)
+
+
+def test_encrypted_key_upload_and_read_only_user(issued: Issued, tmp_path: Path) -> None:
+    """An encrypted key loads with its password part (400 without); a read-only user gets 403."""
+    assert issued.key is not None
+    encrypted = issued.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"key-pw"))
+    with LabSbc("lab-enc", read_only_users={"Monitor": "mon-pw"}) as device, \
+            _client(device, tmp_path) as client:
+        assert _put(client, "/files/tls/1/privateKey", encrypted).status_code == 400
+        assert _put(client, "/files/tls/1/privateKey", encrypted,
+                    password="key-pw").status_code == 200
+        monitor = client.put("/files/tls/1/certificate", auth=("Monitor", "mon-pw"),
+                             files={"file": ("c.pem", issued.leaf_pem)})
+        assert monitor.status_code == 403
+        assert client.get("/status", auth=("Monitor", "mon-pw")).status_code == 200
