@@ -224,7 +224,6 @@ class SbcDriver(Driver):
         self._changed_roots: set[int] = set()
         self._served_before: dict[Listener, str | None] = {}
         self._restoring = False
-        self._installed_sha256: str | None = None
         # Whether a changing request may have changed the device: any PUT/POST
         # except one answered 4xx (a 4xx is a refusal; a 5xx or a lost answer
         # leaves it unknown, so it counts).
@@ -549,7 +548,6 @@ class SbcDriver(Driver):
         roots = (_certificates(artifacts.get(SbcProfile.trusted_roots_file))
                  if SbcProfile.trusted_roots_file in artifacts.names() else [])
         new_sha = bundle.leaf_sha256
-        self._installed_sha256 = new_sha
         for index in self.contexts:
             where = f"/files/tls/{index}"
             before = self._before.get(index)
