@@ -321,7 +321,11 @@ def status(
     timeout: Timeout = 30.0,
     json_out: JsonOut = False,
 ) -> None:
-    """Show the device, its TLS contexts, what each holds and what management serves."""
+    """Show the device, its TLS contexts, what each holds and what management serves.
+
+    "as management" marks the contexts holding the certificate that management
+    HTTPS presents (several may hold the same wildcard).
+    """
     import asyncio
     import datetime as dt
 
@@ -354,7 +358,7 @@ def status(
                   f"HA {device.get('highAvailability')}", soft_wrap=True, markup=False)
     table = Table(title="TLS contexts")
     for column in ("#", "name", "certificate", "sha256", "expires", "days", "key", "roots",
-                   "management"):
+                   "as management"):
         table.add_column(column)
     for row in rows:
         valid = row["key_valid"]
@@ -363,7 +367,7 @@ def status(
             (row["sha256"] or "-")[:16], (row["not_after"] or "-")[:10],
             str(row["days_left"] if row["days_left"] is not None else "-"),
             "valid" if valid else ("MISMATCH" if valid is False else "?"),
-            str(len(row["trusted_roots"])), "serves" if row["serves_management"] else "",
+            str(len(row["trusted_roots"])), "same" if row["serves_management"] else "",
         )
     console.print(table)
     console.print(f"management serves {driver.management_sha256}", markup=False)
