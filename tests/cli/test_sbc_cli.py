@@ -89,7 +89,7 @@ def test_deploy_two_contexts_seen_by_openssl_and_curl(
     result = runner_for(app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc),
         "--context", "0", "--context", "1", *_verify(sbc), "--previous-key", str(files["old"]),
-        "--verify-timeout", "2", "--json")
+        "--verify-timeout", "10", "--json")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     assert outcome["outcome"] == "installed" and outcome["exit_code"] == 0
@@ -127,7 +127,7 @@ def test_first_deploy_needs_allow_no_rollback(
     assert sbc.context(0).sha256 == before
     done = invoke("deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
                   "--verify", f"127.0.0.1:{sbc.port}", "--allow-no-rollback",
-                  "--verify-timeout", "2")
+                  "--verify-timeout", "10")
     assert done.exit_code == 0, done.output
     assert "installed" in done.stdout
 
@@ -141,7 +141,7 @@ def test_ha_pair_deploy_verified_on_both_units(
         result = runner_for(app, active.password)(
             "deploy", str(files["cert"]), str(files["key"]), *_conn(active),
             "--context", "0", "--context", "1", *_verify(active), *_verify(standby),
-            "--previous-key", str(files["old"]), "--verify-timeout", "2",
+            "--previous-key", str(files["old"]), "--verify-timeout", "10",
             "--busy-delay", "0.01", "--json")
         assert result.exit_code == 0, result.output
         target = json.loads(result.stdout)["target_sha256"]

@@ -34,7 +34,7 @@ def driver_for(sbc: LabSbc, **options: Any) -> SbcDriver:
         "contexts": (0, 1),
         "listeners": listeners(sbc),
         "pin_sha256": sbc.management_sha256,
-        "verify_timeout": 1.0,
+        "verify_timeout": 10.0,
         "busy_delay": 0.01,
         "timeout": 5.0,
     }

@@ -634,6 +634,9 @@ class SbcDriver(Driver):
         rollback what it served before. Also checks each context on the device."""
         wait = self.verify_timeout if timeout is None else timeout
         if self._restoring:
+            # The previous certificates are back at once on a healthy device; a short
+            # verify timeout (set to fail fast on the new one) must not fail the rollback.
+            wait = max(wait, 5.0)
             groups: dict[str, list[Listener]] = {}
             for listener in self.listeners:
                 previous = self._served_before.get(listener)
