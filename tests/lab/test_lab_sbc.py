@@ -233,3 +233,14 @@ def test_encrypted_key_upload_and_read_only_user(issued: Issued, tmp_path: Path)
                              files={"file": ("c.pem", issued.leaf_pem)})
         assert monitor.status_code == 403
         assert client.get("/status", auth=("Monitor", "mon-pw")).status_code == 200
+
+
+def test_full_ini_load_resets_the_device(sbc: LabSbc, issued: Issued, tmp_path: Path) -> None:
+    """PUT /files/ini loads parameters, saves them and resets: they survive a restart."""
+    with _client(sbc, tmp_path) as client:
+        ini = client.get("/files/ini").text.replace("SyslogServerIP = 0.0.0.0",
+                                                    "SyslogServerIP = 192.0.2.7")
+        assert _put(client, "/files/ini", ini.encode()).status_code == 200
+        sbc.restart()
+        assert "SyslogServerIP = 192.0.2.7" in client.get("/files/ini").text
+        assert _put(client, "/files/ini", b"\x00\x01binary").status_code == 400
