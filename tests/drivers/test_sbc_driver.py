@@ -268,8 +268,7 @@ def test_unreachable_device_is_refused(bundle: Bundle) -> None:
 def test_non_pem_upload_is_quoted_and_pin_rechecked_per_connection(
     sbc: LabSbc, issued: Issued
 ) -> None:
-    """A real non-PEM upload gets the device's 400 quoted; a changed cert on a new connection
-    fails the pin check before the answer is used."""
+    """A non-PEM upload's 400 is quoted; a changed cert on a new connection fails the pin."""
     driver = driver_for(sbc)
 
     async def run() -> None:
