@@ -586,6 +586,12 @@ class SbcDriver(Driver):
             await self.add_trusted_root(index, cert)
             self._changed_roots.add(index)
 
+    def assume_changed(self) -> None:
+        """Treat the device as changed by this session, so that restore() puts a
+        backup from an earlier run back (``certfleet rollback``)."""
+        self._changed = True
+        self._changed_roots.update(self.contexts)
+
     async def restore(self, backup: Backup) -> None:
         """Previous key, certificate and trusted roots into every context, then save."""
         self._restoring = True
