@@ -243,12 +243,20 @@ def test_connection_dropped_mid_upload(lab: LabOvoc, new_cert: Issued) -> None:
     assert lab.served_certificate() == lab.initial.leaf
 
 
+def test_confirmation_is_answered_yes(lab: LabOvoc, new_cert: Issued) -> None:
+    """A yes/no confirmation in the import dialogue is answered 'yes' and the import goes on."""
+    lab.faults.inject_prompt = "Overwrite the existing keystore? (yes/no): "
+    outcome = deploy(make_driver(lab), bundle_of(new_cert))
+    assert outcome.outcome == "installed", outcome.message
+    assert "Overwrite the existing keystore? (yes/no): yes" in (outcome.transcript or "")
+
+
 def test_unexpected_prompt_times_out_and_rolls_back(lab: LabOvoc, new_cert: Issued) -> None:
     """An unknown question times out with the last screen shown, then the old cert is back."""
-    lab.faults.inject_prompt = "Overwrite the existing keystore? (yes/no): "
+    lab.faults.inject_prompt = "Select the keystore type [JKS/PKCS12]: "
     outcome = deploy(make_driver(lab, prompt_timeout=1.5), bundle_of(new_cert))
     assert outcome.outcome == "restored", outcome.message
-    assert "Overwrite the existing keystore? (yes/no):" in outcome.message
+    assert "Select the keystore type [JKS/PKCS12]:" in outcome.message
     assert "last screen" in outcome.message
     assert lab.served_certificate() == lab.initial.leaf
     assert_clean_transcript(outcome, lab)

@@ -206,6 +206,10 @@ class Driver(abc.ABC):
         """A password-free transcript of the session, when the driver keeps one."""
         return None
 
+    def assume_changed(self) -> None:
+        """Treat the device as changed by this session, so that restore() puts a backup from an earlier run back."""  # noqa: E501  # the contract's wording, kept on one line
+        return None
+
     # ---- lifecycle ---------------------------------------------------------
 
     def emit(

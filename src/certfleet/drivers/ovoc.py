@@ -26,7 +26,7 @@ import hashlib
 import posixpath
 import re
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,8 +60,18 @@ __all__ = [
 ]
 
 _TMP_PREFIX = ".certfleet-"
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
-_OPTION = re.compile(r"^\s*\[?([0-9A-Za-z]{1,3})\s*[.)\]:-]\s+(\S.*?)\s*$")
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, clear screen
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: the window title a shell prompt sets
+    r"|\x1b[()*+][A-Za-z0-9]"  # character set selection
+    r"|\x1b[=>78cDEHMNOZ]"  # keypad modes, save/restore cursor, reset
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline
+# A menu entry: "11. Label", "11) Label", "11 - Label", "[11] Label", "(11) Label", "q. Quit".
+_OPTION = re.compile(
+    r"^[\[(]?\s*([0-9]{1,3}|[A-Za-z])\s*(?:[.):\]]|\s-|-)\s*([A-Za-z(\[].*?)\s*$")
+_PROMPT_END = re.compile(r"[:?>\]$#%][ \t]*$")
+_SHELL_END = re.compile(r"[$#][ \t]*$")
 NEEDS_PEM_KEY = "OVOC needs an unencrypted PEM key (PKCS#1, 'Apache compatible')"
 
 
@@ -75,11 +85,23 @@ class MenuStep:
 
 @dataclass(frozen=True)
 class OvocMenu:
-    """How EmsServerManager looks. Labels and numbers from the story; prompts [assumed].
+    """How EmsServerManager looks. Labels and numbers from the story; the rest [assumed].
 
-    Patterns are regular expressions matched case-insensitively against the
-    screen (ANSI escapes removed). Every field can be overridden for another
-    firmware from the inventory.
+    The prompt patterns are regular expressions searched, case-insensitively,
+    in the last line with text on it once the screen has gone quiet (escape
+    sequences removed). ``success`` and ``failure`` are searched in what the
+    import printed. Every field can be overridden from the inventory for
+    another firmware.
+
+    * ``menu_prompt``: the question under a menu (with entries above it);
+    * ``continue_prompt``: "Press Enter to continue", pagers ("-- More --"): answered
+      with Enter;
+    * ``confirm_prompt``: "Are you sure? (y/n)": answered with ``confirm_answer``
+      ("yes" when the question offers yes/no);
+    * ``password_prompt``: the only place the keystore password is ever typed
+      (again when asked to confirm it);
+    * ``back_labels``: the entry that leaves a menu (its key is read from the
+      screen); ``back`` the key to type when no such entry is shown.
     """
 
     path: tuple[MenuStep, ...] = (
@@ -88,21 +110,38 @@ class OvocMenu:
         MenuStep("Import Server Certificates from Certificate Authority (CA)", "3"),
     )
     command: str = "EmsServerManager"
-    menu_prompt: str = (
-        r"(?:choose|select|enter)[^\n]*(?:option|choice|selection)[^\n]*[:>?][ \t]*\Z"
+    menu_prompt: str = r"[:>?\]][ \t]*$"
+    continue_prompt: str = (
+        r"\b(?:press|hit|type)\s+(?:the\s+)?(?:enter|return|any\s+key|a\s+key)\b"
+        r"|-+\s*more\s*-+|^\s*\(?more\)?\s*(?:\(\d+%\))?\s*[:>]?\s*$"
     )
-    continue_prompt: str = r"press\s+enter[^\n]*\Z"
-    password_prompt: str = r"password[^\n]*[:>][ \t]*\Z"
+    confirm_prompt: str = (
+        r"[(\[]\s*y(?:es)?\s*/\s*no?\s*[)\]]|\by(?:es)?/no?\b|\bare\s+you\s+sure\b"
+        r"|\b(?:proceed|continue)\s*\?\s*$"
+    )
+    confirm_answer: str = "y"
+    password_prompt: str = (
+        r"^(?!.*\b(?:error|fail\w*|invalid|incorrect|wrong|mismatch|not\s+match|success\w*)\b)"
+        r"(?:.*\bpass(?:word|phrase)\b.*[:>?\]][ \t]*$"
+        r"|\s*(?:please\s+)?(?:enter|type|re-?enter|retype|re-?type|confirm|verify|repeat"
+        r"|provide|input)\b.*\bpass(?:word|phrase)\b[^.!]*$"
+        r"|\s*pass(?:word|phrase)\s+used\b[^.!]*$)"
+    )
     success: tuple[str, ...] = (
         r"PKCS#12 file and JKS Keystore generated successfully",
         r"Imported files and generated PKCS#12 with JKS Keystore files",
     )
-    failure: str = r"\b(?:error|failed|failure)\b"
+    failure: str = r"\b(?:error|failed|failure|fail|could\s+not|cannot|unable\s+to)\b"
+    back_labels: str = (
+        r"^(?:quit|exit|back|go\s+back|return|previous(?:\s+menu)?|main\s+menu|up)\b"
+    )
     back: str = "q"
 
     def __post_init__(self) -> None:
         patterns = {"menu_prompt": self.menu_prompt, "continue_prompt": self.continue_prompt,
-                    "password_prompt": self.password_prompt, "failure": self.failure}
+                    "confirm_prompt": self.confirm_prompt,
+                    "password_prompt": self.password_prompt, "failure": self.failure,
+                    "back_labels": self.back_labels}
         patterns.update({f"success[{i}]": p for i, p in enumerate(self.success)})
         for name, value in patterns.items():
             try:
@@ -119,7 +158,8 @@ class OvocMenu:
         for the path, and any other field by name. Raises ConfigError."""
         values: dict[str, Any] = {}
         known = {"labels", "numbers", "command", "menu_prompt", "continue_prompt",
-                 "password_prompt", "success", "failure", "back"}
+                 "confirm_prompt", "confirm_answer", "password_prompt", "success", "failure",
+                 "back_labels", "back"}
         for raw_key, value in mapping.items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
@@ -331,13 +371,24 @@ def inspect_staged(
 
 # ---- the terminal ----------------------------------------------------------------
 
+Classify = Callable[[str], "tuple[str, str] | None"]
+
 
 class _Screen:
-    """A PTY session read as a screen: expect patterns, type answers, keep a transcript."""
+    """A PTY session read as a screen: settle on prompts, type answers, keep a transcript.
 
-    def __init__(self, process: asyncssh.SSHClientProcess[str], secrets: list[str]) -> None:
+    ``text`` is what the device drew, escape sequences and control characters
+    removed, line ends as ``\\n`` and every secret replaced by ``********``.
+    ``mark`` is where the output that follows the last answer begins.
+    """
+
+    def __init__(self, process: asyncssh.SSHClientProcess[str], secrets: list[str],
+                 quiet: float = 0.3, newline: str = "\n") -> None:
         self._process = process
-        self._secrets = secrets
+        self._secrets = [s for s in secrets if s]
+        self._longest = max((len(s) for s in self._secrets), default=0)
+        self.quiet = quiet
+        self.newline = newline
         self.text = ""
         self.mark = 0
         self._pending = ""  # an escape sequence or CR cut at a read boundary
@@ -346,54 +397,83 @@ class _Screen:
         data = self._pending + chunk
         self._pending = ""
         cut = data.rfind("\x1b")
-        if cut >= 0 and len(data) - cut < 16 and not _ANSI.match(data, cut):
-            data, self._pending = data[:cut], data[cut:]
+        if cut >= 0 and not _ANSI.match(data, cut):
+            osc = data.startswith("\x1b]", cut)
+            if len(data) - cut < (512 if osc else 16):
+                data, self._pending = data[:cut], data[cut:]
         if data.endswith("\r"):
             data, self._pending = data[:-1], "\r" + self._pending
+        start = max(0, len(self.text) - self._longest)
         self.text += self.clean(data)
+        if self._secrets:  # a secret echoed across two reads
+            tail = self.text[start:]
+            scrubbed = self._scrub(tail)
+            if scrubbed != tail:
+                self.text = self.text[:start] + scrubbed
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "********")
+        return text
 
     def clean(self, raw: str) -> str:
-        text = _ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "")
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "********")
-        return text
+        text = _ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "\n")
+        return self._scrub(_CONTROL.sub("", text))
 
     def since_mark(self) -> str:
         return self.text[self.mark:]
 
     def last_lines(self, count: int = 10) -> list[str]:
-        lines = [line for line in self.text.rstrip().split("\n")][-count:]
-        return lines
+        return [line for line in self.text.rstrip().split("\n") if line.strip()][-count:]
 
-    async def expect(
-        self, patterns: Mapping[str, str], timeout: float, waiting_for: str
-    ) -> tuple[str, re.Match[str]]:
-        """Wait until one of ``patterns`` appears after the mark; move the mark past it."""
+    def timeout_error(self, message: str) -> DeviceTimeoutError:
+        screen = self.last_lines()
+        return DeviceTimeoutError(
+            f"{message}; last screen: " + " | ".join(line.strip() for line in screen),
+            hint="the device asked something certfleet does not know, or is silent; "
+            "adjust the menu settings for this firmware or raise the timeout",
+            screen="\n".join(screen),
+        )
+
+    async def settle(
+        self, classify: Classify, accept: Sequence[str], timeout: float, waiting_for: str,
+        *, stuck: float | None = None,
+    ) -> tuple[str, str]:
+        """Wait until the output after the mark goes quiet on a screen ``classify`` names.
+
+        ``classify(window)`` returns ``(kind, line)`` or None (still drawing).
+        Screens of a kind in ``accept`` are returned; other kinds (a question
+        certfleet does not answer here) keep waiting, for ``stuck`` seconds of
+        silence at most. A generic screen (kind ending in ``?``) needs the full
+        quiet time; a specific one a short one. Raises DeviceTimeoutError.
+        """
         import asyncssh
 
-        compiled = {k: re.compile(v, re.IGNORECASE | re.MULTILINE) for k, v in patterns.items()}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        last_output = loop.time()
+        short = min(self.quiet, 0.05)
         while True:
-            window = self.since_mark()
-            for name, pattern in compiled.items():
-                match = pattern.search(window)
-                if match:
-                    self.mark += match.end()
-                    return name, match
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                screen = self.last_lines()
-                raise DeviceTimeoutError(
-                    f"no {waiting_for} after {timeout:g} s; last screen: "
-                    + " | ".join(line.strip() for line in screen if line.strip()),
-                    hint="the device asked something certfleet does not know, or is silent; "
-                    "adjust the menu settings for this firmware or raise the timeout",
-                    screen="\n".join(screen),
-                )
+            now = loop.time()
+            state = classify(self.since_mark())
+            wait = short if state is not None and not state[0].endswith("?") else self.quiet
+            if state is not None and now - last_output >= wait:
+                kind = state[0].rstrip("?")
+                if kind in accept:
+                    return kind, state[1]
+                if stuck is not None and now - last_output >= stuck:
+                    raise self.timeout_error(f"no {waiting_for} after {stuck:g} s")
+            if now >= deadline:
+                raise self.timeout_error(f"no {waiting_for} after {timeout:g} s")
+            step = deadline - now  # the text changes only with output: wait for it
+            if state is not None:
+                elapsed = now - last_output
+                if elapsed < wait:
+                    step = min(step, wait - elapsed)
+                elif stuck is not None:
+                    step = min(step, max(stuck - elapsed, 0.01))
             try:
-                chunk = await asyncio.wait_for(self._process.stdout.read(4096), remaining)
+                chunk = await asyncio.wait_for(self._process.stdout.read(4096), step)
             except TimeoutError:
                 continue
             except (OSError, asyncssh.Error) as exc:
@@ -402,34 +482,78 @@ class _Screen:
             if not chunk:
                 raise DeviceConnectionError(
                     f"the SSH session ended while waiting for {waiting_for}; last screen: "
-                    + " | ".join(line.strip() for line in self.last_lines() if line.strip()),
+                    + " | ".join(line.strip() for line in self.last_lines()),
                     hint="check the device and retry",
                 )
             self.feed(chunk)
+            last_output = loop.time()
 
     def send(self, line: str) -> None:
-        self._process.stdin.write(line + "\n")
+        """Type ``line`` and Enter; what follows is read from here on."""
+        self.mark = len(self.text)
+        self._process.stdin.write(line + self.newline)
 
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
-def _pick_option(screen: str, step: MenuStep) -> str | None:
-    """The key of the entry labelled ``step.label`` on ``screen`` (exact, prefix, contains)."""
+def _words(text: str) -> frozenset[str]:
+    """The words of a label, plural 's' dropped: 'Certificates Update' ~ 'Certificate Updates'."""
+    return frozenset(w[:-1] if len(w) > 3 and w.endswith("s") else w
+                     for w in re.findall(r"[a-z0-9#]+", text.casefold()))
+
+
+def _last_line(window: str) -> str:
+    """The last line with something on it (where a prompt waits)."""
+    for line in reversed(window.split("\n")):
+        if line.strip():
+            return line.rstrip()
+    return ""
+
+
+def menu_options(screen: str) -> list[tuple[str, str]]:
+    """(key, label) of every menu entry on ``screen``.
+
+    Entries look like ``11. Label``, ``11) Label``, `` 11 - Label``, ``[11] Label``,
+    ``(11) Label`` or ``q. Quit``, one or more per line (columns apart by 3+ spaces).
+    """
     options: list[tuple[str, str]] = []
     for line in screen.split("\n"):
-        match = _OPTION.match(line)
-        if match:
-            options.append((match.group(1), _norm(match.group(2))))
+        for cell in re.split(r"\t+|\s{3,}", line.strip()):
+            match = _OPTION.match(cell)
+            if match:
+                options.append((match.group(1), match.group(2).strip()))
+    return options
+
+
+def _pick_option(screen: str, step: MenuStep) -> str | None:
+    """The key of the entry labelled ``step.label`` on ``screen``.
+
+    Tried in turn: the same text, a prefix ("Security" finds "Security Menu"),
+    contained, the same words (plural or not); then ``step.number``.
+    """
+    options = [(key, _norm(text)) for key, text in menu_options(screen)]
     label = _norm(step.label)
-    for test in (lambda t: t == label, lambda t: t.startswith(label), lambda t: label in t):
+    words = _words(step.label)
+    tests: tuple[Callable[[str], bool], ...] = (
+        lambda t: t == label, lambda t: t.startswith(label), lambda t: label in t,
+        lambda t: bool(words) and words <= _words(t),
+    )
+    for test in tests:
         hits = [key for key, text in options if test(text)]
         if hits:
             return hits[-1]
     if step.number is not None and any(key == step.number for key, _ in options):
         return step.number
     return None
+
+
+def _back_option(screen: str, pattern: str) -> str | None:
+    """The key of the menu's Quit/Back/Exit entry, if it shows one."""
+    hits = [key for key, text in menu_options(screen)
+            if re.search(pattern, text.strip(), re.IGNORECASE)]
+    return hits[-1] if hits else None
 
 
 # ---- the driver ------------------------------------------------------------------
@@ -452,7 +576,11 @@ class OvocDriver(Driver):
     * ``profile``: the file names (:class:`~certfleet.pki.profiles.OvocProfile`);
     * ``menu``: labels, fallback numbers and prompts (:class:`OvocMenu`);
     * ``su_command``: ``su -`` by default (``{user}`` is replaced by ``su_user``);
-    * ``shell_prompt``, ``su_prompt``: patterns for the shell prompt and su's question;
+    * ``shell_prompt``, ``su_prompt``, ``su_failure``: patterns (searched in the last
+      line of a quiet screen; ``su_failure`` in all su printed) for the login shell's
+      prompt, su's question and su's refusal;
+    * ``settle_time``: how long the output must stay quiet before a screen that only
+      looks like a prompt is answered; ``newline``: what Enter sends;
     * timeouts in seconds: ``connect_timeout``, ``prompt_timeout`` (each screen),
       ``import_timeout`` (OVOC's verdict), ``verify_timeout`` (new cert served).
     """
@@ -482,6 +610,10 @@ class OvocDriver(Driver):
         su_command: str = "su - {user}",
         shell_prompt: str = r"[$#>%][ \t]*\Z",
         su_prompt: str = r"password[^\n]*:[ \t]*\Z",
+        su_failure: str = (r"authentication failure|incorrect password|\bsorry\b"
+                           r"|wrong password|su:\s*(?:failure|permission denied)"),
+        settle_time: float = 0.3,
+        newline: str = "\n",
         connect_timeout: float = 30.0,
         prompt_timeout: float = 60.0,
         import_timeout: float = 600.0,
@@ -517,6 +649,16 @@ class OvocDriver(Driver):
         self.su_command = su_command
         self.shell_prompt = shell_prompt
         self.su_prompt = su_prompt
+        self.su_failure = su_failure
+        self.settle_time = settle_time
+        self.newline = newline
+        for what, pattern in (("shell_prompt", shell_prompt), ("su_prompt", su_prompt),
+                              ("su_failure", su_failure)):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{what} {pattern!r} is not a regular expression: {exc}",
+                                  hint="fix the pattern") from exc
         self.connect_timeout = connect_timeout
         self.prompt_timeout = prompt_timeout
         self.import_timeout = import_timeout
@@ -529,6 +671,7 @@ class OvocDriver(Driver):
         self.last_diagnosis: str | None = None  # why OVOC refused the last import
         self._dirty = False  # the shell may be inside a menu (after an error)
         self._menu_from = 0
+        self._root_prompt: str | None = None  # the root shell's prompt line, as seen
 
     # ---- connection ------------------------------------------------------------------
 
@@ -677,26 +820,47 @@ class OvocDriver(Driver):
                                         device=self.name) from exc
         if self._screen is not None:
             self._transcripts.append(self._screen.text)
-        screen = self._screen = _Screen(process, self._secrets())
-        await screen.expect({"prompt": self.shell_prompt}, self.prompt_timeout, "shell prompt")
+        screen = self._screen = _Screen(process, self._secrets(), self.settle_time,
+                                        self.newline)
+        self._root_prompt = None
+        shell = re.compile(self.shell_prompt, re.IGNORECASE)
+        su_prompt = re.compile(self.su_prompt, re.IGNORECASE)
+        su_failure = re.compile(self.su_failure, re.IGNORECASE)
+
+        def at_shell(window: str) -> tuple[str, str] | None:
+            line = _last_line(window)
+            # "?": a banner line may end in $ or # too, so only a quiet one is a prompt
+            return ("prompt?", line) if line and shell.search(line) else None
+
+        def after_su(window: str) -> tuple[str, str] | None:
+            line = _last_line(window)
+            if su_failure.search(window):
+                return "fail", line
+            if line and su_prompt.search(line):
+                return "password", line
+            return at_shell(window)
+
+        await screen.settle(at_shell, ["prompt"], self.prompt_timeout, "shell prompt")
         screen.send(self.su_command.format(user=self.su_user))
-        await screen.expect({"password": self.su_prompt}, self.prompt_timeout,
-                            "su password prompt")
-        screen.send(self.su_password or "")
-        kind, _ = await screen.expect(
-            {"fail": r"authentication failure|incorrect password|sorry|su: ",
-             "prompt": self.shell_prompt},
-            self.prompt_timeout, "shell prompt after su",
-        )
-        if kind == "fail":
+        kind, line = await screen.settle(after_su, ["password", "fail", "prompt"],
+                                         self.prompt_timeout, "su password prompt")
+        if kind == "password":
+            screen.send(self.su_password or "")
+            kind, line = await screen.settle(after_su, ["fail", "prompt"], self.prompt_timeout,
+                                             "shell prompt after su", stuck=self.prompt_timeout)
+        if kind != "prompt":
             raise DeviceAuthError(f"su to {self.su_user!r} on {self.host} was refused "
                                   "(wrong password)",
                                   hint="check the password given with --su-password-env",
                                   device=self.name)
-        before = screen.mark
+        self._root_prompt = line
+        if self.su_user == "root" and line.rstrip().endswith("#"):
+            return  # root's prompt: no need to ask
+        before = len(screen.text)
         screen.send("whoami")
-        await screen.expect({"prompt": self.shell_prompt}, self.prompt_timeout, "whoami answer")
-        answer = [line.strip() for line in screen.text[before: screen.mark].split("\n")]
+        kind, line = await screen.settle(self._classify, ["shell"], self.prompt_timeout,
+                                         "whoami answer")
+        answer = [text.strip() for text in screen.text[before:].split("\n")]
         if self.su_user not in answer:
             raise DeviceAuthError(f"su did not make {self.user!r} {self.su_user!r}",
                                   hint="check --su-user and the su command", device=self.name)
@@ -953,11 +1117,48 @@ class OvocDriver(Driver):
                                 hint="check the files in the backup and import them by hand",
                                 device=self.name)
 
+    def assume_changed(self) -> None:
+        """Treat the device as changed by this session, so that restore() puts a backup from
+        an earlier run back: the staged files are replaced and imported again."""
+        self._renamed = True
+        self._imported = True
+
     def _screen_dirty(self) -> bool:
         """Whether the shell may be stuck inside a menu (after a timeout)."""
         return self._dirty
 
     # ---- EmsServerManager -------------------------------------------------------------
+
+    def _classify(self, window: str) -> tuple[str, str] | None:
+        """What the screen after the last answer asks, once it is quiet.
+
+        ``confirm``, ``password``, ``continue`` (Enter), ``menu`` (entries and a
+        prompt), ``shell`` (back at root's prompt), ``unknown?`` (a line that ends
+        like a question nobody here answers), or None (still drawing).
+        """
+        line = _last_line(window)
+        if not line:
+            return None
+        menu = self.menu
+        flags = re.IGNORECASE
+        if re.search(menu.confirm_prompt, line, flags):
+            return "confirm", line
+        if re.search(menu.password_prompt, line, flags):
+            return "password", line
+        if re.search(menu.continue_prompt, line, flags):
+            return "continue", line
+        options = menu_options(window)
+        if options and re.search(menu.menu_prompt, line, flags) \
+                and (len(options) > 1 or not _SHELL_END.search(line)):
+            return "menu", line
+        root = (self._root_prompt or "").strip()
+        if root and line.strip() == root:
+            return "shell", line
+        if (not root or _SHELL_END.search(root)) and _SHELL_END.search(line):
+            return "shell?", line
+        if _PROMPT_END.search(line):
+            return "unknown?", line
+        return None
 
     async def _run_import(self) -> tuple[bool, str]:
         """Walk the menu to the import, answer it, and return (ok, OVOC's verdict line)."""
@@ -965,12 +1166,24 @@ class OvocDriver(Driver):
         assert screen is not None
         menu = self.menu
         self._dirty = True
-        self._menu_from = screen.mark
+        self._menu_from = len(screen.text)
         screen.send(menu.command)
         for step in menu.path:
-            await screen.expect({"menu": menu.menu_prompt}, self.prompt_timeout,
-                                f"menu with {step.label!r}")
-            key = _pick_option(self._menu_window(screen), step)
+            while True:
+                kind, line = await screen.settle(
+                    self._classify, ["menu", "continue", "confirm", "shell"],
+                    self.prompt_timeout, f"menu with {step.label!r}", stuck=self.prompt_timeout)
+                if kind == "menu":
+                    break
+                if kind == "shell":
+                    self._dirty = False
+                    raise DeviceRefusedError(
+                        f"{menu.command} ended without showing {step.label!r}",
+                        hint="check that the menu command runs as this user on the device",
+                        device=self.name, screen="\n".join(screen.last_lines(20)))
+                screen.send(self._answer(kind, line))
+            window = screen.text[self._menu_from:]
+            key = _pick_option(window, step)
             if key is None:
                 raise DeviceRefusedError(
                     f"EmsServerManager shows no entry {step.label!r}"
@@ -980,41 +1193,79 @@ class OvocDriver(Driver):
                 )
             screen.send(key)
             self._menu_from = screen.mark
-        await screen.expect({"continue": menu.continue_prompt}, self.prompt_timeout,
-                            "'Press Enter to continue'")
-        screen.send("")
-        await screen.expect({"password": menu.password_prompt}, self.prompt_timeout,
-                            "keystore password prompt")
-        screen.send(self.keystore_password or "")
-        patterns = {"failed": menu.failure}
-        patterns.update({f"ok{i}": p for i, p in enumerate(menu.success)})
-        kind, match = await screen.expect(patterns, self.import_timeout, "import result")
-        line_start = screen.text.rfind("\n", 0, screen.mark - len(match.group(0))) + 1
-        line_end = screen.text.find("\n", screen.mark)
-        verdict = screen.text[line_start: line_end if line_end >= 0 else None].strip()
-        ok = kind.startswith("ok")
-        await self._leave_menu()
+        verdict_from = screen.mark
+        passwords = 0
+        while True:
+            timeout = self.import_timeout if passwords else self.prompt_timeout
+            kind, line = await screen.settle(
+                self._classify, ["menu", "continue", "confirm", "password", "shell"], timeout,
+                "import result" if passwords else "'Press Enter to continue' or password prompt",
+                stuck=self.prompt_timeout)
+            if kind in ("menu", "shell"):
+                break
+            if kind == "password":
+                if passwords == 0:
+                    verdict_from = screen.mark
+                passwords += 1
+                if passwords > 3:
+                    raise DeviceRefusedError(
+                        "OVOC keeps asking for the keystore password",
+                        hint="check the keystore password (6+ characters) and the menu's "
+                        "password prompt setting", device=self.name,
+                        screen="\n".join(screen.last_lines(20)))
+                screen.send(self.keystore_password or "")
+            else:
+                screen.send(self._answer(kind, line))
+        ok, verdict = self._verdict(screen.text[verdict_from:])
+        if kind == "shell":
+            self._dirty = False
+            self._menu_from = len(screen.text)
+        else:
+            await self._leave_menu()
         return ok, verdict
 
-    def _menu_window(self, screen: _Screen) -> str:
-        """The text drawn since the previous answer: the current menu."""
-        return screen.text[self._menu_from: screen.mark]
+    def _answer(self, kind: str, line: str) -> str:
+        """What to type at a confirmation or a 'Press Enter' screen (never a password)."""
+        if kind == "confirm":
+            answer = self.menu.confirm_answer
+            if answer.casefold() in ("y", "yes") and re.search(r"yes\s*/\s*no", line, re.I):
+                return "yes"
+            return answer
+        return ""
+
+    def _verdict(self, output: str) -> tuple[bool, str]:
+        """(ok, the line that says so) from what the import printed; not ok when unclear."""
+        lines = [line.strip() for line in output.split("\n")
+                 if line.strip() and not menu_options(line)]
+        for pattern in self.menu.success:
+            for line in lines:
+                if re.search(pattern, line, re.IGNORECASE):
+                    return True, line
+        for line in lines:
+            if re.search(self.menu.failure, line, re.IGNORECASE):
+                return False, line
+        shown = " | ".join(lines[-3:]) if lines else "nothing"
+        return False, f"no known verdict; OVOC printed: {shown}"
 
     async def _leave_menu(self) -> None:
         """Answer 'Press Enter' and back out of every menu until the shell prompt."""
         screen = self._screen
         assert screen is not None
-        menu = self.menu
-        for _ in range(12):
-            kind, _m = await screen.expect(
-                {"continue": menu.continue_prompt, "menu": menu.menu_prompt,
-                 "prompt": self.shell_prompt},
-                self.prompt_timeout, "menu or shell prompt")
-            if kind == "prompt":
+        start = screen.mark
+        for _ in range(16):
+            kind, line = await screen.settle(
+                self._classify, ["menu", "continue", "confirm", "shell"], self.prompt_timeout,
+                "menu or shell prompt", stuck=self.prompt_timeout)
+            if kind == "shell":
                 self._dirty = False
-                self._menu_from = screen.mark
+                self._menu_from = len(screen.text)
                 return
-            screen.send("" if kind == "continue" else menu.back)
+            if kind == "menu":
+                window = screen.text[start:]
+                screen.send(_back_option(window, self.menu.back_labels) or self.menu.back)
+                start = screen.mark
+            else:
+                screen.send(self._answer(kind, line))
         raise DeviceTimeoutError("EmsServerManager did not return to the shell",
                                  hint="check the menu's quit key setting", device=self.name)
 

@@ -220,7 +220,5 @@ def prepare_standalone_restore(driver: Driver) -> None:
     kind = getattr(driver, "kind", "")
     if kind == "sbc" and hasattr(driver, "_changed"):
         driver._changed = True  # the driver's own flag: see the docstring
-    elif kind == "ovoc" and hasattr(driver, "_renamed"):
-        driver._renamed = True  # the driver's own flag: see the docstring
-        if hasattr(driver, "_imported"):
-            driver._imported = True  # the driver's own flag: see the docstring
+    elif kind == "ovoc":
+        driver.assume_changed()
