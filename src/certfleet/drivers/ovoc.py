@@ -112,7 +112,7 @@ class OvocMenu:
     command: str = "EmsServerManager"
     menu_prompt: str = r"[:>?\]][ \t]*$"
     continue_prompt: str = (
-        r"\b(?:press|hit|type)\s+(?:the\s+)?(?:enter|return|any\s+key|a\s+key)\b"
+        r"\b(?:press|hit|type)\s+(?:the\s+)?[\[<(]?\s*(?:enter|return|any\s+key|a\s+key)\b"
         r"|-+\s*more\s*-+|^\s*\(?more\)?\s*(?:\(\d+%\))?\s*[:>]?\s*$"
     )
     confirm_prompt: str = (

@@ -1,0 +1,298 @@
+"""The OVOC driver against a second, independently written OVOC emulation.
+
+Each :class:`Variant` makes other choices where the story is silent (prompts,
+banners, colours, menu layouts, pagers, confirmations, password prompts,
+verdict wording); the driver must deploy, refuse and roll back on all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from certfleet.drivers.base import Backup, DeployOutcome
+from certfleet.drivers.ovoc import OvocDriver, OvocMenu, _Screen, menu_options
+from certfleet.drivers.tlsprobe import Listener
+from certfleet.lab.ca import Issued, LabCA
+from certfleet.pki.bundle import assemble
+from certfleet.pki.checks import check_bundle
+from certfleet.pki.load import load_bytes
+from certfleet.pki.model import Bundle
+from drivers._alt_ovoc import AltOvoc, Variant
+
+KEYSTORE = "Keystore-Alt-Pa55"
+
+BANNER = (
+    "##############################################################\n"
+    "#  AudioCodes One Voice Operations Center                    #\n"
+    "#  Authorised use only. Sessions are logged; misuse costs $$ #\n"
+    "##############################################################\n"
+    "Last login: Thu Nov 26 09:12:44 2026 from 10.1.2.3\n"
+    "Price list: $\n"
+)
+
+VARIANTS = [
+    Variant(name="story-defaults"),
+    Variant(
+        name="colour-clear-parenthesis",
+        shell_prompt="acems@OVOC:~$ ", root_prompt="# ", colour=True, clear=True,
+        option="{key}) {label}", security=("6", "Security Menu"),
+        choice_prompt="Enter your choice [1-15]: ", exit_option=("0", "Exit"),
+        back_option=("0", "Back"), su_prompt="Password:",
+        passwords=("Password used in certificate utility:", "Re-enter password:"),
+        failure=("Error: SEM PKCS#12 file generation failed",),
+    ),
+    Variant(
+        name="bare-lf-banner-dash",
+        shell_prompt="$ ", root_prompt="[root@ovoc acems]# ", banner=BANNER, crlf=False,
+        option=" {key} - {label}", security=("9", "Security Settings"),
+        choice_prompt="Please select:", exit_option=("x", "Exit"),
+        back_option=("x", "Back to main menu"), start_pager="Press any key to continue",
+        confirm="Are you sure? (y/n) ", su_prompt="password for root: ",
+        su_failure="su: incorrect password",
+        passwords=("Please enter the keystore password: ", "Confirm password: "),
+        failure=("ERROR: keytool could not generate SEM PKCS#12 file",),
+        restart=("Restarting Apache...",), restart_delay=0.5, posix_rename=False,
+    ),
+    Variant(
+        name="line-editor-brackets-more",
+        shell_prompt="bash-4.2$ ", root_prompt="bash-4.2# ", line_editor=True,
+        option="[{key}] {label}", security=("12", "Security"), certificates_key="21",
+        import_key="7", choice_prompt="> ", menu_pager="-- More --", confirm_exit=True,
+        continue_prompt="Press [Enter] to continue...", exit_after_import=True,
+        restart=("Restarting OVOC services, please wait...",),
+    ),
+    Variant(
+        name="clear-colour-check-first",
+        banner="Welcome to OVOC #1\n", clear=True, colour=True, option="({key}) {label}",
+        menu_pager="Press any key to continue", check_before_password=True,
+        confirm="Overwrite the existing keystore? (yes/no) ",
+        continue_prompt="Hit Enter to continue:",
+        passwords=("Enter password: ", "Confirm password: "),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def ca() -> LabCA:
+    return LabCA("Alt OVOC Test", key_type="ec-p256")
+
+
+@pytest.fixture(scope="module")
+def initial(ca: LabCA) -> Issued:
+    return ca.issue(["ovoc.example.net"], key_type="ec-p256")
+
+
+@pytest.fixture(scope="module")
+def new_cert(ca: LabCA) -> Issued:
+    return ca.issue(["ovoc.example.net"], key_type="rsa2048")
+
+
+@pytest.fixture
+def appliance(request: pytest.FixtureRequest, initial: Issued) -> Iterator[AltOvoc]:
+    variant = getattr(request, "param", Variant())
+    with AltOvoc(variant, initial) as running:
+        yield running
+
+
+def bundle_of(issued: Issued, *, key: bool = True) -> Bundle:
+    data = issued.leaf_pem + issued.chain_pem + issued.root_pem
+    if key:
+        data += issued.key_pem("pkcs8")
+    return assemble(load_bytes(data, "input.pem"))
+
+
+def make_driver(appliance: AltOvoc, **overrides: Any) -> OvocDriver:
+    options: dict[str, Any] = dict(
+        ssh_port=appliance.ssh_port, password=appliance.acems_password,
+        su_password=appliance.root_password, keystore_password=KEYSTORE,
+        host_key=appliance.fingerprint, listeners=[Listener("127.0.0.1", appliance.https.port)],
+        prompt_timeout=5, import_timeout=5, verify_timeout=5, settle_time=0.1,
+    )
+    options.update(overrides)
+    return OvocDriver("ovoc-alt", "127.0.0.1", **options)
+
+
+def deploy(driver: OvocDriver, bundle: Bundle, *, force: bool = False) -> DeployOutcome:
+    return asyncio.run(driver.deploy(bundle, check_bundle(bundle), force=force))
+
+
+def assert_secrets_kept(outcome: DeployOutcome, appliance: AltOvoc) -> None:
+    secrets = (appliance.acems_password, appliance.root_password, KEYSTORE)
+    typed = [*appliance.record.commands, *appliance.record.answers]
+    for secret in secrets:
+        assert secret not in (outcome.transcript or "")
+        assert not any(secret in line for line in typed), typed
+
+
+@pytest.mark.parametrize("appliance", VARIANTS, ids=[v.name for v in VARIANTS], indirect=True)
+def test_deploy_on_every_variant(appliance: AltOvoc, new_cert: Issued) -> None:
+    """Each variant: the files staged, the password typed at its prompt(s) only, cert served."""
+    outcome = deploy(make_driver(appliance), bundle_of(new_cert))
+    assert outcome.outcome == "installed", outcome.message
+    assert appliance.served() == new_cert.leaf
+    assert appliance.record.imports == [True]
+    assert appliance.record.passwords == [KEYSTORE] * len(appliance.variant.passwords)
+    staged = appliance.staged()
+    assert sorted(staged) == ["ca1.crt", "root.crt", "server.crt", "server.key"]
+    assert staged["server.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert_secrets_kept(outcome, appliance)
+    if not appliance.variant.exit_after_import:  # the menu was left by its own exit key
+        assert appliance.variant.exit_option[0] in appliance.record.answers
+
+
+FAILURES = [
+    Variant(name="failed-to-generate", failure=("Failed to generate SEM PKCS#12 file",)),
+    Variant(name="error-generation-failed", colour=True,
+            failure=("Error: SEM PKCS#12 file generation failed",)),
+    Variant(name="error-could-not", check_before_password=True, option="{key}) {label}",
+            failure=("ERROR ... could not generate SEM PKCS#12 file",)),
+]
+
+
+@pytest.mark.parametrize("appliance", FAILURES, ids=[v.name for v in FAILURES], indirect=True)
+def test_refusal_is_read_and_rolled_back(appliance: AltOvoc, new_cert: Issued) -> None:
+    """OVOC's 'SEM PKCS#12 file' failure, however worded, is a refusal: previous files back."""
+    before = appliance.staged()
+    outcome = deploy(make_driver(appliance), bundle_of(new_cert, key=False), force=True)
+    assert outcome.outcome == "restored", outcome.message
+    assert appliance.variant.failure[0] in outcome.message
+    assert "server.key is missing" in outcome.message
+    assert appliance.staged() == before
+    assert appliance.served() == appliance.initial.leaf
+    assert appliance.record.imports == [False, True]
+    assert_secrets_kept(outcome, appliance)
+
+
+SU_REFUSALS = [
+    Variant(name="authentication-failure"),
+    Variant(name="incorrect-password", su_prompt="Password:", su_failure="su: incorrect password",
+            shell_prompt="$ "),
+]
+
+
+@pytest.mark.parametrize("appliance", SU_REFUSALS, ids=[v.name for v in SU_REFUSALS],
+                         indirect=True)
+def test_su_refusal_wordings(appliance: AltOvoc, new_cert: Issued) -> None:
+    """A wrong root password is refused before anything is staged, whatever su prints."""
+    before = appliance.staged()
+    outcome = deploy(make_driver(appliance, su_password="not-root-pw"), bundle_of(new_cert))
+    assert outcome.outcome == "refused", outcome.message
+    assert "su to 'root'" in outcome.message
+    assert appliance.staged() == before
+    assert not any("EmsServerManager" in c for c in appliance.record.commands)
+
+
+UNKNOWN = [Variant(name="unknown-question", unknown_question="Enter the keystore alias: ")]
+
+
+@pytest.mark.parametrize("appliance", UNKNOWN, ids=["unknown"], indirect=True)
+def test_unknown_screen_times_out_with_last_screen(appliance: AltOvoc, new_cert: Issued) -> None:
+    """An unknown question is not answered: a timeout naming it, then the old cert is back."""
+    outcome = deploy(make_driver(appliance, prompt_timeout=1), bundle_of(new_cert))
+    assert outcome.outcome == "restored", outcome.message
+    assert "last screen" in outcome.message
+    assert "Enter the keystore alias:" in outcome.message
+    assert KEYSTORE not in appliance.record.answers
+    assert appliance.served() == appliance.initial.leaf
+
+
+RELABELLED = [Variant(name="administration", security=("5", "Administration"))]
+
+
+@pytest.mark.parametrize("appliance", RELABELLED, ids=["relabelled"], indirect=True)
+def test_labels_from_configuration(appliance: AltOvoc, new_cert: Issued) -> None:
+    """A firmware whose main entry is worded otherwise is walked with configured labels."""
+    menu = OvocMenu.from_mapping({"labels": ["Administration", "Server Certificate Updates",
+                                             "Import Server Certificates from Certificate "
+                                             "Authority (CA)"]})
+    outcome = deploy(make_driver(appliance, menu=menu), bundle_of(new_cert))
+    assert outcome.outcome == "installed", outcome.message
+
+
+def test_assume_changed_restores_an_earlier_backup(initial: Issued, new_cert: Issued) -> None:
+    """assume_changed() lets a new session put back a backup taken by an earlier run."""
+    with AltOvoc(Variant(), initial) as appliance:
+        outcome = deploy(make_driver(appliance), bundle_of(new_cert))
+        assert outcome.outcome == "installed" and outcome.backup is not None
+        backup = Backup.read_from(outcome.backup.write_to(appliance.base / "backup"))
+        driver = make_driver(appliance)
+
+        async def rollback() -> None:
+            await driver.connect()
+            try:
+                driver.assume_changed()
+                await driver.restore(backup)
+            finally:
+                await driver.close()
+
+        asyncio.run(rollback())
+        assert appliance.served() == initial.leaf
+        assert appliance.staged() == backup.files
+
+
+# ---- the screen reader on its own ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", [
+    "Enter password:", "Password used in certificate utility:", "Re-enter password:",
+    "Please enter the keystore password: ", "Confirm password:",
+    "Password used in DigiCert Utility",
+    "Enter the password for the PKCS#12 file and JKS Keystore: ",
+])
+def test_password_prompts_are_recognised(line: str) -> None:
+    """The keystore password prompts of every wording are recognised as such."""
+    driver = OvocDriver("x", "127.0.0.1")
+    assert driver._classify(f"Import\n{line}") == ("password", line.rstrip())
+
+
+@pytest.mark.parametrize("line", [
+    "Passwords do not match", "Error: password must be at least 6 characters:",
+    "Restarting Apache...", "The password protects the keystore.",
+    "Keystore password changed successfully:",
+])
+def test_password_is_never_typed_after_other_lines(line: str) -> None:
+    """Lines that mention a password but do not ask for one are not password prompts."""
+    driver = OvocDriver("x", "127.0.0.1")
+    state = driver._classify(f"Import\n{line}")
+    assert state is None or state[0] != "password"
+
+
+@pytest.mark.parametrize(("line", "kind", "answer"), [
+    ("Are you sure? (y/n)", "confirm", "y"), ("Overwrite? [Y/n]", "confirm", "y"),
+    ("Overwrite the keystore? (yes/no) ", "confirm", "yes"),
+    ("-- More --", "continue", ""), ("--More--(45%)", "continue", ""),
+    ("Press any key to continue", "continue", ""), ("Press Enter to continue...", "continue", ""),
+    ("Press [Enter] to continue...", "continue", ""), ("Press <ENTER> to continue", "continue", ""),
+])
+def test_confirmations_and_pagers(line: str, kind: str, answer: str) -> None:
+    """Confirmations get 'y' ('yes' when offered yes/no); pagers and 'Press Enter' get Enter."""
+    driver = OvocDriver("x", "127.0.0.1")
+    state = driver._classify(line)
+    assert state is not None and state[0] == kind
+    assert driver._answer(kind, state[1]) == answer
+
+
+def test_menu_entries_in_every_layout() -> None:
+    """Entries as '11.', '11)', '11 -', '[11]', '(11)', 'q.' and two columns are all read."""
+    screen = "\n".join([
+        "  11. Server Certificate Updates", "11) Server Certificate Updates",
+        " 11 - Server Certificate Updates", "[11] Server Certificate Updates",
+        "(11) Server Certificate Updates", "  q. Quit", "0) Back", "x - Exit",
+        "  1. Network        2. Date & Time", "Enter your choice [1-15]:",
+    ])
+    assert menu_options(screen) == [("11", "Server Certificate Updates")] * 5 + [
+        ("q", "Quit"), ("0", "Back"), ("x", "Exit"), ("1", "Network"), ("2", "Date & Time")]
+
+
+def test_screen_strips_titles_colours_and_clears() -> None:
+    """Window titles, colours, clear-screen and bare CRs never reach the screen text."""
+    screen = _Screen(None, [])  # type: ignore[arg-type]  # no process needed
+    for chunk in ("\x1b]0;root@ovoc:~\x07\x1b[1;31m[root@ovoc acems]#\x1b[0m ls\r\n",
+                  "\x1b[H\x1b[2J\x1b[3J  \x1b[1;33m4\x1b[0m. Security\r\n", "\x1b]0;a long ",
+                  "window title\x07> "):
+        screen.feed(chunk)
+    assert screen.text == "[root@ovoc acems]# ls\n  4. Security\n> "
