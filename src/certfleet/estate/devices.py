@@ -215,10 +215,6 @@ def prepare_standalone_restore(driver: Driver) -> None:
     The drivers restore only what their own session changed (inside a deploy
     that is right: nothing changed, nothing to undo). ``certfleet rollback``
     restores a backup taken by an earlier run, so it tells the driver that
-    the device was changed. The flags are the drivers' own.
+    the device was changed.
     """
-    kind = getattr(driver, "kind", "")
-    if kind == "sbc" and hasattr(driver, "_changed"):
-        driver._changed = True  # the driver's own flag: see the docstring
-    elif kind == "ovoc":
-        driver.assume_changed()
+    driver.assume_changed()
