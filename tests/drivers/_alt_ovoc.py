@@ -81,6 +81,8 @@ class Variant:
     exit_after_import: bool = False  # EmsServerManager ends after the verdict
     posix_rename: bool = True  # offer the posix-rename SFTP extension
     unknown_question: str | None = None  # asked once, before the password
+    show_back: bool = True  # draw the back entry of submenus (it works either way)
+    silent_after_verdict: bool = False  # wait for a key after the verdict, with no prompt
 
 
 @dataclass
@@ -385,8 +387,10 @@ class _Menu:
               back: tuple[str, str], pager_after: int | None = None) -> list[str]:
         """The menu's lines; split in two at ``pager_after`` entries."""
         head = (CLEAR if self.v.clear else "") + "\n" + self.a._paint(f"  {title}", "1") + "\n"
+        shown = [*options, back] if self.v.show_back or title == "OVOC Server Manager" \
+            else list(options)
         rows = [self.v.option.format(key=self.a._paint(k, "1;33") if self.v.colour else k,
-                                     label=label) for k, label in [*options, back]]
+                                     label=label) for k, label in shown]
         if pager_after is None:
             return [head + "\n".join(rows) + "\n"]
         return [head + "\n".join(rows[:pager_after]) + "\n", "\n".join(rows[pager_after:]) + "\n"]
@@ -526,6 +530,8 @@ class _Menu:
             term.write("Done.\n")
         if v.exit_after_import:
             return "done"
+        if v.silent_after_verdict:
+            return "again" if await term.key() else "eof"
         term.write(v.continue_prompt)
         if not await term.key():
             return "eof"

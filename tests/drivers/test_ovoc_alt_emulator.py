@@ -73,6 +73,12 @@ VARIANTS = [
         continue_prompt="Hit Enter to continue:",
         passwords=("Enter password: ", "Confirm password: "),
     ),
+    Variant(
+        name="hidden-back-bare-prompt",
+        option="{key}: {label}", choice_prompt="Your choice ", exit_option=("0", "Exit"),
+        back_option=("0", "Back"), show_back=False, su_prompt="Password:",
+        success=("PKCS#12 file and JKS Keystore generated successfully.",),
+    ),
 ]
 
 
@@ -184,6 +190,16 @@ def test_su_refusal_wordings(appliance: AltOvoc, new_cert: Issued) -> None:
     assert "su to 'root'" in outcome.message
     assert appliance.staged() == before
     assert not any("EmsServerManager" in c for c in appliance.record.commands)
+
+
+def test_silent_wait_after_the_verdict(initial: Issued, new_cert: Issued) -> None:
+    """OVOC that waits for a key with no prompt after its verdict: the verdict still counts."""
+    variant = Variant(name="silent", silent_after_verdict=True)
+    with AltOvoc(variant, initial) as appliance:
+        outcome = deploy(make_driver(appliance, prompt_timeout=1), bundle_of(new_cert))
+        assert outcome.outcome == "installed", outcome.message
+        assert appliance.served() == new_cert.leaf
+        assert appliance.record.imports == [True]
 
 
 UNKNOWN = [Variant(name="unknown-question", unknown_question="Enter the keystore alias: ")]

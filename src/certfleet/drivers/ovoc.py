@@ -1129,12 +1129,14 @@ class OvocDriver(Driver):
 
     # ---- EmsServerManager -------------------------------------------------------------
 
-    def _classify(self, window: str) -> tuple[str, str] | None:
+    def _classify(self, window: str, *, loose_menu: bool = False) -> tuple[str, str] | None:
         """What the screen after the last answer asks, once it is quiet.
 
         ``confirm``, ``password``, ``continue`` (Enter), ``menu`` (entries and a
         prompt), ``shell`` (back at root's prompt), ``unknown?`` (a line that ends
-        like a question nobody here answers), or None (still drawing).
+        like a question nobody here answers), or None (still drawing). With
+        ``loose_menu`` (while walking menus) entries with the cursor left after a
+        line that is no entry are a menu too, whatever its prompt ends with.
         """
         line = _last_line(window)
         if not line:
@@ -1152,6 +1154,9 @@ class OvocDriver(Driver):
                 and (len(options) > 1 or not _SHELL_END.search(line)):
             return "menu", line
         root = (self._root_prompt or "").strip()
+        if loose_menu and options and not window.endswith("\n") and not menu_options(line) \
+                and line.strip() != root:
+            return "menu?", line
         if root and line.strip() == root:
             return "shell", line
         if (not root or _SHELL_END.search(root)) and _SHELL_END.search(line):
@@ -1171,7 +1176,7 @@ class OvocDriver(Driver):
         for step in menu.path:
             while True:
                 kind, line = await screen.settle(
-                    self._classify, ["menu", "continue", "confirm", "shell"],
+                    self._walking, ["menu", "continue", "confirm", "shell"],
                     self.prompt_timeout, f"menu with {step.label!r}", stuck=self.prompt_timeout)
                 if kind == "menu":
                     break
@@ -1195,13 +1200,23 @@ class OvocDriver(Driver):
             self._menu_from = screen.mark
         verdict_from = screen.mark
         passwords = 0
+
+        def importing(window: str) -> tuple[str, str] | None:
+            state = self._classify(window)
+            if passwords and (state is None or state[0] == "unknown?") \
+                    and self._verdict(screen.text[verdict_from:], known_only=True)[1]:
+                # OVOC said how it went and is busy (a silent restart) or waits unasked
+                return "verdict?", _last_line(window)
+            return state
+
         while True:
             timeout = self.import_timeout if passwords else self.prompt_timeout
             kind, line = await screen.settle(
-                self._classify, ["menu", "continue", "confirm", "password", "shell"], timeout,
+                importing, ["menu", "continue", "confirm", "password", "shell", "verdict"],
+                timeout,
                 "import result" if passwords else "'Press Enter to continue' or password prompt",
                 stuck=self.prompt_timeout)
-            if kind in ("menu", "shell"):
+            if kind in ("menu", "shell", "verdict"):
                 break
             if kind == "password":
                 if passwords == 0:
@@ -1220,8 +1235,13 @@ class OvocDriver(Driver):
         if kind == "shell":
             self._dirty = False
             self._menu_from = len(screen.text)
-        else:
+            return ok, verdict
+        try:
             await self._leave_menu()
+        except (DeviceTimeoutError, DeviceConnectionError):
+            # OVOC gave its verdict; a menu that will not let go does not change it
+            # (the session is reopened before it is used again).
+            self._dirty = True
         return ok, verdict
 
     def _answer(self, kind: str, line: str) -> str:
@@ -1233,8 +1253,9 @@ class OvocDriver(Driver):
             return answer
         return ""
 
-    def _verdict(self, output: str) -> tuple[bool, str]:
-        """(ok, the line that says so) from what the import printed; not ok when unclear."""
+    def _verdict(self, output: str, *, known_only: bool = False) -> tuple[bool, str]:
+        """(ok, the line that says so) from what the import printed; not ok when unclear
+        (with ``known_only``, the line is then empty)."""
         lines = [line.strip() for line in output.split("\n")
                  if line.strip() and not menu_options(line)]
         for pattern in self.menu.success:
@@ -1244,17 +1265,25 @@ class OvocDriver(Driver):
         for line in lines:
             if re.search(self.menu.failure, line, re.IGNORECASE):
                 return False, line
+        if known_only:
+            return False, ""
         shown = " | ".join(lines[-3:]) if lines else "nothing"
         return False, f"no known verdict; OVOC printed: {shown}"
+
+    def _walking(self, window: str) -> tuple[str, str] | None:
+        return self._classify(window, loose_menu=True)
 
     async def _leave_menu(self) -> None:
         """Answer 'Press Enter' and back out of every menu until the shell prompt."""
         screen = self._screen
         assert screen is not None
         start = screen.mark
+        # A menu that shows no way back: try the usual keys, keeping the one that worked.
+        guesses = list(dict.fromkeys([self.menu.back, "q", "0", "x"]))
+        guess, guessed_at = 0, None
         for _ in range(16):
             kind, line = await screen.settle(
-                self._classify, ["menu", "continue", "confirm", "shell"], self.prompt_timeout,
+                self._walking, ["menu", "continue", "confirm", "shell"], self.prompt_timeout,
                 "menu or shell prompt", stuck=self.prompt_timeout)
             if kind == "shell":
                 self._dirty = False
@@ -1262,7 +1291,14 @@ class OvocDriver(Driver):
                 return
             if kind == "menu":
                 window = screen.text[start:]
-                screen.send(_back_option(window, self.menu.back_labels) or self.menu.back)
+                key = _back_option(window, self.menu.back_labels)
+                if key is None:
+                    options = menu_options(window)
+                    if guessed_at is not None and options[-len(guessed_at):] == guessed_at:
+                        guess += 1  # the same menu again: that key did not work
+                    guessed_at = options
+                    key = guesses[guess % len(guesses)]
+                screen.send(key)
                 start = screen.mark
             else:
                 screen.send(self._answer(kind, line))
