@@ -81,6 +81,8 @@ class Variant:
     exit_after_import: bool = False  # EmsServerManager ends after the verdict
     posix_rename: bool = True  # offer the posix-rename SFTP extension
     unknown_question: str | None = None  # asked once, before the password
+    sftp_home_root: bool = False  # SFTP rooted in acems' home ("/" is /home/acems)
+    setstat: bool = True  # the SFTP server can change modes
     show_back: bool = True  # draw the back entry of submenus (it works either way)
     silent_after_verdict: bool = False  # wait for a key after the verdict, with no prompt
 
@@ -260,7 +262,7 @@ class AltOvoc:
 
         class Sftp(asyncssh.SFTPServer):
             def map_path(self, path: bytes) -> bytes:
-                if not path.startswith(b"/"):
+                if not path.startswith(b"/") and not variant.sftp_home_root:
                     path = b"/home/acems/" + path
                 return super().map_path(path)
 
@@ -269,13 +271,19 @@ class AltOvoc:
                     raise asyncssh.SFTPOpUnsupported("posix-rename is not supported")
                 super().posix_rename(oldpath, newpath)
 
+            def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+                if not variant.setstat:
+                    raise asyncssh.SFTPOpUnsupported("setstat is not supported")
+                super().setstat(path, attrs)
+
             def rename(self, oldpath: bytes, newpath: bytes) -> None:
                 # As OpenSSH's sftp-server: a plain rename never replaces a file.
                 if Path(self.map_path(newpath).decode()).exists():
                     raise asyncssh.SFTPFailure("file exists")
                 super().rename(oldpath, newpath)
 
-        return Sftp(chan, chroot=str(self.base).encode())
+        root = self.base / "home" / "acems" if variant.sftp_home_root else self.base
+        return Sftp(chan, chroot=str(root).encode())
 
     # ---- shell ---------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ VARIANTS = [
         option="{key}: {label}", choice_prompt="Your choice ", exit_option=("0", "Exit"),
         back_option=("0", "Back"), show_back=False, su_prompt="Password:",
         success=("PKCS#12 file and JKS Keystore generated successfully.",),
+        sftp_home_root=True, setstat=False,
     ),
 ]
 

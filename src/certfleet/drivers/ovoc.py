@@ -452,7 +452,7 @@ class _Screen:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last_output = loop.time()
-        short = min(self.quiet, 0.05)
+        short = min(self.quiet, 0.02)
         while True:
             now = loop.time()
             state = classify(self.since_mark())
@@ -672,6 +672,7 @@ class OvocDriver(Driver):
         self._dirty = False  # the shell may be inside a menu (after an error)
         self._menu_from = 0
         self._root_prompt: str | None = None  # the root shell's prompt line, as seen
+        self._located = False  # the staging folder was checked against the SFTP home
 
     # ---- connection ------------------------------------------------------------------
 
@@ -802,6 +803,7 @@ class OvocDriver(Driver):
         await self._close_quietly()
         self._conn = await self._open()
         self._sftp = await self._op("starting SFTP", self._conn.start_sftp_client())
+        await self._locate_staging_dir()
         await self._start_root_shell()
 
     async def _start_root_shell(self) -> None:
@@ -952,6 +954,41 @@ class OvocDriver(Driver):
         result: bytes = await self._op(f"downloading {name!r}", read())
         return result
 
+    async def _exists(self, path: str) -> bool:
+        import asyncssh
+
+        assert self._sftp is not None
+        try:
+            await self._op(f"checking {path!r}", self._sftp.stat(path))
+        except DeviceRefusedError as exc:
+            if isinstance(exc.__cause__, asyncssh.SFTPNoSuchFile):
+                return False
+            raise
+        return True
+
+    async def _locate_staging_dir(self) -> None:
+        """Follow an SFTP server rooted in the user's home folder.
+
+        When neither the staging folder nor its parent exists as given
+        (``/home/acems/server_certs``) but the SFTP session starts in a home
+        folder of another name, the same place under that home is used.
+        """
+        assert self._sftp is not None
+        home_prefix = f"/home/{self.user}/"
+        if not self.staging_dir.startswith(home_prefix) or self._located:
+            return
+        self._located = True
+        parent = posixpath.dirname(self.staging_dir)
+        if await self._exists(self.staging_dir) or await self._exists(parent):
+            return
+        home = str(await self._op("finding the SFTP home folder", self._sftp.realpath(".")))
+        if not home.startswith("/") or home.rstrip("/") + "/" == home_prefix:
+            return
+        candidate = posixpath.join(home, self.staging_dir[len(home_prefix):])
+        if await self._exists(posixpath.dirname(candidate)):
+            self.emit("locate", "ok", f"SFTP starts in {home!r}: staging in {candidate!r}")
+            self.staging_dir = candidate
+
     async def _ensure_staging_dir(self) -> None:
         import asyncssh
 
@@ -965,8 +1002,7 @@ class OvocDriver(Driver):
             await self._op(f"creating {self.staging_dir!r}",
                            sftp.mkdir(self.staging_dir,
                                       asyncssh.SFTPAttrs(permissions=self.dir_mode)))
-            await self._op(f"setting the mode of {self.staging_dir!r}",
-                           sftp.chmod(self.staging_dir, self.dir_mode))
+            await self._chmod(self.staging_dir, self.dir_mode)
             return
         if attrs.permissions is not None and attrs.permissions & 0o002:
             # The story's chmod 777 lets any local user swap the key: tighten it.
@@ -1005,7 +1041,18 @@ class OvocDriver(Driver):
         attrs = asyncssh.SFTPAttrs(permissions=self.file_mode)
         async with sftp.open(path, "wb", attrs) as handle:
             await handle.write(data)
-        await sftp.chmod(path, self.file_mode)
+        await self._chmod(path, self.file_mode)
+
+    async def _chmod(self, path: str, mode: int) -> None:
+        """Set ``mode``; a server that cannot (no setstat) keeps the mode asked at creation."""
+        import asyncssh
+
+        assert self._sftp is not None
+        try:
+            await self._op(f"setting the mode of {path!r}", self._sftp.chmod(path, mode))
+        except DeviceRefusedError as exc:
+            if not isinstance(exc.__cause__, asyncssh.SFTPOpUnsupported):
+                raise
 
     async def _remove(self, path: str) -> None:
         import asyncssh
@@ -1312,6 +1359,7 @@ class OvocDriver(Driver):
         if self._conn is None:
             self._conn = await self._open()
             self._sftp = await self._op("starting SFTP", self._conn.start_sftp_client())
+            await self._locate_staging_dir()
         exists, files = await self.download_staging()
         listing = await self.list_staging() or []
         report = StagingReport(self.staging_dir, exists, listing)
