@@ -288,3 +288,42 @@ def test_deploy_forced_mismatched_key_restores(lab: LabOvoc, new_cert: Issued,
     assert "SEM PKCS#12 file" in data["message"]
     assert lab.served_certificate() == lab.initial.leaf
     assert lab.staged_files()["server.crt"] == lab.initial.leaf_pem
+
+
+def test_deploy_with_menu_file(new_cert: Issued, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--menu reads labels for another firmware from a TOML file and the deploy walks them."""
+    import copy
+
+    from certfleet.lab.ems_emulator import load_menus
+
+    menus = copy.deepcopy(load_menus())
+    menus["menus"]["main"]["options"][3].update(key="8", label="Administration")
+    menu_file = tmp_path / "menu.toml"
+    menu_file.write_text('[menu]\nlabels = ["Administration", "Server Certificate Updates", '
+                         '"Import Server Certificates from Certificate Authority (CA)"]\n'
+                         'numbers = ["", "11", "3"]\n')
+    with LabOvoc(menus=menus, restart_delay=0.05) as lab:
+        monkeypatch.setenv("OVOC_SSH_PW", lab.acems_password)
+        monkeypatch.setenv("OVOC_ROOT_PW", lab.root_password)
+        monkeypatch.setenv("OVOC_KS_PW", KEYSTORE)
+        files = write_pem_set(tmp_path, new_cert)
+        result = runner.invoke(app, deploy_args(lab, files, "--json", "--menu", str(menu_file),
+                                                "--settle-time", "0.1"))
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["outcome"] == "installed"
+        assert lab.served_certificate() == new_cert.leaf
+
+
+def test_deploy_with_bad_menu_file(lab: LabOvoc, new_cert: Issued, tmp_path: Path) -> None:
+    """A menu file that is not TOML, or names an unknown setting, is refused before connecting."""
+    broken = tmp_path / "menu.toml"
+    broken.write_text("labels = [unclosed\n")
+    unknown = tmp_path / "menu.json"
+    unknown.write_text('{"colour": "red"}')
+    for path, words in ((broken, "is not valid TOML"), (unknown, "'colour' is unknown")):
+        result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
+                                                "--json", "--menu", str(path)))
+        assert result.exit_code == 2, result.output
+        assert words in json.loads(result.output)["message"]
+    assert lab.import_count == 0

@@ -55,6 +55,15 @@ PROMPT_TIMEOUT_OPT = typer.Option(60.0, "--prompt-timeout", metavar="SECONDS",
                                   help="How long to wait for each screen of the menu.")
 IMPORT_TIMEOUT_OPT = typer.Option(600.0, "--import-timeout", metavar="SECONDS",
                                   help="How long to wait for OVOC's import verdict.")
+MENU_OPT = typer.Option(
+    None, "--menu", metavar="FILE",
+    help="TOML or JSON file describing EmsServerManager on another firmware: labels, numbers, "
+    "command, menu_prompt, continue_prompt, confirm_prompt, confirm_answer, password_prompt, "
+    "success, failure, back_labels, back (a [menu] table or top-level keys).")
+SETTLE_OPT = typer.Option(
+    0.3, "--settle-time", metavar="SECONDS",
+    help="How long OVOC's output must stay quiet before a line that only looks like a "
+    "prompt (the shell's) is answered.")
 JSON_OPT = typer.Option(False, "--json", help="Print JSON only, on stdout.")
 FILES_ARG = typer.Argument(..., help="Certificate, key, chain, .pfx... files (any format).",
                            show_default=False)
@@ -101,6 +110,7 @@ def _driver(
     su_password: str | None, keystore_password: str | None, known_hosts: Path | None,
     host_key: str | None, staging_dir: str, verify_ports: list[int] | None,
     verify_timeout: float, prompt_timeout: float, import_timeout: float, on_event: Any,
+    menu: Path | None = None, settle_time: float = 0.3,
 ) -> OvocDriver:
     from ..drivers.ovoc import OvocDriver
     from ..drivers.tlsprobe import Listener
@@ -115,7 +125,37 @@ def _driver(
         known_hosts=_known_hosts(known_hosts, host_key), host_key=host_key,
         staging_dir=staging_dir, listeners=listeners, verify_timeout=verify_timeout,
         prompt_timeout=prompt_timeout, import_timeout=import_timeout, on_event=on_event,
+        menu=_load_menu(menu), settle_time=settle_time,
     )
+
+
+def _load_menu(path: Path | None) -> Any:
+    """The OvocMenu of a TOML or JSON file (keys of OvocMenu.from_mapping); None without one."""
+    if path is None:
+        return None
+    import json
+    import tomllib
+
+    from ..drivers.ovoc import OvocMenu
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the menu file {str(path)!r}: {exc.strerror or exc}",
+                          hint="give an existing TOML or JSON file to --menu") from None
+    kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+    try:
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"the menu file {str(path)!r} is not valid {kind}: {exc}",
+                          hint="fix the file (.json files are read as JSON, others as TOML)"
+                          ) from None
+    if isinstance(data, dict) and isinstance(data.get("menu"), dict):
+        data = data["menu"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"the menu file {str(path)!r} holds no table of settings",
+                          hint="write the settings as keys, e.g. labels = [...]")
+    return OvocMenu.from_mapping(data)
 
 
 def _print_event(event: StepEvent) -> None:
@@ -178,6 +218,8 @@ def register(app: typer.Typer) -> None:
         force: bool = FORCE_OPT,
         transcript: Path | None = TRANSCRIPT_OPT,
         backup_dir: Path | None = BACKUP_DIR_OPT,
+        menu: Path | None = MENU_OPT,
+        settle_time: float = SETTLE_OPT,
         json_out: bool = JSON_OPT,
     ) -> None:
         """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
@@ -189,7 +231,7 @@ def register(app: typer.Typer) -> None:
             host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
             verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
             import_timeout=import_timeout, force=force, transcript=transcript,
-            backup_dir=backup_dir, json_out=json_out,
+            backup_dir=backup_dir, json_out=json_out, menu=menu, settle_time=settle_time,
         )
         raise typer.Exit(code)
 
@@ -229,7 +271,8 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
             known_hosts: Path | None, host_key: str | None, staging_dir: str,
             verify_ports: list[int] | None, verify_timeout: float, prompt_timeout: float,
             import_timeout: float, force: bool, transcript: Path | None,
-            backup_dir: Path | None, json_out: bool) -> int:
+            backup_dir: Path | None, json_out: bool, menu: Path | None = None,
+            settle_time: float = 0.3) -> int:
     from ..drivers.base import refuse_on_input_error
 
     def emit_outcome(outcome: DeployOutcome, text: str | None) -> int:
@@ -269,6 +312,7 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
             host_key=host_key, staging_dir=staging_dir, verify_ports=verify_ports,
             verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
             import_timeout=import_timeout, on_event=None if json_out else _print_event,
+            menu=menu, settle_time=settle_time,
         )
     except InputError as exc:
         return emit_outcome(refuse_on_input_error(host, exc), None)
