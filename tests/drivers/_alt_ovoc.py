@@ -70,6 +70,7 @@ class Variant:
     confirm_exit: bool = False
     start_pager: str | None = None  # a key press asked before the main menu
     menu_pager: str | None = None  # a pager inside the security menu
+    pager_after: int = 5  # entries drawn before the pager (99: all, then the pager)
     confirm: str | None = None  # asked after "Press Enter", before the password
     continue_prompt: str = "Press Enter to continue"
     passwords: tuple[str, ...] = ("Enter password: ",)
@@ -291,7 +292,9 @@ class AltOvoc:
         return f"\x1b[{code}m{text}\x1b[0m" if self.variant.colour else text
 
     def _prompt(self, root: bool) -> str:
+        """The shell prompt; "{n}" in it counts the commands (as bash's \\#)."""
         prompt = self.variant.root_prompt if root else self.variant.shell_prompt
+        prompt = prompt.replace("{n}", str(len(self.record.commands) + 1))
         if not self.variant.colour:
             return prompt
         title = "\x1b]0;root@ovoc:~\x07" if root else "\x1b]0;acems@ovoc:~\x07"
@@ -458,7 +461,7 @@ class _Menu:
                    ("12", "HTTPS Cipher Settings"), ("15", "Security Audit Log")]
         while True:
             choice = await self._choose("Security", options, v.back_option,
-                                        5 if v.menu_pager else None)
+                                        v.pager_after if v.menu_pager else None)
             if choice is None:
                 return "eof"
             if choice.lower() == v.back_option[0].lower():

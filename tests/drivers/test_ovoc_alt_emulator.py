@@ -38,7 +38,7 @@ VARIANTS = [
     Variant(name="story-defaults"),
     Variant(
         name="colour-clear-parenthesis",
-        shell_prompt="acems@OVOC:~$ ", root_prompt="# ", colour=True, clear=True,
+        shell_prompt="acems@OVOC:~$ ", root_prompt="[root@ovoc {n}]# ", colour=True, clear=True,
         option="{key}) {label}", security=("6", "Security Menu"),
         choice_prompt="Enter your choice [1-15]: ", exit_option=("0", "Exit"),
         back_option=("0", "Back"), su_prompt="Password:",
@@ -68,10 +68,14 @@ VARIANTS = [
     Variant(
         name="clear-colour-check-first",
         banner="Welcome to OVOC #1\n", clear=True, colour=True, option="({key}) {label}",
-        menu_pager="Press any key to continue", check_before_password=True,
+        menu_pager="Press any key to continue", pager_after=99, check_before_password=True,
         confirm="Overwrite the existing keystore? (yes/no) ",
         continue_prompt="Hit Enter to continue:",
         passwords=("Enter password: ", "Confirm password: "),
+    ),
+    Variant(
+        name="root-hash-only", root_prompt="# ", shell_prompt="$ ", su_prompt="Password: ",
+        banner="# Managed by AudioCodes #\n$ quota: 1G\n", option="{key}) {label}",
     ),
     Variant(
         name="hidden-back-bare-prompt",

@@ -504,6 +504,11 @@ def _words(text: str) -> frozenset[str]:
                      for w in re.findall(r"[a-z0-9#]+", text.casefold()))
 
 
+def _prompt_shape(prompt: str) -> str:
+    """A shell prompt without its digits and spaces: '[root@ovoc ~ 12]#' ~ '[root@ovoc ~ 13]#'."""
+    return re.sub(r"[\d\s]+", "", prompt)
+
+
 def _last_line(window: str) -> str:
     """The last line with something on it (where a prompt waits)."""
     for line in reversed(window.split("\n")):
@@ -1176,14 +1181,17 @@ class OvocDriver(Driver):
 
     # ---- EmsServerManager -------------------------------------------------------------
 
-    def _classify(self, window: str, *, loose_menu: bool = False) -> tuple[str, str] | None:
+    def _classify(self, window: str, *, loose_menu: bool = False,
+                  menu_window: str | None = None) -> tuple[str, str] | None:
         """What the screen after the last answer asks, once it is quiet.
 
         ``confirm``, ``password``, ``continue`` (Enter), ``menu`` (entries and a
         prompt), ``shell`` (back at root's prompt), ``unknown?`` (a line that ends
-        like a question nobody here answers), or None (still drawing). With
-        ``loose_menu`` (while walking menus) entries with the cursor left after a
-        line that is no entry are a menu too, whatever its prompt ends with.
+        like a question nobody here answers), or None (still drawing). Entries
+        are read from ``menu_window`` (the text since the last menu choice) when
+        given. With ``loose_menu`` (while walking menus) entries with the cursor
+        left after a line that is no entry are a menu too, whatever its prompt
+        ends with.
         """
         line = _last_line(window)
         if not line:
@@ -1196,20 +1204,20 @@ class OvocDriver(Driver):
             return "password", line
         if re.search(menu.continue_prompt, line, flags):
             return "continue", line
-        options = menu_options(window)
-        if options and re.search(menu.menu_prompt, line, flags) \
-                and (len(options) > 1 or not _SHELL_END.search(line)):
+        root = _prompt_shape(self._root_prompt or "")
+        at_root = bool(root) and _prompt_shape(line) == root
+        options = menu_options(window if menu_window is None else menu_window)
+        if options and not at_root and re.search(menu.menu_prompt, line, flags):
             return "menu", line
-        root = (self._root_prompt or "").strip()
-        if loose_menu and options and not window.endswith("\n") and not menu_options(line) \
-                and line.strip() != root:
+        if loose_menu and options and not at_root and not window.endswith("\n") \
+                and not menu_options(line):
             return "menu?", line
-        if root and line.strip() == root:
+        if at_root:
             return "shell", line
-        if (not root or _SHELL_END.search(root)) and _SHELL_END.search(line):
+        if not root and _SHELL_END.search(line):
             return "shell?", line
         if _PROMPT_END.search(line):
-            return "unknown?", line
+            return "unknown?", line  # root's prompt is known: a '#' line here is something else
         return None
 
     async def _run_import(self) -> tuple[bool, str]:
@@ -1318,13 +1326,16 @@ class OvocDriver(Driver):
         return False, f"no known verdict; OVOC printed: {shown}"
 
     def _walking(self, window: str) -> tuple[str, str] | None:
-        return self._classify(window, loose_menu=True)
+        screen = self._screen
+        assert screen is not None
+        return self._classify(window, loose_menu=True,
+                              menu_window=screen.text[self._menu_from:])
 
     async def _leave_menu(self) -> None:
         """Answer 'Press Enter' and back out of every menu until the shell prompt."""
         screen = self._screen
         assert screen is not None
-        start = screen.mark
+        self._menu_from = screen.mark
         # A menu that shows no way back: try the usual keys, keeping the one that worked.
         guesses = list(dict.fromkeys([self.menu.back, "q", "0", "x"]))
         guess, guessed_at = 0, None
@@ -1337,7 +1348,7 @@ class OvocDriver(Driver):
                 self._menu_from = len(screen.text)
                 return
             if kind == "menu":
-                window = screen.text[start:]
+                window = screen.text[self._menu_from:]
                 key = _back_option(window, self.menu.back_labels)
                 if key is None:
                     options = menu_options(window)
@@ -1346,7 +1357,7 @@ class OvocDriver(Driver):
                     guessed_at = options
                     key = guesses[guess % len(guesses)]
                 screen.send(key)
-                start = screen.mark
+                self._menu_from = screen.mark
             else:
                 screen.send(self._answer(kind, line))
         raise DeviceTimeoutError("EmsServerManager did not return to the shell",
