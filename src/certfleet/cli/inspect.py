@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import PasswordError
+from ..pki.quiet import quietly
 from .common import console, handle_errors, print_json, read_password
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def _short(digest: str | None) -> str:
     return f"{digest[:12]}…" if digest else "-"
 
 
+@quietly
 def _inspect(files: list[Path], password_env: str | None, password_file: Path | None,
              json_out: bool) -> None:
     from rich.table import Table
@@ -181,6 +183,7 @@ def _print_check(bundle: Bundle, findings: list[Finding], ok: bool) -> None:
         console.print(f"[bold red]NOT OK[/]: {summary}")
 
 
+@quietly
 def _check(files: list[Path], hosts: list[str], password_env: str | None,
            password_file: Path | None, expiry_warn_days: int, json_out: bool) -> None:
     from ..pki.bundle import assemble

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import ConfigError, InputError, PasswordError, PrivateKeyError
+from ..pki.quiet import quietly
 from .common import console, err_console, handle_errors, print_json, read_password
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def _refuse_existing(paths: list[Path]) -> None:
 
 
 @handle_errors
+@quietly
 def csr(
     name: Annotated[str | None, typer.Argument(
         metavar="NAME",
@@ -252,6 +254,7 @@ def _inventory_csr(
 
 
 @handle_errors
+@quietly
 def export(
     files: Annotated[list[str], typer.Argument(
         metavar="FILE", help="Certificate, chain, key, .p7b, .pfx or .jks files.",

@@ -8,6 +8,7 @@ so that the checks can report it.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 
 from ..errors import CertificateError
 from .model import Bundle, Finding, LoadedObject, PrivateKey, cert_sha256, spki_sha256
+from .quiet import quietly
 
 __all__ = [
     "assemble",
@@ -160,6 +162,136 @@ def _pick_leaf(
     return max(bottom, key=_not_after)
 
 
+def _subject_of(leaf: x509.Certificate, chain: list[x509.Certificate]) -> x509.Certificate:
+    """The certificate whose issuer is being linked: the last one of the path so far."""
+    return chain[-1] if chain else leaf
+
+
+def _same_ca(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """Same subject and same key: one CA, certified twice (cross-signed or re-issued)."""
+    if a.subject != b.subject:
+        return False
+    spki = safe_spki_sha256(a)
+    return spki is not None and spki == safe_spki_sha256(b)
+
+
+def _set_aside_text(
+    cert: x509.Certificate,
+    source: str,
+    in_path: list[x509.Certificate],
+    unrelated: tuple[x509.Certificate, ...],
+    leaf: x509.Certificate,
+) -> tuple[str, str]:
+    """The CHAIN_UNRELATED message and hint for one certificate left out of the path."""
+    subject, issuer = subject_text(cert), _issuer_text(cert)
+    named = f"certificate {subject!r} issued by {issuer!r} from {source!r}"
+    twin = next((c for c in in_path if c is not cert and _same_ca(cert, c)), None)
+    if twin is not None:
+        top = subject_text(in_path[-1])
+        return (
+            f"{named} is another certificate of the "
+            f"same CA (same name and key: cross-signed or re-issued) and is not needed for "
+            f"the chain of {subject_text(leaf)!r}, which goes to {top!r}",
+            "nothing to do; keep it only if old clients need the path through "
+            f"{issuer!r}",
+        )
+    alternates = [
+        c for c in unrelated
+        if c is not cert and any(_same_ca(c, p) for p in in_path)
+    ]
+    if any(alt.issuer == cert.subject and signature_ok(alt, cert) for alt in alternates):
+        return (
+            f"{named} belongs to the alternative "
+            f"(cross-signed) path of the chain of {subject_text(leaf)!r}",
+            "nothing to do; keep it only if old clients need that path",
+        )
+    return (
+        f"{named} is not part of the chain of "
+        f"{subject_text(leaf)!r}",
+        "remove it from the input, or check that the right files were given",
+    )
+
+
+class _PathFinder:
+    """The best issuer path of a certificate among a pile, searched depth first.
+
+    Names and key identifiers select the candidates; a candidate whose
+    signature verifies beats one that does not. Among whole paths the best
+    one is: every signature verified, ending at a root that is present, valid
+    now, shortest, then the one whose certificates expire last. A bounded
+    budget of steps keeps a crafted pile of look-alike CAs cheap: past it,
+    the first fitting issuer is taken at each step.
+    """
+
+    _BUDGET = 2_000
+    _MAX_DEPTH = 16
+
+    def __init__(self, certs: Sequence[x509.Certificate]) -> None:
+        self.certs = list(certs)
+        self.steps = 0
+        self._sig: dict[tuple[int, int], bool] = {}
+        self._self: dict[int, bool] = {}
+        self._now = _utcnow()
+
+    def _signed(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        key = (id(cert), id(issuer))
+        if key not in self._sig:
+            self._sig[key] = signature_ok(cert, issuer)
+        return self._sig[key]
+
+    def _is_root(self, cert: x509.Certificate) -> bool:
+        if id(cert) not in self._self:
+            self._self[id(cert)] = cert.issuer == cert.subject and self._signed(cert, cert)
+        return self._self[id(cert)]
+
+    def best(self, cert: x509.Certificate) -> list[tuple[x509.Certificate, bool]]:
+        """(issuer, signature verified) pairs from ``cert``'s issuer up to the root or top."""
+        return self._extend(cert, frozenset({id(cert)}), 0)
+
+    def _extend(
+        self, cert: x509.Certificate, used: frozenset[int], depth: int
+    ) -> list[tuple[x509.Certificate, bool]]:
+        if depth >= self._MAX_DEPTH:
+            return []
+        named = [c for c in self.certs if id(c) not in used and _name_matches(cert, c)]
+        if not named:
+            return []
+        verified = [c for c in named if self._signed(cert, c)]
+        options = [(c, True) for c in verified] or [(named[0], False)]
+        best: list[tuple[x509.Certificate, bool]] | None = None
+        best_score: tuple[bool, bool, bool, int, float] | None = None
+        for candidate, ok in options:
+            self.steps += 1
+            if self._is_root(candidate):
+                tail: list[tuple[x509.Certificate, bool]] = []
+            else:
+                tail = self._extend(candidate, used | {id(candidate)}, depth + 1)
+            path = [(candidate, ok), *tail]
+            score = self._score(path)
+            if best_score is None or score > best_score:
+                best, best_score = path, score
+            if self.steps > self._BUDGET:
+                break
+        return best or []
+
+    def _score(self, path: list[tuple[x509.Certificate, bool]]) -> tuple[
+        bool, bool, bool, int, float
+    ]:
+        certs = [c for c, _ in path]
+        return (
+            all(ok for _, ok in path),
+            self._is_root(certs[-1]),
+            all(c.not_valid_before_utc <= self._now <= c.not_valid_after_utc for c in certs),
+            -len(certs),
+            min(_not_after(c) for c in certs),
+        )
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@quietly
 def assemble(objects: Sequence[LoadedObject]) -> Bundle:
     """Pick the leaf, order its chain leaf to root, attach the matching key.
 
@@ -212,27 +344,23 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
     leaf = _pick_leaf(certs, key_by_spki, spkis)
     leaf_spki = spkis[next(i for i, c in enumerate(certs) if c is leaf)]
 
-    # The chain, leaf side first, each link by name, key id and signature.
+    # The chain, leaf side first, each link by name, key id and signature. When a CA
+    # is cross-signed, several issuers fit: the best whole path wins (see _PathFinder).
     chain: list[x509.Certificate] = []
     root: x509.Certificate | None = None
     used = {id(leaf)}
-    current = leaf
     if not is_self_signed(leaf):
-        while True:
-            remaining = [c for c in certs if id(c) not in used]
-            issuer, verified = find_issuer(current, remaining)
-            if issuer is None:
-                break
+        for issuer, verified in _PathFinder(certs).best(leaf):
             if not verified:
                 findings.append(
                     Finding(
                         "BAD_SIGNATURE",
                         "error",
-                        f"the signature of {subject_text(current)!r} does not verify with the "
-                        f"key of its named issuer {subject_text(issuer)!r}",
+                        f"the signature of {subject_text(_subject_of(leaf, chain))!r} does not "
+                        f"verify with the key of its named issuer {subject_text(issuer)!r}",
                         hint="the issuer certificate is the wrong one (a re-keyed or "
                         "cross-signed CA?): download the chain again from the CA",
-                        subject=subject_text(current),
+                        subject=subject_text(_subject_of(leaf, chain)),
                     )
                 )
             used.add(id(issuer))
@@ -240,18 +368,19 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
                 root = issuer
                 break
             chain.append(issuer)
-            current = issuer
 
     unrelated = tuple(c for c in certs if id(c) not in used)
+    in_path = [leaf, *chain, *([root] if root is not None else [])]
     for cert in unrelated:
+        message, hint = _set_aside_text(
+            cert, first_source[cert_sha256(cert)], in_path, unrelated, leaf
+        )
         findings.append(
             Finding(
                 "CHAIN_UNRELATED",
                 "warning",
-                f"certificate {subject_text(cert)!r} issued by {_issuer_text(cert)!r} "
-                f"from {first_source[cert_sha256(cert)]!r} "
-                f"is not part of the chain of {subject_text(leaf)!r}; it was set aside",
-                hint="remove it from the input, or check that the right files were given",
+                f"{message}; it was set aside",
+                hint=hint,
                 subject=subject_text(cert),
             )
         )

@@ -23,6 +23,7 @@ from .bundle import assemble, is_ca, is_self_signed, safe_spki_sha256, signature
 from .load import load_files
 from .model import Bundle, Finding, Severity
 from .names import certificate_names, host_matches
+from .quiet import quietly
 
 __all__ = ["FINDING_CODES", "check_bundle", "has_errors", "preflight"]
 
@@ -256,10 +257,21 @@ def _check_strength(bundle: Bundle) -> list[Finding]:
 
 
 def _check_usage(bundle: Bundle) -> list[Finding]:
+    subject = subject_text(bundle.leaf)
+    if is_ca(bundle.leaf) and not is_self_signed(bundle.leaf):
+        # Only a CA's files were given (a .p7b or ca-bundle without the server's
+        # certificate): the "leaf" is the lowest CA, which no client accepts as a server.
+        return [_finding(
+            "NO_SERVER_AUTH",
+            f"the leaf {subject!r} is a CA certificate, not one issued to a server: "
+            "the input holds no server certificate",
+            "add the certificate the CA issued for the server (.crt, .cer or .pfx), "
+            "not only the CA's chain",
+            subject,
+        )]
     usages = _eku(bundle.leaf)
     if usages is None or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
         return []
-    subject = subject_text(bundle.leaf)
     listed = ", ".join(_EKU_NAMES.get(u, u.dotted_string) for u in usages) or "nothing"
     found: list[Finding] = []
     if ExtendedKeyUsageOID.SERVER_AUTH not in usages:
@@ -294,6 +306,7 @@ def _check_names(bundle: Bundle, hosts: Sequence[str]) -> list[Finding]:
     return found
 
 
+@quietly
 def check_bundle(
     bundle: Bundle,
     hosts: Sequence[str] = (),
@@ -320,6 +333,7 @@ def check_bundle(
     return sorted(findings, key=lambda f: _RANK[f.severity])
 
 
+@quietly
 def preflight(
     paths: Sequence[str | os.PathLike[str]],
     password: bytes | None = None,

@@ -10,6 +10,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from .bundle import is_ca, safe_spki_sha256, subject_text
 from .model import LoadedObject, cert_sha256, key_description
 from .names import certificate_names
+from .quiet import quietly
 
 __all__ = ["describe_certificate", "describe_csr", "describe_key", "describe_object", "iso_utc"]
 
@@ -37,6 +38,7 @@ def _issuer_text(cert: x509.Certificate) -> str:
         return "<unreadable issuer>"
 
 
+@quietly
 def describe_certificate(cert: x509.Certificate) -> dict[str, object]:
     """subject, issuer, serial, sha256, spki_sha256, validity, sans, is_ca, key type/bits."""
     key_type, key_bits = _public_key_description(cert)
@@ -65,6 +67,7 @@ def _sans(obj: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
     return certificate_names(obj)
 
 
+@quietly
 def describe_csr(csr: x509.CertificateSigningRequest) -> dict[str, object]:
     """subject, sans, key type/bits and spki_sha256 of a CSR."""
     key_type, key_bits = _public_key_description(csr)
@@ -91,6 +94,7 @@ def describe_key(obj: LoadedObject) -> dict[str, object]:
     }
 
 
+@quietly
 def describe_object(obj: LoadedObject) -> dict[str, object]:
     """The ``inspect --json`` entry of one loaded object, with ``source`` and ``format``."""
     if isinstance(obj.value, x509.Certificate):

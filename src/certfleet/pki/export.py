@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from ..errors import ConfigError, InputError, PasswordError, PrivateKeyError
 from .keygen import native_key_format, private_key_pem, stem_for_name
 from .model import Bundle, PrivateKey, key_description
+from .quiet import quietly
 
 __all__ = [
     "FORMATS",
@@ -181,6 +182,7 @@ def check_export_options(fmt: str, password: bytes | None) -> None:
         _require_password(password, fmt)
 
 
+@quietly
 def export_bundle(bundle: Bundle, fmt: str, password: bytes | None = None) -> bytes:
     """``bundle`` as the bytes of format ``fmt`` (one of :data:`FORMATS`).
 

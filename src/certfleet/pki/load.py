@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
 from ..errors import CertfleetError, CertificateError, PasswordError
 from .model import LoadedObject, ObjectType, PrivateKey
+from .quiet import quietly
 
 __all__ = ["PASSWORD_HINT", "load_bytes", "load_files"]
 
@@ -71,6 +72,14 @@ _IGNORED_LABELS = frozenset(
         "PARAMETERS",
     }
 )
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """True for pyo3's PanicException: a Rust panic in a parser, raised as a BaseException.
+
+    Its module (``pyo3_runtime``) cannot be imported, so it is known by name.
+    """
+    return type(exc).__name__ == "PanicException"
 
 
 class _DerError(ValueError):
@@ -182,9 +191,16 @@ def _wrong_password(source: str, what: str) -> PasswordError:
     )
 
 
+_RUST_PARSE_ERROR = re.compile(r"ParseError \{ kind: (\w+)")
+
+
 def _corrupt(source: str, what: str, exc: BaseException | None = None) -> CertificateError:
     # cryptography's Rust parser errors are long debug dumps: keep the first words.
     text = str(exc).splitlines()[0] if exc is not None and str(exc) else ""
+    parse_error = _RUST_PARSE_ERROR.search(text)
+    if parse_error is not None:
+        words = re.sub(r"(?<!^)(?=[A-Z])", " ", parse_error.group(1)).lower()
+        text = f"not valid DER ({words})"
     detail = f": {text[:80]}" if text else ""
     return CertificateError(
         f"{source!r} {what} is corrupt or not supported{detail}",
@@ -348,7 +364,11 @@ def _load_pem_block(
 ) -> None:
     source = out.source
     key: object
-    if label in ("CERTIFICATE", "X509 CERTIFICATE"):
+    if label in ("CERTIFICATE", "X509 CERTIFICATE") and _der_shape(der) == "pkcs7":
+        # Windows CA web enrollment writes a "Base 64" .p7b chain under this label.
+        for cert in pkcs7.load_der_pkcs7_certificates(der):
+            out.add("certificate", "pkcs7", cert)
+    elif label in ("CERTIFICATE", "X509 CERTIFICATE"):
         out.add("certificate", "pem", x509.load_der_x509_certificate(der))
     elif label == "TRUSTED CERTIFICATE":
         # OpenSSL appends an X509_CERT_AUX trust structure after the certificate.
@@ -362,14 +382,13 @@ def _load_pem_block(
         key = serialization.load_der_private_key(der, None)
         out.add("private_key", "pkcs8", _check_key(key, source, what))
     elif label == "ENCRYPTED PRIVATE KEY":
-        if password is None:
-            raise _missing_password(source, what)
-        key = _decrypt(lambda: serialization.load_der_private_key(der, password), source, what)
+        key = _load_encrypted_pkcs8(der, password, source, what)
         out.add("private_key", "pkcs8-encrypted", _check_key(key, source, what), True)
     elif label in ("RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY"):
         if headers.get("Proc-Type", "").replace(" ", "") == "4,ENCRYPTED":
             if password is None:
                 raise _missing_password(source, what)
+            _check_dek_info(headers.get("DEK-Info", ""), source, what)
             pem = _rebuild_pem(label, headers, der)
             key = _decrypt(lambda: serialization.load_pem_private_key(pem, password), source, what)
             out.add("private_key", "pem-encrypted", _check_key(key, source, what), True)
@@ -381,6 +400,38 @@ def _load_pem_block(
         _load_der(der, password, out)
     else:  # OPENSSH PRIVATE KEY, SSH2 ...: not TLS material
         out.skipped.append(label)
+
+
+# The ciphers of legacy encrypted PEM keys (RFC 1421 DEK-Info) that cryptography
+# decrypts, and their IV sizes. OpenSSL also writes DES-CBC, AES-192-CBC, CAMELLIA
+# and ARIA: those are named as such, not taken for a wrong password.
+_DEK_IV_BYTES = {
+    "DES-EDE3-CBC": 8,
+    "AES-128-CBC": 16,
+    "AES-256-CBC": 16,
+}
+
+
+def _check_dek_info(value: str, source: str, what: str) -> None:
+    """Refuse a DEK-Info header the decrypting library would choke on (it panics on a short IV)."""
+    cipher, _, iv = value.replace(" ", "").partition(",")
+    cipher = cipher.upper()
+    if not cipher:
+        raise _corrupt(source, what, ValueError("the DEK-Info header naming its cipher is missing"))
+    if cipher not in _DEK_IV_BYTES:
+        raise CertificateError(
+            f"{source!r} {what} is encrypted with {cipher!r}, "
+            "which certfleet cannot decrypt",
+            hint="convert the key with a current tool to PKCS#8 (AES-256) or give it "
+            "unencrypted",
+            path=source,
+        )
+    try:
+        iv_bytes = bytes.fromhex(iv)
+    except ValueError:
+        iv_bytes = b""
+    if len(iv_bytes) != _DEK_IV_BYTES[cipher]:
+        raise _corrupt(source, what, ValueError("the DEK-Info IV is malformed"))
 
 
 def _rebuild_pem(label: str, headers: dict[str, str], der: bytes) -> bytes:
@@ -402,6 +453,10 @@ def _decrypt(load: Callable[[], object], source: str, what: str) -> object:
         raise _corrupt(source, what, exc) from exc
     except (ValueError, TypeError) as exc:
         raise _wrong_password(source, what) from exc
+    except BaseException as exc:
+        if _is_panic(exc):  # the parser met a malformed input it did not expect
+            raise _corrupt(source, what, ValueError("the parser rejected it")) from exc
+        raise
 
 
 def _load_der(data: bytes, password: bytes | None, out: _Collector) -> bool:
@@ -441,9 +496,7 @@ def _load_der(data: bytes, password: bytes | None, out: _Collector) -> bool:
             return True
         if shape == "pkcs8-encrypted":
             what = "DER private key"
-            if password is None:
-                raise _missing_password(source, what)
-            key = _decrypt(lambda: serialization.load_der_private_key(data, password), source, what)
+            key = _load_encrypted_pkcs8(data, password, source, what)
             out.add("private_key", "der", _check_key(key, source, what), True)
             return True
     except CertfleetError:
@@ -475,6 +528,140 @@ def _pkcs12_mac_iterations(data: bytes) -> int:
     return 1
 
 
+# Password-based encryption as PKCS#8 and PKCS#12 name it. The round counts (and
+# scrypt's memory cost) are read from the file, like the MAC's: cap them too.
+_OID_PBES2 = "1.2.840.113549.1.5.13"
+_OID_PBKDF2 = "1.2.840.113549.1.5.12"
+_OID_SCRYPT = "1.3.6.1.4.1.11591.4.11"
+_PBE_PREFIXES = ("1.2.840.113549.1.12.1.", "1.2.840.113549.1.5.")  # PKCS#12 PBE, PBES1
+_KEY_BAGS = ("1.2.840.113549.1.12.10.1.1", "1.2.840.113549.1.12.10.1.2")
+#: scrypt's memory (128 * N * r * p bytes): OpenSSL's default is 16 MiB, refuse over 256 MiB.
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+_WALK_NODES = 20_000
+
+
+def _oid_text(content: bytes) -> str:
+    """Dotted text of the content of a DER OBJECT IDENTIFIER."""
+    if not content:
+        raise _DerError("empty OID")
+    first = content[0]
+    arcs = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    value = 0
+    for byte in content[1:]:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    return ".".join(map(str, arcs))
+
+
+def _der_int(tag: int, content: bytes) -> int | None:
+    if tag != 0x02 or not content or len(content) > 16:
+        return None
+    return int.from_bytes(content, "big", signed=True)
+
+
+class _PbeScan:
+    """What the password-based encryption of a PKCS#8 or PKCS#12 file asks for.
+
+    A bounded walk over the DER (into OCTET STRINGs that hold DER) that notes
+    every PBE algorithm identifier, its rounds and scrypt cost, and the key bags.
+    Files in BER (indefinite lengths) are not walked: they are read as they are.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.encrypted = False
+        self.rounds = 0
+        self.scrypt_memory = 0
+        self.key_bags = 0
+        self.walked = False  # False: not DER (BER from old Windows tools), nothing known
+        self._nodes = 0
+        try:
+            self._walk(data, 0, len(data), 0)
+            self.walked = True
+        except _DerError:
+            pass
+
+    def _walk(self, data: bytes, start: int, end: int, depth: int) -> None:
+        if depth > 12:
+            return
+        pos = start
+        while pos < end:
+            self._nodes += 1
+            if self._nodes > _WALK_NODES:
+                return
+            tag, cstart, cend = _der_tlv(data, pos)
+            if tag == 0x30:
+                self._sequence(data, cstart, cend)
+            if tag & 0x20:
+                self._walk(data, cstart, cend, depth + 1)
+            elif tag == 0x04 and cend > cstart and data[cstart] in (0x30, 0x31):
+                try:
+                    _, _, inner_end = _der_tlv(data, cstart)
+                except _DerError:
+                    inner_end = -1
+                if inner_end == cend:
+                    self._walk(data, cstart, cend, depth + 1)
+            pos = cend
+
+    def _sequence(self, data: bytes, start: int, end: int) -> None:
+        try:
+            kids = _der_children(data, start, end, limit=2)
+        except _DerError:
+            return
+        if not kids or kids[0][0] != 0x06:
+            return
+        oid = _oid_text(kids[0][1])
+        if oid in _KEY_BAGS:
+            self.key_bags += 1
+            return
+        if len(kids) < 2 or kids[1][0] != 0x30:
+            return
+        params = kids[1][1]
+        if oid == _OID_PBES2:
+            self.encrypted = True
+        elif oid == _OID_PBKDF2 or oid.startswith(_PBE_PREFIXES):
+            self.encrypted = True
+            values = _der_children(params, 0, len(params), limit=2)
+            if len(values) == 2:
+                self.rounds = max(self.rounds, _der_int(*values[1]) or 0)
+        elif oid == _OID_SCRYPT:
+            self.encrypted = True
+            values = _der_children(params, 0, len(params), limit=4)
+            numbers = [_der_int(*v) for v in values[1:]]
+            if len(numbers) == 3 and all(n is not None for n in numbers):
+                cost, block, parallel = (n or 0 for n in numbers)
+                self.scrypt_memory = max(self.scrypt_memory, 128 * cost * block * parallel)
+
+    def refuse_absurd(self, source: str, what: str) -> None:
+        """Raise CertificateError when the file asks for more work than any tool uses."""
+        if self.rounds > MAX_KDF_ITERATIONS:
+            raise CertificateError(
+                f"{source!r}: the {what} asks for {self.rounds:,} key-derivation rounds, "
+                f"more than certfleet accepts ({MAX_KDF_ITERATIONS:,})",
+                hint="export the file again with the tool's default settings",
+                path=source,
+            )
+        if self.scrypt_memory > MAX_SCRYPT_MEMORY:
+            mib = self.scrypt_memory // (1024 * 1024)
+            raise CertificateError(
+                f"{source!r}: the {what} asks for scrypt parameters needing {mib:,} MiB, "
+                f"more than certfleet accepts ({MAX_SCRYPT_MEMORY // (1024 * 1024)} MiB)",
+                hint="export the file again with the tool's default settings",
+                path=source,
+            )
+
+
+def _load_encrypted_pkcs8(
+    der: bytes, password: bytes | None, source: str, what: str
+) -> object:
+    """Decrypt an EncryptedPrivateKeyInfo after checking what its KDF asks for."""
+    if password is None:
+        raise _missing_password(source, what)
+    _PbeScan(der).refuse_absurd(source, what)
+    return _decrypt(lambda: serialization.load_der_private_key(der, password), source, what)
+
+
 def _load_pkcs12(data: bytes, password: bytes | None, out: _Collector) -> None:
     """PKCS#12 with the password, then with b"" and None (files without one)."""
     source = out.source
@@ -485,6 +672,16 @@ def _load_pkcs12(data: bytes, password: bytes | None, out: _Collector) -> None:
             f"{source!r}: the PKCS#12 file asks for {rounds:,} key-derivation rounds, "
             f"more than certfleet accepts ({MAX_KDF_ITERATIONS:,})",
             hint="export the .pfx again with the tool's default settings",
+            path=source,
+        )
+    scan = _PbeScan(data)
+    scan.refuse_absurd(source, what)
+    if scan.key_bags > 1:
+        raise CertificateError(
+            f"{source!r} holds {scan.key_bags} private keys; certfleet reads one key "
+            "and its certificate per PKCS#12 file",
+            hint="export each certificate with its key on its own (one certificate "
+            "selected in the export wizard), or give the key and certificates as PEM",
             path=source,
         )
     candidates: list[bytes | None] = [password] if password else []
@@ -506,7 +703,8 @@ def _load_pkcs12(data: bytes, password: bytes | None, out: _Collector) -> None:
         break
     if p12 is None:
         raise _wrong_password(source, what) if password else _missing_password(source, what)
-    encrypted = bool(used)
+    # A file without a MAC and without encryption opens with any password.
+    encrypted = bool(used) and (scan.encrypted or not scan.walked)
     if p12.key is not None:
         out.add("private_key", "pkcs12", _check_key(p12.key, source, what), encrypted)
     if p12.cert is not None:
@@ -555,6 +753,7 @@ def _load_jks(data: bytes, password: bytes | None, out: _Collector) -> None:
         raise _corrupt(source, what, exc) from exc
 
 
+@quietly
 def load_bytes(
     data: bytes, source: str = "<bytes>", password: bytes | None = None
 ) -> list[LoadedObject]:
@@ -567,6 +766,7 @@ def load_bytes(
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, not {type(data).__name__}")
     data = bytes(data)
+    _refuse_wrong_kind(data, source)
     out = _Collector(source)
     try:
         text = _decode_text(data)
@@ -574,17 +774,104 @@ def load_bytes(
             normalized = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if not _load_pem(normalized, password, out):
                 _load_der(data, password, out)
-        else:
-            _load_der(data, password, out)
+        elif not _load_der(data, password, out) and not out.objects:
+            raw = _bare_base64(text)
+            if raw is not None:
+                _load_der(raw, password, out)
     except CertfleetError:
         raise
     except Exception as exc:  # a last net: parsers raise more types than can be listed
         raise _corrupt(source, f"content ({type(exc).__name__})", exc) from exc
+    except BaseException as exc:
+        if _is_panic(exc):
+            raise _corrupt(source, "content", ValueError("the parser rejected it")) from exc
+        raise
     if not out.objects:
+        _refuse_text_kind(data, source)
         raise _nothing(source, out.skipped)
     return out.objects
 
 
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+
+def _bare_base64(text: bytes) -> bytes | None:
+    """The DER inside base64 text without PEM lines (copied from a portal), else None."""
+    body = text.strip(b"\x00\r\n\t ")
+    if len(body) < 64 or not _BASE64_TEXT.fullmatch(body):
+        return None
+    compact = b"".join(body.split())
+    compact += b"=" * (-len(compact) % 4)
+    try:
+        der = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return der if _der_shape(_strip_der_padding(der)) != "unknown" else None
+
+
+_ARCHIVES = (
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+)
+
+
+def _refuse_wrong_kind(data: bytes, source: str) -> None:
+    """Name an empty file or an archive instead of calling it corrupt."""
+    if not data.strip(b"\x00\r\n\t \xef\xbb\xbf\xff\xfe"):
+        raise CertificateError(
+            f"{source!r} is empty",
+            hint="download or export the file again; check it was saved completely",
+            path=source,
+        )
+    for magic, kind in _ARCHIVES:
+        if data.startswith(magic):
+            raise CertificateError(
+                f"{source!r} is {kind}; unpack it first",
+                hint="extract the archive and give the certificate, chain and key files in it",
+                path=source,
+            )
+
+
+def _refuse_text_kind(data: bytes, source: str) -> None:
+    """Name a web page, an SSH or PuTTY key saved where a certificate was expected."""
+    if data[:1] == b"\x30":
+        try:
+            _der_tlv(data)
+        except _DerError as exc:
+            if str(exc) == "truncated":
+                raise CertificateError(
+                    f"{source!r} is binary (DER) data shorter than its own header says: "
+                    "the file looks cut off",
+                    hint="download or copy the file again, completely (in binary mode)",
+                    path=source,
+                ) from None
+    head = _decode_text(data[:4096]).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in head:
+        raise CertificateError(
+            f"{source!r} is an HTML page, not a certificate (an error or login page "
+            "saved instead of the file?)",
+            hint="open it in a browser to read it, then download the certificate again "
+            "(the CA's \"download\" link, not the page)",
+            path=source,
+        )
+    if head.startswith(b"putty-user-key-file"):
+        raise CertificateError(
+            f"{source!r} is a PuTTY private key (.ppk), not a TLS key",
+            hint="give the key the CSR was made with (PEM), or the .pfx of the certificate",
+            path=source,
+        )
+    if head.startswith((b"ssh-rsa ", b"ssh-ed25519 ", b"ecdsa-sha2-")):
+        raise CertificateError(
+            f"{source!r} is an SSH public key or SSH certificate, not a TLS certificate",
+            hint="give the certificate the CA issued and its private key",
+            path=source,
+        )
+
+
+@quietly
 def load_files(
     paths: Sequence[str | os.PathLike[str]], password: bytes | None = None
 ) -> list[LoadedObject]:

@@ -23,6 +23,7 @@ from ..errors import CertificateError, ConfigError, PrivateKeyError
 from .export import certificate_label
 from .keygen import native_key_format, private_key_pem
 from .model import Bundle, Finding, PrivateKey, Severity
+from .quiet import quietly
 
 __all__ = [
     "FINDING_CODES",
@@ -329,6 +330,7 @@ SBC_PROFILE = SbcProfile()
 PROFILES: dict[str, TargetProfile] = {"ovoc": OVOC_PROFILE, "sbc": SBC_PROFILE}
 
 
+@quietly
 def render_target(bundle: Bundle, profile: TargetProfile) -> Artifacts:
     """Every file ``profile``'s device wants for ``bundle``.
 
