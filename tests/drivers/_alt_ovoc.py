@@ -60,6 +60,7 @@ class Variant:
     line_editor: bool = False  # asyncssh's line editor instead of a raw terminal
     su_prompt: str = "Password: "
     su_failure: str = "su: Authentication failure"
+    su_retry: bool = False  # a wrong password is asked again (twice) before su gives up
     option: str = "{key:>3}. {label}"
     security: tuple[str, str] = ("4", "Security")
     certificates_key: str = "11"
@@ -326,8 +327,12 @@ class AltOvoc:
                     break
                 if argv[0] == "su":
                     target = next((a for a in argv[1:] if not a.startswith("-")), "root")
-                    term.write(self.variant.su_prompt)
-                    password = await term.readline(echo=False)
+                    password: str | None = None
+                    for _ in range(3 if self.variant.su_retry else 1):
+                        term.write(self.variant.su_prompt)
+                        password = await term.readline(echo=False)
+                        if password is None or password == self.root_password:
+                            break
                     if password is None:
                         break
                     if target == "root" and password == self.root_password:

@@ -182,6 +182,7 @@ SU_REFUSALS = [
     Variant(name="authentication-failure"),
     Variant(name="incorrect-password", su_prompt="Password:", su_failure="su: incorrect password",
             shell_prompt="$ "),
+    Variant(name="asks-again", su_retry=True, su_failure="su: 3 incorrect password attempts"),
 ]
 
 

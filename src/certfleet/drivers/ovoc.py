@@ -853,9 +853,9 @@ class OvocDriver(Driver):
                                          self.prompt_timeout, "su password prompt")
         if kind == "password":
             screen.send(self.su_password or "")
-            kind, line = await screen.settle(after_su, ["fail", "prompt"], self.prompt_timeout,
-                                             "shell prompt after su", stuck=self.prompt_timeout)
-        if kind != "prompt":
+            kind, line = await screen.settle(after_su, ["fail", "prompt", "password"],
+                                             self.prompt_timeout, "shell prompt after su")
+        if kind != "prompt":  # refused, or asked again (as sudo does after a wrong one)
             raise DeviceAuthError(f"su to {self.su_user!r} on {self.host} was refused "
                                   "(wrong password)",
                                   hint="check the password given with --su-password-env",
