@@ -315,6 +315,22 @@ def test_screen_strips_titles_colours_and_clears() -> None:
     screen = _Screen(None, [])  # type: ignore[arg-type]  # no process needed
     for chunk in ("\x1b]0;root@ovoc:~\x07\x1b[1;31m[root@ovoc acems]#\x1b[0m ls\r\n",
                   "\x1b[H\x1b[2J\x1b[3J  \x1b[1;33m4\x1b[0m. Security\r\n", "\x1b]0;a long ",
-                  "window title\x07> "):
+                  "window title\x07\x1b]2;ended by ST\x1b", "\\> "):
         screen.feed(chunk)
     assert screen.text == "[root@ovoc acems]# ls\n  4. Security\n> "
+
+
+def test_screen_text_does_not_depend_on_read_boundaries() -> None:
+    """Whatever byte the reads are cut at, the screen text is the same."""
+    data = ("\x1b]0;acems@ovoc:~\x07\x1b[1;32m$\x1b[0m su -\r\nPassword: \r\n"
+            "\x1b[H\x1b[2J\x1b(B\x1b[1m  Security\x1b[0m\r\n \x1b[33m11\x1b[0m) Server Certificate"
+            " Updates\r\n\x1b]2;title\x1b\\Choose an option: \x1b[K")
+    whole = _Screen(None, [])  # type: ignore[arg-type]  # no process needed
+    whole.feed(data)
+    assert whole.text == "$ su -\nPassword: \n  Security\n 11) Server Certificate Updates\n" \
+        "Choose an option: "
+    for cut in range(1, len(data)):
+        split = _Screen(None, [])  # type: ignore[arg-type]  # no process needed
+        split.feed(data[:cut])
+        split.feed(data[cut:])
+        assert split.text == whole.text, cut

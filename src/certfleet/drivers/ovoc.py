@@ -66,6 +66,8 @@ _ANSI = re.compile(
     r"|\x1b[()*+][A-Za-z0-9]"  # character set selection
     r"|\x1b[=>78cDEHMNOZ]"  # keypad modes, save/restore cursor, reset
 )
+# An escape sequence cut at the end of a read: kept until the rest arrives.
+_PARTIAL_ESC = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]{0,512}\x1b?|[()*+])?\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline
 # A menu entry: "11. Label", "11) Label", "11 - Label", "[11] Label", "(11) Label", "q. Quit".
 _OPTION = re.compile(
@@ -396,11 +398,9 @@ class _Screen:
     def feed(self, chunk: str) -> None:
         data = self._pending + chunk
         self._pending = ""
-        cut = data.rfind("\x1b")
-        if cut >= 0 and not _ANSI.match(data, cut):
-            osc = data.startswith("\x1b]", cut)
-            if len(data) - cut < (512 if osc else 16):
-                data, self._pending = data[:cut], data[cut:]
+        partial = _PARTIAL_ESC.search(data)
+        if partial:
+            data, self._pending = data[:partial.start()], data[partial.start():]
         if data.endswith("\r"):
             data, self._pending = data[:-1], "\r" + self._pending
         start = max(0, len(self.text) - self._longest)
