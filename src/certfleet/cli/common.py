@@ -38,9 +38,12 @@ def fail(
     if json_out:
         print_json({"error": message, "hint": hint})
     else:
-        err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        from rich.markup import escape
+
+        # Messages quote file names and subjects: "[1]" or "[/]" in one is text, not markup.
+        err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         if hint:
-            err_console.print(f"[yellow]Tip:[/] {hint}", soft_wrap=True)
+            err_console.print(f"[yellow]Tip:[/] {escape(hint)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

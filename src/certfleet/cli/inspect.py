@@ -68,6 +68,7 @@ def _short(digest: str | None) -> str:
 @quietly
 def _inspect(files: list[Path], password_env: str | None, password_file: Path | None,
              json_out: bool) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from ..pki.describe import describe_object
@@ -94,9 +95,10 @@ def _inspect(files: list[Path], password_env: str | None, password_file: Path | 
             digest = item.get("sha256") or item["spki_sha256"]
         not_after = str(item.get("not_after", "-"))[:10]
         kind = {"certificate": "cert", "private_key": "key"}.get(str(item["type"]), "csr")
+        # File names and subjects are text: "[/]" or "[red]" in one is not markup.
         table.add_row(
-            str(number), str(item["source"]), kind, str(item["format"]), details, not_after,
-            _short(str(digest) if digest else None),
+            str(number), escape(str(item["source"])), kind, str(item["format"]),
+            escape(details), not_after, _short(str(digest) if digest else None),
         )
     console.print(table)
 

@@ -1,0 +1,235 @@
+"""The toolkit run as a user runs it, on files made the way Windows tools and CAs make them.
+
+``python -m certfleet`` in a subprocess with every Python warning turned on:
+exit codes exactly 0/1/2, JSON alone on stdout, nothing alarming on stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from _tools import require_tool
+from certfleet.lab.ca import Issued, LabCA
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PW = "Wizard-2026 pfx"
+DER = serialization.Encoding.DER
+
+
+def certfleet(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would; every Python warning would show on stderr."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "PYTHONWARNINGS": "always",
+        "PFXPW": PW,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "certfleet", *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def assert_clean_stderr(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def ca() -> LabCA:
+    return LabCA(name="Acceptance CLI", intermediates=2, key_type="rsa2048")
+
+
+@pytest.fixture(scope="module")
+def issued(ca: LabCA) -> Issued:
+    return ca.issue(
+        ("sbc.example.com", "example.com"), key_type="rsa2048",
+        eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, issued: Issued) -> Path:
+    """A Windows export (.pfx by OpenSSL's -legacy, RC2-40 + 3DES) and the CA's DER .p7b."""
+    openssl = require_tool("openssl")
+    d = tmp_path_factory.mktemp("windows")
+    (d / "leaf.pem").write_bytes(issued.leaf_pem)
+    (d / "key.pem").write_bytes(issued.key_pem("pkcs8"))
+    (d / "chain.pem").write_bytes(issued.chain_pem)
+    subprocess.run(
+        [openssl, "pkcs12", "-export", "-legacy", "-keypbe", "PBE-SHA1-3DES", "-certpbe",
+         "PBE-SHA1-RC2-40", "-in", "leaf.pem", "-inkey", "key.pem", "-certfile", "chain.pem",
+         "-name", "sbc.example.com (Windows)", "-out", "server.pfx", "-passout", "env:PFXPW"],
+        cwd=d, check=True, capture_output=True, timeout=60, env={**os.environ, "PFXPW": PW},
+    )
+    (d / "ca.p7b").write_bytes(issued.p7b(wrong_order=True, der=True))
+    (d / "leaf.cer").write_bytes(issued.leaf.public_bytes(DER))
+    return d
+
+
+# --- exit codes and JSON -------------------------------------------------------------------
+
+
+def test_json_alone_on_stdout_for_exit_0_1_and_2(files: Path) -> None:
+    """check --json: 0 on a good bundle, 1 on findings, 2 on unusable input; stdout is JSON."""
+    ok = certfleet("check", "server.pfx", "ca.p7b", "--password-env", "PFXPW", "--json",
+                   "--host", "SBC.Example.COM.", cwd=files)
+    assert ok.returncode == 0, ok.stderr
+    body = json.loads(ok.stdout)
+    assert body["ok"] is True and body["bundle"]["root"] is not None
+    assert {f["code"] for f in body["findings"]} <= {
+        "ROOT_INCLUDED", "CHAIN_REORDERED", "CHAIN_DUPLICATE"
+    }
+    assert_clean_stderr(ok)
+
+    bad = certfleet("check", "leaf.cer", "--json", cwd=files)
+    assert bad.returncode == 1
+    findings = json.loads(bad.stdout)["findings"]
+    incomplete = next(f for f in findings if f["code"] == "CHAIN_INCOMPLETE")
+    assert incomplete["severity"] == "error"
+    assert "Intermediate CA 2" in incomplete["message"] and "http://" in incomplete["message"]
+
+    (files / "download.zip").write_bytes(b"PK\x03\x04" + bytes(40))
+    unusable = certfleet("check", "download.zip", "--json", cwd=files)
+    assert unusable.returncode == 2
+    assert json.loads(unusable.stdout) == {
+        "error": "'download.zip' is a ZIP archive; unpack it first",
+        "hint": "extract the archive and give the certificate, chain and key files in it",
+    }
+    assert_clean_stderr(unusable)
+
+
+def test_warning_prone_certificate_prints_no_python_warning(tmp_path: Path) -> None:
+    """A certificate with a negative serial and a 3-letter country: no warning on stderr."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        name = x509.Name([
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "USA", _validate=False),
+            x509.NameAttribute(NameOID.COMMON_NAME, "odd.example.com"),
+        ])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1234)
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=300))
+            .sign(key, hashes.SHA256())
+        )
+    der = cert.public_bytes(DER).replace(b"\x02\x02\x04\xd2", b"\x02\x02\xfb\x2e", 1)
+    (tmp_path / "odd.cer").write_bytes(der)
+    for args in (["inspect", "odd.cer"], ["inspect", "odd.cer", "--json"],
+                 ["check", "odd.cer"], ["check", "odd.cer", "--json"]):
+        result = certfleet(*args, cwd=tmp_path)
+        assert result.returncode in (0, 1), result.stderr
+        assert_clean_stderr(result)
+        if "--json" in args:
+            json.loads(result.stdout)
+
+
+def test_bracketed_file_names_are_shown_as_text(tmp_path: Path, issued: Issued) -> None:
+    """Names like 'cert[1].cer' or 'a[/]x.pem' are quoted as they are, never crash the output."""
+    (tmp_path / "a[").mkdir()
+    (tmp_path / "a[" / "]x.pem").write_bytes(issued.leaf_pem)
+    shown = certfleet("inspect", "a[/]x.pem", cwd=tmp_path)
+    assert shown.returncode == 0 and "a[/]x.pem" in shown.stdout.replace("\n", "")
+    assert_clean_stderr(shown)
+    for name in ("[red]cert[1].cer", "[/]missing.pem"):
+        missing = certfleet("inspect", name, cwd=tmp_path)
+        assert missing.returncode == 2
+        assert f"cannot read {name!r}" in missing.stderr
+        assert_clean_stderr(missing)
+
+
+def test_html_page_and_empty_file_are_named(tmp_path: Path) -> None:
+    """An HTML error page saved as .crt and an empty file each get their own message."""
+    (tmp_path / "server.crt").write_text("<html><body>Session expired</body></html>")
+    (tmp_path / "empty.cer").write_bytes(b"")
+    page = certfleet("check", "server.crt", cwd=tmp_path)
+    assert page.returncode == 2 and "is an HTML page" in page.stderr and not page.stdout
+    empty = certfleet("check", "empty.cer", "--json", cwd=tmp_path)
+    assert empty.returncode == 2
+    assert json.loads(empty.stdout)["error"] == "'empty.cer' is empty"
+
+
+def test_ca_bundle_alone_is_not_ok(files: Path) -> None:
+    """check on the CA's .p7b alone exits 1: there is no server certificate."""
+    result = certfleet("check", "ca.p7b", "--json", cwd=files)
+    assert result.returncode == 1
+    errors = [f for f in json.loads(result.stdout)["findings"] if f["severity"] == "error"]
+    assert [f["code"] for f in errors] == ["NO_SERVER_AUTH"]
+
+
+# --- export to what devices and Java read --------------------------------------------------
+
+
+def test_ovoc_set_from_windows_pfx_and_ca_p7b(files: Path, tmp_path: Path) -> None:
+    """--target ovoc: PKCS#1 unencrypted 0600 key, root and ca1/ca2 that openssl verifies."""
+    openssl = require_tool("openssl")
+    out = tmp_path / "ovoc"
+    result = certfleet("export", "server.pfx", "ca.p7b", "--password-env", "PFXPW",
+                       "--target", "ovoc", "--out-dir", out, "--json", cwd=files)
+    assert result.returncode == 0, result.stderr
+    written = {Path(w["path"]).name for w in json.loads(result.stdout)["written"]}
+    assert written == {"server.crt", "server.key", "root.crt", "ca1.crt", "ca2.crt"}
+    key_text = (out / "server.key").read_text()
+    assert key_text.startswith("-----BEGIN RSA PRIVATE KEY-----") and "ENCRYPTED" not in key_text
+    if os.name == "posix":
+        assert stat.S_IMODE((out / "server.key").stat().st_mode) == 0o600
+    (tmp_path / "untrusted.pem").write_text(
+        (out / "ca1.crt").read_text() + (out / "ca2.crt").read_text()
+    )
+    verify = subprocess.run(
+        [openssl, "verify", "-CAfile", str(out / "root.crt"), "-untrusted",
+         str(tmp_path / "untrusted.pem"), str(out / "server.crt")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stderr
+    modulus = [
+        subprocess.run([openssl, kind, "-noout", "-modulus", "-in", str(out / name)],
+                       capture_output=True, text=True, timeout=60, check=True).stdout
+        for kind, name in (("rsa", "server.key"), ("x509", "server.crt"))
+    ]
+    assert modulus[0] == modulus[1]
+
+
+def test_pfx_legacy_and_jks_open_in_java_and_openssl(files: Path, tmp_path: Path) -> None:
+    """pfx-legacy opens with keytool and with openssl without -legacy; jks lists in keytool."""
+    openssl, keytool = require_tool("openssl"), require_tool("keytool")
+    env = {**os.environ, "PFXPW": PW}
+    for fmt, name in (("pfx-legacy", "legacy.pfx"), ("jks", "store.jks")):
+        result = certfleet("export", "server.pfx", "ca.p7b", "--password-env", "PFXPW",
+                           "--format", fmt, "--out", tmp_path / name,
+                           "--out-password-env", "PFXPW", cwd=files)
+        assert result.returncode == 0, result.stderr
+        store_type = "pkcs12" if fmt == "pfx-legacy" else "jks"
+        listed = subprocess.run(
+            [keytool, "-list", "-storetype", store_type, "-keystore", str(tmp_path / name),
+             "-storepass:env", "PFXPW"],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )
+        assert listed.returncode == 0 and "PrivateKeyEntry" in listed.stdout, listed.stdout
+    info = subprocess.run(
+        [openssl, "pkcs12", "-info", "-noout", "-in", str(tmp_path / "legacy.pfx"),
+         "-passin", "env:PFXPW"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )
+    assert info.returncode == 0, info.stderr
+    assert "pbeWithSHA1And3-KeyTripleDES-CBC" in info.stderr + info.stdout
+    chain = pkcs7.load_der_pkcs7_certificates((files / "ca.p7b").read_bytes())
+    assert len(chain) == 3  # the CA's chain: two intermediates and the root
