@@ -175,6 +175,31 @@ def test_ca_bundle_alone_is_not_ok(files: Path) -> None:
     assert [f["code"] for f in errors] == ["NO_SERVER_AUTH"]
 
 
+def test_password_file_from_notepad(files: Path, tmp_path: Path) -> None:
+    """A password file with a UTF-8 BOM, CRLF and a second line: its first line is the password."""
+    (tmp_path / "pw.txt").write_bytes(b"\xef\xbb\xbf" + PW.encode() + b"\r\nnotes\r\n")
+    result = certfleet("check", "server.pfx", "ca.p7b", "--password-file", tmp_path / "pw.txt",
+                       "--json", cwd=files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["bundle"]["private_key"]["encrypted"] is True
+
+
+def test_pfx_without_mac_or_password(files: Path, tmp_path: Path) -> None:
+    """A .pfx exported with no password and no MAC opens without one and says unencrypted."""
+    openssl = require_tool("openssl")
+    subprocess.run(
+        [openssl, "pkcs12", "-export", "-keypbe", "NONE", "-certpbe", "NONE", "-nomac",
+         "-in", str(files / "leaf.pem"), "-inkey", str(files / "key.pem"), "-certfile",
+         str(files / "chain.pem"), "-out", str(tmp_path / "open.pfx"), "-passout", "pass:"],
+        check=True, capture_output=True, timeout=60,
+    )
+    result = certfleet("check", tmp_path / "open.pfx", "--password-env", "PFXPW", "--json",
+                       cwd=files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    key = json.loads(result.stdout)["bundle"]["private_key"]
+    assert key["encrypted"] is False and key["format"] == "pkcs12"
+
+
 # --- export to what devices and Java read --------------------------------------------------
 
 

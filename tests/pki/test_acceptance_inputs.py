@@ -552,3 +552,27 @@ def test_legacy_pem_traditional_keys_from_openssl(tmp_path: Path, leaf: Issued, 
     assert key.format == "pem-encrypted" and key.encrypted
     with pytest.raises(PasswordError):
         load_bytes((tmp_path / "enc.key").read_bytes(), "enc.key", b"wrong")
+
+
+def test_certutil_encoded_pfx_under_certificate_label(leaf: Issued) -> None:
+    """`certutil -encode server.pfx` wraps the PKCS#12 in a CERTIFICATE block: it loads."""
+    assert isinstance(leaf.key, ec.EllipticCurvePrivateKey)
+    pfx = pkcs12.serialize_key_and_certificates(
+        b"x", leaf.key, leaf.leaf, list(leaf.chain), serialization.BestAvailableEncryption(PW)
+    )
+    objects = load_bytes(_pem(pfx, "CERTIFICATE", eol="\r\n"), "server.txt", PW)
+    assert _kinds(objects) == ["private_key", "certificate", "certificate", "certificate"]
+    with pytest.raises(PasswordError):
+        load_bytes(_pem(pfx, "CERTIFICATE"), "server.txt")
+
+
+def test_pem_lines_with_spaces_inside(leaf: Issued) -> None:
+    """Base64 lines broken by spaces (copied from a PDF or an e-mail) still decode."""
+    text = _pem(leaf.leaf.public_bytes(DER), "CERTIFICATE").decode()
+    spaced = "\n".join(
+        " ".join(line[i : i + 16] for i in range(0, len(line), 16)) if "-----" not in line
+        else line
+        for line in text.splitlines()
+    )
+    (obj,) = load_bytes(spaced.encode(), "spaced.pem")
+    assert obj.value == leaf.leaf

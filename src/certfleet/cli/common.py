@@ -81,7 +81,10 @@ def read_password(env_var: str | None, *, what: str, file: str | None = None) ->
     if env_var:
         return resolve_secret(f"env:{env_var}", what=what)
     if file:
-        return resolve_secret(f"file:{file}", what=what)
+        text = resolve_secret(f"file:{file}", what=what)
+        # The first line, without the byte-order mark Windows Notepad puts in front.
+        lines = text.removeprefix("\ufeff").splitlines()
+        return lines[0] if lines else ""
     return None
 
 

@@ -310,7 +310,8 @@ def _pem_body(body: bytes) -> tuple[dict[str, str], bytes]:
         name, _, value = lines[i].decode("ascii", "replace").partition(":")
         headers[name.strip()] = value.strip()
         i += 1
-    b64 = b"".join(lines[i:])
+    # Whitespace inside a line (text copied out of a PDF or an e-mail) is not base64.
+    b64 = re.sub(rb"\s+", b"", b"".join(lines[i:]))
     # Some tools drop the trailing "=" padding; restore it rather than refuse the block.
     if not b64.endswith(b"="):
         b64 += b"=" * (-len(b64) % 4)
@@ -364,10 +365,10 @@ def _load_pem_block(
 ) -> None:
     source = out.source
     key: object
-    if label in ("CERTIFICATE", "X509 CERTIFICATE") and _der_shape(der) == "pkcs7":
-        # Windows CA web enrollment writes a "Base 64" .p7b chain under this label.
-        for cert in pkcs7.load_der_pkcs7_certificates(der):
-            out.add("certificate", "pkcs7", cert)
+    if label in ("CERTIFICATE", "X509 CERTIFICATE") and _der_shape(der) in ("pkcs7", "pkcs12"):
+        # Windows CA web enrollment writes a "Base 64" .p7b chain under this label, and
+        # `certutil -encode` wraps whatever it encodes (a .pfx too) in it.
+        _load_der(der, password, out)
     elif label in ("CERTIFICATE", "X509 CERTIFICATE"):
         out.add("certificate", "pem", x509.load_der_x509_certificate(der))
     elif label == "TRUSTED CERTIFICATE":
