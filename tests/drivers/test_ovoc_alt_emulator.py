@@ -77,6 +77,8 @@ VARIANTS = [
         name="root-hash-only", root_prompt="# ", shell_prompt="$ ", su_prompt="Password: ",
         banner="# Managed by AudioCodes #\n$ quota: 1G\n", option="{key}) {label}",
     ),
+    Variant(name="root-prompt-without-hash", root_prompt="root@ovoc:~$ ",
+            choice_prompt="Select an option [1-15] "),
     Variant(
         name="hidden-back-bare-prompt",
         option="{key}: {label}", choice_prompt="Your choice ", exit_option=("0", "Exit"),

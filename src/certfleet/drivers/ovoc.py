@@ -861,8 +861,9 @@ class OvocDriver(Driver):
                                   hint="check the password given with --su-password-env",
                                   device=self.name)
         self._root_prompt = line
-        if self.su_user == "root" and line.rstrip().endswith("#"):
-            return  # root's prompt: no need to ask
+        if (self.su_user == "root" and line.rstrip().endswith("#")) \
+                or re.search(rf"\b{re.escape(self.su_user)}@", line):
+            return  # root's prompt ('#', or 'root@host'): no need to ask (or need whoami)
         before = len(screen.text)
         screen.send("whoami")
         kind, line = await screen.settle(self._classify, ["shell"], self.prompt_timeout,
