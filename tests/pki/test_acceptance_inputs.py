@@ -576,3 +576,32 @@ def test_pem_lines_with_spaces_inside(leaf: Issued) -> None:
     )
     (obj,) = load_bytes(spaced.encode(), "spaced.pem")
     assert obj.value == leaf.leaf
+
+
+def _ber_outer(pfx: bytes) -> bytes:
+    """The PFX with its outer SEQUENCEs in BER indefinite lengths, as old tools write them.
+
+    The MAC covers only the AuthenticatedSafe octets, which stay as they are.
+    """
+    version, auth_safe, mac_data = _children(pfx)
+    content_type, explicit = _children(auth_safe)
+    octets = _content(explicit)
+    eoc = b"\x00\x00"
+    inner = b"\x30\x80" + content_type + b"\xa0\x80" + octets + eoc + eoc
+    return b"\x30\x80" + version + inner + mac_data + eoc
+
+
+def test_pfx_in_ber_with_indefinite_lengths(leaf: Issued) -> None:
+    """A BER .pfx (indefinite lengths) loads, with its KDF checks, and warns about nothing."""
+    assert isinstance(leaf.key, ec.EllipticCurvePrivateKey)
+    pfx = _ber_outer(pkcs12.serialize_key_and_certificates(
+        b"x", leaf.key, leaf.leaf, list(leaf.chain), serialization.BestAvailableEncryption(PW)
+    ))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        objects = load_bytes(pfx, "old.pfx", PW)
+    assert _kinds(objects)[0] == "private_key" and all(o.encrypted for o in objects)
+    scan = load_module._PbeScan(pfx)
+    assert scan.walked and scan.key_bags == 1 and scan.rounds >= 2048
+    with pytest.raises(PasswordError):
+        load_bytes(pfx, "old.pfx", b"wrong")

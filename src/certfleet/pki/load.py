@@ -110,23 +110,43 @@ def _der_tlv(data: bytes, pos: int = 0) -> tuple[int, int, int]:
     return tag, pos, end
 
 
+def _ber_tlv(data: bytes, pos: int = 0, depth: int = 0) -> tuple[int, int, int, int]:
+    """(tag, start of content, end of content, next position) of the value at ``pos``.
+
+    Like :func:`_der_tlv`, and also reads BER's indefinite lengths (a constructed
+    value closed by two zero bytes), which old Windows and Java tools write in .pfx
+    files and which cryptography reads.
+    """
+    if pos + 2 <= len(data) and data[pos + 1] == 0x80 and data[pos] & 0x20:
+        if depth > 32:
+            raise _DerError("nested too deeply")
+        start = child = pos + 2
+        while data[child : child + 2] != b"\x00\x00":
+            if child >= len(data):
+                raise _DerError("truncated")
+            child = _ber_tlv(data, child, depth + 1)[3]
+        return data[pos], start, child, child + 2
+    tag, start, end = _der_tlv(data, pos)
+    return tag, start, end, end
+
+
 def _der_children(data: bytes, start: int, end: int, limit: int = 4) -> list[tuple[int, bytes]]:
     """The first ``limit`` children (tag, content) of a constructed value."""
     children: list[tuple[int, bytes]] = []
     pos = start
     while pos < end and len(children) < limit:
-        tag, cstart, cend = _der_tlv(data, pos)
-        if cend > end:
+        tag, cstart, cend, after = _ber_tlv(data, pos)
+        if after > end:
             raise _DerError("child overruns parent")
         children.append((tag, data[cstart:cend]))
-        pos = cend
+        pos = after
     return children
 
 
 def _der_shape(data: bytes) -> str:
     """Name the DER structure: certificate-like, pkcs7, pkcs12, pkcs8, ... or unknown."""
     try:
-        tag, start, end = _der_tlv(data)
+        tag, start, end, _ = _ber_tlv(data)
         if tag != 0x30:
             return "unknown"
         kids = _der_children(data, start, end)
@@ -516,7 +536,7 @@ MAX_KDF_ITERATIONS = 10_000_000
 def _pkcs12_mac_iterations(data: bytes) -> int:
     """The MacData iteration count of a PFX (RFC 7292 section 4), 1 when absent."""
     try:
-        _, start, end = _der_tlv(data)
+        _, start, end, _ = _ber_tlv(data)
         kids = _der_children(data, start, end, limit=3)
         if len(kids) < 3 or kids[2][0] != 0x30:
             return 1
@@ -567,7 +587,6 @@ class _PbeScan:
 
     A bounded walk over the DER (into OCTET STRINGs that hold DER) that notes
     every PBE algorithm identifier, its rounds and scrypt cost, and the key bags.
-    Files in BER (indefinite lengths) are not walked: they are read as they are.
     """
 
     def __init__(self, data: bytes) -> None:
@@ -575,7 +594,7 @@ class _PbeScan:
         self.rounds = 0
         self.scrypt_memory = 0
         self.key_bags = 0
-        self.walked = False  # False: not DER (BER from old Windows tools), nothing known
+        self.walked = False  # False: the structure could not be walked, nothing is known
         self._nodes = 0
         try:
             self._walk(data, 0, len(data), 0)
@@ -591,19 +610,19 @@ class _PbeScan:
             self._nodes += 1
             if self._nodes > _WALK_NODES:
                 return
-            tag, cstart, cend = _der_tlv(data, pos)
+            tag, cstart, cend, after = _ber_tlv(data, pos)
             if tag == 0x30:
                 self._sequence(data, cstart, cend)
             if tag & 0x20:
                 self._walk(data, cstart, cend, depth + 1)
             elif tag == 0x04 and cend > cstart and data[cstart] in (0x30, 0x31):
                 try:
-                    _, _, inner_end = _der_tlv(data, cstart)
+                    inner_end = _ber_tlv(data, cstart)[3]
                 except _DerError:
                     inner_end = -1
                 if inner_end == cend:
                     self._walk(data, cstart, cend, depth + 1)
-            pos = cend
+            pos = after
 
     def _sequence(self, data: bytes, start: int, end: int) -> None:
         try:
