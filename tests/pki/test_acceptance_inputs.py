@@ -605,3 +605,22 @@ def test_pfx_in_ber_with_indefinite_lengths(leaf: Issued) -> None:
     assert scan.walked and scan.key_bags == 1 and scan.rounds >= 2048
     with pytest.raises(PasswordError):
         load_bytes(pfx, "old.pfx", b"wrong")
+
+
+def test_p7b_in_ber_with_indefinite_lengths(leaf: Issued) -> None:
+    """A BER .p7b (indefinite lengths around DER certificates) gives its chain, no warning."""
+    der = pkcs7.serialize_certificates([*leaf.chain, leaf.root], DER)
+    content_type, explicit = _children(der)
+    signed = _children(_content(explicit))[0]
+    eoc = b"\x00\x00"
+    parts = [
+        b"\xa0\x80" + b"".join(_children(p)) + eoc if p[0] == 0xA0 else p
+        for p in _children(signed)
+    ]
+    ber = b"\x30\x80" + content_type + b"\xa0\x80\x30\x80" + b"".join(parts) + eoc * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        objects = load_bytes(ber, "chain.p7b")
+    assert [o.value for o in objects] == [*leaf.chain, leaf.root] or {
+        cert_sha256(o.value) for o in objects  # type: ignore[arg-type]  # certs only
+    } == {cert_sha256(c) for c in (*leaf.chain, leaf.root)}
