@@ -87,6 +87,7 @@ class Variant:
     setstat: bool = True  # the SFTP server can change modes
     show_back: bool = True  # draw the back entry of submenus (it works either way)
     silent_after_verdict: bool = False  # wait for a key after the verdict, with no prompt
+    hangup_after_verdict: bool = False  # close the SSH session after the verdict
 
 
 @dataclass
@@ -544,6 +545,9 @@ class _Menu:
             await asyncio.sleep(v.restart_delay)
             a.swap()
             term.write("Done.\n")
+        if v.hangup_after_verdict:
+            self.term.process.channel.get_connection().close()
+            return "eof"
         if v.exit_after_import:
             return "done"
         if v.silent_after_verdict:

@@ -210,6 +210,17 @@ def test_silent_wait_after_the_verdict(initial: Issued, new_cert: Issued) -> Non
         assert appliance.record.imports == [True]
 
 
+@pytest.mark.parametrize("key", [True, False], ids=["accepted", "refused"])
+def test_hang_up_after_the_verdict(initial: Issued, new_cert: Issued, key: bool) -> None:
+    """OVOC that drops the session after its verdict: the verdict counts (and rollback works)."""
+    with AltOvoc(Variant(name="hangup", hangup_after_verdict=True), initial) as appliance:
+        outcome = deploy(make_driver(appliance), bundle_of(new_cert, key=key), force=not key)
+        assert outcome.outcome == ("installed" if key else "restored"), outcome.message
+        assert appliance.served() == (new_cert.leaf if key else initial.leaf)
+        if not key:
+            assert "Failed to generate SEM PKCS#12 file" in outcome.message
+
+
 UNKNOWN = [Variant(name="unknown-question", unknown_question="Enter the keystore alias: ")]
 
 

@@ -1130,6 +1130,8 @@ class OvocDriver(Driver):
         self.emit("import", "start")
         ok, verdict = await self._run_import()
         if not ok:
+            if self._sftp is None:  # OVOC hung up after its verdict
+                await self._connect_all()
             exists, staged = await self.download_staging()
             diagnosis = diagnosis_line(inspect_staged(staged, self.profile)) if exists else None
             self.last_diagnosis = diagnosis
@@ -1267,12 +1269,17 @@ class OvocDriver(Driver):
 
         while True:
             timeout = self.import_timeout if passwords else self.prompt_timeout
-            kind, line = await screen.settle(
-                importing, ["menu", "continue", "confirm", "password", "shell", "verdict"],
-                timeout,
-                "import result" if passwords else "'Press Enter to continue' or password prompt",
-                stuck=self.prompt_timeout)
-            if kind in ("menu", "shell", "verdict"):
+            try:
+                kind, line = await screen.settle(
+                    importing, ["menu", "continue", "confirm", "password", "shell", "verdict"],
+                    timeout, "import result" if passwords
+                    else "'Press Enter to continue' or password prompt",
+                    stuck=self.prompt_timeout)
+            except DeviceConnectionError:
+                if not self._verdict(screen.text[verdict_from:], known_only=True)[1]:
+                    raise
+                kind = "hung up"  # after its verdict: the verdict stands
+            if kind in ("menu", "shell", "verdict", "hung up"):
                 break
             if kind == "password":
                 if passwords == 0:
@@ -1288,6 +1295,9 @@ class OvocDriver(Driver):
             else:
                 screen.send(self._answer(kind, line))
         ok, verdict = self._verdict(screen.text[verdict_from:])
+        if kind == "hung up":
+            await self._close_quietly()  # reopened when needed (restore)
+            return ok, verdict
         if kind == "shell":
             self._dirty = False
             self._menu_from = len(screen.text)
