@@ -611,7 +611,7 @@ def test_p7b_in_ber_with_indefinite_lengths(leaf: Issued) -> None:
     """A BER .p7b (indefinite lengths around DER certificates) gives its chain, no warning."""
     der = pkcs7.serialize_certificates([*leaf.chain, leaf.root], DER)
     content_type, explicit = _children(der)
-    signed = _children(_content(explicit))[0]
+    signed = _content(explicit)
     eoc = b"\x00\x00"
     parts = [
         b"\xa0\x80" + b"".join(_children(p)) + eoc if p[0] == 0xA0 else p
