@@ -31,7 +31,7 @@ from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
 from certfleet.pki.describe import describe_object
 from certfleet.pki.export import export_bundle
-from certfleet.pki.load import MAX_KDF_ITERATIONS, MAX_SCRYPT_MEMORY, load_bytes
+from certfleet.pki.load import MAX_KDF_ITERATIONS, MAX_SCRYPT_MEMORY, load_bytes, load_files
 from certfleet.pki.model import LoadedObject, cert_sha256
 
 PW = b"Acc3ptance pw"
@@ -621,6 +621,14 @@ def test_p7b_in_ber_with_indefinite_lengths(leaf: Issued) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         objects = load_bytes(ber, "chain.p7b")
-    assert [o.value for o in objects] == [*leaf.chain, leaf.root] or {
-        cert_sha256(o.value) for o in objects  # type: ignore[arg-type]  # certs only
-    } == {cert_sha256(c) for c in (*leaf.chain, leaf.root)}
+    assert {o.format for o in objects} == {"pkcs7"}
+    assert {cert_sha256(o.value) for o in objects} == {  # type: ignore[arg-type]  # certs only
+        cert_sha256(c) for c in (*leaf.chain, leaf.root)
+    }
+
+
+def test_folder_given_as_file(tmp_path: Path) -> None:
+    """A folder given where a file belongs is named a folder (Windows would say 'denied')."""
+    (tmp_path / "certs").mkdir()
+    with pytest.raises(CertificateError, match=r"cannot read '.*certs': it is a folder, not"):
+        load_files([tmp_path / "certs"])

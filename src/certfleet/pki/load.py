@@ -902,6 +902,13 @@ def load_files(
     objects: list[LoadedObject] = []
     for path in paths:
         name = os.fspath(path)
+        if Path(name).is_dir():
+            # Windows says "Permission denied" when a folder is read: name it plainly.
+            raise CertificateError(
+                f"cannot read {name!r}: it is a folder, not a file",
+                hint="give the certificate, chain and key files inside it, one by one",
+                path=name,
+            )
         try:
             data = Path(name).read_bytes()
         except OSError as exc:
