@@ -632,3 +632,14 @@ def test_folder_given_as_file(tmp_path: Path) -> None:
     (tmp_path / "certs").mkdir()
     with pytest.raises(CertificateError, match=r"cannot read '.*certs': it is a folder, not"):
         load_files([tmp_path / "certs"])
+
+
+def test_root_beyond_a_missing_intermediate_is_explained(leaf: Issued) -> None:
+    """Leaf, lower intermediate and root without the upper intermediate: both findings say so."""
+    assert len(leaf.chain) == 2
+    pem = leaf.leaf_pem + leaf.pem(leaf.chain[0]) + leaf.root_pem + leaf.key_pem()
+    findings = check_bundle(assemble(load_bytes(pem, "download.pem")))
+    incomplete = next(f for f in findings if f.code == "CHAIN_INCOMPLETE")
+    assert "Intermediate CA 1" in incomplete.message and "http://" in incomplete.message
+    aside = next(f for f in findings if f.code == "CHAIN_UNRELATED")
+    assert "Root CA" in aside.message and "an intermediate between them is missing" in aside.message

@@ -205,6 +205,17 @@ def _set_aside_text(
             f"(cross-signed) path of the chain of {subject_text(leaf)!r}",
             "nothing to do; keep it only if old clients need that path",
         )
+    if in_path[-1] is not cert and not is_self_signed(in_path[-1]) and is_ca(cert) and (
+        is_self_signed(cert)
+    ):
+        # A root the chain does not reach: another CA's, or this one's with an
+        # intermediate missing in between (CHAIN_INCOMPLETE then names it).
+        return (
+            f"{named} is not part of the chain of {subject_text(leaf)!r}: no certificate "
+            "of the chain is issued by it (if it is this chain's root, an intermediate "
+            "between them is missing)",
+            "add the missing intermediate, or remove the root if it belongs to another CA",
+        )
     return (
         f"{named} is not part of the chain of "
         f"{subject_text(leaf)!r}",
