@@ -643,3 +643,17 @@ def test_root_beyond_a_missing_intermediate_is_explained(leaf: Issued) -> None:
     assert "Intermediate CA 1" in incomplete.message and "http://" in incomplete.message
     aside = next(f for f in findings if f.code == "CHAIN_UNRELATED")
     assert "Root CA" in aside.message and "an intermediate between them is missing" in aside.message
+
+
+def test_csr_names_in_unicode_become_a_labels() -> None:
+    """A CSR for '*.Bücher.example.' asks for '*.xn--bcher-kva.example', which checks match."""
+    from certfleet.pki.keygen import build_csr, normalize_dns_name
+    from certfleet.pki.names import host_matches
+
+    assert normalize_dns_name("*.Bücher.example.") == "*.xn--bcher-kva.example"
+    csr = build_csr(ec.generate_private_key(ec.SECP256R1()), "*.Bücher.example.", ["192.0.2.7"])
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["*.xn--bcher-kva.example"]
+    assert host_matches("*.xn--bcher-kva.example", "www.BÜCHER.example")
+    with pytest.raises(ValueError, match="xn--"):
+        normalize_dns_name("a\u0000ü.example")

@@ -59,6 +59,7 @@ def generate_private_key(key_type: str) -> PrivateKey:
 def normalize_dns_name(name: str) -> str:
     """``name`` lower-cased, without a trailing dot, checked as a certificate DNS name.
 
+    An internationalised name is converted to its xn-- form (IDNA).
     A wildcard is allowed as the whole left-most label only (``*.example.com``).
     Raises ValueError quoting the name for empty labels, spaces, other
     characters, a misplaced wildcard or a name longer than DNS allows.
@@ -67,11 +68,7 @@ def normalize_dns_name(name: str) -> str:
         raise ValueError("a DNS name is empty")
     if name != name.strip() or " " in name:
         raise ValueError(f"DNS name {name!r} contains a space")
-    if not name.isascii():
-        raise ValueError(
-            f"DNS name {name!r} is not ASCII; write an internationalised name in its xn-- form"
-        )
-    lowered = name.lower()
+    lowered = name.lower() if name.isascii() else _to_a_labels(name)
     if lowered.endswith(".") and not lowered.endswith(".."):
         lowered = lowered[:-1]
     if len(lowered) > 253:
@@ -94,6 +91,27 @@ def normalize_dns_name(name: str) -> str:
                 "inner hyphens (at most 63 characters)"
             )
     return lowered
+
+
+def _to_a_labels(name: str) -> str:
+    """An internationalised name in its ASCII (xn--) form, as CAs and clients compare it.
+
+    ``Bücher.example`` becomes ``xn--bcher-kva.example``; a label the IDNA codec
+    cannot convert is refused with ValueError quoting the name.
+    """
+    labels = []
+    for label in name.split("."):
+        if label.isascii():
+            labels.append(label.lower())
+            continue
+        try:
+            labels.append(label.encode("idna").decode("ascii").lower())
+        except UnicodeError:
+            raise ValueError(
+                f"DNS name {name!r} is not ASCII and cannot be converted to its xn-- "
+                "form; write it in that form"
+            ) from None
+    return ".".join(labels)
 
 
 def _general_name(name: str) -> x509.GeneralName:
