@@ -61,6 +61,7 @@ class Variant:
     su_prompt: str = "Password: "
     su_failure: str = "su: Authentication failure"
     su_retry: bool = False  # a wrong password is asked again (twice) before su gives up
+    su_forms: tuple[str, ...] = ()  # the only su command lines understood (all when empty)
     option: str = "{key:>3}. {label}"
     security: tuple[str, str] = ("4", "Security")
     certificates_key: str = "11"
@@ -326,7 +327,10 @@ class AltOvoc:
                         root = False
                         continue
                     break
-                if argv[0] == "su":
+                if argv[0] == "su" and self.variant.su_forms \
+                        and line.strip() not in self.variant.su_forms:
+                    term.write("su: user - root does not exist\n")
+                elif argv[0] == "su":
                     target = next((a for a in argv[1:] if not a.startswith("-")), "root")
                     password: str | None = None
                     for _ in range(3 if self.variant.su_retry else 1):

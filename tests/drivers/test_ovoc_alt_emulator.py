@@ -78,7 +78,7 @@ VARIANTS = [
         banner="# Managed by AudioCodes #\n$ quota: 1G\n", option="{key}) {label}",
     ),
     Variant(name="root-prompt-without-hash", root_prompt="root@ovoc:~$ ",
-            choice_prompt="Select an option [1-15] "),
+            choice_prompt="Select an option [1-15] ", su_forms=("su",)),
     Variant(
         name="hidden-back-bare-prompt",
         option="{key}: {label}", choice_prompt="Your choice ", exit_option=("0", "Exit"),

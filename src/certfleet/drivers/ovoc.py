@@ -12,9 +12,15 @@ from the staged files (:func:`inspect_staged`); the template in
 :mod:`certfleet.drivers.base` verifies the served certificate and rolls
 back (re-stage the previous files, import again) when needed.
 
-Every wait has a timeout; a timeout error carries the last lines of the
-screen. Passwords are typed at prompts that do not echo and are scrubbed
-from the transcript in any case.
+The terminal is read as a person reads it: escape sequences (colours,
+clear-screen, window titles) and carriage returns are dropped, and a screen
+is acted on once the output has gone quiet, by what its last line asks: a
+confirmation ("y"), a pager or "Press Enter" (Enter), a password prompt (the
+keystore password, and only there), a menu (the entry whose label matches,
+or the way back), root's shell prompt (done). Anything else is left
+unanswered until the timeout, whose error carries the last lines of the
+screen. The import's verdict is read from OVOC's own words (configurable in
+:class:`OvocMenu`). Passwords are scrubbed from the transcript.
 """
 
 from __future__ import annotations
@@ -847,10 +853,21 @@ class OvocDriver(Driver):
                 return "password", line
             return at_shell(window)
 
+        def is_target(prompt: str) -> bool:
+            return (self.su_user == "root" and prompt.rstrip().endswith("#")) \
+                or bool(re.search(rf"\b{re.escape(self.su_user)}@", prompt))
+
         await screen.settle(at_shell, ["prompt"], self.prompt_timeout, "shell prompt")
-        screen.send(self.su_command.format(user=self.su_user))
-        kind, line = await screen.settle(after_su, ["password", "fail", "prompt"],
-                                         self.prompt_timeout, "su password prompt")
+        # A shell that does not take the configured form ("su - root") may take a shorter one.
+        forms = [self.su_command.format(user=self.su_user)]
+        if self.su_user == "root":
+            forms += ["su -", "su"]
+        for form in dict.fromkeys(forms):
+            screen.send(form)
+            kind, line = await screen.settle(after_su, ["password", "fail", "prompt"],
+                                             self.prompt_timeout, "su password prompt")
+            if kind != "prompt" or is_target(line):
+                break
         if kind == "password":
             screen.send(self.su_password or "")
             kind, line = await screen.settle(after_su, ["fail", "prompt", "password"],
@@ -861,8 +878,7 @@ class OvocDriver(Driver):
                                   hint="check the password given with --su-password-env",
                                   device=self.name)
         self._root_prompt = line
-        if (self.su_user == "root" and line.rstrip().endswith("#")) \
-                or re.search(rf"\b{re.escape(self.su_user)}@", line):
+        if is_target(line):
             return  # root's prompt ('#', or 'root@host'): no need to ask (or need whoami)
         before = len(screen.text)
         screen.send("whoami")
