@@ -323,6 +323,20 @@ def test_menu_entries_in_every_layout() -> None:
         ("q", "Quit"), ("0", "Back"), ("x", "Exit"), ("1", "Network"), ("2", "Date & Time")]
 
 
+def test_reworded_entries_are_found_by_their_words() -> None:
+    """Plural/singular, a dropped '(CA)', or a shorter entry inside the label still match."""
+    from certfleet.drivers.ovoc import MenuStep, _pick_option
+
+    step = MenuStep("Import Server Certificates from Certificate Authority (CA)")
+    menu = "1. Import Server Certificates (signed from CSR)\n{}\n> "
+    assert _pick_option(menu.format("7. Import Server Certificates from Certificate Authority"),
+                        step) == "7"
+    assert _pick_option(menu.format("8. Import from CA"), step) == "8"
+    assert _pick_option(menu.format("9. Restore Defaults"), step) is None
+    assert _pick_option("21) Server Certificates Update\n10) Server Certificate Status\n>",
+                        MenuStep("Server Certificate Updates")) == "21"
+
+
 def test_screen_strips_titles_colours_and_clears() -> None:
     """Window titles, colours, clear-screen and bare CRs never reach the screen text."""
     screen = _Screen(None, [])  # type: ignore[arg-type]  # no process needed

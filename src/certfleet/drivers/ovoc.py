@@ -542,14 +542,19 @@ def _pick_option(screen: str, step: MenuStep) -> str | None:
     """The key of the entry labelled ``step.label`` on ``screen``.
 
     Tried in turn: the same text, a prefix ("Security" finds "Security Menu"),
-    contained, the same words (plural or not); then ``step.number``.
+    contained, all its words in the entry (plural or not), the same without
+    its parenthesised parts ("... Authority (CA)" finds "... Authority"); then
+    ``step.number``; last, the one entry whose words (two or more) are all in
+    the label ("Import from CA").
     """
     options = [(key, _norm(text)) for key, text in menu_options(screen)]
     label = _norm(step.label)
     words = _words(step.label)
+    core = _words(re.sub(r"\([^)]*\)|\[[^\]]*\]", " ", step.label))
     tests: tuple[Callable[[str], bool], ...] = (
         lambda t: t == label, lambda t: t.startswith(label), lambda t: label in t,
         lambda t: bool(words) and words <= _words(t),
+        lambda t: bool(core) and core <= _words(t),
     )
     for test in tests:
         hits = [key for key, text in options if test(text)]
@@ -557,7 +562,8 @@ def _pick_option(screen: str, step: MenuStep) -> str | None:
             return hits[-1]
     if step.number is not None and any(key == step.number for key, _ in options):
         return step.number
-    return None
+    inside = {key for key, text in options if len(_words(text)) >= 2 and _words(text) <= words}
+    return inside.pop() if len(inside) == 1 else None
 
 
 def _back_option(screen: str, pattern: str) -> str | None:
