@@ -657,3 +657,11 @@ def test_csr_names_in_unicode_become_a_labels() -> None:
     assert host_matches("*.xn--bcher-kva.example", "www.BÜCHER.example")
     with pytest.raises(ValueError, match="xn--"):
         normalize_dns_name("a\u0000ü.example")
+
+
+@pytest.mark.parametrize("label", ["PKCS7", "PKCS #7 SIGNED DATA", "CMS"])
+def test_p7b_pem_labels(leaf: Issued, label: str) -> None:
+    """A PEM .p7b under any label real tools use (IIS writes 'PKCS #7 SIGNED DATA') loads."""
+    p7 = pkcs7.serialize_certificates([leaf.leaf, *leaf.chain], DER)
+    objects = load_bytes(_pem(p7, label, eol="\r\n"), "chain.p7b")
+    assert len(objects) == 3 and {o.format for o in objects} == {"pkcs7"}

@@ -50,8 +50,11 @@ _PARSE_ERRORS = (
     x509.InvalidVersion,
 )
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 ]*?)-----(.*?)-----END \1-----", re.DOTALL)
-_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 ]*?)-----")
+# Labels are letters, digits and spaces; "#" for "PKCS #7 SIGNED DATA" (IIS, old OpenSSL).
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN ([A-Z0-9][A-Z0-9 #]*?)-----(.*?)-----END \1-----", re.DOTALL
+)
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 #]*?)-----")
 _PRIVATE_KEY_TYPES = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -394,7 +397,7 @@ def _load_pem_block(
     elif label == "TRUSTED CERTIFICATE":
         # OpenSSL appends an X509_CERT_AUX trust structure after the certificate.
         out.add("certificate", "pem", x509.load_der_x509_certificate(_first_tlv(der)))
-    elif label in ("PKCS7", "CERTIFICATE CHAIN"):
+    elif label in ("PKCS7", "CERTIFICATE CHAIN", "PKCS #7 SIGNED DATA", "CMS"):
         for cert in pkcs7.load_der_pkcs7_certificates(der):
             out.add("certificate", "pkcs7", cert)
     elif label in ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"):
