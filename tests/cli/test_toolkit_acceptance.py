@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -258,3 +258,114 @@ def test_pfx_legacy_and_jks_open_in_java_and_openssl(files: Path, tmp_path: Path
     assert "pbeWithSHA1And3-KeyTripleDES-CBC" in info.stderr + info.stdout
     chain = pkcs7.load_der_pkcs7_certificates((files / "ca.p7b").read_bytes())
     assert len(chain) == 3  # the CA's chain: two intermediates and the root
+
+
+# --- every documented finding code, with its documented severity -------------------------
+
+
+def _readme_codes() -> dict[str, str]:
+    """The general finding codes table of the README: code -> severity."""
+    text = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Finding codes", 1)[1].split("Device profiles add", 1)[0]
+    codes: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            codes[cells[0].strip("`")] = cells[1]
+    return codes
+
+
+def _write(path: Path, *items: x509.Certificate | bytes) -> Path:
+    path.write_bytes(b"".join(
+        i if isinstance(i, bytes) else i.public_bytes(serialization.Encoding.PEM)
+        for i in items
+    ))
+    return path
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + content
+
+
+def _resign_sha1(cert: x509.Certificate, issuer_key: rsa.RSAPrivateKey) -> x509.Certificate:
+    """The certificate signed with SHA-1, as old CAs did (cryptography no longer builds it)."""
+    sha256_rsa, sha1_rsa = bytes.fromhex("06092a864886f70d01010b"), bytes.fromhex(
+        "06092a864886f70d010105")
+    tbs = cert.tbs_certificate_bytes.replace(sha256_rsa, sha1_rsa)
+    signature = issuer_key.sign(tbs, padding.PKCS1v15(), hashes.SHA1())
+    algorithm = _tlv(0x30, sha1_rsa + b"\x05\x00")
+    return x509.load_der_x509_certificate(
+        _tlv(0x30, tbs + algorithm + _tlv(0x03, b"\x00" + signature))
+    )
+
+
+def test_every_documented_code_with_its_severity(tmp_path: Path, ca: LabCA) -> None:
+    """Bundles built to fail each check: every README code appears, with its severity."""
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    documented = _readme_codes()
+    assert len(documented) >= 17
+    now = dt.datetime.now(dt.UTC)
+    weak = ca.issue(("weak.example.com",), key_type="rsa1024",
+                    eku=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+                    not_before=now - dt.timedelta(days=90),
+                    not_after=now - dt.timedelta(days=1))
+    issuer_key = ca.issuer[1]
+    assert isinstance(issuer_key, rsa.RSAPrivateKey)
+    sha1_leaf = _resign_sha1(weak.leaf, issuer_key)
+    other_key = LabCA(name="Unrelated").issue(("x.example.com",), key_type="ec-p256")
+    future = ca.issue(("future.example.com",), key_type="ec-p256",
+                      not_before=now + dt.timedelta(days=2), days=30)
+    soon = ca.issue(("soon.example.com",), key_type="ec-p256", days=10)
+    assert weak.key is not None and soon.key is not None and other_key.key is not None
+    # An intermediate that claims the real one's name and key id, with another key.
+    real = soon.chain[0]
+    fake_key = ec.generate_private_key(ec.SECP256R1())
+    ski = real.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    fake = (
+        x509.CertificateBuilder().subject_name(real.subject).issuer_name(real.issuer)
+        .public_key(fake_key.public_key()).serial_number(7)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=99))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(ski, critical=False)
+        .sign(fake_key, hashes.SHA256())
+    )
+    self_key = ec.generate_private_key(ec.SECP256R1())
+    self_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self.example.com")])
+    self_signed = (
+        x509.CertificateBuilder().subject_name(self_name).issuer_name(self_name)
+        .public_key(self_key.public_key()).serial_number(9)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=99))
+        .sign(self_key, hashes.SHA256())
+    )
+    self_key_pem = self_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    runs = [
+        [_write(tmp_path / "a.pem", sha1_leaf, *weak.chain, other_key.key_pem()),
+         "--host", "www.example.com"],
+        [_write(tmp_path / "b.pem", future.leaf)],
+        [_write(tmp_path / "c.pem", soon.root, *reversed(soon.chain), soon.leaf, soon.leaf,
+                other_key.leaf, soon.key_pem())],
+        [_write(tmp_path / "d.pem", self_signed, self_key_pem)],
+        [_write(tmp_path / "e.pem", soon.leaf, fake, soon.key_pem())],
+    ]
+    seen: dict[str, set[str]] = {}
+    for args in runs:
+        result = CliRunner().invoke(app, ["check", "--json", *map(str, args)])
+        assert result.exit_code in (0, 1), result.stdout
+        body = json.loads(result.stdout)
+        assert body["ok"] == (result.exit_code == 0)
+        assert body["ok"] == all(f["severity"] != "error" for f in body["findings"])
+        for finding in body["findings"]:
+            seen.setdefault(finding["code"], set()).add(finding["severity"])
+    assert set(seen) >= set(documented), set(documented) - set(seen)
+    for code, severity in documented.items():
+        assert seen[code] == {severity}, (code, seen[code])
