@@ -89,6 +89,7 @@ class Variant:
     show_back: bool = True  # draw the back entry of submenus (it works either way)
     silent_after_verdict: bool = False  # wait for a key after the verdict, with no prompt
     hangup_after_verdict: bool = False  # close the SSH session after the verdict
+    start_in_security: bool = False  # EmsServerManager opens straight in the Security menu
 
 
 @dataclass
@@ -440,6 +441,8 @@ class _Menu:
             self.term.write(v.start_pager)
             if not await self.term.key():
                 return False
+        if v.start_in_security:
+            return await self._security() != "eof"
         main = [("1", "Application Maintenance"), ("2", "Network Configuration"),
                 ("3", "Date & Time"), v.security, ("7", "Collect Logs")]
         while True:

@@ -77,6 +77,8 @@ VARIANTS = [
         name="root-hash-only", root_prompt="# ", shell_prompt="$ ", su_prompt="Password: ",
         banner="# Managed by AudioCodes #\n$ quota: 1G\n", option="{key}) {label}",
     ),
+    Variant(name="opens-in-security", start_in_security=True, back_option=("q", "Quit"),
+            option="{key}) {label}"),
     Variant(name="root-prompt-without-hash", root_prompt="root@ovoc:~$ ",
             choice_prompt="Select an option [1-15] ", su_forms=("su",)),
     Variant(
@@ -154,7 +156,9 @@ def test_deploy_on_every_variant(appliance: AltOvoc, new_cert: Issued) -> None:
     assert staged["server.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
     assert_secrets_kept(outcome, appliance)
     if not appliance.variant.exit_after_import:  # the menu was left by its own exit key
-        assert appliance.variant.exit_option[0] in appliance.record.answers
+        exit_key = appliance.variant.back_option[0] if appliance.variant.start_in_security \
+            else appliance.variant.exit_option[0]
+        assert exit_key in appliance.record.answers
 
 
 FAILURES = [

@@ -539,7 +539,14 @@ def menu_options(screen: str) -> list[tuple[str, str]]:
 
 
 def _pick_option(screen: str, step: MenuStep) -> str | None:
-    """The key of the entry labelled ``step.label`` on ``screen``.
+    """The key of the entry labelled ``step.label`` on ``screen`` (see :func:`_match_option`)."""
+    found = _match_option(screen, step)
+    return found[1] if found else None
+
+
+def _match_option(screen: str, step: MenuStep, *, fallbacks: bool = True
+                  ) -> tuple[int, str] | None:
+    """(how loosely it matched: 0 best, key) of the entry labelled ``step.label``.
 
     Tried in turn: the same text, a prefix ("Security" finds "Security Menu"),
     contained, all its words in the entry (plural or not), the same without
@@ -556,14 +563,16 @@ def _pick_option(screen: str, step: MenuStep) -> str | None:
         lambda t: bool(words) and words <= _words(t),
         lambda t: bool(core) and core <= _words(t),
     )
-    for test in tests:
+    for tier, test in enumerate(tests):
         hits = [key for key, text in options if test(text)]
         if hits:
-            return hits[-1]
+            return tier, hits[-1]
+    if not fallbacks:
+        return None
     if step.number is not None and any(key == step.number for key, _ in options):
-        return step.number
+        return len(tests), step.number
     inside = {key for key, text in options if len(_words(text)) >= 2 and _words(text) <= words}
-    return inside.pop() if len(inside) == 1 else None
+    return (len(tests) + 1, inside.pop()) if len(inside) == 1 else None
 
 
 def _back_option(screen: str, pattern: str) -> str | None:
@@ -1253,7 +1262,9 @@ class OvocDriver(Driver):
         self._dirty = True
         self._menu_from = len(screen.text)
         screen.send(menu.command)
-        for step in menu.path:
+        index = 0
+        while index < len(menu.path):
+            step = menu.path[index]
             while True:
                 kind, line = await screen.settle(
                     self._walking, ["menu", "continue", "confirm", "shell"],
@@ -1268,7 +1279,13 @@ class OvocDriver(Driver):
                         device=self.name, screen="\n".join(screen.last_lines(20)))
                 screen.send(self._answer(kind, line))
             window = screen.text[self._menu_from:]
-            key = _pick_option(window, step)
+            # The entry for this step, or, matched by its label at least as well, one of a
+            # later step: a menu that opens deeper (straight in Security) is walked from there.
+            found = [(hit[0], j, hit[1]) for j in range(index, len(menu.path))
+                     if (hit := _match_option(window, menu.path[j], fallbacks=j == index))]
+            key = None
+            if found:
+                _tier, index, key = min(found)
             if key is None:
                 raise DeviceRefusedError(
                     f"EmsServerManager shows no entry {step.label!r}"
@@ -1278,6 +1295,7 @@ class OvocDriver(Driver):
                 )
             screen.send(key)
             self._menu_from = screen.mark
+            index += 1
         verdict_from = screen.mark
         passwords = 0
 
