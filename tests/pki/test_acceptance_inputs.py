@@ -665,3 +665,21 @@ def test_p7b_pem_labels(leaf: Issued, label: str) -> None:
     p7 = pkcs7.serialize_certificates([leaf.leaf, *leaf.chain], DER)
     objects = load_bytes(_pem(p7, label, eol="\r\n"), "chain.p7b")
     assert len(objects) == 3 and {o.format for o in objects} == {"pkcs7"}
+
+
+def test_ec_keys_with_explicit_parameters(tmp_path: Path) -> None:
+    """Explicit P-256 parameters load (written back as a named curve); others are named."""
+    _openssl("ecparam", "-name", "prime256v1", "-genkey", "-param_enc", "explicit",
+             "-out", "p256.key", cwd=tmp_path)
+    _openssl("ecparam", "-name", "brainpoolP256r1", "-genkey", "-param_enc", "explicit",
+             "-out", "bp.key", cwd=tmp_path)
+    _openssl("ecparam", "-name", "secp112r1", "-genkey", "-noout", "-out", "c112.key",
+             cwd=tmp_path)
+    (key,) = load_bytes((tmp_path / "p256.key").read_bytes(), "p256.key")
+    assert isinstance(key.value, ec.EllipticCurvePrivateKey)
+    assert key.value.curve.name == "secp256r1"
+    with pytest.raises(CertificateError, match="explicit curve parameters") as info:
+        load_bytes((tmp_path / "bp.key").read_bytes(), "bp.key")
+    assert "named_curve" in (info.value.hint or "")
+    with pytest.raises(CertificateError, match=r"uses the curve 1\.3\.132\.0\.6, which certfleet"):
+        load_bytes((tmp_path / "c112.key").read_bytes(), "c112.key")

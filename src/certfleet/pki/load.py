@@ -214,12 +214,29 @@ def _wrong_password(source: str, what: str) -> PasswordError:
     )
 
 
+_UNSUPPORTED_CURVE = re.compile(r"Curve ([0-9.]+|\w+) is not supported")
 _RUST_PARSE_ERROR = re.compile(r"ParseError \{ kind: (\w+)")
 
 
 def _corrupt(source: str, what: str, exc: BaseException | None = None) -> CertificateError:
     # cryptography's Rust parser errors are long debug dumps: keep the first words.
     text = str(exc).splitlines()[0] if exc is not None and str(exc) else ""
+    if "explicit parameters" in text:
+        return CertificateError(
+            f"{source!r} {what} is an EC key with explicit curve parameters of a curve "
+            "other than P-256, P-384 or P-521, which certfleet cannot use",
+            hint="write the key with a named curve (openssl ec -param_enc named_curve), "
+            "or use an RSA or P-256/P-384 key",
+            path=source,
+        )
+    unsupported_curve = _UNSUPPORTED_CURVE.match(text)
+    if unsupported_curve is not None:
+        return CertificateError(
+            f"{source!r} {what} uses the curve {unsupported_curve.group(1)}, "
+            "which certfleet cannot use",
+            hint="use an RSA key, or an EC key on P-256 or P-384",
+            path=source,
+        )
     parse_error = _RUST_PARSE_ERROR.search(text)
     if parse_error is not None:
         words = re.sub(r"(?<!^)(?=[A-Z])", " ", parse_error.group(1)).lower()
