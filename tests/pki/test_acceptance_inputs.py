@@ -683,3 +683,14 @@ def test_ec_keys_with_explicit_parameters(tmp_path: Path) -> None:
     assert "named_curve" in (info.value.hint or "")
     with pytest.raises(CertificateError, match=r"uses the curve 1\.3\.132\.0\.6, which certfleet"):
         load_bytes((tmp_path / "c112.key").read_bytes(), "c112.key")
+
+
+def test_key_agreement_key_is_named_plainly() -> None:
+    """An X25519 key (key agreement only) is refused naming its type, not a class name."""
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    pem = x25519.X25519PrivateKey.generate().private_bytes(
+        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(CertificateError, match=r"key of type X25519, which cannot serve TLS"):
+        load_bytes(pem, "x25519.key")

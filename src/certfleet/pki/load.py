@@ -266,7 +266,9 @@ def _nothing(source: str, skipped: Sequence[str] = ()) -> CertificateError:
 def _check_key(key: object, source: str, what: str) -> PrivateKey:
     if not isinstance(key, _PRIVATE_KEY_TYPES):
         raise CertificateError(
-            f"{source!r} {what} holds a {type(key).__name__} key, which cannot serve TLS",
+            f"{source!r} {what} holds a key of type "
+            f"{type(key).__name__.removesuffix('PrivateKey')}, which cannot serve TLS "
+            "(it cannot sign)",
             hint="use an RSA or EC key",
             path=source,
         )
