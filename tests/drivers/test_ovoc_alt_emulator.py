@@ -365,3 +365,22 @@ def test_screen_text_does_not_depend_on_read_boundaries() -> None:
         split.feed(data[:cut])
         split.feed(data[cut:])
         assert split.text == whole.text, cut
+
+
+def test_menu_wording_is_configurable() -> None:
+    """Confirmation answer, verdict texts and back labels come from the menu settings."""
+    menu = OvocMenu.from_mapping({
+        "confirm_answer": "j", "success": ["Zertifikat importiert"],
+        "failure": r"fehlgeschlagen", "back_labels": r"^zur(ü|u)ck",
+        "password_prompt": r"kennwort\s*:\s*$",
+    })
+    driver = OvocDriver("x", "127.0.0.1", menu=menu)
+    assert driver._answer("confirm", "Sind Sie sicher? (y/n)") == "j"
+    assert driver._classify("Kennwort: ") == ("password", "Kennwort:")
+    assert driver._verdict("Import ...\nZertifikat importiert\n") == (True, "Zertifikat importiert")
+    assert driver._verdict("SEM PKCS#12 fehlgeschlagen\n")[0] is False
+    assert driver._verdict("Something else\n") == (
+        False, "no known verdict; OVOC printed: Something else")
+    from certfleet.drivers.ovoc import _back_option
+    assert _back_option("1. Ändern\n0. Zurück\n> ", menu.back_labels) == "0"
+    assert menu_options("1. Ändern\n0. Zurück\n> ")[0] == ("1", "Ändern")

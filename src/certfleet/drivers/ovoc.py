@@ -77,7 +77,7 @@ _PARTIAL_ESC = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]{0,512}\x1b?|[()*
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # all but tab and newline
 # A menu entry: "11. Label", "11) Label", "11 - Label", "[11] Label", "(11) Label", "q. Quit".
 _OPTION = re.compile(
-    r"^[\[(]?\s*([0-9]{1,3}|[A-Za-z])\s*(?:[.):\]]|\s-|-)\s*([A-Za-z(\[].*?)\s*$")
+    r"^[\[(]?\s*([0-9]{1,3}|[A-Za-z])\s*(?:[.):\]]|\s-|-)\s*((?:[^\W\d_]|[(\[]).*?)\s*$")
 _PROMPT_END = re.compile(r"[:?>\]$#%][ \t]*$")
 _SHELL_END = re.compile(r"[$#][ \t]*$")
 NEEDS_PEM_KEY = "OVOC needs an unencrypted PEM key (PKCS#1, 'Apache compatible')"
