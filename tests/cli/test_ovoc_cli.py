@@ -309,21 +309,23 @@ def test_deploy_with_menu_file(new_cert: Issued, tmp_path: Path,
         monkeypatch.setenv("OVOC_KS_PW", KEYSTORE)
         files = write_pem_set(tmp_path, new_cert)
         result = runner.invoke(app, deploy_args(lab, files, "--json", "--menu", str(menu_file),
-                                                "--settle-time", "0.1"))
+                                                "--settle-time", "0.1", "--enter", "cr"))
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["outcome"] == "installed"
         assert lab.served_certificate() == new_cert.leaf
 
 
 def test_deploy_with_bad_menu_file(lab: LabOvoc, new_cert: Issued, tmp_path: Path) -> None:
-    """A menu file that is not TOML, or names an unknown setting, is refused before connecting."""
+    """A menu file that is not TOML or names an unknown setting, or a bad --enter, is refused."""
     broken = tmp_path / "menu.toml"
     broken.write_text("labels = [unclosed\n")
     unknown = tmp_path / "menu.json"
     unknown.write_text('{"colour": "red"}')
-    for path, words in ((broken, "is not valid TOML"), (unknown, "'colour' is unknown")):
+    for extra, words in ((["--menu", str(broken)], "is not valid TOML"),
+                         (["--menu", str(unknown)], "'colour' is unknown"),
+                         (["--enter", "tab"], "neither lf nor cr")):
         result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
-                                                "--json", "--menu", str(path)))
+                                                "--json", *extra))
         assert result.exit_code == 2, result.output
         assert words in json.loads(result.output)["message"]
     assert lab.import_count == 0

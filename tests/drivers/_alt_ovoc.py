@@ -58,6 +58,7 @@ class Variant:
     colour: bool = False  # colour codes in prompts and menus, a window title in the prompt
     clear: bool = False  # clear the screen before each menu
     line_editor: bool = False  # asyncssh's line editor instead of a raw terminal
+    enter_keys: str = "\r\n"  # raw terminal: the characters that end a typed line
     su_prompt: str = "Password: "
     su_failure: str = "su: Authentication failure"
     su_retry: bool = False  # a wrong password is asked again (twice) before su gives up
@@ -150,7 +151,7 @@ class _Term:
             return line
         while True:
             for index, char in enumerate(self.buffer):
-                if char in "\r\n":
+                if char in self.variant.enter_keys:
                     line, rest = self.buffer[:index], self.buffer[index + 1:]
                     if char == "\r" and rest.startswith("\n"):
                         rest = rest[1:]

@@ -204,6 +204,14 @@ def test_su_refusal_wordings(appliance: AltOvoc, new_cert: Issued) -> None:
     assert not any("EmsServerManager" in c for c in appliance.record.commands)
 
 
+def test_enter_as_carriage_return(initial: Issued, new_cert: Issued) -> None:
+    """A terminal that takes only CR as Enter (as PuTTY sends it) works with newline='\\r'."""
+    with AltOvoc(Variant(name="cr-only", enter_keys="\r"), initial) as appliance:
+        outcome = deploy(make_driver(appliance, newline="\r"), bundle_of(new_cert))
+        assert outcome.outcome == "installed", outcome.message
+        assert appliance.record.passwords == [KEYSTORE]
+
+
 def test_silent_wait_after_the_verdict(initial: Issued, new_cert: Issued) -> None:
     """OVOC that waits for a key with no prompt after its verdict: the verdict still counts."""
     variant = Variant(name="silent", silent_after_verdict=True)

@@ -64,6 +64,9 @@ SETTLE_OPT = typer.Option(
     0.3, "--settle-time", metavar="SECONDS",
     help="How long OVOC's output must stay quiet before a line that only looks like a "
     "prompt (the shell's) is answered.")
+ENTER_OPT = typer.Option(
+    "lf", "--enter", metavar="lf|cr",
+    help="What Enter sends: lf (\\n, as scripts do) or cr (\\r, as terminals such as PuTTY do).")
 JSON_OPT = typer.Option(False, "--json", help="Print JSON only, on stdout.")
 FILES_ARG = typer.Argument(..., help="Certificate, key, chain, .pfx... files (any format).",
                            show_default=False)
@@ -110,11 +113,15 @@ def _driver(
     su_password: str | None, keystore_password: str | None, known_hosts: Path | None,
     host_key: str | None, staging_dir: str, verify_ports: list[int] | None,
     verify_timeout: float, prompt_timeout: float, import_timeout: float, on_event: Any,
-    menu: Path | None = None, settle_time: float = 0.3,
+    menu: Path | None = None, settle_time: float = 0.3, enter: str = "lf",
 ) -> OvocDriver:
     from ..drivers.ovoc import OvocDriver
     from ..drivers.tlsprobe import Listener
 
+    newlines = {"lf": "\n", "cr": "\r"}
+    if enter.lower() not in newlines:
+        raise ConfigError(f"--enter {enter!r} is neither lf nor cr",
+                          hint="use --enter lf (the default) or --enter cr")
     try:
         listeners = [Listener(host, port) for port in (verify_ports or [443])]
     except ValueError as exc:
@@ -125,7 +132,7 @@ def _driver(
         known_hosts=_known_hosts(known_hosts, host_key), host_key=host_key,
         staging_dir=staging_dir, listeners=listeners, verify_timeout=verify_timeout,
         prompt_timeout=prompt_timeout, import_timeout=import_timeout, on_event=on_event,
-        menu=_load_menu(menu), settle_time=settle_time,
+        menu=_load_menu(menu), settle_time=settle_time, newline=newlines[enter.lower()],
     )
 
 
@@ -220,6 +227,7 @@ def register(app: typer.Typer) -> None:
         backup_dir: Path | None = BACKUP_DIR_OPT,
         menu: Path | None = MENU_OPT,
         settle_time: float = SETTLE_OPT,
+        enter: str = ENTER_OPT,
         json_out: bool = JSON_OPT,
     ) -> None:
         """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
@@ -232,6 +240,7 @@ def register(app: typer.Typer) -> None:
             verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
             import_timeout=import_timeout, force=force, transcript=transcript,
             backup_dir=backup_dir, json_out=json_out, menu=menu, settle_time=settle_time,
+            enter=enter,
         )
         raise typer.Exit(code)
 
@@ -272,7 +281,7 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
             verify_ports: list[int] | None, verify_timeout: float, prompt_timeout: float,
             import_timeout: float, force: bool, transcript: Path | None,
             backup_dir: Path | None, json_out: bool, menu: Path | None = None,
-            settle_time: float = 0.3) -> int:
+            settle_time: float = 0.3, enter: str = "lf") -> int:
     from ..drivers.base import refuse_on_input_error
 
     def emit_outcome(outcome: DeployOutcome, text: str | None) -> int:
@@ -312,7 +321,7 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
             host_key=host_key, staging_dir=staging_dir, verify_ports=verify_ports,
             verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
             import_timeout=import_timeout, on_event=None if json_out else _print_event,
-            menu=menu, settle_time=settle_time,
+            menu=menu, settle_time=settle_time, enter=enter,
         )
     except InputError as exc:
         return emit_outcome(refuse_on_input_error(host, exc), None)
