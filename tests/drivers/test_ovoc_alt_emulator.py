@@ -212,6 +212,15 @@ def test_enter_as_carriage_return(initial: Issued, new_cert: Issued) -> None:
         assert appliance.record.passwords == [KEYSTORE]
 
 
+def test_sftp_without_setstat(initial: Issued, new_cert: Issued) -> None:
+    """An SFTP server that cannot change modes: a world-writable folder is left, deploy works."""
+    with AltOvoc(Variant(name="no-setstat", setstat=False), initial) as appliance:
+        appliance.staging.chmod(0o777)
+        outcome = deploy(make_driver(appliance), bundle_of(new_cert))
+        assert outcome.outcome == "installed", outcome.message
+        assert appliance.staged()["server.crt"] == new_cert.leaf_pem
+
+
 def test_silent_wait_after_the_verdict(initial: Issued, new_cert: Issued) -> None:
     """OVOC that waits for a key with no prompt after its verdict: the verdict still counts."""
     variant = Variant(name="silent", silent_after_verdict=True)

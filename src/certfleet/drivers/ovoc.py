@@ -1043,8 +1043,7 @@ class OvocDriver(Driver):
             return
         if attrs.permissions is not None and attrs.permissions & 0o002:
             # The story's chmod 777 lets any local user swap the key: tighten it.
-            await self._op(f"tightening the mode of {self.staging_dir!r}",
-                           sftp.chmod(self.staging_dir, self.dir_mode))
+            await self._chmod(self.staging_dir, self.dir_mode)
 
     async def _stage(self, files: Sequence[Artifact], remove_others: Sequence[str]) -> None:
         """Upload ``files`` under temporary names, rename them into place, remove others."""
