@@ -694,3 +694,22 @@ def test_key_agreement_key_is_named_plainly() -> None:
     )
     with pytest.raises(CertificateError, match=r"key of type X25519, which cannot serve TLS"):
         load_bytes(pem, "x25519.key")
+
+
+def test_real_world_ber_p7b_from_the_vectors() -> None:
+    """amazon-roots.p7b (a BER PKCS#7 published by a CA) loads its certificates."""
+    vectors = pytest.importorskip("cryptography_vectors")
+    path = Path(vectors.__file__).parent / "pkcs7" / "amazon-roots.p7b"
+    if not path.exists():
+        pytest.skip("the vectors package lacks amazon-roots.p7b")
+    objects = load_bytes(path.read_bytes(), "amazon-roots.p7b")
+    assert objects and {o.type for o in objects} == {"certificate"}
+
+
+def test_corrupt_key_names_the_cause_not_the_library_catch_all(leaf: Issued) -> None:
+    """A cut PKCS#8 key says what is wrong, without the library's list of possibilities."""
+    der = base64.b64decode(b"".join(leaf.key_pem().splitlines()[1:-1]))
+    with pytest.raises(CertificateError) as info:
+        load_bytes(_pem(der[:60], "PRIVATE KEY"), "cut.key")
+    assert "explicit" not in info.value.message and "may be" not in info.value.message
+    assert "corrupt or not supported" in info.value.message

@@ -221,7 +221,11 @@ _RUST_PARSE_ERROR = re.compile(r"ParseError \{ kind: (\w+)")
 def _corrupt(source: str, what: str, exc: BaseException | None = None) -> CertificateError:
     # cryptography's Rust parser errors are long debug dumps: keep the first words.
     text = str(exc).splitlines()[0] if exc is not None and str(exc) else ""
-    if "explicit parameters" in text:
+    if text.startswith("Could not deserialize key data"):
+        # The library's catch-all: its own words list every possibility; keep the cause.
+        _, _, cause = text.partition("Details: ")
+        text = cause or "unrecognised key data"
+    if "keys with explicit parameters are only supported" in text:
         return CertificateError(
             f"{source!r} {what} is an EC key with explicit curve parameters of a curve "
             "other than P-256, P-384 or P-521, which certfleet cannot use",
