@@ -713,3 +713,35 @@ def test_corrupt_key_names_the_cause_not_the_library_catch_all(leaf: Issued) -> 
         load_bytes(_pem(der[:60], "PRIVATE KEY"), "cut.key")
     assert "explicit" not in info.value.message and "may be" not in info.value.message
     assert "corrupt or not supported" in info.value.message
+
+
+def test_dsa_key_and_ed25519_certificate_with_key(ca: LabCA) -> None:
+    """A traditional DSA key loads as dsa/pkcs1; an Ed25519 leaf with its key checks clean."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, ed25519
+
+    dsa_pem = dsa.generate_private_key(1024).private_bytes(
+        PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    (dsa_key,) = load_bytes(dsa_pem, "dsa.key")
+    assert describe_object(dsa_key)["key_type"] == "dsa" and dsa_key.format == "pkcs1"
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    issuer, issuer_key = ca.issuer
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ed.example.com")]))
+        .issuer_name(issuer.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_NOW - dt.timedelta(hours=1))
+        .not_valid_after(_NOW + dt.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("ed.example.com")]), False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+    pem = (cert.public_bytes(PEM) + b"".join(c.public_bytes(PEM) for c in ca.intermediate_certs)
+           + ca.root.public_bytes(PEM)
+           + key.private_bytes(PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption()))
+    bundle = assemble(load_bytes(pem, "ed.pem"))
+    assert bundle.private_key is not None and bundle.root == ca.root
+    findings = check_bundle(bundle, ["ED.example.com."])
+    assert {f.code for f in findings} == {"ROOT_INCLUDED"}
