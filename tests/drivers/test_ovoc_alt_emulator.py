@@ -76,6 +76,7 @@ VARIANTS = [
     Variant(
         name="root-hash-only", root_prompt="# ", shell_prompt="$ ", su_prompt="Password: ",
         banner="# Managed by AudioCodes #\n$ quota: 1G\n", option="{key}) {label}",
+        passwords=("Password used in DigiCert Utility\n> ",),
     ),
     Variant(name="opens-in-security", start_in_security=True, back_option=("q", "Quit"),
             option="{key}) {label}"),
@@ -303,6 +304,17 @@ def test_password_prompts_are_recognised(line: str) -> None:
     """The keystore password prompts of every wording are recognised as such."""
     driver = OvocDriver("x", "127.0.0.1")
     assert driver._classify(f"Import\n{line}") == ("password", line.rstrip())
+
+
+def test_question_above_a_bare_prompt() -> None:
+    """A question on its own line with a bare '>' or ':' under it is read as one prompt."""
+    driver = OvocDriver("x", "127.0.0.1")
+    assert driver._classify("Import\nPassword used in DigiCert Utility\n> ") == (
+        "password", "Password used in DigiCert Utility >")
+    assert driver._classify("Press Enter to continue\n:")[0] == "continue"
+    assert driver._classify("Are you sure? (y/n)\n>")[0] == "confirm"
+    assert driver._classify("1. Security\n2. Backup\n> ")[0] == "menu"
+    assert driver._classify("Restarting Apache...\n> ")[0] == "unknown?"
 
 
 @pytest.mark.parametrize("line", [

@@ -1231,12 +1231,17 @@ class OvocDriver(Driver):
             return None
         menu = self.menu
         flags = re.IGNORECASE
-        if re.search(menu.confirm_prompt, line, flags):
-            return "confirm", line
-        if re.search(menu.password_prompt, line, flags):
-            return "password", line
-        if re.search(menu.continue_prompt, line, flags):
-            return "continue", line
+        asked = line
+        if re.fullmatch(r"\s*[^\w\s]{1,3}\s*", line):
+            # a bare '>' or ':' under the question: read them as one line
+            above = _last_line(window[: window.rstrip().rfind("\n") + 1])
+            asked = f"{above} {line.strip()}" if above else line
+        if re.search(menu.confirm_prompt, asked, flags):
+            return "confirm", asked
+        if re.search(menu.password_prompt, asked, flags):
+            return "password", asked
+        if re.search(menu.continue_prompt, asked, flags):
+            return "continue", asked
         root = _prompt_shape(self._root_prompt or "")
         at_root = bool(root) and _prompt_shape(line) == root
         options = menu_options(window if menu_window is None else menu_window)
