@@ -745,3 +745,14 @@ def test_dsa_key_and_ed25519_certificate_with_key(ca: LabCA) -> None:
     assert bundle.private_key is not None and bundle.root == ca.root
     findings = check_bundle(bundle, ["ED.example.com."])
     assert {f.code for f in findings} == {"ROOT_INCLUDED"}
+
+
+@pytest.mark.parametrize("armour", ["der", "pem"])
+def test_p7b_without_certificates_is_named(armour: str) -> None:
+    """A degenerate .p7b holding no certificate says so, not the library's wording."""
+    signed = _tlv(0x30, _int(1) + _tlv(0x31, b"") + _tlv(0x30, _oid("1.2.840.113549.1.7.1"))
+                  + _tlv(0x31, b""))
+    der = _tlv(0x30, _oid("1.2.840.113549.1.7.2") + _tlv(0xA0, signed))
+    data = der if armour == "der" else _pem(der, "PKCS7")
+    with pytest.raises(CertificateError, match=r"is a PKCS#7 \(\.p7b\) file without any cert"):
+        load_bytes(data, "empty.p7b")

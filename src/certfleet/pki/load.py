@@ -421,7 +421,7 @@ def _load_pem_block(
         # OpenSSL appends an X509_CERT_AUX trust structure after the certificate.
         out.add("certificate", "pem", x509.load_der_x509_certificate(_first_tlv(der)))
     elif label in ("PKCS7", "CERTIFICATE CHAIN", "PKCS #7 SIGNED DATA", "CMS"):
-        for cert in pkcs7.load_der_pkcs7_certificates(der):
+        for cert in _pkcs7_certificates(der, source):
             out.add("certificate", "pkcs7", cert)
     elif label in ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"):
         out.add("csr", "pem", x509.load_der_x509_csr(der))
@@ -481,6 +481,21 @@ def _check_dek_info(value: str, source: str, what: str) -> None:
         raise _corrupt(source, what, ValueError("the DEK-Info IV is malformed"))
 
 
+def _pkcs7_certificates(der: bytes, source: str) -> list[x509.Certificate]:
+    """The certificates of a PKCS#7 (.p7b); one without any is named as such."""
+    try:
+        return pkcs7.load_der_pkcs7_certificates(der)
+    except ValueError as exc:
+        if "no certificate" not in str(exc):
+            raise
+    raise CertificateError(
+        f"{source!r} is a PKCS#7 (.p7b) file without any certificate",
+        hint="download the chain again (in the Windows export wizard: include all "
+        "certificates in the certification path)",
+        path=source,
+    )
+
+
 def _rebuild_pem(label: str, headers: dict[str, str], der: bytes) -> bytes:
     """A canonical PEM block (LF, 64 columns) of an encrypted traditional key."""
     b64 = base64.encodebytes(der).decode("ascii").replace("\n", "")
@@ -530,7 +545,7 @@ def _load_der(data: bytes, password: bytes | None, out: _Collector) -> bool:
             x509.load_der_x509_crl(data)  # a CRL is not ours; anything else is corrupt
             return False
         if shape == "pkcs7":
-            certs = pkcs7.load_der_pkcs7_certificates(data)
+            certs = _pkcs7_certificates(data, source)
             for cert in certs:
                 out.add("certificate", "pkcs7", cert)
             return bool(certs)
