@@ -756,3 +756,15 @@ def test_p7b_without_certificates_is_named(armour: str) -> None:
     data = der if armour == "der" else _pem(der, "PKCS7")
     with pytest.raises(CertificateError, match=r"is a PKCS#7 \(\.p7b\) file without any cert"):
         load_bytes(data, "empty.p7b")
+
+
+def test_oversized_input_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """A file over the cap (an ISO given by mistake, /dev/zero) is refused, read no further."""
+    big = tmp_path / "backup.iso"
+    with big.open("wb") as handle:
+        handle.truncate(load_module.MAX_INPUT_BYTES + 10)
+    with pytest.raises(CertificateError, match=r"'.*backup\.iso' is larger than 16 MiB"):
+        load_files([big])
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(CertificateError, match="is larger than"):
+            load_files(["/dev/zero"])

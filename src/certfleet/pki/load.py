@@ -814,6 +814,11 @@ def _load_jks(data: bytes, password: bytes | None, out: _Collector) -> None:
         raise _corrupt(source, what, exc) from exc
 
 
+#: Certificates, keys, chains and keystores are kilobytes; a CA bundle of every
+#: public root is under 1 MiB. Larger input is the wrong file (an ISO, a backup).
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+
+
 @quietly
 def load_bytes(
     data: bytes, source: str = "<bytes>", password: bytes | None = None
@@ -951,7 +956,10 @@ def load_files(
                 path=name,
             )
         try:
-            data = Path(name).read_bytes()
+            # At most one byte past the cap: a device like /dev/zero ends there too,
+            # while a pipe (`check <(curl ...)`) is read like a file.
+            with Path(name).open("rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise CertificateError(
@@ -959,5 +967,12 @@ def load_files(
                 hint="check the path and that you may read the file",
                 path=name,
             ) from exc
+        if len(data) > MAX_INPUT_BYTES:
+            raise CertificateError(
+                f"{name!r} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB: too large "
+                "for a certificate, key or keystore file",
+                hint="check that the right file was given",
+                path=name,
+            )
         objects.extend(load_bytes(data, name, password))
     return objects
