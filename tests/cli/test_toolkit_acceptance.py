@@ -369,3 +369,20 @@ def test_every_documented_code_with_its_severity(tmp_path: Path, ca: LabCA) -> N
     assert set(seen) >= set(documented), set(documented) - set(seen)
     for code, severity in documented.items():
         assert seen[code] == {severity}, (code, seen[code])
+
+
+def test_unreadable_missing_and_folder_inputs_exit_2(tmp_path: Path, issued: Issued) -> None:
+    """A missing file, a folder and (when not root) an unreadable file: exit 2, named plainly."""
+    (tmp_path / "certs").mkdir()
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(issued.leaf_pem)
+    locked.chmod(0)
+    cases = [("nope.pem", "No such file"), ("certs", "it is a folder, not a file")]
+    if not os.access(locked, os.R_OK):  # root reads anything: the case cannot be made
+        cases.append(("locked.pem", "Permission denied"))
+    for name, reason in cases:
+        result = certfleet("check", name, "--json", cwd=tmp_path)
+        assert result.returncode == 2
+        assert json.loads(result.stdout)["error"] == f"cannot read {name!r}: {reason}"
+        assert_clean_stderr(result)
+    locked.chmod(0o600)
