@@ -258,9 +258,10 @@ def _check_strength(bundle: Bundle) -> list[Finding]:
 
 def _check_usage(bundle: Bundle) -> list[Finding]:
     subject = subject_text(bundle.leaf)
-    if is_ca(bundle.leaf) and not is_self_signed(bundle.leaf):
+    if bundle.private_key is None and is_ca(bundle.leaf) and not is_self_signed(bundle.leaf):
         # Only a CA's files were given (a .p7b or ca-bundle without the server's
         # certificate): the "leaf" is the lowest CA, which no client accepts as a server.
+        # (With a matching key the CA certificate is what the user means to serve.)
         return [_finding(
             "NO_SERVER_AUTH",
             f"the leaf {subject!r} is a CA certificate, not one issued to a server: "
