@@ -10,4 +10,6 @@ Public API (see each module):
 - ``export``: ``export_bundle(bundle, fmt, password) -> bytes``
 - ``profiles``: ``TargetProfile``, ``OVOC_PROFILE``, ``SBC_PROFILE``, ``render_target``
 - ``keygen``: ``generate_private_key(key_type)``, ``build_csr(...)``
+- ``quiet``: ``quiet_crypto_warnings()`` / ``@quietly``: the parsing library's
+  warnings never reach the user's terminal
 """

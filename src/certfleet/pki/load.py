@@ -7,6 +7,11 @@ any order, a ``.pfx`` may be AES, 3DES or RC2-40 protected. Public API:
 - :func:`load_bytes` -- every object in one blob of bytes.
 - :func:`load_files` -- every object in several files, in order.
 
+Files that are not certificates are named as what they are (empty, a ZIP
+archive, an HTML page, cut off, a folder, over 16 MiB); key-derivation costs
+read from a file (PKCS#12 MAC and bags, encrypted PKCS#8 PBKDF2 and scrypt)
+are capped before any derivation starts.
+
 Both raise only :class:`~certfleet.errors.CertificateError` (nothing usable,
 a corrupt block, an unreadable file) and
 :class:`~certfleet.errors.PasswordError` (encrypted content and the password
