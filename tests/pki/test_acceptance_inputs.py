@@ -768,3 +768,9 @@ def test_oversized_input_is_refused_without_reading_it_all(tmp_path: Path) -> No
     if os.path.exists("/dev/zero"):
         with pytest.raises(CertificateError, match="is larger than"):
             load_files(["/dev/zero"])
+
+
+def test_der_with_ctrl_z_from_copy_in_text_mode(leaf: Issued) -> None:
+    """`copy a.cer b.cer` without /b appends Ctrl-Z (0x1A): the .cer still loads."""
+    (obj,) = load_bytes(leaf.leaf.public_bytes(DER) + b"\x1a", "copied.cer")
+    assert obj.value == leaf.leaf

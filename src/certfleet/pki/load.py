@@ -182,12 +182,12 @@ def _der_shape(data: bytes) -> str:
 
 
 def _strip_der_padding(data: bytes) -> bytes:
-    """DER without the newline or NUL bytes some download tools append to a .cer."""
+    """DER without the newline, NUL or Ctrl-Z (`copy` in text mode) bytes tools append."""
     try:
         _, _, end = _der_tlv(data)
     except _DerError:
         return data
-    if end < len(data) and not data[end:].strip(b"\r\n\t \x00"):
+    if end < len(data) and not data[end:].strip(b"\r\n\t \x00\x1a"):
         return data[:end]
     return data
 
