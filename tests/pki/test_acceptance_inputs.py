@@ -167,6 +167,14 @@ def test_html_error_page_is_named() -> None:
     assert "download" in (info.value.hint or "")
 
 
+def test_xml_document_is_named() -> None:
+    """SAML metadata or another XML file is called an XML document, not an HTML page."""
+    xml = (b'<?xml version="1.0"?>\n<md:EntityDescriptor>'
+           b"<ds:X509Certificate>MIIB</ds:X509Certificate></md:EntityDescriptor>")
+    with pytest.raises(CertificateError, match=r"is an XML document, not a certificate"):
+        load_bytes(xml, "metadata.xml")
+
+
 def test_truncated_der_is_named(leaf: Issued) -> None:
     """A DER .cer cut short says the file looks cut off."""
     der = leaf.leaf.public_bytes(DER)

@@ -920,7 +920,14 @@ def _refuse_text_kind(data: bytes, source: str) -> None:
                     path=source,
                 ) from None
     head = _decode_text(data[:4096]).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in head:
+    if head.startswith(b"<?xml") and b"<html" not in head:
+        raise CertificateError(
+            f"{source!r} is an XML document, not a certificate",
+            hint="give the certificate itself (.crt, .cer, .pem, .p7b or .pfx); a "
+            "certificate inside XML metadata must be saved to a file of its own first",
+            path=source,
+        )
+    if head.startswith((b"<!doctype html", b"<html", b"<head")) or b"<html" in head:
         raise CertificateError(
             f"{source!r} is an HTML page, not a certificate (an error or login page "
             "saved instead of the file?)",
