@@ -907,7 +907,7 @@ def _refuse_wrong_kind(data: bytes, source: str) -> None:
 
 
 def _refuse_text_kind(data: bytes, source: str) -> None:
-    """Name a web page, an SSH or PuTTY key saved where a certificate was expected."""
+    """Name a cut-off DER file, a web page, an XML file, an SSH or PuTTY key."""
     if data[:1] == b"\x30":
         try:
             _der_tlv(data)
