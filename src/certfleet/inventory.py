@@ -71,6 +71,9 @@ _DEVICE_KEYS = {
     "profile",
     "verify_timeout",
     "description",
+    "su_user",
+    "staging_dir",
+    "menu",
 }
 _DEFAULT_KEYS = _DEVICE_KEYS - {"kind", "address", "fqdn", "listeners", "description"}
 _TOP_KEYS = {"certificates", "devices", "defaults", "settings"}
@@ -124,6 +127,9 @@ class Device:
     profile: Mapping[str, Any] = field(default_factory=dict)
     verify_timeout: float = 120.0
     description: str = ""
+    su_user: str | None = None  # OVOC: whom su becomes to run EmsServerManager (root)
+    staging_dir: str | None = None  # OVOC: the folder EmsServerManager imports from
+    menu: Mapping[str, Any] = field(default_factory=dict)  # OVOC: menu labels on this firmware
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -438,7 +444,8 @@ def _parse_device(
     port = _port(ctx, table, key, merged.get(key, default_port))
     https_port = _port(ctx, table, "https_port", merged.get("https_port", 443))
     strings: dict[str, str | None] = {}
-    for item in ("user", "ssh_host_key", "tls_pin", "ca_file", "description"):
+    for item in ("user", "ssh_host_key", "tls_pin", "ca_file", "description", "su_user",
+                 "staging_dir"):
         value = merged.get(item)
         if value is not None:
             _expect(ctx, table, item, value, str, "a string")
@@ -462,6 +469,8 @@ def _parse_device(
     tags = _names(ctx, table, "tags", merged.get("tags", []))
     profile = merged.get("profile", {})
     _expect(ctx, table, "profile", profile, dict, "a table of profile overrides")
+    menu = merged.get("menu", {})
+    _expect(ctx, table, "menu", menu, dict, "a table of EmsServerManager menu settings")
     timeout = merged.get("verify_timeout", 120.0)
     _expect(ctx, table, "verify_timeout", timeout, (int, float), "a number of seconds")
     return Device(
@@ -485,6 +494,9 @@ def _parse_device(
         profile=dict(profile),
         verify_timeout=float(timeout),
         description=strings["description"] or "",
+        su_user=strings["su_user"],
+        staging_dir=strings["staging_dir"],
+        menu=dict(menu),
     )
 
 

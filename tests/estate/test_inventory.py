@@ -136,3 +136,58 @@ def test_select_by_name_and_tag() -> None:
     assert [d.name for d in select_devices(inv, ["ovoc", "sbc1"])] == ["ovoc", "sbc1"]
     with pytest.raises(ConfigError, match="'nothing'"):
         select_devices(inv, ["nothing"])
+
+
+
+OVOC_FIRMWARE = """\
+[certificates.wildcard]
+cn = "*.example.com"
+
+[devices.ovoc]
+kind = "ovoc"
+address = "ovoc.example.com"
+password = "env:CF_TEST_ACEMS"
+root_password = "env:CF_TEST_ROOT"
+keystore_password = "env:CF_TEST_KEYSTORE"
+su_user = "emsroot"
+staging_dir = "/home/acems/certs"
+
+[devices.ovoc.menu]
+labels = ["Security Settings", "Certificates", "Import from CA"]
+numbers = [7, 4, 2]
+"""
+
+
+@pytest.fixture()
+def ovoc_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("CF_TEST_ACEMS", "CF_TEST_ROOT", "CF_TEST_KEYSTORE"):
+        monkeypatch.setenv(var, "lab-" + var.lower())
+
+
+@pytest.mark.usefixtures("ovoc_secrets")
+def test_ovoc_firmware_settings_reach_the_driver() -> None:
+    """su target, staging folder and menu wording from the inventory configure the driver."""
+    from certfleet.drivers.ovoc import OvocDriver
+    from certfleet.estate.devices import build_driver
+
+    inventory = parse_inventory(OVOC_FIRMWARE)
+    device = inventory.devices["ovoc"]
+    assert device.su_user == "emsroot" and device.staging_dir == "/home/acems/certs"
+    driver = build_driver(device, inventory, None)
+    assert isinstance(driver, OvocDriver)
+    assert driver.su_user == "emsroot"
+    assert driver.staging_dir == "/home/acems/certs"
+    assert [step.label for step in driver.menu.path] == [
+        "Security Settings", "Certificates", "Import from CA"
+    ]
+    assert [step.number for step in driver.menu.path] == ["7", "4", "2"]
+
+
+@pytest.mark.usefixtures("ovoc_secrets")
+def test_unknown_ovoc_menu_setting_is_refused() -> None:
+    """A misspelt menu setting names the device and the known settings."""
+    from certfleet.estate.devices import build_driver
+
+    inventory = parse_inventory(OVOC_FIRMWARE.replace("numbers =", "numbres ="))
+    with pytest.raises(ConfigError, match=r"'ovoc'.*numbres"):
+        build_driver(inventory.devices["ovoc"], inventory, None)

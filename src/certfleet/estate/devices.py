@@ -180,7 +180,25 @@ def _ovoc_driver(
         profile=_profile(device),
         on_event=on_event,
         verify_timeout=device.verify_timeout,
+        **_ovoc_options(device),
     )
+
+
+def _ovoc_options(device: Device) -> dict[str, Any]:
+    """The OVOC settings an inventory may give: su target, staging folder, menu wording."""
+    from ..drivers.ovoc import OvocMenu
+
+    options: dict[str, Any] = {}
+    if device.su_user:
+        options["su_user"] = device.su_user
+    if device.staging_dir:
+        options["staging_dir"] = device.staging_dir
+    if device.menu:
+        try:
+            options["menu"] = OvocMenu.from_mapping(device.menu)
+        except ConfigError as exc:
+            raise ConfigError(f"device {device.name!r}: {exc.message}", hint=exc.hint) from exc
+    return options
 
 
 def _sbc_driver(
