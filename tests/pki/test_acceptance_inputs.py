@@ -243,9 +243,24 @@ def test_pfx_with_two_keys_is_refused_by_name(leaf: Issued, other: Issued) -> No
     version, oid, first = _pfx_safes(_bags_pfx(leaf.key, leaf.leaf, list(leaf.chain)))
     _, _, second = _pfx_safes(_bags_pfx(other.key, other.leaf, None))
     pfx = _pfx_from_safes(version, oid, first + second)
-    with pytest.raises(CertificateError, match=r"holds 2 private keys") as info:
+    with pytest.raises(CertificateError, match=r"holds 2 private keys \('bag', 'bag'\)") as info:
         load_bytes(pfx, "two.pfx", PW)
     assert "on its own" in (info.value.hint or "")
+
+
+def test_java_keystore_with_two_aliases_names_them(tmp_path: Path) -> None:
+    """A keytool PKCS#12 keystore with two key entries is refused naming both aliases."""
+    keytool = require_tool("keytool")
+    for alias in ("sbc-a", "sbc-b"):
+        subprocess.run(
+            [keytool, "-genkeypair", "-alias", alias, "-keyalg", "EC", "-groupname",
+             "secp256r1", "-dname", f"CN={alias}.example.com", "-keystore", "store.p12",
+             "-storetype", "pkcs12", "-storepass:env", "PFXPW"],
+            cwd=tmp_path, check=True, capture_output=True, timeout=120,
+            env={**os.environ, "PFXPW": PW.decode()},
+        )
+    with pytest.raises(CertificateError, match=r"holds 2 private keys \('sbc-a', 'sbc-b'\)"):
+        load_bytes((tmp_path / "store.p12").read_bytes(), "store.p12", PW)
 
 
 def test_pfx_leaf_last_and_without_local_key_id(leaf: Issued) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import re
 import warnings
@@ -601,6 +602,7 @@ _OID_PBES2 = "1.2.840.113549.1.5.13"
 _OID_PBKDF2 = "1.2.840.113549.1.5.12"
 _OID_SCRYPT = "1.3.6.1.4.1.11591.4.11"
 _PBE_PREFIXES = ("1.2.840.113549.1.12.1.", "1.2.840.113549.1.5.")  # PKCS#12 PBE, PBES1
+_OID_FRIENDLY_NAME = "1.2.840.113549.1.9.20"
 _KEY_BAGS = ("1.2.840.113549.1.12.10.1.1", "1.2.840.113549.1.12.10.1.2")
 #: scrypt's memory (128 * N * r * p bytes): OpenSSL's default is 16 MiB, refuse over 256 MiB.
 MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
@@ -640,6 +642,7 @@ class _PbeScan:
         self.rounds = 0
         self.scrypt_memory = 0
         self.key_bags = 0
+        self.key_names: list[str] = []
         self.walked = False  # False: the structure could not be walked, nothing is known
         self._nodes = 0
         try:
@@ -680,6 +683,8 @@ class _PbeScan:
         oid = _oid_text(kids[0][1])
         if oid in _KEY_BAGS:
             self.key_bags += 1
+            with contextlib.suppress(_DerError):
+                self._key_bag_name(data, start, end)
             return
         if len(kids) < 2 or kids[1][0] != 0x30:
             return
@@ -698,6 +703,21 @@ class _PbeScan:
             if len(numbers) == 3 and all(n is not None for n in numbers):
                 cost, block, parallel = (n or 0 for n in numbers)
                 self.scrypt_memory = max(self.scrypt_memory, 128 * cost * block * parallel)
+
+    def _key_bag_name(self, data: bytes, start: int, end: int) -> None:
+        """Note the friendlyName (a keystore alias) of a key bag, when it has one."""
+        kids = _der_children(data, start, end, limit=3)
+        if len(kids) < 3 or kids[2][0] != 0x31:
+            return
+        attrs = kids[2][1]
+        for tag, attr in _der_children(attrs, 0, len(attrs), limit=8):
+            parts = _der_children(attr, 0, len(attr), limit=2) if tag == 0x30 else []
+            if len(parts) == 2 and parts[0][0] == 0x06 and _oid_text(parts[0][1]) == (
+                _OID_FRIENDLY_NAME
+            ):
+                values = _der_children(parts[1][1], 0, len(parts[1][1]), limit=1)
+                if values and values[0][0] == 0x1E:  # BMPString
+                    self.key_names.append(values[0][1].decode("utf-16-be", "replace")[:64])
 
     def refuse_absurd(self, source: str, what: str) -> None:
         """Raise CertificateError when the file asks for more work than any tool uses."""
@@ -743,11 +763,13 @@ def _load_pkcs12(data: bytes, password: bytes | None, out: _Collector) -> None:
     scan = _PbeScan(data)
     scan.refuse_absurd(source, what)
     if scan.key_bags > 1:
+        names = f" ({', '.join(map(repr, scan.key_names))})" if scan.key_names else ""
         raise CertificateError(
-            f"{source!r} holds {scan.key_bags} private keys; certfleet reads one key "
-            "and its certificate per PKCS#12 file",
-            hint="export each certificate with its key on its own (one certificate "
-            "selected in the export wizard), or give the key and certificates as PEM",
+            f"{source!r} holds {scan.key_bags} private keys{names}; certfleet reads one "
+            "key and its certificate per PKCS#12 file",
+            hint="export each certificate with its key on its own (Windows: select one "
+            "certificate in the export wizard; Java: keytool -importkeystore -srcalias "
+            "NAME), or give the key and certificates as PEM",
             path=source,
         )
     candidates: list[bytes | None] = [password] if password else []
