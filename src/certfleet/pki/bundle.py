@@ -167,60 +167,65 @@ def _subject_of(leaf: x509.Certificate, chain: list[x509.Certificate]) -> x509.C
     return chain[-1] if chain else leaf
 
 
-def _same_ca(a: x509.Certificate, b: x509.Certificate) -> bool:
-    """Same subject and same key: one CA, certified twice (cross-signed or re-issued)."""
-    if a.subject != b.subject:
-        return False
-    spki = safe_spki_sha256(a)
-    return spki is not None and spki == safe_spki_sha256(b)
+def _ca_identity(cert: x509.Certificate) -> tuple[bytes, str | None]:
+    """Subject (DER) and key: two certificates of one CA share it (cross-signed, re-issued)."""
+    return cert.subject.public_bytes(), safe_spki_sha256(cert)
 
 
-def _set_aside_text(
-    cert: x509.Certificate,
-    source: str,
-    in_path: list[x509.Certificate],
-    unrelated: tuple[x509.Certificate, ...],
-    leaf: x509.Certificate,
-) -> tuple[str, str]:
-    """The CHAIN_UNRELATED message and hint for one certificate left out of the path."""
-    subject, issuer = subject_text(cert), _issuer_text(cert)
-    named = f"certificate {subject!r} issued by {issuer!r} from {source!r}"
-    twin = next((c for c in in_path if c is not cert and _same_ca(cert, c)), None)
-    if twin is not None:
-        top = subject_text(in_path[-1])
+class _SetAside:
+    """CHAIN_UNRELATED message and hint of each certificate left out of the path.
+
+    Computed once per bundle: a pile of hundreds of unrelated certificates costs
+    a pass, not a pass per certificate.
+    """
+
+    def __init__(
+        self,
+        in_path: list[x509.Certificate],
+        unrelated: tuple[x509.Certificate, ...],
+        leaf: x509.Certificate,
+    ) -> None:
+        self.leaf_text = subject_text(leaf)
+        self.top_text = subject_text(in_path[-1])
+        self.path_ids = {id(c) for c in in_path}
+        self.path_cas = {
+            identity for identity in map(_ca_identity, in_path) if identity[1] is not None
+        }
+        self.alternates = [c for c in unrelated if _ca_identity(c) in self.path_cas]
+        self.path_ends_at_root = is_self_signed(in_path[-1])
+
+    def text(self, cert: x509.Certificate, source: str) -> tuple[str, str]:
+        subject, issuer = subject_text(cert), _issuer_text(cert)
+        named = f"certificate {subject!r} issued by {issuer!r} from {source!r}"
+        if id(cert) not in self.path_ids and _ca_identity(cert) in self.path_cas:
+            return (
+                f"{named} is another certificate of the same CA (same name and key: "
+                f"cross-signed or re-issued) and is not needed for the chain of "
+                f"{self.leaf_text!r}, which goes to {self.top_text!r}",
+                f"nothing to do; keep it only if old clients need the path through {issuer!r}",
+            )
+        if any(
+            alt is not cert and alt.issuer == cert.subject and signature_ok(alt, cert)
+            for alt in self.alternates
+        ):
+            return (
+                f"{named} belongs to the alternative (cross-signed) path of the chain of "
+                f"{self.leaf_text!r}",
+                "nothing to do; keep it only if old clients need that path",
+            )
+        if not self.path_ends_at_root and is_ca(cert) and is_self_signed(cert):
+            # A root the chain does not reach: another CA's, or this one's with an
+            # intermediate missing in between (CHAIN_INCOMPLETE then names it).
+            return (
+                f"{named} is not part of the chain of {self.leaf_text!r}: no certificate "
+                "of the chain is issued by it (if it is this chain's root, an intermediate "
+                "between them is missing)",
+                "add the missing intermediate, or remove the root if it belongs to another CA",
+            )
         return (
-            f"{named} is another certificate of the "
-            f"same CA (same name and key: cross-signed or re-issued) and is not needed for "
-            f"the chain of {subject_text(leaf)!r}, which goes to {top!r}",
-            "nothing to do; keep it only if old clients need the path through "
-            f"{issuer!r}",
+            f"{named} is not part of the chain of {self.leaf_text!r}",
+            "remove it from the input, or check that the right files were given",
         )
-    alternates = [
-        c for c in unrelated
-        if c is not cert and any(_same_ca(c, p) for p in in_path)
-    ]
-    if any(alt.issuer == cert.subject and signature_ok(alt, cert) for alt in alternates):
-        return (
-            f"{named} belongs to the alternative "
-            f"(cross-signed) path of the chain of {subject_text(leaf)!r}",
-            "nothing to do; keep it only if old clients need that path",
-        )
-    if in_path[-1] is not cert and not is_self_signed(in_path[-1]) and is_ca(cert) and (
-        is_self_signed(cert)
-    ):
-        # A root the chain does not reach: another CA's, or this one's with an
-        # intermediate missing in between (CHAIN_INCOMPLETE then names it).
-        return (
-            f"{named} is not part of the chain of {subject_text(leaf)!r}: no certificate "
-            "of the chain is issued by it (if it is this chain's root, an intermediate "
-            "between them is missing)",
-            "add the missing intermediate, or remove the root if it belongs to another CA",
-        )
-    return (
-        f"{named} is not part of the chain of "
-        f"{subject_text(leaf)!r}",
-        "remove it from the input, or check that the right files were given",
-    )
 
 
 class _PathFinder:
@@ -382,10 +387,9 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
 
     unrelated = tuple(c for c in certs if id(c) not in used)
     in_path = [leaf, *chain, *([root] if root is not None else [])]
+    set_aside = _SetAside(in_path, unrelated, leaf)
     for cert in unrelated:
-        message, hint = _set_aside_text(
-            cert, first_source[cert_sha256(cert)], in_path, unrelated, leaf
-        )
+        message, hint = set_aside.text(cert, first_source[cert_sha256(cert)])
         findings.append(
             Finding(
                 "CHAIN_UNRELATED",
