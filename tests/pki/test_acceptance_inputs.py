@@ -797,3 +797,19 @@ def test_der_with_ctrl_z_from_copy_in_text_mode(leaf: Issued) -> None:
     """`copy a.cer b.cer` without /b appends Ctrl-Z (0x1A): the .cer still loads."""
     (obj,) = load_bytes(leaf.leaf.public_bytes(DER) + b"\x1a", "copied.cer")
     assert obj.value == leaf.leaf
+
+
+@pytest.mark.parametrize("width", [76, 0])
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_pem_line_widths(leaf: Issued, width: int, eol: str) -> None:
+    """MIME's 76-column lines and one long line (as some portals write) both load."""
+    (obj,) = load_bytes(_pem(leaf.leaf.public_bytes(DER), "CERTIFICATE", width, eol), "w.pem")
+    assert obj.value == leaf.leaf
+
+
+def test_pem_armour_on_the_same_line_as_base64(leaf: Issued) -> None:
+    """BEGIN, base64 and END on one line (pasted into a one-line field) still load."""
+    b64 = base64.b64encode(leaf.leaf.public_bytes(DER)).decode()
+    text = f"-----BEGIN CERTIFICATE-----{b64}-----END CERTIFICATE-----".encode()
+    (obj,) = load_bytes(text, "one.pem")
+    assert obj.value == leaf.leaf
