@@ -386,3 +386,35 @@ def test_unreadable_missing_and_folder_inputs_exit_2(tmp_path: Path, issued: Iss
         assert json.loads(result.stdout)["error"].startswith(f"cannot read {name!r}: {reason}")
         assert_clean_stderr(result)
     locked.chmod(0o600)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["check", "--json"], "Missing argument"),
+        (["check", "--json", "x.pem", "--expiry-warn-days", "-3"], "--expiry-warn-days"),
+        (["inspect", "--json", "--nope", "x.pem"], "No such option: --nope"),
+        (["export", "x.pem", "--json", "--format"], "'--format' requires an argument"),
+        (["csr", "--json", "--cn"], "'--cn' requires an argument"),
+    ],
+)
+def test_usage_errors_with_json_print_json(args: list[str], message: str) -> None:
+    """A usage error with --json exits 2 with {"error", "hint"} on stdout, nothing else."""
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    body = json.loads(result.stdout)
+    assert message in body["error"] and body["hint"] == f"see certfleet {args[0]} --help"
+
+
+def test_usage_errors_without_json_keep_the_usage_text() -> None:
+    """Without --json a usage error still prints the usage text on stderr, exit 2."""
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    result = CliRunner().invoke(app, ["check"])
+    assert result.exit_code == 2 and not result.stdout and "Usage" in result.stderr

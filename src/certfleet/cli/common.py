@@ -11,11 +11,13 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from ..errors import CertfleetError, InputError
 from ..secrets import resolve_secret
 
 __all__ = [
+    "JsonUsageCommand",
     "console",
     "err_console",
     "fail",
@@ -69,6 +71,28 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+class JsonUsageCommand(TyperCommand):
+    """A command whose usage errors (a missing FILE, a bad option value) honour ``--json``.
+
+    Without it, a script running ``certfleet check --json`` with a wrong argument
+    would read an empty stdout: the parser prints its usage text to stderr before
+    the command runs. Pass as ``app.command(..., cls=JsonUsageCommand)``.
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        wants_json = "--json" in args
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except Exception as exc:  # the parser's UsageError family (exit code 2)
+            message = getattr(exc, "format_message", None)
+            if not wants_json or getattr(exc, "exit_code", None) != 2 or message is None:
+                raise
+            print_json({"error": message(), "hint": f"see certfleet {info_name} --help"})
+            raise typer.Exit(2) from None
 
 
 def print_json(data: Any) -> None:

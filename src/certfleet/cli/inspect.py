@@ -11,7 +11,7 @@ import typer
 
 from ..errors import PasswordError
 from ..pki.quiet import quietly
-from .common import console, handle_errors, print_json, read_password
+from .common import JsonUsageCommand, console, handle_errors, print_json, read_password
 
 if TYPE_CHECKING:
     from ..pki.model import Bundle, Finding, LoadedObject
@@ -212,7 +212,7 @@ def _check(files: list[Path], hosts: list[str], password_env: str | None,
 def register(app: typer.Typer) -> None:
     """Add ``inspect`` and ``check`` to ``app``."""
 
-    @app.command("inspect")
+    @app.command("inspect", cls=JsonUsageCommand)
     @handle_errors
     def inspect_command(
         files: list[Path] = FILES_ARG,
@@ -223,7 +223,7 @@ def register(app: typer.Typer) -> None:
         """List every certificate, key and CSR in FILE... (any format)."""
         _inspect(files, password_env, password_file, json_out)
 
-    @app.command("check")
+    @app.command("check", cls=JsonUsageCommand)
     @handle_errors
     def check_command(
         files: list[Path] = FILES_ARG,

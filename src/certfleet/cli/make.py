@@ -16,7 +16,14 @@ import typer
 
 from ..errors import ConfigError, InputError, PasswordError, PrivateKeyError
 from ..pki.quiet import quietly
-from .common import console, err_console, handle_errors, print_json, read_password
+from .common import (
+    JsonUsageCommand,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    read_password,
+)
 
 if TYPE_CHECKING:
     from ..pki.model import Bundle, Finding
@@ -28,8 +35,8 @@ _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 def register(app: typer.Typer) -> None:
     """Add ``csr`` and ``export`` to ``app``."""
-    app.command("csr")(csr)
-    app.command("export")(export)
+    app.command("csr", cls=JsonUsageCommand)(csr)
+    app.command("export", cls=JsonUsageCommand)(export)
 
 
 def _password_bytes(env_var: str | None, file: str | None, *, what: str) -> bytes | None:
