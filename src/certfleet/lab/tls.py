@@ -17,7 +17,7 @@ import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["CertSlot", "LabHTTPSServer", "LabTLSListener"]
 
@@ -88,7 +88,40 @@ class _TLSMixin:
         super().finish_request(request, client_address)  # type: ignore[misc]
 
 
-class LabHTTPSServer(_TLSMixin, ThreadingHTTPServer):
+class _Lifecycle:
+    """start/stop/context manager for a socketserver run in a daemon thread."""
+
+    _thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])  # type: ignore[attr-defined]
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(
+            target=self.serve_forever,  # type: ignore[attr-defined]
+            kwargs={"poll_interval": 0.1},
+            name=f"lab-{type(self).__name__}-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()  # type: ignore[attr-defined]
+            self._thread.join(5)
+            self._thread = None
+        self.server_close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LabHTTPSServer(_Lifecycle, _TLSMixin, ThreadingHTTPServer):
     """A threaded HTTPS server on 127.0.0.1 presenting ``slot``'s certificate."""
 
     daemon_threads = True
@@ -103,30 +136,6 @@ class LabHTTPSServer(_TLSMixin, ThreadingHTTPServer):
     ) -> None:
         self.slot = slot
         super().__init__((host, port), handler)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def start(self) -> LabHTTPSServer:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"lab-https-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join(5)
-            self._thread = None
-        self.server_close()
-
-    def __enter__(self) -> LabHTTPSServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _SipHandler(socketserver.BaseRequestHandler):
@@ -140,7 +149,7 @@ class _SipHandler(socketserver.BaseRequestHandler):
                 self.request.sendall(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
-class LabTLSListener(_TLSMixin, socketserver.ThreadingTCPServer):
+class LabTLSListener(_Lifecycle, _TLSMixin, socketserver.ThreadingTCPServer):
     """A bare TLS listener (the SIP-TLS port's role) presenting ``slot``'s certificate."""
 
     daemon_threads = True
@@ -149,30 +158,6 @@ class LabTLSListener(_TLSMixin, socketserver.ThreadingTCPServer):
     def __init__(self, slot: CertSlot, host: str = "127.0.0.1", port: int = 0) -> None:
         self.slot = slot
         super().__init__((host, port), _SipHandler)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def start(self) -> LabTLSListener:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"lab-tls-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join(5)
-            self._thread = None
-        self.server_close()
-
-    def __enter__(self) -> LabTLSListener:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
