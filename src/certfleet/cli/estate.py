@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -268,13 +267,20 @@ def run_deploy_cli(
 
     names = [d.name for d in select_devices(inventory, only)]
     with Progress(names, quiet=quiet) as progress:
-        return asyncio.run(
+        return _run_async(
             run_deploy(
                 inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
                 force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
                 break_lock=break_lock, on_event=progress.event, on_result=progress.result,
             )
         )
+
+
+def _run_async(coro: Any) -> Any:
+    """asyncio.run, imported on use: asyncio costs start-up time `--help` need not pay."""
+    import asyncio
+
+    return asyncio.run(coro)
 
 
 def register(app: typer.Typer) -> None:
@@ -349,7 +355,7 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            plans = asyncio.run(make_plan(inv, store, only, force=force))
+            plans = _run_async(make_plan(inv, store, only, force=force))
         if json_out:
             print_json({"devices": [p.to_dict() for p in plans]})
             return
@@ -421,7 +427,7 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            statuses = asyncio.run(collect_status(inv, store, select_devices(inv, only)))
+            statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             store.audit("verify", "ok" if all(s.is_current for s in statuses) else "mismatch")
         bad = [s for s in statuses if not s.is_current]
         if json_out:
@@ -450,7 +456,7 @@ def register(app: typer.Typer) -> None:
         with open_store(state_dir) as store:
             factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
             with Progress([device], quiet=json_out) as progress:
-                result = asyncio.run(rollback_device(
+                result = _run_async(rollback_device(
                     inv, store, factory, device, on_event=progress.event, break_lock=break_lock
                 ))
         if json_out:
@@ -515,7 +521,7 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            statuses = asyncio.run(collect_status(inv, store, select_devices(inv, only)))
+            statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
         if json_out:
             print_json({"devices": [s.to_dict() for s in statuses]})
             return
