@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -276,7 +276,10 @@ def run_deploy_cli(
         )
 
 
-def _run_async(coro: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _run_async(coro: Coroutine[Any, Any, _T]) -> _T:
     """asyncio.run, imported on use: asyncio costs start-up time `--help` need not pay."""
     import asyncio
 
