@@ -185,7 +185,7 @@ def test_failure_without_rollback_exits_3(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--allow-no-rollback")
     assert result.exit_code == 3
-    assert "failed with 500" in result.output
+    assert "answered 500: the SBC failed" in result.output
 
 
 def test_wrong_password_and_wrong_pin(
@@ -196,7 +196,7 @@ def test_wrong_password_and_wrong_pin(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--allow-no-rollback")
     assert wrong_pw.exit_code == 2
-    assert "the SBC refused user 'Admin' (401): check --password-env" in wrong_pw.output
+    assert "answered 401: the SBC refused user 'Admin'" in wrong_pw.output
     assert "not-it" not in wrong_pw.output
     wrong_pin = runner_for(app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), "--url", sbc.url,
@@ -227,7 +227,7 @@ def test_device_400_is_quoted(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--previous-key", str(files["old"]), "--verify-timeout", "1")
     assert result.exit_code == 2, result.output
-    assert "refused it (400): 'Bad request'" in result.output
+    assert "answered 400: the SBC refused the file: 'Bad request'" in result.output
     assert "nothing was changed" in result.output
 
 

@@ -118,7 +118,7 @@ def test_wrong_password_is_a_clear_refusal(sbc: LabSbc, bundle: Bundle) -> None:
     """401 maps to 'the SBC refused user ...' and nothing changes."""
     outcome = deploy(driver_for(sbc, password="nope"), bundle, allow_no_rollback=True)
     assert outcome.outcome == "refused"
-    assert "the SBC refused user 'Admin' (401): check --password-env" in outcome.message
+    assert "answered 401: the SBC refused user 'Admin'" in outcome.message
     assert "nope" not in outcome.message
 
 
@@ -136,7 +136,7 @@ def test_failure_midway_rolls_back(sbc: LabSbc, bundle: Bundle,
     sbc.faults.add("500", method="PUT", path="/files/tls/*/certificate", nth=2)
     outcome = deploy(driver_for(sbc, previous_keys=[old_key]), bundle)
     assert outcome.outcome == "restored" and outcome.exit_code == 1, outcome.message
-    assert "failed with 500" in outcome.message
+    assert "answered 500: the SBC failed" in outcome.message
     assert _served(sbc.port) == before[0] and _served(sbc.sip_port) == before[1]
     assert sbc.saved_context(0).sha256 == before[0]
     assert sbc.saved_context(1).key_matches
@@ -154,7 +154,7 @@ def test_failure_without_rollback_is_exit_3(sbc: LabSbc, bundle: Bundle) -> None
     ("action", "path", "expected"),
     [
         ("drop", "/files/tls/1/privateKey", "connection to"),
-        ("400", "/files/tls/0/certificate", "refused it (400)"),
+        ("400", "/files/tls/0/certificate", "answered 400: the SBC refused the file"),
         ("hang", "/files/tls/1/certificate", "did not answer within"),
     ],
 )
@@ -274,7 +274,7 @@ def test_non_pem_upload_is_quoted_and_pin_rechecked_per_connection(
     async def run() -> None:
         async with driver.session():
             with pytest.raises(DeviceRefusedError,
-                               match=r"refused it \(400\): 'Failed to load the certificate"):
+                               match=r"answered 400: the SBC refused the file: 'Failed to load"):
                 await driver._request("PUT", "/files/tls/1/certificate", upload=b"\x30\x82junk",
                                       what="uploading junk")
             sbc.seed_context(0, issued.leaf_pem, issued.key_pem())
@@ -296,5 +296,5 @@ def test_read_only_user_is_refused_with_403(bundle: Bundle) -> None:
         driver = driver_for(device, user="Monitor", password="mon-pw")
         outcome = deploy(driver, bundle, allow_no_rollback=True)
         assert outcome.outcome == "refused", outcome.message
-        assert "the SBC refused user 'Monitor' (403)" in outcome.message
+        assert "answered 403: the SBC refused user 'Monitor'" in outcome.message
         assert "nothing was changed" in outcome.message

@@ -64,7 +64,12 @@ NO_ROLLBACK_HINT = (
     "--previous-key of the next one)"
 )
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_TLS_ROW = re.compile(r'^\s*TLSContexts\s+(\d+)\s*=\s*"([^"]*)"', re.MULTILINE)
+_TLS_ROW = re.compile(
+    r"""^\s*TLSContexts\s+(\d+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^,;"']*))""",
+    re.MULTILINE | re.IGNORECASE)
+_TLS_TABLE = re.compile(
+    r"^\s*\[\s*TLSContexts\s*\][^\n]*\n(.*?)(?:^\s*\[|\Z)",
+    re.MULTILINE | re.DOTALL | re.IGNORECASE)
 
 
 def normalize_sha256(value: str) -> str:
@@ -82,11 +87,19 @@ def normalize_sha256(value: str) -> str:
 
 
 def tls_contexts_in_ini(ini: str) -> dict[int, str]:
-    """Index → name of the rows of the INI's ``TLSContexts`` table."""
-    table = re.search(r"\[\s*TLSContexts\s*\](.*?)\[\s*\\TLSContexts\s*\]", ini, re.DOTALL)
+    """Index → name of the rows of the INI's ``TLSContexts`` table.
+
+    Lenient (spacing, case, quoting, a missing closing ``[ \\TLSContexts ]``);
+    text it cannot read gives fewer rows or none, never an exception.
+    """
+    table = _TLS_TABLE.search(ini.replace("\r\n", "\n").replace("\r", "\n"))
     if table is None:
         return {}
-    return {int(m.group(1)): m.group(2) for m in _TLS_ROW.finditer(table.group(1))}
+    rows: dict[int, str] = {}
+    for match in _TLS_ROW.finditer(table.group(1)):
+        name = next((g for g in match.groups()[1:] if g is not None), "")
+        rows[int(match.group(1))] = name.strip()
+    return rows
 
 
 def _certificates(pem: bytes) -> list[x509.Certificate]:
@@ -348,6 +361,25 @@ class SbcDriver(Driver):
         json_body: Any = None,
     ) -> httpx.Response:
         """One REST request, 409 retried with backoff; every failure mapped to an error."""
+        answer = await self._send(method, path, what=what, upload=upload, json_body=json_body)
+        assert answer is not None  # only missing_ok gives None
+        return answer
+
+    async def _get_optional(self, path: str, *, what: str) -> bytes:
+        """GET whose 404 means "nothing there" (an empty store): its body, or b""."""
+        answer = await self._send("GET", path, what=what, missing_ok=True)
+        return answer.content if answer is not None else b""
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        upload: bytes | None = None,
+        json_body: Any = None,
+        missing_ok: bool = False,
+    ) -> httpx.Response | None:
         import httpx
 
         if self._client is None:
@@ -385,18 +417,27 @@ class SbcDriver(Driver):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
                 continue
-            return self._check_status(answer, what, attempt)
+            if answer.status_code == 404 and missing_ok:
+                return None
+            return self._check_status(answer, what, attempt, method, path)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
-    def _check_status(self, answer: httpx.Response, what: str, attempts: int) -> httpx.Response:
+    def _check_status(self, answer: httpx.Response, what: str, attempts: int,
+                      method: str = "", path: str = "") -> httpx.Response:
+        """A 2xx answer back; any other one as a one-line error naming the device, the
+        request and the status (never the credentials)."""
         code = answer.status_code
         if 200 <= code < 300:
             return answer
         description = _description(answer)
         quoted = f": {description!r}" if description else ""
+        request = f"{method} {API_PREFIX}{path}" if method else "request"
+        said = f"{what}: {request} on {self.name} answered {code}"
         if code in (401, 403):
+            reason = ("the user or password is wrong" if code == 401
+                      else "the user lacks the rights")
             raise DeviceAuthError(
-                f"the SBC refused user {self.user!r} ({code}): check --password-env",
+                f"{said}: the SBC refused user {self.user!r} ({reason}){quoted}",
                 hint="the REST API needs an Administrator (or Security Administrator) user; "
                 "check --user and the password in the variable named by --password-env",
                 device=self.name,
@@ -404,34 +445,34 @@ class SbcDriver(Driver):
             )
         if code == 400:
             raise DeviceRefusedError(
-                f"{what}: the SBC refused it (400){quoted}",
+                f"{said}: the SBC refused the file{quoted}",
                 hint="the SBC takes PEM files only: run certfleet check on the input files",
                 device=self.name,
                 status=code,
             )
         if code == 404:
             raise DeviceRefusedError(
-                f"{what}: not found on the SBC (404){quoted}",
+                f"{said}: not found on the SBC{quoted}",
                 hint="check --context: certfleet sbc status lists the TLS contexts of the device",
                 device=self.name,
                 status=code,
             )
         if code == 409:
             raise DeviceRefusedError(
-                f"{what}: the SBC is busy (HA sync?): still 409 after {attempts} tries{quoted}",
+                f"{said}: the SBC is busy (HA sync?), still after {attempts} tries{quoted}",
                 hint="wait until the HA pair is synchronised (or the device is idle) and rerun",
                 device=self.name,
                 status=code,
             )
         if code >= 500:
             raise DeviceRefusedError(
-                f"{what}: the SBC failed with {code}{quoted}",
+                f"{said}: the SBC failed{quoted}",
                 hint="check the SBC's alarms and syslog, then rerun",
                 device=self.name,
                 status=code,
             )
         raise DeviceRefusedError(
-            f"{what}: unexpected answer {code} from the SBC{quoted}",
+            f"{said}: unexpected answer{quoted}",
             hint="check the firmware version: certfleet speaks the REST API of 7.4",
             device=self.name,
             status=code,
@@ -449,23 +490,26 @@ class SbcDriver(Driver):
     async def read_context(self, index: int, name: str | None = None) -> SbcContext:
         """Certificate, trusted roots and key state of context ``index``."""
         where = f"/files/tls/{index}"
-        cert_pem = (await self._request("GET", f"{where}/certificate",
-                                         what=f"reading context {index}'s certificate")).content
-        roots_pem = (await self._request("GET", f"{where}/trustedRoot",
-                                          what=f"reading context {index}'s trusted roots")).content
+        # The key state first: its 404 means the context does not exist, while an
+        # SBC may answer 404 for a certificate or trusted root store not set yet.
         key = _json(await self._request("GET", f"{where}/privateKey",
                                         what=f"reading context {index}'s key state"))
+        cert_pem = await self._get_optional(f"{where}/certificate",
+                                            what=f"reading context {index}'s certificate")
+        roots_pem = await self._get_optional(f"{where}/trustedRoot",
+                                             what=f"reading context {index}'s trusted roots")
         certs = _certificates(cert_pem)
         key_info = key if isinstance(key, dict) else {}
-        valid = key_info.get("valid")
         size = key_info.get("size")
+        if isinstance(size, str) and size.strip().isdigit():
+            size = int(size)
         return SbcContext(
             index=index,
             name=name,
             certificate=certs[0] if certs else None,
             trusted_roots=tuple(_certificates(roots_pem)),
-            key_valid=valid if isinstance(valid, bool) else None,
-            key_size=size if isinstance(size, int) else None,
+            key_valid=_key_valid(key),
+            key_size=size if isinstance(size, int) and not isinstance(size, bool) else None,
         )
 
     async def add_trusted_root(self, index: int, cert: x509.Certificate) -> None:
@@ -499,18 +543,22 @@ class SbcDriver(Driver):
         ini = await self.read_ini()
         backup.files["config.ini"] = ini
         names = tls_contexts_in_ini(ini.decode("utf-8", "replace"))
-        missing = [c for c in self.contexts if names and c not in names]
-        if missing:
-            raise DeviceRefusedError(
-                f"TLS context {missing[0]} does not exist on the SBC "
-                f"(it has {', '.join(str(n) for n in sorted(names))})",
-                hint="check --context: certfleet sbc status lists the TLS contexts",
-                device=self.name,
-            )
         contexts_meta: dict[str, Any] = {}
         all_keys = True
         for index in self.contexts:
-            ctx = await self.read_context(index, names.get(index))
+            try:
+                ctx = await self.read_context(index, names.get(index))
+            except DeviceRefusedError as exc:
+                # The INI's list is a hint only (it may not parse): the device decides.
+                if getattr(exc, "status", None) != 404 or not names or index in names:
+                    raise
+                raise DeviceRefusedError(
+                    f"TLS context {index} does not exist on {self.name} "
+                    f"(it has {', '.join(str(n) for n in sorted(names))})",
+                    hint="check --context: certfleet sbc status lists the TLS contexts",
+                    device=self.name,
+                    status=404,
+                ) from exc
             self._before[index] = ctx
             if ctx.certificate is not None:
                 backup.files[f"tls{index}-certificate.pem"] = _pem(ctx.certificate)
@@ -560,10 +608,11 @@ class SbcDriver(Driver):
             await self._install_roots(index, roots, before)
             key = _json(await self._request("GET", f"{where}/privateKey",
                                             what=f"checking context {index}'s key"))
-            if not (isinstance(key, dict) and key.get("valid") is True):
+            if _key_valid(key) is not True:
                 raise DeviceRefusedError(
                     f"context {index}: the SBC says the private key does not match the "
-                    "certificate after the upload",
+                    f"certificate after the upload (GET {API_PREFIX}{where}/privateKey on "
+                    f"{self.name} answered {_short(key)})",
                     hint="check that the key file belongs to the certificate (certfleet check)",
                     device=self.name,
                 )
@@ -619,7 +668,7 @@ class SbcDriver(Driver):
                                     what=f"restoring context {index}'s trusted roots")
             state = _json(await self._request("GET", f"{where}/privateKey",
                                               what=f"checking context {index}'s key"))
-            if not (isinstance(state, dict) and state.get("valid") is True):
+            if _key_valid(state) is not True:
                 raise RollbackError(
                     f"context {index}: after the restore the SBC says key and certificate "
                     "do not match",
@@ -697,11 +746,42 @@ def _json(answer: httpx.Response) -> Any:
         return None
 
 
+def _short(data: Any) -> str:
+    """A device's JSON answer for a message: one line, at most 120 characters."""
+    import json
+
+    try:
+        text = json.dumps(data, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(data)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _key_valid(data: Any) -> bool | None:
+    """The ``valid`` of a key state answer: true/false however spelled, None if unknown."""
+    value = data.get("valid") if isinstance(data, dict) else None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value) if value in (0, 1) else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "1", "valid", "ok"):
+            return True
+        if text in ("false", "no", "0", "invalid"):
+            return False
+    return None
+
+
 def _description(answer: httpx.Response) -> str:
     data = _json(answer)
     if isinstance(data, dict) and isinstance(data.get("description"), str):
         return str(data["description"])[:300]
-    return answer.text.strip()[:200]
+    try:
+        text = answer.text
+    except (LookupError, ValueError):  # an unknown charset
+        return ""
+    return " ".join(text.split())[:200]
 
 
 def _key_pem(key: PrivateKey, key_format: str) -> bytes:
