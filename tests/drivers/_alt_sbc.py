@@ -35,13 +35,15 @@ class Quirks:
     extra_fields: bool = False
     status: dict[str, Any] = field(
         default_factory=lambda: {"versionID": "7.40A.500.123", "productType": "Mediant VE"})
-    cert: str = "plain"  # plain | crlf | chain | leading
+    cert: str = "plain"  # plain | crlf | chain | chain_first | leading | junk
     no_cert: str = "404"  # 404 | empty
     key_valid: str = "bool"  # bool | str | int
     key_extra: bool = False
     no_roots: str = "empty"  # empty | 404
     save_codes: list[int] = field(default_factory=lambda: [200])
-    ini: str = "spaced"  # spaced | tight | lower | garbage
+    ini: str = "spaced"  # spaced | tight | lower | garbage | missing (404)
+    roots_at_start: bool = False  # contexts 0 and 1 start trusting the old chain
+    echo_auth: bool = False  # a 401 answer quotes the Authorization header and password
     never_valid: bool = False  # the key state never says valid
 
 
@@ -81,6 +83,9 @@ class AltSbc:
             1: Context(cert_pem, key_pem, chain_pem),
             2: Context(),
         }
+        if self.quirks.roots_at_start:
+            for index in (0, 1):
+                self.contexts[index].roots = _pem_blocks(chain_pem)
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, int]] = []
         self.saves = 0
@@ -185,7 +190,9 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
                 with contextlib.suppress(ValueError):
                     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
             if device.users.get(user) != password or not user:
-                self.error(401, "Unauthorized")  # deliberately no WWW-Authenticate
+                # Deliberately no WWW-Authenticate.
+                self.error(401, f"Unauthorized: {header} ({user}:{password})"
+                           if device.quirks.echo_auth else "Unauthorized")
                 return False
             if user != "Admin":
                 self.error(403, "Forbidden: user level too low")
@@ -241,7 +248,7 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
             if index < 0:
                 if what == "status":
                     self.send_json(200, q.status)
-                elif what == "files/ini":
+                elif what == "files/ini" and q.ini != "missing":
                     self.send(200, device.ini(), "application/octet-stream")
                 else:
                     self.error(404, "Not Found")
@@ -259,8 +266,13 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
                     pem = pem.replace(b"\n", b"\r\n")
                 elif q.cert == "chain":
                     pem = pem + ctx.chain_pem
+                elif q.cert == "chain_first":
+                    pem = ctx.chain_pem + pem
                 elif q.cert == "leading":
                     pem = b"\n\n   \n" + pem
+                elif q.cert == "junk":
+                    broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                    pem = b"subject=CN = whatever\r\n" + broken + pem.replace(b"\n", b"\r\n")
                 self.send(200, pem, "application/x-pem-file")
             elif what == "privateKey":
                 valid: Any = ctx.matches() and not q.never_valid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import ssl
@@ -93,6 +94,10 @@ VARIANTS = {
     "cert-crlf": Quirks(cert="crlf"),
     "cert-chain": Quirks(cert="chain"),
     "cert-leading-ws": Quirks(cert="leading"),
+    "cert-chain-first": Quirks(cert="chain_first"),
+    "cert-junk-block": Quirks(cert="junk"),
+    "roots-pem-list": Quirks(roots_at_start=True, no_roots="404"),
+    "ini-404": Quirks(ini="missing"),
     "key-valid-str": Quirks(key_valid="str"),
     "key-valid-int": Quirks(key_valid="int", key_extra=True),
     "roots-404": Quirks(no_roots="404"),
@@ -158,10 +163,13 @@ def test_save_busy_for_ever_is_bounded(old: Issued, bundle: Bundle) -> None:
 
 @pytest.mark.parametrize(("user", "password", "code"),
                          [("Admin", "wrong-" + PASSWORD, "401"), ("monitor", "mon-pass", "403")])
+@pytest.mark.parametrize("sbc", [Quirks(), Quirks(echo_auth=True)], ids=["plain", "echo"],
+                         indirect=True)
 def test_auth_failures_name_device_request_and_status(
     sbc: AltSbc, old: Issued, bundle: Bundle, user: str, password: str, code: str
 ) -> None:
-    """401 (no challenge) and 403 (non-admin): refused, one line, no password in the outcome."""
+    """401 (no challenge, even one echoing the credentials) and 403 (non-admin): refused,
+    one line, no password or Authorization value in the outcome."""
     outcome = _deploy(_driver(sbc, old, user=user, password=password), bundle)
     assert outcome.outcome == "refused"
     message = outcome.message
@@ -169,7 +177,8 @@ def test_auth_failures_name_device_request_and_status(
     assert code in message and "alt-sbc" in message and "GET /api/v1/status" in message
     dumped = json.dumps(outcome.to_dict())
     assert password not in dumped and PASSWORD not in dumped
-    assert "Authorization" not in dumped and "Basic " not in dumped
+    secret = base64.b64encode(f"{user}:{password}".encode()).decode()
+    assert secret not in dumped
 
 
 def test_every_error_answer_is_one_line_naming_request_and_status(
@@ -209,6 +218,8 @@ def test_ini_parser_is_lenient_and_never_raises() -> None:
     assert tls_contexts_in_ini('[ TLSContexts ]\r\n tlscontexts 1 = "a b";\r\n') == {1: "a b"}
     assert tls_contexts_in_ini("\x00\xff[[[ TLSContexts") == {}
     assert tls_contexts_in_ini("") == {}
+    assert tls_contexts_in_ini("[ TLSContexts ]\nTLSContexts 0 = 'q', 1;\n[Other]\n"
+                               "TLSContexts 7 = \"not in the table\";") == {0: "q"}
 
 
 # ---- the CLI ----------------------------------------------------------------------------------
@@ -223,8 +234,9 @@ def app() -> typer.Typer:
 
 
 @pytest.mark.parametrize("sbc", [Quirks(ini="garbage", status={"versionID": "7.4"}),
+                                 Quirks(ini="missing", status={"highAvailability": "HA"}),
                                  Quirks(status={"highAvailability": {"mode": "HA"}})],
-                         ids=["ini-garbage", "ha-object"], indirect=True)
+                         ids=["ini-garbage", "ini-404", "ha-object"], indirect=True)
 def test_cli_status_reports_less_but_does_not_crash(
     app: typer.Typer, sbc: AltSbc, old: Issued, tmp_path: Any
 ) -> None:
@@ -256,6 +268,6 @@ def test_cli_never_prints_the_password(
         runner = CliRunner(env={"SBC_PW": password})
         for extra in ([], ["--json"]):
             result = runner.invoke(app, [*args, *extra])
-            text = result.stdout + (result.stderr if result.stderr_bytes is not None else "")
+            text = result.output + (result.stderr if result.stderr_bytes is not None else "")
             assert PASSWORD not in text and "Authorization" not in text, text
             assert result.exit_code != 0 or password == PASSWORD, text

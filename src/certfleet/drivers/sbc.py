@@ -102,13 +102,33 @@ def tls_contexts_in_ini(ini: str) -> dict[int, str]:
     return rows
 
 
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\s*(.*?)-----END CERTIFICATE-----", re.DOTALL)
+
+
 def _certificates(pem: bytes) -> list[x509.Certificate]:
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        return []
-    try:
-        return list(x509.load_pem_x509_certificates(pem))
-    except ValueError:
-        return []
+    """Every readable certificate in ``pem``, block by block: CRLF, leading text or
+    blank lines and a broken block among good ones do not lose the good ones."""
+    out: list[x509.Certificate] = []
+    for match in _PEM_CERT.finditer(pem):
+        body = b"".join(match.group(1).split())
+        block = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
+        try:
+            out.append(x509.load_pem_x509_certificate(block))
+        except ValueError:
+            continue
+    return out
+
+
+def _leaf(certs: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    """The device certificate of a GET answer that may carry its chain (in any order)."""
+    for cert in certs:
+        try:
+            if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                return cert
+        except x509.ExtensionNotFound:
+            return cert
+    return certs[0] if certs else None
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -397,7 +417,8 @@ class SbcDriver(Driver):
                 # A request that was sent may have been applied: count it as a change.
                 self._changed |= changing and not isinstance(exc, httpx.ConnectTimeout)
                 raise DeviceTimeoutError(
-                    f"{what}: the SBC at {self.url} did not answer within {self.timeout:g} s",
+                    f"{what}: {method} {API_PREFIX}{path} on {self.name}: the SBC at {self.url} "
+                    f"did not answer within {self.timeout:g} s",
                     hint="check that the device is up; raise --timeout for a slow link",
                     device=self.name,
                 ) from exc
@@ -405,7 +426,8 @@ class SbcDriver(Driver):
                 self._changed |= changing and not isinstance(exc, httpx.ConnectError)
                 reason = str(exc) or type(exc).__name__
                 raise DeviceConnectionError(
-                    f"{what}: the connection to {self.url} failed: {reason}",
+                    f"{what}: {method} {API_PREFIX}{path} on {self.name}: the connection to "
+                    f"{self.url} failed: {_one_line(reason)}",
                     hint="check that the device is up, the URL and the port; "
                     "if it dropped mid-change, check the device state",
                     device=self.name,
@@ -422,6 +444,16 @@ class SbcDriver(Driver):
             return self._check_status(answer, what, attempt, method, path)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
+    def _scrub(self, text: str) -> str:
+        """``text`` without the password or the Authorization value (a device may echo them)."""
+        import base64
+
+        secret = base64.b64encode(f"{self.user}:{self._password}".encode()).decode()
+        for value in (secret, self._password):
+            if value:
+                text = text.replace(value, "***")
+        return text
+
     def _check_status(self, answer: httpx.Response, what: str, attempts: int,
                       method: str = "", path: str = "") -> httpx.Response:
         """A 2xx answer back; any other one as a one-line error naming the device, the
@@ -430,6 +462,7 @@ class SbcDriver(Driver):
         if 200 <= code < 300:
             return answer
         description = _description(answer)
+        description = self._scrub(description)
         quoted = f": {description!r}" if description else ""
         request = f"{method} {API_PREFIX}{path}" if method else "request"
         said = f"{what}: {request} on {self.name} answered {code}"
@@ -481,7 +514,9 @@ class SbcDriver(Driver):
     # ---- reading the device ------------------------------------------------------------
 
     async def read_ini(self) -> bytes:
-        return (await self._request("GET", "/files/ini", what="reading the INI file")).content
+        """The INI file; b"" when the device answers 404 (the INI is a safety copy and a
+        list of contexts, neither is needed to change a context)."""
+        return await self._get_optional("/files/ini", what="reading the INI file")
 
     async def list_contexts(self) -> dict[int, str]:
         """The TLS contexts of the device (from the INI's ``TLSContexts`` table)."""
@@ -506,7 +541,7 @@ class SbcDriver(Driver):
         return SbcContext(
             index=index,
             name=name,
-            certificate=certs[0] if certs else None,
+            certificate=_leaf(certs),
             trusted_roots=tuple(_certificates(roots_pem)),
             key_valid=_key_valid(key),
             key_size=size if isinstance(size, int) and not isinstance(size, bool) else None,
@@ -541,7 +576,11 @@ class SbcDriver(Driver):
         """INI file, and each target context's certificate, trusted roots (and known key)."""
         backup = Backup(self.name, self.kind)
         ini = await self.read_ini()
-        backup.files["config.ini"] = ini
+        if ini:
+            backup.files["config.ini"] = ini
+        else:
+            log.warning("%s: the SBC gave no INI file: the backup holds the contexts only",
+                        self.name)
         names = tls_contexts_in_ini(ini.decode("utf-8", "replace"))
         contexts_meta: dict[str, Any] = {}
         all_keys = True
@@ -744,6 +783,10 @@ def _json(answer: httpx.Response) -> Any:
         return answer.json()
     except ValueError:
         return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 def _short(data: Any) -> str:
