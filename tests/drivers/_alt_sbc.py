@@ -45,6 +45,8 @@ class Quirks:
     roots_at_start: bool = False  # contexts 0 and 1 start trusting the old chain
     echo_auth: bool = False  # a 401 answer quotes the Authorization header and password
     never_valid: bool = False  # the key state never says valid
+    drop_on_management_change: bool = False  # the session drops without an answer
+    fail_after_drop: bool = False  # ...and, once, the next certificate read fails with 500
 
 
 @dataclass
@@ -89,6 +91,7 @@ class AltSbc:
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, int]] = []
         self.saves = 0
+        self.failing_reads = 0
         self._save_codes = list(self.quirks.save_codes)
         self.mgmt_slot = CertSlot(cert_pem, key_pem, chain_pem)
         self.sip_slot = CertSlot(cert_pem, key_pem, chain_pem)
@@ -254,6 +257,10 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
                     self.error(404, "Not Found")
                 return
             ctx = device.contexts[index]
+            if what == "certificate" and device.failing_reads:
+                device.failing_reads -= 1
+                self.error(500, "Internal error")
+                return
             if what == "certificate":
                 if not ctx.cert_pem:
                     if q.no_cert == "404":
@@ -321,6 +328,13 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
                     ctx.cert_pem = certs[0]
                     ctx.chain_pem = b"".join(certs[1:])
                     device.apply(index)
+                    if index == 0 and device.quirks.drop_on_management_change:
+                        self.close_connection = True  # no answer: the client sees a drop
+                        device.failing_reads = int(device.quirks.fail_after_drop)
+                        device.quirks.fail_after_drop = False  # once only
+                        with device.lock:
+                            device.requests.append((self.command, self.path, 0))
+                        return
                     self.done("Certificate was successfully changed")
                 elif what == "trustedRoot":
                     ctx.roots = _pem_blocks(data)

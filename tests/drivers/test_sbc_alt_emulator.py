@@ -98,6 +98,7 @@ VARIANTS = {
     "cert-junk-block": Quirks(cert="junk"),
     "roots-pem-list": Quirks(roots_at_start=True, no_roots="404"),
     "ini-404": Quirks(ini="missing"),
+    "session-drops-on-management-change": Quirks(drop_on_management_change=True),
     "key-valid-str": Quirks(key_valid="str"),
     "key-valid-int": Quirks(key_valid="int", key_extra=True),
     "roots-404": Quirks(no_roots="404"),
@@ -134,6 +135,7 @@ def test_context_without_certificate_needs_allow_no_rollback(
         first = _deploy(_driver(sbc, old, contexts=(2,), listeners=()), bundle)
         assert first.outcome == "refused", first.message
         assert first.hint == NO_ROLLBACK_HINT
+        assert "context 2 has no certificate yet" in first.message
         assert not [r for r in sbc.requests if r[0] in ("PUT", "POST")]
         assert first.backup is not None and first.backup.meta["contexts"]["2"]["sha256"] is None
         again = _deploy(_driver(sbc, old, contexts=(2,), listeners=()), bundle,
@@ -149,6 +151,19 @@ def test_key_never_valid_is_refused_with_a_clear_message(old: Issued, bundle: Bu
     assert outcome.outcome != "installed"
     assert "context 1" in outcome.message and "private key" in outcome.message
     assert "\n" not in outcome.message
+
+
+def test_failure_after_management_change_rolls_back_over_the_new_certificate(
+    old: Issued, bundle: Bundle
+) -> None:
+    """Session dropped on the management context, then an error: the rollback connects
+    although the interface already serves the new certificate, and restores the old one."""
+    with _start(old, Quirks(drop_on_management_change=True, fail_after_drop=True)) as sbc:
+        outcome = _deploy(_driver(sbc, old), bundle)
+        assert outcome.outcome == "restored", outcome.message
+        assert "answered 500" in outcome.message
+        assert _served(sbc.https.port) == _sha(old.leaf)
+        assert _served(sbc.sip.port) == _sha(old.leaf)
 
 
 def test_save_busy_for_ever_is_bounded(old: Issued, bundle: Bundle) -> None:

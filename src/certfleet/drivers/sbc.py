@@ -255,6 +255,7 @@ class SbcDriver(Driver):
         self._client: httpx.AsyncClient | None = None
         self._before: dict[int, SbcContext] = {}
         self._changed_roots: set[int] = set()
+        self._new_sha256: str | None = None
         self._served_before: dict[Listener, str | None] = {}
         self._restoring = False
         # Whether a changing request may have changed the device: any PUT/POST
@@ -624,6 +625,20 @@ class SbcDriver(Driver):
         }
         return backup
 
+    def _no_rollback_reasons(self) -> str:
+        """Per context, why the previous state cannot be put back (one line)."""
+        reasons = []
+        for index in self.contexts:
+            ctx = self._before.get(index)
+            if ctx is None:
+                continue
+            if ctx.certificate is None:
+                reasons.append(f"context {index} has no certificate yet (nothing to go back to)")
+            elif self._previous_key_for(ctx.certificate) is None:
+                reasons.append(f"context {index}: the key of its certificate "
+                               f"{(ctx.sha256 or '')[:16]}… is not known")
+        return "; ".join(reasons)
+
     def can_restore(self, backup: Backup) -> bool:
         return backup.has_private_key
 
@@ -635,14 +650,16 @@ class SbcDriver(Driver):
         roots = (_certificates(artifacts.get(SbcProfile.trusted_roots_file))
                  if SbcProfile.trusted_roots_file in artifacts.names() else [])
         new_sha = bundle.leaf_sha256
+        self._new_sha256 = new_sha
         for index in self.contexts:
             where = f"/files/tls/{index}"
             before = self._before.get(index)
             await self._request("PUT", f"{where}/privateKey", upload=key_pem,
                                 what=f"uploading the private key to context {index}")
-            await self._request("PUT", f"{where}/certificate", upload=cert_pem,
-                                what=f"uploading the certificate to context {index}")
-            if before is not None and self.serves_management(before):
+            management = before is not None and self.serves_management(before)
+            await self._put_certificate(index, cert_pem, new_sha, management,
+                                        what=f"uploading the certificate to context {index}")
+            if management:
                 await self._pin_installed(new_sha)
             await self._install_roots(index, roots, before)
             key = _json(await self._request("GET", f"{where}/privateKey",
@@ -656,6 +673,27 @@ class SbcDriver(Driver):
                     device=self.name,
                 )
         await self.save_configuration()
+
+    async def _put_certificate(self, index: int, pem: bytes, sha256: str, management: bool,
+                               *, what: str) -> None:
+        """``PUT certificate``; a management session that drops on the change is
+        reopened to ask whether the certificate went in."""
+        try:
+            await self._request("PUT", f"/files/tls/{index}/certificate", upload=pem, what=what)
+        except (DeviceConnectionError, DeviceTimeoutError):
+            if not management or not await self._holds(index, sha256):
+                raise
+            log.info("%s: the session dropped while context %d took the certificate; "
+                     "it holds it", self.name, index)
+
+    async def _holds(self, index: int, sha256: str) -> bool:
+        """Whether context ``index`` holds certificate ``sha256``, asked on a new
+        connection that accepts that certificate on the management interface."""
+        await self._pin_installed(sha256)
+        pem = await self._get_optional(f"/files/tls/{index}/certificate",
+                                       what=f"reading context {index}'s certificate again")
+        leaf = _leaf(_certificates(pem))
+        return leaf is not None and cert_sha256(leaf) == sha256
 
     async def _install_roots(self, index: int, roots: Sequence[x509.Certificate],
                              before: SbcContext | None) -> None:
@@ -685,6 +723,10 @@ class SbcDriver(Driver):
         self._restoring = True
         if not self._changed:
             return  # every changing request was refused: the device is as it was
+        if self._new_sha256 and any(self.serves_management(c) for c in self._before.values()):
+            # The failure may have come after the management interface took the new
+            # certificate (or with the answer that says so lost): accept it too.
+            await self._pin_installed(self._new_sha256)
         if self._client is None:
             self._client = self._new_client()
         for index in self.contexts:
@@ -699,8 +741,12 @@ class SbcDriver(Driver):
             where = f"/files/tls/{index}"
             await self._request("PUT", f"{where}/privateKey", upload=key,
                                 what=f"restoring context {index}'s private key")
-            await self._request("PUT", f"{where}/certificate", upload=cert,
-                                what=f"restoring context {index}'s certificate")
+            before = self._before.get(index)
+            previous = _leaf(_certificates(cert))
+            await self._put_certificate(
+                index, cert, cert_sha256(previous) if previous is not None else "",
+                before is not None and self.serves_management(before),
+                what=f"restoring context {index}'s certificate")
             roots = backup.files.get(f"tls{index}-trusted_roots.pem", b"")
             if index in self._changed_roots and _certificates(roots):
                 await self._request("PUT", f"{where}/trustedRoot", upload=roots,
@@ -765,11 +811,15 @@ class SbcDriver(Driver):
         self._restoring = False
         self._changed = False
         self._changed_roots.clear()
+        self._new_sha256 = None
         outcome = await super().deploy(bundle, findings, force=force,
                                        allow_no_rollback=allow_no_rollback)
         if (outcome.outcome == "refused" and outcome.steps
                 and outcome.steps[-1].detail == "no rollback possible"):
             outcome.hint = NO_ROLLBACK_HINT
+            why = self._no_rollback_reasons()
+            if why:
+                outcome.message = f"{self.name}: no rollback is possible: {why}"
         elif outcome.outcome in ("failed", "restored") and not self._changed:
             # The device refused the first change (4xx): nothing to restore.
             cause = next((s.detail for s in outcome.steps if s.status == "failed"), "")
