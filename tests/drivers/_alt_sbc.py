@@ -39,6 +39,7 @@ class Quirks:
     no_cert: str = "404"  # 404 | empty
     key_valid: str = "bool"  # bool | str | int
     key_extra: bool = False
+    no_key: str = "invalid"  # invalid ({"valid": false}) | 404, for a context without key
     no_roots: str = "empty"  # empty | 404
     save_codes: list[int] = field(default_factory=lambda: [200])
     ini: str = "spaced"  # spaced | tight | lower | garbage | missing (404)
@@ -281,6 +282,8 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
                     broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
                     pem = b"subject=CN = whatever\r\n" + broken + pem.replace(b"\n", b"\r\n")
                 self.send(200, pem, "application/x-pem-file")
+            elif what == "privateKey" and not ctx.key_pem and q.no_key == "404":
+                self.error(404, "No private key")
             elif what == "privateKey":
                 valid: Any = ctx.matches() and not q.never_valid
                 if q.key_valid == "str":

@@ -124,14 +124,19 @@ def test_deploys_and_both_listeners_serve_the_new_certificate(
         "/api/v1/files/tls/0/certificate")
     assert outcome.backup is not None and outcome.backup.has_private_key
     assert outcome.backup.meta["contexts"]["0"]["sha256"] == _sha(old.leaf)
+    dumped = json.dumps(outcome.to_dict())
+    assert PASSWORD not in dumped
+    assert base64.b64encode(f"Admin:{PASSWORD}".encode()).decode() not in dumped
 
 
-@pytest.mark.parametrize("no_cert", ["404", "empty"])
+@pytest.mark.parametrize(("no_cert", "no_key"), [("404", "invalid"), ("empty", "invalid"),
+                                               ("404", "404")])
 def test_context_without_certificate_needs_allow_no_rollback(
-    old: Issued, bundle: Bundle, no_cert: str
+    old: Issued, bundle: Bundle, no_cert: str, no_key: str
 ) -> None:
-    """A context with no certificate yet: backup copes, deploy refuses before any change."""
-    with _start(old, Quirks(no_cert=no_cert)) as sbc:
+    """A context with no certificate (or key) yet: backup copes, deploy refuses before
+    any change, and goes ahead with allow_no_rollback."""
+    with _start(old, Quirks(no_cert=no_cert, no_key=no_key)) as sbc:
         first = _deploy(_driver(sbc, old, contexts=(2,), listeners=()), bundle)
         assert first.outcome == "refused", first.message
         assert first.hint == NO_ROLLBACK_HINT
@@ -286,3 +291,25 @@ def test_cli_never_prints_the_password(
             text = result.output + (result.stderr if result.stderr_bytes is not None else "")
             assert PASSWORD not in text and "Authorization" not in text, text
             assert result.exit_code != 0 or password == PASSWORD, text
+
+
+@pytest.mark.parametrize("sbc", [Quirks(no_roots="404", ini="lower"), Quirks(ini="missing")],
+                         ids=["roots-404", "ini-404"], indirect=True)
+def test_cli_backup_and_trust_audit_cope_with_empty_stores(
+    app: typer.Typer, sbc: AltSbc, old: Issued, tmp_path: Any
+) -> None:
+    """``sbc backup`` saves a context without certificate; ``trust audit`` reads a 404 store."""
+    runner = CliRunner(env={"SBC_PW": PASSWORD})
+    conn = ["--url", sbc.url, "--password-env", "SBC_PW", "--pin-sha256", _sha(old.leaf)]
+    out = tmp_path / "backup"
+    contexts = [] if sbc.quirks.ini != "missing" else ["--context", "0", "--context", "2"]
+    saved = runner.invoke(app, ["sbc", "backup", *conn, "--out-dir", str(out), *contexts,
+                                "--json"])
+    assert saved.exit_code == 0, saved.output
+    meta = json.loads(saved.stdout)["meta"]
+    assert meta["contexts"]["2"]["sha256"] is None
+    assert meta["contexts"]["0"]["sha256"] == _sha(old.leaf)
+    audit = runner.invoke(app, ["sbc", "trust", "audit", *conn, "--set", "teams-2026",
+                                "--context", "2", "--json"])
+    assert audit.exit_code == 1, audit.output  # every root missing, none crashed
+    assert json.loads(audit.stdout)["missing"]

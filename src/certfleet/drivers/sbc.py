@@ -526,12 +526,23 @@ class SbcDriver(Driver):
     async def read_context(self, index: int, name: str | None = None) -> SbcContext:
         """Certificate, trusted roots and key state of context ``index``."""
         where = f"/files/tls/{index}"
-        # The key state first: its 404 means the context does not exist, while an
-        # SBC may answer 404 for a certificate or trusted root store not set yet.
-        key = _json(await self._request("GET", f"{where}/privateKey",
-                                        what=f"reading context {index}'s key state"))
-        cert_pem = await self._get_optional(f"{where}/certificate",
-                                            what=f"reading context {index}'s certificate")
+        # An SBC may answer 404 for a key, certificate or trusted root store not set
+        # yet; 404 for both key and certificate of a context the INI does not name
+        # (``name`` None) means the context does not exist.
+        key_answer = await self._send("GET", f"{where}/privateKey", missing_ok=True,
+                                      what=f"reading context {index}'s key state")
+        key = _json(key_answer) if key_answer is not None else None
+        cert_answer = await self._send("GET", f"{where}/certificate", missing_ok=True,
+                                       what=f"reading context {index}'s certificate")
+        if key_answer is None and cert_answer is None and name is None:
+            raise DeviceRefusedError(
+                f"reading context {index}: GET {API_PREFIX}{where}/privateKey and "
+                f"/certificate on {self.name} answered 404: no TLS context {index}",
+                hint="check --context: certfleet sbc status lists the TLS contexts of the device",
+                device=self.name,
+                status=404,
+            )
+        cert_pem = cert_answer.content if cert_answer is not None else b""
         roots_pem = await self._get_optional(f"{where}/trustedRoot",
                                              what=f"reading context {index}'s trusted roots")
         certs = _certificates(cert_pem)
