@@ -313,3 +313,28 @@ def test_cli_backup_and_trust_audit_cope_with_empty_stores(
                                 "--context", "2", "--json"])
     assert audit.exit_code == 1, audit.output  # every root missing, none crashed
     assert json.loads(audit.stdout)["missing"]
+
+
+def test_emulation_insists_on_part_file_and_takes_either_upload_order(
+    sbc: AltSbc, issued: Issued
+) -> None:
+    """The emulation itself: part ``file`` (filename optional) or 400; certificate first
+    then key also ends with the new certificate served (so the handshakes above are real)."""
+    import httpx
+
+    octet = "application/octet-stream"
+    with httpx.Client(base_url=sbc.url + "/api/v1", auth=("Admin", PASSWORD),
+                      verify=False) as client:  # the emulation's own test: no trust needed
+        wrong = client.put("/files/tls/1/certificate",
+                           files={"upload": ("c.pem", issued.leaf_pem, octet)})
+        assert wrong.status_code == 400
+        typed = client.put("/files/tls/1/certificate",
+                           files={"file": ("c.pem", issued.leaf_pem, "text/plain")})
+        assert typed.status_code == 400
+        cert = client.put("/files/tls/1/certificate",
+                          files={"file": (None, issued.leaf_pem, octet)})
+        assert cert.status_code == 200 and _served(sbc.sip.port) != _sha(issued.leaf)
+        key = client.put("/files/tls/1/privateKey",
+                         files={"file": ("k.pem", issued.key_pem("pkcs1"), octet)})
+        assert key.status_code == 200
+    assert _served(sbc.sip.port) == _sha(issued.leaf)
