@@ -266,6 +266,9 @@ def test_cli_status_reports_less_but_does_not_crash(
               "--pin-sha256", _sha(old.leaf)]
     human = runner.invoke(app, common)
     assert human.exit_code == 0, human.output
+    assert "None" not in human.output.splitlines()[0]
+    if isinstance(sbc.quirks.status.get("highAvailability"), dict):
+        assert "HA mode=HA" in human.output
     as_json = runner.invoke(app, [*common, "--json"])
     assert as_json.exit_code == 0, as_json.output
     json.loads(as_json.stdout)

@@ -354,8 +354,9 @@ def status(
         return
     from rich.table import Table
 
-    console.print(f"{driver.url}: {device.get('productType')} {device.get('versionID')}, "
-                  f"HA {device.get('highAvailability')}", soft_wrap=True, markup=False)
+    console.print(f"{driver.url}: {_field(device.get('productType'))} "
+                  f"{_field(device.get('versionID'))}, HA {_field(device.get('highAvailability'))}",
+                  soft_wrap=True, markup=False)
     table = Table(title="TLS contexts")
     for column in ("#", "name", "certificate", "sha256", "expires", "days", "key", "roots",
                    "as management"):
@@ -378,6 +379,18 @@ def status(
 SetName = Annotated[str, typer.Option("--set", metavar="NAME", help="Root set, e.g. teams-2026.")]
 TrustContext = Annotated[int, typer.Option(
     "--context", metavar="N", help="TLS context whose trusted roots are checked.")]
+
+
+def _field(value: Any) -> str:
+    """A status field as the device gave it, on one line: ``?`` when missing, an
+    object as ``key=value`` pairs."""
+    if value is None or value == "":
+        return "?"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_field(v)}" for k, v in value.items()) or "?"
+    if isinstance(value, list):
+        return ", ".join(_field(v) for v in value) or "?"
+    return " ".join(str(value).split())
 
 
 def _audit(driver: SbcDriver, set_name: str, context: int, add: bool) -> dict[str, Any]:
