@@ -232,6 +232,16 @@ def test_every_error_answer_is_one_line_naming_request_and_status(
         assert "alt-sbc" in text and "\n" not in text and PASSWORD not in text
 
 
+@pytest.mark.parametrize("url", ["https://Admin:s3cret-pw@sbc1:8443", "http://Admin:s3cret-pw@sbc1"])
+def test_url_with_credentials_is_refused_without_quoting_them(url: str) -> None:
+    """A URL with user:password@ is refused, and the message does not repeat the password."""
+    from certfleet.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        SbcDriver("sbc1", url, password="x")
+    assert "s3cret-pw" not in str(caught.value) and "s3cret-pw" not in (caught.value.hint or "")
+
+
 def test_ini_parser_is_lenient_and_never_raises() -> None:
     """Spacing and case of the TLSContexts table vary; unreadable text gives nothing."""
     assert tls_contexts_in_ini('[tlscontexts]\nTLSContexts 3="x", 1;\n[\\tlscontexts]') == {3: "x"}

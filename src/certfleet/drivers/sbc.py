@@ -213,6 +213,12 @@ class SbcDriver(Driver):
     ) -> None:
         super().__init__(name, listeners, on_event=on_event, verify_timeout=verify_timeout)
         parts = urlsplit(url)
+        if "@" in parts.netloc:
+            # Not quoted: the part before "@" may be a password.
+            raise ConfigError(
+                "the SBC URL carries a user or password before '@'",
+                hint="write https://HOST[:PORT] and pass --user and --password-env instead",
+            )
         if parts.scheme != "https" or not parts.hostname:
             raise ConfigError(
                 f"SBC URL {url!r} is not https://HOST[:PORT]",
