@@ -35,7 +35,7 @@ class Quirks:
     extra_fields: bool = False
     status: dict[str, Any] = field(
         default_factory=lambda: {"versionID": "7.40A.500.123", "productType": "Mediant VE"})
-    cert: str = "plain"  # plain | crlf | chain | chain_first | leading | junk
+    cert: str = "plain"  # plain | crlf | chain | chain_first | leading | junk | json
     no_cert: str = "404"  # 404 | empty
     key_valid: str = "bool"  # bool | str | int
     key_extra: bool = False
@@ -278,6 +278,12 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
                     pem = ctx.chain_pem + pem
                 elif q.cert == "leading":
                     pem = b"\n\n   \n" + pem
+                elif q.cert == "json":
+                    # Slashes escaped as "\/", as some JSON encoders write them.
+                    body = json.dumps({"certificate": pem.decode(),
+                                       "chain": ctx.chain_pem.decode()}).replace("/", "\\/")
+                    self.send(200, body.encode(), "application/json")
+                    return
                 elif q.cert == "junk":
                     broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
                     pem = b"subject=CN = whatever\r\n" + broken + pem.replace(b"\n", b"\r\n")
@@ -300,7 +306,11 @@ def _handler(device: AltSbc) -> type[BaseHTTPRequestHandler]:
                 if not ctx.roots and q.no_roots == "404":
                     self.error(404, "Trusted root store is empty")
                 else:
-                    self.send(200, b"".join(ctx.roots), "text/plain")
+                    roots = b"".join(ctx.roots)
+                    if q.cert == "json":
+                        self.send_json(200, {"certificates": [r.decode() for r in ctx.roots]})
+                    else:
+                        self.send(200, roots, "text/plain")
             else:
                 self.error(404, "Not Found")
 

@@ -96,6 +96,7 @@ VARIANTS = {
     "cert-leading-ws": Quirks(cert="leading"),
     "cert-chain-first": Quirks(cert="chain_first"),
     "cert-junk-block": Quirks(cert="junk"),
+    "cert-and-roots-in-json": Quirks(cert="json", roots_at_start=True),
     "roots-pem-list": Quirks(roots_at_start=True, no_roots="404"),
     "ini-404": Quirks(ini="missing"),
     "session-drops-on-management-change": Quirks(drop_on_management_change=True),

@@ -108,10 +108,12 @@ _PEM_CERT = re.compile(
 
 def _certificates(pem: bytes) -> list[x509.Certificate]:
     """Every readable certificate in ``pem``, block by block: CRLF, leading text or
-    blank lines and a broken block among good ones do not lose the good ones."""
+    blank lines, a broken block among good ones, PEM inside a JSON answer."""
     out: list[x509.Certificate] = []
     for match in _PEM_CERT.finditer(pem):
-        body = b"".join(match.group(1).split())
+        # Also PEM inside a JSON string: escaped line ends and slashes.
+        text = match.group(1).replace(b"\\r", b"").replace(b"\\n", b"").replace(b"\\/", b"/")
+        body = b"".join(text.split())
         block = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
         try:
             out.append(x509.load_pem_x509_certificate(block))
