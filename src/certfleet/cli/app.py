@@ -55,4 +55,16 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    import os
+    import sys
+
+    from .common import console, err_console
+
+    # In a pipe or a log rich would fall back to 80 columns and fold every
+    # fingerprint and subject; 120 keeps the tables readable. A terminal, or
+    # COLUMNS, decides otherwise.
+    if "COLUMNS" not in os.environ:
+        for target, stream in ((console, sys.stdout), (err_console, sys.stderr)):
+            if not (hasattr(stream, "isatty") and stream.isatty()):
+                target.width = 120
     app()
