@@ -60,7 +60,13 @@ def test_lab_up_serves_until_interrupted(tmp_path: Path) -> None:
         assert {d["name"] for d in devices} == {"ovoc", "sbc1", "sbc2-ha"}
         assert all(d["agree"] and d["listeners"][0]["is_current"] for d in devices)
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        try:
+            code = process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            rest = process.stdout.read() if process.stdout else ""
+            pytest.fail("lab up did not stop within 90 s of Ctrl-C:\n" + "".join(lines) + rest)
+        assert code == 0
     finally:
         if process.poll() is None:
             process.kill()

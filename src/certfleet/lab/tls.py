@@ -109,8 +109,10 @@ class _Lifecycle:
 
     def stop(self) -> None:
         if self._thread is not None:
-            self.shutdown()  # type: ignore[attr-defined]
-            self._thread.join(5)
+            # shutdown() waits without a limit for serve_forever to notice; asked from a
+            # helper thread, the wait here is bounded and a lab never hangs its caller.
+            threading.Thread(target=self.shutdown, daemon=True).start()  # type: ignore[attr-defined]
+            self._thread.join(10)
             self._thread = None
         self.server_close()  # type: ignore[attr-defined]
 
