@@ -7,10 +7,17 @@ PEM), certificate, trusted roots (added one by one, skipping those present)
 every listener given → rollback on failure.
 
 Trust in the device: a CA bundle, or a pinned SHA-256 of its management
-certificate. A pin is checked by a handshake before any credentials are sent
-and again on every answer (the peer certificate of the connection the answer
-came on). When a context that serves the management interface is changed,
-the driver accepts the certificate it just installed from then on.
+certificate. Either is enforced inside every TLS handshake the driver makes,
+before a single request byte is written (:mod:`certfleet.drivers.pinning`):
+a connection whose certificate fails is closed unused. When a context that
+serves the management interface is changed, the driver accepts the
+certificate it just installed from then on, by adding its fingerprint to the
+accepted ones (:attr:`SbcDriver.accepted_sha256`), never by turning
+verification off.
+
+Authentication: Basic, as documented; a device that answers 401 with a
+``WWW-Authenticate: Digest`` challenge gets one retry with Digest, which is
+then kept for the session (:attr:`SbcDriver.auth_scheme`).
 
 Rollback needs the previous private key, which an SBC never returns: it is
 possible only when the caller gives it (``previous_keys``: from an earlier
@@ -48,6 +55,8 @@ from ..pki.model import Bundle, Finding, PrivateKey, cert_sha256, spki_sha256
 from ..pki.profiles import SbcProfile, render_target
 from .base import Backup, DeployOutcome, Driver, EventCallback
 from .tlsprobe import Listener, ProbeResult, fetch_served_certificate, wait_for_served
+
+RELAXED_X509_HINT = "--relaxed-x509 (inventory: x509_strict = false)"
 
 if TYPE_CHECKING:
     import httpx
@@ -180,6 +189,9 @@ class SbcDriver(Driver):
     HTTPS, SIP-TLS...). Device trust: ``ca_bundle`` (PEM bytes), or
     ``pin_sha256`` (the management certificate's SHA-256), or ``insecure``
     (no check at all; for labs only); none of them → the system's trust store.
+    ``x509_strict``: strict RFC 5280 checks (``VERIFY_X509_STRICT``) of a
+    certificate verified by CA: None keeps this Python's default (on from
+    3.13), False clears that flag only, True sets it.
     ``profile``: which files go where (:class:`~certfleet.pki.profiles.SbcProfile`).
     ``previous_keys``: private keys that may belong to the certificates now
     installed (matched by public key): with one for every context, a failed
@@ -212,6 +224,7 @@ class SbcDriver(Driver):
         busy_delay: float = 0.5,
         on_event: EventCallback | None = None,
         verify_timeout: float = 600.0,
+        x509_strict: bool | None = None,
     ) -> None:
         super().__init__(name, listeners, on_event=on_event, verify_timeout=verify_timeout)
         parts = urlsplit(url)
@@ -249,6 +262,9 @@ class SbcDriver(Driver):
         self.ca_bundle = ca_bundle
         self.insecure = insecure
         self._pins: set[str] = {normalize_sha256(pin_sha256)} if pin_sha256 else set()
+        self.x509_strict = x509_strict
+        self._seen_sha256: str | None = None
+        self._auth_scheme = "basic"
         self.profile = profile or SbcProfile()
         keys = list(previous_keys)
         if previous_key_pem is not None:
@@ -279,49 +295,69 @@ class SbcDriver(Driver):
     def pinned(self) -> bool:
         return bool(self._pins)
 
-    def _ssl_context(self) -> ssl.SSLContext | bool:
+    @property
+    def auth_scheme(self) -> str:
+        """``basic``, or ``digest`` once the device asked for it."""
+        return self._auth_scheme
+
+    @property
+    def accepted_sha256(self) -> list[str]:
+        """The fingerprints of management certificates accepted now (the pin, and
+        what this session installed on the management interface)."""
+        return sorted(self._pins)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        from .pinning import ca_context, default_context, no_verify_context
+
         if self._pins or self.insecure:
             # Verification is replaced by the pin check (or, with insecure, dropped).
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
+            return no_verify_context()
         if self.ca_bundle is not None:
             try:
-                return ssl.create_default_context(cadata=self.ca_bundle.decode("ascii", "replace"))
+                return ca_context(self.ca_bundle, self.x509_strict)
             except (ssl.SSLError, ValueError) as exc:
                 raise ConfigError(
                     "the CA bundle holds no usable PEM certificate",
                     hint="pass the PEM file of the CA that issued the SBC's management certificate",
                 ) from exc
-        return True
+        return default_context(self.x509_strict)
+
+    def _auth(self) -> httpx.Auth:
+        import httpx
+
+        if self._auth_scheme == "digest":
+            return httpx.DigestAuth(self.user, self._password)
+        return httpx.BasicAuth(self.user, self._password)
 
     def _new_client(self) -> httpx.AsyncClient:
         import httpx
 
+        from .pinning import CheckedTransport
+
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
         return httpx.AsyncClient(
             base_url=self.url + API_PREFIX,
-            auth=httpx.BasicAuth(self.user, self._password),
-            verify=self._ssl_context(),
+            auth=self._auth(),
+            transport=CheckedTransport(self._ssl_context(), self._check_peer, limits),
             timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-            event_hooks={"response": [self._check_pin]},
             follow_redirects=False,
         )
 
-    async def _check_pin(self, response: httpx.Response) -> None:
-        if not self._pins:
-            return
-        stream = response.extensions.get("network_stream")
-        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    def _check_peer(self, der: bytes | None) -> None:
+        """Run inside every handshake, before the request is written: the pin, and
+        a record of what the device presented. Raises HostKeyError."""
         if not der:
-            raise HostKeyError(
-                f"cannot read the certificate of the connection to {self.url}",
-                hint="connect with --ca-bundle instead of a pin",
-                device=self.name,
-            )
-        self._require_pinned(x509.load_der_x509_certificate(der))
+            if self._pins:
+                raise HostKeyError(
+                    f"the connection to {self.url} presented no certificate to check the pin",
+                    hint="connect with --ca-bundle instead of a pin",
+                    device=self.name,
+                )
+            return
+        cert = x509.load_der_x509_certificate(der)
+        self._seen_sha256 = cert_sha256(cert)
+        if self._pins:
+            self._require_pinned(cert)
 
     def _require_pinned(self, cert: x509.Certificate) -> None:
         seen = cert_sha256(cert)
@@ -329,21 +365,55 @@ class SbcDriver(Driver):
             pins = ", ".join(sorted(p[:16] + "…" for p in self._pins))
             raise HostKeyError(
                 f"the management certificate of {self.url} has SHA-256 {seen}, "
-                f"not the pinned {pins}",
-                hint=f"if the SBC's certificate changed on purpose, pass --pin-sha256 {seen}; "
-                "otherwise do not connect",
+                f"not the pinned {pins}: the connection was closed before sending anything",
+                hint=f"if the SBC's certificate changed on purpose, pin it with --pin-sha256 "
+                f"{seen} (inventory: tls_pin); otherwise do not connect",
                 device=self.name,
                 fingerprint=seen,
             )
 
+    async def _trust_error(self, error: ssl.SSLCertVerificationError, what: str) -> HostKeyError:
+        """A verification failure in words, with the fingerprint seen (read by an
+        observing handshake that sends nothing) and the way to pin it."""
+        import sys
+
+        from .pinning import strict_failure
+
+        try:
+            seen: str | None = cert_sha256(
+                await fetch_served_certificate(self.management, min(self.timeout, 10.0)))
+        except (DeviceConnectionError, DeviceTimeoutError):
+            seen = None
+        pin = f"--pin-sha256 {seen}" if seen else "--pin-sha256 HEX"
+        strict = strict_failure(error)
+        if strict is not None:
+            why = ("strict X.509 verification is on (x509_strict)" if self.x509_strict
+                   else f"Python {sys.version_info.major}.{sys.version_info.minor} rejects "
+                   "such certificates by default (from 3.13 on)")
+            return HostKeyError(
+                f"{what}: the SBC's certificate at {self.url} {strict}; {why}",
+                hint=f"pin it with {pin} (compare that fingerprint with the device first), or "
+                f"accept it from the CA bundle without the strict checks: {RELAXED_X509_HINT}",
+                device=self.name,
+                fingerprint=seen,
+            )
+        said = getattr(error, "verify_message", "") or str(error)
+        shown = f" (SHA-256 {seen})" if seen else ""
+        return HostKeyError(
+            f"{what}: the management certificate of {self.url}{shown}: certificate verify failed: "
+            f"{_one_line(str(said))}; the connection was closed before sending anything",
+            hint=f"pass the CA that issued it to --ca-bundle (inventory: ca_file), or pin it "
+            f"with {pin} (compare that fingerprint with the device first)",
+            device=self.name,
+            fingerprint=seen,
+        )
+
     async def connect(self) -> None:
-        """Check the pin by a handshake, then ``GET /status``. Raises DeviceError."""
-        served = await fetch_served_certificate(self.management, min(self.timeout, 30.0))
-        self.management_sha256 = cert_sha256(served)
-        if self._pins:
-            self._require_pinned(served)
+        """``GET /status`` on a connection whose certificate was checked in the
+        handshake. Raises DeviceError."""
         self._client = self._new_client()
         answer = await self._request("GET", "/status", what="reading the device status")
+        self.management_sha256 = self._seen_sha256
         data = _json(answer)
         self.status = data if isinstance(data, dict) else {}
 
@@ -411,6 +481,8 @@ class SbcDriver(Driver):
     ) -> httpx.Response | None:
         import httpx
 
+        from .pinning import verify_error_in
+
         if self._client is None:
             raise DeviceConnectionError(f"{what}: not connected to {self.url}",
                                         hint="connect first", device=self.name)
@@ -433,6 +505,9 @@ class SbcDriver(Driver):
                 ) from exc
             except httpx.TransportError as exc:
                 self._changed |= changing and not isinstance(exc, httpx.ConnectError)
+                verify_error = verify_error_in(exc)
+                if verify_error is not None:
+                    raise await self._trust_error(verify_error, what) from None
                 reason = str(exc) or type(exc).__name__
                 raise DeviceConnectionError(
                     f"{what}: {method} {API_PREFIX}{path} on {self.name}: the connection to "
@@ -444,6 +519,13 @@ class SbcDriver(Driver):
             if changing and not 400 <= answer.status_code < 500:
                 self._changed = True  # applied, or a 5xx that may have half-applied it
             log.debug("%s %s %s -> %s", self.name, method, path, answer.status_code)
+            if answer.status_code == 401 and self._wants_digest(answer):
+                # Once: the device takes Digest, not the documented Basic.
+                self._auth_scheme = "digest"
+                self._client.auth = self._auth()
+                log.info("%s: the SBC asks for HTTP Digest authentication", self.name)
+                return await self._send(method, path, what=what, upload=upload,
+                                        json_body=json_body, missing_ok=missing_ok)
             if answer.status_code == 409 and attempt < attempts:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
@@ -452,6 +534,12 @@ class SbcDriver(Driver):
                 return None
             return self._check_status(answer, what, attempt, method, path)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+    def _wants_digest(self, answer: httpx.Response) -> bool:
+        if self._auth_scheme != "basic":
+            return False
+        challenges = answer.headers.get_list("www-authenticate")
+        return any(c.strip().lower().startswith("digest") for c in challenges)
 
     def _scrub(self, text: str) -> str:
         """``text`` without the password or the Authorization value (a device may echo them)."""

@@ -290,6 +290,7 @@ class Faults:
         self.latency = 0.0  # seconds added to every request
         self.rules: list[FaultRule] = []
         self.frozen_listeners: set[str] = set()  # roles that keep their certificate
+        self.close_connections = False  # answer "Connection: close": one request per connection
 
     def add(
         self,
@@ -553,6 +554,9 @@ class _SbcHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self.server.sbc.faults.close_connections:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
 
