@@ -74,6 +74,7 @@ _DEVICE_KEYS = {
     "su_user",
     "staging_dir",
     "menu",
+    "x509_strict",
 }
 _DEFAULT_KEYS = _DEVICE_KEYS - {"kind", "address", "fqdn", "listeners", "description"}
 _TOP_KEYS = {"certificates", "devices", "defaults", "settings"}
@@ -130,6 +131,7 @@ class Device:
     su_user: str | None = None  # OVOC: whom su becomes to run EmsServerManager (root)
     staging_dir: str | None = None  # OVOC: the folder EmsServerManager imports from
     menu: Mapping[str, Any] = field(default_factory=dict)  # OVOC: menu labels on this firmware
+    x509_strict: bool | None = None  # SBC + ca_file: strict X.509 checks (None: Python's default)
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -471,6 +473,9 @@ def _parse_device(
     _expect(ctx, table, "profile", profile, dict, "a table of profile overrides")
     menu = merged.get("menu", {})
     _expect(ctx, table, "menu", menu, dict, "a table of EmsServerManager menu settings")
+    x509_strict = merged.get("x509_strict")
+    if x509_strict is not None:
+        _expect(ctx, table, "x509_strict", x509_strict, bool, "true or false")
     timeout = merged.get("verify_timeout", 120.0)
     _expect(ctx, table, "verify_timeout", timeout, (int, float), "a number of seconds")
     return Device(
@@ -497,6 +502,7 @@ def _parse_device(
         su_user=strings["su_user"],
         staging_dir=strings["staging_dir"],
         menu=dict(menu),
+        x509_strict=x509_strict,
     )
 
 
@@ -626,6 +632,7 @@ port = 443
 certificate = "wildcard"
 tls_contexts = [0]
 # tls_pin = "sha256:..."                 # pin of the management certificate (or ca_file)
+# x509_strict = false                    # with ca_file: accept a certificate without AKI/SKI
 listeners = [443, "sbc1.example.com:5061"]
 tags = ["sbc", "site-a"]
 """

@@ -54,6 +54,10 @@ PinSha256 = Annotated[str | None, typer.Option(
     "--pin-sha256", metavar="HEX", help="SHA-256 of the SBC's management certificate.")]
 Insecure = Annotated[bool, typer.Option(
     "--insecure", help="Do not check the SBC's certificate at all (labs only; loud).")]
+RelaxedX509 = Annotated[bool, typer.Option(
+    "--relaxed-x509",
+    help="With --ca-bundle: accept a management certificate that breaks RFC 5280's strict "
+    "rules (no Authority Key Identifier...), which Python 3.13 rejects by default.")]
 Timeout = Annotated[float, typer.Option("--timeout", help="Seconds per REST request.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 
@@ -66,6 +70,7 @@ def _driver(
     pin_sha256: str | None,
     insecure: bool,
     timeout: float,
+    relaxed_x509: bool,
     **options: Any,
 ) -> SbcDriver:
     from urllib.parse import urlsplit
@@ -103,6 +108,7 @@ def _driver(
         pin_sha256=pin_sha256,
         insecure=insecure,
         timeout=timeout,
+        x509_strict=False if relaxed_x509 else None,
         **options,
     )
 
@@ -164,6 +170,7 @@ def deploy(
     ca_bundle: CaBundle = None,
     pin_sha256: PinSha256 = None,
     insecure: Insecure = False,
+    relaxed_x509: RelaxedX509 = False,
     verify: Annotated[list[str] | None, typer.Option(
         "--verify", metavar="HOST:PORT",
         help="TLS listener that must serve the new certificate (repeatable): management "
@@ -220,7 +227,7 @@ def deploy(
                 path=str(previous_key),
             )
     driver = _driver(
-        url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+        url, user, password_env, ca_bundle, pin_sha256, insecure, timeout, relaxed_x509,
         contexts=context,
         listeners=listeners,
         previous_keys=previous,
@@ -273,6 +280,7 @@ def backup(
     ca_bundle: CaBundle = None,
     pin_sha256: PinSha256 = None,
     insecure: Insecure = False,
+    relaxed_x509: RelaxedX509 = False,
     timeout: Timeout = 30.0,
     json_out: JsonOut = False,
 ) -> None:
@@ -280,6 +288,7 @@ def backup(
     import asyncio
 
     driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+                     relaxed_x509,
                      contexts=context or [0])
 
     async def run() -> Any:
@@ -318,6 +327,7 @@ def status(
     ca_bundle: CaBundle = None,
     pin_sha256: PinSha256 = None,
     insecure: Insecure = False,
+    relaxed_x509: RelaxedX509 = False,
     timeout: Timeout = 30.0,
     json_out: JsonOut = False,
 ) -> None:
@@ -329,7 +339,8 @@ def status(
     import asyncio
     import datetime as dt
 
-    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout)
+    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+                     relaxed_x509)
 
     async def run() -> list[Any]:
         async with driver.session():
@@ -431,11 +442,13 @@ def trust_audit(
     ca_bundle: CaBundle = None,
     pin_sha256: PinSha256 = None,
     insecure: Insecure = False,
+    relaxed_x509: RelaxedX509 = False,
     timeout: Timeout = 30.0,
     json_out: JsonOut = False,
 ) -> None:
     """Check that a TLS context trusts every root of a set (exit 1 when any is missing)."""
     driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+                     relaxed_x509,
                      contexts=[context])
     result = _audit(driver, set_name, context, add=False)
     result.pop("added")
@@ -457,11 +470,13 @@ def trust_add(
     ca_bundle: CaBundle = None,
     pin_sha256: PinSha256 = None,
     insecure: Insecure = False,
+    relaxed_x509: RelaxedX509 = False,
     timeout: Timeout = 30.0,
     json_out: JsonOut = False,
 ) -> None:
     """Add the roots of a set that a TLS context lacks (trustedRoot/incremental), then save."""
     driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
+                     relaxed_x509,
                      contexts=[context])
     result = _audit(driver, set_name, context, add=True)
     if json_out:

@@ -224,6 +224,7 @@ def _sbc_driver(
         previous_keys=_stored_keys(device, inventory, store),
         on_event=on_event,
         verify_timeout=device.verify_timeout,
+        x509_strict=device.x509_strict,
     )
 
 
