@@ -359,14 +359,16 @@ def status(
     device = {k: driver.status.get(k) for k in
               ("productType", "versionID", "highAvailability", "serialNumber")}
     if json_out:
-        print_json({"url": driver.url, "device": device,
+        print_json({"url": driver.url, "device": device, "auth": driver.auth_scheme,
                     "management": {"served_sha256": driver.management_sha256},
                     "contexts": rows})
         return
     from rich.table import Table
 
     console.print(f"{driver.url}: {_field(device.get('productType'))} "
-                  f"{_field(device.get('versionID'))}, HA {_field(device.get('highAvailability'))}",
+                  f"{_field(device.get('versionID'))}, "
+                  f"HA {_field(device.get('highAvailability'))}, "
+                  f"REST auth {driver.auth_scheme.capitalize()}",
                   soft_wrap=True, markup=False)
     table = Table(title="TLS contexts")
     for column in ("#", "name", "certificate", "sha256", "expires", "days", "key", "roots",

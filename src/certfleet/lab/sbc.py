@@ -570,6 +570,8 @@ class _SbcHandler(BaseHTTPRequestHandler):
 
         header = self.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
+        if self.server.sbc.auth == "digest":
+            return self._digest_user(value) if scheme.lower() == "digest" else None
         if scheme.lower() != "basic":
             return None
         try:
@@ -580,6 +582,46 @@ class _SbcHandler(BaseHTTPRequestHandler):
         if expected is None or not secrets.compare_digest(expected, password):
             return None
         return user
+
+    def _digest_user(self, value: str) -> str | None:
+        """RFC 7616 Digest (MD5 or SHA-256, qop=auth) against a nonce this unit issued."""
+        from urllib.request import parse_http_list, parse_keqv_list
+
+        sbc = self.server.sbc
+        try:
+            params = parse_keqv_list(parse_http_list(value))
+        except ValueError:
+            return None
+        user = params.get("username", "")
+        expected = sbc.users.get(user)
+        nonce = params.get("nonce", "")
+        if expected is None or nonce not in sbc._nonces or params.get("uri") != self.path:
+            return None
+        algorithm = params.get("algorithm", "MD5").upper()
+        if algorithm not in ("MD5", "SHA-256"):
+            return None
+
+        def digest(text: str) -> str:
+            name = "md5" if algorithm == "MD5" else "sha256"
+            return hashlib.new(name, text.encode()).hexdigest()
+
+        ha1 = digest(f"{user}:{params.get('realm', '')}:{expected}")
+        ha2 = digest(f"{self.command}:{params['uri']}")
+        if params.get("qop"):
+            wanted = digest(f"{ha1}:{nonce}:{params.get('nc', '')}:{params.get('cnonce', '')}:"
+                            f"{params['qop']}:{ha2}")
+        else:
+            wanted = digest(f"{ha1}:{nonce}:{ha2}")
+        return user if secrets.compare_digest(wanted, params.get("response", "")) else None
+
+    def _challenge(self) -> dict[str, str]:
+        sbc = self.server.sbc
+        if sbc.auth != "digest":
+            return {"WWW-Authenticate": 'Basic realm="Mediant SBC"'}
+        nonce = secrets.token_hex(16)
+        sbc._nonces.add(nonce)
+        return {"WWW-Authenticate": f'Digest realm="Mediant SBC", qop="auth", '
+                                    f'nonce="{nonce}", algorithm=MD5'}
 
     def _dispatch(self, method: str) -> None:
         sbc = self.server.sbc
@@ -595,8 +637,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
             user = self._authorised_user()
             if user is None:
                 status = 401
-                self._json(401, {"description": "Unauthorized"},
-                           {"WWW-Authenticate": 'Basic realm="Mediant SBC"'})
+                self._json(401, {"description": "Unauthorized"}, self._challenge())
                 return
             rule = sbc.faults.pick(method, path)
             if rule is not None:
@@ -788,6 +829,8 @@ class LabSbc:
       → 0, sip → 1); ``teams_listener=True`` adds a second SIP-TLS listener
       bound to context 2 (role ``teams``).
     * ``latency``: seconds added to every REST request.
+    * ``auth``: ``basic`` (documented) or ``digest`` (HTTP Digest required: a
+      Basic request is answered 401 with a Digest challenge). Changeable.
 
     Attributes: ``url`` (``https://127.0.0.1:PORT``), ``port``, ``sip_port``,
     ``teams_port`` (or None), ``user``, ``password``, ``ca_bundle_pem``,
@@ -809,6 +852,7 @@ class LabSbc:
         bindings: Mapping[str, int] | None = None,
         teams_listener: bool = False,
         latency: float = 0.0,
+        auth: str = "basic",
         product_type: str = "Mediant VE SBC",
         version: str = "7.40A.500.775",
         _state: _DeviceState | None = None,
@@ -819,6 +863,10 @@ class LabSbc:
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.read_only_users = dict(read_only_users or {})
         self.users = {user: self.password, **self.read_only_users}
+        if auth not in ("basic", "digest"):
+            raise ValueError(f"auth must be 'basic' or 'digest', not {auth!r}")
+        self.auth = auth
+        self._nonces: set[str] = set()
         shared_ca, shared_key = _shared_material()
         self.ca = ca or shared_ca
         self.ca_bundle_pem = _pem(self.ca.root)
