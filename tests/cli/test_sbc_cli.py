@@ -262,8 +262,9 @@ def test_backup_and_status(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> Non
     assert human.exit_code == 0 and "SIP-TLS" in human.stdout
 
 
-def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc) -> None:
-    """audit exits 1 listing the missing Teams roots; add uploads them; audit then exits 0."""
+def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> None:
+    """audit exits 1 listing the missing Teams roots; add backs up, uploads them; audit then
+    exits 0."""
     invoke = runner_for(app, sbc.password)
     audit = invoke("trust", "audit", *_conn(sbc), "--set", "teams-2026", "--context", "2",
                    "--json")
@@ -271,8 +272,16 @@ def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc) -> None:
     data = json.loads(audit.stdout)
     assert data == {"set": "teams-2026", "context": 2, "present": [], "missing": data["missing"]}
     assert len(data["missing"]) == 7 and "DigiCert Global Root G2" in data["missing"]
-    added = invoke("trust", "add", *_conn(sbc), "--set", "teams-2026", "--context", "2")
+    roots_before = sbc.saved_context(2).trusted_roots
+    ini_before = sbc.ini(saved=True)
+    added = invoke("trust", "add", *_conn(sbc), "--set", "teams-2026", "--context", "2",
+                   "--backup-dir", str(tmp_path / "bk"))
     assert added.exit_code == 0, added.output
+    # the backup was taken before the change: the roots as they were, and the INI
+    assert f"saved to {tmp_path / 'bk'}" in " ".join(added.output.split())
+    assert (tmp_path / "bk" / "tls2-trusted_roots.pem").read_bytes() == b"".join(roots_before)
+    assert (tmp_path / "bk" / "config.ini").read_bytes() == ini_before.encode()
+    assert json.loads((tmp_path / "bk" / "backup.json").read_text())["device"] == "127.0.0.1"
     assert sbc.saved_context(2).trusted_roots[-1].startswith(b"-----BEGIN CERTIFICATE-----")
     assert len(sbc.saved_context(2).trusted_roots) == 2 + 7
     again = invoke("trust", "audit", *_conn(sbc), "--set", "teams-2026", "--context", "2",
@@ -281,3 +290,20 @@ def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc) -> None:
     assert json.loads(again.stdout)["missing"] == []
     unknown = invoke("trust", "audit", *_conn(sbc), "--set", "teams-1999", "--context", "2")
     assert unknown.exit_code == 2 and "teams-2026" in unknown.output
+
+
+def test_trust_add_backs_up_under_the_state_folder(app: typer.Typer, sbc: LabSbc,
+                                                   tmp_path: Path) -> None:
+    """Without --backup-dir the backup goes to a new folder under the state folder;
+    --json says where; nothing missing means no change and no backup."""
+    runner = CliRunner(env={"SBC_PW": sbc.password, "CERTFLEET_STATE_DIR": str(tmp_path)})
+    args = ["sbc", "trust", "add", *_conn(sbc), "--set", "teams-2026", "--context", "1",
+            "--json"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.stdout)
+    where = Path(data["backup"])
+    assert where.parent.parent == tmp_path / "device-backups"
+    assert (where / "tls1-trusted_roots.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 2
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["backup"] is None

@@ -406,7 +406,29 @@ def _field(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-def _audit(driver: SbcDriver, set_name: str, context: int, add: bool) -> dict[str, Any]:
+def _backup_dir(given: Path | None, device: str) -> Path:
+    """``given``, else a new folder under the user's state folder (as the estate's)."""
+    import datetime as dt
+    import os
+
+    if given is not None:
+        return given
+    env = os.environ.get("CERTFLEET_STATE_DIR")
+    if env:
+        root = Path(env).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_data_dir("certfleet"))
+    import re
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    folder = re.sub(r"[^A-Za-z0-9._-]", "_", device).lstrip(".")[:64] or "sbc"
+    return root / "device-backups" / folder / stamp
+
+
+def _audit(driver: SbcDriver, set_name: str, context: int, add: bool,
+           backup_dir: Path | None = None, json_progress: bool = False) -> dict[str, Any]:
     import asyncio
 
     from ..trust import audit_roots, get_root_set
@@ -419,7 +441,22 @@ def _audit(driver: SbcDriver, set_name: str, context: int, add: bool) -> dict[st
             ctx = await driver.read_context(context)
             result = audit_roots(root_set, ctx.trusted_roots)
             added: list[str] = []
+            saved_to: str | None = None
             if add and result.missing:
+                # Before any change: the INI and the context's certificate and trusted roots.
+                saved = await driver.backup()
+                target = _backup_dir(backup_dir, driver.name)
+                try:
+                    saved_to = str(saved.write_to(target))
+                except OSError as exc:
+                    raise InputError(
+                        f"cannot write the backup to {str(target)!r}: {exc.strerror or exc}; "
+                        "nothing was changed",
+                        hint="choose a writable --backup-dir",
+                    ) from exc
+                if not json_progress:
+                    console.print(f"backup of {driver.name} saved to {saved_to}",
+                                  soft_wrap=True, markup=False, highlight=False)
                 for root, cert in pinned:
                     if root.name in result.missing:
                         await driver.add_trusted_root(context, cert)
@@ -428,7 +465,7 @@ def _audit(driver: SbcDriver, set_name: str, context: int, add: bool) -> dict[st
                 after = await driver.read_context(context)
                 result = audit_roots(root_set, after.trusted_roots)
             return {"set": root_set.name, "context": context, "present": list(result.present),
-                    "missing": list(result.missing), "added": added}
+                    "missing": list(result.missing), "added": added, "backup": saved_to}
 
     return asyncio.run(run())
 
@@ -454,6 +491,7 @@ def trust_audit(
                      contexts=[context])
     result = _audit(driver, set_name, context, add=False)
     result.pop("added")
+    result.pop("backup")
     if json_out:
         print_json(result)
     else:
@@ -474,13 +512,22 @@ def trust_add(
     insecure: Insecure = False,
     relaxed_x509: RelaxedX509 = False,
     timeout: Timeout = 30.0,
+    backup_dir: Annotated[Path | None, typer.Option(
+        "--backup-dir", metavar="DIR",
+        help="Folder for the backup taken before the change (default: a new folder under "
+        "the state folder).")] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Add the roots of a set that a TLS context lacks (trustedRoot/incremental), then save."""
+    """Add the roots of a set that a TLS context lacks (trustedRoot/incremental), then save.
+
+    A backup (the INI, the context's certificate and trusted roots) is written
+    before the first change, to --backup-dir or a new folder under the state folder.
+    """
     driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
                      relaxed_x509,
                      contexts=[context])
-    result = _audit(driver, set_name, context, add=True)
+    result = _audit(driver, set_name, context, add=True, backup_dir=backup_dir,
+                    json_progress=json_out)
     if json_out:
         print_json(result)
     else:
