@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import ssl
@@ -157,7 +158,7 @@ class SbcContext:
     key_valid: bool | None
     key_size: int | None
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str | None:
         return cert_sha256(self.certificate) if self.certificate is not None else None
 
@@ -265,6 +266,7 @@ class SbcDriver(Driver):
         self.x509_strict = x509_strict
         self._seen_sha256: str | None = None
         self._auth_scheme = "basic"
+        self._urls: dict[str, httpx.URL] = {}
         self.profile = profile or SbcProfile()
         keys = list(previous_keys)
         if previous_key_pem is not None:
@@ -493,7 +495,8 @@ class SbcDriver(Driver):
                      if upload is not None else None)
             changing = method in ("PUT", "POST") and not self._restoring
             try:
-                answer = await self._client.request(method, path, files=files, json=json_body)
+                answer = await self._client.request(method, self._url_of(path), files=files,
+                                                    json=json_body)
             except httpx.TimeoutException as exc:
                 # A request that was sent may have been applied: count it as a change.
                 self._changed |= changing and not isinstance(exc, httpx.ConnectTimeout)
@@ -534,6 +537,16 @@ class SbcDriver(Driver):
                 return None
             return self._check_status(answer, what, attempt, method, path)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+    def _url_of(self, path: str) -> httpx.URL:
+        """The absolute URL of an API path, parsed once per driver (httpx parses a
+        relative URL and merges it with the base on every request)."""
+        url = self._urls.get(path)
+        if url is None:
+            import httpx
+
+            url = self._urls[path] = httpx.URL(self.url + API_PREFIX + path)
+        return url
 
     def _wants_digest(self, answer: httpx.Response) -> bool:
         if self._auth_scheme != "basic":
@@ -654,6 +667,12 @@ class SbcDriver(Driver):
             key_valid=_key_valid(key),
             key_size=size if isinstance(size, int) and not isinstance(size, bool) else None,
         )
+
+    async def read_certificate(self, index: int) -> x509.Certificate | None:
+        """The certificate context ``index`` holds (one request), None when it has none."""
+        pem = await self._get_optional(f"/files/tls/{index}/certificate",
+                                       what=f"reading context {index}'s certificate")
+        return _leaf(_certificates(pem))
 
     async def add_trusted_root(self, index: int, cert: x509.Certificate) -> None:
         """``PUT trustedRoot/incremental``: add ``cert`` to context ``index``'s store."""
@@ -895,10 +914,11 @@ class SbcDriver(Driver):
                     results[result.listener] = result
             return [results[item] for item in self.listeners if item in results]
         for index in self.contexts:
-            ctx = await self.read_context(index)
-            if ctx.sha256 != expected_sha256:
+            held = await self.read_certificate(index)
+            held_sha = cert_sha256(held) if held is not None else None
+            if held_sha != expected_sha256:
                 raise VerificationError(
-                    f"context {index} holds {(ctx.sha256 or 'nothing')[:16]}…, not the "
+                    f"context {index} holds {(held_sha or 'nothing')[:16]}…, not the "
                     f"certificate installed ({expected_sha256[:16]}…)",
                     hint="another change may have overwritten it; check the device",
                     device=self.name,

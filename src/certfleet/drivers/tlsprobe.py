@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import time
 from collections.abc import Sequence
@@ -59,7 +60,9 @@ class ProbeResult:
         return cert_sha256(self.certificate) if self.certificate is not None else None
 
 
+@functools.lru_cache(maxsize=1)
 def _observer_context() -> ssl.SSLContext:
+    """One context for every observation (building one costs more than a handshake)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
