@@ -62,6 +62,8 @@ RELAXED_X509_HINT = "--relaxed-x509 (inventory: x509_strict = false)"
 if TYPE_CHECKING:
     import httpx
 
+    from .sbc_rehearsal import Readiness
+
 __all__ = ["API_PREFIX", "NO_ROLLBACK_HINT", "SbcContext", "SbcDriver", "normalize_sha256"]
 
 log = logging.getLogger(__name__)
@@ -424,6 +426,13 @@ class SbcDriver(Driver):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+    async def rehearse(self, *, allow_no_rollback: bool = False) -> Readiness:
+        """Everything a deploy does up to the first change, then close: GET requests
+        only. See :mod:`certfleet.drivers.sbc_rehearsal`."""
+        from .sbc_rehearsal import rehearse
+
+        return await rehearse(self, allow_no_rollback=allow_no_rollback)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[SbcDriver]:
