@@ -1,11 +1,11 @@
 """A lab Mediant SBC: the REST API subset certfleet uses, over real HTTPS.
 
 The lab device behaves as the AudioCodes REST API reference 7.4 documents it
-(all under ``/api/v1``, Basic auth (or HTTP Digest with ``auth="digest"``),
-multipart uploads with a part named ``file``, JSON answers carrying
-``description``), and it really serves what it holds: its management HTTPS
-and its SIP-TLS listener present the certificate of the TLS context bound to
-them, so ``openssl s_client`` sees what the device believes it holds.
+(all under ``/api/v1``, Basic auth, multipart uploads with a part named
+``file``, JSON answers carrying ``description``), and it really serves what it
+holds: its management HTTPS and its SIP-TLS listener present the certificate
+of the TLS context bound to them, so ``openssl s_client`` sees what the device
+believes it holds.
 
 It emulates an independent device, so it uses ``cryptography`` directly and
 never ``certfleet.pki``.
