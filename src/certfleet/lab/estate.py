@@ -132,13 +132,14 @@ class LabEstate:
 
     @property
     def tls_ports(self) -> list[int]:
-        """Every TLS port the lab serves on 127.0.0.1, listed in the inventory or not."""
+        """The lab's service ports on 127.0.0.1 (OVOC HTTPS, SBC SIP-TLS and Teams),
+        listed in the inventory or not: what a scan of the lab's range covers."""
         ports: list[int] = []
         if self.ovoc is not None:
             ports.append(self.ovoc.https_port)
         units = [*self.sbcs.values(), *(u for p in self.pairs.values() for u in p.units)]
         for unit in units:
-            ports += unit.listener_ports.values()
+            ports += [p for role, p in unit.listener_ports.items() if role != "management"]
         return sorted(ports)
 
     @property
