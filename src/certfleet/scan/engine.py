@@ -283,13 +283,23 @@ def check_chain(
     return in_order, False, False
 
 
-def _check(result: ScanResult, store: TrustStore, current: dict[str, str | None]) -> None:
+_ChainVerdict = tuple[bool, bool | None, bool]
+
+
+def _check(
+    result: ScanResult, store: TrustStore, current: dict[str, str | None],
+    verdicts: dict[tuple[x509.Certificate, ...], _ChainVerdict],
+) -> None:
     probe = result.probe
     leaf = result.leaf
     if probe is None or leaf is None:
         result.problems.append(result.error or "no certificate read")
         return
-    order, complete, trusted = check_chain(result.chain, store)
+    # An estate serves a handful of chains on many listeners: judge each chain once.
+    verdict = verdicts.get(result.chain)
+    if verdict is None:
+        verdict = verdicts[result.chain] = check_chain(result.chain, store)
+    order, complete, trusted = verdict
     result.chain_order_ok, result.chain_complete, result.trusted = order, complete, trusted
     names = [n for n in (result.endpoint.server_name, *result.endpoint.hosts) if n]
     if not names and not _is_ip(result.endpoint.host):
@@ -361,6 +371,7 @@ async def scan(
     moment = now or dt.datetime.now(dt.UTC)
     versions = current or {}
     gate = asyncio.Semaphore(max(1, concurrency))
+    verdicts: dict[tuple[x509.Certificate, ...], _ChainVerdict] = {}
 
     async def one(endpoint: Endpoint) -> ScanResult:
         async with gate:
@@ -371,7 +382,7 @@ async def scan(
             )
             result = ScanResult(endpoint, probe, moment, seconds=time.perf_counter() - started)
         try:
-            _check(result, store, versions)
+            _check(result, store, versions, verdicts)
         except Exception as exc:  # a certificate the checks cannot parse is data too
             result.problems.append(f"cannot check the certificate: {type(exc).__name__}")
         if listed is not None:
