@@ -81,7 +81,12 @@ def _prepare(
     if use_inventory:
         from ..inventory import load_inventory
 
-        inventory = load_inventory(inventory_file)
+        try:
+            inventory = load_inventory(inventory_file)
+        except ConfigError as exc:
+            if exc.hint:  # here the file is given with --inventory-file, not --inventory
+                exc.hint = exc.hint.replace("--inventory FILE", "--inventory-file FILE")
+            raise
         found = inventory_endpoints(inventory, sni)
         groups.append(found)
         # Management addresses are known to the inventory too, though not scanned here.

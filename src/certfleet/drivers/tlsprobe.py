@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -266,8 +268,13 @@ async def handshake(listener: Listener, timeout: float = 10.0) -> ProbeResult:
             try:
                 reader, writer = await asyncio.open_connection(listener.host, listener.port)
             except OSError as exc:
-                reason = exc.strerror or str(exc) or type(exc).__name__
-                return ProbeResult(listener, None, f"cannot connect to {listener}: {reason}",
+                if isinstance(exc, socket.gaierror):  # name resolution: its own codes
+                    reason = f"cannot resolve the name ({exc.strerror or exc})"
+                else:
+                    reason = (os.strerror(exc.errno) if exc.errno else None) or (
+                        exc.strerror or str(exc) or type(exc).__name__)
+                return ProbeResult(listener, None,
+                                   f"TLS handshake with {listener} failed: {reason}",
                                    error_kind="connect")
             conn = SSL.Connection(_context(), None)
             conn.set_app_data(state)
