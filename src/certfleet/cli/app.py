@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "sbc",  # sbc deploy, backup, status, trust
     "estate",  # init, import, plan, deploy, verify, rollback, history, status
     "lab",  # lab up, demo
+    "scan",  # scan, exporter
 ]
 
 

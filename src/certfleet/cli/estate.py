@@ -131,6 +131,8 @@ def render_status(
                 )
                 device += f"\n[yellow]{same}/{count} listeners[/]"
             where = item.listener + (f"\n[dim]{item.label}[/]" if item.label else "")
+            if item.client_cert_requested:
+                where += " [cyan]mTLS[/]"
             if not item.reachable:
                 cells = [device, where, f"[red]unreachable[/]\n[dim]{item.error}[/]", "", "", "",
                          ""]

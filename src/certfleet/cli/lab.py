@@ -35,6 +35,26 @@ def _step(number: int, text: str) -> None:
     console.rule(f"[bold]{number}. {text}", align="left")
 
 
+def _scan_lab(lab: LabEstate, store: Store) -> None:
+    """The demo's last step: scan the lab's address range, inventory included."""
+    from ..scan.output import render_table
+    from .scan import _prepare, _summary, run_scan
+
+    ports = ",".join(str(p) for p in lab.tls_ports)
+    _step(9, "Scan the lab's range for every TLS listener: certfleet scan --inventory "
+             "127.0.0.1/32:PORTS --ca-bundle lab-ca.pem --ca-bundle lab-sbc-ca.pem")
+    plan = _prepare([f"127.0.0.1/32:{ports}"], None, True, lab.inventory_path, store.root, None,
+                    [lab.ca_path, lab.sbc_ca_path])
+    results = run_scan(plan, 100, 10.0, progress=False)
+    console.print(render_table(results, title="Scan of the lab"))
+    console.print(_summary(results), markup=False, highlight=False)
+    for result in results:
+        if result.listed is False and result.leaf is not None:
+            console.print(f"found: {result.endpoint} serves {result.to_dict()['leaf']['subject']}"
+                          " and is in no inventory: add it, or switch it off",
+                          markup=False, highlight=False)
+
+
 def run_demo() -> int:
     """The demo; returns its exit code. Everything it starts is stopped, its files removed."""
     import asyncio
@@ -113,6 +133,8 @@ def run_demo() -> int:
             _step(8, "Verify by handshake and show the status after: certfleet status")
             after = asyncio.run(collect_status(inventory, store))
             console.print(render_status(after, inventory.expiry_warn_days))
+
+            _scan_lab(lab, store)
         not_current = [s.name for s in after if not s.is_current]
         if report.exit_code != 0 or not_current:
             err_console.print(f"[bold red]demo failed:[/] deploy exit {report.exit_code}; "

@@ -45,6 +45,9 @@ class ListenerStatus:
     days_left: int | None = None
     hostname_ok: bool | None = None
     is_current: bool | None = None
+    # A client certificate was asked for (mutual TLS): the served certificate was
+    # still read, so this is a successful observation, shown as "mTLS".
+    client_cert_requested: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class ListenerStatus:
             "days_left": self.days_left,
             "hostname_ok": self.hostname_ok,
             "is_current": self.is_current,
+            "client_cert_requested": self.client_cert_requested,
         }
 
 
@@ -128,7 +132,8 @@ async def _device_status(
     )
     for result in await probe(device.listeners, timeout=timeout):
         item = ListenerStatus(
-            str(result.listener), result.listener.label, result.certificate is not None
+            str(result.listener), result.listener.label, result.certificate is not None,
+            client_cert_requested=result.client_cert_requested,
         )
         if result.certificate is None:
             item.error = result.error

@@ -29,6 +29,7 @@ from .sbc import LabSbc, LabSbcPair
 __all__ = ["LabEstate", "seed_sbc_context"]
 
 DOMAIN = "example.com"
+UNLISTED_ROLE = "sip-forgotten"
 WILDCARD = (f"*.{DOMAIN}", DOMAIN)
 
 
@@ -86,13 +87,23 @@ class LabEstate:
         for number in range(1, sbcs + 1):
             if ha and number == sbcs and sbcs > 0:
                 name = f"sbc{number}-ha"
-                pair = LabSbcPair(name, latency=latency, teams_listener=True)
+                # Teams interfaces require a client certificate: this pair's on TLS 1.2.
+                pair = LabSbcPair(name, latency=latency, teams_listener=True,
+                                  tls_versions={2: 4})
                 seed_sbc_context(pair.active, self.old, 1)
                 seed_sbc_context(pair.active, self.old, 2)
                 self.pairs[name] = pair
             else:
                 name = f"sbc{number}"
-                sbc = LabSbc(name, latency=latency)
+                if number == 1:
+                    # A Teams interface on TLS 1.3 (mutual TLS), and a SIP-TLS interface
+                    # nobody listed in the inventory: 'certfleet scan' of the lab finds it.
+                    sbc = LabSbc(name, latency=latency, teams_listener=True,
+                                 tls_versions={2: 8},
+                                 bindings={"management": 0, "sip": 1, UNLISTED_ROLE: 0})
+                    seed_sbc_context(sbc, self.old, 2)
+                else:
+                    sbc = LabSbc(name, latency=latency)
                 seed_sbc_context(sbc, self.old, 1)
                 self.sbcs[name] = sbc
         self.started = False
@@ -118,6 +129,26 @@ class LabEstate:
     @property
     def device_names(self) -> list[str]:
         return (["ovoc"] if self.ovoc else []) + list(self.sbcs) + list(self.pairs)
+
+    @property
+    def tls_ports(self) -> list[int]:
+        """The lab's service ports on 127.0.0.1 (OVOC HTTPS, SBC SIP-TLS and Teams),
+        listed in the inventory or not: what a scan of the lab's range covers."""
+        ports: list[int] = []
+        if self.ovoc is not None:
+            ports.append(self.ovoc.https_port)
+        units = [*self.sbcs.values(), *(u for p in self.pairs.values() for u in p.units)]
+        for unit in units:
+            ports += [p for role, p in unit.listener_ports.items() if role != "management"]
+        return sorted(ports)
+
+    @property
+    def unlisted_ports(self) -> list[int]:
+        """The TLS ports served by a lab SBC but absent from the inventory."""
+        return sorted(
+            sbc.port_of(UNLISTED_ROLE) for sbc in self.sbcs.values()
+            if UNLISTED_ROLE in sbc.listener_ports
+        )
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -219,8 +250,11 @@ class LabEstate:
         for name, sbc in self.sbcs.items():
             var = _env_name(name, "PASSWORD")
             self.env[var] = sbc.password
-            lines += self._sbc_lines(name, sbc, var, [{"port": sbc.sip_port, "label": "sip"}],
-                                     [1], ["sbc"])
+            listed = [{"port": sbc.sip_port, "label": "sip"}]
+            if sbc.teams_port is not None:
+                listed.append({"port": sbc.teams_port, "label": "teams"})
+            lines += self._sbc_lines(name, sbc, var, listed,
+                                     [1, 2] if sbc.teams_port is not None else [1], ["sbc"])
         for name, pair in self.pairs.items():
             var = _env_name(name, "PASSWORD")
             self.env[var] = pair.active.password

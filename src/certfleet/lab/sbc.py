@@ -827,7 +827,10 @@ class LabSbc:
       (listeners send the intermediates of their context's trusted store).
     * ``bindings``: which context each listener presents (default management
       → 0, sip → 1); ``teams_listener=True`` adds a second SIP-TLS listener
-      bound to context 2 (role ``teams``).
+      bound to context 2 (role ``teams``), which requires a client certificate
+      (mutual TLS). Roles other than ``management`` are bare TLS listeners.
+    * ``tls_versions``: context index → TLSVersion bits (4 TLS 1.2 only, 8
+      TLS 1.3 only, 0 any) that its listeners accept.
     * ``latency``: seconds added to every REST request.
     * ``auth``: ``basic`` (documented) or ``digest`` (HTTP Digest required: a
       Basic request is answered 401 with a Digest challenge). Changeable.
@@ -851,6 +854,7 @@ class LabSbc:
         contexts: Sequence[str] = DEFAULT_CONTEXTS,
         bindings: Mapping[str, int] | None = None,
         teams_listener: bool = False,
+        tls_versions: Mapping[int, int] | None = None,
         latency: float = 0.0,
         auth: str = "basic",
         product_type: str = "Mediant VE SBC",
@@ -898,6 +902,8 @@ class LabSbc:
                 sync_busy=0,
                 sync_window=0.0,
             )
+        for index, tls_version in (tls_versions or {}).items():
+            _state.running[index].tls_version = _state.saved[index].tls_version = tls_version
         self.state = _state
         self._servers: dict[str, LabHTTPSServer | LabTLSListener] = {}
         self._slots: dict[str, CertSlot] = {}
@@ -913,7 +919,11 @@ class LabSbc:
             cert_pem, key_pem = self.state.served[index]
             certs = x509.load_pem_x509_certificates(cert_pem)
             chain = _chain_for(certs, self.state.running[index].trusted_roots)
-            slot = CertSlot(_pem(certs[0]), key_pem, b"".join(_pem(c) for c in chain))
+            # Teams Direct Routing interfaces use mutual TLS: a peer without a client
+            # certificate is refused (after the server's certificate was sent).
+            slot = CertSlot(_pem(certs[0]), key_pem, b"".join(_pem(c) for c in chain),
+                            require_client_cert=role == "teams",
+                            tls_version=self.state.running[index].tls_version)
             server: LabHTTPSServer | LabTLSListener
             if role == "management":
                 mgmt = _SbcServer(_SbcHandler, slot)

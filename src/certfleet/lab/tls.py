@@ -22,10 +22,41 @@ from typing import Any, Self
 __all__ = ["CertSlot", "LabHTTPSServer", "LabTLSListener"]
 
 
-class CertSlot:
-    """The certificate (+chain) and key a listener presents; thread-safe."""
+# AudioCodes' TLSVersion of a TLS context: a bit per protocol version, 0 for any.
+_TLS_VERSION_BITS = (
+    (1, ssl.TLSVersion.TLSv1),
+    (2, ssl.TLSVersion.TLSv1_1),
+    (4, ssl.TLSVersion.TLSv1_2),
+    (8, ssl.TLSVersion.TLSv1_3),
+)
 
-    def __init__(self, cert_pem: bytes, key_pem: bytes, chain_pem: bytes = b"") -> None:
+
+def _apply_tls_version(ctx: ssl.SSLContext, tls_version: int) -> None:
+    chosen = [version for bit, version in _TLS_VERSION_BITS if tls_version & bit]
+    if chosen:
+        ctx.minimum_version, ctx.maximum_version = chosen[0], chosen[-1]
+
+
+class CertSlot:
+    """The certificate (+chain) and key a listener presents; thread-safe.
+
+    ``require_client_cert``: refuse a peer without a client certificate
+    (mutual TLS, as Teams Direct Routing interfaces do); ``tls_version``:
+    the TLSVersion bits of the bound context (4 TLS 1.2 only, 8 TLS 1.3
+    only, 0 any).
+    """
+
+    def __init__(
+        self,
+        cert_pem: bytes,
+        key_pem: bytes,
+        chain_pem: bytes = b"",
+        *,
+        require_client_cert: bool = False,
+        tls_version: int = 0,
+    ) -> None:
+        self.require_client_cert = require_client_cert
+        self.tls_version = tls_version
         self._lock = threading.Lock()
         self._dir = Path(tempfile.mkdtemp(prefix="certfleet-lab-tls-"))
         self._generation = 0
@@ -54,6 +85,10 @@ class CertSlot:
             finally:
                 cert_file.unlink(missing_ok=True)
                 key_file.unlink(missing_ok=True)
+            _apply_tls_version(ctx, self.tls_version)
+            if self.require_client_cert:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cadata=(chain_pem or cert_pem).decode("ascii"))
             self._context = ctx
             self.cert_pem, self.key_pem, self.chain_pem = cert_pem, key_pem, chain_pem
 

@@ -1,0 +1,271 @@
+"""``certfleet scan`` and ``certfleet exporter``: watch every listener's certificate."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from .common import console, err_console, fail, handle_errors, print_json
+
+if TYPE_CHECKING:
+    from ..scan.engine import ScanResult, TrustStore
+    from ..scan.targets import Endpoint
+
+INVENTORY_FILE_OPTION = typer.Option(
+    Path("certfleet.toml"), "--inventory-file", "-i", envvar="CERTFLEET_INVENTORY",
+    help="The inventory file read by --inventory (env CERTFLEET_INVENTORY).")
+STATE_OPTION = typer.Option(
+    None, "--state-dir", envvar="CERTFLEET_STATE_DIR",
+    help="The state folder: which version is current (env CERTFLEET_STATE_DIR).")
+CONCURRENCY_OPTION = typer.Option(100, "--concurrency", min=1, max=10000,
+                                  help="Handshakes at once.")
+TIMEOUT_OPTION = typer.Option(5.0, "--timeout", min=0.1, help="Seconds per endpoint.")
+SNI_OPTION = typer.Option(None, "--sni", help="The server name to send and to match.")
+CA_OPTION = typer.Option([], "--ca-bundle",
+                         help="PEM roots to trust instead of the system store (repeatable).")
+TARGETS_ARGUMENT = typer.Argument(
+    None, help="host:port, host (port 443), or CIDR:ports such as 10.0.1.0/28:443,5061.")
+TARGET_OPTION = typer.Option([], "--target",
+                             help="A scan target besides the inventory (repeatable).")
+TEXTFILE_OPTION = typer.Option(
+    None, "--textfile",
+    help="Scan once and write the metrics to this file (node_exporter's textfile collector) "
+         "instead of serving.")
+FROM_FILE_OPTION = typer.Option(None, "--from-file", help="A file of targets, one a line.")
+
+
+@dataclass
+class _Plan:
+    endpoints: list[Endpoint]
+    store: TrustStore
+    current: dict[str, str | None]
+    listed: set[tuple[str, int]] | None
+    devices: list[str]
+    state_dir: Path | None
+    warn_days: int
+
+
+def _current_versions(state_dir: Path | None, certificates: list[str]) -> dict[str, str | None]:
+    """The current version's leaf SHA-256 per certificate, when a state store exists."""
+    from ..errors import StateError
+    from ..estate.store import Store, default_state_dir
+
+    where = state_dir or default_state_dir()
+    if not where.is_dir():
+        return {}
+    try:
+        with Store.open(where) as store:
+            return {name: (v.leaf_sha256 if (v := store.current_version(name)) else None)
+                    for name in certificates}
+    except StateError:
+        return {}
+
+
+def _prepare(
+    targets: list[str], from_file: Path | None, use_inventory: bool, inventory_file: Path,
+    state_dir: Path | None, sni: str | None, ca_bundle: list[Path],
+) -> _Plan:
+    from ..errors import ConfigError
+    from ..scan.engine import TrustStore, inventory_endpoints
+    from ..scan.targets import merge, parse_target, read_target_file
+
+    groups: list[list[Endpoint]] = []
+    listed: set[tuple[str, int]] | None = None
+    current: dict[str, str | None] = {}
+    devices: list[str] = []
+    warn_days = 30
+    if use_inventory:
+        from ..inventory import load_inventory
+
+        try:
+            inventory = load_inventory(inventory_file)
+        except ConfigError as exc:
+            if exc.hint:  # here the file is given with --inventory-file, not --inventory
+                exc.hint = exc.hint.replace("--inventory FILE", "--inventory-file FILE")
+            raise
+        found = inventory_endpoints(inventory, sni)
+        groups.append(found)
+        # Management addresses are known to the inventory too, though not scanned here.
+        listed = {e.key for e in found} | {
+            (d.address.lower(), p) for d in inventory.devices.values()
+            for p in (d.port, d.https_port)}
+        devices = list(inventory.devices)
+        warn_days = inventory.expiry_warn_days
+        current = _current_versions(state_dir, sorted(inventory.certificates))
+    for target in targets:
+        groups.append(parse_target(target, server_name=sni))
+    if from_file is not None:
+        groups.append(read_target_file(from_file, server_name=sni))
+    endpoints = merge(groups)
+    if not endpoints:
+        raise ConfigError(
+            "nothing to scan",
+            hint="name targets (host:port, host, 10.0.1.0/28:443,5061), --from-file FILE "
+                 "or --inventory")
+    store = TrustStore.from_files(ca_bundle) if ca_bundle else TrustStore.system()
+    return _Plan(endpoints, store, current, listed, devices, state_dir, warn_days)
+
+
+def run_scan(plan: _Plan, concurrency: int, timeout: float, *, progress: bool) -> list[ScanResult]:
+    import asyncio
+
+    from ..scan.engine import scan
+
+    if not progress:
+        return asyncio.run(scan(plan.endpoints, store=plan.store, current=plan.current,
+                                listed=plan.listed, concurrency=concurrency, timeout=timeout))
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("scanning", total=len(plan.endpoints))
+        return asyncio.run(scan(
+            plan.endpoints, store=plan.store, current=plan.current, listed=plan.listed,
+            concurrency=concurrency, timeout=timeout,
+            on_done=lambda _result: bar.advance(task)))
+
+
+def _summary(results: list[ScanResult]) -> str:
+    bad = [r for r in results if not r.ok]
+    unlisted = [r for r in results if r.listed is False and r.leaf is not None]
+    text = f"{len(results)} endpoints: {len(results) - len(bad)} ok, {len(bad)} with problems"
+    if unlisted:
+        text += f"; {len(unlisted)} serving TLS but not in the inventory"
+    return text
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("scan")
+    @handle_errors
+    def scan_command(
+        targets: list[str] = TARGETS_ARGUMENT,
+        from_file: Path | None = FROM_FILE_OPTION,
+        use_inventory: bool = typer.Option(
+            False, "--inventory", help="Also scan every listener of the inventory."),
+        inventory_file: Path = INVENTORY_FILE_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        concurrency: int = CONCURRENCY_OPTION,
+        timeout: float = TIMEOUT_OPTION,
+        sni: str | None = SNI_OPTION,
+        ca_bundle: list[Path] = CA_OPTION,
+        json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
+        csv_out: bool = typer.Option(False, "--csv", help="Print CSV only, on stdout."),
+    ) -> None:
+        """One TLS handshake per endpoint: what it serves, checked, sorted by days left.
+
+        Exit code: 1 when any endpoint is expired, unreachable or fails a check
+        (trust, name, chain, current version), 2 for bad input, else 0.
+        """
+        if json_out and csv_out:
+            fail("--json and --csv exclude each other", "choose one of --json and --csv")
+        plan = _prepare(list(targets or []), from_file, use_inventory, inventory_file,
+                        state_dir, sni, list(ca_bundle or []))
+        quiet = json_out or csv_out
+        results = run_scan(plan, concurrency, timeout,
+                           progress=not quiet and err_console.is_terminal)
+        if json_out:
+            from ..scan.output import to_json
+
+            print_json(to_json(results))
+        elif csv_out:
+            from ..scan.output import to_csv
+
+            sys.stdout.write(to_csv(results))
+            sys.stdout.flush()
+        else:
+            from ..scan.output import render_table
+
+            console.print(render_table(results, warn_days=plan.warn_days))
+            console.print(_summary(results), markup=False, highlight=False)
+        raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+    @app.command("exporter")
+    @handle_errors
+    def exporter_command(
+        listen: str = typer.Option("127.0.0.1:9793", "--listen",
+                                   help="HOST:PORT to serve /metrics on."),
+        interval: float = typer.Option(300.0, "--interval", min=1.0,
+                                       help="Seconds between scans."),
+        target: list[str] = TARGET_OPTION,
+        textfile: Path | None = TEXTFILE_OPTION,
+        no_inventory: bool = typer.Option(False, "--no-inventory",
+                                          help="Scan only the --target endpoints."),
+        inventory_file: Path = INVENTORY_FILE_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        concurrency: int = CONCURRENCY_OPTION,
+        timeout: float = TIMEOUT_OPTION,
+        sni: str | None = SNI_OPTION,
+        ca_bundle: list[Path] = CA_OPTION,
+    ) -> None:
+        """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
+        import time
+
+        from ..scan.metrics import make_registry
+
+        host, port = _listen_address(listen)
+        plan = _prepare(list(target or []), None, not no_inventory, inventory_file, state_dir,
+                        sni, list(ca_bundle or []))
+        registry, collector = make_registry()
+
+        def once() -> None:
+            started = time.perf_counter()
+            results = run_scan(plan, concurrency, timeout, progress=False)
+            collector.update(results, time.perf_counter() - started, _deploys(plan))
+
+        once()
+        if textfile is not None:
+            from prometheus_client import write_to_textfile
+
+            write_to_textfile(str(textfile), registry)
+            console.print(f"wrote {textfile}", markup=False, highlight=False)
+            return
+        from prometheus_client import start_http_server
+
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            fail(f"cannot listen on {listen}: {exc.strerror or exc}",
+                 "choose a free --listen HOST:PORT")
+        bound = server.server_address[1]
+        console.print(f"serving metrics on http://{host}:{bound}/metrics "
+                      f"({len(plan.endpoints)} endpoints every {interval:g} s)",
+                      markup=False, highlight=False)
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(interval)
+                once()
+        except KeyboardInterrupt:
+            console.print("stopped", markup=False)
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    from ..errors import ConfigError
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) < 65536):
+        raise ConfigError(f"--listen {text!r} is not HOST:PORT",
+                          hint="use --listen 127.0.0.1:9793")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _deploys(plan: _Plan) -> list[Any]:
+    """The devices' last deployments from the state store (none when it does not exist)."""
+    from ..errors import StateError
+    from ..estate.store import Store, default_state_dir
+    from ..scan.metrics import deploy_records
+
+    where = plan.state_dir or default_state_dir()
+    if not plan.devices or not where.is_dir():
+        return []
+    try:
+        with Store.open(where) as store:
+            return deploy_records(store, plan.devices)
+    except StateError:
+        return []
