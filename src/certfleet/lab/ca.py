@@ -22,6 +22,7 @@ import datetime as dt
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["Issued", "LabCA", "make_key"]
 
+_CAKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KeyType = str  # "rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384", "rsa1024"
 
 
@@ -250,6 +252,55 @@ class LabCA:
         # SHA-1/MD5 stay possible at run time for weak-signature tests; the stubs
         # only admit SHA-2/SHA-3.
         return builder.sign(issuer_key, self.hash_algorithm)  # type: ignore[arg-type]
+
+    # ---- kept on disk, so that another process (``certfleet lab sign``) issues too ----
+
+    def save(self, directory: Path) -> Path:
+        """Write the CA to ``directory``: ``root.crt``, ``intermediate-N.crt`` (N = 1 under
+        the root) and their keys (``.key``, 0600). A lab CA only: nothing trusts it."""
+        from ..fsutil import write_file_atomic, write_private_file
+
+        directory = Path(directory)
+        pairs = [("root", self.root, self.root_key)]
+        pairs += [(f"intermediate-{level}", cert, key)
+                  for level, (cert, key) in enumerate(reversed(self.chain), start=1)]
+        for stem, cert, key in pairs:
+            write_file_atomic(directory / f"{stem}.crt",
+                              cert.public_bytes(serialization.Encoding.PEM))
+            write_private_file(directory / f"{stem}.key", key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> LabCA:
+        """The CA :meth:`save` wrote to ``directory``; ValueError names what is missing."""
+        directory = Path(directory)
+
+        def pair(stem: str) -> tuple[x509.Certificate, _CAKey]:
+            cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+            if not cert_path.is_file() or not key_path.is_file():
+                raise ValueError(f"{directory} holds no lab CA ({cert_path.name} and "
+                                 f"{key_path.name} are written by 'certfleet lab up')")
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{key_path} is not an RSA or EC key")
+            return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
+
+        ca = cls.__new__(cls)
+        ca.root, ca.root_key = pair("root")
+        ca.chain = []
+        level = 1
+        while (directory / f"intermediate-{level}.crt").is_file():
+            ca.chain.insert(0, pair(f"intermediate-{level}"))
+            level += 1
+        cns = ca.root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ca.name = str(cns[0].value).removesuffix(" Root CA") if cns else "certfleet Lab"
+        ca.intermediates = len(ca.chain)
+        ca.key_type = "ec-p256" if isinstance(ca.root_key, ec.EllipticCurvePrivateKey) else (
+            f"rsa{ca.root_key.key_size}")
+        ca.hash_algorithm = hashes.SHA256()
+        return ca
 
     @property
     def issuer(self) -> tuple[x509.Certificate, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
