@@ -34,9 +34,11 @@ def _env(**extra: str) -> dict[str, str]:
 class LabProcess:
     """`certfleet lab up` in a real process; ``lines`` is its output up to 'Press Ctrl-C'."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "certfleet", "lab", "up", "--sbcs", "1", *args],
+            [*(command or [sys.executable, "-m", "certfleet"]), "lab", "up", "--sbcs", "1",
+             *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env or _env(),
         )
         assert self.process.stdout is not None
@@ -155,8 +157,13 @@ def test_lab_up_sigterm_removes_every_temporary_folder(
     (the lab folder holds the CA's and the OVOC's keys)."""
     temp = tmp_path / "tmp"
     temp.mkdir()
-    lab = LabProcess(env=_env(TMPDIR=str(temp)))
+    script = Path(sys.executable).parent / "certfleet"  # the console script pip installed
+    command = [str(script)] if script.is_file() else None
+    lab = LabProcess(env=_env(TMPDIR=str(temp)), command=command)
     lab_process.append(lab)
+    # The steps name the executable that runs, by its full path.
+    first = command[0] if command else f"{sys.executable} -m certfleet"
+    assert all(s.startswith(first) for s in lab.steps()[2:]), lab.text
     made = sorted(p.name for p in temp.iterdir())
     assert any(name.startswith("certfleet-lab-") for name in made), made
     assert list(temp.rglob("*.key")), "the lab CA's keys are in the temporary folder"
