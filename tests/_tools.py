@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
-__all__ = ["in_ci", "require_tool"]
+__all__ = ["in_ci", "require_tool", "tool_missing"]
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def tool_missing(reason: str) -> NoReturn:
+    """Skip the test because an external tool (or a capability of it) is missing; fail in CI."""
+    if in_ci():
+        pytest.fail(f"{reason}: required in CI")
+    pytest.skip(reason)
 
 
 def require_tool(name: str) -> str:
@@ -23,7 +31,5 @@ def require_tool(name: str) -> str:
     sbin = f"/usr/sbin/{name}"
     path = shutil.which(name) or (sbin if os.path.exists(sbin) else None)
     if path is None:
-        if in_ci():
-            pytest.fail(f"{name} is required in CI but is not installed")
-        pytest.skip(f"{name} is not installed")
+        tool_missing(f"{name} is not installed")
     return path

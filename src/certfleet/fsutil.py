@@ -4,10 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 __all__ = ["write_file_atomic", "write_private_file"]
+
+
+_TEMP_ATTEMPTS = 100
+
+
+def _create_temporary(directory: Path, name: str, mode: int) -> tuple[int, Path]:
+    """A new file next to ``name`` in ``directory``, created with ``mode`` less the umask.
+
+    The kernel applies the process umask at creation, so the umask is never
+    read by changing it (``os.umask`` is process-wide: a thread that changes
+    it, even for an instant, lets other threads create 0666 files and 0777
+    folders).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = directory / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {name} in {directory}")
 
 
 def write_file_atomic(path: Path, data: bytes, *, private: bool = False) -> Path:
@@ -15,18 +37,16 @@ def write_file_atomic(path: Path, data: bytes, *, private: bool = False) -> Path
 
     With ``private`` the file is created 0600 on POSIX; on Windows, where
     POSIX modes do not apply, the file inherits the user profile's ACL,
-    which is private to the user by default.
+    which is private to the user by default. Otherwise the file gets 0666
+    less the process umask, as ``open()`` would give it. The umask is never
+    changed (see :func:`_create_temporary`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _create_temporary(path.parent, path.name, 0o600 if private else 0o666)
     try:
         if private and os.name == "posix":
-            os.fchmod(fd, 0o600)
-        elif not private and os.name == "posix":
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
+            os.fchmod(fd, 0o600)  # exact, whatever the umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

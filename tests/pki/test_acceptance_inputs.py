@@ -721,10 +721,10 @@ def test_key_agreement_key_is_named_plainly() -> None:
 
 def test_real_world_ber_p7b_from_the_vectors() -> None:
     """amazon-roots.p7b (a BER PKCS#7 published by a CA) loads its certificates."""
-    vectors = pytest.importorskip("cryptography_vectors")
-    path = Path(vectors.__file__).parent / "pkcs7" / "amazon-roots.p7b"
-    if not path.exists():
-        pytest.skip("the vectors package lacks amazon-roots.p7b")
+    import cryptography_vectors  # a test dependency pinned in pyproject.toml
+
+    path = Path(cryptography_vectors.__file__).parent / "pkcs7" / "amazon-roots.p7b"
+    assert path.is_file(), f"cryptography-vectors no longer ships {path.name}"
     objects = load_bytes(path.read_bytes(), "amazon-roots.p7b")
     assert objects and {o.type for o in objects} == {"certificate"}
 

@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from _tools import require_tool
+from _tools import require_tool, tool_missing
 from certfleet.errors import CertificateError, PasswordError
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.pki.load import load_bytes, load_files
@@ -281,7 +281,7 @@ def test_pkcs12_rc2_40_made_by_openssl(tmp_path: Path, issued: Issued) -> None:
         capture_output=True,
     )
     if made.returncode != 0:
-        pytest.skip(f"this openssl cannot write RC2-40: {made.stderr.decode()[:100]}")
+        tool_missing(f"this openssl cannot write RC2-40: {made.stderr.decode()[:100]}")
     objects = load_files([tmp_path / "x.pfx"], b"pw")
     assert sorted(o.type for o in objects) == ["certificate", "certificate", "private_key"]
 

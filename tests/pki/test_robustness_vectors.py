@@ -16,22 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cryptography
+import cryptography_vectors  # the test extra installs it (pinned to cryptography's release)
 import pytest
 from cryptography import x509
-from tests._tools import in_ci
 
 from certfleet.errors import CertfleetError, PasswordError
 from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import LoadedObject
-
-try:
-    import cryptography_vectors
-except ImportError:  # the test extra installs it; CI must have it
-    if in_ci():
-        raise
-    pytest.skip("cryptography-vectors is not installed", allow_module_level=True)
 
 VECTORS_ROOT = Path(os.path.dirname(cryptography_vectors.__file__))
 # Certificates and CSRs, PKCS#12, PKCS#7, and every key serialisation.

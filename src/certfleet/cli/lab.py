@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,13 +20,18 @@ DIR_OPTION = typer.Option(
 
 
 def _seed_previous(lab: LabEstate, store: Store) -> None:
-    """Store what the lab serves as the previous version, key included (last renewal)."""
+    """Store what the lab serves as the previous version (last renewal): key, chain and root.
+
+    The full chain with its root, as the CA handed it over: a device that wants
+    the root (OVOC's root.crt) can be given this version again without
+    forcing past a preflight error.
+    """
     from ..estate.importer import import_certificate
     from ..fsutil import write_private_file
     from ..inventory import load_inventory
 
     previous = lab.directory / "previous-renewal.pem"
-    write_private_file(previous, lab.old.fullchain_pem + lab.old.key_pem())
+    write_private_file(previous, lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
     import_certificate(load_inventory(lab.inventory_path), store, "wildcard", [previous])
 
 
@@ -152,6 +157,237 @@ def run_demo() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# ---- lab up ---------------------------------------------------------------------------
+
+BY_HAND_PFX = "wildcard-last-year.pfx"
+BY_HAND_PASSWORD_VAR = "CERTFLEET_LAB_PFX_PASSWORD"
+
+
+def _self_command() -> list[str]:
+    """How this certfleet was started, to paste in another shell: the full path of the
+    ``certfleet`` executable, or ``python -m certfleet`` with this interpreter's full path."""
+    import sys
+
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.stem == "certfleet" and argv0.is_file():
+        return [str(argv0.absolute())]
+    return [sys.executable, "-m", "certfleet"]
+
+
+def _write_last_year_pfx(lab: LabEstate) -> Path:
+    """The certificate the lab serves, with its key and chain, as the pfx a Windows tool
+    exported last year; its password is ``$CERTFLEET_LAB_PFX_PASSWORD`` in lab.env."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from ..fsutil import write_private_file
+
+    old = lab.old
+    assert old.key is not None
+    password = lab.env[BY_HAND_PASSWORD_VAR].encode()
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(50000)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .build(password)
+    )
+    data = pkcs12.serialize_key_and_certificates(
+        b"wildcard", old.key, old.leaf, [*old.chain, old.root], encryption)
+    return write_private_file(lab.directory / BY_HAND_PFX, data)
+
+
+def _print_devices(lab: LabEstate) -> None:
+    """Every device with its address and ports, one line each."""
+    rows: list[tuple[str, str, str]] = []
+    if lab.ovoc is not None:
+        rows.append(("ovoc", "OVOC", f"ssh 127.0.0.1:{lab.ovoc.ssh_port}  "
+                                     f"https 127.0.0.1:{lab.ovoc.https_port}"))
+    for name, sbc in lab.sbcs.items():
+        rows.append((name, "SBC", f"rest https://127.0.0.1:{sbc.port}  "
+                                  f"sip-tls 127.0.0.1:{sbc.sip_port}"))
+    for name, pair in lab.pairs.items():
+        units = []
+        for role, unit in (("active", pair.active), ("standby", pair.standby)):
+            ports = f"sip-tls 127.0.0.1:{unit.sip_port}"
+            if unit.teams_port is not None:
+                ports += f", teams 127.0.0.1:{unit.teams_port}"
+            units.append(f"{role}: {ports}")
+        rows.append((name, "SBC HA pair",
+                     f"rest https://127.0.0.1:{pair.active.port}  " + "; ".join(units)))
+    width = max(len(name) for name, _, _ in rows)
+    console.print("devices:", soft_wrap=True)
+    for name, kind, ports in rows:
+        console.print(f"  {name:<{width}}  {kind:<11}  {ports}", soft_wrap=True, markup=False,
+                      highlight=False)
+
+
+def next_steps(lab: LabEstate, state: Path, *, by_hand: bool) -> list[str]:
+    """The shell commands that renew the lab by hand, each runnable as printed."""
+    import shlex
+
+    cf = shlex.join(_self_command())
+    q = shlex.quote
+    renewal = lab.directory / "renewal"
+    steps = [
+        f"set -a; . {q(str(lab.env_path))}; set +a",
+        f"export CERTFLEET_INVENTORY={q(str(lab.inventory_path))} "
+        f"CERTFLEET_STATE_DIR={q(str(state))}",
+        f"{cf} status",
+    ]
+    if by_hand:
+        steps.append(f"{cf} import wildcard {q(str(lab.directory / BY_HAND_PFX))} "
+                     f"--password-env {BY_HAND_PASSWORD_VAR}")
+    steps += [
+        f"{cf} csr wildcard --out-dir {q(str(renewal))}",
+        f"{cf} lab sign {q(str(renewal / 'wildcard.csr'))} --dir {q(str(lab.directory))} "
+        f"--out-dir {q(str(renewal))}",
+        f"{cf} import wildcard {q(str(renewal / 'star_example_com.crt'))} "
+        f"{q(str(renewal / 'star_example_com.p7b'))}",
+        f"{cf} plan",
+        f"{cf} deploy",
+    ]
+    return steps
+
+
+def _stop_signals() -> list[int]:
+    """SIGTERM and SIGHUP where the platform has them: they stop the lab like Ctrl-C."""
+    import signal
+
+    return [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    import signal
+
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool) -> int:
+    """``certfleet lab up``: start, print, serve until Ctrl-C/SIGTERM/SIGHUP, clean up."""
+    import secrets
+    import shutil
+    import signal
+    import tempfile
+
+    from ..estate.store import Store
+    from ..lab.estate import LabEstate
+
+    stops = _stop_signals()
+    previous = {number: signal.signal(number, _interrupt) for number in stops}
+    temporary = directory is None
+    where: Path | None = None
+    lab: LabEstate | None = None
+    try:
+        try:
+            where = Path(tempfile.mkdtemp(prefix="certfleet-lab-")) if directory is None \
+                else directory
+            lab = LabEstate(where, sbcs=sbcs)
+            if by_hand:
+                lab.env[BY_HAND_PASSWORD_VAR] = secrets.token_urlsafe(12)
+            lab.start()
+            state = where / "state"
+            if by_hand:
+                pfx = _write_last_year_pfx(lab)
+            else:
+                with Store.open(state) as store:
+                    _seed_previous(lab, store)
+            console.print(f"[bold]lab estate up[/]: {', '.join(lab.device_names)}, serving a "
+                          f"wildcard with {lab.old.leaf.not_valid_after_utc:%Y-%m-%d} as its "
+                          "end date", soft_wrap=True)
+            _print_devices(lab)
+            console.print(f"  inventory: {lab.inventory_path}", soft_wrap=True, markup=False)
+            console.print(f"  secrets:   {lab.env_path} (0600)", soft_wrap=True, markup=False)
+            console.print(f"  lab CA:    {lab.ca_dir} (signs with 'certfleet lab sign')",
+                          soft_wrap=True, markup=False)
+            if by_hand:
+                console.print(f"  state:     {state} (empty: an estate set up by hand)",
+                              soft_wrap=True, markup=False)
+                console.print(f"  last year: {pfx} (its password: ${BY_HAND_PASSWORD_VAR} in "
+                              "lab.env)", soft_wrap=True, markup=False)
+            else:
+                console.print(f"  state:     {state} (last renewal imported as v1)",
+                              soft_wrap=True, markup=False)
+            console.print("Renew it by hand in another shell (each line runs as printed):",
+                          soft_wrap=True)
+            for step in next_steps(lab, state, by_hand=by_hand):
+                console.print(f"  {step}", soft_wrap=True, markup=False, highlight=False)
+            console.print("Press Ctrl-C to stop the lab.")
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt as interrupt:
+            why = str(interrupt.args[0]) if interrupt.args else "Ctrl-C"
+            console.print(f"stopping the lab ({why})", markup=False)
+    finally:
+        # Stopping is bounded (each server waits at most a few seconds): it finishes even
+        # when another signal arrives, so no temporary folder (one holds a key) is left.
+        for number in [*stops, signal.SIGINT]:
+            signal.signal(number, signal.SIG_IGN)
+        try:
+            if lab is not None:
+                lab.stop()
+            if temporary and where is not None:
+                shutil.rmtree(where, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+    return 0
+
+
+# ---- lab sign -------------------------------------------------------------------------
+
+
+def _file_stem(common_name: str) -> str:
+    """A CA's download name for a CN: ``*.example.com`` -> ``star_example_com``."""
+    text = common_name.replace("*", "star")
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in text).strip("_") or "cert"
+
+
+def run_lab_sign(csr_path: Path, directory: Path | None, out_dir: Path | None,
+                 days: int) -> tuple[Path, Path]:
+    """Issue a certificate for the CSR with the lab CA in ``directory``; the .crt and .p7b."""
+    import os
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from ..errors import CertificateError, ConfigError
+    from ..fsutil import write_file_atomic
+    from ..lab.ca import LabCA
+    from ..lab.estate import LabEstate
+    from ..pki.load import load_files
+
+    if directory is None:
+        inventory = os.environ.get("CERTFLEET_INVENTORY")
+        if not inventory:
+            raise ConfigError("no lab folder given",
+                              hint="pass --dir DIR, the folder 'certfleet lab up' printed")
+        directory = Path(inventory).parent
+    ca_dir = LabEstate.ca_dir_of(directory)
+    try:
+        ca = LabCA.load(ca_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="pass --dir DIR, the folder 'certfleet lab up' "
+                                         "printed (it holds lab-ca/)") from None
+    requests = [o for o in load_files([csr_path]) if o.type == "csr"]
+    if len(requests) != 1:
+        raise CertificateError(
+            f"{csr_path} holds {len(requests)} certificate requests (CSRs), not one",
+            hint="give the .csr file 'certfleet csr' wrote")
+    request = requests[0].value
+    assert isinstance(request, x509.CertificateSigningRequest)
+    if not request.is_signature_valid:
+        raise CertificateError(f"the CSR in {csr_path} is not signed by its own key",
+                               hint="make a new one with 'certfleet csr'")
+    issued = ca.issue(csr=request, days=days)
+    cns = issued.leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    stem = _file_stem(str(cns[0].value) if cns else csr_path.stem)
+    target = out_dir if out_dir is not None else csr_path.parent
+    crt = write_file_atomic(target / f"{stem}.crt", issued.leaf_pem)
+    p7b = write_file_atomic(target / f"{stem}.p7b", issued.p7b(wrong_order=True))
+    return crt, p7b
+
+
 def register(app: typer.Typer) -> None:
     lab_app = typer.Typer(help="The lab estate: simulated OVOC and SBCs on 127.0.0.1.",
                           no_args_is_help=True)
@@ -162,44 +398,33 @@ def register(app: typer.Typer) -> None:
     def lab_up(
         sbcs: int = typer.Option(3, "--sbcs", min=1, help="Lab SBCs (the last is an HA pair)."),
         directory: Path | None = DIR_OPTION,
+        by_hand: bool = typer.Option(
+            False, "--by-hand",
+            help="Start as an estate set up by hand: an empty state store, and last year's "
+                 f"certificate as {BY_HAND_PFX} in the lab folder (its password in lab.env)."),
     ) -> None:
-        """Start a lab OVOC, N lab SBCs and a lab CA; run until Ctrl-C."""
-        import shutil
-        import tempfile
+        """Start a lab OVOC, N lab SBCs and a lab CA; run until Ctrl-C (or SIGTERM/SIGHUP)."""
+        raise typer.Exit(run_lab_up(sbcs, directory, by_hand=by_hand))
 
-        from ..estate.store import Store
-        from ..lab.estate import LabEstate
-
-        temporary = directory is None
-        where = Path(tempfile.mkdtemp(prefix="certfleet-lab-")) if directory is None else directory
-        lab = LabEstate(where, sbcs=sbcs)
-        try:
-            lab.start()
-            with Store.open(where / "state") as store:
-                _seed_previous(lab, store)
-            console.print(f"[bold]lab estate up[/]: {', '.join(lab.device_names)} on 127.0.0.1, "
-                          f"serving a wildcard with {lab.old.leaf.not_valid_after_utc:%Y-%m-%d} "
-                          "as its end date", soft_wrap=True)
-            console.print(f"  inventory: {lab.inventory_path}", soft_wrap=True)
-            console.print(f"  secrets:   {lab.env_path} (0600)", soft_wrap=True)
-            console.print(f"  state:     {where / 'state'} (last renewal imported as v1)",
-                          soft_wrap=True)
-            console.print("In another shell:", soft_wrap=True)
-            console.print(f"  set -a; . {lab.env_path}; set +a\n"
-                          f"  export CERTFLEET_INVENTORY={lab.inventory_path} "
-                          f"CERTFLEET_STATE_DIR={where / 'state'}\n"
-                          "  certfleet status; certfleet csr wildcard; certfleet plan; "
-                          "certfleet deploy", soft_wrap=True, markup=False, highlight=False)
-            console.print("Press Ctrl-C to stop the lab.")
-            try:
-                while True:
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                console.print("stopping the lab")
-        finally:
-            lab.stop()
-            if temporary:
-                shutil.rmtree(where, ignore_errors=True)
+    @lab_app.command("sign")
+    @handle_errors
+    def lab_sign(
+        csr: Annotated[Path, typer.Argument(help="The certificate request (CSR) to sign.")],
+        directory: Annotated[Path | None, typer.Option(
+            "--dir",
+            help="The lab folder ('certfleet lab up --dir', printed by lab up); default: the "
+                 "folder of $CERTFLEET_INVENTORY.")] = None,
+        out_dir: Annotated[Path | None, typer.Option(
+            "--out-dir",
+            help="Where to write the .crt and .p7b (default: the CSR's folder).")] = None,
+        days: Annotated[int, typer.Option(
+            "--days", min=1, max=398, help="Validity in days (public CAs: at most 398).")] = 199,
+    ) -> None:
+        """Have the lab CA issue a certificate for CSR, handed over as CAs do: a .crt (the
+        leaf) and a .p7b (the chain with its root, in the wrong order)."""
+        crt, p7b = run_lab_sign(csr, directory, out_dir, days)
+        console.print(f"issued by the lab CA: {crt} (the certificate) and {p7b} (the chain)",
+                      soft_wrap=True, markup=False, highlight=False)
 
     @app.command("demo")
     @handle_errors

@@ -1,10 +1,28 @@
-"""A lab certificate authority: root, intermediates, and leaves as a CA issues them."""
+"""A lab certificate authority: root, intermediates, and leaves as a CA issues them.
+
+Every certificate follows RFC 5280 the way a public CA profile sets it (the
+CA/Browser Forum baseline requirements), so that the strictest verifier
+(OpenSSL's ``X509_V_FLAG_X509_STRICT``, which Python 3.13's default context
+turns on) accepts the lab:
+
+- root: basicConstraints CA (critical), keyUsage keyCertSign + cRLSign +
+  digitalSignature (critical), subjectKeyIdentifier, and an
+  authorityKeyIdentifier equal to it;
+- intermediates: the same, pathLenConstraint 0 on the lowest, an
+  authorityKeyIdentifier naming the issuer's key and an AIA caIssuers URL;
+- leaves: basicConstraints CA:FALSE (critical), keyUsage digitalSignature
+  (+ keyEncipherment for RSA) (critical), extendedKeyUsage serverAuth,
+  subjectKeyIdentifier, authorityKeyIdentifier, AIA, and every name in the
+  subjectAltName (DNS names as dNSName, ``ip_addresses`` as iPAddress).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -14,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["Issued", "LabCA", "make_key"]
 
+_CAKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KeyType = str  # "rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384", "rsa1024"
 
 
@@ -38,6 +57,38 @@ def _name(cn: str, org: str = "certfleet lab") -> x509.Name:
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
         ]
     )
+
+
+def _slug(cert: x509.Certificate) -> str:
+    """A URL path segment for a CA certificate: its CN, letters, digits and dashes only."""
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    text = str(cns[0].value) if cns else "ca"
+    return "".join(c if c.isascii() and c.isalnum() else "-" for c in text).strip("-")
+
+
+def _leaf_key_usage(public_key: object) -> x509.KeyUsage:
+    """A subscriber certificate's key usage: digitalSignature, and keyEncipherment for RSA."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AKI of a certificate ``issuer`` signs: the issuer's own SKI, key identifier only."""
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 def _now() -> dt.datetime:
@@ -135,7 +186,7 @@ class LabCA:
                 now - dt.timedelta(days=1),
                 now + dt.timedelta(days=1825),
                 path_length=0 if level == self.intermediates else None,
-                aia_url=f"http://ca.lab.invalid/{issuer_cert.subject.rfc4514_string()}.crt",
+                aia_url=f"http://ca.lab.invalid/{_slug(issuer_cert)}.crt",
                 issuer_public=issuer_key.public_key(),
             )
             self.chain.insert(0, (cert, key))
@@ -202,6 +253,55 @@ class LabCA:
         # only admit SHA-2/SHA-3.
         return builder.sign(issuer_key, self.hash_algorithm)  # type: ignore[arg-type]
 
+    # ---- kept on disk, so that another process (``certfleet lab sign``) issues too ----
+
+    def save(self, directory: Path) -> Path:
+        """Write the CA to ``directory``: ``root.crt``, ``intermediate-N.crt`` (N = 1 under
+        the root) and their keys (``.key``, 0600). A lab CA only: nothing trusts it."""
+        from ..fsutil import write_file_atomic, write_private_file
+
+        directory = Path(directory)
+        pairs = [("root", self.root, self.root_key)]
+        pairs += [(f"intermediate-{level}", cert, key)
+                  for level, (cert, key) in enumerate(reversed(self.chain), start=1)]
+        for stem, cert, key in pairs:
+            write_file_atomic(directory / f"{stem}.crt",
+                              cert.public_bytes(serialization.Encoding.PEM))
+            write_private_file(directory / f"{stem}.key", key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> LabCA:
+        """The CA :meth:`save` wrote to ``directory``; ValueError names what is missing."""
+        directory = Path(directory)
+
+        def pair(stem: str) -> tuple[x509.Certificate, _CAKey]:
+            cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+            if not cert_path.is_file() or not key_path.is_file():
+                raise ValueError(f"{directory} holds no lab CA ({cert_path.name} and "
+                                 f"{key_path.name} are written by 'certfleet lab up')")
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{key_path} is not an RSA or EC key")
+            return x509.load_pem_x509_certificate(cert_path.read_bytes()), key
+
+        ca = cls.__new__(cls)
+        ca.root, ca.root_key = pair("root")
+        ca.chain = []
+        level = 1
+        while (directory / f"intermediate-{level}.crt").is_file():
+            ca.chain.insert(0, pair(f"intermediate-{level}"))
+            level += 1
+        cns = ca.root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ca.name = str(cns[0].value).removesuffix(" Root CA") if cns else "certfleet Lab"
+        ca.intermediates = len(ca.chain)
+        ca.key_type = "ec-p256" if isinstance(ca.root_key, ec.EllipticCurvePrivateKey) else (
+            f"rsa{ca.root_key.key_size}")
+        ca.hash_algorithm = hashes.SHA256()
+        return ca
+
     @property
     def issuer(self) -> tuple[x509.Certificate, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
         return self.chain[0] if self.chain else (self.root, self.root_key)
@@ -224,21 +324,28 @@ class LabCA:
         eku: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.SERVER_AUTH,),
         hash_algorithm: hashes.HashAlgorithm | None = None,
         ca: bool = False,
+        ip_addresses: Sequence[str] = (),
     ) -> Issued:
         """Issue a leaf for ``names`` (or for ``csr``: its key, CN and SANs).
 
-        ``eku=None`` leaves the EKU extension out; ``days`` counts from now.
+        ``names`` become dNSName entries, ``ip_addresses`` iPAddress entries of
+        the subjectAltName. ``eku=None`` leaves the EKU extension out; ``days``
+        counts from now.
         """
+        ips = [ipaddress.ip_address(ip) for ip in ip_addresses]
         if csr is not None:
             public_key = csr.public_key()
             try:
-                sans = list(csr.extensions.get_extension_for_class(
-                    x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+                requested = csr.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName).value
+                sans = list(requested.get_values_for_type(x509.DNSName))
+                ips += [ip for ip in requested.get_values_for_type(x509.IPAddress)
+                        if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)]
             except x509.ExtensionNotFound:
                 sans = []
             cn_attrs = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             cn = str(cn_attrs[0].value) if cn_attrs else (sans[0] if sans else "lab")
-            names = sans or [cn]
+            names = sans or ([] if ips else [cn])
             leaf_key = None
         else:
             leaf_key = key if key is not None else make_key(key_type)
@@ -256,11 +363,9 @@ class LabCA:
             .not_valid_before(start)
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(_leaf_key_usage(public_key), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                critical=False,
-            )
+            .add_extension(_authority_key_id(issuer_cert), critical=False)
             .add_extension(
                 x509.AuthorityInformationAccess(
                     [
@@ -275,10 +380,10 @@ class LabCA:
                 critical=False,
             )
         )
-        if names:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-            )
+        general: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+        general += [x509.IPAddress(ip) for ip in ips]
+        if general:
+            builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=False)
         if eku is not None:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
         algorithm = hash_algorithm or self.hash_algorithm

@@ -127,6 +127,15 @@ class LabEstate:
         return self.directory / "lab-ca.pem"
 
     @property
+    def ca_dir(self) -> Path:
+        """The lab CA (certificates and keys), so ``certfleet lab sign`` issues from it."""
+        return self.ca_dir_of(self.directory)
+
+    @staticmethod
+    def ca_dir_of(directory: Path) -> Path:
+        return Path(directory) / "lab-ca"
+
+    @property
     def device_names(self) -> list[str]:
         return (["ovoc"] if self.ovoc else []) + list(self.sbcs) + list(self.pairs)
 
@@ -212,6 +221,7 @@ class LabEstate:
         if sbc_ca is not None:
             write_file_atomic(self.sbc_ca_path, sbc_ca.ca_bundle_pem)
         write_file_atomic(self.ca_path, self.old.root_pem)
+        self.ca.save(self.ca_dir)
         lines = [
             "# certfleet lab estate: devices on 127.0.0.1, started by 'certfleet lab up'.",
             "# Passwords are references to the variables in lab.env (next to this file).",

@@ -40,7 +40,6 @@ import datetime as dt
 import fnmatch
 import functools
 import hashlib
-import ipaddress
 import json
 import re
 import secrets
@@ -54,9 +53,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .ca import LabCA
 from .tls import CertSlot, LabHTTPSServer, LabTLSListener
@@ -90,26 +88,9 @@ def _shared_material() -> tuple[LabCA, rsa.RSAPrivateKey]:
 
 def _device_certificate(ca: LabCA, key: LabKey, name: str) -> x509.Certificate:
     """The factory certificate of a lab device: its name, localhost and 127.0.0.1."""
-    issuer_cert, issuer_key = ca.issuer
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    sans: list[x509.GeneralName] = [
-        x509.DNSName(f"{name}.lab.invalid"),
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}.lab.invalid")]))
-        .issuer_name(issuer_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=90))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(issuer_key, hashes.SHA256())
-    )
+    return ca.issue(
+        [f"{name}.lab.invalid", "localhost"], key=key, ip_addresses=["127.0.0.1"], days=90
+    ).leaf
 
 
 def _pem(cert: x509.Certificate) -> bytes:
