@@ -55,6 +55,13 @@ class MitmProxy:
             thread.join(10)
         self._server.close()
 
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every connection handled so far is finished (the counters are final)."""
+        with self._lock:
+            handlers = self._threads[1:]
+        for thread in handlers:
+            thread.join(timeout)
+
     @property
     def bytes_received(self) -> int:
         with self._lock:
