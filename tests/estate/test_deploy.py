@@ -97,15 +97,16 @@ def test_failed_canary_stops_the_run(loop_estate: LoopEstate, tmp_path: Path) ->
 
 
 def test_second_deploy_is_refused_while_locked(loop_estate: LoopEstate, tmp_path: Path) -> None:
-    """A deploy while another holds the lock is refused; --break-lock takes it over."""
+    """A deploy while a live process holds the lock is refused (even with --break-lock)."""
     with Store.open(tmp_path / "state") as store, Store.open(tmp_path / "state") as other:
         _import_new(loop_estate, store, tmp_path)
         other.acquire_lock("deploy")
-        with pytest.raises(StateError, match="holds the lock"):
-            asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory))
-        report = asyncio.run(
-            run_deploy(loop_estate.inventory(), store, loop_estate.factory, break_lock=True)
-        )
+        for break_lock in (False, True):
+            with pytest.raises(StateError, match="holds the lock"):
+                asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory,
+                                       break_lock=break_lock))
+        other.release_lock()
+        report = asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory))
         assert report.exit_code == 0
         assert store.lock_holder() is None
 

@@ -12,7 +12,7 @@ import pytest
 from certfleet.drivers.base import Backup
 from certfleet.errors import PasswordError, StateError
 from certfleet.estate.store import SCHEMA_VERSION, Store
-from certfleet.lab.ca import Issued
+from certfleet.lab.ca import Issued, LabCA
 from certfleet.pki.model import Bundle, spki_sha256
 
 
@@ -74,16 +74,19 @@ def test_backup_is_written_under_the_state_dir(tmp_path: Path) -> None:
         assert again.files == {"config.ini": b"[x]\n"} and again.meta == {"ctx": [0]}
 
 
-def test_lock_refuses_second_holder_and_can_be_broken(tmp_path: Path) -> None:
-    """The deploy lock names its holder; a second take is refused unless broken."""
+def test_lock_refuses_second_holder_naming_it(tmp_path: Path) -> None:
+    """The deploy lock names its live holder; a second take is refused, even with break_lock."""
     with Store.open(tmp_path) as first, Store.open(tmp_path) as second:
         info = first.acquire_lock("deploy")
-        with pytest.raises(StateError, match=rf"pid {info.pid} on .*") as err:
-            second.acquire_lock("deploy")
-        assert "certfleet unlock" in (err.value.hint or "")
-        second.acquire_lock("deploy", break_lock=True)
-        assert second.release_lock() is not None
-        assert first.lock_holder() is None
+        with pytest.raises(StateError, match=rf"pid {info.pid} on .*deploy") as err:
+            second.acquire_lock("rollback sbc1")
+        assert err.value.lock == info  # type: ignore[attr-defined]
+        with pytest.raises(StateError, match="holds the lock"):
+            second.acquire_lock("deploy", break_lock=True)
+        assert second.lock_holder() == info
+        assert first.release_lock() == info
+        assert second.acquire_lock("deploy").pid == os.getpid()
+        assert first.lock_holder() is not None and second.lock_holder() is None
 
 
 def test_audit_records_os_user(tmp_path: Path) -> None:
@@ -97,29 +100,107 @@ def test_audit_records_os_user(tmp_path: Path) -> None:
 
 def test_older_store_is_migrated_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A store at an older schema is upgraded by the missing migrations, data kept."""
-    from certfleet.estate import store as store_module
+    from certfleet.estate.store import schema
 
     with Store.open(tmp_path) as store:
         store.audit("init", "ok")
     extra = "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, extra])
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", len(store_module.MIGRATIONS))
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, extra])
     with Store.open(tmp_path) as store:
         assert store.schema_version == SCHEMA_VERSION + 1
         store.db.execute("INSERT INTO notes (text) VALUES ('kept')")
         assert [row["command"] for row in store.audit_log()] == ["init"]
 
 
-@pytest.mark.skipif(os.name != "posix", reason="process lookup by pid")
-def test_stale_lock_is_named_stale(tmp_path: Path) -> None:
-    """A lock whose process is gone says so, pointing at unlock."""
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
+    """A process killed while holding the lock never blocks the next one: the OS released it."""
+    import signal
     import subprocess
     import sys
 
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
+    code = (
+        "import sys, time\n"
+        "from certfleet.estate.store import Store\n"
+        "s = Store.open(sys.argv[1]); s.acquire_lock('deploy'); print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        with Store.open(tmp_path) as store:
+            held = store.lock_holder()
+            assert held is not None and held.pid == child.pid
+            with pytest.raises(StateError, match=f"pid {child.pid}"):
+                store.acquire_lock("deploy")
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            assert store.lock_holder() is None
+            assert store.acquire_lock("deploy").pid == os.getpid()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_versions_are_numbered_per_certificate(tmp_path: Path, lab_ca: LabCA) -> None:
+    """wildcard v1, old v1, wildcard v2: each certificate counts its own versions."""
     with Store.open(tmp_path) as store:
-        store.acquire_lock("deploy")
-        store.db.execute("UPDATE locks SET pid = ?", (int(child.stdout),))
-        with pytest.raises(StateError, match="the lock is stale"):
-            store.acquire_lock("deploy")
+        made = []
+        for name in ("wildcard", "old", "wildcard"):
+            issued = lab_ca.issue((f"{name}.example.com",), key_type="ec-p256")
+            key = store.add_key(name, issued.key, origin="test")
+            made.append(store.add_version(name, Bundle(issued.leaf, issued.chain, issued.root,
+                                                       issued.key), key.id))
+        assert [v.label for v in made] == ["wildcard v1", "old v1", "wildcard v2"]
+        assert store.current_version("wildcard") == made[2]
+        assert [v.number for v in store.versions("wildcard")] == [1, 2]
+        assert store.keys_for("old")[0].certificate == "old"
+
+
+def test_encrypted_backup_needs_the_passphrase(tmp_path: Path) -> None:
+    """With a key passphrase the backup files are encrypted (0600) and read back only with it."""
+    secret_key = b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+    backup = Backup("sbc1", "sbc", files={"tls0-private_key.pem": secret_key},
+                    has_private_key=True)
+    with Store.open(tmp_path) as store:
+        record = store.add_backup(backup, served_sha256=None, passphrase="s3cret")
+        assert record.encrypted
+        stored = (record.dir / "tls0-private_key.pem").read_bytes()
+        assert b"PRIVATE KEY" not in stored
+        if os.name == "posix":
+            assert stat.S_IMODE((record.dir / "backup.json").stat().st_mode) == 0o600
+        with pytest.raises(PasswordError, match="encrypted"):
+            store.read_backup(record)
+        with pytest.raises(PasswordError, match="cannot be decrypted"):
+            store.read_backup(record, "wrong")
+        assert store.read_backup(record, "s3cret").files == backup.files
+
+
+def test_history_is_a_constant_number_of_queries(tmp_path: Path) -> None:
+    """history reads N deployments with their runs and steps in the same few queries."""
+    from certfleet.drivers.base import DeployOutcome, StepEvent
+
+    def count(rows: int) -> int:
+        folder = tmp_path / f"s{rows}"
+        with Store.open(folder) as store:
+            run = store.start_run("deploy")
+            for index in range(rows):
+                steps = [StepEvent(f"d{index}", "install", "start"),
+                         StepEvent(f"d{index}", "install", "ok")]
+                store.record_deployment(
+                    run_id=run, device=f"d{index}", kind="sbc", certificate="wildcard",
+                    version_id=None, started="t",
+                    outcome=DeployOutcome(f"d{index}", "installed", "ok", steps=steps))
+            store.finish_run(run, 0)
+            statements: list[str] = []
+            store.db.set_trace_callback(statements.append)
+            history = store.history(limit=100)
+            store.db.set_trace_callback(None)
+            assert len(history) == rows
+            assert history[0]["user"] and history[0]["command"] == "deploy"
+            assert history[0]["last_step"] == "install (ok)"
+            return len(statements)
+
+    assert count(2) == count(40) <= 3

@@ -339,7 +339,7 @@ def register(app: typer.Typer) -> None:
         version = result.version
         verb = "stored" if result.new else "already stored"
         console.print(
-            f"[green]{verb}[/] {name} v{version.id}: {version.subject}, "
+            f"[green]{verb}[/] {name} v{version.number}: {version.subject}, "
             f"{_short(version.leaf_sha256)}, valid to {version.not_after[:10]}"
             + (" (key from the state store)" if result.key_from_store else "")
         )
@@ -535,15 +535,23 @@ def register(app: typer.Typer) -> None:
     def unlock_command(
         inventory: Path = INVENTORY_OPTION, state_dir: Path | None = STATE_OPTION
     ) -> None:
-        """Clear a stale deploy lock (one left by a run that died)."""
+        """Check the deploy lock; runs whose process died are recorded as interrupted.
+
+        The lock is held by the operating system: it goes with the process
+        that held it, so there is never a stale lock to clear. A lock held
+        by a live process is named (exit 2).
+        """
         del inventory  # accepted like every command's; the lock lives in the state store
         with open_store(state_dir) as store:
-            held = store.release_lock()
-            if held is None:
-                console.print("no lock was held")
-                return
-            store.audit("unlock", "ok", detail=held.describe())
-        console.print(f"cleared the lock of {held.describe()}")
+            held = store.lock_holder()
+            if held is not None:
+                fail(f"another deploy holds the lock: {held.describe()}",
+                     "wait for it to finish; the lock goes when its process ends")
+            settled = store.settle_interrupted()
+            store.audit("unlock", "ok", detail=f"interrupted runs: {settled}")
+        console.print("no lock is held (a process that ends releases it)"
+                      + (f"; run(s) {', '.join(map(str, settled))} recorded as interrupted"
+                         if settled else ""))
 
 
 def render_plan(plans: list[Any]) -> Any:

@@ -340,12 +340,12 @@ async def _deploy_device(
     emit("observe", "ok", f"{sum(1 for v in served if v)} certificate(s) served")
     if served == {version.leaf_sha256} and not force:
         result.status, result.exit_code = "skipped", 0
-        result.message = f"{device.name}: already serves v{version.id} on every listener"
+        result.message = f"{device.name}: already serves v{version.number} on every listener"
         result.served_after = dict(result.served_before)
         return await finish(None)
     if dry_run:
         result.status, result.exit_code = "would-deploy", 0
-        result.message = f"{device.name}: would install v{version.id}"
+        result.message = f"{device.name}: would install v{version.number}"
         return await finish(None)
 
     try:

@@ -124,12 +124,13 @@ def import_certificate(
     existing = store.current_version(name)
     if existing is not None and existing.leaf_sha256 == bundle.leaf_sha256:
         store.record_import(name, paths, existing.id, findings, "unchanged")
-        store.audit("import", "unchanged", detail=f"{name}: v{existing.id}")
+        store.audit("import", "unchanged", detail=f"{name}: v{existing.number}")
         return ImportResult(existing, bundle, findings, False, from_store)
+    assert bundle.private_key is not None  # KEY_MISSING above refused otherwise
     key_record = store.add_key(
         name, bundle.private_key, origin="store" if from_store else "import", passphrase=passphrase
     )
     version = store.add_version(name, bundle, key_record.id)
     store.record_import(name, paths, version.id, findings, "stored")
-    store.audit("import", "stored", detail=f"{name}: v{version.id} {bundle.leaf_sha256[:16]}")
+    store.audit("import", "stored", detail=f"{name}: v{version.number} {bundle.leaf_sha256[:16]}")
     return ImportResult(version, bundle, findings, True, from_store)

@@ -124,7 +124,7 @@ async def _device_status(
         device.kind,
         device.certificate,
         current.leaf_sha256 if current else None,
-        current.id if current else None,
+        current.number if current else None,
     )
     for result in await probe(device.listeners, timeout=timeout):
         item = ListenerStatus(
