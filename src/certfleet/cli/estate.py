@@ -50,6 +50,8 @@ OUTCOME_STYLE = {
     "refused": "magenta",
     "failed": "bold red",
     "not-attempted": "dim",
+    "interrupted": "bold red",
+    "in-progress": "cyan",
 }
 
 
@@ -149,7 +151,32 @@ def render_status(
             issuer = [_cn(item.issuer)] if wide else []
             table.add_row(device, where, _cn(item.subject), *issuer,
                           _short(item.sha256)[:8], days_text, name_ok, current)
-    return table
+    notes = _journal_notes(statuses)
+    if not notes:
+        return table
+    from rich.console import Group
+
+    return Group(table, *notes)
+
+
+def _journal_notes(statuses: list[DeviceStatus]) -> list[Any]:
+    """One line per device whose newest deploy died mid-way (or still runs)."""
+    from rich.text import Text
+
+    notes = []
+    for status in sorted(statuses, key=lambda s: s.name):
+        last = status.last_deployment
+        if not last or last["outcome"] not in ("interrupted", "in-progress"):
+            continue
+        line = Text()
+        line.append(f"{status.name}: ", style="bold")
+        line.append(last["outcome"], style=OUTCOME_STYLE[last["outcome"]])
+        line.append(f" deploy (run {last['run_id']}) at {last['last_step'] or 'its start'}")
+        if last["outcome"] == "interrupted":
+            line.append("; run 'certfleet deploy' to finish it or "
+                        f"'certfleet rollback {status.name}' to restore the backup before it")
+        notes.append(line)
+    return notes
 
 
 def _served_change(before: dict[str, str | None], after: dict[str, str | None]) -> str:
@@ -453,15 +480,21 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Restore DEVICE's last backup through its driver, then verify by handshake."""
+        from ..errors import StateError
         from ..estate.rollback import rollback_device
 
         inv = load(inventory)
         with open_store(state_dir) as store:
             factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
             with Progress([device], quiet=json_out) as progress:
-                result = _run_async(rollback_device(
-                    inv, store, factory, device, on_event=progress.event, break_lock=break_lock
-                ))
+                try:
+                    result = _run_async(rollback_device(
+                        inv, store, factory, device, on_event=progress.event,
+                        break_lock=break_lock,
+                    ))
+                except StateError as exc:
+                    # Refused by the lock, or no backup: the device was not touched.
+                    fail(exc.message, exc.hint, 2, json_out=json_out)
         if json_out:
             print_json(result.to_dict())
         elif result.ok:
@@ -477,38 +510,24 @@ def register(app: typer.Typer) -> None:
     def history_command(
         device: str | None = typer.Option(None, "--device", help="Only this device."),
         limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
+        steps: bool = typer.Option(False, "--steps", help="Show every step under each entry."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
-        """Past deployments and rollbacks, newest first, with their steps."""
-        del inventory  # accepted like every command's; history lives in the state store
-        from rich.table import Table
+        """Past deployments and rollbacks, newest first: time, user, outcome, last step.
 
+        A deploy whose process died is shown as interrupted, with the last
+        step it reached.
+        """
+        del inventory  # accepted like every command's; history lives in the state store
         with open_store(state_dir) as store:
-            rows = store.deployments(device=device, limit=limit)
-            for row in rows:
-                row["steps"] = store.steps(row["id"])
-                run = store.run(row["run_id"]) if row["run_id"] else None
-                row["command"] = run["command"] if run else None
-                row["user"] = run["user"] if run else None
+            store.settle_interrupted()
+            rows = store.history(device=device, limit=limit)
         if json_out:
             print_json({"deployments": rows})
             return
-        table = Table(title="History", title_justify="left")
-        for column in ("when", "run", "command", "device", "outcome", "before", "after",
-                       "message"):
-            table.add_column(column)
-        for row in rows:
-            style = OUTCOME_STYLE.get(row["outcome"], "")
-            before = {v for v in row["served_before"].values()}
-            after = {v for v in row["served_after"].values()}
-            table.add_row(row["finished"], str(row["run_id"]), row["command"] or "",
-                          row["device"], f"[{style}]{row['outcome']}[/]",
-                          ", ".join(_short(v) for v in sorted(before, key=str)) or "-",
-                          ", ".join(_short(v) for v in sorted(after, key=str)) or "-",
-                          row["message"])
-        console.print(table)
+        console.print(render_history(rows, steps=steps))
 
     @app.command("status")
     @handle_errors
@@ -585,6 +604,49 @@ def render_plan(plans: list[Any]) -> Any:
         parts.append(Text(f"{kind} steps: " + "; ".join(
             f"{number}. {step}" for number, step in enumerate(steps, 1)), style="dim"))
     return Group(*parts)
+
+
+def _when(iso: str | None) -> str:
+    """``2026-12-01 02:17:21`` from an ISO 8601 UTC time (the whole time, never cut)."""
+    if not iso:
+        return "-"
+    return iso.replace("T", " ").removesuffix("+00:00")
+
+
+def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> Any:
+    """The history table (fits 100 columns); with ``steps`` every step under its entry."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="History (times in UTC)", title_justify="left")
+    table.add_column("time", no_wrap=True, min_width=19)
+    table.add_column("run", justify="right", no_wrap=True)
+    table.add_column("user", no_wrap=True, max_width=12, overflow="ellipsis")
+    table.add_column("device", no_wrap=True)
+    table.add_column("command", max_width=16, overflow="fold")
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("last step / message", ratio=1, overflow="fold")
+    for row in rows:
+        style = OUTCOME_STYLE.get(row["outcome"], "")
+        detail = Text()
+        if row["outcome"] in ("interrupted", "in-progress") and row.get("last_step"):
+            detail.append(f"at {row['last_step']}: ", style="bold")
+        detail.append(str(row["message"]).removeprefix(f"{row['device']}: "))
+        if steps:
+            for step in row["steps"]:
+                line = f"\n  {step['step']} {step['status']}"
+                detail.append(line + (f": {step['detail']}" if step["detail"] else ""),
+                              style="dim")
+        table.add_row(
+            _when(row["finished"] or row["started"]),
+            str(row["run_id"] or "-"),
+            Text(row["user"] or "-"),
+            Text(row["device"]),
+            Text(row["command"] or "-"),
+            Text(row["outcome"], style=style),
+            detail,
+        )
+    return table
 
 
 def print_findings(findings: list[Any]) -> None:
