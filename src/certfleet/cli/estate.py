@@ -615,6 +615,8 @@ def _when(iso: str | None) -> str:
 
 def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> Any:
     """The history table (fits 100 columns); with ``steps`` every step under its entry."""
+    import datetime as dt
+
     from rich.table import Table
     from rich.text import Text
 
@@ -629,14 +631,9 @@ def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> Any:
     for row in rows:
         style = OUTCOME_STYLE.get(row["outcome"], "")
         detail = Text()
-        if row["outcome"] in ("interrupted", "in-progress") and row.get("last_step"):
+        if row["outcome"] == "in-progress" and row.get("last_step"):
             detail.append(f"at {row['last_step']}: ", style="bold")
         detail.append(str(row["message"]).removeprefix(f"{row['device']}: "))
-        if steps:
-            for step in row["steps"]:
-                line = f"\n  {step['step']} {step['status']}"
-                detail.append(line + (f": {step['detail']}" if step["detail"] else ""),
-                              style="dim")
         table.add_row(
             _when(row["finished"] or row["started"]),
             str(row["run_id"] or "-"),
@@ -646,6 +643,14 @@ def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> Any:
             Text(row["outcome"], style=style),
             detail,
         )
+        for step in row["steps"] if steps else ():
+            clock = dt.datetime.fromtimestamp(step["at"], dt.UTC).strftime("%H:%M:%S")
+            status_style = {"ok": "green", "failed": "red", "start": "cyan"}.get(step["status"])
+            table.add_row(
+                Text(f"  {clock}", style="dim"), "", "", "", "",
+                Text(step["status"], style=status_style or "dim"),
+                Text(step["step"] + (f": {step['detail']}" if step["detail"] else "")),
+            )
     return table
 
 

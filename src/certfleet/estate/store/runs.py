@@ -160,7 +160,7 @@ class RunsMixin(StoreBase):
                 " finished = ? WHERE id = ?",
                 (
                     INTERRUPTED,
-                    f"the deploy process ended during {where}; the device state is unknown",
+                    f"interrupted at {where}: the deploy process ended; device state unknown",
                     "run 'certfleet deploy' to finish the job or 'certfleet rollback DEVICE' "
                     "to restore the backup taken before it",
                     now(),
