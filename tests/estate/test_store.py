@@ -204,3 +204,32 @@ def test_history_is_a_constant_number_of_queries(tmp_path: Path) -> None:
             return len(statements)
 
     assert count(2) == count(40) <= 3
+
+
+def test_history_table_fits_100_columns_with_whole_times(tmp_path: Path) -> None:
+    """history: time not cut, user, outcome; --steps puts each step on a row of its own."""
+    import io
+
+    from rich.console import Console
+
+    from certfleet.cli.estate import render_history
+    from certfleet.drivers.base import DeployOutcome, StepEvent
+
+    with Store.open(tmp_path) as store:
+        run = store.start_run("deploy")
+        steps = [StepEvent("sbc1", "install", "start"), StepEvent("sbc1", "install", "ok")]
+        store.record_deployment(
+            run_id=run, device="sbc1", kind="sbc", certificate="wildcard", version_id=None,
+            started="2026-12-01T02:17:21+00:00",
+            outcome=DeployOutcome("sbc1", "installed", "sbc1: installed and verified",
+                                  steps=steps))
+        store.finish_run(run, 0)
+        rows = store.history()
+    out = io.StringIO()
+    Console(file=out, width=100, color_system=None).print(render_history(rows, steps=True))
+    text = out.getvalue()
+    assert all(len(line) <= 100 for line in text.splitlines())
+    finished = rows[0]["finished"].replace("T", " ").removesuffix("+00:00")
+    assert finished in text and rows[0]["user"] in text and "installed" in text
+    step_rows = [line.split() for line in text.splitlines() if "install" in line.split()]
+    assert [row[row.index("install") - 2] for row in step_rows] == ["start", "ok"]

@@ -99,59 +99,68 @@ def _cn(rfc4514: str | None) -> str:
 def render_status(
     statuses: list[DeviceStatus], warn_days: int = 30, *, wide: bool | None = None
 ) -> Any:
-    """The status table (rich): one row per listener, devices sorted by days left.
+    """The status table (rich): one line per listener, devices sorted by days left.
 
-    The issuer gets a column of its own on a wide terminal (``wide``: decided
-    from the console width when None).
+    Device, kind, listener and label are columns of their own, repeated on
+    every line (each line reads alone); it fits 100 columns. The issuer gets
+    a column on a wide terminal (``wide``: decided from the console width
+    when None). Devices whose listeners disagree, or whose last deploy was
+    interrupted, get a line under the table.
     """
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from ..estate.status import band
 
     if wide is None:
         wide = console.width >= 120
-    table = Table(title="Estate status", title_justify="left")
-    table.add_column("device", no_wrap=True, min_width=13)
+    table = Table(title="Estate status", title_justify="left", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False)
+    table.add_column("device", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
     table.add_column("listener", no_wrap=True)
-    table.add_column("certificate", max_width=44, overflow="fold")
+    table.add_column("label", max_width=12)
+    table.add_column("certificate", max_width=28)
     if wide:
-        table.add_column("issuer")
+        table.add_column("issuer", max_width=28)
     table.add_column("sha256", no_wrap=True)
     table.add_column("days", justify="right", no_wrap=True)
     table.add_column("name", no_wrap=True)
     table.add_column("current", no_wrap=True)
+    disagree = []
     for status in statuses:
         count = len(status.listeners)
-        for index, item in enumerate(status.listeners):
-            first = index == 0
-            kind = f"\n[dim]{status.kind}[/]" if status.kind != status.name else ""
-            device = status.name + kind if first else ""
-            if first and not status.agree and count > 1:
-                same = max(
-                    sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
-                    for x in status.listeners
-                )
-                device += f"\n[yellow]{same}/{count} listeners[/]"
-            where = item.listener + (f"\n[dim]{item.label}[/]" if item.label else "")
+        if not status.agree and count > 1:
+            same = max(
+                sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
+                for x in status.listeners
+            )
+            disagree.append(Text(f"{status.name}: {same}/{count} listeners serve the same "
+                                 "certificate", style="yellow"))
+        for item in status.listeners:
+            where = [Text(status.name), Text(status.kind, style="dim"), Text(item.listener),
+                     Text(item.label or "-", style="dim")]
             if not item.reachable:
-                cells = [device, where, f"[red]unreachable[/]\n[dim]{item.error}[/]", "", "", "",
-                         ""]
-                table.add_row(*cells, *([""] if wide else []))
+                error = Text("unreachable", style="red")
+                error.append(f" {item.error}" if item.error else "", style="dim")
+                table.add_row(*where, error, *([""] if wide else []), "", "", "", "")
                 continue
             days = item.days_left
-            style = BAND_STYLE[band(days, warn_days)]
-            days_text = f"[{style}]{days}{' expired' if days is not None and days < 0 else ''}[/]"
-            name_ok = {True: "[green]ok[/]", False: "[red]mismatch[/]", None: "-"}[item.hostname_ok]
+            days_text = Text(f"{days}{' expired' if days is not None and days < 0 else ''}",
+                             style=BAND_STYLE[band(days, warn_days)])
+            name_ok = {True: Text("ok", style="green"), False: Text("mismatch", style="red"),
+                       None: Text("-")}[item.hostname_ok]
             if item.is_current:
-                current = f"[green]v{status.current_version}[/]"
+                current = Text(f"v{status.current_version}", style="green")
             elif status.current_sha256:
-                current = "[yellow]no[/]"
+                current = Text("no", style="yellow")
             else:
-                current = "[dim]none[/]"
-            issuer = [_cn(item.issuer)] if wide else []
-            table.add_row(device, where, _cn(item.subject), *issuer,
+                current = Text("none", style="dim")
+            issuer = [Text(_cn(item.issuer))] if wide else []
+            table.add_row(*where, Text(_cn(item.subject)), *issuer,
                           _short(item.sha256)[:8], days_text, name_ok, current)
-    notes = _journal_notes(statuses)
+    notes = disagree + _journal_notes(statuses)
     if not notes:
         return table
     from rich.console import Group
@@ -405,7 +414,8 @@ def register(app: typer.Typer) -> None:
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Deploy where no rollback is possible."),
         break_lock: bool = typer.Option(
-            False, "--break-lock", help="Take over a stale deploy lock."),
+            False, "--break-lock",
+            help="Accepted for old scripts: a lock whose process died is free already."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -424,8 +434,8 @@ def register(app: typer.Typer) -> None:
             if holder is not None and not break_lock and not dry_run:
                 # Refused before anything was touched: exit 2, like any refusal.
                 fail(f"another deploy holds the lock: {holder.describe()}",
-                     "wait for it to finish; if it died, run 'certfleet unlock' "
-                     "(or deploy --break-lock)", json_out=json_out)
+                     "wait for it to finish (the lock goes with its process)",
+                     json_out=json_out)
             factory = default_factory(store, [] if dry_run else select_devices(inv, only))
             try:
                 report = run_deploy_cli(
@@ -474,7 +484,9 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def rollback_command(
         device: str = typer.Argument(..., help="The device to put back to its last backup."),
-        break_lock: bool = typer.Option(False, "--break-lock", help="Take over a stale lock."),
+        break_lock: bool = typer.Option(
+            False, "--break-lock",
+            help="Accepted for old scripts: a lock whose process died is free already."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...errors import StateError
 from .base import StoreBase
 from .lock import FileLock
 from .schema import now, os_user
@@ -83,7 +84,13 @@ class RunsMixin(StoreBase):
         """Record a run; its OS lock is taken before the row exists and held until finish_run."""
         token = secrets.token_hex(8)
         lock = FileLock(self.root / "locks" / f"run-{token}.lock")
-        lock.try_acquire()  # a fresh name: nobody else holds it
+        try:
+            lock.try_acquire()  # a fresh name: nobody else holds it
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the run lock {str(lock.path)!r}: {exc.strerror or exc}",
+                hint="check that the state folder is writable (or pass --state-dir)",
+            ) from None
         cur = self.db.execute(
             "INSERT INTO runs (command, started, user, host, pid, inventory_path, inventory_text,"
             " options, lock) VALUES (?,?,?,?,?,?,?,?,?)",
