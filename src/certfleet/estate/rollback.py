@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import DeployOutcome, StepEvent
+from ..drivers.base import DeployOutcome, EventCallback, StepEvent
 from ..drivers.tlsprobe import wait_for_served
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Inventory
@@ -55,7 +55,7 @@ async def rollback_device(
     factory: DriverFactory,
     name: str,
     *,
-    on_event: Any = None,
+    on_event: EventCallback | None = None,
     break_lock: bool = False,
 ) -> RollbackResult:
     """Restore device ``name``'s last backup and verify it. Raises ConfigError/StateError.

@@ -21,6 +21,8 @@ from .base import StoreBase
 from .schema import now, os_user
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from ...pki.model import Bundle, Finding, PrivateKey
 
 __all__ = ["KeyRecord", "VersionRecord", "VersionsMixin"]
@@ -91,7 +93,7 @@ class VersionRecord:
         }
 
 
-def _san_dns_names(leaf: Any) -> tuple[str, ...]:
+def _san_dns_names(leaf: x509.Certificate) -> tuple[str, ...]:
     from cryptography import x509
 
     try:
@@ -228,7 +230,6 @@ class VersionsMixin(StoreBase):
         The files are written (and synced) first, then the row: a crash in
         between leaves an unused folder, never a version without files.
         """
-        from cryptography import x509
         from cryptography.hazmat.primitives import serialization
 
         from ...pki.model import spki_sha256
