@@ -233,3 +233,60 @@ def test_history_table_fits_100_columns_with_whole_times(tmp_path: Path) -> None
     assert finished in text and rows[0]["user"] in text and "installed" in text
     step_rows = [line.split() for line in text.splitlines() if "install" in line.split()]
     assert [row[row.index("install") - 2] for row in step_rows] == ["start", "ok"]
+
+
+def test_a_run_ended_by_an_exception_marks_its_open_deployments(tmp_path: Path) -> None:
+    """finish_run (Ctrl-C, SIGTERM path) records what was still in progress as interrupted."""
+    from certfleet.drivers.base import StepEvent
+
+    with Store.open(tmp_path) as store:
+        run = store.start_run("deploy")
+        deployment = store.begin_deployment(
+            run_id=run, device="sbc1", kind="sbc", certificate="wildcard", version_id=None,
+            target_sha256=None, started="t")
+        store.record_step(deployment, StepEvent("sbc1", "install", "start"))
+        assert store.history()[0]["outcome"] == "in-progress"
+        assert store.settle_interrupted() == []  # our own run is alive
+        store.finish_run(run, 130)
+        [row] = store.history()
+        assert row["outcome"] == "interrupted" and row["exit_code"] == 3
+        assert row["message"].startswith("interrupted at install (start)")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_run_of_a_live_process_stays_in_progress_until_it_dies(tmp_path: Path) -> None:
+    """Readers mark a run interrupted only once its process is gone, whatever its pid says."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from certfleet.estate.store import Store\n"
+        "from certfleet.drivers.base import StepEvent\n"
+        "s = Store.open(sys.argv[1]); run = s.start_run('deploy')\n"
+        "d = s.begin_deployment(run_id=run, device='sbc1', kind='sbc', certificate='wildcard',"
+        " version_id=None, target_sha256=None, started='t')\n"
+        "s.record_step(d, StepEvent('sbc1', 'backup', 'ok'))\n"
+        "print('running', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "running"
+        with Store.open(tmp_path) as store:
+            assert store.settle_interrupted() == []
+            assert store.history()[0]["outcome"] == "in-progress"
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            [run_id] = store.settle_interrupted()
+            [row] = store.history()
+            assert row["run_id"] == run_id and row["outcome"] == "interrupted"
+            assert row["last_step"] == "backup (ok)"
+            assert store.settle_interrupted() == []  # once
+            assert store.audit_log()[0]["outcome"] == "interrupted"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
