@@ -212,7 +212,7 @@ def test_history_table_fits_100_columns_with_whole_times(tmp_path: Path) -> None
 
     from rich.console import Console
 
-    from certfleet.cli.estate import render_history
+    from certfleet.cli.estate_tables import render_history
     from certfleet.drivers.base import DeployOutcome, StepEvent
 
     with Store.open(tmp_path) as store:
