@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from .common import console, err_console, fail, handle_errors, print_json, read_password
+from .estate_tables import OUTCOME_STYLE, _short, render_history
+from .estate_tables import render_status as render_status  # used by the lab demo
 
 if TYPE_CHECKING:
     from ..drivers.base import StepEvent
     from ..estate.deploy import DeployReport, DeviceResult, DriverFactory
-    from ..estate.status import DeviceStatus
     from ..estate.store import Store
     from ..inventory import Inventory
 
@@ -34,24 +35,6 @@ STATE_OPTION = typer.Option(
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON only, on stdout.")
 ONLY_OPTION = typer.Option([], "--only", help="A device name or tag (repeatable).")
 FILES_ARGUMENT = typer.Argument(..., help="What the CA sent: .crt, .p7b, .pfx, key...")
-
-BAND_STYLE = {
-    "expired": "bold red",
-    "critical": "red",
-    "warning": "yellow",
-    "ok": "green",
-    "unknown": "dim",
-}
-OUTCOME_STYLE = {
-    "installed": "green",
-    "skipped": "dim",
-    "would-deploy": "cyan",
-    "restored": "yellow",
-    "refused": "magenta",
-    "failed": "bold red",
-    "not-attempted": "dim",
-}
-
 
 @contextmanager
 def open_store(state_dir: Path | None) -> Iterator[Store]:
@@ -77,81 +60,7 @@ def default_factory(store: Store, devices: list[Any] | None = None) -> DriverFac
     return make_factory(store, prompt_secrets(devices or []))
 
 
-def _short(sha: str | None) -> str:
-    return sha[:12] if sha else "-"
-
-
 # ---- rendering shared with the demo ---------------------------------------------------
-
-
-def _cn(rfc4514: str | None) -> str:
-    """The CN of an RFC 4514 name string, or the whole string when it has none."""
-    if not rfc4514:
-        return ""
-    for part in rfc4514.split(","):
-        if part.startswith("CN="):
-            return part[3:]
-    return rfc4514
-
-
-def render_status(
-    statuses: list[DeviceStatus], warn_days: int = 30, *, wide: bool | None = None
-) -> Any:
-    """The status table (rich): one row per listener, devices sorted by days left.
-
-    The issuer gets a column of its own on a wide terminal (``wide``: decided
-    from the console width when None).
-    """
-    from rich.table import Table
-
-    from ..estate.status import band
-
-    if wide is None:
-        wide = console.width >= 120
-    table = Table(title="Estate status", title_justify="left")
-    table.add_column("device", no_wrap=True, min_width=13)
-    table.add_column("listener", no_wrap=True)
-    table.add_column("certificate", max_width=44, overflow="fold")
-    if wide:
-        table.add_column("issuer")
-    table.add_column("sha256", no_wrap=True)
-    table.add_column("days", justify="right", no_wrap=True)
-    table.add_column("name", no_wrap=True)
-    table.add_column("current", no_wrap=True)
-    for status in statuses:
-        count = len(status.listeners)
-        for index, item in enumerate(status.listeners):
-            first = index == 0
-            kind = f"\n[dim]{status.kind}[/]" if status.kind != status.name else ""
-            device = status.name + kind if first else ""
-            if first and not status.agree and count > 1:
-                same = max(
-                    sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
-                    for x in status.listeners
-                )
-                device += f"\n[yellow]{same}/{count} listeners[/]"
-            where = item.listener + (f"\n[dim]{item.label}[/]" if item.label else "")
-            if item.client_cert_requested:
-                where += " [cyan]mTLS[/]"
-            if not item.reachable:
-                cells = [device, where, f"[red]unreachable[/]\n[dim]{item.error}[/]", "", "", "",
-                         ""]
-                table.add_row(*cells, *([""] if wide else []))
-                continue
-            days = item.days_left
-            style = BAND_STYLE[band(days, warn_days)]
-            days_text = f"[{style}]{days}{' expired' if days is not None and days < 0 else ''}[/]"
-            name_ok = {True: "[green]ok[/]", False: "[red]mismatch[/]", None: "-"}[item.hostname_ok]
-            if item.is_current:
-                current = f"[green]v{status.current_version}[/]"
-            elif status.current_sha256:
-                current = "[yellow]no[/]"
-            else:
-                current = "[dim]none[/]"
-            issuer = [_cn(item.issuer)] if wide else []
-            table.add_row(device, where, _cn(item.subject), *issuer,
-                          _short(item.sha256)[:8], days_text, name_ok, current)
-    return table
 
 
 def _served_change(before: dict[str, str | None], after: dict[str, str | None]) -> str:
@@ -341,7 +250,7 @@ def register(app: typer.Typer) -> None:
         version = result.version
         verb = "stored" if result.new else "already stored"
         console.print(
-            f"[green]{verb}[/] {name} v{version.id}: {version.subject}, "
+            f"[green]{verb}[/] {name} v{version.number}: {version.subject}, "
             f"{_short(version.leaf_sha256)}, valid to {version.not_after[:10]}"
             + (" (key from the state store)" if result.key_from_store else "")
         )
@@ -380,7 +289,8 @@ def register(app: typer.Typer) -> None:
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Deploy where no rollback is possible."),
         break_lock: bool = typer.Option(
-            False, "--break-lock", help="Take over a stale deploy lock."),
+            False, "--break-lock",
+            help="Accepted for old scripts: a lock whose process died is free already."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -399,8 +309,8 @@ def register(app: typer.Typer) -> None:
             if holder is not None and not break_lock and not dry_run:
                 # Refused before anything was touched: exit 2, like any refusal.
                 fail(f"another deploy holds the lock: {holder.describe()}",
-                     "wait for it to finish; if it died, run 'certfleet unlock' "
-                     "(or deploy --break-lock)", json_out=json_out)
+                     "wait for it to finish (the lock goes with its process)",
+                     json_out=json_out)
             factory = default_factory(store, [] if dry_run else select_devices(inv, only))
             try:
                 report = run_deploy_cli(
@@ -449,21 +359,29 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def rollback_command(
         device: str = typer.Argument(..., help="The device to put back to its last backup."),
-        break_lock: bool = typer.Option(False, "--break-lock", help="Take over a stale lock."),
+        break_lock: bool = typer.Option(
+            False, "--break-lock",
+            help="Accepted for old scripts: a lock whose process died is free already."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Restore DEVICE's last backup through its driver, then verify by handshake."""
+        from ..errors import StateError
         from ..estate.rollback import rollback_device
 
         inv = load(inventory)
         with open_store(state_dir) as store:
             factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
             with Progress([device], quiet=json_out) as progress:
-                result = _run_async(rollback_device(
-                    inv, store, factory, device, on_event=progress.event, break_lock=break_lock
-                ))
+                try:
+                    result = _run_async(rollback_device(
+                        inv, store, factory, device, on_event=progress.event,
+                        break_lock=break_lock,
+                    ))
+                except StateError as exc:
+                    # Refused by the lock, or no backup: the device was not touched.
+                    fail(exc.message, exc.hint, 2, json_out=json_out)
         if json_out:
             print_json(result.to_dict())
         elif result.ok:
@@ -479,38 +397,24 @@ def register(app: typer.Typer) -> None:
     def history_command(
         device: str | None = typer.Option(None, "--device", help="Only this device."),
         limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
+        steps: bool = typer.Option(False, "--steps", help="Show every step under each entry."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
-        """Past deployments and rollbacks, newest first, with their steps."""
-        del inventory  # accepted like every command's; history lives in the state store
-        from rich.table import Table
+        """Past deployments and rollbacks, newest first: time, user, outcome, last step.
 
+        A deploy whose process died is shown as interrupted, with the last
+        step it reached.
+        """
+        del inventory  # accepted like every command's; history lives in the state store
         with open_store(state_dir) as store:
-            rows = store.deployments(device=device, limit=limit)
-            for row in rows:
-                row["steps"] = store.steps(row["id"])
-                run = store.run(row["run_id"]) if row["run_id"] else None
-                row["command"] = run["command"] if run else None
-                row["user"] = run["user"] if run else None
+            store.settle_interrupted()
+            rows = store.history(device=device, limit=limit)
         if json_out:
             print_json({"deployments": rows})
             return
-        table = Table(title="History", title_justify="left")
-        for column in ("when", "run", "command", "device", "outcome", "before", "after",
-                       "message"):
-            table.add_column(column)
-        for row in rows:
-            style = OUTCOME_STYLE.get(row["outcome"], "")
-            before = {v for v in row["served_before"].values()}
-            after = {v for v in row["served_after"].values()}
-            table.add_row(row["finished"], str(row["run_id"]), row["command"] or "",
-                          row["device"], f"[{style}]{row['outcome']}[/]",
-                          ", ".join(_short(v) for v in sorted(before, key=str)) or "-",
-                          ", ".join(_short(v) for v in sorted(after, key=str)) or "-",
-                          row["message"])
-        console.print(table)
+        console.print(render_history(rows, steps=steps))
 
     @app.command("status")
     @handle_errors
@@ -537,15 +441,23 @@ def register(app: typer.Typer) -> None:
     def unlock_command(
         inventory: Path = INVENTORY_OPTION, state_dir: Path | None = STATE_OPTION
     ) -> None:
-        """Clear a stale deploy lock (one left by a run that died)."""
+        """Check the deploy lock; runs whose process died are recorded as interrupted.
+
+        The lock is held by the operating system: it goes with the process
+        that held it, so there is never a stale lock to clear. A lock held
+        by a live process is named (exit 2).
+        """
         del inventory  # accepted like every command's; the lock lives in the state store
         with open_store(state_dir) as store:
-            held = store.release_lock()
-            if held is None:
-                console.print("no lock was held")
-                return
-            store.audit("unlock", "ok", detail=held.describe())
-        console.print(f"cleared the lock of {held.describe()}")
+            held = store.lock_holder()
+            if held is not None:
+                fail(f"another deploy holds the lock: {held.describe()}",
+                     "wait for it to finish; the lock goes when its process ends")
+            settled = store.settle_interrupted()
+            store.audit("unlock", "ok", detail=f"interrupted runs: {settled}")
+        console.print("no lock is held (a process that ends releases it)"
+                      + (f"; run(s) {', '.join(map(str, settled))} recorded as interrupted"
+                         if settled else ""))
 
 
 def render_plan(plans: list[Any]) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,6 +157,9 @@ class Driver(abc.ABC):
     """
 
     kind: ClassVar[str] = "device"
+    #: Called with the backup after it is taken and before the first change
+    #: (the estate writes it to disk there); raising refuses the deploy.
+    on_backup: Callable[[Backup], Awaitable[None]] | None = None
 
     def __init__(
         self,
@@ -282,6 +285,8 @@ class Driver(abc.ABC):
                 outcome.hint = "rerun with --allow-no-rollback to deploy without a way back"
                 self.emit("backup", "failed", "no rollback possible")
                 return outcome
+            if self.on_backup is not None:
+                await self.on_backup(backup)
             self.emit("install", "start")
             changed = True
             await self.install(bundle)

@@ -16,13 +16,14 @@ outranks one never touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import DeployOutcome, Driver, EventCallback, StepEvent
-from ..errors import CertfleetError, ConfigError
+from ..drivers.base import Backup, DeployOutcome, Driver, EventCallback, StepEvent
+from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Device, Inventory, select_devices
 from .store import Store, VersionRecord
 
@@ -201,6 +202,8 @@ async def run_deploy(
     if not dry_run:
         store.acquire_lock(command, break_lock=break_lock)
     try:
+        if not dry_run:
+            store.settle_interrupted()  # runs whose process died are recorded as such
         run_id = store.start_run(
             command + (" --dry-run" if dry_run else ""),
             inventory_path=str(inventory.path),
@@ -291,12 +294,47 @@ async def _deploy_device(
     )
 
     observed_before: dict[str, str | None] = {}
+    # The journal: the deployment is written now as in-progress, each step as
+    # it happens, the backup before the first change (see the store).
+    deployment_id = None if dry_run else store.begin_deployment(
+        run_id=run_id, device=device.name, kind=device.kind, certificate=device.certificate,
+        version_id=result.version_id, target_sha256=result.target_sha256, started=started,
+    )
+
+    def journal(event: StepEvent) -> None:
+        if deployment_id is not None:
+            store.record_step(deployment_id, event)
+        if on_event is not None:
+            on_event(event)
 
     def emit(step: str, status: Any, detail: str = "") -> None:
         event = StepEvent(device.name, step, status, detail)
         result.steps.append(event)
-        if on_event is not None:
-            on_event(event)
+        journal(event)
+
+    async def persist_backup(backup: Backup) -> None:
+        """Write-ahead: the backup is on disk (synced) and recorded before any change."""
+        from .csr import key_passphrase
+        from .store.backups import write_backup_files
+
+        passphrase = key_passphrase(inventory, device.certificate)
+        served = next((v for v in observed_before.values() if v), None)
+        directory = store.new_backup_dir(device.name)
+        try:
+            # Written off the event loop: other devices go on meanwhile.
+            await asyncio.to_thread(write_backup_files, backup, directory, passphrase)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write the backup of {device.name} to {str(directory)!r}: "
+                f"{exc.strerror or exc}",
+                hint="free space in the state folder (or pass --state-dir); nothing was changed",
+            ) from None
+        record = store.register_backup(
+            backup, directory, served_sha256=served, run_id=run_id, encrypted=bool(passphrase)
+        )
+        result.backup_id = record.id
+        if deployment_id is not None:
+            store.set_deployment_backup(deployment_id, record.id)
 
     async def finish(outcome: DeployOutcome | None) -> DeviceResult:
         result.seconds = loop.time() - started_clock
@@ -308,21 +346,14 @@ async def _deploy_device(
                 target_sha256=result.target_sha256, served_before=result.served_before,
                 served_after=result.served_after, steps=result.steps,
             )
-        backup_id = None
-        if outcome.backup is not None:
-            # What the inventory's listeners served before: what a rollback restores.
-            served = next((v for v in observed_before.values() if v), None)
-            directory = store.new_backup_dir(device.name)
-            # Files are written (and synced) off the event loop: other devices go on.
-            await asyncio.to_thread(outcome.backup.write_to, directory)
-            backup_id = store.register_backup(
-                outcome.backup, directory, served_sha256=served, run_id=run_id
-            ).id
-        result.backup_id = backup_id
-        result.deployment_id = store.record_deployment(
-            run_id=run_id, device=device.name, kind=device.kind, certificate=device.certificate,
-            version_id=result.version_id, outcome=outcome, started=started, backup_id=backup_id,
-        )
+        if outcome.backup is not None and result.backup_id is None:
+            # Taken but not written ahead (refused before any change): kept all the same.
+            # What the inventory's listeners served before is what a rollback restores.
+            with contextlib.suppress(CertfleetError):
+                await persist_backup(outcome.backup)
+        assert deployment_id is not None
+        store.finish_deployment(deployment_id, outcome, backup_id=result.backup_id)
+        result.deployment_id = deployment_id
         store.audit("deploy", result.status, device=device.name, detail=result.message)
         return result
 
@@ -340,17 +371,18 @@ async def _deploy_device(
     emit("observe", "ok", f"{sum(1 for v in served if v)} certificate(s) served")
     if served == {version.leaf_sha256} and not force:
         result.status, result.exit_code = "skipped", 0
-        result.message = f"{device.name}: already serves v{version.id} on every listener"
+        result.message = f"{device.name}: already serves v{version.number} on every listener"
         result.served_after = dict(result.served_before)
         return await finish(None)
     if dry_run:
         result.status, result.exit_code = "would-deploy", 0
-        result.message = f"{device.name}: would install v{version.id}"
+        result.message = f"{device.name}: would install v{version.number}"
         return await finish(None)
 
     try:
         findings = device_findings(bundle, device, inventory)
-        driver = factory(device, inventory, on_event)
+        driver = factory(device, inventory, journal)
+        driver.on_backup = persist_backup
     except CertfleetError as exc:
         emit("preflight", "failed", exc.message)
         result.message = f"{device.name}: {exc.message}"

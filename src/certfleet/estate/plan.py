@@ -112,15 +112,15 @@ async def _plan_device(device: Device, store: Store, force: bool) -> DevicePlan:
         plan.reason = f"no version of {device.certificate!r} imported yet"
         return plan
     plan.target_sha256 = version.leaf_sha256
-    plan.target_version = version.id
+    plan.target_version = version.number
     plan.target_not_after = version.not_after
     if set(plan.served.values()) == {version.leaf_sha256} and not force:
         plan.action = "skip"
-        plan.reason = f"every listener already serves v{version.id}"
+        plan.reason = f"every listener already serves v{version.number}"
         plan.steps = ()
     else:
         behind = sum(1 for sha in plan.served.values() if sha != version.leaf_sha256)
-        plan.reason = f"{behind}/{len(plan.served)} listener(s) do not serve v{version.id}"
+        plan.reason = f"{behind}/{len(plan.served)} listener(s) do not serve v{version.number}"
     return plan
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import DeployOutcome, StepEvent
+from ..drivers.base import DeployOutcome, EventCallback, StepEvent
 from ..drivers.tlsprobe import wait_for_served
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Inventory
@@ -55,29 +55,39 @@ async def rollback_device(
     factory: DriverFactory,
     name: str,
     *,
-    on_event: Any = None,
+    on_event: EventCallback | None = None,
     break_lock: bool = False,
 ) -> RollbackResult:
     """Restore device ``name``'s last backup and verify it. Raises ConfigError/StateError.
 
-    Device failures are returned (``ok`` False), never raised.
+    The last backup is the one taken before the newest deploy that changed
+    the device, an interrupted one included (it is written before the first
+    change). Errors raised leave the device untouched; device failures are
+    returned (``ok`` False), never raised.
     """
-    import os
-
     device = inventory.devices.get(name)
     if device is None:
         raise ConfigError(
             f"no device named {name!r} in {inventory.path}",
             hint="devices: " + ", ".join(sorted(inventory.devices)),
         )
-    record = store.last_backup(name)
-    if record is None:
-        raise StateError(
-            f"no backup of {name!r} in the state store",
-            hint="a backup is taken by every deploy; there is nothing to roll back to",
-        )
-    backup = store.read_backup(record)
+    from .csr import key_passphrase
+
     store.acquire_lock(f"rollback {name}", break_lock=break_lock)
+    try:
+        store.settle_interrupted()  # a deploy that died is recorded as interrupted
+        record = store.last_backup(name)
+        if record is None:
+            raise StateError(
+                f"no backup of {name!r} in the state store",
+                hint="a backup is taken by every deploy before it changes a device; "
+                "this device was never changed by certfleet",
+                no_backup=True,
+            )
+        backup = store.read_backup(record, key_passphrase(inventory, device.certificate))
+    except BaseException:
+        store.release_lock()
+        raise
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     run_id = store.start_run(
         f"rollback {name}",
@@ -137,5 +147,5 @@ async def rollback_device(
         store.audit("rollback", "restored" if result.ok else "failed", device=name,
                     detail=result.message)
         store.finish_run(run_id, result.exit_code)
-        store.release_lock(pid=os.getpid())
+        store.release_lock()
     return result
