@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from .common import console, err_console, fail, handle_errors, print_json, read_password
+from .common import (
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    print_json,
+    read_password,
+    run_interruptible,
+)
 
 if TYPE_CHECKING:
     from ..drivers.base import StepEvent
@@ -50,6 +58,7 @@ OUTCOME_STYLE = {
     "refused": "magenta",
     "failed": "bold red",
     "not-attempted": "dim",
+    "interrupted": "magenta",
 }
 
 
@@ -165,7 +174,8 @@ def render_report(report: DeployReport) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    title = "Deploy summary" + (" (dry run)" if report.dry_run else "")
+    title = "Deploy summary" + (" (dry run)" if report.dry_run else "") + (
+        " (interrupted)" if report.interrupted else "")
     table = Table(title=title, title_justify="left")
     table.add_column("device", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
@@ -267,12 +277,13 @@ def run_deploy_cli(
 
     names = [d.name for d in select_devices(inventory, only)]
     with Progress(names, quiet=quiet) as progress:
-        return _run_async(
+        return run_interruptible(
             run_deploy(
                 inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
                 force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
                 break_lock=break_lock, on_event=progress.event, on_result=progress.result,
-            )
+            ),
+            what="deploy",
         )
 
 
@@ -459,17 +470,19 @@ def register(app: typer.Typer) -> None:
         with open_store(state_dir) as store:
             factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
             with Progress([device], quiet=json_out) as progress:
-                result = _run_async(rollback_device(
+                result = run_interruptible(rollback_device(
                     inv, store, factory, device, on_event=progress.event, break_lock=break_lock
-                ))
+                ), what="rollback")
         if json_out:
             print_json(result.to_dict())
         elif result.ok:
             console.print(f"[green]{result.message}[/]")
         else:
-            err_console.print(f"[bold red]error:[/] {result.message}")
+            from rich.markup import escape
+
+            err_console.print(f"[bold red]error:[/] {escape(result.message)}", soft_wrap=True)
             if result.hint:
-                err_console.print(f"[yellow]Tip:[/] {result.hint}")
+                err_console.print(f"[yellow]Tip:[/] {escape(result.hint)}", soft_wrap=True)
         raise typer.Exit(result.exit_code)
 
     @app.command("history")
