@@ -25,7 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..errors import CertfleetError, InputError, PreflightError, VerificationError
+from ..errors import (
+    CertfleetError,
+    InputError,
+    PreflightError,
+    RollbackError,
+    VerificationError,
+)
 from ..pki.model import Bundle, Finding
 from .tlsprobe import Listener, ProbeResult, probe, wait_for_served
 
@@ -40,12 +46,13 @@ __all__ = [
     "describe_exception",
 ]
 
-Outcome = Literal["installed", "restored", "refused", "failed", "skipped"]
+Outcome = Literal["installed", "restored", "refused", "failed", "skipped", "interrupted"]
 EXIT_CODES: dict[str, int] = {
     "installed": 0,
     "skipped": 0,
     "restored": 1,
     "refused": 2,
+    "interrupted": 2,  # stopped (Ctrl-C, SIGTERM) before any change: untouched
     "failed": 3,
 }
 
@@ -322,7 +329,7 @@ class Driver(abc.ABC):
             known = {(item.host, item.port) for item in self.listeners}
             extra = [
                 item for item in self.extra_listeners(backup) if (item.host, item.port) not in known
-            ]
+            ] if not self.allow_unverified else []
             if extra:
                 self.listeners.extend(extra)
                 extra_before = await probe(extra)
@@ -353,16 +360,16 @@ class Driver(abc.ABC):
             changed = True
             await self.install(bundle)
             self.emit("install", "ok")
+            self.emit("verify", "start")
+            after = await self.verify(target)  # with no listener: the driver's own checks
             if not self.listeners:
                 outcome.outcome = "installed"
                 outcome.message = (
                     f"{self.name}: installed, NOT verified (no listener was checked by handshake)"
                 )
-                outcome.hint = "check it with 'certfleet sbc status' or a handshake of your own"
+                outcome.hint = "check what it serves with a handshake of your own"
                 self.emit("verify", "skipped", "not verified: no listener to check")
                 return outcome
-            self.emit("verify", "start")
-            after = await self.verify(target)
             outcome.served_after = {str(r.listener): r.sha256 for r in after}
             self.emit("verify", "ok")
             outcome.outcome = "installed"
@@ -391,23 +398,25 @@ class Driver(abc.ABC):
                 outcome.message = f"{self.name}: {what} (nothing was changed)"
                 outcome.hint = "this is a defect of certfleet or the device: please report it"
                 return outcome
-            rollback = self._rollback(outcome, backup, before, what, None)
-            if not cancelled:
-                return await rollback
-            try:
-                return await asyncio.wait_for(rollback, self.interrupt_grace)
-            except (TimeoutError, asyncio.CancelledError):
-                self.emit("rollback", "failed", f"not done within {self.interrupt_grace:g}s")
-                outcome.outcome = "failed"
-                outcome.message = (
-                    f"{self.name}: {what}; the rollback did not finish within "
-                    f"{self.interrupt_grace:g}s of the interrupt: the device may be changed"
-                )
-                outcome.hint = "run 'certfleet rollback DEVICE' or 'certfleet deploy' to finish"
-                return outcome
+            # After a cancellation the rollback gets interrupt_grace seconds, no more.
+            grace = self.interrupt_grace if cancelled else None
+            return await self._rollback(outcome, backup, before, what, None, grace=grace)
         finally:
             outcome.transcript = self.transcript()
             await self.close()
+
+    async def _restore_and_verify(
+        self, backup: Backup, before: Sequence[ProbeResult]
+    ) -> list[ProbeResult]:
+        try:
+            await self.restore(backup)
+        except (KeyboardInterrupt, SystemExit) as exc:  # would stop the event loop itself
+            raise RollbackError(f"the restore was {describe_exception(exc)}") from exc
+        self.emit("rollback", "ok")
+        self.emit("verify", "start", "the previous certificates")
+        after = await self.verify_restored(before)
+        self.emit("verify", "ok", f"{len(after)} listener(s) serve their previous certificate")
+        return after
 
     async def _rollback(
         self,
@@ -416,7 +425,15 @@ class Driver(abc.ABC):
         before: Sequence[ProbeResult],
         cause: str,
         cause_hint: str | None,
+        *,
+        grace: float | None = None,
     ) -> DeployOutcome:
+        """Restore ``backup`` and verify each listener by handshake.
+
+        A cancellation that arrives while rolling back does not stop it: the
+        rollback then gets :attr:`interrupt_grace` seconds (``grace`` bounds it
+        from the start). Past that bound the outcome is ``failed``.
+        """
         outcome.outcome = "failed"
         first = f"{self.name}: {cause}"
         if backup is None or not self.can_restore(backup):
@@ -424,29 +441,55 @@ class Driver(abc.ABC):
             outcome.hint = "restore the previous certificate by hand; " + (cause_hint or "")
             return outcome
         self.emit("rollback", "start", cause)
+        work = asyncio.ensure_future(self._restore_and_verify(backup, before))
         try:
-            await self.restore(backup)
-            self.emit("rollback", "ok")
-            self.emit("verify", "start", "the previous certificates")
-            after = await self.verify_restored(before)
+            if grace is not None:
+                after = await asyncio.wait_for(work, grace)
+            else:
+                try:
+                    after = await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    if work.done():
+                        raise
+                    self.emit("rollback", "start", "interrupted: finishing the rollback")
+                    grace = self.interrupt_grace
+                    after = await asyncio.wait_for(work, grace)
             outcome.served_after = {str(r.listener): r.sha256 for r in after}
-            self.emit("verify", "ok", f"{len(after)} listener(s) serve their previous certificate")
-        except Exception as exc:
-            detail = exc.message if isinstance(exc, CertfleetError) else describe_exception(exc)
-            self.emit("rollback", "failed", detail)
-            outcome.message = f"{first}; rollback failed too: {detail}"
-            hint = exc.hint if isinstance(exc, CertfleetError) else None
-            outcome.hint = (
-                f"the device is NOT in its previous state: restore the backup by hand ({hint})"
-                if hint
-                else "the device is NOT in its previous state: restore the backup by hand"
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if not work.done():
+                work.cancel()
+            if grace is None or (isinstance(exc, TimeoutError) and work.done()
+                                 and not work.cancelled()):
+                # The timeout came from inside the restore, not from the bound.
+                return self._rollback_failed(outcome, first, exc)
+            self.emit("rollback", "failed", f"not done within {grace:g}s of the interrupt")
+            outcome.message = (
+                f"{first}; the rollback did not finish within {grace:g}s of the interrupt: "
+                "the device may be changed"
             )
+            outcome.hint = "run 'certfleet rollback DEVICE' or 'certfleet deploy' to finish"
             return outcome
+        except Exception as exc:
+            return self._rollback_failed(outcome, first, exc)
         outcome.outcome = "restored"
         outcome.message = (
             f"{first}; the previous certificate was restored and verified by handshake"
         )
         outcome.hint = cause_hint
+        return outcome
+
+    def _rollback_failed(
+        self, outcome: DeployOutcome, first: str, exc: BaseException
+    ) -> DeployOutcome:
+        detail = exc.message if isinstance(exc, CertfleetError) else describe_exception(exc)
+        self.emit("rollback", "failed", detail)
+        outcome.message = f"{first}; rollback failed too: {detail}"
+        hint = exc.hint if isinstance(exc, CertfleetError) else None
+        outcome.hint = (
+            f"the device is NOT in its previous state: restore the backup by hand ({hint})"
+            if hint
+            else "the device is NOT in its previous state: restore the backup by hand"
+        )
         return outcome
 
 
