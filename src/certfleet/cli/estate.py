@@ -255,7 +255,11 @@ class Progress:
         if self.live is not None:
             self.live.update(self._table())
         elif not self.quiet:
-            err_console.print(f"{result.device}: {result.status}", markup=False)
+            why = ""
+            if result.status in ("refused", "interrupted", "failed", "restored"):
+                why = ": " + result.message.removeprefix(f"{result.device}: ")
+            err_console.print(f"{result.device}: {result.status}{why}", markup=False,
+                              highlight=False, soft_wrap=True)
 
 
 def run_deploy_cli(
@@ -271,6 +275,7 @@ def run_deploy_cli(
     allow_no_rollback: bool,
     break_lock: bool,
     quiet: bool,
+    skip_refused: bool = False,
 ) -> DeployReport:
     from ..estate.deploy import run_deploy
     from ..inventory import select_devices
@@ -282,6 +287,7 @@ def run_deploy_cli(
                 inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
                 force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
                 break_lock=break_lock, on_event=progress.event, on_result=progress.result,
+                skip_refused=skip_refused,
             ),
             what="deploy",
         )
@@ -360,16 +366,23 @@ def register(app: typer.Typer) -> None:
     def plan_command(
         only: list[str] = ONLY_OPTION,
         force: bool = typer.Option(False, "--force", help="Plan as deploy --force would."),
+        allow_no_rollback: bool = typer.Option(
+            False, "--allow-no-rollback", help="Plan as deploy --allow-no-rollback would."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
-        """Show, per device, what it serves now, what it will serve, the steps, rollback."""
+        """Show, per device, what it serves now, what it will serve, the steps, rollback.
+
+        Decided by the same code as deploy: a device planned "blocked" is one
+        deploy refuses (and then, without --skip-refused, changes no device).
+        """
         from ..estate.plan import make_plan
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            plans = _run_async(make_plan(inv, store, only, force=force))
+            plans = _run_async(make_plan(inv, store, only, force=force,
+                                         allow_no_rollback=allow_no_rollback))
         if json_out:
             print_json({"devices": [p.to_dict() for p in plans]})
             return
@@ -390,11 +403,18 @@ def register(app: typer.Typer) -> None:
             False, "--allow-no-rollback", help="Deploy where no rollback is possible."),
         break_lock: bool = typer.Option(
             False, "--break-lock", help="Take over a stale deploy lock."),
+        skip_refused: bool = typer.Option(
+            False, "--skip-refused",
+            help="Deploy the other devices when some would be refused (default: change none)."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Deploy the current version to every device that does not serve it yet.
+
+        What would be refused (secrets, preflight, rollback possible, unreachable,
+        lock) is decided for every device first: then, by default, no device is
+        changed and the refusals are listed (exit 2).
 
         Exit code: the worst device's, ranked 3 (failed, not restored) > 1
         (failed, restored) > 2 (refused, untouched) > 0 (installed/skipped).
@@ -410,12 +430,19 @@ def register(app: typer.Typer) -> None:
                 fail(f"another deploy holds the lock: {holder.describe()}",
                      "wait for it to finish; if it died, run 'certfleet unlock' "
                      "(or deploy --break-lock)", json_out=json_out)
-            factory = default_factory(store, [] if dry_run else select_devices(inv, only))
+            if dry_run:
+                from ..estate.decide import placeholder_secrets
+                from ..estate.devices import make_factory
+
+                factory = make_factory(store, placeholder_secrets(select_devices(inv, only)))
+            else:
+                factory = default_factory(store, select_devices(inv, only))
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
                     canary=canary, force=force, dry_run=dry_run,
                     allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
+                    skip_refused=skip_refused,
                 )
             except StateError as exc:
                 if getattr(exc, "lock", None) is None:
@@ -444,15 +471,29 @@ def register(app: typer.Typer) -> None:
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             store.audit("verify", "ok" if all(s.is_current for s in statuses) else "mismatch")
         bad = [s for s in statuses if not s.is_current]
+        down = {s.name: why for s in statuses if (why := _unreachable(s)) is not None}
         if json_out:
-            print_json({"ok": not bad, "devices": [s.to_dict() for s in statuses]})
+            devices = []
+            for status in statuses:
+                data = status.to_dict()
+                data["state"] = ("unreachable" if status.name in down
+                                 else "current" if status.is_current else "not-current")
+                data["unreachable"] = down.get(status.name)
+                devices.append(data)
+            print_json({"ok": not bad, "unreachable": sorted(down), "devices": devices})
         else:
+            from rich.markup import escape
+
             for status in sorted(statuses, key=lambda s: s.name):
+                counts = (f"{status.serving_current}/{len(status.listeners)} listeners serve "
+                          f"v{status.current_version or '-'}")
+                if status.name in down:
+                    console.print(f"{status.name}: [red]UNREACHABLE[/] ({counts}; "
+                                  f"{escape(down[status.name])})", soft_wrap=True)
+                    continue
                 mark = "[green]ok[/]" if status.is_current else "[red]NOT CURRENT[/]"
-                console.print(f"{status.name}: {mark} ({status.serving_current}/"
-                              f"{len(status.listeners)} listeners serve "
-                              f"v{status.current_version or '-'})")
-        raise typer.Exit(1 if bad else 0)
+                console.print(f"{status.name}: {mark} ({counts})")
+        raise typer.Exit(1 if bad or down else 0)
 
     @app.command("rollback")
     @handle_errors
@@ -557,6 +598,13 @@ def register(app: typer.Typer) -> None:
                 return
             store.audit("unlock", "ok", detail=held.describe())
         console.print(f"cleared the lock of {held.describe()}")
+
+
+def _unreachable(status: DeviceStatus) -> str | None:
+    """``"LISTENER: error; ..."`` for a device's listeners that did not answer."""
+    down = [f"{item.listener}: {item.error or 'no answer'}"
+            for item in status.listeners if not item.reachable]
+    return "unreachable: " + "; ".join(down) if down else None
 
 
 def render_plan(plans: list[Any]) -> Any:

@@ -340,14 +340,6 @@ class Driver(abc.ABC):
                 "listeners_served", {str(r.listener): r.sha256 for r in before}
             )
             self.emit("backup", "ok", f"{len(backup.files)} file(s)")
-            if not self.listeners and not self.allow_unverified:
-                self.emit("verify", "failed", "no listener to verify")
-                outcome.message = (
-                    f"{self.name}: no TLS listener to verify the new certificate on "
-                    "(nothing was changed)"
-                )
-                outcome.hint = self.no_listener_hint
-                return outcome
             if not self.can_restore(backup) and not allow_no_rollback:
                 outcome.message = (
                     f"{self.name}: no rollback is possible (the device never returns its "
@@ -355,6 +347,14 @@ class Driver(abc.ABC):
                 )
                 outcome.hint = "rerun with --allow-no-rollback to deploy without a way back"
                 self.emit("backup", "failed", "no rollback possible")
+                return outcome
+            if not self.listeners and not self.allow_unverified:
+                self.emit("verify", "failed", "no listener to verify")
+                outcome.message = (
+                    f"{self.name}: no TLS listener to verify the new certificate on "
+                    "(nothing was changed)"
+                )
+                outcome.hint = self.no_listener_hint
                 return outcome
             self.emit("install", "start")
             changed = True

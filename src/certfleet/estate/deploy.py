@@ -215,6 +215,7 @@ async def run_deploy(
     on_event: EventCallback | None = None,
     on_result: Callable[[DeviceResult], None] | None = None,
     command: str = "deploy",
+    skip_refused: bool = False,
 ) -> DeployReport:
     """Deploy to the selected devices. Raises ConfigError (selection), StateError (lock).
 
@@ -247,26 +248,78 @@ async def run_deploy(
                 "force": force,
                 "dry_run": dry_run,
                 "allow_no_rollback": allow_no_rollback,
+                "skip_refused": skip_refused,
             },
         )
         semaphore = asyncio.Semaphore(limit)
         control = _Interrupt()
 
-        def not_started(device: Device, status: str, code: int, message: str) -> DeviceResult:
+        def not_started(
+            device: Device, status: str, code: int, message: str, hint: str | None = None,
+            served: dict[str, str | None] | None = None, steps: Sequence[StepEvent] = (),
+        ) -> DeviceResult:
             result = DeviceResult(device.name, device.kind, device.certificate, status, code,
-                                  message)
+                                  message, hint, served_before=dict(served or {}),
+                                  steps=list(steps))
             if not dry_run:
                 result.deployment_id = store.record_deployment(
                     run_id=run_id, device=device.name, kind=device.kind,
                     certificate=device.certificate, version_id=None,
                     outcome=DeployOutcome(
-                        device.name, "refused" if code else "skipped", message
+                        device.name, "refused" if code else "skipped", message, hint,
+                        served_before=result.served_before, steps=result.steps,
                     ),
                     started=_now(), status=status,
                 )
             return result
 
+        # Everything that can be refused without touching a device is decided for
+        # every device now, before the first change (plan decides the same way).
+        from .decide import decide_all
+
+        decisions = {
+            d.device.name: d
+            for d in await decide_all(
+                devices, inventory, store, factory, force=force,
+                allow_no_rollback=allow_no_rollback, on_event=on_event, targets=targets,
+            )
+        }
+        refusals = [d for d in decisions.values() if d.action == "refuse"]
+        early: dict[str, DeviceResult] = {}
+        for decision in refusals:
+            device = decision.device
+            event = StepEvent(device.name, "decide", "failed", decision.reason)
+            if on_event is not None:
+                on_event(event)
+            early[device.name] = not_started(
+                device, "refused", 2, f"{device.name}: {decision.reason} (nothing was changed)",
+                decision.hint, decision.served, [event],
+            )
+        if refusals and not skip_refused:
+            names = ", ".join(d.device.name for d in refusals)
+            for device in devices:
+                if device.name not in early:
+                    early[device.name] = not_started(
+                        device, "not-attempted", 0,
+                        f"{device.name}: not attempted: {names} would refuse, so the run "
+                        "changes no device",
+                        f"fix what {names} would refuse, or pass --skip-refused to deploy the "
+                        "others",
+                        decisions[device.name].served,
+                    )
+            for device in devices:
+                if on_result is not None:
+                    on_result(early[device.name])
+            report = DeployReport(run_id, [early[d.name] for d in devices], dry_run)
+            store.finish_run(run_id, report.exit_code)
+            return report
+        for name in early:
+            if on_result is not None:
+                on_result(early[name])
+
         async def one(device: Device) -> DeviceResult:
+            if device.name in early:
+                return early[device.name]
             async with semaphore:
                 if control.stopped:
                     result = not_started(
@@ -278,7 +331,7 @@ async def run_deploy(
                     result = await _deploy_device(
                         device, inventory, store, targets, factory, run_id,
                         force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
-                        on_event=on_event, control=control,
+                        on_event=on_event, control=control, decision=decisions[device.name],
                     )
             if on_result is not None:
                 on_result(result)
@@ -338,6 +391,7 @@ async def _deploy_device(
     allow_no_rollback: bool,
     on_event: EventCallback | None,
     control: _Interrupt | None = None,
+    decision: Any = None,
 ) -> DeviceResult:
     loop = asyncio.get_running_loop()
     started_clock = loop.time()
@@ -402,7 +456,10 @@ async def _deploy_device(
 
     emit("observe", "start")
     try:
-        result.served_before = await _observe(device)
+        # Observed by the run's decision (a handshake on every listener) when there is one.
+        result.served_before = (
+            decision.served if decision is not None else await _observe(device)
+        )
     except asyncio.CancelledError:
         if not control.stopped:
             raise
@@ -425,8 +482,11 @@ async def _deploy_device(
         interrupted("observe")
         return await finish(None)
     try:
-        findings = device_findings(bundle, device, inventory)
-        driver = factory(device, inventory, on_event)
+        if decision is not None and decision.driver is not None:
+            findings, driver = decision.findings, decision.driver
+        else:
+            findings = device_findings(bundle, device, inventory)
+            driver = factory(device, inventory, on_event)
     except CertfleetError as exc:
         emit("preflight", "failed", exc.message)
         result.message = f"{device.name}: {exc.message}"
