@@ -15,6 +15,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .decide import Decision
+    from .deploy import DriverFactory
 
 __all__ = ["STEPS", "DevicePlan", "make_plan", "plan_from", "rollback_possible"]
 
@@ -126,6 +127,7 @@ async def make_plan(
     *,
     force: bool = False,
     allow_no_rollback: bool = False,
+    factory: DriverFactory | None = None,
 ) -> list[DevicePlan]:
     """The plan for the selected devices (all by default). Raises ConfigError.
 
@@ -135,6 +137,6 @@ async def make_plan(
 
     devices = select_devices(inventory, only)
     decisions = await decide_all(
-        devices, inventory, store, force=force, allow_no_rollback=allow_no_rollback
+        devices, inventory, store, factory, force=force, allow_no_rollback=allow_no_rollback
     )
     return [plan_from(d) for d in decisions]
