@@ -106,8 +106,10 @@ def run_interruptible(coro: Coroutine[Any, Any, R], *, what: str = "run") -> R:
     previous: dict[int, Any] = {}
     for signum in signals:
         try:
+            saved = signal.getsignal(signum)
             loop.add_signal_handler(signum, interrupt)
             in_loop.append(signum)
+            previous[signum] = saved
         except (NotImplementedError, RuntimeError, ValueError):
             try:
                 previous[signum] = signal.signal(

@@ -195,7 +195,6 @@ def deploy(
     The SBC never returns its private key: rolling back needs --previous-key
     (the key installed now); a first deploy without it needs --allow-no-rollback.
     """
-    import asyncio
 
     from ..drivers.tlsprobe import Listener
     from ..pki.checks import preflight
@@ -248,8 +247,10 @@ def deploy(
         err_console.print(
             "[yellow]note:[/] --no-verify: only the SBC's own answers confirm the install, "
             "no handshake does", soft_wrap=True)
-    outcome = asyncio.run(driver.deploy(bundle, findings, force=force,
-                                        allow_no_rollback=allow_no_rollback))
+    from .common import run_interruptible  # Ctrl-C and SIGTERM: the template rolls back
+
+    outcome = run_interruptible(driver.deploy(bundle, findings, force=force,
+                                              allow_no_rollback=allow_no_rollback), what="deploy")
     if json_out:
         print_json(outcome.to_dict())
     else:
