@@ -164,3 +164,19 @@ def test_one_sbc_that_would_refuse_changes_no_device(
     status = {d["device"]: d["status"] for d in json.loads(skipped.stdout)["devices"]}
     assert status == {"sbc1": "installed", "sbc2-ha": "refused"}
     assert sbc1.served_sha256("sip") == cert_sha256(renewed.leaf)
+
+
+def test_refused_canary_with_skip_refused_records_each_device_once(
+    loop_estate: LoopEstate, tmp_path: Path
+) -> None:
+    """The canary would refuse: with --skip-refused the others are not attempted, one row each."""
+    loop_estate.devices["sbc2"].listener.stop()
+    with Store.open(tmp_path / "state") as store:
+        _import_new(loop_estate, store, tmp_path)
+        report = asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory,
+                                        canary="sbc2", skip_refused=True))
+        status = {r.device: r.status for r in report.results}
+        assert status == {"sbc1": "not-attempted", "sbc2": "refused", "sbc3": "not-attempted"}
+        rows = store.deployments(run_id=report.run_id)
+        assert sorted(row["device"] for row in rows) == ["sbc1", "sbc2", "sbc3"]
+        assert report.exit_code == 2

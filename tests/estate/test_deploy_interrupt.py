@@ -19,7 +19,7 @@ from certfleet.estate.deploy import DeployReport, run_deploy
 from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store, VersionRecord
 from certfleet.inventory import Device, Inventory
-from certfleet.pki.model import cert_sha256
+from certfleet.pki.model import Bundle, Finding, cert_sha256
 from estate.loopdev import LoopbackDriver, LoopEstate
 
 EXCEPTIONS: dict[str, BaseException] = {
@@ -204,3 +204,22 @@ def test_rollback_bounded_after_an_interrupt(loop_estate: LoopEstate, tmp_path: 
         (result,) = report.results
         assert (result.status, result.exit_code) == ("failed", 3)
         assert "may be changed" in result.message
+
+
+def test_a_defect_in_the_preflight_is_a_refusal(loop_estate: LoopEstate, tmp_path: Path) -> None:
+    """A driver's preflight that raises refuses the device (exit 2): nothing was touched."""
+
+    class Broken(LoopbackDriver):
+        def preflight(self, bundle: Bundle) -> list[Finding]:
+            raise ValueError("bad check")
+
+    def factory(device: Device, inventory: Inventory, on_event: object) -> Driver:
+        return Broken(loop_estate.devices[device.name], device, None)
+
+    with Store.open(tmp_path / "state") as store:
+        _import_new(loop_estate, store, tmp_path)
+        report = asyncio.run(run_deploy(loop_estate.inventory(), store, factory, only=["sbc1"]))
+        (result,) = report.results
+        assert (result.status, result.exit_code) == ("refused", 2), result.message
+        assert "ValueError: bad check" in result.message
+        assert loop_estate.devices["sbc1"].installs == 0

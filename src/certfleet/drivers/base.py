@@ -299,7 +299,13 @@ class Driver(abc.ABC):
         target = bundle.leaf_sha256
         outcome = DeployOutcome(self.name, "refused", "", target_sha256=target)
         outcome.steps = self._steps
-        all_findings = [*findings, *self.preflight(bundle)]
+        try:
+            all_findings = [*findings, *self.preflight(bundle)]
+        except Exception as exc:  # a defect in a driver's checks: nothing was touched
+            self.emit("preflight", "failed", describe_exception(exc))
+            outcome.message = f"{self.name}: {describe_exception(exc)} (nothing was changed)"
+            outcome.hint = "this is a defect of certfleet: please report it"
+            return outcome
         outcome.findings = all_findings
         errors = [f for f in all_findings if f.severity == "error"]
         self.emit("preflight", "start")

@@ -2,7 +2,10 @@
 
 What to do is decided from what each device serves now (a handshake on
 every listener), never from history: a device whose listeners all serve the
-target already is skipped unless ``force``. The canary device goes first
+target already is skipped unless ``force``. Everything that can be refused
+without touching a device is decided for every device before the first
+change (:mod:`certfleet.estate.decide`, the same code as ``plan``); a
+refusal then changes no device unless ``skip_refused``. The canary device goes first
 and a failure there stops the run; the others then run in parallel, bounded
 by ``concurrency``, and one failing never stops the rest. Every outcome,
 step, backup and the exact inventory text are recorded in the store.
@@ -350,6 +353,9 @@ async def run_deploy(
             rest = [d for d in devices if d.name != canary]
             if results[first.name].exit_code != 0 and not control.stopped:
                 for device in rest:
+                    if device.name in early:  # refused already, and reported
+                        results[device.name] = early[device.name]
+                        continue
                     skipped = not_started(
                         device, "not-attempted", 0,
                         f"{device.name}: not attempted: the canary {canary!r} did not succeed",
