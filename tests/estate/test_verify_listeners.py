@@ -102,3 +102,28 @@ def test_inventory_device_without_listeners_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_inventory(base + "listeners = []\n", tmp_path / "certfleet.toml")
     assert "listeners" in raised.value.message
+
+
+def test_rollback_with_nothing_served_before_is_not_called_verified(
+    loop_estate: LoopEstate, tmp_path: Path
+) -> None:
+    """A backup taken while no listener served anything: restored, NOT verified, exit 3."""
+    import json
+
+    with Store.open(tmp_path / "state") as store:
+        issued = loop_estate.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
+        path = tmp_path / "renewed.pem"
+        path.write_bytes(issued.fullchain_pem + issued.key_pem())
+        inventory = loop_estate.inventory()
+        import_certificate(inventory, store, "wildcard", [path])
+        asyncio.run(run_deploy(inventory, store, loop_estate.factory, only=["sbc1"]))
+        record = store.last_backup("sbc1")
+        assert record is not None
+        manifest = json.loads((record.dir / "backup.json").read_text())
+        manifest["meta"]["listeners_served"] = dict.fromkeys(
+            manifest["meta"]["listeners_served"])
+        (record.dir / "backup.json").write_text(json.dumps(manifest))
+        back = asyncio.run(rollback_device(inventory, store, loop_estate.factory, "sbc1"))
+        assert not back.ok and back.touched and back.exit_code == 3
+        assert "NOT verified" in back.message
+        assert "and verified" not in back.message
