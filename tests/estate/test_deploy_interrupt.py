@@ -17,6 +17,7 @@ from certfleet.drivers.base import Driver
 from certfleet.drivers.tlsprobe import Listener, fetch_served_certificate
 from certfleet.estate.deploy import DeployReport, run_deploy
 from certfleet.estate.importer import import_certificate
+from certfleet.estate.rollback import RollbackResult, rollback_device
 from certfleet.estate.store import Store, VersionRecord
 from certfleet.inventory import Device, Inventory
 from certfleet.pki.model import Bundle, Finding, cert_sha256
@@ -223,3 +224,35 @@ def test_a_defect_in_the_preflight_is_a_refusal(loop_estate: LoopEstate, tmp_pat
         assert (result.status, result.exit_code) == ("refused", 2), result.message
         assert "ValueError: bad check" in result.message
         assert loop_estate.devices["sbc1"].installs == 0
+
+
+def test_interrupted_rollback_command_is_given_its_grace(
+    loop_estate: LoopEstate, tmp_path: Path
+) -> None:
+    """`rollback` cancelled while the restore hangs: it keeps going for the grace, then exit 3."""
+    dev = loop_estate.devices["sbc1"]
+
+    def factory(device: Device, inventory: Inventory, on_event: object) -> Driver:
+        driver = LoopbackDriver(loop_estate.devices[device.name], device, None)
+        driver.interrupt_grace = 0.5
+        return driver
+
+    with Store.open(tmp_path / "state") as store:
+        _import_new(loop_estate, store, tmp_path)
+        inventory = loop_estate.inventory()
+        asyncio.run(run_deploy(inventory, store, factory, only=["sbc1"]))
+        dev.hang_at.add("restore")
+
+        async def main() -> RollbackResult:
+            task = asyncio.ensure_future(rollback_device(inventory, store, factory, "sbc1"))
+            while not dev.hanging.is_set():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            return await task
+
+        result = asyncio.run(main())
+        assert result.exit_code == 3 and result.touched
+        assert "may be changed" in result.message
+        details = [s.detail for s in result.steps]
+        assert "interrupted: finishing the rollback" in details
+        assert store.lock_holder() is None
