@@ -9,13 +9,23 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from .common import console, err_console, fail, handle_errors, print_json, read_password
+from .common import (
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    print_json,
+    read_password,
+    run_interruptible,
+)
 from .estate_tables import OUTCOME_STYLE, _short, render_history
 from .estate_tables import render_status as render_status  # used by the lab demo
+from .progress import Progress as Progress
+from .progress import run_deploy_cli as run_deploy_cli
 
 if TYPE_CHECKING:
-    from ..drivers.base import StepEvent
-    from ..estate.deploy import DeployReport, DeviceResult, DriverFactory
+    from ..estate.deploy import DeployReport, DriverFactory
+    from ..estate.status import DeviceStatus
     from ..estate.store import Store
     from ..inventory import Inventory
 
@@ -76,7 +86,8 @@ def render_report(report: DeployReport) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    title = "Deploy summary" + (" (dry run)" if report.dry_run else "")
+    title = "Deploy summary" + (" (dry run)" if report.dry_run else "") + (
+        " (interrupted)" if report.interrupted else "")
     table = Table(title=title, title_justify="left")
     table.add_column("device", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
@@ -101,90 +112,6 @@ def render_report(report: DeployReport) -> Any:
     line = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no device"
     return Group(table, Text(f"{line}; exit code {report.exit_code}"
                              + (f" (run {report.run_id})" if report.run_id else "")))
-
-
-class Progress:
-    """Live per-device progress: a rich Live table on a terminal, plain lines otherwise."""
-
-    def __init__(self, names: list[str], *, quiet: bool = False) -> None:
-        self.names = names
-        self.state: dict[str, tuple[str, str, str]] = {n: ("waiting", "", "") for n in names}
-        self.quiet = quiet
-        self.live: Any = None
-        self.tty = err_console.is_terminal and not quiet
-
-    def __enter__(self) -> Progress:
-        if self.tty:
-            from rich.live import Live
-
-            self.live = Live(self._table(), console=err_console, refresh_per_second=8,
-                             transient=True)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def _table(self) -> Any:
-        from rich.table import Table
-
-        table = Table(title="Deploying", title_justify="left")
-        table.add_column("device")
-        table.add_column("step")
-        table.add_column("status")
-        table.add_column("detail")
-        for name in self.names:
-            step, status, detail = self.state.get(name, ("", "", ""))
-            style = {"ok": "green", "failed": "red", "start": "cyan"}.get(status, "dim")
-            table.add_row(name, step, f"[{style}]{status}[/]", detail[:80])
-        return table
-
-    def event(self, event: StepEvent) -> None:
-        self.state[event.device] = (event.step, event.status, event.detail)
-        if self.quiet:
-            return
-        if self.live is not None:
-            self.live.update(self._table())
-        else:
-            detail = f" ({event.detail})" if event.detail else ""
-            err_console.print(f"{event.device}: {event.step} {event.status}{detail}",
-                              markup=False, highlight=False, soft_wrap=True)
-
-    def result(self, result: DeviceResult) -> None:
-        self.state[result.device] = ("done", result.status, result.message)
-        if self.live is not None:
-            self.live.update(self._table())
-        elif not self.quiet:
-            err_console.print(f"{result.device}: {result.status}", markup=False)
-
-
-def run_deploy_cli(
-    inventory: Inventory,
-    store: Store,
-    factory: DriverFactory,
-    *,
-    only: list[str],
-    concurrency: int | None,
-    canary: str | None,
-    force: bool,
-    dry_run: bool,
-    allow_no_rollback: bool,
-    break_lock: bool,
-    quiet: bool,
-) -> DeployReport:
-    from ..estate.deploy import run_deploy
-    from ..inventory import select_devices
-
-    names = [d.name for d in select_devices(inventory, only)]
-    with Progress(names, quiet=quiet) as progress:
-        return _run_async(
-            run_deploy(
-                inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
-                force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
-                break_lock=break_lock, on_event=progress.event, on_result=progress.result,
-            )
-        )
 
 
 _T = TypeVar("_T")
@@ -260,16 +187,23 @@ def register(app: typer.Typer) -> None:
     def plan_command(
         only: list[str] = ONLY_OPTION,
         force: bool = typer.Option(False, "--force", help="Plan as deploy --force would."),
+        allow_no_rollback: bool = typer.Option(
+            False, "--allow-no-rollback", help="Plan as deploy --allow-no-rollback would."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
-        """Show, per device, what it serves now, what it will serve, the steps, rollback."""
+        """Show, per device, what it serves now, what it will serve, the steps, rollback.
+
+        Decided by the same code as deploy: a device planned "blocked" is one
+        deploy refuses (and then, without --skip-refused, changes no device).
+        """
         from ..estate.plan import make_plan
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            plans = _run_async(make_plan(inv, store, only, force=force))
+            plans = _run_async(make_plan(inv, store, only, force=force,
+                                         allow_no_rollback=allow_no_rollback))
         if json_out:
             print_json({"devices": [p.to_dict() for p in plans]})
             return
@@ -291,11 +225,18 @@ def register(app: typer.Typer) -> None:
         break_lock: bool = typer.Option(
             False, "--break-lock",
             help="Accepted for old scripts: a lock whose process died is free already."),
+        skip_refused: bool = typer.Option(
+            False, "--skip-refused",
+            help="Deploy the other devices when some would be refused (default: change none)."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Deploy the current version to every device that does not serve it yet.
+
+        What would be refused (secrets, preflight, rollback possible, unreachable,
+        lock) is decided for every device first: then, by default, no device is
+        changed and the refusals are listed (exit 2).
 
         Exit code: the worst device's, ranked 3 (failed, not restored) > 1
         (failed, restored) > 2 (refused, untouched) > 0 (installed/skipped).
@@ -311,12 +252,19 @@ def register(app: typer.Typer) -> None:
                 fail(f"another deploy holds the lock: {holder.describe()}",
                      "wait for it to finish (the lock goes with its process)",
                      json_out=json_out)
-            factory = default_factory(store, [] if dry_run else select_devices(inv, only))
+            if dry_run:
+                from ..estate.decide import placeholder_secrets
+                from ..estate.devices import make_factory
+
+                factory = make_factory(store, placeholder_secrets(select_devices(inv, only)))
+            else:
+                factory = default_factory(store, select_devices(inv, only))
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
                     canary=canary, force=force, dry_run=dry_run,
                     allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
+                    skip_refused=skip_refused,
                 )
             except StateError as exc:
                 if getattr(exc, "lock", None) is None:
@@ -345,15 +293,30 @@ def register(app: typer.Typer) -> None:
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             store.audit("verify", "ok" if all(s.is_current for s in statuses) else "mismatch")
         bad = [s for s in statuses if not s.is_current]
+        down = {s.name: why for s in statuses if (why := _unreachable(s)) is not None}
         if json_out:
-            print_json({"ok": not bad, "devices": [s.to_dict() for s in statuses]})
+            devices = []
+            for status in statuses:
+                data = status.to_dict()
+                data["state"] = ("unreachable" if status.name in down
+                                 else "current" if status.is_current else "not-current")
+                data["unreachable"] = down.get(status.name)
+                devices.append(data)
+            print_json({"ok": not bad and not down, "unreachable": sorted(down),
+                        "devices": devices})
         else:
+            from rich.markup import escape
+
             for status in sorted(statuses, key=lambda s: s.name):
+                counts = (f"{status.serving_current}/{len(status.listeners)} listeners serve "
+                          f"v{status.current_version or '-'}")
+                if status.name in down:
+                    console.print(f"{status.name}: [red]UNREACHABLE[/] ({counts}; "
+                                  f"{escape(down[status.name])})", soft_wrap=True)
+                    continue
                 mark = "[green]ok[/]" if status.is_current else "[red]NOT CURRENT[/]"
-                console.print(f"{status.name}: {mark} ({status.serving_current}/"
-                              f"{len(status.listeners)} listeners serve "
-                              f"v{status.current_version or '-'})")
-        raise typer.Exit(1 if bad else 0)
+                console.print(f"{status.name}: {mark} ({counts})")
+        raise typer.Exit(1 if bad or down else 0)
 
     @app.command("rollback")
     @handle_errors
@@ -367,29 +330,25 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Restore DEVICE's last backup through its driver, then verify by handshake."""
-        from ..errors import StateError
         from ..estate.rollback import rollback_device
 
         inv = load(inventory)
         with open_store(state_dir) as store:
             factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
             with Progress([device], quiet=json_out) as progress:
-                try:
-                    result = _run_async(rollback_device(
-                        inv, store, factory, device, on_event=progress.event,
-                        break_lock=break_lock,
-                    ))
-                except StateError as exc:
-                    # Refused by the lock, or no backup: the device was not touched.
-                    fail(exc.message, exc.hint, 2, json_out=json_out)
+                result = run_interruptible(rollback_device(
+                    inv, store, factory, device, on_event=progress.event, break_lock=break_lock
+                ), what="rollback")
         if json_out:
             print_json(result.to_dict())
         elif result.ok:
             console.print(f"[green]{result.message}[/]")
         else:
-            err_console.print(f"[bold red]error:[/] {result.message}")
+            from rich.markup import escape
+
+            err_console.print(f"[bold red]error:[/] {escape(result.message)}", soft_wrap=True)
             if result.hint:
-                err_console.print(f"[yellow]Tip:[/] {result.hint}")
+                err_console.print(f"[yellow]Tip:[/] {escape(result.hint)}", soft_wrap=True)
         raise typer.Exit(result.exit_code)
 
     @app.command("history")
@@ -458,6 +417,13 @@ def register(app: typer.Typer) -> None:
         console.print("no lock is held (a process that ends releases it)"
                       + (f"; run(s) {', '.join(map(str, settled))} recorded as interrupted"
                          if settled else ""))
+
+
+def _unreachable(status: DeviceStatus) -> str | None:
+    """``"LISTENER: error; ..."`` for a device's listeners that did not answer."""
+    down = [f"{item.listener}: {item.error or 'no answer'}"
+            for item in status.listeners if not item.reachable]
+    return "unreachable: " + "; ".join(down) if down else None
 
 
 def render_plan(plans: list[Any]) -> Any:
