@@ -83,8 +83,8 @@ def test_rollback_without_backup_or_with_the_lock_held_exits_2(
         import_certificate(loop_estate.inventory(), store, "wildcard", [path])
         asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory,
                                only=["sbc1"]))
-        store.acquire_lock("deploy")
-    locked = runner.invoke(app, args)
+        store.acquire_lock("deploy")  # held by this store (an OS lock) until it closes
+        locked = runner.invoke(app, args)
     assert locked.exit_code == 2, locked.output
     assert "holds the lock" in locked.output
     assert "Traceback" not in locked.output
