@@ -117,18 +117,22 @@ def test_renewal_flow(sbc_lab: LabEstate, tmp_path: Path) -> None:
 
 
 def test_deploy_refused_while_locked(sbc_lab: LabEstate, tmp_path: Path) -> None:
-    """A second deploy while the lock is held is refused; unlock clears it."""
+    """A deploy while a live process holds the lock is refused, naming it; unlock cannot take it."""
     state = tmp_path / "state"
     old = tmp_path / "old.pem"
     old.write_bytes(sbc_lab.old.fullchain_pem + sbc_lab.old.key_pem())
     assert _run(sbc_lab, state, "import", "wildcard", str(old))[0] == 0
     with Store.open(state) as store:
         store.acquire_lock("deploy")
-    result = runner.invoke(app, ["deploy", "--inventory", str(sbc_lab.inventory_path),
-                                 "--state-dir", str(state)])
-    assert result.exit_code == 2  # refused: nothing was touched
-    assert "holds the lock" in result.output
-    assert runner.invoke(app, ["unlock", "--state-dir", str(state)]).exit_code == 0
+        result = runner.invoke(app, ["deploy", "--inventory", str(sbc_lab.inventory_path),
+                                     "--state-dir", str(state)])
+        assert result.exit_code == 2  # refused: nothing was touched
+        assert "holds the lock" in result.output
+        held = runner.invoke(app, ["unlock", "--state-dir", str(state)])
+        assert held.exit_code == 2 and "holds the lock" in held.output  # a live holder stays
+    # the holder is gone: its lock went with it
+    result = runner.invoke(app, ["unlock", "--state-dir", str(state)])
+    assert result.exit_code == 0 and "no lock is held" in result.output
     code, out = _run(sbc_lab, state, "deploy", "--json")
     assert code == 0, out
     assert {d["status"] for d in json.loads(out)["devices"]} == {"skipped"}

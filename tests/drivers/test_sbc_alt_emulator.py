@@ -144,9 +144,11 @@ def test_context_without_certificate_needs_allow_no_rollback(
         assert "context 2 has no certificate yet" in first.message
         assert not [r for r in sbc.requests if r[0] in ("PUT", "POST")]
         assert first.backup is not None and first.backup.meta["contexts"]["2"]["sha256"] is None
-        again = _deploy(_driver(sbc, old, contexts=(2,), listeners=()), bundle,
-                        allow_no_rollback=True)
+        unverified = _driver(sbc, old, contexts=(2,), listeners=())
+        unverified.allow_unverified = True  # no listener serves context 2: said in words
+        again = _deploy(unverified, bundle, allow_no_rollback=True)
         assert again.outcome == "installed", again.message
+        assert "NOT verified" in again.message
         assert sbc.contexts[2].matches()
 
 

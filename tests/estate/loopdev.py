@@ -7,12 +7,15 @@ by keeping what it served, and can be told to fail at any step.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.drivers.base import Backup, Driver, EventCallback
+from certfleet.drivers.tlsprobe import ProbeResult
 from certfleet.errors import DeviceConnectionError, DeviceRefusedError, RollbackError
 from certfleet.inventory import Device, Inventory, parse_inventory
 from certfleet.lab.ca import Issued, LabCA
@@ -20,6 +23,9 @@ from certfleet.lab.tls import CertSlot, LabTLSListener
 from certfleet.pki.model import Bundle
 
 STEPS = ("connect", "backup", "install", "verify", "restore")
+# Where ``raise_at`` / ``hang_at`` act: a hook's start, "installed" after the
+# certificate was swapped, "verifying" at the start of the verification.
+RAISE_POINTS = ("connect", "backup", "install", "installed", "verifying", "restore")
 
 
 @dataclass
@@ -31,6 +37,11 @@ class LoopDevice:
     listener: LabTLSListener
     fail_at: set[str] = field(default_factory=set)
     installs: int = 0
+    # Any exception (not only CertfleetError) raised at a point of RAISE_POINTS.
+    raise_at: dict[str, BaseException] = field(default_factory=dict)
+    # Points where the driver waits until cancelled; ``hanging`` is set on arrival.
+    hang_at: set[str] = field(default_factory=set)
+    hanging: threading.Event = field(default_factory=threading.Event)
 
     @property
     def port(self) -> int:
@@ -46,6 +57,13 @@ class LoopbackDriver(Driver):
         super().__init__(device.name, device.listeners, on_event=on_event, verify_timeout=0.5)
         self.dev = dev
 
+    async def _point(self, point: str) -> None:
+        if point in self.dev.raise_at:
+            raise self.dev.raise_at[point]
+        if point in self.dev.hang_at:
+            self.dev.hanging.set()
+            await asyncio.Event().wait()  # until cancelled
+
     def _maybe_fail(self, step: str) -> None:
         if step in self.dev.fail_at:
             if step == "connect":
@@ -55,12 +73,14 @@ class LoopbackDriver(Driver):
             raise DeviceRefusedError(f"{self.name}: injected {step} failure")
 
     async def connect(self) -> None:
+        await self._point("connect")
         self._maybe_fail("connect")
 
     async def close(self) -> None:
         return None
 
     async def backup(self) -> Backup:
+        await self._point("backup")
         self._maybe_fail("backup")
         return Backup(
             self.name,
@@ -71,6 +91,7 @@ class LoopbackDriver(Driver):
         )
 
     async def install(self, bundle: Bundle) -> None:
+        await self._point("install")
         self._maybe_fail("install")
         assert bundle.private_key is not None
         key = bundle.private_key.private_bytes(
@@ -82,8 +103,14 @@ class LoopbackDriver(Driver):
         chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in bundle.chain)
         self.dev.slot.set(bundle.leaf.public_bytes(serialization.Encoding.PEM), key, chain)
         self.dev.installs += 1
+        await self._point("installed")
+
+    async def verify(self, expected_sha256: str, timeout: float | None = None) -> list[ProbeResult]:
+        await self._point("verifying")
+        return await super().verify(expected_sha256, timeout)
 
     async def restore(self, backup: Backup) -> None:
+        await self._point("restore")
         self._maybe_fail("restore")
         self.dev.slot.set(backup.files["cert.pem"], backup.files["key.pem"],
                           backup.files["chain.pem"])

@@ -97,15 +97,16 @@ def test_failed_canary_stops_the_run(loop_estate: LoopEstate, tmp_path: Path) ->
 
 
 def test_second_deploy_is_refused_while_locked(loop_estate: LoopEstate, tmp_path: Path) -> None:
-    """A deploy while another holds the lock is refused; --break-lock takes it over."""
+    """A deploy while a live process holds the lock is refused (even with --break-lock)."""
     with Store.open(tmp_path / "state") as store, Store.open(tmp_path / "state") as other:
         _import_new(loop_estate, store, tmp_path)
         other.acquire_lock("deploy")
-        with pytest.raises(StateError, match="holds the lock"):
-            asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory))
-        report = asyncio.run(
-            run_deploy(loop_estate.inventory(), store, loop_estate.factory, break_lock=True)
-        )
+        for break_lock in (False, True):
+            with pytest.raises(StateError, match="holds the lock"):
+                asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory,
+                                       break_lock=break_lock))
+        other.release_lock()
+        report = asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory))
         assert report.exit_code == 0
         assert store.lock_holder() is None
 
@@ -144,3 +145,49 @@ def test_fault_at_each_step_is_contained(
         assert failed, steps
         assert rows["sbc1"]["outcome"] == expected[0]
         assert rows["sbc1"]["served_before"] == {f"127.0.0.1:{bad.port}": old_sha}
+
+
+def test_backup_is_on_disk_encrypted_before_the_first_change(
+    loop_estate: LoopEstate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Write-ahead: when install starts, the backup is recorded, on disk and encrypted."""
+    from certfleet.drivers.base import Driver, EventCallback
+    from certfleet.inventory import Device, Inventory
+    from certfleet.pki.model import Bundle
+
+    monkeypatch.setenv("LOOP_KEY_PASS", "loop-s3cret")
+    text = loop_estate.path.read_text().replace(
+        'key_type = "ec-p256"\n', 'key_type = "ec-p256"\nkey_passphrase = "env:LOOP_KEY_PASS"\n', 1)
+    loop_estate.path.write_text(text)
+    seen: dict[str, list[tuple[bool, bytes]]] = {}
+    with Store.open(tmp_path / "state") as store:
+
+        def factory(
+            device: Device, inventory: Inventory, on_event: EventCallback | None
+        ) -> Driver:
+            driver: Driver = loop_estate.factory(device, inventory, on_event)
+            original = driver.install
+
+            async def install(bundle: Bundle) -> None:
+                # the journal already holds the deployment, in progress, with its backup
+                [row] = [r for r in store.history() if r["device"] == device.name]
+                assert row["outcome"] == "in-progress" and row["backup_id"] is not None
+                record = store.backup(row["backup_id"])
+                assert record is not None and record.encrypted
+                seen[device.name] = [(record.dir.joinpath("backup.json").exists(),
+                                      record.dir.joinpath("key.pem").read_bytes())]
+                await original(bundle)
+
+            driver.install = install  # type: ignore[method-assign]
+            return driver
+
+        _import_new(loop_estate, store, tmp_path)
+        report = asyncio.run(run_deploy(loop_estate.inventory(), store, factory))
+        assert report.exit_code == 0, report.to_dict()
+        assert set(seen) == set(loop_estate.devices)
+        for [(manifest, key_file)] in seen.values():
+            assert manifest and b"PRIVATE KEY" not in key_file
+        record = store.last_backup("sbc1")
+        assert record is not None
+        assert b"PRIVATE KEY" in store.read_backup(record, "loop-s3cret").files["key.pem"]
+        assert [r["outcome"] for r in store.history()] == ["installed"] * 3

@@ -108,3 +108,22 @@ def test_prompt_secrets_need_a_terminal(mixed: tuple[Inventory, Issued, Issued])
     assert prompt_secrets([inventory.devices["a"]]) == {}
     with pytest.raises(PasswordError, match="no terminal"):
         prompt_secrets([inventory.devices["b"]])
+
+
+def test_status_table_one_line_per_listener_in_100_columns(
+    mixed: tuple[Inventory, Issued, Issued],
+) -> None:
+    """Device, kind, listener and label are columns of their own on every line; 100 columns."""
+    inventory, _, _ = mixed
+    statuses = asyncio.run(collect_status(inventory, None))
+    out = io.StringIO()
+    Console(file=out, width=100, color_system=None).print(render_status(statuses))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    header = next(line for line in lines if "listener" in line)
+    assert header.split() == ["device", "kind", "listener", "label", "certificate", "sha256",
+                              "days", "name", "current"]
+    for status in statuses:
+        for item in status.listeners:
+            rows = [line.split()[:3] for line in lines if len(line.split()) > 2]
+            assert rows.count([status.name, status.kind, item.listener]) == 1

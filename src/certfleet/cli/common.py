@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -24,6 +25,7 @@ __all__ = [
     "handle_errors",
     "print_json",
     "read_password",
+    "run_interruptible",
 ]
 
 console = Console(highlight=False)
@@ -50,7 +52,90 @@ def fail(
 
 
 def exit_code_for(exc: CertfleetError) -> int:
-    return 2 if isinstance(exc, InputError) else 3
+    """2 when nothing on a device was touched, 3 when a device may be changed.
+
+    Input errors, a lock held by another run (``lock``) and errors raised
+    before any device work (``untouched``) are 2.
+    """
+    if isinstance(exc, InputError):
+        return 2
+    if getattr(exc, "lock", None) is not None or getattr(exc, "untouched", False):
+        return 2
+    return 3
+
+
+def run_interruptible(coro: Coroutine[Any, Any, R], *, what: str = "run") -> R:
+    """Run ``coro`` on a new event loop; Ctrl-C and SIGTERM cancel it, twice exits at once.
+
+    The first signal cancels the task running ``coro`` (a deploy then stops
+    starting devices and rolls back those in flight, and returns its report);
+    a second one exits at once with 130. Where the loop cannot take signal
+    handlers (Windows), ``signal.signal`` hands them to the loop instead; on
+    Windows Ctrl-Break counts as SIGTERM.
+    """
+    import asyncio
+    import signal
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    count = 0
+
+    def interrupt() -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            err_console.print(
+                f"interrupted: stopping the {what}; devices in flight roll back "
+                "(interrupt again to exit at once)", markup=False, highlight=False)
+            task.cancel()
+            return
+        err_console.print(
+            "interrupted again: exiting now; a device in flight may be left changed: run "
+            "'certfleet status', then 'certfleet deploy' or 'certfleet rollback DEVICE'",
+            markup=False, highlight=False)
+        with contextlib.suppress(Exception):
+            err_console.show_cursor(True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(130)
+
+    signals: list[int] = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):
+        signals.append(signal.SIGBREAK)
+    in_loop: list[int] = []
+    previous: dict[int, Any] = {}
+    for signum in signals:
+        try:
+            saved = signal.getsignal(signum)
+            loop.add_signal_handler(signum, interrupt)
+            in_loop.append(signum)
+            previous[signum] = saved
+        except (NotImplementedError, RuntimeError, ValueError):
+            try:
+                previous[signum] = signal.signal(
+                    signum, lambda _s, _f: loop.call_soon_threadsafe(interrupt))
+            except (OSError, RuntimeError, ValueError):  # not the main thread
+                continue
+    try:
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+    finally:
+        for signum in in_loop:
+            loop.remove_signal_handler(signum)
+        for signum, handler in previous.items():
+            with contextlib.suppress(OSError, RuntimeError, ValueError, TypeError):
+                signal.signal(signum, handler)
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for item in pending:
+                item.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:

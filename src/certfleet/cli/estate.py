@@ -9,11 +9,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from .common import console, err_console, fail, handle_errors, print_json, read_password
+from .common import (
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    print_json,
+    read_password,
+    run_interruptible,
+)
+from .estate_tables import OUTCOME_STYLE, _short, render_history
+from .estate_tables import render_status as render_status  # used by the lab demo
+from .progress import Progress as Progress
+from .progress import run_deploy_cli as run_deploy_cli
 
 if TYPE_CHECKING:
-    from ..drivers.base import StepEvent
-    from ..estate.deploy import DeployReport, DeviceResult, DriverFactory
+    from ..estate.deploy import DeployReport, DriverFactory
     from ..estate.status import DeviceStatus
     from ..estate.store import Store
     from ..inventory import Inventory
@@ -34,24 +45,6 @@ STATE_OPTION = typer.Option(
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON only, on stdout.")
 ONLY_OPTION = typer.Option([], "--only", help="A device name or tag (repeatable).")
 FILES_ARGUMENT = typer.Argument(..., help="What the CA sent: .crt, .p7b, .pfx, key...")
-
-BAND_STYLE = {
-    "expired": "bold red",
-    "critical": "red",
-    "warning": "yellow",
-    "ok": "green",
-    "unknown": "dim",
-}
-OUTCOME_STYLE = {
-    "installed": "green",
-    "skipped": "dim",
-    "would-deploy": "cyan",
-    "restored": "yellow",
-    "refused": "magenta",
-    "failed": "bold red",
-    "not-attempted": "dim",
-}
-
 
 @contextmanager
 def open_store(state_dir: Path | None) -> Iterator[Store]:
@@ -77,81 +70,7 @@ def default_factory(store: Store, devices: list[Any] | None = None) -> DriverFac
     return make_factory(store, prompt_secrets(devices or []))
 
 
-def _short(sha: str | None) -> str:
-    return sha[:12] if sha else "-"
-
-
 # ---- rendering shared with the demo ---------------------------------------------------
-
-
-def _cn(rfc4514: str | None) -> str:
-    """The CN of an RFC 4514 name string, or the whole string when it has none."""
-    if not rfc4514:
-        return ""
-    for part in rfc4514.split(","):
-        if part.startswith("CN="):
-            return part[3:]
-    return rfc4514
-
-
-def render_status(
-    statuses: list[DeviceStatus], warn_days: int = 30, *, wide: bool | None = None
-) -> Any:
-    """The status table (rich): one row per listener, devices sorted by days left.
-
-    The issuer gets a column of its own on a wide terminal (``wide``: decided
-    from the console width when None).
-    """
-    from rich.table import Table
-
-    from ..estate.status import band
-
-    if wide is None:
-        wide = console.width >= 120
-    table = Table(title="Estate status", title_justify="left")
-    table.add_column("device", no_wrap=True, min_width=13)
-    table.add_column("listener", no_wrap=True)
-    table.add_column("certificate", max_width=44, overflow="fold")
-    if wide:
-        table.add_column("issuer")
-    table.add_column("sha256", no_wrap=True)
-    table.add_column("days", justify="right", no_wrap=True)
-    table.add_column("name", no_wrap=True)
-    table.add_column("current", no_wrap=True)
-    for status in statuses:
-        count = len(status.listeners)
-        for index, item in enumerate(status.listeners):
-            first = index == 0
-            kind = f"\n[dim]{status.kind}[/]" if status.kind != status.name else ""
-            device = status.name + kind if first else ""
-            if first and not status.agree and count > 1:
-                same = max(
-                    sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
-                    for x in status.listeners
-                )
-                device += f"\n[yellow]{same}/{count} listeners[/]"
-            where = item.listener + (f"\n[dim]{item.label}[/]" if item.label else "")
-            if item.client_cert_requested:
-                where += " [cyan]mTLS[/]"
-            if not item.reachable:
-                cells = [device, where, f"[red]unreachable[/]\n[dim]{item.error}[/]", "", "", "",
-                         ""]
-                table.add_row(*cells, *([""] if wide else []))
-                continue
-            days = item.days_left
-            style = BAND_STYLE[band(days, warn_days)]
-            days_text = f"[{style}]{days}{' expired' if days is not None and days < 0 else ''}[/]"
-            name_ok = {True: "[green]ok[/]", False: "[red]mismatch[/]", None: "-"}[item.hostname_ok]
-            if item.is_current:
-                current = f"[green]v{status.current_version}[/]"
-            elif status.current_sha256:
-                current = "[yellow]no[/]"
-            else:
-                current = "[dim]none[/]"
-            issuer = [_cn(item.issuer)] if wide else []
-            table.add_row(device, where, _cn(item.subject), *issuer,
-                          _short(item.sha256)[:8], days_text, name_ok, current)
-    return table
 
 
 def _served_change(before: dict[str, str | None], after: dict[str, str | None]) -> str:
@@ -167,7 +86,8 @@ def render_report(report: DeployReport) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    title = "Deploy summary" + (" (dry run)" if report.dry_run else "")
+    title = "Deploy summary" + (" (dry run)" if report.dry_run else "") + (
+        " (interrupted)" if report.interrupted else "")
     table = Table(title=title, title_justify="left")
     table.add_column("device", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
@@ -192,90 +112,6 @@ def render_report(report: DeployReport) -> Any:
     line = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no device"
     return Group(table, Text(f"{line}; exit code {report.exit_code}"
                              + (f" (run {report.run_id})" if report.run_id else "")))
-
-
-class Progress:
-    """Live per-device progress: a rich Live table on a terminal, plain lines otherwise."""
-
-    def __init__(self, names: list[str], *, quiet: bool = False) -> None:
-        self.names = names
-        self.state: dict[str, tuple[str, str, str]] = {n: ("waiting", "", "") for n in names}
-        self.quiet = quiet
-        self.live: Any = None
-        self.tty = err_console.is_terminal and not quiet
-
-    def __enter__(self) -> Progress:
-        if self.tty:
-            from rich.live import Live
-
-            self.live = Live(self._table(), console=err_console, refresh_per_second=8,
-                             transient=True)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.__exit__(None, None, None)
-
-    def _table(self) -> Any:
-        from rich.table import Table
-
-        table = Table(title="Deploying", title_justify="left")
-        table.add_column("device")
-        table.add_column("step")
-        table.add_column("status")
-        table.add_column("detail")
-        for name in self.names:
-            step, status, detail = self.state.get(name, ("", "", ""))
-            style = {"ok": "green", "failed": "red", "start": "cyan"}.get(status, "dim")
-            table.add_row(name, step, f"[{style}]{status}[/]", detail[:80])
-        return table
-
-    def event(self, event: StepEvent) -> None:
-        self.state[event.device] = (event.step, event.status, event.detail)
-        if self.quiet:
-            return
-        if self.live is not None:
-            self.live.update(self._table())
-        else:
-            detail = f" ({event.detail})" if event.detail else ""
-            err_console.print(f"{event.device}: {event.step} {event.status}{detail}",
-                              markup=False, highlight=False, soft_wrap=True)
-
-    def result(self, result: DeviceResult) -> None:
-        self.state[result.device] = ("done", result.status, result.message)
-        if self.live is not None:
-            self.live.update(self._table())
-        elif not self.quiet:
-            err_console.print(f"{result.device}: {result.status}", markup=False)
-
-
-def run_deploy_cli(
-    inventory: Inventory,
-    store: Store,
-    factory: DriverFactory,
-    *,
-    only: list[str],
-    concurrency: int | None,
-    canary: str | None,
-    force: bool,
-    dry_run: bool,
-    allow_no_rollback: bool,
-    break_lock: bool,
-    quiet: bool,
-) -> DeployReport:
-    from ..estate.deploy import run_deploy
-    from ..inventory import select_devices
-
-    names = [d.name for d in select_devices(inventory, only)]
-    with Progress(names, quiet=quiet) as progress:
-        return _run_async(
-            run_deploy(
-                inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
-                force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
-                break_lock=break_lock, on_event=progress.event, on_result=progress.result,
-            )
-        )
 
 
 _T = TypeVar("_T")
@@ -341,7 +177,7 @@ def register(app: typer.Typer) -> None:
         version = result.version
         verb = "stored" if result.new else "already stored"
         console.print(
-            f"[green]{verb}[/] {name} v{version.id}: {version.subject}, "
+            f"[green]{verb}[/] {name} v{version.number}: {version.subject}, "
             f"{_short(version.leaf_sha256)}, valid to {version.not_after[:10]}"
             + (" (key from the state store)" if result.key_from_store else "")
         )
@@ -351,16 +187,23 @@ def register(app: typer.Typer) -> None:
     def plan_command(
         only: list[str] = ONLY_OPTION,
         force: bool = typer.Option(False, "--force", help="Plan as deploy --force would."),
+        allow_no_rollback: bool = typer.Option(
+            False, "--allow-no-rollback", help="Plan as deploy --allow-no-rollback would."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
-        """Show, per device, what it serves now, what it will serve, the steps, rollback."""
+        """Show, per device, what it serves now, what it will serve, the steps, rollback.
+
+        Decided by the same code as deploy: a device planned "blocked" is one
+        deploy refuses (and then, without --skip-refused, changes no device).
+        """
         from ..estate.plan import make_plan
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            plans = _run_async(make_plan(inv, store, only, force=force))
+            plans = _run_async(make_plan(inv, store, only, force=force,
+                                         allow_no_rollback=allow_no_rollback))
         if json_out:
             print_json({"devices": [p.to_dict() for p in plans]})
             return
@@ -380,12 +223,20 @@ def register(app: typer.Typer) -> None:
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Deploy where no rollback is possible."),
         break_lock: bool = typer.Option(
-            False, "--break-lock", help="Take over a stale deploy lock."),
+            False, "--break-lock",
+            help="Accepted for old scripts: a lock whose process died is free already."),
+        skip_refused: bool = typer.Option(
+            False, "--skip-refused",
+            help="Deploy the other devices when some would be refused (default: change none)."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Deploy the current version to every device that does not serve it yet.
+
+        What would be refused (secrets, preflight, rollback possible, unreachable,
+        lock) is decided for every device first: then, by default, no device is
+        changed and the refusals are listed (exit 2).
 
         Exit code: the worst device's, ranked 3 (failed, not restored) > 1
         (failed, restored) > 2 (refused, untouched) > 0 (installed/skipped).
@@ -399,14 +250,21 @@ def register(app: typer.Typer) -> None:
             if holder is not None and not break_lock and not dry_run:
                 # Refused before anything was touched: exit 2, like any refusal.
                 fail(f"another deploy holds the lock: {holder.describe()}",
-                     "wait for it to finish; if it died, run 'certfleet unlock' "
-                     "(or deploy --break-lock)", json_out=json_out)
-            factory = default_factory(store, [] if dry_run else select_devices(inv, only))
+                     "wait for it to finish (the lock goes with its process)",
+                     json_out=json_out)
+            if dry_run:
+                from ..estate.decide import placeholder_secrets
+                from ..estate.devices import make_factory
+
+                factory = make_factory(store, placeholder_secrets(select_devices(inv, only)))
+            else:
+                factory = default_factory(store, select_devices(inv, only))
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
                     canary=canary, force=force, dry_run=dry_run,
                     allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
+                    skip_refused=skip_refused,
                 )
             except StateError as exc:
                 if getattr(exc, "lock", None) is None:
@@ -435,21 +293,38 @@ def register(app: typer.Typer) -> None:
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             store.audit("verify", "ok" if all(s.is_current for s in statuses) else "mismatch")
         bad = [s for s in statuses if not s.is_current]
+        down = {s.name: why for s in statuses if (why := _unreachable(s)) is not None}
         if json_out:
-            print_json({"ok": not bad, "devices": [s.to_dict() for s in statuses]})
+            devices = []
+            for status in statuses:
+                data = status.to_dict()
+                data["state"] = ("unreachable" if status.name in down
+                                 else "current" if status.is_current else "not-current")
+                data["unreachable"] = down.get(status.name)
+                devices.append(data)
+            print_json({"ok": not bad and not down, "unreachable": sorted(down),
+                        "devices": devices})
         else:
+            from rich.markup import escape
+
             for status in sorted(statuses, key=lambda s: s.name):
+                counts = (f"{status.serving_current}/{len(status.listeners)} listeners serve "
+                          f"v{status.current_version or '-'}")
+                if status.name in down:
+                    console.print(f"{status.name}: [red]UNREACHABLE[/] ({counts}; "
+                                  f"{escape(down[status.name])})", soft_wrap=True)
+                    continue
                 mark = "[green]ok[/]" if status.is_current else "[red]NOT CURRENT[/]"
-                console.print(f"{status.name}: {mark} ({status.serving_current}/"
-                              f"{len(status.listeners)} listeners serve "
-                              f"v{status.current_version or '-'})")
-        raise typer.Exit(1 if bad else 0)
+                console.print(f"{status.name}: {mark} ({counts})")
+        raise typer.Exit(1 if bad or down else 0)
 
     @app.command("rollback")
     @handle_errors
     def rollback_command(
         device: str = typer.Argument(..., help="The device to put back to its last backup."),
-        break_lock: bool = typer.Option(False, "--break-lock", help="Take over a stale lock."),
+        break_lock: bool = typer.Option(
+            False, "--break-lock",
+            help="Accepted for old scripts: a lock whose process died is free already."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -461,17 +336,19 @@ def register(app: typer.Typer) -> None:
         with open_store(state_dir) as store:
             factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
             with Progress([device], quiet=json_out) as progress:
-                result = _run_async(rollback_device(
+                result = run_interruptible(rollback_device(
                     inv, store, factory, device, on_event=progress.event, break_lock=break_lock
-                ))
+                ), what="rollback")
         if json_out:
             print_json(result.to_dict())
         elif result.ok:
             console.print(f"[green]{result.message}[/]")
         else:
-            err_console.print(f"[bold red]error:[/] {result.message}")
+            from rich.markup import escape
+
+            err_console.print(f"[bold red]error:[/] {escape(result.message)}", soft_wrap=True)
             if result.hint:
-                err_console.print(f"[yellow]Tip:[/] {result.hint}")
+                err_console.print(f"[yellow]Tip:[/] {escape(result.hint)}", soft_wrap=True)
         raise typer.Exit(result.exit_code)
 
     @app.command("history")
@@ -479,38 +356,24 @@ def register(app: typer.Typer) -> None:
     def history_command(
         device: str | None = typer.Option(None, "--device", help="Only this device."),
         limit: int = typer.Option(50, "--limit", min=1, help="At most this many entries."),
+        steps: bool = typer.Option(False, "--steps", help="Show every step under each entry."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
-        """Past deployments and rollbacks, newest first, with their steps."""
-        del inventory  # accepted like every command's; history lives in the state store
-        from rich.table import Table
+        """Past deployments and rollbacks, newest first: time, user, outcome, last step.
 
+        A deploy whose process died is shown as interrupted, with the last
+        step it reached.
+        """
+        del inventory  # accepted like every command's; history lives in the state store
         with open_store(state_dir) as store:
-            rows = store.deployments(device=device, limit=limit)
-            for row in rows:
-                row["steps"] = store.steps(row["id"])
-                run = store.run(row["run_id"]) if row["run_id"] else None
-                row["command"] = run["command"] if run else None
-                row["user"] = run["user"] if run else None
+            store.settle_interrupted()
+            rows = store.history(device=device, limit=limit)
         if json_out:
             print_json({"deployments": rows})
             return
-        table = Table(title="History", title_justify="left")
-        for column in ("when", "run", "command", "device", "outcome", "before", "after",
-                       "message"):
-            table.add_column(column)
-        for row in rows:
-            style = OUTCOME_STYLE.get(row["outcome"], "")
-            before = {v for v in row["served_before"].values()}
-            after = {v for v in row["served_after"].values()}
-            table.add_row(row["finished"], str(row["run_id"]), row["command"] or "",
-                          row["device"], f"[{style}]{row['outcome']}[/]",
-                          ", ".join(_short(v) for v in sorted(before, key=str)) or "-",
-                          ", ".join(_short(v) for v in sorted(after, key=str)) or "-",
-                          row["message"])
-        console.print(table)
+        console.print(render_history(rows, steps=steps))
 
     @app.command("status")
     @handle_errors
@@ -537,15 +400,30 @@ def register(app: typer.Typer) -> None:
     def unlock_command(
         inventory: Path = INVENTORY_OPTION, state_dir: Path | None = STATE_OPTION
     ) -> None:
-        """Clear a stale deploy lock (one left by a run that died)."""
+        """Check the deploy lock; runs whose process died are recorded as interrupted.
+
+        The lock is held by the operating system: it goes with the process
+        that held it, so there is never a stale lock to clear. A lock held
+        by a live process is named (exit 2).
+        """
         del inventory  # accepted like every command's; the lock lives in the state store
         with open_store(state_dir) as store:
-            held = store.release_lock()
-            if held is None:
-                console.print("no lock was held")
-                return
-            store.audit("unlock", "ok", detail=held.describe())
-        console.print(f"cleared the lock of {held.describe()}")
+            held = store.lock_holder()
+            if held is not None:
+                fail(f"another deploy holds the lock: {held.describe()}",
+                     "wait for it to finish; the lock goes when its process ends")
+            settled = store.settle_interrupted()
+            store.audit("unlock", "ok", detail=f"interrupted runs: {settled}")
+        console.print("no lock is held (a process that ends releases it)"
+                      + (f"; run(s) {', '.join(map(str, settled))} recorded as interrupted"
+                         if settled else ""))
+
+
+def _unreachable(status: DeviceStatus) -> str | None:
+    """``"LISTENER: error; ..."`` for a device's listeners that did not answer."""
+    down = [f"{item.listener}: {item.error or 'no answer'}"
+            for item in status.listeners if not item.reachable]
+    return "unreachable: " + "; ".join(down) if down else None
 
 
 def render_plan(plans: list[Any]) -> Any:

@@ -120,8 +120,9 @@ def run_demo() -> int:
             )
             print_findings(imported.findings)
             version = imported.version
-            console.print(f"[green]stored[/] wildcard v{version.id}: {version.subject}, valid to "
-                          f"{version.not_after[:10]}, key found in the store by public key")
+            console.print(f"[green]stored[/] wildcard v{version.number}: {version.subject}, "
+                          f"valid to {version.not_after[:10]}, key found in the store "
+                          "by public key")
 
             _step(6, "Plan: certfleet plan")
             plans = asyncio.run(make_plan(inventory, store))
@@ -143,10 +144,10 @@ def run_demo() -> int:
         not_current = [s.name for s in after if not s.is_current]
         if report.exit_code != 0 or not_current:
             err_console.print(f"[bold red]demo failed:[/] deploy exit {report.exit_code}; "
-                              f"not serving v{version.id}: {', '.join(not_current) or 'none'}")
+                              f"not serving v{version.number}: {', '.join(not_current) or 'none'}")
             return report.exit_code or 1
         console.print()
-        console.print(f"[bold green]done[/]: {len(after)} devices serve wildcard v{version.id} "
+        console.print(f"[bold green]done[/]: {len(after)} devices serve wildcard v{version.number} "
                       f"on every listener; the lab is stopped and its files removed.")
         return 0
     finally:

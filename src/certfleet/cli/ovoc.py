@@ -336,9 +336,10 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
         subject = bundle.leaf.subject.rfc4514_string()
         console.print(f"[bold]OVOC {escape(host)}[/]: deploying {escape(subject)}",
                       soft_wrap=True)
-    import asyncio
 
-    outcome = asyncio.run(driver.deploy(bundle, findings, force=force))
+    from .common import run_interruptible  # Ctrl-C and SIGTERM: the template rolls back
+
+    outcome = run_interruptible(driver.deploy(bundle, findings, force=force), what="deploy")
     diagnosis = driver.last_diagnosis
     _save_backup(outcome, host, staging_dir, backup_dir)
     return emit_outcome(outcome, outcome.transcript)

@@ -175,6 +175,9 @@ def deploy(
         "--verify", metavar="HOST:PORT",
         help="TLS listener that must serve the new certificate (repeatable): management "
         "HTTPS, SIP-TLS...")] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Deploy without any handshake to verify it (said in the outcome).")
+    ] = False,
     allow_no_rollback: Annotated[bool, typer.Option(
         "--allow-no-rollback",
         help="Deploy although the previous certificate cannot be restored (first deploy).")
@@ -199,12 +202,20 @@ def deploy(
     The SBC never returns its private key: rolling back needs --previous-key
     (the key installed now); a first deploy without it needs --allow-no-rollback.
     """
-    import asyncio
 
     from ..drivers.tlsprobe import Listener
     from ..pki.checks import preflight
     from ..pki.load import load_files
 
+    if verify and no_verify:
+        raise ConfigError("--verify and --no-verify contradict each other",
+                          hint="pass --verify HOST:PORT, or --no-verify alone")
+    if not verify and not no_verify and 0 not in context:
+        # Context 0 (management HTTPS) is verified on the REST port itself; others need --verify.
+        raise ConfigError(
+            "no --verify HOST:PORT given: nothing would check the install by handshake",
+            hint="pass --verify HOST:PORT (a TLS listener of the changed context), "
+            "or --no-verify to deploy without a handshake")
     input_password = read_password(input_password_env, what="input file password")
     password_bytes = input_password.encode("utf-8") if input_password else None
     listeners = []
@@ -236,12 +247,17 @@ def deploy(
         busy_retries=busy_retries,
         busy_delay=busy_delay,
     )
-    if not listeners and not json_out:
+    driver.allow_unverified = no_verify
+    driver.no_listener_hint = ("pass --verify HOST:PORT (a TLS listener of the changed "
+                               "context), or --no-verify to deploy without a handshake")
+    if no_verify and not json_out:
         err_console.print(
-            "[yellow]note:[/] no --verify HOST:PORT given: only the SBC's own answers "
-            "confirm the install, no handshake does", soft_wrap=True)
-    outcome = asyncio.run(driver.deploy(bundle, findings, force=force,
-                                        allow_no_rollback=allow_no_rollback))
+            "[yellow]note:[/] --no-verify: only the SBC's own answers confirm the install, "
+            "no handshake does", soft_wrap=True)
+    from .common import run_interruptible  # Ctrl-C and SIGTERM: the template rolls back
+
+    outcome = run_interruptible(driver.deploy(bundle, findings, force=force,
+                                              allow_no_rollback=allow_no_rollback), what="deploy")
     if json_out:
         print_json(outcome.to_dict())
     else:

@@ -16,15 +16,22 @@ codes of every ``deploy`` command:
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..errors import CertfleetError, InputError, PreflightError, VerificationError
+from ..errors import (
+    CertfleetError,
+    InputError,
+    PreflightError,
+    RollbackError,
+    VerificationError,
+)
 from ..pki.model import Bundle, Finding
 from .tlsprobe import Listener, ProbeResult, probe, wait_for_served
 
@@ -36,14 +43,16 @@ __all__ = [
     "EventCallback",
     "Outcome",
     "StepEvent",
+    "describe_exception",
 ]
 
-Outcome = Literal["installed", "restored", "refused", "failed", "skipped"]
+Outcome = Literal["installed", "restored", "refused", "failed", "skipped", "interrupted"]
 EXIT_CODES: dict[str, int] = {
     "installed": 0,
     "skipped": 0,
     "restored": 1,
     "refused": 2,
+    "interrupted": 2,  # stopped (Ctrl-C, SIGTERM) before any change: untouched
     "failed": 3,
 }
 
@@ -157,6 +166,9 @@ class Driver(abc.ABC):
     """
 
     kind: ClassVar[str] = "device"
+    #: Called with the backup after it is taken and before the first change
+    #: (the estate writes it to disk there); raising refuses the deploy.
+    on_backup: Callable[[Backup], Awaitable[None]] | None = None
 
     def __init__(
         self,
@@ -169,8 +181,13 @@ class Driver(abc.ABC):
         self.name = name
         self.listeners = list(listeners)
         self.verify_timeout = verify_timeout
-        self._on_event = on_event
+        self.on_event = on_event
         self._steps: list[StepEvent] = []
+        # Seconds a rollback may take after a cancellation (Ctrl-C, SIGTERM).
+        self.interrupt_grace = 120.0
+        # Deploy without any listener to verify (the caller said --no-verify).
+        self.allow_unverified = False
+        self.no_listener_hint = "name at least one TLS listener of the device to verify"
 
     # ---- hooks -----------------------------------------------------------
 
@@ -217,8 +234,8 @@ class Driver(abc.ABC):
     ) -> None:
         event = StepEvent(self.name, step, status, detail)
         self._steps.append(event)
-        if self._on_event is not None:
-            self._on_event(event)
+        if self.on_event is not None:
+            self.on_event(event)
 
     async def observe(self) -> list[ProbeResult]:
         """What every listener serves now."""
@@ -229,6 +246,37 @@ class Driver(abc.ABC):
         return await wait_for_served(
             self.listeners, expected_sha256, self.verify_timeout if timeout is None else timeout
         )
+
+    async def verify_restored(self, before: Sequence[ProbeResult]) -> list[ProbeResult]:
+        """After a restore: wait until every listener serves what *it* served before.
+
+        Each listener is checked against its own previous certificate (grouped
+        by fingerprint). Listeners that served nothing before are not checked;
+        raises VerificationError when no listener can be checked at all.
+        """
+        groups: dict[str, list[Listener]] = {}
+        for result in before:
+            if result.sha256:
+                groups.setdefault(result.sha256, []).append(result.listener)
+        if not groups:
+            raise VerificationError(
+                "no listener served a certificate before the deploy: the restore cannot be "
+                "verified by handshake",
+                hint="check the device by hand ('certfleet status' shows what it serves)",
+                device=self.name,
+            )
+        # The previous certificate is back at once on a healthy device: a verify
+        # timeout set short to fail fast on the new one must not fail the rollback.
+        wait = max(self.verify_timeout, 5.0)
+        results: dict[Listener, ProbeResult] = {}
+        for sha, group in groups.items():
+            for result in await wait_for_served(group, sha, wait):
+                results[result.listener] = result
+        return [results[item.listener] for item in before if item.listener in results]
+
+    def extra_listeners(self, backup: Backup) -> list[Listener]:
+        """Listeners the change will touch beyond the given ones (e.g. the management port)."""
+        return []
 
     async def deploy(
         self,
@@ -243,11 +291,24 @@ class Driver(abc.ABC):
         ``findings`` are the toolkit's preflight results for ``bundle``; any
         error among them (or in :meth:`preflight`) refuses the deploy unless
         ``force`` is set. Never raises CertfleetError: the outcome says.
+
+        After the first change, *any* exception leads to the rollback path,
+        cancellation included (Ctrl-C, SIGTERM, ``asyncio.CancelledError``, a
+        timeout): the outcome is then ``restored`` or ``failed``, and a
+        cancelled deploy returns it instead of raising (the rollback gets
+        :attr:`interrupt_grace` seconds). Before the first change an unexpected
+        exception is a refusal; a cancellation then propagates.
         """
         target = bundle.leaf_sha256
         outcome = DeployOutcome(self.name, "refused", "", target_sha256=target)
         outcome.steps = self._steps
-        all_findings = [*findings, *self.preflight(bundle)]
+        try:
+            all_findings = [*findings, *self.preflight(bundle)]
+        except Exception as exc:  # a defect in a driver's checks: nothing was touched
+            self.emit("preflight", "failed", describe_exception(exc))
+            outcome.message = f"{self.name}: {describe_exception(exc)} (nothing was changed)"
+            outcome.hint = "this is a defect of certfleet: please report it"
+            return outcome
         outcome.findings = all_findings
         errors = [f for f in all_findings if f.severity == "error"]
         self.emit("preflight", "start")
@@ -262,17 +323,31 @@ class Driver(abc.ABC):
 
         changed = False
         backup: Backup | None = None
+        before: list[ProbeResult] = []
         try:
             self.emit("connect", "start")
             await self.connect()
             self.emit("connect", "ok")
             self.emit("observe", "start")
-            before = await self.observe()
+            before = list(await self.observe())
             outcome.served_before = {str(r.listener): r.sha256 for r in before}
             self.emit("observe", "ok")
             self.emit("backup", "start")
             backup = await self.backup()
             outcome.backup = backup
+            known = {(item.host, item.port) for item in self.listeners}
+            extra = [
+                item for item in self.extra_listeners(backup) if (item.host, item.port) not in known
+            ] if not self.allow_unverified else []
+            if extra:
+                self.listeners.extend(extra)
+                extra_before = await probe(extra)
+                before.extend(extra_before)
+                outcome.served_before.update({str(r.listener): r.sha256 for r in extra_before})
+            # Per listener, what it served: what a later rollback is verified against.
+            backup.meta.setdefault(
+                "listeners_served", {str(r.listener): r.sha256 for r in before}
+            )
             self.emit("backup", "ok", f"{len(backup.files)} file(s)")
             if not self.can_restore(backup) and not allow_no_rollback:
                 outcome.message = (
@@ -282,16 +357,36 @@ class Driver(abc.ABC):
                 outcome.hint = "rerun with --allow-no-rollback to deploy without a way back"
                 self.emit("backup", "failed", "no rollback possible")
                 return outcome
+            if not self.listeners and not self.allow_unverified:
+                self.emit("verify", "failed", "no listener to verify")
+                outcome.message = (
+                    f"{self.name}: no TLS listener to verify the new certificate on "
+                    "(nothing was changed)"
+                )
+                outcome.hint = self.no_listener_hint
+                return outcome
+            if self.on_backup is not None:
+                await self.on_backup(backup)
             self.emit("install", "start")
             changed = True
             await self.install(bundle)
             self.emit("install", "ok")
             self.emit("verify", "start")
-            after = await self.verify(target)
+            after = await self.verify(target)  # with no listener: the driver's own checks
+            if not self.listeners:
+                outcome.outcome = "installed"
+                outcome.message = (
+                    f"{self.name}: installed, NOT verified (no listener was checked by handshake)"
+                )
+                outcome.hint = "check what it serves with a handshake of your own"
+                self.emit("verify", "skipped", "not verified: no listener to check")
+                return outcome
             outcome.served_after = {str(r.listener): r.sha256 for r in after}
             self.emit("verify", "ok")
             outcome.outcome = "installed"
-            outcome.message = f"{self.name}: installed and verified on {len(after)} listener(s)"
+            outcome.message = (
+                f"{self.name}: installed and verified by handshake on {len(after)} listener(s)"
+            )
             return outcome
         except CertfleetError as exc:
             failed_step = self._steps[-1].step if self._steps else "?"
@@ -301,42 +396,122 @@ class Driver(abc.ABC):
                 outcome.message = f"{self.name}: {exc.message} (nothing was changed)"
                 outcome.hint = exc.hint
                 return outcome
-            return await self._rollback(outcome, backup, exc)
+            return await self._rollback(outcome, backup, before, exc.message, exc.hint)
+        except BaseException as exc:  # a bug, an OS error, a timeout, Ctrl-C, a cancellation
+            failed_step = self._steps[-1].step if self._steps else "?"
+            what = describe_exception(exc)
+            self.emit(failed_step, "failed", what)
+            cancelled = not isinstance(exc, Exception)
+            if not changed:
+                if cancelled:
+                    raise
+                outcome.outcome = "refused"
+                outcome.message = f"{self.name}: {what} (nothing was changed)"
+                outcome.hint = "this is a defect of certfleet or the device: please report it"
+                return outcome
+            # After a cancellation the rollback gets interrupt_grace seconds, no more.
+            grace = self.interrupt_grace if cancelled else None
+            return await self._rollback(outcome, backup, before, what, None, grace=grace)
         finally:
             outcome.transcript = self.transcript()
             await self.close()
 
-    async def _rollback(
-        self, outcome: DeployOutcome, backup: Backup | None, cause: CertfleetError
-    ) -> DeployOutcome:
-        outcome.outcome = "failed"
-        first = f"{self.name}: {cause.message}"
-        if backup is None or not self.can_restore(backup):
-            outcome.message = f"{first}; no backup to restore"
-            outcome.hint = "restore the previous certificate by hand; " + (cause.hint or "")
-            return outcome
-        before = {k: v for k, v in outcome.served_before.items() if v}
-        self.emit("rollback", "start", cause.message)
+    async def _restore_and_verify(
+        self, backup: Backup, before: Sequence[ProbeResult]
+    ) -> list[ProbeResult]:
         try:
             await self.restore(backup)
-            if before:
-                expected = next(iter(before.values()))
-                after = await self.verify(expected)
-                outcome.served_after = {str(r.listener): r.sha256 for r in after}
-            self.emit("rollback", "ok")
-        except CertfleetError as exc:
-            self.emit("rollback", "failed", exc.message)
-            outcome.message = f"{first}; rollback failed too: {exc.message}"
-            outcome.hint = (
-                "the device is NOT in its previous state: restore the backup by hand "
-                f"({exc.hint})" if exc.hint else
-                "the device is NOT in its previous state: restore the backup by hand"
-            )
+        except (KeyboardInterrupt, SystemExit) as exc:  # would stop the event loop itself
+            raise RollbackError(f"the restore was {describe_exception(exc)}") from exc
+        self.emit("rollback", "ok")
+        self.emit("verify", "start", "the previous certificates")
+        after = await self.verify_restored(before)
+        self.emit("verify", "ok", f"{len(after)} listener(s) serve their previous certificate")
+        return after
+
+    async def _rollback(
+        self,
+        outcome: DeployOutcome,
+        backup: Backup | None,
+        before: Sequence[ProbeResult],
+        cause: str,
+        cause_hint: str | None,
+        *,
+        grace: float | None = None,
+    ) -> DeployOutcome:
+        """Restore ``backup`` and verify each listener by handshake.
+
+        A cancellation that arrives while rolling back does not stop it: the
+        rollback then gets :attr:`interrupt_grace` seconds (``grace`` bounds it
+        from the start). Past that bound the outcome is ``failed``.
+        """
+        outcome.outcome = "failed"
+        first = f"{self.name}: {cause}"
+        if backup is None or not self.can_restore(backup):
+            outcome.message = f"{first}; no backup to restore"
+            outcome.hint = "restore the previous certificate by hand; " + (cause_hint or "")
             return outcome
+        self.emit("rollback", "start", cause)
+        work = asyncio.ensure_future(self._restore_and_verify(backup, before))
+        try:
+            if grace is not None:
+                after = await asyncio.wait_for(work, grace)
+            else:
+                try:
+                    after = await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    if work.done():
+                        raise
+                    self.emit("rollback", "start", "interrupted: finishing the rollback")
+                    grace = self.interrupt_grace
+                    after = await asyncio.wait_for(work, grace)
+            outcome.served_after = {str(r.listener): r.sha256 for r in after}
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if not work.done():
+                work.cancel()
+            if grace is None or (isinstance(exc, TimeoutError) and work.done()
+                                 and not work.cancelled()):
+                # The timeout came from inside the restore, not from the bound.
+                return self._rollback_failed(outcome, first, exc)
+            self.emit("rollback", "failed", f"not done within {grace:g}s of the interrupt")
+            outcome.message = (
+                f"{first}; the rollback did not finish within {grace:g}s of the interrupt: "
+                "the device may be changed"
+            )
+            outcome.hint = "run 'certfleet rollback DEVICE' or 'certfleet deploy' to finish"
+            return outcome
+        except Exception as exc:
+            return self._rollback_failed(outcome, first, exc)
         outcome.outcome = "restored"
-        outcome.message = f"{first}; the previous certificate was restored and verified"
-        outcome.hint = cause.hint
+        outcome.message = (
+            f"{first}; the previous certificate was restored and verified by handshake"
+        )
+        outcome.hint = cause_hint
         return outcome
+
+    def _rollback_failed(
+        self, outcome: DeployOutcome, first: str, exc: BaseException
+    ) -> DeployOutcome:
+        detail = exc.message if isinstance(exc, CertfleetError) else describe_exception(exc)
+        self.emit("rollback", "failed", detail)
+        outcome.message = f"{first}; rollback failed too: {detail}"
+        hint = exc.hint if isinstance(exc, CertfleetError) else None
+        outcome.hint = (
+            f"the device is NOT in its previous state: restore the backup by hand ({hint})"
+            if hint
+            else "the device is NOT in its previous state: restore the backup by hand"
+        )
+        return outcome
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for an exception that is not a CertfleetError (no traceback)."""
+    if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
+        return "interrupted"
+    if isinstance(exc, SystemExit):
+        return "interrupted (exit requested)"
+    text = " ".join(str(exc).split())[:200]
+    return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
 
 
 def refuse_on_input_error(device: str, exc: InputError) -> DeployOutcome:

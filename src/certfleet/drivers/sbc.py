@@ -777,6 +777,12 @@ class SbcDriver(Driver):
     def can_restore(self, backup: Backup) -> bool:
         return backup.has_private_key
 
+    def extra_listeners(self, backup: Backup) -> list[Listener]:
+        """The REST port itself when the management context (0, the web interface's
+        default) is to change and holds what management HTTPS presents."""
+        ctx = self._before.get(0) if 0 in self.contexts else None
+        return [self.management] if ctx is not None and self.serves_management(ctx) else []
+
     async def install(self, bundle: Bundle) -> None:
         """Key, certificate and trusted roots into every context, then save."""
         artifacts = render_target(bundle, self.profile)

@@ -2,10 +2,20 @@
 
 What to do is decided from what each device serves now (a handshake on
 every listener), never from history: a device whose listeners all serve the
-target already is skipped unless ``force``. The canary device goes first
+target already is skipped unless ``force``. Everything that can be refused
+without touching a device is decided for every device before the first
+change (:mod:`certfleet.estate.decide`, the same code as ``plan``); a
+refusal then changes no device unless ``skip_refused``. The canary device goes first
 and a failure there stops the run; the others then run in parallel, bounded
 by ``concurrency``, and one failing never stops the rest. Every outcome,
 step, backup and the exact inventory text are recorded in the store.
+
+Interrupted (Ctrl-C, SIGTERM: the task running :func:`run_deploy` is
+cancelled): no new device starts, each device in flight is cancelled inside
+its driver, which rolls back whatever it changed (within the driver's
+``interrupt_grace``), and the report comes back with ``interrupted`` set;
+devices never started, or stopped before their first change, are
+``interrupted`` (exit 2: untouched).
 
 Run exit code: the worst device exit code, ranked 3 (failed, not restored)
 > 1 (failed, restored) > 2 (refused, nothing changed) > 0 (installed or
@@ -16,13 +26,14 @@ outranks one never touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import DeployOutcome, Driver, EventCallback, StepEvent
-from ..errors import CertfleetError, ConfigError
+from ..drivers.base import Backup, DeployOutcome, Driver, EventCallback, StepEvent
+from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Device, Inventory, select_devices
 from .store import Store, VersionRecord
 
@@ -58,7 +69,8 @@ class DeviceResult:
 
     ``status`` is a driver outcome (installed, restored, refused, failed,
     skipped) or ``not-attempted`` (the canary failed) or ``would-deploy``
-    (dry run).
+    (dry run) or ``interrupted`` (the run was interrupted before this device
+    changed: exit 2).
     """
 
     device: str
@@ -105,6 +117,7 @@ class DeployReport:
     run_id: int | None
     results: list[DeviceResult]
     dry_run: bool = False
+    interrupted: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -114,9 +127,35 @@ class DeployReport:
         return {
             "run_id": self.run_id,
             "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
             "exit_code": self.exit_code,
             "devices": [r.to_dict() for r in self.results],
         }
+
+
+class _Interrupt:
+    """The run's interrupt state: set once, it stops new devices and cancels drivers in flight."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.in_flight: set[asyncio.Task[DeployOutcome]] = set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        for task in list(self.in_flight):
+            task.cancel()
+
+    async def wait(self, tasks: Sequence[asyncio.Future[Any]]) -> None:
+        """Wait for ``tasks``; a cancellation of the caller interrupts the run instead."""
+        pending = [t for t in tasks if not t.done()]
+        while pending:
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError:
+                # The tasks themselves are not cancelled: each device finishes,
+                # its driver rolling back, and records what happened.
+                self.stop()
+            pending = [t for t in pending if not t.done()]
 
 
 class _Targets:
@@ -180,6 +219,7 @@ async def run_deploy(
     on_event: EventCallback | None = None,
     on_result: Callable[[DeviceResult], None] | None = None,
     command: str = "deploy",
+    skip_refused: bool = False,
 ) -> DeployReport:
     """Deploy to the selected devices. Raises ConfigError (selection), StateError (lock).
 
@@ -201,6 +241,8 @@ async def run_deploy(
     if not dry_run:
         store.acquire_lock(command, break_lock=break_lock)
     try:
+        if not dry_run:
+            store.settle_interrupted()  # runs whose process died are recorded as such
         run_id = store.start_run(
             command + (" --dry-run" if dry_run else ""),
             inventory_path=str(inventory.path),
@@ -212,48 +254,126 @@ async def run_deploy(
                 "force": force,
                 "dry_run": dry_run,
                 "allow_no_rollback": allow_no_rollback,
+                "skip_refused": skip_refused,
             },
         )
         semaphore = asyncio.Semaphore(limit)
+        control = _Interrupt()
+
+        def not_started(
+            device: Device, status: str, code: int, message: str, hint: str | None = None,
+            served: dict[str, str | None] | None = None, steps: Sequence[StepEvent] = (),
+        ) -> DeviceResult:
+            result = DeviceResult(device.name, device.kind, device.certificate, status, code,
+                                  message, hint, served_before=dict(served or {}),
+                                  steps=list(steps))
+            if not dry_run:
+                result.deployment_id = store.record_deployment(
+                    run_id=run_id, device=device.name, kind=device.kind,
+                    certificate=device.certificate, version_id=None,
+                    outcome=DeployOutcome(
+                        device.name, "refused" if code else "skipped", message, hint,
+                        served_before=result.served_before, steps=result.steps,
+                    ),
+                    started=_now(), status=status,
+                )
+            return result
+
+        # Everything that can be refused without touching a device is decided for
+        # every device now, before the first change (plan decides the same way).
+        from .decide import decide_all
+
+        decisions = {
+            d.device.name: d
+            for d in await decide_all(
+                devices, inventory, store, factory, force=force,
+                allow_no_rollback=allow_no_rollback, on_event=on_event, targets=targets,
+            )
+        }
+        refusals = [d for d in decisions.values() if d.action == "refuse"]
+        early: dict[str, DeviceResult] = {}
+        for decision in refusals:
+            device = decision.device
+            event = StepEvent(device.name, "decide", "failed", decision.reason)
+            if on_event is not None:
+                on_event(event)
+            early[device.name] = not_started(
+                device, "refused", 2, f"{device.name}: {decision.reason} (nothing was changed)",
+                decision.hint, decision.served, [event],
+            )
+        if refusals and not skip_refused:
+            names = ", ".join(d.device.name for d in refusals)
+            for device in devices:
+                if device.name not in early:
+                    early[device.name] = not_started(
+                        device, "not-attempted", 0,
+                        f"{device.name}: not attempted: {names} would refuse, so the run "
+                        "changes no device",
+                        f"fix what {names} would refuse, or pass --skip-refused to deploy the "
+                        "others",
+                        decisions[device.name].served,
+                    )
+            for device in devices:
+                if on_result is not None:
+                    on_result(early[device.name])
+            report = DeployReport(run_id, [early[d.name] for d in devices], dry_run)
+            store.finish_run(run_id, report.exit_code)
+            return report
+        for name in early:
+            if on_result is not None:
+                on_result(early[name])
 
         async def one(device: Device) -> DeviceResult:
+            if device.name in early:
+                return early[device.name]
             async with semaphore:
-                result = await _deploy_device(
-                    device, inventory, store, targets, factory, run_id,
-                    force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
-                    on_event=on_event,
-                )
+                if control.stopped:
+                    result = not_started(
+                        device, "interrupted", 2,
+                        f"{device.name}: not started: the run was interrupted (nothing was "
+                        "changed)",
+                    )
+                else:
+                    result = await _deploy_device(
+                        device, inventory, store, targets, factory, run_id,
+                        force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
+                        on_event=on_event, control=control, decision=decisions[device.name],
+                    )
             if on_result is not None:
                 on_result(result)
             return result
+
+        async def all_of(group: Sequence[Device]) -> list[DeviceResult]:
+            tasks = [asyncio.ensure_future(one(d)) for d in group]
+            await control.wait(tasks)
+            return [t.result() for t in tasks]
 
         results: dict[str, DeviceResult] = {}
         rest = devices
         if canary is not None:
             first = next(d for d in devices if d.name == canary)
-            results[first.name] = await one(first)
+            results[first.name] = (await all_of([first]))[0]
             rest = [d for d in devices if d.name != canary]
-            if results[first.name].exit_code != 0:
+            if results[first.name].exit_code != 0 and not control.stopped:
                 for device in rest:
-                    skipped = DeviceResult(
-                        device.name, device.kind, device.certificate, "not-attempted", 0,
+                    if device.name in early:  # refused already, and reported
+                        results[device.name] = early[device.name]
+                        continue
+                    skipped = not_started(
+                        device, "not-attempted", 0,
                         f"{device.name}: not attempted: the canary {canary!r} did not succeed",
                     )
                     results[device.name] = skipped
-                    if not dry_run:
-                        skipped.deployment_id = store.record_deployment(
-                            run_id=run_id, device=device.name, kind=device.kind,
-                            certificate=device.certificate, version_id=None,
-                            outcome=DeployOutcome(device.name, "skipped", skipped.message),
-                            started=_now(), status="not-attempted",
-                        )
                     if on_result is not None:
                         on_result(skipped)
                 rest = []
-        for result in await asyncio.gather(*(one(d) for d in rest)):
+        for result in await all_of(rest):
             results[result.device] = result
-        report = DeployReport(run_id, [results[d.name] for d in devices], dry_run)
+        report = DeployReport(run_id, [results[d.name] for d in devices], dry_run,
+                              interrupted=control.stopped)
         store.finish_run(run_id, report.exit_code)
+        if control.stopped:
+            store.audit(command, "interrupted", detail=f"run {run_id}")
         return report
     except BaseException:  # interrupted (Ctrl-C, cancelled): the run says so
         if run_id is not None:
@@ -279,6 +399,8 @@ async def _deploy_device(
     dry_run: bool,
     allow_no_rollback: bool,
     on_event: EventCallback | None,
+    control: _Interrupt | None = None,
+    decision: Any = None,
 ) -> DeviceResult:
     loop = asyncio.get_running_loop()
     started_clock = loop.time()
@@ -291,12 +413,47 @@ async def _deploy_device(
     )
 
     observed_before: dict[str, str | None] = {}
+    # The journal: the deployment is written now as in-progress, each step as
+    # it happens, the backup before the first change (see the store).
+    deployment_id = None if dry_run else store.begin_deployment(
+        run_id=run_id, device=device.name, kind=device.kind, certificate=device.certificate,
+        version_id=result.version_id, target_sha256=result.target_sha256, started=started,
+    )
+
+    def journal(event: StepEvent) -> None:
+        if deployment_id is not None:
+            store.record_step(deployment_id, event)
+        if on_event is not None:
+            on_event(event)
 
     def emit(step: str, status: Any, detail: str = "") -> None:
         event = StepEvent(device.name, step, status, detail)
         result.steps.append(event)
-        if on_event is not None:
-            on_event(event)
+        journal(event)
+
+    async def persist_backup(backup: Backup) -> None:
+        """Write-ahead: the backup is on disk (synced) and recorded before any change."""
+        from .csr import key_passphrase
+        from .store.backups import write_backup_files
+
+        passphrase = key_passphrase(inventory, device.certificate)
+        served = next((v for v in observed_before.values() if v), None)
+        directory = store.new_backup_dir(device.name)
+        try:
+            # Written off the event loop: other devices go on meanwhile.
+            await asyncio.to_thread(write_backup_files, backup, directory, passphrase)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write the backup of {device.name} to {str(directory)!r}: "
+                f"{exc.strerror or exc}",
+                hint="free space in the state folder (or pass --state-dir); nothing was changed",
+            ) from None
+        record = store.register_backup(
+            backup, directory, served_sha256=served, run_id=run_id, encrypted=bool(passphrase)
+        )
+        result.backup_id = record.id
+        if deployment_id is not None:
+            store.set_deployment_backup(deployment_id, record.id)
 
     async def finish(outcome: DeployOutcome | None) -> DeviceResult:
         result.seconds = loop.time() - started_clock
@@ -308,21 +465,14 @@ async def _deploy_device(
                 target_sha256=result.target_sha256, served_before=result.served_before,
                 served_after=result.served_after, steps=result.steps,
             )
-        backup_id = None
-        if outcome.backup is not None:
-            # What the inventory's listeners served before: what a rollback restores.
-            served = next((v for v in observed_before.values() if v), None)
-            directory = store.new_backup_dir(device.name)
-            # Files are written (and synced) off the event loop: other devices go on.
-            await asyncio.to_thread(outcome.backup.write_to, directory)
-            backup_id = store.register_backup(
-                outcome.backup, directory, served_sha256=served, run_id=run_id
-            ).id
-        result.backup_id = backup_id
-        result.deployment_id = store.record_deployment(
-            run_id=run_id, device=device.name, kind=device.kind, certificate=device.certificate,
-            version_id=result.version_id, outcome=outcome, started=started, backup_id=backup_id,
-        )
+        if outcome.backup is not None and result.backup_id is None:
+            # Taken but not written ahead (refused before any change): kept all the same.
+            # What the inventory's listeners served before is what a rollback restores.
+            with contextlib.suppress(CertfleetError):
+                await persist_backup(outcome.backup)
+        assert deployment_id is not None
+        store.finish_deployment(deployment_id, outcome, backup_id=result.backup_id)
+        result.deployment_id = deployment_id
         store.audit("deploy", result.status, device=device.name, detail=result.message)
         return result
 
@@ -333,33 +483,70 @@ async def _deploy_device(
         result.hint = problem.hint
         return await finish(None)
 
+    control = control or _Interrupt()
+
+    def interrupted(where: str) -> None:
+        emit(where, "failed", "interrupted")
+        result.status, result.exit_code = "interrupted", 2
+        result.message = f"{device.name}: interrupted before any change (nothing was changed)"
+        result.hint = "run 'certfleet deploy' again to finish the run"
+
     emit("observe", "start")
-    result.served_before = await _observe(device)
+    try:
+        # Observed by the run's decision (a handshake on every listener) when there is one.
+        result.served_before = (
+            decision.served if decision is not None else await _observe(device)
+        )
+    except asyncio.CancelledError:
+        if not control.stopped:
+            raise
+        interrupted("observe")
+        return await finish(None)
     observed_before.update(result.served_before)
     served = set(result.served_before.values())
     emit("observe", "ok", f"{sum(1 for v in served if v)} certificate(s) served")
     if served == {version.leaf_sha256} and not force:
         result.status, result.exit_code = "skipped", 0
-        result.message = f"{device.name}: already serves v{version.id} on every listener"
+        result.message = f"{device.name}: already serves v{version.number} on every listener"
         result.served_after = dict(result.served_before)
         return await finish(None)
     if dry_run:
         result.status, result.exit_code = "would-deploy", 0
-        result.message = f"{device.name}: would install v{version.id}"
+        result.message = f"{device.name}: would install v{version.number}"
         return await finish(None)
 
+    if control.stopped:
+        interrupted("observe")
+        return await finish(None)
     try:
-        findings = device_findings(bundle, device, inventory)
-        driver = factory(device, inventory, on_event)
+        if decision is not None and decision.driver is not None:
+            findings, driver = decision.findings, decision.driver
+            driver.on_event = journal  # built by the decision: its steps go to the journal now
+        else:
+            findings = device_findings(bundle, device, inventory)
+            driver = factory(device, inventory, journal)
+        driver.on_backup = persist_backup
     except CertfleetError as exc:
         emit("preflight", "failed", exc.message)
         result.message = f"{device.name}: {exc.message}"
         result.hint = exc.hint
         return await finish(None)
+    # The driver runs as a task of its own: an interrupt cancels it (its template
+    # rolls back what it changed) while this device's recording still happens.
+    task = asyncio.ensure_future(
+        driver.deploy(bundle, findings, force=force, allow_no_rollback=allow_no_rollback)
+    )
+    control.in_flight.add(task)
     try:
-        outcome = await driver.deploy(
-            bundle, findings, force=force, allow_no_rollback=allow_no_rollback
-        )
+        outcome = await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            task.cancel()
+            raise
+        # Cancelled before its first change: the template let the cancellation through.
+        interrupted(driver._steps[-1].step if driver._steps else "connect")
+        result.steps = [*result.steps, *driver._steps]
+        return await finish(None)
     except Exception as exc:
         emit("deploy", "failed", f"{type(exc).__name__}: {exc}")
         result.status, result.exit_code = "failed", 3
@@ -369,6 +556,8 @@ async def _deploy_device(
         )
         result.hint = "run 'certfleet verify' and 'certfleet rollback DEVICE' if needed"
         return await finish(None)
+    finally:
+        control.in_flight.discard(task)
     result.status = outcome.outcome
     result.exit_code = outcome.exit_code
     result.message = outcome.message

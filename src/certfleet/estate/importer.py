@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PreflightError
 from ..inventory import Inventory
 from .csr import key_passphrase
 from .store import Store, VersionRecord
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from ..pki.model import Bundle, Finding, LoadedObject
 
 __all__ = ["ImportResult", "import_certificate"]
 
@@ -27,8 +32,8 @@ class ImportResult:
     """The stored version, its bundle, every finding, and whether it was new."""
 
     version: VersionRecord
-    bundle: Any  # pki.model.Bundle
-    findings: list[Any]
+    bundle: Bundle
+    findings: list[Finding]
     new: bool
     key_from_store: bool
 
@@ -41,7 +46,9 @@ class ImportResult:
         }
 
 
-def _add_store_keys(objects: list[Any], store: Store, passphrase: str | None, name: str) -> bool:
+def _add_store_keys(
+    objects: list[LoadedObject], store: Store, passphrase: str | None, name: str
+) -> bool:
     """Append the stored key matching a certificate of ``objects``; True when one was added."""
     from ..pki.model import LoadedObject, spki_sha256
 
@@ -75,7 +82,7 @@ def import_certificate(
     files: Sequence[str | Path],
     *,
     password: bytes | None = None,
-    now: Any = None,
+    now: dt.datetime | None = None,
 ) -> ImportResult:
     """Assemble, check and store ``files`` as the newest version of certificate ``name``.
 
@@ -124,12 +131,13 @@ def import_certificate(
     existing = store.current_version(name)
     if existing is not None and existing.leaf_sha256 == bundle.leaf_sha256:
         store.record_import(name, paths, existing.id, findings, "unchanged")
-        store.audit("import", "unchanged", detail=f"{name}: v{existing.id}")
+        store.audit("import", "unchanged", detail=f"{name}: v{existing.number}")
         return ImportResult(existing, bundle, findings, False, from_store)
+    assert bundle.private_key is not None  # KEY_MISSING above refused otherwise
     key_record = store.add_key(
         name, bundle.private_key, origin="store" if from_store else "import", passphrase=passphrase
     )
     version = store.add_version(name, bundle, key_record.id)
     store.record_import(name, paths, version.id, findings, "stored")
-    store.audit("import", "stored", detail=f"{name}: v{version.id} {bundle.leaf_sha256[:16]}")
+    store.audit("import", "stored", detail=f"{name}: v{version.number} {bundle.leaf_sha256[:16]}")
     return ImportResult(version, bundle, findings, True, from_store)

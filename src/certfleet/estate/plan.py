@@ -6,15 +6,18 @@ steps the driver takes, and whether a rollback will be possible.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..inventory import Device, Inventory, select_devices
 from .store import Store
 
-__all__ = ["STEPS", "DevicePlan", "make_plan", "rollback_possible"]
+if TYPE_CHECKING:
+    from .decide import Decision
+    from .deploy import DriverFactory
+
+__all__ = ["STEPS", "DevicePlan", "make_plan", "plan_from", "rollback_possible"]
 
 # The steps each kind's driver takes (drivers/ovoc.py, drivers/sbc.py).
 STEPS: dict[str, tuple[str, ...]] = {
@@ -48,6 +51,8 @@ class DevicePlan:
     steps: tuple[str, ...] = ()
     rollback: bool = False
     rollback_reason: str = ""
+    unreachable: str | None = None  # the listeners that did not answer, and why
+    hint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,8 @@ class DevicePlan:
             "steps": list(self.steps),
             "rollback": self.rollback,
             "rollback_reason": self.rollback_reason,
+            "unreachable": self.unreachable,
+            "hint": self.hint,
         }
 
 
@@ -90,43 +97,46 @@ def rollback_possible(device: Device, store: Store, served: Sequence[Any]) -> tu
     return True, "the key of the certificate served now is in the store"
 
 
-async def _plan_device(device: Device, store: Store, force: bool) -> DevicePlan:
-    from ..drivers.tlsprobe import probe
-
-    version = store.current_version(device.certificate)
-    results = await probe(device.listeners, timeout=10.0)
-    plan = DevicePlan(device.name, device.kind, device.certificate, "deploy", "")
-    plan.served = {str(r.listener): r.sha256 for r in results}
+def plan_from(decision: Decision) -> DevicePlan:
+    """The plan row of a deploy decision (the same decision ``deploy`` acts on)."""
+    device = decision.device
+    action = {"refuse": "blocked"}.get(decision.action, decision.action)
+    plan = DevicePlan(device.name, device.kind, device.certificate, action, decision.reason)
+    plan.served = decision.served
     plan.served_subjects = {
         str(r.listener): (
             r.certificate.subject.rfc4514_string() if r.certificate is not None else r.error
         )
-        for r in results
+        for r in decision.results
     }
-    plan.steps = STEPS.get(device.kind, ())
-    plan.rollback, plan.rollback_reason = rollback_possible(
-        device, store, [r.certificate for r in results]
-    )
-    if version is None:
-        plan.action = "blocked"
-        plan.reason = f"no version of {device.certificate!r} imported yet"
-        return plan
-    plan.target_sha256 = version.leaf_sha256
-    plan.target_version = version.id
-    plan.target_not_after = version.not_after
-    if set(plan.served.values()) == {version.leaf_sha256} and not force:
-        plan.action = "skip"
-        plan.reason = f"every listener already serves v{version.id}"
-        plan.steps = ()
-    else:
-        behind = sum(1 for sha in plan.served.values() if sha != version.leaf_sha256)
-        plan.reason = f"{behind}/{len(plan.served)} listener(s) do not serve v{version.id}"
+    plan.unreachable = decision.unreachable
+    plan.hint = decision.hint
+    plan.steps = STEPS.get(device.kind, ()) if action == "deploy" else ()
+    plan.rollback, plan.rollback_reason = decision.rollback, decision.rollback_reason
+    if decision.version is not None:
+        plan.target_sha256 = decision.version.leaf_sha256
+        plan.target_version = decision.version.number
+        plan.target_not_after = decision.version.not_after
     return plan
 
 
 async def make_plan(
-    inventory: Inventory, store: Store, only: Sequence[str] = (), *, force: bool = False
+    inventory: Inventory,
+    store: Store,
+    only: Sequence[str] = (),
+    *,
+    force: bool = False,
+    allow_no_rollback: bool = False,
+    factory: DriverFactory | None = None,
 ) -> list[DevicePlan]:
-    """The plan for the selected devices (all by default). Raises ConfigError."""
+    """The plan for the selected devices (all by default). Raises ConfigError.
+
+    Decided by :func:`certfleet.estate.decide.decide_all`, as ``deploy`` decides.
+    """
+    from .decide import decide_all
+
     devices = select_devices(inventory, only)
-    return list(await asyncio.gather(*(_plan_device(d, store, force) for d in devices)))
+    decisions = await decide_all(
+        devices, inventory, store, factory, force=force, allow_no_rollback=allow_no_rollback
+    )
+    return [plan_from(d) for d in decisions]

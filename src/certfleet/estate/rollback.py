@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import DeployOutcome, StepEvent
-from ..drivers.tlsprobe import wait_for_served
+from ..drivers.base import DeployOutcome, EventCallback, StepEvent, describe_exception
+from ..drivers.tlsprobe import Listener, ProbeResult, wait_for_served
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Inventory
 from .deploy import DriverFactory
 from .devices import prepare_standalone_restore
 from .store import BackupRecord, Store
 
-__all__ = ["RollbackResult", "rollback_device"]
+__all__ = ["RollbackResult", "previous_by_listener", "rollback_device", "verify_each"]
 
 
 @dataclass
@@ -26,15 +28,20 @@ class RollbackResult:
     backup: BackupRecord | None = None
     served_after: dict[str, str | None] = field(default_factory=dict)
     steps: list[StepEvent] = field(default_factory=list)
+    # Whether a request that may change the device was sent (exit 3 on failure, else 2).
+    touched: bool = False
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 3
+        if self.ok:
+            return 0
+        return 3 if self.touched else 2
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "device": self.device,
             "ok": self.ok,
+            "touched": self.touched,
             "exit_code": self.exit_code,
             "message": self.message,
             "hint": self.hint,
@@ -55,29 +62,39 @@ async def rollback_device(
     factory: DriverFactory,
     name: str,
     *,
-    on_event: Any = None,
+    on_event: EventCallback | None = None,
     break_lock: bool = False,
 ) -> RollbackResult:
     """Restore device ``name``'s last backup and verify it. Raises ConfigError/StateError.
 
-    Device failures are returned (``ok`` False), never raised.
+    The last backup is the one taken before the newest deploy that changed
+    the device, an interrupted one included (it is written before the first
+    change). Errors raised leave the device untouched; device failures are
+    returned (``ok`` False), never raised.
     """
-    import os
-
     device = inventory.devices.get(name)
     if device is None:
         raise ConfigError(
             f"no device named {name!r} in {inventory.path}",
             hint="devices: " + ", ".join(sorted(inventory.devices)),
         )
-    record = store.last_backup(name)
-    if record is None:
-        raise StateError(
-            f"no backup of {name!r} in the state store",
-            hint="a backup is taken by every deploy; there is nothing to roll back to",
-        )
-    backup = store.read_backup(record)
+    from .csr import key_passphrase
+
     store.acquire_lock(f"rollback {name}", break_lock=break_lock)
+    try:
+        store.settle_interrupted()  # a deploy that died is recorded as interrupted
+        record = store.last_backup(name)
+        if record is None:
+            raise StateError(
+                f"no backup of {name!r} in the state store",
+                hint="a backup is taken by every deploy before it changes a device; "
+                "this device was never changed by certfleet",
+                untouched=True,
+            )
+        backup = store.read_backup(record, key_passphrase(inventory, device.certificate))
+    except BaseException:
+        store.release_lock()
+        raise
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     run_id = store.start_run(
         f"rollback {name}",
@@ -94,25 +111,59 @@ async def rollback_device(
             driver.emit("connect", "ok")
             driver.emit("rollback", "start", f"backup {record.id} of {record.created}")
             prepare_standalone_restore(driver)
-            await driver.restore(backup)
-            driver.emit("rollback", "ok")
-            if record.served_sha256:
-                # Verified here, by handshake on the inventory's listeners: the
-                # drivers' own verify follows the state of a deploy session.
-                driver.emit("verify", "start")
-                after = await wait_for_served(
-                    device.listeners, record.served_sha256, device.verify_timeout
-                )
-                result.served_after = {str(r.listener): r.sha256 for r in after}
-                driver.emit("verify", "ok")
-            result.ok = True
-            result.message = f"{name}: backup {record.id} restored" + (
-                " and verified by handshake" if record.served_sha256 else ""
-            )
+            result.touched = True
+
+            async def restore_and_verify() -> None:
+                await driver.restore(backup)
+                driver.emit("rollback", "ok")
+                expected = previous_by_listener(device.listeners, backup.meta, record.served_sha256)
+                if not expected:
+                    driver.emit("verify", "failed", "nothing to verify against")
+                    result.message = (
+                        f"{name}: backup {record.id} restored, NOT verified: no listener served "
+                        "a certificate before the deploy, so no handshake can prove the restore"
+                    )
+                    result.hint = f"check what it serves with 'certfleet status --only {name}'"
+                else:
+                    # Verified here, by handshake, each listener against what it served
+                    # before: the drivers' own verify follows the state of a deploy session.
+                    driver.emit("verify", "start")
+                    after = await verify_each(expected, max(device.verify_timeout, 5.0))
+                    result.served_after = {str(r.listener): r.sha256 for r in after}
+                    driver.emit("verify", "ok", f"{len(after)} listener(s)")
+                    result.ok = True
+                    result.message = (
+                        f"{name}: backup {record.id} restored and verified by handshake on "
+                        f"{len(after)} listener(s)"
+                    )
+
+            # Once the restore has begun, an interrupt (Ctrl-C, SIGTERM) does not stop
+            # it half-way: it gets the driver's interrupt_grace to finish.
+            work = asyncio.ensure_future(restore_and_verify())
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if work.done():
+                    raise
+                driver.emit("rollback", "start", "interrupted: finishing the rollback")
+                try:
+                    await asyncio.wait_for(work, driver.interrupt_grace)
+                except TimeoutError:
+                    raise asyncio.CancelledError from None
         except CertfleetError as exc:
             driver.emit("rollback", "failed", exc.message)
-            result.message = f"{name}: rollback failed: {exc.message}"
+            result.message = f"{name}: rollback failed: {exc.message}" + (
+                "" if result.touched else " (nothing was changed)"
+            )
             result.hint = exc.hint or "restore the device by hand from the backup files"
+        except BaseException as exc:  # a bug, an OS error, Ctrl-C, a cancellation
+            what = describe_exception(exc)
+            driver.emit("rollback", "failed", what)
+            if result.touched:
+                result.message = f"{name}: rollback stopped: {what}; the device may be changed"
+                result.hint = f"run 'certfleet rollback {name}' again"
+            else:
+                result.message = f"{name}: {what} before any change (nothing was changed)"
         finally:
             result.steps = list(driver._steps)
             await driver.close()
@@ -129,7 +180,7 @@ async def rollback_device(
             served_after=result.served_after,
             steps=result.steps,
         )
-        outcome.outcome = "restored" if result.ok else "failed"
+        outcome.outcome = "restored" if result.ok else ("failed" if result.touched else "refused")
         store.record_deployment(
             run_id=run_id, device=name, kind=device.kind, certificate=device.certificate,
             version_id=None, outcome=outcome, started=started, backup_id=record.id,
@@ -137,5 +188,41 @@ async def rollback_device(
         store.audit("rollback", "restored" if result.ok else "failed", device=name,
                     detail=result.message)
         store.finish_run(run_id, result.exit_code)
-        store.release_lock(pid=os.getpid())
+        store.release_lock()
     return result
+
+
+def previous_by_listener(
+    listeners: Sequence[Listener], meta: dict[str, Any], served_sha256: str | None
+) -> dict[Listener, str]:
+    """Per listener, the certificate it served before the deploy that took the backup.
+
+    From the backup's ``listeners_served`` (every listener checked, the
+    management port included when the deploy changed it); for a backup without
+    it, ``served_sha256`` on the inventory's listeners.
+    """
+    served = meta.get("listeners_served")
+    if not isinstance(served, dict):
+        return {item: served_sha256 for item in listeners} if served_sha256 else {}
+    known = {str(item): item for item in listeners}
+    expected: dict[Listener, str] = {}
+    for where, sha in served.items():
+        if not isinstance(sha, str) or not sha:
+            continue
+        try:
+            listener = known.get(where) or Listener.parse(where)
+        except ValueError:
+            continue
+        expected[listener] = sha
+    return expected
+
+
+async def verify_each(expected: dict[Listener, str], timeout: float) -> list[ProbeResult]:
+    """Wait until every listener serves its own expected certificate. Raises VerificationError."""
+    groups: dict[str, list[Listener]] = {}
+    for listener, sha in expected.items():
+        groups.setdefault(sha, []).append(listener)
+    results: list[ProbeResult] = []
+    for sha, group in groups.items():
+        results.extend(await wait_for_served(group, sha, timeout))
+    return results

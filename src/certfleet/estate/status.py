@@ -74,6 +74,14 @@ class DeviceStatus:
     current_sha256: str | None
     current_version: int | None
     listeners: list[ListenerStatus] = field(default_factory=list)
+    #: The newest deployment recorded for the device (outcome, last_step, run_id,
+    #: started, finished, message), from the store's journal; None when none.
+    last_deployment: dict[str, Any] | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """The newest deploy of this device died mid-way (see ``last_deployment``)."""
+        return bool(self.last_deployment and self.last_deployment["outcome"] == "interrupted")
 
     @property
     def agree(self) -> bool:
@@ -105,6 +113,7 @@ class DeviceStatus:
             "agree": self.agree,
             "days_left": self.days_left,
             "is_current": self.is_current,
+            "last_deployment": self.last_deployment,
         }
 
 
@@ -128,7 +137,7 @@ async def _device_status(
         device.kind,
         device.certificate,
         current.leaf_sha256 if current else None,
-        current.id if current else None,
+        current.number if current else None,
     )
     for result in await probe(device.listeners, timeout=timeout):
         item = ListenerStatus(
@@ -168,6 +177,16 @@ async def collect_status(
     statuses = await asyncio.gather(
         *(_device_status(device, store, moment, timeout) for device in chosen)
     )
+    if store is not None:
+        store.settle_interrupted()
+        latest = store.latest_deployments([s.name for s in statuses])
+        for status in statuses:
+            row = latest.get(status.name)
+            if row is not None:
+                status.last_deployment = {
+                    key: row[key]
+                    for key in ("run_id", "outcome", "last_step", "started", "finished", "message")
+                }
     return sorted(
         statuses,
         key=lambda s: (s.days_left is None, s.days_left if s.days_left is not None else 0, s.name),
