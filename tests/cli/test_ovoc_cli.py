@@ -329,3 +329,26 @@ def test_deploy_with_bad_menu_file(lab: LabOvoc, new_cert: Issued, tmp_path: Pat
         assert result.exit_code == 2, result.output
         assert words in json.loads(result.output)["message"]
     assert lab.import_count == 0
+
+
+def test_deploy_refuses_non_ascii_keystore_password(lab: LabOvoc, new_cert: Issued,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keystore password OVOC cannot take: exit 2 before any connection, saying why and
+    which characters are safe, with --force too."""
+    monkeypatch.setenv("OVOC_KS_PW", "Kennwort-ü-2026")
+    before = lab.staged_files()
+    for extra in ((), ("--force",)):
+        result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
+                                                *extra))
+        assert result.exit_code == 2, result.output
+        text = " ".join(result.output.split())
+        assert "OVOC_KEYSTORE_PASSWORD" in text and "U+00FC" in text
+        assert "printable ASCII" in text and "Tip:" in text
+        assert "Kennwort" not in text
+    result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert), "--json"))
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "refused"
+    assert [f["code"] for f in data["findings"]] == ["OVOC_KEYSTORE_PASSWORD"]
+    assert lab.staged_files() == before and lab.import_count == 0

@@ -287,3 +287,49 @@ def test_missing_keystore_password_is_refused(lab: LabOvoc, new_cert: Issued) ->
     assert outcome.outcome == "refused"
     assert "keystore password" in outcome.message
     assert lab.import_count == 0
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_non_ascii_keystore_password_is_refused_before_any_change(
+        lab: LabOvoc, new_cert: Issued, force: bool) -> None:
+    """A keystore password keytool cannot take is refused, forced or not, nothing staged."""
+    before = lab.staged_files()
+    outcome = deploy(make_driver(lab, keystore_password="Ks ü Pa55w0rd"), bundle_of(new_cert),
+                     force=force)
+    assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
+    assert "OVOC_KEYSTORE_PASSWORD" in {f.code for f in outcome.findings}
+    assert "U+00FC" in outcome.message
+    assert outcome.hint is not None and "printable ASCII" in outcome.hint
+    assert lab.staged_files() == before and lab.import_count == 0
+
+
+def test_keystore_refusal_is_not_retried_by_the_rollback(lab: LabOvoc, new_cert: Issued) -> None:
+    """OVOC refuses the keystore password: said so, the previous files are staged back
+    without a second import (it would be refused too), the old certificate verified."""
+    from certfleet.lab.ems_emulator import KEYTOOL_PASSWORD_ERROR
+
+    before_files = lab.staged_files()
+    lab.faults.keystore_error = KEYTOOL_PASSWORD_ERROR
+    outcome = deploy(make_driver(lab), bundle_of(new_cert))
+    assert outcome.outcome == "restored" and outcome.exit_code == 1, outcome.message
+    assert "did not take the keystore password" in outcome.message
+    assert "would be refused too" in outcome.message
+    assert lab.import_count == 1
+    assert lab.staged_files() == before_files
+    assert lab.served_certificate() == lab.initial.leaf
+    assert any(s.step == "rollback" and "not imported again" in s.detail for s in outcome.steps)
+    assert_clean_transcript(outcome, lab)
+
+
+def test_awkward_ascii_passwords_pass_through_the_lab(new_cert: Issued) -> None:
+    """Spaces, quotes, $, backticks and backslashes in every password reach the device as
+    typed (SSH login, su, keystore prompt)."""
+    awkward = "Ks pa$$ 'q' \"d\" `id` \\ ~!"
+    with LabOvoc(acems_password="ac ' $HOME `x` \"", root_password="ro $(id) ` ' \" \\",
+                 restart_delay=0.05) as lab:
+        outcome = deploy(make_driver(lab, keystore_password=awkward), bundle_of(new_cert))
+        assert outcome.outcome == "installed", outcome.message
+        assert lab.keystore_password == awkward
+        text = outcome.transcript or ""
+        for secret in (lab.acems_password, lab.root_password, awkward):
+            assert secret not in text

@@ -300,7 +300,9 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
 
     diagnosis: str | None = None
     try:
+        from ..errors import PreflightError
         from ..pki.checks import preflight
+        from ..pki.profiles import keystore_password_findings
 
         input_password = read_password(input_password_env, what="password of the input files")
         password = _secret(password_env, f"SSH password of {user}", required=True,
@@ -309,10 +311,9 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
                               json_out=json_out)
         keystore = _secret(keystore_password_env, "keystore password", required=True,
                            json_out=json_out)
-        if keystore is not None and len(keystore) < 6:
-            raise ConfigError("the keystore password is shorter than 6 characters; OVOC's "
-                              "keystore needs at least 6",
-                              hint="choose a longer keystore password")
+        problems = keystore_password_findings(keystore)
+        if problems:  # before the files are read and before any connection: exit 2
+            raise PreflightError(problems[0].message, problems, hint=problems[0].hint)
         bundle, findings = preflight(
             files, input_password.encode("utf-8") if input_password is not None else None)
         driver = _driver(

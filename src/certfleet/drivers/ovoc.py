@@ -48,7 +48,15 @@ from ..errors import (
     RollbackError,
 )
 from ..pki.model import Bundle, Finding
-from ..pki.profiles import OVOC_PROFILE, Artifact, Artifacts, OvocProfile, render_target
+from ..pki.profiles import (
+    KEYSTORE_PASSWORD_SAFE,
+    OVOC_PROFILE,
+    Artifact,
+    Artifacts,
+    OvocProfile,
+    keystore_password_findings,
+    render_target,
+)
 from .base import Backup, Driver, EventCallback
 from .tlsprobe import Listener
 
@@ -108,6 +116,9 @@ class OvocMenu:
       ("yes" when the question offers yes/no);
     * ``password_prompt``: the only place the keystore password is ever typed
       (again when asked to confirm it);
+    * ``keystore_failure``: searched in what a refused import printed: OVOC did not
+      take the keystore password (keytool's refusal), so importing the previous files
+      again under the same password would be refused too and the rollback does not try;
     * ``back_labels``: the entry that leaves a menu (its key is read from the
       screen); ``back`` the key to type when no such entry is shown.
     """
@@ -140,6 +151,10 @@ class OvocMenu:
         r"Imported files and generated PKCS#12 with JKS Keystore files",
     )
     failure: str = r"\b(?:error|failed|failure|fail|could\s+not|cannot|unable\s+to)\b"
+    keystore_failure: str = (
+        r"\bkeytool\s+error\b|\bkeystore\s+password\b.*\b(?:incorrect|invalid|wrong|must)\b"
+        r"|\bpassword\s+was\s+incorrect\b|\bpassword\b.*\bat\s+least\s+\d+\s+characters\b"
+    )
     back_labels: str = (
         r"^(?:quit|exit|back|go\s+back|return|previous(?:\s+menu)?|main\s+menu|up)\b"
     )
@@ -149,6 +164,7 @@ class OvocMenu:
         patterns = {"menu_prompt": self.menu_prompt, "continue_prompt": self.continue_prompt,
                     "confirm_prompt": self.confirm_prompt,
                     "password_prompt": self.password_prompt, "failure": self.failure,
+                    "keystore_failure": self.keystore_failure,
                     "back_labels": self.back_labels}
         patterns.update({f"success[{i}]": p for i, p in enumerate(self.success)})
         for name, value in patterns.items():
@@ -167,7 +183,7 @@ class OvocMenu:
         values: dict[str, Any] = {}
         known = {"labels", "numbers", "command", "menu_prompt", "continue_prompt",
                  "confirm_prompt", "confirm_answer", "password_prompt", "success", "failure",
-                 "back_labels", "back"}
+                 "keystore_failure", "back_labels", "back"}
         for raw_key, value in mapping.items():
             key = str(raw_key).replace("-", "_")
             if key not in known:
@@ -699,6 +715,8 @@ class OvocDriver(Driver):
         self._menu_from = 0
         self._root_prompt: str | None = None  # the root shell's prompt line, as seen
         self._located = False  # the staging folder was checked against the SFTP home
+        self._import_text = ""  # what the last import printed after the password
+        self._keystore_refused = False  # OVOC did not take the keystore password
 
     # ---- connection ------------------------------------------------------------------
 
@@ -816,10 +834,11 @@ class OvocDriver(Driver):
 
     async def connect(self) -> None:
         """SSH in as ``user``, open SFTP, and become ``su_user`` (checked with whoami)."""
-        if self.keystore_password is None or len(self.keystore_password) < 6:
-            raise ConfigError("the keystore password for OVOC's import prompt is missing "
-                              "or shorter than 6 characters",
-                              hint="set it with --keystore-password-env VAR (6+ characters)")
+        problems = keystore_password_findings(self.keystore_password)
+        if problems:  # refused even when preflight errors are overridden: nothing changed yet
+            raise ConfigError(problems[0].message,
+                              hint="set it with --keystore-password-env VAR; "
+                              + (problems[0].hint or ""))
         if self.su_password is None:
             raise ConfigError(f"the password of {self.su_user!r} for su is missing",
                               hint="set it with --su-password-env VAR")
@@ -1133,8 +1152,9 @@ class OvocDriver(Driver):
     # ---- hooks -----------------------------------------------------------------------
 
     def preflight(self, bundle: Bundle) -> list[Finding]:
-        """The profile's findings (key and root present, key type) for OVOC."""
-        return self.profile.preflight(bundle)
+        """The profile's findings (key and root present, key type, keystore password)."""
+        return [*self.profile.preflight(bundle),
+                *self.profile.keystore_password_findings(self.keystore_password)]
 
     async def backup(self) -> Backup:
         """Download what is staged now (server.key included)."""
@@ -1160,6 +1180,16 @@ class OvocDriver(Driver):
         self.emit("import", "start")
         ok, verdict = await self._run_import()
         if not ok:
+            if self._import_text and re.search(self.menu.keystore_failure, self._import_text,
+                                               re.IGNORECASE | re.MULTILINE):
+                self._keystore_refused = True
+            if self._keystore_refused:
+                raise DeviceRefusedError(
+                    f"OVOC refused the import ({verdict}): it did not take the keystore "
+                    "password; importing the previous files again under the same password "
+                    "would be refused too, so the rollback stages them back without importing",
+                    hint=f"choose a keystore password of {KEYSTORE_PASSWORD_SAFE} "
+                    "that OVOC accepts, and rerun", device=self.name)
             if self._sftp is None:  # OVOC hung up after its verdict
                 await self._connect_all()
             exists, staged = await self.download_staging()
@@ -1187,6 +1217,12 @@ class OvocDriver(Driver):
         stale = [n for n, _ in listing if n not in backup.files and not n.startswith(_TMP_PREFIX)]
         await self._stage(files, self._profile_names(stale))
         await self._remove_temps()
+        if self._keystore_refused and not self._imported:
+            # OVOC's previous keystore is untouched and an import would be refused again:
+            # the handshake that follows tells whether the previous certificate is served.
+            self.emit("rollback", "ok", "previous files staged back; not imported again "
+                      "(OVOC refused the keystore password)")
+            return
         if self.profile.cert_file not in backup.files or not backup.has_private_key:
             if self._imported:
                 raise RollbackError(
@@ -1330,6 +1366,7 @@ class OvocDriver(Driver):
                     verdict_from = screen.mark
                 passwords += 1
                 if passwords > 3:
+                    self._keystore_refused = True
                     raise DeviceRefusedError(
                         "OVOC keeps asking for the keystore password",
                         hint="check the keystore password (6+ characters) and the menu's "
@@ -1338,7 +1375,8 @@ class OvocDriver(Driver):
                 screen.send(self.keystore_password or "")
             else:
                 screen.send(self._answer(kind, line))
-        ok, verdict = self._verdict(screen.text[verdict_from:])
+        self._import_text = screen.text[verdict_from:]
+        ok, verdict = self._verdict(self._import_text)
         if kind == "hung up":
             await self._close_quietly()  # reopened when needed (restore)
             return ok, verdict
