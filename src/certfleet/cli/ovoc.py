@@ -115,7 +115,14 @@ def _driver(
     verify_timeout: float, prompt_timeout: float, import_timeout: float, on_event: Any,
     menu: Path | None = None, settle_time: float = 0.3, enter: str = "lf",
 ) -> OvocDriver:
-    from ..drivers.ovoc import OvocDriver
+    from ..drivers.ovoc import (
+        OvocDriver,
+        SshLogin,
+        StagingSettings,
+        SuSettings,
+        TerminalSettings,
+        Timeouts,
+    )
     from ..drivers.tlsprobe import Listener
 
     newlines = {"lf": "\n", "cr": "\r"}
@@ -127,12 +134,16 @@ def _driver(
     except ValueError as exc:
         raise ConfigError(str(exc), hint="give --verify-port between 1 and 65535") from exc
     return OvocDriver(
-        host, host, ssh_port=ssh_port, user=user, password=password, su_user=su_user,
-        su_password=su_password, keystore_password=keystore_password,
-        known_hosts=_known_hosts(known_hosts, host_key), host_key=host_key,
-        staging_dir=staging_dir, listeners=listeners, verify_timeout=verify_timeout,
-        prompt_timeout=prompt_timeout, import_timeout=import_timeout, on_event=on_event,
-        menu=_load_menu(menu), settle_time=settle_time, newline=newlines[enter.lower()],
+        host, host,
+        login=SshLogin(port=ssh_port, user=user, password=password, host_key=host_key,
+                       known_hosts=_known_hosts(known_hosts, host_key)),
+        su=SuSettings(user=su_user, password=su_password),
+        staging=StagingSettings(dir=staging_dir),
+        timeouts=Timeouts(prompt=prompt_timeout, import_=import_timeout,
+                          verify=verify_timeout),
+        terminal=TerminalSettings(settle_time=settle_time, newline=newlines[enter.lower()]),
+        keystore_password=keystore_password, listeners=listeners, on_event=on_event,
+        menu=_load_menu(menu),
     )
 
 
