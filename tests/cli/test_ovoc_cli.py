@@ -352,3 +352,42 @@ def test_deploy_refuses_non_ascii_keystore_password(lab: LabOvoc, new_cert: Issu
     assert data["outcome"] == "refused"
     assert [f["code"] for f in data["findings"]] == ["OVOC_KEYSTORE_PASSWORD"]
     assert lab.staged_files() == before and lab.import_count == 0
+
+
+def test_device_text_is_printed_as_text(new_cert: Issued, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A banner, verdict and question holding '[root@ovoc ~]#', '[/bold]' and escape
+    sequences print as is: no markup, no traceback, exit codes as usual."""
+    import copy
+
+    from certfleet.lab.ems_emulator import load_menus
+
+    menus = copy.deepcopy(load_menus())
+    menus["banner"] = ["", "Welcome [root@ovoc ~]# to [/bold] OVOC [bold red]lab[/]", "",
+                       "\x1b]0;title\x07 [/] end of banner", ""]
+    menus["import"]["success"][0] += " [/bold] [root@ovoc ~]#"
+    with LabOvoc(menus=menus, restart_delay=0.05) as lab:
+        monkeypatch.setenv("OVOC_SSH_PW", lab.acems_password)
+        monkeypatch.setenv("OVOC_ROOT_PW", lab.root_password)
+        monkeypatch.setenv("OVOC_KS_PW", KEYSTORE)
+        transcript = tmp_path / "session.txt"
+        result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
+                                                "--transcript", str(transcript)))
+        assert result.exit_code == 0, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        flat = " ".join(result.output.split())
+        assert "generated successfully [/bold] [root@ovoc ~]#" in flat
+        assert "Welcome [root@ovoc ~]# to [/bold] OVOC [bold red]lab[/]" in \
+            transcript.read_text()
+        lab.faults.inject_prompt = "Select [/bold] keystore [JKS/PKCS12] \x1b[1m[root@ovoc ~]#: "
+        result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
+                                                "--prompt-timeout", "1.5"))
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "Select [/bold] keystore [JKS/PKCS12] [root@ovoc ~]#:" in \
+            " ".join(result.output.split())
+        assert "\x1b" not in result.output
+        lab.stage_files({"[red]\x1b[31m.crt": b"x"})
+        result = runner.invoke(app, ["ovoc", "doctor", *connection(lab)])
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "[red]\\x1b[31m.crt" in result.output

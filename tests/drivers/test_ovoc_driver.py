@@ -333,3 +333,30 @@ def test_awkward_ascii_passwords_pass_through_the_lab(new_cert: Issued) -> None:
         text = outcome.transcript or ""
         for secret in (lab.acems_password, lab.root_password, awkward):
             assert secret not in text
+
+
+def test_device_file_names_are_sanitised_before_the_backup(lab: LabOvoc,
+                                                           new_cert: Issued) -> None:
+    """Names that are no plain file name, and big foreign files, stay on the device:
+    never copied into the backup, never touched; the deploy goes on."""
+    odd = {"..evil.crt": b"x", ".hidden": b"x", "esc\x1b[31m.crt": b"x", "back\\slash": b"x",
+           "con": b"x", "n" * 200: b"x", "big.tar": b"0" * (1024 * 1024 + 1)}
+    lab.stage_files(odd)
+    outcome = deploy(make_driver(lab), bundle_of(new_cert))
+    assert outcome.outcome == "installed", outcome.message
+    assert outcome.backup is not None
+    assert sorted(outcome.backup.files) == ["ca1.crt", "root.crt", "server.crt", "server.key"]
+    skipped = [s.detail for s in outcome.steps if s.step == "names"]
+    assert len(skipped) == len(odd) and all(s.startswith("not copied") for s in skipped)
+    staged = lab.staged_files()
+    assert all(staged[name] == data for name, data in odd.items())
+
+
+def test_oversized_profile_file_is_a_clear_refusal(lab: LabOvoc, new_cert: Issued) -> None:
+    """A server.key past the read bound: refused before any change, naming the file."""
+    lab.stage_files({"server.key": b"k" * (1024 * 1024 + 1)})
+    before = lab.staged_files()
+    outcome = deploy(make_driver(lab), bundle_of(new_cert))
+    assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
+    assert "'server.key'" in outcome.message and "larger than 1048576 bytes" in outcome.message
+    assert lab.staged_files() == before and lab.import_count == 0

@@ -105,3 +105,32 @@ def test_progress_only_moves_forward() -> None:
     assert driver.progress is OvocProgress.IMPORTED
     driver.assume_changed()
     assert driver.progress is OvocProgress.IMPORTED
+
+
+@pytest.mark.parametrize("name", ["server.crt", "ca12.crt", "notes.txt", "Zertifikat ü.pem",
+                                  "a" * 128])
+def test_safe_staged_names(name: str) -> None:
+    from certfleet.drivers.ovoc.staging import safe_staged_name
+
+    assert safe_staged_name(name)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "../x", "a/b", "a\\b", "c:x",
+                                  "nul", "COM1.txt", "a\x1b[31mb", "tab\there", " pad",
+                                  "a" * 129, "\u00fc" * 65])
+def test_unsafe_staged_names(name: str) -> None:
+    """Separators, a leading dot, control characters, device names, too long: refused."""
+    from certfleet.drivers.ovoc.staging import safe_staged_name
+
+    assert not safe_staged_name(name)
+
+
+def test_screen_buffer_is_bounded() -> None:
+    """A device that keeps drawing is cut off with a clear error, not read forever."""
+    from certfleet.drivers.ovoc.terminal import Screen
+    from certfleet.errors import DeviceConnectionError
+
+    screen = Screen(None, [], max_chars=100)  # type: ignore[arg-type]  # no process needed
+    screen.feed("x" * 60)
+    with pytest.raises(DeviceConnectionError, match="more than 100 characters"):
+        screen.feed("y" * 60)

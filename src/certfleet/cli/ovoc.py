@@ -176,35 +176,43 @@ def _load_menu(path: Path | None) -> Any:
     return OvocMenu.from_mapping(data)
 
 
+def _text(value: str) -> str:
+    """``value`` (which may come from the device) as rich prints it literally: markup
+    escaped, control characters (escape sequences, carriage returns) shown, not obeyed."""
+    import re
+
+    from rich.markup import escape
+
+    visible = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
+                     lambda m: f"\\x{ord(m.group()):02x}", value)
+    return escape(visible)
+
+
 def _print_event(event: StepEvent) -> None:
     if event.status == "start":
         return
     style = _STATUS_STYLE[event.status]
-    detail = f" [dim]{event.detail}[/]" if event.detail else ""
+    detail = f" [dim]{_text(event.detail)}[/]" if event.detail else ""
     console.print(f"  [{style}]{event.status:>6}[/] {event.step}{detail}", soft_wrap=True,
                   markup=True)
 
 
 def _print_findings(findings: list[Finding]) -> None:
-    from rich.markup import escape
-
     styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
     for finding in findings:
         if finding.severity == "info":
             continue
         console.print(f"  [{styles[finding.severity]}]{finding.severity}[/] "
-                      f"{finding.code}: {escape(finding.message)}", soft_wrap=True)
+                      f"{finding.code}: {_text(finding.message)}", soft_wrap=True)
 
 
 def _print_outcome(outcome: DeployOutcome) -> None:
-    from rich.markup import escape
-
     style = _OUTCOME_STYLE.get(outcome.outcome, "")
     if outcome.outcome == "refused" and outcome.findings:
         _print_findings(outcome.findings)
-    console.print(f"[{style}]{outcome.outcome}[/] {escape(outcome.message)}", soft_wrap=True)
+    console.print(f"[{style}]{outcome.outcome}[/] {_text(outcome.message)}", soft_wrap=True)
     if outcome.hint:
-        console.print(f"[yellow]Tip:[/] {escape(outcome.hint)}", soft_wrap=True)
+        console.print(f"[yellow]Tip:[/] {_text(outcome.hint)}", soft_wrap=True)
     elif outcome.outcome == "installed":
         console.print("[yellow]Tip:[/] `certfleet ovoc doctor` shows what is staged on OVOC",
                       soft_wrap=True)
@@ -338,15 +346,11 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
     except InputError as exc:
         return emit_outcome(refuse_on_input_error(host, exc), None)
     except CertfleetError as exc:  # pragma: no cover - only input errors happen here
-        from rich.markup import escape
-
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
+        err_console.print(f"[bold red]error:[/] {_text(exc.message)}")
         return 2
     if not json_out:
-        from rich.markup import escape
-
         subject = bundle.leaf.subject.rfc4514_string()
-        console.print(f"[bold]OVOC {escape(host)}[/]: deploying {escape(subject)}",
+        console.print(f"[bold]OVOC {_text(host)}[/]: deploying {_text(subject)}",
                       soft_wrap=True)
     import asyncio
 
@@ -369,6 +373,14 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
         import platformdirs
 
         backup_dir = Path(platformdirs.user_data_dir("certfleet")) / "backups"
+    import dataclasses
+
+    from ..drivers.ovoc.staging import safe_staged_name
+
+    # Names came from the device: only plain file names become local paths.
+    backup = dataclasses.replace(backup, files={
+        name: data for name, data in backup.files.items()
+        if safe_staged_name(name) and name != "backup.json"})
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = backup_dir / f"ovoc-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}-{stamp}"
     try:
@@ -386,7 +398,6 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
 def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
             known_hosts: Path | None, host_key: str | None, staging_dir: str,
             names: list[str], prompt_timeout: float, json_out: bool) -> int:
-    from rich.markup import escape
     from rich.table import Table
 
     from ..errors import DeviceError, DeviceRefusedError
@@ -424,18 +435,18 @@ def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
     table.add_column("File")
     table.add_column("Size", justify="right")
     for file_name, size in report.files:
-        table.add_row(escape(file_name), str(size))
+        table.add_row(_text(file_name), str(size))
     if report.exists:
-        console.print(f"[bold]{escape(staging_dir)}[/] on {escape(host)}:", soft_wrap=True)
+        console.print(f"[bold]{_text(staging_dir)}[/] on {_text(host)}:", soft_wrap=True)
         console.print(table)
     _print_findings(report.findings)
     if report.ok:
         console.print("[bold green]ok[/] OVOC would accept these files", soft_wrap=True)
         return 0
-    console.print(f"[bold red]rejected[/] {escape(report.diagnosis or '')}", soft_wrap=True)
+    console.print(f"[bold red]rejected[/] {_text(report.diagnosis or '')}", soft_wrap=True)
     first = next((f for f in report.findings if f.severity == "error"), None)
     if first is not None and first.hint:
-        console.print(f"[yellow]Tip:[/] {escape(first.hint)}", soft_wrap=True)
+        console.print(f"[yellow]Tip:[/] {_text(first.hint)}", soft_wrap=True)
     return 1
 
 
@@ -444,9 +455,7 @@ def _doctor_error(exc: CertfleetError, code: int, json_out: bool) -> int:
         print_json({"ok": False, "files": [], "findings": [], "diagnosis": None,
                     "error": exc.message, "hint": exc.hint})
     else:
-        from rich.markup import escape
-
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {_text(exc.message)}", soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[yellow]Tip:[/] {escape(exc.hint)}", soft_wrap=True)
+            err_console.print(f"[yellow]Tip:[/] {_text(exc.hint)}", soft_wrap=True)
     return code

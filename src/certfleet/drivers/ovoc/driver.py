@@ -54,12 +54,15 @@ from .ems import EmsDialogue
 from .menu import OvocMenu, answer_for, import_verdict, keystore_refused
 from .ssh import open_connection, sftp_op, start_root_shell
 from .staging import (
+    MAX_STAGED_FILE_BYTES,
+    MAX_STAGED_FILES,
     TMP_PREFIX,
     StagingReport,
     _finding,
     diagnosis_line,
     inspect_staged,
     profile_names,
+    safe_staged_name,
 )
 from .terminal import Screen
 
@@ -233,7 +236,12 @@ class OvocDriver(Driver):
         return posixpath.join(self.staging_dir, name)
 
     async def list_staging(self) -> list[tuple[str, int]] | None:
-        """(name, size) of the regular files staged now; None when the folder is missing."""
+        """(name, size) of the regular files staged now; None when the folder is missing.
+
+        Names are as the device gives them (see :func:`~.staging.safe_staged_name`
+        before one becomes a local path). More than :data:`~.staging.MAX_STAGED_FILES`
+        entries is a DeviceRefusedError (bounded reads).
+        """
         import asyncssh
 
         assert self._sftp is not None
@@ -245,37 +253,66 @@ class OvocDriver(Driver):
             if isinstance(exc.__cause__, asyncssh.SFTPNoSuchFile):
                 return None
             raise
+        if len(entries) > MAX_STAGED_FILES + 2:
+            raise DeviceRefusedError(
+                f"{self.staging_dir!r} holds more than {MAX_STAGED_FILES} entries; certfleet "
+                "reads no more", hint="clear out the staging folder on OVOC and rerun",
+                device=self.name)
         files = []
         for entry in entries:
             mode = entry.attrs.permissions
-            if entry.filename in (".", "..") or (mode is not None and not stat.S_ISREG(mode)):
+            name = entry.filename if isinstance(entry.filename, str) \
+                else entry.filename.decode("utf-8", "replace")
+            if name in (".", "..") or (mode is not None and not stat.S_ISREG(mode)):
                 continue
-            files.append((entry.filename, int(entry.attrs.size or 0)))
+            files.append((name, int(entry.attrs.size or 0)))
         return sorted(files)
 
     async def download_staging(self) -> tuple[bool, dict[str, bytes]]:
-        """(exists, files) of the staging folder, leaving out certfleet's temporary files."""
+        """(exists, files) of the staging folder, leaving out certfleet's temporary files.
+
+        Only files whose name is safe as a local file name and that are at most
+        :data:`~.staging.MAX_STAGED_FILE_BYTES` long are read; others are left
+        on the device (install and restore never touch them) and said so in a
+        ``names`` step. A file of the profile (``server.key``...) over the bound is
+        a DeviceRefusedError: it could not be put back.
+        """
         assert self._sftp is not None
         listing = await self.list_staging()
         if listing is None:
             return False, {}
         files: dict[str, bytes] = {}
-        for name, _size in listing:
+        owned = set(profile_names(self.profile, [name for name, _ in listing]))
+        for name, size in listing:
             if name.startswith(_TMP_PREFIX):
+                continue
+            if not safe_staged_name(name):
+                self.emit("names", "skipped", f"not copied (not a safe file name): {name!r}")
+                continue
+            if size > MAX_STAGED_FILE_BYTES and name not in owned:
+                self.emit("names", "skipped", f"not copied ({size} bytes): {name!r}")
                 continue
             files[name] = await self._read(name)
         return True, files
 
     async def _read(self, name: str) -> bytes:
+        """The bytes of staged file ``name``, at most MAX_STAGED_FILE_BYTES."""
         assert self._sftp is not None
         sftp = self._sftp
+        limit = MAX_STAGED_FILE_BYTES
 
         async def read() -> bytes:
             async with sftp.open(self._path(name), "rb") as handle:
-                data: bytes = await handle.read()
+                data: bytes = await handle.read(limit + 1)
                 return data
 
         result: bytes = await self._op(f"downloading {name!r}", read())
+        if len(result) > limit:
+            raise DeviceRefusedError(
+                f"{name!r} in {self.staging_dir!r} is larger than {limit} bytes; certfleet "
+                "reads no more (a certificate or key file is a few kilobytes)",
+                hint=f"look at {name!r} on OVOC: remove or replace it, then rerun",
+                device=self.name)
         return result
 
     async def _exists(self, path: str) -> bool:
@@ -390,7 +427,7 @@ class OvocDriver(Driver):
     async def _remove_temps(self) -> None:
         listing = await self.list_staging()
         for name, _ in listing or []:
-            if name.startswith(_TMP_PREFIX):
+            if name.startswith(_TMP_PREFIX) and not any(c in name for c in "/\\\0"):
                 await self._remove(self._path(name))
 
     def render(self, bundle: Bundle) -> Artifacts:

@@ -19,6 +19,8 @@ from ...pki.profiles import OVOC_PROFILE, OvocProfile
 
 __all__ = [
     "MAX_NAME_LENGTH",
+    "MAX_STAGED_FILES",
+    "MAX_STAGED_FILE_BYTES",
     "NEEDS_PEM_KEY",
     "TMP_PREFIX",
     "StagingReport",
@@ -33,6 +35,10 @@ NEEDS_PEM_KEY = "OVOC needs an unencrypted PEM key (PKCS#1, 'Apache compatible')
 #: The longest file name read from the device that is kept (bytes of UTF-8; 255 is the
 #: limit of common file systems).
 MAX_NAME_LENGTH = 128
+#: The largest staged file read back (bytes): certificates and keys are a few kilobytes.
+MAX_STAGED_FILE_BYTES = 1024 * 1024
+#: The most entries of the staging folder listed.
+MAX_STAGED_FILES = 1000
 _WINDOWS_RESERVED = re.compile(r"(?:con|prn|aux|nul|com\d|lpt\d)(?:\..*)?", re.IGNORECASE)
 
 
