@@ -391,3 +391,34 @@ def test_device_text_is_printed_as_text(new_cert: Issued, tmp_path: Path,
         result = runner.invoke(app, ["ovoc", "doctor", *connection(lab)])
         assert result.exception is None or isinstance(result.exception, SystemExit)
         assert "[red]\\x1b[31m.crt" in result.output
+
+
+def test_ctrl_c_at_the_menu_rolls_back(lab: LabOvoc, new_cert: Issued, tmp_path: Path) -> None:
+    """A real SIGINT while EmsServerManager shows the certificates menu: the deploy rolls
+    back and exits 1 (restored); a second one during the rollback exits 3, never a
+    traceback."""
+    import os
+    import signal
+
+    sent: list[str] = []
+
+    def at_menu(title: str) -> None:
+        if title == "Server Certificates Update" and len(sent) < limit:
+            sent.append(title)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    lab.faults.on_menu = at_menu
+    limit = 1
+    result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert), "--json"))
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, KeyboardInterrupt)
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "restored" and "interrupted" in data["message"]
+    assert lab.served_certificate() == lab.initial.leaf
+    sent.clear()
+    limit = 2
+    result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert)))
+    assert result.exit_code == 3, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "interrupted" in result.output and "NOT verified" in result.output

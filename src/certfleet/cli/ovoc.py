@@ -250,17 +250,22 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON_OPT,
     ) -> None:
         """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
-        code = _deploy(
-            files, host=host, ssh_port=ssh_port, user=user, password_env=password_env,
-            su_user=su_user, su_password_env=su_password_env,
-            keystore_password_env=keystore_password_env,
-            input_password_env=input_password_env, known_hosts=known_hosts,
-            host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
-            verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
-            import_timeout=import_timeout, force=force, transcript=transcript,
-            backup_dir=backup_dir, json_out=json_out, menu=menu, settle_time=settle_time,
-            enter=enter,
-        )
+        try:
+            code = _deploy(
+                files, host=host, ssh_port=ssh_port, user=user, password_env=password_env,
+                su_user=su_user, su_password_env=su_password_env,
+                keystore_password_env=keystore_password_env,
+                input_password_env=input_password_env, known_hosts=known_hosts,
+                host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
+                verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
+                import_timeout=import_timeout, force=force, transcript=transcript,
+                backup_dir=backup_dir, json_out=json_out, menu=menu, settle_time=settle_time,
+                enter=enter,
+            )
+        except KeyboardInterrupt:  # before the device was reached (files, passwords)
+            err_console.print("[bold red]refused[/] interrupted before any change on the "
+                              "device", soft_wrap=True)
+            code = 2
         raise typer.Exit(code)
 
     @ovoc.command("doctor")
@@ -354,10 +359,37 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
                       soft_wrap=True)
     import asyncio
 
-    outcome = asyncio.run(driver.deploy(bundle, findings, force=force))
+    try:
+        outcome = asyncio.run(driver.deploy(bundle, findings, force=force))
+    except (Exception, KeyboardInterrupt) as exc:  # a second Ctrl-C, or a bug: no traceback
+        return _deploy_aborted(driver, host, exc, json_out)
     diagnosis = driver.last_diagnosis
     _save_backup(outcome, host, staging_dir, backup_dir)
     return emit_outcome(outcome, outcome.transcript)
+
+
+def _deploy_aborted(driver: OvocDriver, host: str, exc: BaseException, json_out: bool) -> int:
+    """The deploy stopped outside its own outcome (a second Ctrl-C while rolling back, or a
+    bug): exit 2 when the device was not changed yet, 3 when it may be."""
+    from ..drivers.ovoc import OvocProgress
+
+    changed = driver.progress >= OvocProgress.STAGED
+    what = "interrupted" if isinstance(exc, KeyboardInterrupt) \
+        else f"stopped by an unexpected {type(exc).__name__}: {exc}"
+    message = f"{host}: the deploy was {what}; " + (
+        "the device may be changed and is NOT verified" if changed else "nothing was changed")
+    hint = (f"run `certfleet ovoc doctor` to see what is staged in {driver.staging_dir}, then "
+            "rerun the deploy (or import the previous files by hand in EmsServerManager)"
+            if changed else "rerun the deploy")
+    if json_out:
+        print_json({"device": host, "outcome": "failed" if changed else "refused",
+                    "exit_code": 3 if changed else 2, "message": message, "hint": hint,
+                    "findings": [], "steps": [], "transcript": driver.transcript()})
+    else:
+        err_console.print(f"[bold red]{'failed' if changed else 'refused'}[/] {_text(message)}",
+                          soft_wrap=True)
+        err_console.print(f"[yellow]Tip:[/] {_text(hint)}", soft_wrap=True)
+    return 3 if changed else 2
 
 
 def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,

@@ -92,6 +92,9 @@ class EmsFaults:
     #: When set, every import fails with this line, as keytool's refusal of the
     #: keystore password reads (the lab's own import is not run).
     keystore_error: str | None = None
+    #: Called with a menu's title before the menu is drawn (in the lab's thread): a test
+    #: hook to cut the connection or cancel the client at the menu.
+    on_menu: Callable[[str], None] | None = None
 
 
 #: What keytool prints when it cannot open a PKCS#12 file under the password given.
@@ -126,6 +129,8 @@ async def run_ems_manager(
     stack = [str(menus["root_menu"])]
     while stack:
         menu = menus["menus"][stack[-1]]
+        if faults.on_menu is not None:
+            faults.on_menu(str(menu["title"]))
         await io.write(_render_menu(menu))
         await io.write(str(menus["prompt"]))
         line = await io.readline()

@@ -6,6 +6,7 @@
 * :mod:`.config`: the driver's settings as frozen objects, and its progress state.
 * :mod:`.ssh`: host key check, login, SFTP error mapping, ``su``.
 * :mod:`.ems`: the EmsServerManager dialogue (walk, import, back out).
+* :mod:`.sftp`: the staging folder over SFTP (bounded reads, upload and rename).
 * :mod:`.driver`: :class:`OvocDriver`, the SSH/SFTP driver.
 
 Every name that ``certfleet.drivers.ovoc`` offered as a module is still here.
