@@ -114,13 +114,14 @@ def test_deploy_refused_by_preflight(lab: LabOvoc, new_cert: Issued, tmp_path: P
 
 def test_deploy_forced_rejection_restores(lab: LabOvoc, new_cert: Issued,
                                           tmp_path: Path) -> None:
-    """--force past a missing key: OVOC refuses, the previous cert is restored, exit 1."""
+    """--force past a missing key: the previous server.key is kept (nothing replaces it),
+    OVOC refuses the pair, the previous cert is restored, exit 1."""
     result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert, key=False),
                                             "--force", "--json"))
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
     assert data["outcome"] == "restored"
-    assert "server.key is missing" in data["diagnosis"]
+    assert "server.key does not belong to server.crt" in data["diagnosis"]
     assert lab.served_certificate() == lab.initial.leaf
 
 

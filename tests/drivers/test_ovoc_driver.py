@@ -214,7 +214,8 @@ def test_forced_rejection_is_diagnosed_and_rolled_back(lab: LabOvoc, new_cert: I
     outcome = deploy(make_driver(lab), bundle_of(new_cert, key=False), force=True)
     assert outcome.outcome == "restored" and outcome.exit_code == 1, outcome.message
     assert "failed to generate SEM PKCS#12 file" in outcome.message
-    assert "server.key is missing" in outcome.message
+    # the previous server.key is kept (the bundle has none): OVOC refuses the pair
+    assert "server.key does not belong to server.crt" in outcome.message
     assert lab.staged_files() == before_files
     assert lab.served_certificate() == before_cert
     assert lab.import_count == 2  # the refused import, then the previous files again
@@ -360,3 +361,37 @@ def test_oversized_profile_file_is_a_clear_refusal(lab: LabOvoc, new_cert: Issue
     assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
     assert "'server.key'" in outcome.message and "larger than 1048576 bytes" in outcome.message
     assert lab.staged_files() == before and lab.import_count == 0
+
+
+def test_forced_staging_keeps_what_exists(lab: LabOvoc, new_cert: Issued) -> None:
+    """Forced past a missing root: the key in the bundle is staged (PKCS#1), the previous
+    root.crt is kept, nothing is removed, and OVOC imports it."""
+    before = lab.staged_files()
+    lab.stage_files({"ca2.crt": before["ca1.crt"]} if "ca1.crt" in before else {})
+    data = new_cert.leaf_pem + new_cert.chain_pem + new_cert.key_pem("pkcs8")
+    bundle = assemble(load_bytes(data, "input.pem"))
+    findings = check_bundle(bundle)
+    outcome = asyncio.run(make_driver(lab).deploy(bundle, findings, force=True))
+    assert outcome.outcome == "installed", outcome.message
+    staged = lab.staged_files()
+    assert staged["server.crt"] == new_cert.leaf_pem
+    assert staged["server.key"] == new_cert.key_pem("pkcs1")
+    assert staged["server.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert staged["root.crt"] == before["root.crt"]
+    assert set(staged) >= set(before)
+    detail = next(s.detail for s in outcome.steps if (s.step, s.status) == ("stage", "ok"))
+    assert "kept" in detail and "root.crt" in detail
+    assert lab.served_certificate() == new_cert.leaf
+
+
+def test_forced_staging_without_a_key_keeps_the_previous_key(lab: LabOvoc,
+                                                             new_cert: Issued) -> None:
+    """Forced past a missing key: server.key is not removed (nothing replaces it)."""
+    before = lab.staged_files()
+    driver = make_driver(lab)
+    artifacts = driver.render(bundle_of(new_cert, key=False))
+    assert "server.key" not in artifacts.names() and "root.crt" in artifacts.names()
+    outcome = deploy(driver, bundle_of(new_cert, key=False), force=True)
+    assert outcome.outcome == "restored", outcome.message
+    assert any("kept server.key" in s.detail for s in outcome.steps)
+    assert lab.staged_files() == before

@@ -266,13 +266,13 @@ def test_deploy_through_real_sshd_and_su(appliance: Appliance) -> None:
 
 
 def test_rejection_rolls_back_through_real_sshd(appliance: Appliance) -> None:
-    """Forced past a missing key: OVOC refuses, the previous files are re-imported."""
+    """Forced past a missing key: the previous server.key is kept, OVOC refuses the pair,
+    the previous files are re-imported."""
     before_files, before_served = _staged(appliance), _served(appliance)
     other = LabCA("OVOC sshd Other").issue(["ovoc.example.com"], key_type="rsa2048")
     outcome = _deploy(_driver(appliance), _bundle(other, key=False), force=True)
     assert outcome.outcome == "restored", f"{outcome.message}\n{outcome.transcript}"
-    assert "server.key does not match server.crt" in outcome.message \
-        or "server.key is missing" in outcome.message
+    assert "server.key does not belong to server.crt" in outcome.message
     assert _staged(appliance) == before_files
     assert _served(appliance) == before_served
     assert appliance.imports[-2:] == [False, True]

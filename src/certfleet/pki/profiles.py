@@ -289,6 +289,25 @@ class OvocProfile:
             )
         return findings
 
+    def render_available(self, bundle: Bundle) -> Artifacts:
+        """Every file that can be made from ``bundle``, complete or not: the certificate,
+        the key when the bundle has one, the root when it has one, the intermediates.
+
+        For a deploy forced past preflight errors; :meth:`render` refuses an
+        incomplete bundle.
+        """
+        cert = _pem(bundle.fullchain if self.cert_includes_chain else [bundle.leaf])
+        files = [Artifact(self.cert_file, cert, False)]
+        if bundle.private_key is not None:
+            files.append(Artifact(self.key_file, _key_pem(bundle.private_key, self.key_format),
+                                  True))
+        if bundle.root is not None:
+            files.append(Artifact(self.root_file, _pem([bundle.root]), False))
+        for n, intermediate in enumerate(bundle.chain, start=1):
+            files.append(Artifact(self.intermediate_pattern.format(n=n), _pem([intermediate]),
+                                  False))
+        return Artifacts(tuple(files))
+
     def render(self, bundle: Bundle) -> Artifacts:
         key = _require_key(bundle, "OVOC")
         if bundle.root is None:

@@ -232,22 +232,16 @@ class OvocDriver(Driver, SftpStaging):
 
     def render(self, bundle: Bundle) -> Artifacts:
         """The profile's files for ``bundle``; what can be made when forced past errors."""
-        from cryptography.hazmat.primitives import serialization
+        return self._render(bundle)[0]
 
+    def _render(self, bundle: Bundle) -> tuple[Artifacts, bool]:
+        """(files, complete). An incomplete bundle is only reached when preflight errors
+        were overridden: every file the bundle can make is staged (the key included) and
+        OVOC answers, as the user asked."""
         try:
-            return render_target(bundle, self.profile)
+            return render_target(bundle, self.profile), True
         except InputError:
-            # Only reached when preflight errors were overridden (--force): stage what
-            # exists and let OVOC answer, as the user asked.
-            pem = serialization.Encoding.PEM
-            files = [Artifact(self.profile.cert_file, bundle.leaf.public_bytes(pem))]
-            if bundle.root is not None:
-                files.append(Artifact(self.profile.root_file, bundle.root.public_bytes(pem)))
-            for n, cert in enumerate(bundle.chain, 1):
-                files.append(Artifact(self.profile.intermediate_pattern.format(n=n),
-                                      cert.public_bytes(pem)))
-            return Artifacts(tuple(files))
-
+            return self.profile.render_available(bundle), False
 
     # ---- hooks -----------------------------------------------------------------------
 
@@ -284,13 +278,18 @@ class OvocDriver(Driver, SftpStaging):
             raise _as_error(exc, "the install", self.name) from exc
 
     async def _install(self, bundle: Bundle) -> None:
-        artifacts = self.render(bundle)
+        artifacts, complete = self._render(bundle)
         listing = await self.list_staging() or []
         stale = [n for n in profile_names(self.profile, [n for n, _ in listing])
                  if n not in artifacts.names()]
+        kept: list[str] = []
+        if not complete:  # forced: remove nothing the bundle cannot replace
+            stale, kept = [], stale
         self.emit("stage", "start", ", ".join(artifacts.names()))
         await self._stage(artifacts.files, stale)
-        self.emit("stage", "ok", f"{len(artifacts)} file(s) in {self.staging_dir}")
+        self.emit("stage", "ok", f"{len(artifacts)} file(s) in {self.staging_dir}"
+                  + (f"; kept {', '.join(kept)} (the bundle has no replacement)"
+                     if kept else ""))
         self.emit("import", "start")
         ok, verdict = await self._run_import()
         if not ok:
