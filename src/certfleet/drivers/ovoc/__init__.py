@@ -7,6 +7,7 @@
 * :mod:`.ssh`: host key check, login, SFTP error mapping, ``su``.
 * :mod:`.ems`: the EmsServerManager dialogue (walk, import, back out).
 * :mod:`.sftp`: the staging folder over SFTP (bounded reads, upload and rename).
+* :mod:`.probe`: a rehearsal up to the first change (:meth:`OvocDriver.probe`).
 * :mod:`.driver`: :class:`OvocDriver`, the SSH/SFTP driver.
 
 Every name that ``certfleet.drivers.ovoc`` offered as a module is still here.
@@ -31,6 +32,7 @@ from .menu import (
     _pick_option,
     menu_options,
 )
+from .probe import ProbeCheck, ProbeReport
 from .ssh import host_key_sha256
 from .staging import NEEDS_PEM_KEY, StagingReport, diagnosis_line, inspect_staged
 from .terminal import _Screen
@@ -41,6 +43,8 @@ __all__ = [
     "OvocDriver",
     "OvocMenu",
     "OvocProgress",
+    "ProbeCheck",
+    "ProbeReport",
     "SshLogin",
     "StagingReport",
     "StagingSettings",

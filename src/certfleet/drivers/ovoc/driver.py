@@ -68,6 +68,8 @@ from .terminal import Screen
 if TYPE_CHECKING:
     import asyncssh
 
+    from .probe import ProbeReport
+
 __all__ = ["OvocDriver"]
 
 _TMP_PREFIX = TMP_PREFIX
@@ -401,6 +403,15 @@ class OvocDriver(Driver, SftpStaging):
 
     def _verdict(self, output: str, *, known_only: bool = False) -> tuple[bool, str]:
         return import_verdict(self.menu, output, known_only=known_only)
+
+    # ---- rehearsal ---------------------------------------------------------------------
+
+    async def probe(self, hosts: Sequence[str] = ()) -> ProbeReport:
+        """Everything a deploy does up to the first change, then back out (see
+        :mod:`.probe`). Never raises a CertfleetError; closes the session."""
+        from .probe import probe_ovoc
+
+        return await probe_ovoc(self, tuple(hosts))
 
     # ---- doctor ------------------------------------------------------------------------
 

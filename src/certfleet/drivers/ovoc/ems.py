@@ -11,12 +11,42 @@ verdict.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...errors import DeviceConnectionError, DeviceRefusedError, DeviceTimeoutError
 from .config import Timeouts
-from .menu import OvocMenu, answer_for, back_option, import_verdict, match_option, menu_options
+from .menu import (
+    MenuStep,
+    OvocMenu,
+    answer_for,
+    back_option,
+    import_verdict,
+    match_option,
+    menu_options,
+)
 from .terminal import Screen, classify, last_line
 
-__all__ = ["EmsDialogue"]
+__all__ = ["EmsDialogue", "WalkStep"]
+
+#: How loosely an entry matched (see :func:`~.menu.match_option`): up to this tier the
+#: label matched; above, only the fallback number or a shorter entry did.
+LABEL_TIERS = 4
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    """One step of the menu path as walked: the setting, the key typed (or that would
+    be), the entry's text on the screen, and how loosely it matched (0 exact)."""
+
+    index: int
+    step: MenuStep
+    key: str
+    shown: str
+    tier: int
+
+    @property
+    def by_label(self) -> bool:
+        return self.tier <= LABEL_TIERS
 
 
 class EmsDialogue:
@@ -43,13 +73,20 @@ class EmsDialogue:
         return classify(window, self.menu, self.root_prompt, loose_menu=loose_menu,
                         menu_window=menu_window)
 
-    async def run_import(self) -> tuple[bool, str]:
-        """Walk the menu to the import, answer it, and return (ok, OVOC's verdict line)."""
+    async def walk(self, *, select_last: bool = True) -> list[WalkStep]:
+        """Start the menu command and pick each entry of the menu path by its label.
+
+        With ``select_last=False`` (a probe) the last entry, the import, is found but
+        not selected: the walk stops on its menu. Returns what was matched at each
+        step. Raises DeviceRefusedError (with ``step`` = the index of the step not
+        found and ``options`` = the entries shown) when an entry is not on the screen.
+        """
         screen = self.screen
         menu = self.menu
         self.in_menu = True
         self.menu_from = len(screen.text)
         screen.send(menu.command)
+        walked: list[WalkStep] = []
         index = 0
         while index < len(menu.path):
             step = menu.path[index]
@@ -73,17 +110,28 @@ class EmsDialogue:
                      if (hit := match_option(window, menu.path[j], fallbacks=j == index))]
             key = None
             if found:
-                _tier, index, key = min(found)
+                tier, index, key = min(found)
             if key is None:
                 raise DeviceRefusedError(
                     f"EmsServerManager shows no entry {step.label!r}"
                     + (f" nor {step.number!r}" if step.number else ""),
                     hint="set the menu labels (or numbers) for this firmware in the inventory",
                     device=self.device, screen="\n".join(screen.last_lines(20)),
+                    step=index, options=menu_options(window),
                 )
+            shown = dict(menu_options(window)).get(key, "")
+            walked.append(WalkStep(index, menu.path[index], key, shown, tier))
+            if index == len(menu.path) - 1 and not select_last:
+                return walked
             screen.send(key)
             self.menu_from = screen.mark
             index += 1
+        return walked
+
+    async def run_import(self) -> tuple[bool, str]:
+        """Walk the menu to the import, answer it, and return (ok, OVOC's verdict line)."""
+        await self.walk()
+        screen = self.screen
         verdict_from = screen.mark
         passwords = 0
 
