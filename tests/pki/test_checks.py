@@ -384,3 +384,39 @@ def test_other_complete_chain_is_only_unrelated(clean: Issued, lab_ca2: LabCA) -
     findings = run(clean.fullchain_pem + clean.key_pem() + other)
     assert by_code(findings, "CHAIN_INCOMPLETE") == []
     assert len(by_code(findings, "CHAIN_UNRELATED")) == 3
+
+
+def _stray_self_signed(cn: str, ca: bool) -> x509.Certificate:
+    """A self-signed certificate of another organisation, with no key identifiers."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Elsewhere Inc"),
+        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+    ])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=365))
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
+    return builder.sign(key, hashes.SHA256())
+
+
+@pytest.mark.parametrize("ca", [True, False], ids=["self-signed-ca", "self-signed-device"])
+def test_stray_self_signed_is_only_unrelated(clean: Issued, ca: bool) -> None:
+    """Leaf + intermediate complete, plus a self-signed certificate with no name or key-id
+    link: one CHAIN_UNRELATED warning, no CHAIN_INCOMPLETE, no error."""
+    stray = _stray_self_signed("Elsewhere Root", ca)
+    findings = run(clean.fullchain_pem + clean.key_pem() + pems(stray))
+    assert by_code(findings, "CHAIN_INCOMPLETE") == []
+    assert not has_errors(findings)
+    (aside,) = by_code(findings, "CHAIN_UNRELATED")
+    assert aside.severity == "warning" and "Elsewhere Root" in aside.message
+    assert "intermediate between them is missing" not in aside.message

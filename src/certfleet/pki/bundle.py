@@ -25,6 +25,7 @@ __all__ = [
     "find_issuer",
     "is_ca",
     "is_self_signed",
+    "may_be_root_of",
     "safe_spki_sha256",
     "signature_ok",
     "subject_text",
@@ -122,6 +123,29 @@ def _name_matches(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
     return aki is None or ski is None or aki == ski
 
 
+def _organisations(name: x509.Name) -> set[str]:
+    try:
+        values = name.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    except ValueError:
+        return set()
+    return {str(a.value).strip().casefold() for a in values} - {""}
+
+
+def may_be_root_of(root: x509.Certificate, top: x509.Certificate) -> bool:
+    """True when ``root`` is linked to the chain whose top certificate is ``top``.
+
+    A root the chain does not reach may still be its root with an intermediate
+    missing in between when something ties them: its key identifier is the one
+    ``top`` names as its authority, or its organisation is the one of ``top``'s
+    issuer. A self-signed certificate with neither link is another CA's (or a
+    device's own) and says nothing about the chain being incomplete.
+    """
+    ski = _key_id(root, x509.SubjectKeyIdentifier)
+    if ski is not None and ski == _key_id(top, x509.AuthorityKeyIdentifier):
+        return True
+    return bool(_organisations(root.subject) & _organisations(top.issuer))
+
+
 def find_issuer(
     cert: x509.Certificate, candidates: Sequence[x509.Certificate]
 ) -> tuple[x509.Certificate | None, bool]:
@@ -186,7 +210,8 @@ class _SetAside:
         leaf: x509.Certificate,
     ) -> None:
         self.leaf_text = subject_text(leaf)
-        self.top_text = subject_text(in_path[-1])
+        self.top = in_path[-1]
+        self.top_text = subject_text(self.top)
         self.path_ids = {id(c) for c in in_path}
         self.path_cas = {
             identity for identity in map(_ca_identity, in_path) if identity[1] is not None
@@ -213,7 +238,12 @@ class _SetAside:
                 f"{self.leaf_text!r}",
                 "nothing to do; keep it only if old clients need that path",
             )
-        if not self.path_ends_at_root and is_ca(cert) and is_self_signed(cert):
+        if (
+            not self.path_ends_at_root
+            and is_ca(cert)
+            and is_self_signed(cert)
+            and may_be_root_of(cert, self.top)
+        ):
             # A root the chain does not reach: another CA's, or this one's with an
             # intermediate missing in between (CHAIN_INCOMPLETE then names it).
             return (

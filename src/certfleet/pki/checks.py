@@ -19,7 +19,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from .bundle import assemble, is_ca, is_self_signed, safe_spki_sha256, signature_ok, subject_text
+from .bundle import (
+    assemble,
+    is_ca,
+    is_self_signed,
+    may_be_root_of,
+    safe_spki_sha256,
+    signature_ok,
+    subject_text,
+)
 from .load import load_files
 from .model import Bundle, Finding, Severity
 from .names import certificate_names, host_matches
@@ -207,9 +215,14 @@ def _check_chain(bundle: Bundle, existing: Sequence[Finding]) -> list[Finding]:
 
 
 def _orphan_root(bundle: Bundle) -> bool:
-    """True when a set-aside self-signed CA issued none of the other set-aside certificates."""
+    """True when a set-aside self-signed CA linked to the chain issued no set-aside certificate.
+
+    Linked by key identifier or organisation (see ``may_be_root_of``): a stray
+    self-signed certificate of another CA or device is only CHAIN_UNRELATED.
+    """
+    top = bundle.fullchain[-1]
     for root in bundle.unrelated:
-        if is_ca(root) and is_self_signed(root) and not any(
+        if is_ca(root) and is_self_signed(root) and may_be_root_of(root, top) and not any(
             other is not root and signature_ok(other, root) for other in bundle.unrelated
         ):
             return True
