@@ -30,7 +30,7 @@ from .bundle import (
 )
 from .load import load_files
 from .model import Bundle, Finding, Severity
-from .names import certificate_names, host_matches
+from .names import certificate_names, why_not_covered
 from .quiet import quietly
 
 __all__ = ["FINDING_CODES", "check_bundle", "has_errors", "preflight"]
@@ -306,17 +306,23 @@ def _check_usage(bundle: Bundle) -> list[Finding]:
 
 
 def _check_names(bundle: Bundle, hosts: Sequence[str]) -> list[Finding]:
-    names = certificate_names(bundle.leaf)
     found: list[Finding] = []
     for host in hosts:
-        if not any(host_matches(name, host) for name in names):
-            shown = ", ".join(names) or "no names"
-            found.append(_finding(
-                "NAME_NOT_COVERED",
-                f"{host!r} is not covered by the leaf (it names {shown})",
-                "issue a certificate whose subjectAltName covers the host, or check --host",
-                subject_text(bundle.leaf),
-            ))
+        reason = why_not_covered(bundle.leaf, host)
+        if reason is None:
+            continue
+        shown = ", ".join(certificate_names(bundle.leaf)) or "no names"
+        if "clients ignore the CN" in reason:
+            hint = ("clients match only the subjectAltName: issue a certificate whose "
+                    "subjectAltName lists the host")
+        else:
+            hint = "issue a certificate whose subjectAltName covers the host, or check --host"
+        found.append(_finding(
+            "NAME_NOT_COVERED",
+            f"{host!r} is not covered by the leaf (it names {shown}): {reason}",
+            hint,
+            subject_text(bundle.leaf),
+        ))
     return found
 
 
