@@ -161,6 +161,45 @@ def find_issuer(
     return (named[0], False) if named else (None, False)
 
 
+def _csr_text(csr_objs: Sequence[LoadedObject]) -> str:
+    first = csr_objs[0]
+    assert isinstance(first.value, x509.CertificateSigningRequest)  # type "csr"
+    return (f"{first.source!r} holds a certificate request (CSR) for "
+            f"{subject_text(first.value)!r}")
+
+
+def _matching_csr(
+    csr_objs: Sequence[LoadedObject], key_by_spki: dict[str, LoadedObject]
+) -> LoadedObject | None:
+    """The first CSR whose public key is one of the keys given."""
+    for obj in csr_objs:
+        if safe_spki_sha256(obj.value) in key_by_spki:
+            return obj
+    return None
+
+
+def _csr_given(
+    csr_objs: Sequence[LoadedObject],
+    key_by_spki: dict[str, LoadedObject],
+    leaf: x509.Certificate,
+) -> Finding:
+    request = _matching_csr(csr_objs, key_by_spki)
+    key_note = ""
+    if request is not None:
+        key = key_by_spki[str(safe_spki_sha256(request.value))]
+        key_note = f"; the key from {key.source!r} belongs to it: keep it for that certificate"
+    return Finding(
+        "CSR_GIVEN",
+        "error",
+        f"{_csr_text(csr_objs)}: this is the certificate request, not the issued "
+        f"certificate; the other inputs hold only the CA's chain ({subject_text(leaf)!r})"
+        f"{key_note}",
+        hint="give the certificate the CA issued for this request (.crt, .cer, .pem, "
+        ".p7b or .pfx) along with the chain",
+        subject=subject_text(leaf),
+    )
+
+
 def _not_after(cert: x509.Certificate) -> float:
     return cert.not_valid_after_utc.timestamp()
 
@@ -342,12 +381,21 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
     """Pick the leaf, order its chain leaf to root, attach the matching key.
 
     Findings made on the way (CHAIN_DUPLICATE, CHAIN_REORDERED, ROOT_INCLUDED,
-    CHAIN_UNRELATED, BAD_SIGNATURE, KEY_MISSING, KEY_MISMATCH) land in
-    ``Bundle.findings``. Raises CertificateError when there is no certificate.
+    CHAIN_UNRELATED, BAD_SIGNATURE, KEY_MISSING, KEY_MISMATCH, CSR_GIVEN) land in
+    ``Bundle.findings``. Raises CertificateError when there is no certificate
+    (naming a certificate request when one was given instead).
     """
     findings: list[Finding] = []
     cert_objs = [o for o in objects if isinstance(o.value, x509.Certificate)]
     key_objs = [o for o in objects if o.type == "private_key"]
+    csr_objs = [o for o in objects if o.type == "csr"]
+    if not cert_objs and csr_objs:
+        raise CertificateError(
+            f"{_csr_text(csr_objs)}: this is the certificate request, not the issued "
+            "certificate",
+            hint="send the request to the CA and give the certificate it issues "
+            "(.crt, .cer, .pem, .p7b or .pfx) with its chain",
+        )
     if not cert_objs:
         sources = sorted({o.source for o in objects})
         raise CertificateError(
@@ -456,7 +504,11 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
         )
 
     key_obj = key_by_spki.get(leaf_spki) if leaf_spki is not None else None
-    if not key_objs:
+    if csr_objs and key_obj is None and is_ca(leaf) and not is_self_signed(leaf):
+        # A request given with the CA's chain: the issued certificate is missing. Said
+        # as such, instead of a key that "does not belong" to an intermediate CA.
+        findings.append(_csr_given(csr_objs, key_by_spki, leaf))
+    elif not key_objs:
         findings.append(
             Finding(
                 "KEY_MISSING",
@@ -468,13 +520,18 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
         )
     elif key_obj is None:
         key_sources = ", ".join(sorted({repr(o.source) for o in key_objs}))
+        request = _matching_csr(csr_objs, key_by_spki)
         findings.append(
             Finding(
                 "KEY_MISMATCH",
                 "error",
                 f"the private key from {key_sources} does not belong to the certificate "
-                f"{subject_text(leaf)!r}",
-                hint="find the key that was used for the CSR of this certificate, "
+                f"{subject_text(leaf)!r}"
+                + (f" (it belongs to the certificate request in {request.source!r})"
+                   if request is not None else ""),
+                hint="give the certificate the CA issued for that request"
+                if request is not None
+                else "find the key that was used for the CSR of this certificate, "
                 "or issue a new certificate for this key",
                 subject=subject_text(leaf),
             )

@@ -53,6 +53,8 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
     "CHAIN_REORDERED": ("info", "the input was not in leaf-to-root order; it was reordered"),
     "CHAIN_DUPLICATE": ("info", "a certificate appeared more than once; the copies were dropped"),
     "ROOT_INCLUDED": ("info", "the input includes the root; it is kept apart from the chain"),
+    "CSR_GIVEN": ("error", "a certificate request (CSR) was given instead of the issued "
+                  "certificate"),
     "NO_CLIENT_AUTH": ("info", "the leaf's extended key usage lacks clientAuth (matters for "
                        "mutual TLS, e.g. Teams Direct Routing)"),
 }
@@ -316,7 +318,8 @@ def _check_names(bundle: Bundle, hosts: Sequence[str]) -> list[Finding]:
             hint = ("clients match only the subjectAltName: issue a certificate whose "
                     "subjectAltName lists the host")
         else:
-            hint = "issue a certificate whose subjectAltName covers the host, or check --host"
+            hint = ("issue a certificate whose subjectAltName covers the host, or correct "
+                    "the host name that was checked")
         found.append(_finding(
             "NAME_NOT_COVERED",
             f"{host!r} is not covered by the leaf (it names {shown}): {reason}",
@@ -344,6 +347,10 @@ def check_bundle(
     elif now.tzinfo is None:
         now = now.replace(tzinfo=dt.UTC)
     findings = list(bundle.findings)
+    if any(f.code == "CSR_GIVEN" for f in findings):
+        # Only the CA's chain came with the request: checking that chain as a server
+        # certificate would only repeat, in other words, that the certificate is missing.
+        return sorted(findings, key=lambda f: _RANK[f.severity])
     findings += _check_key(bundle, findings)
     findings += _check_chain(bundle, findings)
     findings += _check_validity(bundle, now, expiry_warn_days)
