@@ -25,6 +25,7 @@ __all__ = [
     "find_issuer",
     "is_ca",
     "is_self_signed",
+    "issuer_text",
     "may_be_root_of",
     "safe_spki_sha256",
     "signature_ok",
@@ -40,7 +41,8 @@ def subject_text(cert: x509.Certificate | x509.CertificateSigningRequest) -> str
         return "<unreadable subject>"
 
 
-def _issuer_text(cert: x509.Certificate) -> str:
+def issuer_text(cert: x509.Certificate) -> str:
+    """The issuer as an RFC 4514 string."""
     try:
         return cert.issuer.rfc4514_string()
     except ValueError:
@@ -259,7 +261,7 @@ class _SetAside:
         self.path_ends_at_root = is_self_signed(in_path[-1])
 
     def text(self, cert: x509.Certificate, source: str) -> tuple[str, str]:
-        subject, issuer = subject_text(cert), _issuer_text(cert)
+        subject, issuer = subject_text(cert), issuer_text(cert)
         named = f"certificate {subject!r} issued by {issuer!r} from {source!r}"
         if id(cert) not in self.path_ids and _ca_identity(cert) in self.path_cas:
             return (
