@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -16,7 +18,13 @@ from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Finding
-from certfleet.pki.names import certificate_names, covers, host_matches, is_public_suffix
+from certfleet.pki.names import (
+    NameKind,
+    certificate_names,
+    covers,
+    host_matches,
+    is_public_suffix,
+)
 
 
 @pytest.mark.parametrize(
@@ -212,3 +220,14 @@ def test_wildcard_under_a_registrable_domain_still_matches() -> None:
     assert covers(cert, "www.example.co.uk")
     assert not covers(cert, "a.www.example.co.uk")
     assert is_public_suffix("co.uk") and not is_public_suffix("example.co.uk")
+
+
+_CPYTHON_CASES = json.loads(
+    (Path(__file__).parent / "data" / "hostname_cases_cpython.json").read_text(encoding="utf-8")
+)["cases"]
+
+
+@pytest.mark.parametrize(("kind", "pattern", "host", "expected"), _CPYTHON_CASES)
+def test_public_hostname_cases(kind: NameKind, pattern: str, host: str, expected: bool) -> None:
+    """CPython's match_hostname cases on subjectAltName entries give the same answers."""
+    assert host_matches(pattern, host, kind=kind) is expected
