@@ -30,7 +30,7 @@ from .bundle import (
 )
 from .load import load_files
 from .model import Bundle, Finding, Severity
-from .names import certificate_names, why_not_covered
+from .names import san_entries, why_not_covered
 from .quiet import quietly
 
 __all__ = ["FINDING_CODES", "check_bundle", "has_errors", "preflight"]
@@ -313,7 +313,11 @@ def _check_names(bundle: Bundle, hosts: Sequence[str]) -> list[Finding]:
         reason = why_not_covered(bundle.leaf, host)
         if reason is None:
             continue
-        shown = ", ".join(certificate_names(bundle.leaf)) or "no names"
+        entries = san_entries(bundle.leaf)
+        # Without a subjectAltName the reason says so (and names the CN).
+        shown = "" if entries is None else (
+            f" (it names {', '.join(value for _, value in entries) or 'nothing'})"
+        )
         if "clients ignore the CN" in reason:
             hint = ("clients match only the subjectAltName: issue a certificate whose "
                     "subjectAltName lists the host")
@@ -322,7 +326,7 @@ def _check_names(bundle: Bundle, hosts: Sequence[str]) -> list[Finding]:
                     "the host name that was checked")
         found.append(_finding(
             "NAME_NOT_COVERED",
-            f"{host!r} is not covered by the leaf (it names {shown}): {reason}",
+            f"{host!r} is not covered by the leaf{shown}: {reason}",
             hint,
             subject_text(bundle.leaf),
         ))
