@@ -265,5 +265,7 @@ def test_check_names_a_csr_given_with_the_chain(files: Path) -> None:
     codes = [f["code"] for f in data["findings"] if f["severity"] == "error"]
     assert codes == ["CSR_GIVEN"], codes
     assert "this is the certificate request" in data["findings"][0]["message"]
+    code, out, _ = invoke("check", files / "server.csr", files / "chain.pem")
+    assert code == 1 and "none: the input holds the request" in out and "CSR_GIVEN" in out
     code, _, err = invoke("check", files / "server.csr")
     assert code == 2 and "certificate request (CSR)" in err and "Traceback" not in err
