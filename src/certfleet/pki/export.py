@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import NameOID
 
 from ..errors import ConfigError, InputError, PasswordError, PrivateKeyError
@@ -101,6 +100,8 @@ def _require_password(password: bytes | None, fmt: str) -> bytes:
 
 
 def _pfx(bundle: Bundle, key: PrivateKey, password: bytes, *, legacy: bool) -> bytes:
+    from cryptography.hazmat.primitives.serialization import pkcs12  # only when writing one
+
     builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(PFX_KDF_ROUNDS)
     if legacy:
         # SHA-1 MAC and 3DES on purpose: the only pair older Java and appliances verify.
@@ -224,6 +225,8 @@ def export_bundle(bundle: Bundle, fmt: str, password: bytes | None = None) -> by
     if fmt == "fullchain":
         return certificates_pem(bundle.fullchain)
     if fmt == "p7b":
+        from cryptography.hazmat.primitives.serialization import pkcs7
+
         return pkcs7.serialize_certificates(
             [bundle.leaf, *_with_root(bundle)], serialization.Encoding.PEM
         )
