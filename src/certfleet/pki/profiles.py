@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..errors import CertificateError, ConfigError, PrivateKeyError
+from ..errors import CertificateError, ConfigError
 from .export import certificate_label
-from .keygen import native_key_format, private_key_pem
-from .model import Bundle, Finding, PrivateKey, Severity
+from .export import require_key as _require_key
+from .keygen import profile_key_pem as _key_pem
+from .model import Bundle, Finding, Severity
+from .model import certificates_pem as _pem
 from .quiet import quietly
 
 __all__ = [
@@ -174,26 +175,6 @@ class Artifacts:
 def _check_file_name(field_name: str, value: str) -> None:
     if not value or value.strip() != value or any(c in value for c in '/\\:*?"<>|'):
         raise ValueError(f"{field_name} {value!r} is not a plain file name")
-
-
-def _key_pem(key: PrivateKey, key_format: str) -> bytes:
-    if key_format == "pkcs1" and native_key_format(key) != "pkcs8":
-        return private_key_pem(key, native_key_format(key))
-    return private_key_pem(key, "pkcs8")
-
-
-def _pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _require_key(bundle: Bundle, target: str) -> PrivateKey:
-    if bundle.private_key is None:
-        raise PrivateKeyError(
-            f"bundle for {certificate_label(bundle.leaf)!r} has no private key; "
-            f"{target} needs it",
-            hint="add the key file to the input",
-        )
-    return bundle.private_key
 
 
 def _key_missing(bundle: Bundle, target: str) -> list[Finding]:
