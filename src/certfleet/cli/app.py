@@ -26,6 +26,8 @@ COMMAND_MODULES = [
     "sbc",  # sbc deploy, backup, status, trust
     "estate",  # init, import, plan, deploy, verify, rollback, history, status
     "lab",  # lab up, demo
+    "renew",  # issue, renew (ACME)
+    "schedule",  # schedule systemd|cron|windows
 ]
 
 
