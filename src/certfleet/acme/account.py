@@ -123,7 +123,9 @@ def open_session(
             )
         else:
             if client.external_account_required():
-                raise AcmeError(
+                from ..errors import ConfigError
+
+                raise ConfigError(
                     f"the ACME directory {url} requires external account binding",
                     hint=f"add eab_kid and eab_hmac_key (secret references) to "
                     f"[certificates.{config.certificate}.acme]: the CA hands them out",

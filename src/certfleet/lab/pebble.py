@@ -209,7 +209,7 @@ class LabPebble:
                 if process.poll() is not None:
                     raise RuntimeError(f"a Pebble program exited early: {self.log_tail()}")
             try:
-                with httpx.Client(verify=str(self.ca_bundle_path), timeout=2.0) as client:
+                with httpx.Client(verify=self._tls(), timeout=2.0) as client:
                     client.get(self.directory_url).raise_for_status()
                 with httpx.Client(timeout=2.0) as client:
                     client.post(f"{self.challtestsrv_url}/clear-txt",
@@ -219,6 +219,11 @@ class LabPebble:
                 last = str(exc)
                 time.sleep(0.1)
         raise RuntimeError(f"Pebble did not answer within {timeout:.0f}s: {last}")
+
+    def _tls(self) -> Any:
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.ca_bundle_path))
 
     def log_tail(self, limit: int = 2000) -> str:
         parts = []
@@ -257,7 +262,7 @@ class LabPebble:
         import httpx
 
         roots = []
-        with httpx.Client(verify=str(self.ca_bundle_path), timeout=5.0) as client:
+        with httpx.Client(verify=self._tls(), timeout=5.0) as client:
             for index in range(self.alternate_roots + 1):
                 response = client.get(
                     f"https://127.0.0.1:{self.management_port}/roots/{index}"
@@ -269,6 +274,42 @@ class LabPebble:
     def write_roots(self, path: Path | str) -> Path:
         """Pebble's roots in one PEM file (the ``root_file`` of the lab inventory)."""
         return write_file_atomic(Path(path), b"".join(self.roots_pem()))
+
+    def inventory_tables(
+        self,
+        certificate: str = "wildcard",
+        *,
+        root_file: str = "pebble-roots.pem",
+        dns: dict[str, Any] | None = None,
+        acme: dict[str, Any] | None = None,
+    ) -> str:
+        """TOML ``acme`` and ``dns`` tables of ``certificate`` for this Pebble.
+
+        The DNS provider is challtestsrv unless ``dns`` says otherwise;
+        propagation is checked on challtestsrv itself (``resolvers``).
+        """
+        acme_table: dict[str, Any] = {
+            "directory": self.directory_url,
+            "email": "pki@example.com",
+            "ca_bundle": str(self.ca_bundle_path),
+            "root_file": root_file,
+            "timeout": 60,
+            **(acme or {}),
+        }
+        dns_table: dict[str, Any] = {
+            "provider": "challtestsrv",
+            "url": self.challtestsrv_url,
+            "resolvers": [self.dns_server],
+            "propagation_timeout": 30,
+            **(dns or {}),
+        }
+
+        def render(table: dict[str, Any]) -> list[str]:
+            return [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+
+        lines = [f"[certificates.{certificate}.acme]", *render(acme_table), "",
+                 f"[certificates.{certificate}.dns]", *render(dns_table), ""]
+        return "\n".join(lines) + "\n"
 
     def txt_records(self, name: str) -> list[str]:
         """The TXT values challtestsrv serves for ``name`` now, asked over DNS."""
