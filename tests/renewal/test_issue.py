@@ -34,7 +34,7 @@ def stored_leaf(state: Path) -> x509.Certificate:
 
 
 def test_wildcard_and_apex_by_dns01(pebble: LabPebble, tmp_path: Path) -> None:
-    """One order for *.example.com and example.com: both TXT values published, validated, removed."""
+    """One order for *.example.com and example.com: both TXT values published, then removed."""
     code, data = issue(write_inventory(tmp_path, pebble), tmp_path / "state")
     assert code == 0, data
     leaf = stored_leaf(tmp_path / "state")
@@ -136,7 +136,8 @@ def test_ca_refuses_a_bad_csr(pebble: LabPebble, tmp_path: Path) -> None:
     session = open_session(config, tmp_path / "state")
     csr = csr_pem(build_csr(generate_private_key("ec-p256"), "other.example.org",
                             ["other.example.org"]))
-    with pytest.raises(AcmeError, match=r"the CA refused to issue: \w+: Order includes different number"):
+    refused = r"the CA refused to issue: \w+: Order includes different number"
+    with pytest.raises(AcmeError, match=refused):
         order_certificate(session, ["*.example.com", "example.com"], csr,
                           dns_config(inventory, "wildcard"), timeout=60)
     assert pebble.txt_records("_acme-challenge.example.com") == []
