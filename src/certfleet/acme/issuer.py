@@ -287,7 +287,9 @@ def issue_certificate(
         raise ConfigError(f"{inventory.path}: certificate {name!r}: {exc}",
                           hint=f"fix cn/sans of [certificates.{name}]") from None
     pem = csr_pem(csr)
-    store.add_key(name, key, origin="acme", passphrase=passphrase, csr_pem=pem.decode("ascii"))
+    if not stop_before_finalize:  # a dry run stores nothing, not even a key
+        store.add_key(name, key, origin="acme", passphrase=passphrase,
+                      csr_pem=pem.decode("ascii"))
     url = directory_url or config.directory
     try:
         session = open_session(config, Path(store.root), directory_url=url)

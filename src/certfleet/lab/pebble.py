@@ -29,7 +29,7 @@ from ..fsutil import write_file_atomic, write_private_file
 from .ca import LabCA, make_key
 from .tls import free_port
 
-__all__ = ["PEBBLE_INSTALL_HINT", "LabPebble", "pebble_missing"]
+__all__ = ["PEBBLE_INSTALL_HINT", "LabPebble", "add_acme_to_inventory", "eab_key", "pebble_missing"]
 
 PEBBLE_INSTALL_HINT = "install Pebble: sudo apt-get install pebble (Debian/Ubuntu)"
 
@@ -324,6 +324,37 @@ class LabPebble:
             for item in rrset:
                 values.append(b"".join(item.strings).decode())
         return values
+
+
+def add_acme_to_inventory(
+    path: Path,
+    pebble: LabPebble,
+    *,
+    certificate: str = "wildcard",
+    notify_env: str | None = None,
+    renew_before_days: int = 30,
+    dns: dict[str, Any] | None = None,
+) -> None:
+    """Make the lab inventory at ``path`` order ``certificate`` from ``pebble``.
+
+    Writes Pebble's roots next to it, adds ``renew_before_days`` (the lab's
+    certificate has days, not months, left) and the acme and dns tables, and
+    a ``[notify]`` table reading its URL from ``notify_env`` when given.
+    """
+    pebble.write_roots(path.parent / "pebble-roots.pem")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = f"[certificates.{certificate}]"
+    start = lines.index(header)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    added = [f"renew_before_days = {renew_before_days}", "",
+             *pebble.inventory_tables(certificate, dns=dns).splitlines()]
+    lines[end:end] = added
+    if notify_env:
+        lines += ["", "[notify]", f'urls = ["env:{notify_env}"]',
+                  'on = ["failure", "renewed", "expiring"]']
+    write_file_atomic(path, ("\n".join(lines) + "\n").encode())
 
 
 def eab_key() -> tuple[str, str]:
