@@ -185,6 +185,8 @@ def test_new_order_carries_replaces(tmp_path: Path, renewal_info: bool) -> None:
     if renewal_info:
         assert payload["replaces"] == ari_cert_id(leaf)
         aki, _, serial = payload["replaces"].partition(".")
+        key_id = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        assert base64.urlsafe_b64decode(aki + "=" * (-len(aki) % 4)) == key_id.key_identifier
         assert base64.urlsafe_b64decode(serial + "=" * (-len(serial) % 4)) == (
             leaf.serial_number.to_bytes((leaf.serial_number.bit_length() + 8) // 8, "big"))
     else:
