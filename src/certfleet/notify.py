@@ -27,6 +27,7 @@ __all__ = [
     "Notification",
     "due_bands",
     "failure_notification",
+    "notify_expiring",
     "renewed_notification",
     "send",
 ]
@@ -191,3 +192,17 @@ def due_bands(statuses: Sequence[Any], state_path: Path) -> list[Notification]:
             ))
     write_private_file(state_path, json.dumps(told, indent=1).encode())
     return notices
+
+
+def notify_expiring(inventory: Any, statuses: Sequence[Any], state_root: Path,
+                    log: Log = lambda _: None) -> int:
+    """Send the expiring notices of ``statuses`` not told before; how many were due."""
+    from .acme.config import notify_config
+
+    config = notify_config(inventory)
+    if "expiring" not in config.on or not config.urls:
+        return 0
+    notices = due_bands(statuses, state_root / "notify-bands.json")
+    for notice in notices:
+        send(config, notice, log)
+    return len(notices)

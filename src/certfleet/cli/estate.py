@@ -517,6 +517,8 @@ def register(app: typer.Typer) -> None:
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
+        notify: bool = typer.Option(
+            False, "--notify", help="Tell [notify] targets of certificates at 30/14/7/1 days."),
     ) -> None:
         """What every listener serves now: certificate, days left, name match, current."""
         from ..estate.status import collect_status
@@ -525,6 +527,11 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         with open_store(state_dir) as store:
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
+            if notify:  # each band told once per certificate and device (see certfleet.notify)
+                from ..notify import notify_expiring
+
+                notify_expiring(inv, statuses, store.root,
+                                lambda text: err_console.print(text, markup=False))
         if json_out:
             print_json({"devices": [s.to_dict() for s in statuses]})
             return
