@@ -140,6 +140,8 @@ def register(app: typer.Typer) -> None:
     def lab_up(
         sbcs: int = typer.Option(3, "--sbcs", min=1, help="Lab SBCs (the last is an HA pair)."),
         directory: Path | None = DIR_OPTION,
+        acme: bool = typer.Option(
+            False, "--acme", help="Also start Pebble (ACME CA) and challtestsrv (its DNS)."),
     ) -> None:
         """Start a lab OVOC, N lab SBCs and a lab CA; run until Ctrl-C."""
         import shutil
@@ -148,11 +150,23 @@ def register(app: typer.Typer) -> None:
         from ..estate.store import Store
         from ..lab.estate import LabEstate
 
+        if acme:
+            from .acme_lab import require_pebble
+
+            require_pebble()
         temporary = directory is None
         where = Path(tempfile.mkdtemp(prefix="certfleet-lab-")) if directory is None else directory
         lab = LabEstate(where, sbcs=sbcs)
+        pebble = None
         try:
             lab.start()
+            if acme:
+                from .acme_lab import attach_pebble
+
+                pebble = attach_pebble(lab, where)
+                console.print(f"Pebble: {pebble.directory_url} (DNS-01 through challtestsrv "
+                              f"{pebble.dns_server}); try: certfleet renew", soft_wrap=True,
+                              markup=False)
             with Store.open(where / "state") as store:
                 _seed_previous(lab, store)
             console.print(f"[bold]lab estate up[/]: {', '.join(lab.device_names)} on 127.0.0.1, "
@@ -176,11 +190,20 @@ def register(app: typer.Typer) -> None:
                 console.print("stopping the lab")
         finally:
             lab.stop()
+            if pebble is not None:
+                pebble.stop()
             if temporary:
                 shutil.rmtree(where, ignore_errors=True)
 
     @app.command("demo")
     @handle_errors
-    def demo() -> None:
+    def demo(
+        acme: bool = typer.Option(
+            False, "--acme", help="The unattended story: renew from Pebble by DNS-01."),
+    ) -> None:
         """Renew and deploy a wildcard across a lab estate, end to end (starts nothing lasting)."""
+        if acme:
+            from .acme_lab import run_acme_demo
+
+            raise typer.Exit(run_acme_demo())
         raise typer.Exit(run_demo())
