@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _tools import require_tool
 from typer.testing import CliRunner
 
+from _tools import require_tool
 from certfleet.cli.app import app
 
 
