@@ -163,3 +163,20 @@ def test_eab_required(tmp_path: Path) -> None:
         assert code == 0, data
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("dns", "message"),
+    [
+        ({"provider": "manual"}, "DNS provider 'manual' needs a terminal"),
+        ({"provider": "lexicon:cloudflare"}, "needs dns-lexicon, which is not installed"),
+    ],
+)
+def test_provider_that_cannot_work_fails_before_any_order(
+    pebble: LabPebble, tmp_path: Path, dns: dict[str, str], message: str
+) -> None:
+    """manual without a terminal, lexicon without dns-lexicon: exit 2 before the CA is asked."""
+    code, data = issue(write_inventory(tmp_path, pebble, dns=dns), tmp_path / "state")
+    assert code == 2
+    assert message in str(data["error"])
+    assert not (tmp_path / "state" / "acme").exists()

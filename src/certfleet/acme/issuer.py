@@ -271,6 +271,9 @@ def issue_certificate(
             hint=f"add one with directory and email, and a [certificates.{name}.dns] table",
         )
     dns = dns_config(inventory, name)
+    from ..dns.providers import make_provider
+
+    provider = make_provider(dns)  # a provider that cannot work fails before any order
     spec = inventory.certificate(name)
     passphrase = key_passphrase(inventory, name)
     key = None
@@ -296,7 +299,8 @@ def issue_certificate(
         log(f"ordering {', '.join(spec.names)} from {url}")
         chains = order_certificate(
             session, list(spec.names), pem, dns, timeout=config.timeout, replaces=replaces,
-            profile=config.profile, log=log, stop_before_finalize=stop_before_finalize,
+            profile=config.profile, log=log, provider=provider,
+            stop_before_finalize=stop_before_finalize,
         )
     except (requests.RequestException, acme_errors.Error) as exc:
         raise AcmeError(f"talking to the ACME server {url} failed: {str(exc)[:300]}",
