@@ -218,6 +218,14 @@ class Rfc2136Provider:
         try:
             response = dns.query.tcp(update, self.host, port=self.port, timeout=15.0)
         except (dns.exception.DNSException, OSError) as exc:
+            if self.keyring is not None and "TSIG" in str(exc).upper():
+                # A server that does not know the key answers NOTAUTH unsigned.
+                raise DnsError(
+                    f"RFC 2136 {what} for zone {zone} refused by {self.host}: the TSIG key "
+                    f"{self.config.tsig_name!r} was not accepted ({exc})",
+                    hint="check tsig_name, tsig_secret and tsig_algorithm against the "
+                    "server's key",
+                ) from None
             raise DnsError(
                 f"RFC 2136 {what} at {self.host}:{self.port} for zone {zone} failed: {exc}",
                 hint="check server, tsig_name, tsig_secret and that the zone allows updates",
