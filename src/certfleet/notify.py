@@ -27,6 +27,7 @@ __all__ = [
     "Notification",
     "due_bands",
     "failure_notification",
+    "notify_deploy",
     "notify_expiring",
     "renewed_notification",
     "send",
@@ -206,3 +207,25 @@ def notify_expiring(inventory: Any, statuses: Sequence[Any], state_root: Path,
     for notice in notices:
         send(config, notice, log)
     return len(notices)
+
+
+def notify_deploy(inventory: Any, report: Any, log: Log = lambda _: None) -> None:
+    """After ``certfleet deploy``: per certificate, where it was installed, or what failed."""
+    from .acme.config import notify_config
+
+    config = notify_config(inventory)
+    if not config.urls or report.dry_run:
+        return
+    by_certificate: dict[str, list[Any]] = {}
+    for result in report.results:
+        by_certificate.setdefault(result.certificate, []).append(result)
+    for certificate, results in by_certificate.items():
+        if any(r.exit_code != 0 for r in results):
+            send(config, failure_notification(certificate, None, results), log)
+        elif any(r.status == "installed" for r in results):
+            where = ", ".join(r.device for r in results if r.status == "installed")
+            version = next((r.version_id for r in results if r.version_id), None)
+            send(config, Notification(
+                "renewed", f"certfleet: {certificate} deployed",
+                f"{certificate} v{version} installed and verified on: {where}.", certificate,
+            ), log)

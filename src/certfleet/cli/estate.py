@@ -410,6 +410,9 @@ def register(app: typer.Typer) -> None:
                 if getattr(exc, "lock", None) is None:
                     raise
                 fail(exc.message, exc.hint, json_out=json_out)
+        from ..notify import notify_deploy  # [notify] targets; never changes the exit code
+
+        notify_deploy(inv, report, lambda text: err_console.print(text, markup=False))
         if json_out:
             print_json(report.to_dict())
         else:
