@@ -56,7 +56,10 @@ def _write_file_target(url: str, notification: Notification) -> None:
     from urllib.parse import unquote, urlparse
 
     parsed = urlparse(url)
-    path = Path(unquote(parsed.netloc + parsed.path))
+    text = unquote(parsed.netloc + parsed.path)
+    if len(text) > 2 and text[0] == "/" and text[2] == ":":  # file:///C:/... on Windows
+        text = text[1:]
+    path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(notification.to_dict()) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -22,7 +23,7 @@ from .estate import (
 RENEW_ONLY_OPTION = typer.Option([], "--only", help="A certificate, device or tag (repeatable).")
 
 
-def _logger(quiet: bool) -> object:
+def _logger(quiet: bool) -> Callable[[str], None]:
     import logging
 
     logger = logging.getLogger("certfleet.renew")
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
         log = _logger(json_out)
         with open_store(state_dir) as store:
             try:
-                result = issue_certificate(inv, store, name, log=log)  # type: ignore[arg-type]
+                result = issue_certificate(inv, store, name, log=log)
             except AcmeError as exc:
                 store.audit("issue", "failed", detail=f"{name}: {exc.message}"[:500])
                 fail(exc.message, exc.hint, 1, json_out=json_out)
@@ -108,7 +109,7 @@ def register(app: typer.Typer) -> None:
             with Progress([d.name for d in devices], quiet=json_out) as progress:
                 report = _run_async(run_renew(
                     inv, store, factory, only=only, force=force, dry_run=dry_run,
-                    log=log,  # type: ignore[arg-type]
+                    log=log,
                     on_event=progress.event, on_result=progress.result,
                 ))
         if json_out:
