@@ -138,8 +138,9 @@ def failure_notification(
             result.exit_code, "unknown")
         next_command = (f"certfleet rollback {result.device}" if result.exit_code == 3
                         else f"certfleet deploy --only {result.device}")
-        lines.append(f"{result.device}: step {step}: {result.status} ({restored}): "
-                     f"{result.message}. Next: {next_command}")
+        message = result.message.removeprefix(f"{result.device}: ").rstrip(".")
+        lines.append(f"{result.device}: failed at step {step}, {restored}: {message}. "
+                     f"Next: {next_command}")
     if not lines:
         lines.append(f"{certificate}: failed")
     if problem and not results:

@@ -148,3 +148,28 @@ def test_renew_dry_run_changes_nothing(
     with Store.open(tmp_path / "state") as store:
         assert len(store.versions("wildcard")) == 1
         assert len(store.keys_for("wildcard")) == 1
+
+
+def test_device_failure_is_told_with_step_outcome_and_next_command(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SBC that refuses the certificate: the others are installed, renew exits 1, and the
+    failure notice names the device, the step, 'restored' and the command to run next."""
+    estate, pebble = lab
+    estate.sbcs["sbc1"].faults.add("500", method="PUT", path="/files/tls/*/certificate")
+    sink = tmp_path / "notify.jsonl"
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+    add_acme_to_inventory(estate.inventory_path, pebble, notify_env="LAB_NOTIFY_URL")
+    code, data = run(estate, tmp_path, "renew")
+    assert code == 1, data
+    item = data["certificates"][0]  # type: ignore[index]
+    assert item["action"] == "issued"
+    status = {d["device"]: (d["status"], d["exit_code"]) for d in item["devices"]}
+    assert status == {"ovoc": ("installed", 0), "sbc1": ("restored", 1),
+                      "sbc2-ha": ("installed", 0)}
+    (told,) = notifications(sink)
+    assert told["event"] == "failure"
+    (line,) = told["body"].splitlines()
+    assert line.startswith("sbc1: failed at step install, restored: ")
+    assert "answered 500" in line
+    assert line.endswith("Next: certfleet deploy --only sbc1")
