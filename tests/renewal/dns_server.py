@@ -30,6 +30,7 @@ class DnsServer:
         self.zone = dns.name.from_text(zone)
         self.keyring = dns.tsigkeyring.from_text({key_name: secret})
         self.txt: dict[str, set[str]] = {}
+        self.cnames: dict[str, str] = {}
         self.refused = 0
         self.lock = threading.Lock()
         outer = self
@@ -89,9 +90,14 @@ class DnsServer:
             return response.to_wire()
         response.flags |= 0x0400  # AA
         question = message.question[0]
+        asked = str(question.name).rstrip(".").lower()
         with self.lock:
-            values = sorted(self.txt.get(str(question.name).rstrip(".").lower(), ()))
-        if question.rdtype == dns.rdatatype.TXT and values:
+            values = sorted(self.txt.get(asked, ()))
+            cname = self.cnames.get(asked)
+        if cname is not None and question.rdtype in (dns.rdatatype.TXT, dns.rdatatype.CNAME):
+            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "CNAME",
+                                                       cname + "."))
+        elif question.rdtype == dns.rdatatype.TXT and values:
             rrset = dns.rrset.from_text(question.name, 60, "IN", "TXT",
                                         *[f'"{v}"' for v in values])
             response.answer.append(rrset)

@@ -59,3 +59,23 @@ def test_propagation_times_out_naming_the_server(server: DnsServer) -> None:
                        r"_acme-challenge.example.com on 127.0.0.1:\d+"):
         wait_for_records(RECORDS[:1], resolvers=[f"127.0.0.1:{server.port}"], timeout=1,
                          interval=0.2)
+
+
+def test_cname_delegated_challenge_is_published_and_checked_at_the_target(
+    server: DnsServer,
+) -> None:
+    """_acme-challenge CNAMEd to another zone: published there, and the check follows it."""
+    from certfleet.dns.propagation import follow_cname
+
+    resolvers = [f"127.0.0.1:{server.port}"]
+    server.cnames["_acme-challenge.example.com"] = "_acme-challenge.acme.example.net"
+    target = follow_cname("_acme-challenge.example.com", resolvers)
+    assert target == "_acme-challenge.acme.example.net"
+    assert follow_cname("_acme-challenge.other.example.com", resolvers) == (
+        "_acme-challenge.other.example.com")
+    published = [TxtRecord(target, "v1", "example.net")]
+    Rfc2136Provider(config(server)).add(published)
+    assert server.txt == {"_acme-challenge.acme.example.net": {"v1"}}
+    # The check asked for the original name reaches the value through the CNAME.
+    wait_for_records([TxtRecord("_acme-challenge.example.com", "v1", "example.com")],
+                     resolvers=resolvers, timeout=5)

@@ -158,7 +158,7 @@ def order_certificate(
     from acme import challenges, messages
     from acme import errors as acme_errors
 
-    from ..dns.propagation import wait_for_records
+    from ..dns.propagation import follow_cname, wait_for_records
     from ..dns.providers import TxtRecord, make_provider, zone_for
     from .account import problem_text
 
@@ -181,7 +181,7 @@ def order_certificate(
             raise AcmeError(f"the CA offers no dns-01 challenge for {domain}",
                             hint="certfleet validates by DNS-01 only; ask the CA to allow it")
         response, value = challb.response_and_validation(session.key)
-        record_name = challb.chall.validation_domain_name(domain)
+        record_name = follow_cname(challb.chall.validation_domain_name(domain), dns.resolvers)
         records.append(TxtRecord(record_name, value, zone_for(record_name, dns)))
         answers.append((challb, response))
     deadline = dt.datetime.now() + dt.timedelta(seconds=timeout)

@@ -17,7 +17,7 @@ from typing import Any
 from ..acme import DnsError
 from .providers import TxtRecord
 
-__all__ = ["resolver_for", "split_host_port", "wait_for_records"]
+__all__ = ["follow_cname", "resolver_for", "split_host_port", "wait_for_records"]
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -47,6 +47,29 @@ def resolver_for(servers: Sequence[str]) -> Any:
         ports.add(port)
     resolver.port = ports.pop() if len(ports) == 1 else 53
     return resolver
+
+
+def follow_cname(name: str, resolvers: Sequence[str] = ()) -> str:
+    """Where ``name`` really lives: the end of its CNAME chain (``name`` itself when none).
+
+    A challenge name delegated by CNAME (``_acme-challenge.example.com`` →
+    ``_acme-challenge.acme-zone.example.net``) is published at the target,
+    as lego does, since that is what the CA's lookup reaches.
+    """
+    import dns.exception
+
+    try:
+        resolver = resolver_for(resolvers)
+    except Exception:  # no resolver configured here: publish at the name
+        return name
+    current = name
+    for _ in range(8):
+        try:
+            answer = resolver.resolve(current, "CNAME", lifetime=5.0)
+        except dns.exception.DNSException:
+            return current
+        current = str(answer[0].target).rstrip(".")
+    return current
 
 
 def _txt_at(name: str, host: str, port: int, timeout: float) -> tuple[set[str], str | None]:
