@@ -60,8 +60,9 @@ def zone_for(name: str, config: DnsConfig) -> str:
     walks up from ``name``; when nothing answers, the last two labels are
     taken, which is right for most company domains.
     """
-    if config.zone:
-        return config.zone.rstrip(".")
+    zone = (config.zone or "").rstrip(".")
+    if zone and (name == zone or name.endswith("." + zone)):
+        return zone  # a CNAME target outside the configured zone is looked up instead
     try:
         import dns.exception
         import dns.resolver
