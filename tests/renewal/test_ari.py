@@ -191,3 +191,11 @@ def test_new_order_carries_replaces(tmp_path: Path, renewal_info: bool) -> None:
             leaf.serial_number.to_bytes((leaf.serial_number.bit_length() + 8) // 8, "big"))
     else:
         assert "replaces" not in payload
+
+
+def test_no_ari_answer_falls_back_to_days(ari: AriDirectory, tmp_path: Path) -> None:
+    """renewalInfo that answers 404 (a certificate of another CA): the days rule decides."""
+    inventory, store, _ = _estate(tmp_path, ari.url, 60)
+    with store:
+        due = is_due(inventory, store, "wildcard", _config(inventory))
+    assert not due.due and "more than renew_before_days = 30 (no ARI answer: " in due.reason

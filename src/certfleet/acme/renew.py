@@ -150,7 +150,13 @@ def is_due(
     not_after = leaf.not_valid_after_utc
     if not_after <= moment:
         return Due(True, f"expired on {not_after:%Y-%m-%d}")
-    window = ari_window(config, leaf)
+    note = ""
+    try:
+        window = ari_window(config, leaf)
+    except AcmeError as exc:
+        # RFC 9773 §4.3.3: without an answer the client falls back to its own schedule
+        # (a certificate from another CA is unknown to this one's renewalInfo).
+        window, note = None, f" (no ARI answer: {exc.message})"
     if window is not None:
         if window <= moment:
             return Due(True, f"the CA's renewal window (ARI) opened: {window:%Y-%m-%d %H:%M}Z")
@@ -165,8 +171,8 @@ def is_due(
         threshold = min(dt.timedelta(days=30), lifetime / 3)
         rule = f"{threshold.days} days (30 or a third of the lifetime, whichever is less)"
     if remaining <= threshold:
-        return Due(True, f"{remaining.days} day(s) left, at most {rule}")
-    return Due(False, f"{remaining.days} day(s) left, more than {rule}")
+        return Due(True, f"{remaining.days} day(s) left, at most {rule}{note}")
+    return Due(False, f"{remaining.days} day(s) left, more than {rule}{note}")
 
 
 def _prefixed(log: Log, name: str) -> Log:
