@@ -65,10 +65,13 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(result.to_dict())
             return
+        from rich.markup import escape
+
         version = result.imported.version
-        console.print(f"[green]stored[/] {name} v{version.id}: {version.subject}, "
+        # Subject and issuer come from the CA: text, never markup.
+        console.print(f"[green]stored[/] {name} v{version.id}: {escape(version.subject)}, "
                       f"{version.leaf_sha256[:12]}, valid to {version.not_after[:10]}, "
-                      f"chain to {result.chain_issuer}", markup=True, highlight=False)
+                      f"chain to {escape(result.chain_issuer)}", highlight=False)
         console.print(f"Next: certfleet deploy --only {name}  (or certfleet renew)",
                       markup=False)
 
@@ -118,14 +121,15 @@ def register(app: typer.Typer) -> None:
             for item in report.items:
                 style = {"issued": "green", "failed": "bold red", "would-issue": "cyan"}.get(
                     item.action, "dim")
+                from rich.markup import escape
+
                 action = item.action if item.action != "none" else "not due"
-                line = f"{item.certificate}: [{style}]{action}[/] ({item.reason})"
+                # The reason may quote a CA's answer: text, never markup.
+                line = f"{escape(item.certificate)}: [{style}]{action}[/] ({escape(item.reason)})"
                 if item.version is not None:
                     line += f" → v{item.version.id}, valid to {item.version.not_after[:10]}"
                 console.print(line, highlight=False)
                 if item.error:
-                    from rich.markup import escape
-
                     err_console.print(f"[bold red]error:[/] {escape(item.error)}",
                                       soft_wrap=True)
                     if item.hint:
