@@ -180,3 +180,14 @@ def test_provider_that_cannot_work_fails_before_any_order(
     assert code == 2
     assert message in str(data["error"])
     assert not (tmp_path / "state" / "acme").exists()
+
+
+def test_issue_prints_the_stored_version_and_what_next(pebble: LabPebble, tmp_path: Path) -> None:
+    """Without --json: one line naming the version, its end date and the chain; then Next."""
+    inventory = write_inventory(tmp_path, pebble)
+    result = CliRunner().invoke(app, ["issue", "wildcard", "--inventory", str(inventory),
+                                      "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 0, result.output
+    assert "stored wildcard v1: CN=*.example.com, " in result.output
+    assert "chain to Pebble Root CA " in result.output
+    assert "Next: certfleet deploy --only wildcard" in result.output

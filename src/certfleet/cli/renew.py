@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         # Subject and issuer come from the CA: text, never markup.
         console.print(f"[green]stored[/] {name} v{version.id}: {escape(version.subject)}, "
                       f"{version.leaf_sha256[:12]}, valid to {version.not_after[:10]}, "
-                      f"chain to {escape(result.chain_issuer)}", highlight=False)
+                      f"chain to {escape(result.chain_issuer)}", highlight=False, soft_wrap=True)
         console.print(f"Next: certfleet deploy --only {name}  (or certfleet renew)",
                       markup=False)
 
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
                 line = f"{escape(item.certificate)}: [{style}]{action}[/] ({escape(item.reason)})"
                 if item.version is not None:
                     line += f" → v{item.version.id}, valid to {item.version.not_after[:10]}"
-                console.print(line, highlight=False)
+                console.print(line, highlight=False, soft_wrap=True)
                 if item.error:
                     err_console.print(f"[bold red]error:[/] {escape(item.error)}",
                                       soft_wrap=True)
