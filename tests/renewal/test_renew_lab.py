@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,12 @@ def test_renew_orders_deploys_verifies_then_nothing(
     again = data["certificates"][0]  # type: ignore[index]
     assert again["action"] == "none" and again["due"] is False
     assert {d["status"] for d in again["devices"]} == {"skipped"}
+    text = CliRunner().invoke(app, ["renew", "--inventory", str(estate.inventory_path),
+                                    "--state-dir", str(tmp_path / "state")])
+    assert text.exit_code == 0
+    assert re.search(r"wildcard: not due \(\d+ day\(s\) left, more than renew_before_days = 30\)",
+                     text.output)
+    assert "renew: 0 ordered; exit code 0" in text.output
     told = notifications(sink)
     assert [n["event"] for n in told] == ["renewed"]
     assert "ovoc, sbc1, sbc2-ha" in told[0]["body"] and new_sha[:16] in told[0]["body"]
