@@ -50,6 +50,8 @@ SECRET_KEYS = (
 )
 
 _CERT_KEYS = {"cn", "sans", "key_type", "organization", "key_passphrase", "description"}
+# Unattended renewal (certfleet.acme.config checks these tables).
+_CERT_KEYS |= {"acme", "dns", "renew_before_days"}
 _DEVICE_KEYS = {
     "kind",
     "address",
@@ -77,7 +79,7 @@ _DEVICE_KEYS = {
     "x509_strict",
 }
 _DEFAULT_KEYS = _DEVICE_KEYS - {"kind", "address", "fqdn", "listeners", "description"}
-_TOP_KEYS = {"certificates", "devices", "defaults", "settings"}
+_TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify"}
 _SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -557,6 +559,9 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
         name: _parse_device(ctx, name, value, defaults, certificates)
         for name, value in raw_devices.items()
     }
+    from .acme.config import validate as validate_renewal
+
+    validate_renewal(ctx, data)
     return Inventory(path, text, certificates, devices, concurrency, warn_days)
 
 
