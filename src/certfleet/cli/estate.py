@@ -528,28 +528,39 @@ def _unreachable(status: DeviceStatus) -> str | None:
 
 
 def render_plan(plans: list[Any]) -> Any:
-    """The plan table, then the steps once per device kind."""
+    """The plan table (one row per device, each value once), then the steps per kind.
+
+    Fits 100 columns: identifiers never wrap; the reasons wrap between words.
+    """
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title="Plan", title_justify="left")
     table.add_column("device", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
     table.add_column("serves now", no_wrap=True)
     table.add_column("will serve", no_wrap=True)
-    table.add_column("action")
-    table.add_column("rollback")
+    table.add_column("action", no_wrap=True)
+    table.add_column("rollback", no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=1)
     kinds: dict[str, tuple[str, ...]] = {}
     for plan in plans:
-        served = ",".join(sorted({_short(v)[:8] for v in plan.served.values()}))
+        served = ",".join(sorted({_short(v)[:8] if v else "-" for v in plan.served.values()}))
         action_style = {"deploy": "cyan", "skip": "dim", "blocked": "red"}[plan.action]
         target = f"v{plan.target_version} {_short(plan.target_sha256)[:8]}"
+        why = escape(plan.reason)
+        if not plan.rollback and plan.action == "deploy":  # --allow-no-rollback
+            why += f"; [red]no rollback[/]: {escape(plan.rollback_reason)}"
         table.add_row(
-            f"{plan.name} [dim]{plan.kind}[/]",
-            served,
+            plan.name,
+            plan.kind,
+            served or "-",
             target if plan.target_version else "-",
-            f"[{action_style}]{plan.action}[/] [dim]{plan.reason}[/]",
-            "[green]yes[/]" if plan.rollback else f"[red]no[/] [dim]{plan.rollback_reason}[/]",
+            f"[{action_style}]{plan.action}[/]",
+            "[green]yes[/]" if plan.rollback else "[red]no[/]",
+            f"[dim]{why}[/]",
         )
         if plan.steps:
             kinds.setdefault(plan.kind, plan.steps)
