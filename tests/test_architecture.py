@@ -37,7 +37,7 @@ PKI_FORBIDDEN = (
     "urllib.request",
     "subprocess",
 )
-CORE_PACKAGES = ("pki", "drivers", "estate", "inventory")
+CORE_PACKAGES = ("pki", "drivers", "estate", "inventory", "acme", "dns", "notify")
 CORE_FORBIDDEN = ("certfleet.cli", "certfleet.lab")
 
 # Tools the product must not shell out to: cryptography and pyjks do this work.

@@ -53,6 +53,8 @@ SECRET_KEYS = (
 )
 
 _CERT_KEYS = {"cn", "sans", "key_type", "organization", "key_passphrase", "description"}
+# Unattended renewal (certfleet.acme.config checks these tables).
+_CERT_KEYS |= {"acme", "dns", "renew_before_days"}
 _DEVICE_KEYS = {
     "kind",
     "address",
@@ -80,7 +82,7 @@ _DEVICE_KEYS = {
     "x509_strict",
 }
 _DEFAULT_KEYS = _DEVICE_KEYS - {"kind", "address", "fqdn", "listeners", "description"}
-_TOP_KEYS = {"certificates", "devices", "defaults", "settings"}
+_TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify"}
 _SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -234,10 +236,17 @@ def _line_of(text: str, table: Sequence[str], key: str | None = None) -> int | N
 class _Ctx:
     """Builds errors that name the file, the line and the key; collects them."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, *, collect: bool = False) -> None:
         self.path = path
         self.text = text
+        self.collect = collect
         self.errors: list[ConfigError] = []
+
+    def report(self, error: ConfigError) -> None:
+        """An error after which checking can go on: kept when collecting, else raised."""
+        if not self.collect:
+            raise error
+        self.record(error)
 
     def record(self, error: ConfigError) -> None:
         """Keep ``error`` for the final report (once: defaults reach many devices)."""
@@ -295,7 +304,7 @@ def _check_keys(
                 if close
                 else "allowed: " + ", ".join(sorted(allowed))
             )
-            ctx.record(ctx.error(table, key, f"unknown key {key!r}", hint))
+            ctx.report(ctx.error(table, key, f"unknown key {key!r}", hint))
 
 
 def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
@@ -312,7 +321,7 @@ def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
         return value
     # Never echo the value: it may be a real password. Recorded, not raised: the
     # other errors of the file are reported too (and no inventory is returned).
-    ctx.record(ctx.error(
+    ctx.report(ctx.error(
         table,
         key,
         "holds a literal secret; the inventory only takes references",
@@ -538,7 +547,7 @@ def _parse_device(
 def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory:
     """Parse and validate inventory ``text``. Raises ConfigError naming file, line and key."""
     path = Path(path)
-    ctx = _Ctx(path, text)
+    ctx = _Ctx(path, text, collect=True)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -609,6 +618,12 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
                                                   raw_certs=data.get("certificates", {}))
             except ConfigError as exc:
                 ctx.record(exc)
+    from .acme.config import validate as validate_renewal
+
+    try:
+        validate_renewal(ctx, data)
+    except ConfigError as exc:
+        ctx.record(exc)
     ctx.raise_collected()
     return Inventory(path, text, certificates, devices, concurrency, warn_days)
 

@@ -254,3 +254,18 @@ def test_prompts_for_password_on_a_terminal(files: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, out
     assert PW.encode() not in out
     assert b'"format": "pkcs12"' in out
+
+
+def test_check_names_a_csr_given_with_the_chain(files: Path) -> None:
+    """`check server.csr chain.pem server.key`: CSR_GIVEN, exit 1, no KEY_MISMATCH."""
+    code, out, _ = invoke("check", files / "server.csr", files / "chain.pem",
+                          files / "server.key", "--json")
+    assert code == 1
+    data = json.loads(out)
+    codes = [f["code"] for f in data["findings"] if f["severity"] == "error"]
+    assert codes == ["CSR_GIVEN"], codes
+    assert "this is the certificate request" in data["findings"][0]["message"]
+    code, out, _ = invoke("check", files / "server.csr", files / "chain.pem")
+    assert code == 1 and "none: the input holds the request" in out and "CSR_GIVEN" in out
+    code, _, err = invoke("check", files / "server.csr")
+    assert code == 2 and "certificate request (CSR)" in err and "Traceback" not in err

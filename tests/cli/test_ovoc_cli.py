@@ -114,13 +114,14 @@ def test_deploy_refused_by_preflight(lab: LabOvoc, new_cert: Issued, tmp_path: P
 
 def test_deploy_forced_rejection_restores(lab: LabOvoc, new_cert: Issued,
                                           tmp_path: Path) -> None:
-    """--force past a missing key: OVOC refuses, the previous cert is restored, exit 1."""
+    """--force past a missing key: the previous server.key is kept (nothing replaces it),
+    OVOC refuses the pair, the previous cert is restored, exit 1."""
     result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert, key=False),
                                             "--force", "--json"))
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
     assert data["outcome"] == "restored"
-    assert "server.key is missing" in data["diagnosis"]
+    assert "server.key does not belong to server.crt" in data["diagnosis"]
     assert lab.served_certificate() == lab.initial.leaf
 
 
@@ -329,3 +330,96 @@ def test_deploy_with_bad_menu_file(lab: LabOvoc, new_cert: Issued, tmp_path: Pat
         assert result.exit_code == 2, result.output
         assert words in json.loads(result.output)["message"]
     assert lab.import_count == 0
+
+
+def test_deploy_refuses_non_ascii_keystore_password(lab: LabOvoc, new_cert: Issued,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keystore password OVOC cannot take: exit 2 before any connection, saying why and
+    which characters are safe, with --force too."""
+    monkeypatch.setenv("OVOC_KS_PW", "Kennwort-ü-2026")
+    before = lab.staged_files()
+    for extra in ((), ("--force",)):
+        result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
+                                                *extra))
+        assert result.exit_code == 2, result.output
+        text = " ".join(result.output.split())
+        assert "OVOC_KEYSTORE_PASSWORD" in text and "U+00FC" in text
+        assert "printable ASCII" in text and "Tip:" in text
+        assert "Kennwort" not in text
+    result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert), "--json"))
+    assert result.exit_code == 2
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "refused"
+    assert [f["code"] for f in data["findings"]] == ["OVOC_KEYSTORE_PASSWORD"]
+    assert lab.staged_files() == before and lab.import_count == 0
+
+
+def test_device_text_is_printed_as_text(new_cert: Issued, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A banner, verdict and question holding '[root@ovoc ~]#', '[/bold]' and escape
+    sequences print as is: no markup, no traceback, exit codes as usual."""
+    import copy
+
+    from certfleet.lab.ems_emulator import load_menus
+
+    menus = copy.deepcopy(load_menus())
+    menus["banner"] = ["", "Welcome [root@ovoc ~]# to [/bold] OVOC [bold red]lab[/]", "",
+                       "\x1b]0;title\x07 [/] end of banner", ""]
+    menus["import"]["success"][0] += " [/bold] [root@ovoc ~]#"
+    with LabOvoc(menus=menus, restart_delay=0.05) as lab:
+        monkeypatch.setenv("OVOC_SSH_PW", lab.acems_password)
+        monkeypatch.setenv("OVOC_ROOT_PW", lab.root_password)
+        monkeypatch.setenv("OVOC_KS_PW", KEYSTORE)
+        transcript = tmp_path / "session.txt"
+        result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
+                                                "--transcript", str(transcript)))
+        assert result.exit_code == 0, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        flat = " ".join(result.output.split())
+        assert "generated successfully [/bold] [root@ovoc ~]#" in flat
+        assert "Welcome [root@ovoc ~]# to [/bold] OVOC [bold red]lab[/]" in \
+            transcript.read_text()
+        lab.faults.inject_prompt = "Select [/bold] keystore [JKS/PKCS12] \x1b[1m[root@ovoc ~]#: "
+        result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert),
+                                                "--prompt-timeout", "1.5"))
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "Select [/bold] keystore [JKS/PKCS12] [root@ovoc ~]#:" in \
+            " ".join(result.output.split())
+        assert "\x1b" not in result.output
+        lab.stage_files({"[red]\x1b[31m.crt": b"x"})
+        result = runner.invoke(app, ["ovoc", "doctor", *connection(lab)])
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "[red]\\x1b[31m.crt" in result.output
+
+
+def test_ctrl_c_at_the_menu_rolls_back(lab: LabOvoc, new_cert: Issued, tmp_path: Path) -> None:
+    """A real SIGINT while EmsServerManager shows the certificates menu: the deploy rolls
+    back and exits 1 (restored); a second one during the rollback exits 3, never a
+    traceback."""
+    import os
+    import signal
+
+    sent: list[str] = []
+
+    def at_menu(title: str) -> None:
+        if title == "Server Certificates Update" and len(sent) < limit:
+            sent.append(title)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    lab.faults.on_menu = at_menu
+    limit = 1
+    result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert), "--json"))
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, KeyboardInterrupt)
+    data = json.loads(result.stdout)
+    assert data["outcome"] == "restored" and "interrupted" in data["message"]
+    assert lab.served_certificate() == lab.initial.leaf
+    sent.clear()
+    limit = 2
+    result = runner.invoke(app, deploy_args(lab, write_pem_set(tmp_path, new_cert)))
+    assert result.exit_code == 3, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "interrupted" in result.output and "NOT verified" in result.output

@@ -356,6 +356,10 @@ def test_every_documented_code_with_its_severity(tmp_path: Path, ca: LabCA) -> N
                 other_key.leaf, soon.key_pem())],
         [_write(tmp_path / "d.pem", self_signed, self_key_pem)],
         [_write(tmp_path / "e.pem", soon.leaf, fake, soon.key_pem())],
+        # The request given with the chain instead of the issued certificate.
+        [_write(tmp_path / "f.pem", x509.CertificateSigningRequestBuilder()
+                .subject_name(soon.leaf.subject).sign(soon.key, hashes.SHA256())
+                .public_bytes(serialization.Encoding.PEM), *soon.chain)],
     ]
     seen: dict[str, set[str]] = {}
     for args in runs:

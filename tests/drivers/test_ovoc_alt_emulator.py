@@ -178,7 +178,7 @@ def test_refusal_is_read_and_rolled_back(appliance: AltOvoc, new_cert: Issued) -
     outcome = deploy(make_driver(appliance), bundle_of(new_cert, key=False), force=True)
     assert outcome.outcome == "restored", outcome.message
     assert appliance.variant.failure[0] in outcome.message
-    assert "server.key is missing" in outcome.message
+    assert "server.key does not belong to server.crt" in outcome.message  # the old key, kept
     assert appliance.staged() == before
     assert appliance.served() == appliance.initial.leaf
     assert appliance.record.imports == [False, True]

@@ -214,7 +214,8 @@ def test_forced_rejection_is_diagnosed_and_rolled_back(lab: LabOvoc, new_cert: I
     outcome = deploy(make_driver(lab), bundle_of(new_cert, key=False), force=True)
     assert outcome.outcome == "restored" and outcome.exit_code == 1, outcome.message
     assert "failed to generate SEM PKCS#12 file" in outcome.message
-    assert "server.key is missing" in outcome.message
+    # the previous server.key is kept (the bundle has none): OVOC refuses the pair
+    assert "server.key does not belong to server.crt" in outcome.message
     assert lab.staged_files() == before_files
     assert lab.served_certificate() == before_cert
     assert lab.import_count == 2  # the refused import, then the previous files again
@@ -287,3 +288,110 @@ def test_missing_keystore_password_is_refused(lab: LabOvoc, new_cert: Issued) ->
     assert outcome.outcome == "refused"
     assert "keystore password" in outcome.message
     assert lab.import_count == 0
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_non_ascii_keystore_password_is_refused_before_any_change(
+        lab: LabOvoc, new_cert: Issued, force: bool) -> None:
+    """A keystore password keytool cannot take is refused, forced or not, nothing staged."""
+    before = lab.staged_files()
+    outcome = deploy(make_driver(lab, keystore_password="Ks ü Pa55w0rd"), bundle_of(new_cert),
+                     force=force)
+    assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
+    assert "OVOC_KEYSTORE_PASSWORD" in {f.code for f in outcome.findings}
+    assert "U+00FC" in outcome.message
+    assert outcome.hint is not None and "printable ASCII" in outcome.hint
+    assert lab.staged_files() == before and lab.import_count == 0
+
+
+def test_keystore_refusal_is_not_retried_by_the_rollback(lab: LabOvoc, new_cert: Issued) -> None:
+    """OVOC refuses the keystore password: said so, the previous files are staged back
+    without a second import (it would be refused too), the old certificate verified."""
+    from certfleet.lab.ems_emulator import KEYTOOL_PASSWORD_ERROR
+
+    before_files = lab.staged_files()
+    lab.faults.keystore_error = KEYTOOL_PASSWORD_ERROR
+    outcome = deploy(make_driver(lab), bundle_of(new_cert))
+    assert outcome.outcome == "restored" and outcome.exit_code == 1, outcome.message
+    assert "did not take the keystore password" in outcome.message
+    assert "would be refused too" in outcome.message
+    assert lab.import_count == 1
+    assert lab.staged_files() == before_files
+    assert lab.served_certificate() == lab.initial.leaf
+    assert any(s.step == "rollback" and "not imported again" in s.detail for s in outcome.steps)
+    assert_clean_transcript(outcome, lab)
+
+
+def test_awkward_ascii_passwords_pass_through_the_lab(new_cert: Issued) -> None:
+    """Spaces, quotes, $, backticks and backslashes in every password reach the device as
+    typed (SSH login, su, keystore prompt)."""
+    awkward = "Ks pa$$ 'q' \"d\" `id` \\ ~!"
+    with LabOvoc(acems_password="ac ' $HOME `x` \"", root_password="ro $(id) ` ' \" \\",
+                 restart_delay=0.05) as lab:
+        outcome = deploy(make_driver(lab, keystore_password=awkward), bundle_of(new_cert))
+        assert outcome.outcome == "installed", outcome.message
+        assert lab.keystore_password == awkward
+        text = outcome.transcript or ""
+        for secret in (lab.acems_password, lab.root_password, awkward):
+            assert secret not in text
+
+
+def test_device_file_names_are_sanitised_before_the_backup(lab: LabOvoc,
+                                                           new_cert: Issued) -> None:
+    """Names that are no plain file name, and big foreign files, stay on the device:
+    never copied into the backup, never touched; the deploy goes on."""
+    odd = {"..evil.crt": b"x", ".hidden": b"x", "esc\x1b[31m.crt": b"x", "back\\slash": b"x",
+           "con": b"x", "n" * 200: b"x", "big.tar": b"0" * (1024 * 1024 + 1)}
+    lab.stage_files(odd)
+    outcome = deploy(make_driver(lab), bundle_of(new_cert))
+    assert outcome.outcome == "installed", outcome.message
+    assert outcome.backup is not None
+    assert sorted(outcome.backup.files) == ["ca1.crt", "root.crt", "server.crt", "server.key"]
+    skipped = [s.detail for s in outcome.steps if s.step == "names"]
+    assert len(skipped) == len(odd) and all(s.startswith("not copied") for s in skipped)
+    staged = lab.staged_files()
+    assert all(staged[name] == data for name, data in odd.items())
+
+
+def test_oversized_profile_file_is_a_clear_refusal(lab: LabOvoc, new_cert: Issued) -> None:
+    """A server.key past the read bound: refused before any change, naming the file."""
+    lab.stage_files({"server.key": b"k" * (1024 * 1024 + 1)})
+    before = lab.staged_files()
+    outcome = deploy(make_driver(lab), bundle_of(new_cert))
+    assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
+    assert "'server.key'" in outcome.message and "larger than 1048576 bytes" in outcome.message
+    assert lab.staged_files() == before and lab.import_count == 0
+
+
+def test_forced_staging_keeps_what_exists(lab: LabOvoc, new_cert: Issued) -> None:
+    """Forced past a missing root: the key in the bundle is staged (PKCS#1), the previous
+    root.crt is kept, nothing is removed, and OVOC imports it."""
+    before = lab.staged_files()
+    lab.stage_files({"ca2.crt": before["ca1.crt"]} if "ca1.crt" in before else {})
+    data = new_cert.leaf_pem + new_cert.chain_pem + new_cert.key_pem("pkcs8")
+    bundle = assemble(load_bytes(data, "input.pem"))
+    findings = check_bundle(bundle)
+    outcome = asyncio.run(make_driver(lab).deploy(bundle, findings, force=True))
+    assert outcome.outcome == "installed", outcome.message
+    staged = lab.staged_files()
+    assert staged["server.crt"] == new_cert.leaf_pem
+    assert staged["server.key"] == new_cert.key_pem("pkcs1")
+    assert staged["server.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert staged["root.crt"] == before["root.crt"]
+    assert set(staged) >= set(before)
+    detail = next(s.detail for s in outcome.steps if (s.step, s.status) == ("stage", "ok"))
+    assert "kept" in detail and "root.crt" in detail
+    assert lab.served_certificate() == new_cert.leaf
+
+
+def test_forced_staging_without_a_key_keeps_the_previous_key(lab: LabOvoc,
+                                                             new_cert: Issued) -> None:
+    """Forced past a missing key: server.key is not removed (nothing replaces it)."""
+    before = lab.staged_files()
+    driver = make_driver(lab)
+    artifacts = driver.render(bundle_of(new_cert, key=False))
+    assert "server.key" not in artifacts.names() and "root.crt" in artifacts.names()
+    outcome = deploy(driver, bundle_of(new_cert, key=False), force=True)
+    assert outcome.outcome == "restored", outcome.message
+    assert any("kept server.key" in s.detail for s in outcome.steps)
+    assert lab.staged_files() == before

@@ -266,13 +266,13 @@ def test_deploy_through_real_sshd_and_su(appliance: Appliance) -> None:
 
 
 def test_rejection_rolls_back_through_real_sshd(appliance: Appliance) -> None:
-    """Forced past a missing key: OVOC refuses, the previous files are re-imported."""
+    """Forced past a missing key: the previous server.key is kept, OVOC refuses the pair,
+    the previous files are re-imported."""
     before_files, before_served = _staged(appliance), _served(appliance)
     other = LabCA("OVOC sshd Other").issue(["ovoc.example.com"], key_type="rsa2048")
     outcome = _deploy(_driver(appliance), _bundle(other, key=False), force=True)
     assert outcome.outcome == "restored", f"{outcome.message}\n{outcome.transcript}"
-    assert "server.key does not match server.crt" in outcome.message \
-        or "server.key is missing" in outcome.message
+    assert "server.key does not belong to server.crt" in outcome.message
     assert _staged(appliance) == before_files
     assert _served(appliance) == before_served
     assert appliance.imports[-2:] == [False, True]
@@ -295,3 +295,62 @@ def test_wrong_su_password_through_real_su(appliance: Appliance) -> None:
     assert outcome.outcome == "refused", outcome.message
     assert "su to" in outcome.message
     assert _staged(appliance) == before
+
+
+def test_non_ascii_keystore_password_refused_before_staging(
+        appliance: Appliance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`certfleet ovoc deploy` with a keystore password keytool cannot take: exit 2 with the
+    safe characters named, nothing staged, no import, also through the driver when forced."""
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    before, imports = _staged(appliance), len(appliance.imports)
+    new = LabCA("OVOC sshd Umlaut").issue(["ovoc.example.com"], key_type="rsa2048")
+    work = Path(tempfile.mkdtemp(prefix="certfleet-sshd-cli-"))
+    try:
+        pem = work / "new.pem"
+        pem.write_bytes(new.leaf_pem + new.chain_pem + new.root_pem + new.key_pem("pkcs8"))
+        monkeypatch.setenv("SSHD_PW", appliance.acems_password)
+        monkeypatch.setenv("SSHD_ROOT_PW", appliance.root_password)
+        monkeypatch.setenv("SSHD_KS_PW", "Ks ü Pa55w0rd")
+        result = CliRunner().invoke(app, [
+            "ovoc", "deploy", str(pem), "--host", "127.0.0.1", "--ssh-port",
+            str(appliance.port), "--user", appliance.acems, "--password-env", "SSHD_PW",
+            "--su-user", appliance.root_user, "--su-password-env", "SSHD_ROOT_PW",
+            "--keystore-password-env", "SSHD_KS_PW", "--host-key-sha256",
+            appliance.host_key_line, "--staging-dir", str(appliance.staging),
+            "--verify-port", str(appliance.https.port), "--force"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "OVOC_KEYSTORE_PASSWORD" in text and "printable ASCII" in text
+    outcome = _deploy(_driver(appliance, keystore_password="Ks ü Pa55w0rd"), _bundle(new),
+                      force=True)
+    assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
+    assert _staged(appliance) == before and len(appliance.imports) == imports
+
+
+def test_awkward_passwords_through_real_sshd_and_su(appliance: Appliance) -> None:
+    """Spaces, quotes, $, backticks and backslashes in the SSH, root and keystore passwords
+    go through OpenSSH/PAM, the real su and the menu's prompt as typed."""
+    chpasswd = require_tool("chpasswd")
+    acems_pw = "ac ' $HOME `id` \" \\ pw"
+    root_pw = "ro $(id) ` ' \" \\ ~!"
+    keystore = "Ks pa$$ 'q' \"d\" `id` \\ ~!"
+    new = LabCA("OVOC sshd Awkward").issue(["ovoc.example.com"], key_type="rsa2048")
+    subprocess.run([chpasswd], input=f"{appliance.acems}:{acems_pw}\n"
+                   f"{appliance.root_user}:{root_pw}\n", text=True, check=True)
+    try:
+        outcome = _deploy(_driver(appliance, password=acems_pw, su_password=root_pw,
+                                  keystore_password=keystore), _bundle(new))
+    finally:
+        subprocess.run([chpasswd], input=f"{appliance.acems}:{appliance.acems_password}\n"
+                       f"{appliance.root_user}:{appliance.root_password}\n", text=True,
+                       check=True)
+    assert outcome.outcome == "installed", f"{outcome.message}\n{outcome.transcript}"
+    assert _served(appliance) == new.leaf_pem
+    transcript = outcome.transcript or ""
+    for secret in (acems_pw, root_pw, keystore):
+        assert secret not in transcript

@@ -79,3 +79,34 @@ def test_import_without_any_key_is_refused(tmp_path: Path, lab_ca: LabCA) -> Non
     with Store.open(tmp_path / "state") as store, pytest.raises(PreflightError) as info:
         import_certificate(inv, store, "wildcard", [tmp_path / "leaf.pem"])
     assert any(f.code == "KEY_MISSING" and f.severity == "error" for f in info.value.findings)
+
+
+def test_csr_given_with_the_chain_is_named_a_request(tmp_path: Path, lab_ca: LabCA) -> None:
+    """The CSR from `csr NAME` imported with the CA's chain: named as the request, no
+    KEY_MISMATCH against the intermediate, and no tip quoting an option import lacks."""
+    inv = parse_inventory(INVENTORY.replace('fqdn = "sbc2.other.org"', 'fqdn = "sbc2.example.com"'))
+    with Store.open(tmp_path / "state") as store:
+        made = make_inventory_csr("wildcard", inventory=inv, store=store, out_dir=tmp_path)
+        assert made.csr_path is not None
+        issued = lab_ca.issue(csr=made.csr)
+        (tmp_path / "chain.p7b").write_bytes(issued.p7b())
+        with pytest.raises(PreflightError) as info:
+            import_certificate(inv, store, "wildcard", [made.csr_path, tmp_path / "chain.p7b"])
+        codes = [f.code for f in info.value.findings]
+        assert "CSR_GIVEN" in codes and "KEY_MISMATCH" not in codes
+        assert "this is the certificate request, not the issued certificate" in info.value.message
+        assert all("--host" not in (f.hint or "") for f in info.value.findings)
+        assert store.current_version("wildcard") is None
+
+
+def test_name_not_covered_tip_names_no_option_import_lacks(
+    tmp_path: Path, lab_ca: LabCA
+) -> None:
+    """The NAME_NOT_COVERED tip seen from import quotes no `--host` (import has none)."""
+    inv = parse_inventory(INVENTORY)
+    issued = lab_ca.issue(("*.example.com",), key_type="ec-p256")
+    (tmp_path / "all.pem").write_bytes(issued.fullchain_pem + issued.key_pem())
+    with Store.open(tmp_path / "state") as store, pytest.raises(PreflightError) as info:
+        import_certificate(inv, store, "wildcard", [tmp_path / "all.pem"])
+    (finding,) = [f for f in info.value.findings if f.code == "NAME_NOT_COVERED"]
+    assert "--host" not in (finding.hint or "") and "sbc2.other.org" in finding.message

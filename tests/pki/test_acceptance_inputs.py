@@ -32,6 +32,7 @@ from certfleet.pki.checks import check_bundle
 from certfleet.pki.describe import describe_object
 from certfleet.pki.export import export_bundle
 from certfleet.pki.load import MAX_KDF_ITERATIONS, MAX_SCRYPT_MEMORY, load_bytes, load_files
+from certfleet.pki.load import limits as limits_module
 from certfleet.pki.model import LoadedObject, cert_sha256
 
 PW = b"Acc3ptance pw"
@@ -376,7 +377,7 @@ def test_pkcs12_bag_rounds_are_capped(monkeypatch: pytest.MonkeyPatch, leaf: Iss
     version, auth_safe, mac_data = _children(pfx)
     digest, salt, _ = _children(mac_data)
     low_mac = _tlv(0x30, version + auth_safe + _tlv(0x30, digest + salt + _int(1)))
-    monkeypatch.setattr(load_module, "MAX_KDF_ITERATIONS", 4096)
+    monkeypatch.setattr(limits_module, "MAX_KDF_ITERATIONS", 4096)
     with pytest.raises(CertificateError, match=r"5,000 key-derivation rounds"):
         load_bytes(low_mac, "bags.pfx", PW)
 
@@ -624,7 +625,7 @@ def test_pfx_in_ber_with_indefinite_lengths(leaf: Issued) -> None:
         warnings.simplefilter("error")
         objects = load_bytes(pfx, "old.pfx", PW)
     assert _kinds(objects)[0] == "private_key" and all(o.encrypted for o in objects)
-    scan = load_module._PbeScan(pfx)
+    scan = limits_module.PbeScan(pfx)
     assert scan.walked and scan.key_bags == 1 and scan.rounds >= 2048
     with pytest.raises(PasswordError):
         load_bytes(pfx, "old.pfx", b"wrong")

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certfleet.errors import PasswordError
+from certfleet.errors import CertificateError, PasswordError
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import FINDING_CODES, check_bundle, has_errors, preflight
@@ -217,6 +217,20 @@ def _no_client_auth(r: pytest.FixtureRequest) -> list[Finding]:
     return run(leaf.fullchain_pem + leaf.key_pem())
 
 
+def _csr_given(r: pytest.FixtureRequest) -> list[Finding]:
+    clean: Issued = r.getfixturevalue("clean")
+    assert clean.key is not None
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(clean.leaf.subject)
+        .sign(clean.key, hashes.SHA256())
+    )
+    findings = run(csr.public_bytes(serialization.Encoding.PEM) + clean.chain_pem
+                   + clean.key_pem())
+    assert by_code(findings, "KEY_MISMATCH") == []
+    return findings
+
+
 CASES: dict[str, Case] = {
     "KEY_MISMATCH": _key_mismatch,
     "CHAIN_INCOMPLETE": _chain_incomplete,
@@ -235,6 +249,7 @@ CASES: dict[str, Case] = {
     "CHAIN_DUPLICATE": _chain_duplicate,
     "ROOT_INCLUDED": _root_included,
     "NO_CLIENT_AUTH": _no_client_auth,
+    "CSR_GIVEN": _csr_given,
 }
 
 
@@ -384,3 +399,60 @@ def test_other_complete_chain_is_only_unrelated(clean: Issued, lab_ca2: LabCA) -
     findings = run(clean.fullchain_pem + clean.key_pem() + other)
     assert by_code(findings, "CHAIN_INCOMPLETE") == []
     assert len(by_code(findings, "CHAIN_UNRELATED")) == 3
+
+
+def _stray_self_signed(cn: str, ca: bool) -> x509.Certificate:
+    """A self-signed certificate of another organisation, with no key identifiers."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Elsewhere Inc"),
+        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+    ])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=365))
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
+    return builder.sign(key, hashes.SHA256())
+
+
+@pytest.mark.parametrize("ca", [True, False], ids=["self-signed-ca", "self-signed-device"])
+def test_stray_self_signed_is_only_unrelated(clean: Issued, ca: bool) -> None:
+    """Leaf + intermediate complete, plus a self-signed certificate with no name or key-id
+    link: one CHAIN_UNRELATED warning, no CHAIN_INCOMPLETE, no error."""
+    stray = _stray_self_signed("Elsewhere Root", ca)
+    findings = run(clean.fullchain_pem + clean.key_pem() + pems(stray))
+    assert by_code(findings, "CHAIN_INCOMPLETE") == []
+    assert not has_errors(findings)
+    (aside,) = by_code(findings, "CHAIN_UNRELATED")
+    assert aside.severity == "warning" and "Elsewhere Root" in aside.message
+    assert "intermediate between them is missing" not in aside.message
+
+
+def test_csr_alone_is_named_a_request(clean: Issued) -> None:
+    """Only a CSR: the error names the request, not "no certificate"."""
+    assert clean.key is not None
+    csr = x509.CertificateSigningRequestBuilder().subject_name(clean.leaf.subject).sign(
+        clean.key, hashes.SHA256())
+    with pytest.raises(CertificateError, match="this is the certificate request, not the"):
+        run(csr.public_bytes(serialization.Encoding.PEM))
+
+
+def test_key_of_a_csr_given_with_an_old_certificate(clean: Issued) -> None:
+    """Old leaf + new CSR + its key: KEY_MISMATCH says the key belongs to the request."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(clean.leaf.subject).sign(
+        key, hashes.SHA256())
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    findings = run(clean.fullchain_pem + csr.public_bytes(serialization.Encoding.PEM) + key_pem)
+    (mismatch,) = by_code(findings, "KEY_MISMATCH")
+    assert "belongs to the certificate request" in mismatch.message

@@ -7,7 +7,8 @@ from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
 
 from certfleet.errors import CertificateError
 from certfleet.lab.ca import LabCA
-from certfleet.pki.load import MAX_KDF_ITERATIONS, _pkcs12_mac_iterations, load_bytes
+from certfleet.pki.load import MAX_KDF_ITERATIONS, load_bytes
+from certfleet.pki.load.limits import pkcs12_mac_iterations
 
 
 def _der_len(n: int) -> bytes:
@@ -64,7 +65,7 @@ def pfx() -> bytes:
 
 def test_mac_iterations_are_read_from_the_file(pfx: bytes) -> None:
     """The round count certfleet reads is the one the file states."""
-    assert _pkcs12_mac_iterations(_with_mac_iterations(pfx, 4096)) == 4096
+    assert pkcs12_mac_iterations(_with_mac_iterations(pfx, 4096)) == 4096
 
 
 def test_huge_mac_iteration_count_is_refused(pfx: bytes) -> None:

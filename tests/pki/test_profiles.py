@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from _tools import require_tool
 from certfleet.errors import CertificateError, ConfigError, PrivateKeyError
@@ -22,6 +23,7 @@ from certfleet.pki.profiles import (
     Artifacts,
     OvocProfile,
     SbcProfile,
+    keystore_password_findings,
     profile_from_mapping,
     render_target,
 )
@@ -104,7 +106,62 @@ def test_preflight_codes_are_documented(full: Bundle, issued_ec: Issued) -> None
         for bundle in (full, Bundle(full.leaf), ec_bundle)
         for f in profile.preflight(bundle)
     }
+    emitted |= {f.code for f in keystore_password_findings("ks ü")}
     assert emitted == set(FINDING_CODES)
+
+
+AWKWARD_ASCII = "Ks pa$$ 'q' \"d\" `id` \\ ~!"
+
+
+@pytest.mark.parametrize("password", [AWKWARD_ASCII, "abcdef", "~" * 64])
+def test_keystore_password_safe_set_is_accepted(password: str) -> None:
+    """Printable ASCII (spaces inside, quotes, $, backticks, backslash) raises nothing."""
+    assert keystore_password_findings(password) == []
+    assert OvocProfile().keystore_password_findings(password) == []
+
+
+@pytest.mark.parametrize(("password", "words"), [
+    (None, "missing"), ("", "missing"), ("abc12", "shorter than 6"),
+    ("Ks ü password", "U+00FC"), ("tab\there", "U+0009"), ("emoji \U0001F512 pw", "U+1F512"),
+    (" leading", "space"), ("trailing ", "space"),
+])
+def test_keystore_password_ovoc_cannot_take(password: str | None, words: str) -> None:
+    """Each unsafe password is one error naming why, with the safe set in the hint."""
+    findings = keystore_password_findings(password)
+    assert [(f.code, f.severity) for f in findings] == [("OVOC_KEYSTORE_PASSWORD", "error")]
+    assert words in findings[0].message
+    assert "printable ASCII" in (findings[0].hint or "")
+
+
+def _keytool_reads_openssl_pkcs12(full: Bundle, password: str, tmp_path: Path) -> bool:
+    """OVOC's two steps with the real tools: openssl pkcs12 -export, keytool -importkeystore."""
+    openssl, keytool = require_tool("openssl"), require_tool("keytool")
+    tmp_path.mkdir()
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    cert.write_bytes(full.leaf.public_bytes(serialization.Encoding.PEM))
+    assert full.private_key is not None
+    key.write_bytes(full.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption()))
+    env = {**os.environ, "KS_PW": password}
+    p12, jks = tmp_path / "sem.p12", tmp_path / "sem.jks"
+    subprocess.run([openssl, "pkcs12", "-export", "-in", str(cert), "-inkey", str(key),
+                    "-name", "sem", "-out", str(p12), "-passout", "env:KS_PW"],
+                   env=env, check=True, capture_output=True)
+    result = subprocess.run([keytool, "-importkeystore", "-noprompt", "-srckeystore", str(p12),
+                             "-srcstoretype", "PKCS12", "-srcstorepass:env", "KS_PW",
+                             "-destkeystore", str(jks), "-deststoretype", "JKS",
+                             "-deststorepass:env", "KS_PW"],
+                            env=env, capture_output=True, text=True)
+    return result.returncode == 0
+
+
+def test_keystore_password_rule_matches_openssl_and_keytool(full: Bundle,
+                                                             tmp_path: Path) -> None:
+    """The rule's oracle: keytool opens OpenSSL's PKCS#12 under printable ASCII, not under
+    a non-ASCII password (what OVOC's import does with the password)."""
+    assert _keytool_reads_openssl_pkcs12(full, AWKWARD_ASCII, tmp_path / "ascii")
+    assert not _keytool_reads_openssl_pkcs12(full, "Ks ü password", tmp_path / "utf8")
 
 
 def test_sbc_default_file_set(full: Bundle) -> None:

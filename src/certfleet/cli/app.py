@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "estate",  # init, import, plan, deploy, verify, rollback, history, status
     "lab",  # lab up, demo
     "scan",  # scan, exporter
+    "renew",  # issue, renew (ACME)
+    "schedule",  # schedule systemd|cron|windows
 ]
 
 

@@ -7,7 +7,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -62,6 +62,33 @@ def exit_code_for(exc: CertfleetError) -> int:
     if getattr(exc, "lock", None) is not None or getattr(exc, "untouched", False):
         return 2
     return 3
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM (Ctrl-Break on Windows) acts as Ctrl-C.
+
+    For commands run with ``asyncio.run``, whose runner turns the first Ctrl-C
+    into a cancellation of the main task (the deploy template then rolls back)
+    and a second one into KeyboardInterrupt.
+    """
+    import signal
+
+    def as_ctrl_c(signum: int, frame: Any) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    names = [name for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]
+    previous: dict[int, Any] = {}
+    for name in names:
+        signum = getattr(signal, name)
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            previous[signum] = signal.signal(signum, as_ctrl_c)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signum, handler)
 
 
 def run_interruptible(coro: Coroutine[Any, Any, R], *, what: str = "run") -> R:

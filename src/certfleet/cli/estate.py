@@ -371,6 +371,9 @@ def register(app: typer.Typer) -> None:
                 if getattr(exc, "lock", None) is None:
                     raise
                 fail(exc.message, exc.hint, json_out=json_out)
+        from ..notify import notify_deploy  # [notify] targets; never changes the exit code
+
+        notify_deploy(inv, report, lambda text: err_console.print(text, markup=False))
         if json_out:
             print_json(report.to_dict())
         else:
@@ -483,6 +486,8 @@ def register(app: typer.Typer) -> None:
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
+        notify: bool = typer.Option(
+            False, "--notify", help="Tell [notify] targets of certificates at 30/14/7/1 days."),
     ) -> None:
         """What every listener serves now: certificate, days left, name match, current."""
         from ..estate.status import collect_status
@@ -491,6 +496,11 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         with open_store(state_dir) as store:
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
+            if notify:  # each band told once per certificate and device (see certfleet.notify)
+                from ..notify import notify_expiring
+
+                notify_expiring(inv, statuses, store.root,
+                                lambda text: err_console.print(text, markup=False))
         if json_out:
             print_json({"devices": [s.to_dict() for s in statuses]})
             return

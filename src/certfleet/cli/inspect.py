@@ -144,15 +144,25 @@ def _print_check(bundle: Bundle, findings: list[Finding], ok: bool) -> None:
 
     from ..pki.bundle import subject_text
     from ..pki.describe import iso_utc
-    from ..pki.names import certificate_names
+    from ..pki.names import certificate_names, san_entries
 
     leaf = bundle.leaf
-    days = (leaf.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
-    console.print(f"[bold]Leaf[/]     {escape(subject_text(leaf))}")
-    console.print(f"[bold]Names[/]    {escape(', '.join(certificate_names(leaf)) or '-')}")
-    when = f"in {days} days" if days >= 0 else f"expired {-days} days ago"
-    console.print(f"[bold]Expires[/]  {iso_utc(leaf.not_valid_after_utc)} ({when})")
-    for number, cert in enumerate(bundle.chain, start=1):
+    chain = list(bundle.chain)
+    if any(f.code == "CSR_GIVEN" for f in findings):
+        # Only a request and the CA's chain: the lowest CA is no leaf, say so.
+        console.print("[bold]Leaf[/]     [red]none: the input holds the request, not the "
+                      "issued certificate[/]")
+        chain.insert(0, leaf)
+    else:
+        days = (leaf.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
+        names = ", ".join(certificate_names(leaf)) or "-"
+        if san_entries(leaf) is None:
+            names = f"- (no subjectAltName; CN {names})"
+        console.print(f"[bold]Leaf[/]     {escape(subject_text(leaf))}")
+        console.print(f"[bold]Names[/]    {escape(names)}")
+        when = f"in {days} days" if days >= 0 else f"expired {-days} days ago"
+        console.print(f"[bold]Expires[/]  {iso_utc(leaf.not_valid_after_utc)} ({when})")
+    for number, cert in enumerate(chain, start=1):
         console.print(f"[bold]Chain {number}[/]  {escape(subject_text(cert))}")
     if bundle.root is not None:
         console.print(f"[bold]Root[/]     {escape(subject_text(bundle.root))}")

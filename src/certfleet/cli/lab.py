@@ -263,7 +263,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool) -> int:
+def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool = False) -> int:
     """``certfleet lab up``: start, print, serve until Ctrl-C/SIGTERM/SIGHUP, clean up."""
     import secrets
     import shutil
@@ -273,11 +273,16 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool) -> int:
     from ..estate.store import Store
     from ..lab.estate import LabEstate
 
+    if acme:
+        from .acme_lab import require_pebble
+
+        require_pebble()
     stops = _stop_signals()
     previous = {number: signal.signal(number, _interrupt) for number in stops}
     temporary = directory is None
     where: Path | None = None
     lab: LabEstate | None = None
+    pebble = None
     try:
         try:
             where = Path(tempfile.mkdtemp(prefix="certfleet-lab-")) if directory is None \
@@ -286,6 +291,13 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool) -> int:
             if by_hand:
                 lab.env[BY_HAND_PASSWORD_VAR] = secrets.token_urlsafe(12)
             lab.start()
+            if acme:
+                from .acme_lab import attach_pebble
+
+                pebble = attach_pebble(lab, where)
+                console.print(f"Pebble: {pebble.directory_url} (DNS-01 through challtestsrv "
+                              f"{pebble.dns_server}); try: certfleet renew", soft_wrap=True,
+                              markup=False)
             state = where / "state"
             if by_hand:
                 pfx = _write_last_year_pfx(lab)
@@ -326,6 +338,8 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool) -> int:
         try:
             if lab is not None:
                 lab.stop()
+            if pebble is not None:
+                pebble.stop()
             if temporary and where is not None:
                 shutil.rmtree(where, ignore_errors=True)
         finally:
@@ -403,9 +417,11 @@ def register(app: typer.Typer) -> None:
             False, "--by-hand",
             help="Start as an estate set up by hand: an empty state store, and last year's "
                  f"certificate as {BY_HAND_PFX} in the lab folder (its password in lab.env)."),
+        acme: bool = typer.Option(
+            False, "--acme", help="Also start Pebble (ACME CA) and challtestsrv (its DNS)."),
     ) -> None:
         """Start a lab OVOC, N lab SBCs and a lab CA; run until Ctrl-C (or SIGTERM/SIGHUP)."""
-        raise typer.Exit(run_lab_up(sbcs, directory, by_hand=by_hand))
+        raise typer.Exit(run_lab_up(sbcs, directory, by_hand=by_hand, acme=acme))
 
     @lab_app.command("sign")
     @handle_errors
@@ -429,6 +445,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("demo")
     @handle_errors
-    def demo() -> None:
+    def demo(
+        acme: bool = typer.Option(
+            False, "--acme", help="The unattended story: renew from Pebble by DNS-01."),
+    ) -> None:
         """Renew and deploy a wildcard across a lab estate, end to end (starts nothing lasting)."""
+        if acme:
+            from .acme_lab import run_acme_demo
+
+            raise typer.Exit(run_acme_demo())
         raise typer.Exit(run_demo())

@@ -115,7 +115,14 @@ def _driver(
     verify_timeout: float, prompt_timeout: float, import_timeout: float, on_event: Any,
     menu: Path | None = None, settle_time: float = 0.3, enter: str = "lf",
 ) -> OvocDriver:
-    from ..drivers.ovoc import OvocDriver
+    from ..drivers.ovoc import (
+        OvocDriver,
+        SshLogin,
+        StagingSettings,
+        SuSettings,
+        TerminalSettings,
+        Timeouts,
+    )
     from ..drivers.tlsprobe import Listener
 
     newlines = {"lf": "\n", "cr": "\r"}
@@ -127,12 +134,16 @@ def _driver(
     except ValueError as exc:
         raise ConfigError(str(exc), hint="give --verify-port between 1 and 65535") from exc
     return OvocDriver(
-        host, host, ssh_port=ssh_port, user=user, password=password, su_user=su_user,
-        su_password=su_password, keystore_password=keystore_password,
-        known_hosts=_known_hosts(known_hosts, host_key), host_key=host_key,
-        staging_dir=staging_dir, listeners=listeners, verify_timeout=verify_timeout,
-        prompt_timeout=prompt_timeout, import_timeout=import_timeout, on_event=on_event,
-        menu=_load_menu(menu), settle_time=settle_time, newline=newlines[enter.lower()],
+        host, host,
+        login=SshLogin(port=ssh_port, user=user, password=password, host_key=host_key,
+                       known_hosts=_known_hosts(known_hosts, host_key)),
+        su=SuSettings(user=su_user, password=su_password),
+        staging=StagingSettings(dir=staging_dir),
+        timeouts=Timeouts(prompt=prompt_timeout, import_=import_timeout,
+                          verify=verify_timeout),
+        terminal=TerminalSettings(settle_time=settle_time, newline=newlines[enter.lower()]),
+        keystore_password=keystore_password, listeners=listeners, on_event=on_event,
+        menu=_load_menu(menu),
     )
 
 
@@ -165,35 +176,43 @@ def _load_menu(path: Path | None) -> Any:
     return OvocMenu.from_mapping(data)
 
 
+def _text(value: str) -> str:
+    """``value`` (which may come from the device) as rich prints it literally: markup
+    escaped, control characters (escape sequences, carriage returns) shown, not obeyed."""
+    import re
+
+    from rich.markup import escape
+
+    visible = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
+                     lambda m: f"\\x{ord(m.group()):02x}", value)
+    return escape(visible)
+
+
 def _print_event(event: StepEvent) -> None:
     if event.status == "start":
         return
     style = _STATUS_STYLE[event.status]
-    detail = f" [dim]{event.detail}[/]" if event.detail else ""
+    detail = f" [dim]{_text(event.detail)}[/]" if event.detail else ""
     console.print(f"  [{style}]{event.status:>6}[/] {event.step}{detail}", soft_wrap=True,
                   markup=True)
 
 
 def _print_findings(findings: list[Finding]) -> None:
-    from rich.markup import escape
-
     styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
     for finding in findings:
         if finding.severity == "info":
             continue
         console.print(f"  [{styles[finding.severity]}]{finding.severity}[/] "
-                      f"{finding.code}: {escape(finding.message)}", soft_wrap=True)
+                      f"{finding.code}: {_text(finding.message)}", soft_wrap=True)
 
 
 def _print_outcome(outcome: DeployOutcome) -> None:
-    from rich.markup import escape
-
     style = _OUTCOME_STYLE.get(outcome.outcome, "")
     if outcome.outcome == "refused" and outcome.findings:
         _print_findings(outcome.findings)
-    console.print(f"[{style}]{outcome.outcome}[/] {escape(outcome.message)}", soft_wrap=True)
+    console.print(f"[{style}]{outcome.outcome}[/] {_text(outcome.message)}", soft_wrap=True)
     if outcome.hint:
-        console.print(f"[yellow]Tip:[/] {escape(outcome.hint)}", soft_wrap=True)
+        console.print(f"[yellow]Tip:[/] {_text(outcome.hint)}", soft_wrap=True)
     elif outcome.outcome == "installed":
         console.print("[yellow]Tip:[/] `certfleet ovoc doctor` shows what is staged on OVOC",
                       soft_wrap=True)
@@ -231,17 +250,22 @@ def register(app: typer.Typer) -> None:
         json_out: bool = JSON_OPT,
     ) -> None:
         """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
-        code = _deploy(
-            files, host=host, ssh_port=ssh_port, user=user, password_env=password_env,
-            su_user=su_user, su_password_env=su_password_env,
-            keystore_password_env=keystore_password_env,
-            input_password_env=input_password_env, known_hosts=known_hosts,
-            host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
-            verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
-            import_timeout=import_timeout, force=force, transcript=transcript,
-            backup_dir=backup_dir, json_out=json_out, menu=menu, settle_time=settle_time,
-            enter=enter,
-        )
+        try:
+            code = _deploy(
+                files, host=host, ssh_port=ssh_port, user=user, password_env=password_env,
+                su_user=su_user, su_password_env=su_password_env,
+                keystore_password_env=keystore_password_env,
+                input_password_env=input_password_env, known_hosts=known_hosts,
+                host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
+                verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
+                import_timeout=import_timeout, force=force, transcript=transcript,
+                backup_dir=backup_dir, json_out=json_out, menu=menu, settle_time=settle_time,
+                enter=enter,
+            )
+        except KeyboardInterrupt:  # before the device was reached (files, passwords)
+            err_console.print("[bold red]refused[/] interrupted before any change on the "
+                              "device", soft_wrap=True)
+            code = 2
         raise typer.Exit(code)
 
     @ovoc.command("doctor")
@@ -300,7 +324,9 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
 
     diagnosis: str | None = None
     try:
+        from ..errors import PreflightError
         from ..pki.checks import preflight
+        from ..pki.profiles import keystore_password_findings
 
         input_password = read_password(input_password_env, what="password of the input files")
         password = _secret(password_env, f"SSH password of {user}", required=True,
@@ -309,10 +335,9 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
                               json_out=json_out)
         keystore = _secret(keystore_password_env, "keystore password", required=True,
                            json_out=json_out)
-        if keystore is not None and len(keystore) < 6:
-            raise ConfigError("the keystore password is shorter than 6 characters; OVOC's "
-                              "keystore needs at least 6",
-                              hint="choose a longer keystore password")
+        problems = keystore_password_findings(keystore)
+        if problems:  # before the files are read and before any connection: exit 2
+            raise PreflightError(problems[0].message, problems, hint=problems[0].hint)
         bundle, findings = preflight(
             files, input_password.encode("utf-8") if input_password is not None else None)
         driver = _driver(
@@ -326,23 +351,50 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
     except InputError as exc:
         return emit_outcome(refuse_on_input_error(host, exc), None)
     except CertfleetError as exc:  # pragma: no cover - only input errors happen here
-        from rich.markup import escape
-
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
+        err_console.print(f"[bold red]error:[/] {_text(exc.message)}")
         return 2
     if not json_out:
-        from rich.markup import escape
-
         subject = bundle.leaf.subject.rfc4514_string()
-        console.print(f"[bold]OVOC {escape(host)}[/]: deploying {escape(subject)}",
+        console.print(f"[bold]OVOC {_text(host)}[/]: deploying {_text(subject)}",
                       soft_wrap=True)
 
-    from .common import run_interruptible  # Ctrl-C and SIGTERM: the template rolls back
+    import asyncio
 
-    outcome = run_interruptible(driver.deploy(bundle, findings, force=force), what="deploy")
+    from .common import sigterm_as_ctrl_c
+
+    try:
+        # Ctrl-C (and SIGTERM, taken as Ctrl-C) cancels the deploy: the template rolls back.
+        with sigterm_as_ctrl_c():
+            outcome = asyncio.run(driver.deploy(bundle, findings, force=force))
+    except (Exception, KeyboardInterrupt) as exc:  # a second Ctrl-C, or a bug: no traceback
+        return _deploy_aborted(driver, host, exc, json_out)
     diagnosis = driver.last_diagnosis
     _save_backup(outcome, host, staging_dir, backup_dir)
     return emit_outcome(outcome, outcome.transcript)
+
+
+def _deploy_aborted(driver: OvocDriver, host: str, exc: BaseException, json_out: bool) -> int:
+    """The deploy stopped outside its own outcome (a second Ctrl-C while rolling back, or a
+    bug): exit 2 when the device was not changed yet, 3 when it may be."""
+    from ..drivers.ovoc import OvocProgress
+
+    changed = driver.progress >= OvocProgress.STAGED
+    what = "interrupted" if isinstance(exc, KeyboardInterrupt) \
+        else f"stopped by an unexpected {type(exc).__name__}: {exc}"
+    message = f"{host}: the deploy was {what}; " + (
+        "the device may be changed and is NOT verified" if changed else "nothing was changed")
+    hint = (f"run `certfleet ovoc doctor` to see what is staged in {driver.staging_dir}, then "
+            "rerun the deploy (or import the previous files by hand in EmsServerManager)"
+            if changed else "rerun the deploy")
+    if json_out:
+        print_json({"device": host, "outcome": "failed" if changed else "refused",
+                    "exit_code": 3 if changed else 2, "message": message, "hint": hint,
+                    "findings": [], "steps": [], "transcript": driver.transcript()})
+    else:
+        err_console.print(f"[bold red]{'failed' if changed else 'refused'}[/] {_text(message)}",
+                          soft_wrap=True)
+        err_console.print(f"[yellow]Tip:[/] {_text(hint)}", soft_wrap=True)
+    return 3 if changed else 2
 
 
 def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
@@ -358,6 +410,14 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
         import platformdirs
 
         backup_dir = Path(platformdirs.user_data_dir("certfleet")) / "backups"
+    import dataclasses
+
+    from ..drivers.ovoc.staging import safe_staged_name
+
+    # Names came from the device: only plain file names become local paths.
+    backup = dataclasses.replace(backup, files={
+        name: data for name, data in backup.files.items()
+        if safe_staged_name(name) and name != "backup.json"})
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = backup_dir / f"ovoc-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}-{stamp}"
     try:
@@ -375,7 +435,6 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
 def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
             known_hosts: Path | None, host_key: str | None, staging_dir: str,
             names: list[str], prompt_timeout: float, json_out: bool) -> int:
-    from rich.markup import escape
     from rich.table import Table
 
     from ..errors import DeviceError, DeviceRefusedError
@@ -413,18 +472,18 @@ def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
     table.add_column("File")
     table.add_column("Size", justify="right")
     for file_name, size in report.files:
-        table.add_row(escape(file_name), str(size))
+        table.add_row(_text(file_name), str(size))
     if report.exists:
-        console.print(f"[bold]{escape(staging_dir)}[/] on {escape(host)}:", soft_wrap=True)
+        console.print(f"[bold]{_text(staging_dir)}[/] on {_text(host)}:", soft_wrap=True)
         console.print(table)
     _print_findings(report.findings)
     if report.ok:
         console.print("[bold green]ok[/] OVOC would accept these files", soft_wrap=True)
         return 0
-    console.print(f"[bold red]rejected[/] {escape(report.diagnosis or '')}", soft_wrap=True)
+    console.print(f"[bold red]rejected[/] {_text(report.diagnosis or '')}", soft_wrap=True)
     first = next((f for f in report.findings if f.severity == "error"), None)
     if first is not None and first.hint:
-        console.print(f"[yellow]Tip:[/] {escape(first.hint)}", soft_wrap=True)
+        console.print(f"[yellow]Tip:[/] {_text(first.hint)}", soft_wrap=True)
     return 1
 
 
@@ -433,9 +492,7 @@ def _doctor_error(exc: CertfleetError, code: int, json_out: bool) -> int:
         print_json({"ok": False, "files": [], "findings": [], "diagnosis": None,
                     "error": exc.message, "hint": exc.hint})
     else:
-        from rich.markup import escape
-
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {_text(exc.message)}", soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[yellow]Tip:[/] {escape(exc.hint)}", soft_wrap=True)
+            err_console.print(f"[yellow]Tip:[/] {_text(exc.hint)}", soft_wrap=True)
     return code

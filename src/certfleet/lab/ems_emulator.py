@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "DEFAULT_MENUS",
+    "KEYTOOL_PASSWORD_ERROR",
     "EmsFaults",
     "ImportResult",
     "MenuIO",
@@ -82,12 +83,23 @@ class EmsFaults:
 
     ``inject_prompt`` is shown (``inject_prompt_times`` times) between
     "Press Enter to continue" and the password prompt, as a firmware that
-    asks one more question would.
+    asks one more question would. ``keystore_error`` makes every import
+    fail the way keytool does on a keystore password it cannot take.
     """
 
     inject_prompt: str | None = None
     inject_prompt_times: int = 1
+    #: When set, every import fails with this line, as keytool's refusal of the
+    #: keystore password reads (the lab's own import is not run).
+    keystore_error: str | None = None
+    #: Called with a menu's title before the menu is drawn (in the lab's thread): a test
+    #: hook to cut the connection or cancel the client at the menu.
+    on_menu: Callable[[str], None] | None = None
 
+
+#: What keytool prints when it cannot open a PKCS#12 file under the password given.
+KEYTOOL_PASSWORD_ERROR = (
+    "keytool error: java.io.IOException: keystore password was incorrect")
 
 ImportCallback = Callable[[str], Awaitable[tuple[bool, list[str]]]]
 
@@ -117,6 +129,8 @@ async def run_ems_manager(
     stack = [str(menus["root_menu"])]
     while stack:
         menu = menus["menus"][stack[-1]]
+        if faults.on_menu is not None:
+            faults.on_menu(str(menu["title"]))
         await io.write(_render_menu(menu))
         await io.write(str(menus["prompt"]))
         line = await io.readline()
@@ -188,6 +202,7 @@ class ImportResult:
     pkcs12_path: Path | None = None
     jks_path: Path | None = None
     files: list[str] = field(default_factory=list)
+    output: list[str] = field(default_factory=list)  # what the appliance prints about it
 
 
 def _intermediate_names(staging: Path, pattern: str) -> list[str]:
@@ -218,8 +233,8 @@ def process_import(
     cert_name, key_name = names["certificate"], names["private_key"]
     present = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
 
-    def fail(reason: str) -> ImportResult:
-        return ImportResult(False, reason, files=present)
+    def fail(reason: str, output: list[str] | None = None) -> ImportResult:
+        return ImportResult(False, reason, files=present, output=output or [])
 
     cert_file, key_file = staging / cert_name, staging / key_name
     if not cert_file.is_file():
@@ -253,6 +268,11 @@ def process_import(
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, dsa.DSAPrivateKey,
                             ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
         return fail(f"{key_name} holds a key type PKCS#12 cannot carry")
+    if not password.isascii():
+        # OpenSSL writes the PKCS#12 file with the password's UTF-8 bytes, keytool reads it
+        # as BMPString: the keystore step fails, as measured on OpenSSL 3 and Java 17.
+        return fail("keytool cannot open the PKCS#12 file (non-ASCII keystore password)",
+                    [KEYTOOL_PASSWORD_ERROR])
     # Legacy 3DES/SHA-1 protection, as an appliance's older Java expects.
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()

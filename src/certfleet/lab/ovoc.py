@@ -21,7 +21,8 @@ Fault knobs (attributes, changeable while running): ``web_fail_restarts``
 (the next N restarts leave the web server down), ``drop_after_upload_bytes``
 (drop the SSH connection once that many bytes were uploaded over SFTP; fires
 once), ``faults.inject_prompt`` (an unexpected question in the import
-dialogue), ``restart_delay``.
+dialogue), ``faults.keystore_error`` (every import fails as keytool does on a
+keystore password it cannot take), ``restart_delay``.
 
 Everything the lab writes stays under its temporary folder, removed by
 :meth:`LabOvoc.stop`. POSIX only, like the rest of the lab.
@@ -297,6 +298,10 @@ class LabOvoc:
     async def _on_import(self, password: str) -> tuple[bool, list[str]]:
         self.import_count += 1
         self.keystore_password = password
+        if self.faults.keystore_error:
+            self.last_import = ImportResult(False, "keystore password refused",
+                                            output=[self.faults.keystore_error])
+            return False, [self.faults.keystore_error]
         result = await asyncio.get_running_loop().run_in_executor(
             None, process_import, self.staging_dir, self.keystore_dir, password,
             self.menus["files"],
@@ -304,7 +309,7 @@ class LabOvoc:
         self.last_import = result
         if result.ok:
             self._restart_web(result)
-        return result.ok, []
+        return result.ok, result.output
 
     @property
     def pkcs12_path(self) -> Path:

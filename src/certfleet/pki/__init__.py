@@ -6,7 +6,8 @@ Public API (see each module):
   ``load_files(paths, password) -> list[LoadedObject]``
 - ``bundle``: ``assemble(objects) -> Bundle``
 - ``checks``: ``check_bundle(bundle, hosts, expiry_warn_days, now) -> list[Finding]``
-- ``names``: ``host_matches(pattern, host)``, ``certificate_names(cert)``
+- ``names``: ``covers(cert, host)``, ``why_not_covered(cert, host)``,
+  ``host_matches(pattern, host, kind)``, ``certificate_names(cert)`` (display)
 - ``export``: ``export_bundle(bundle, fmt, password) -> bytes``
 - ``profiles``: ``TargetProfile``, ``OVOC_PROFILE``, ``SBC_PROFILE``, ``render_target``
 - ``keygen``: ``generate_private_key(key_type)``, ``build_csr(...)``

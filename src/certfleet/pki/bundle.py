@@ -25,6 +25,8 @@ __all__ = [
     "find_issuer",
     "is_ca",
     "is_self_signed",
+    "issuer_text",
+    "may_be_root_of",
     "safe_spki_sha256",
     "signature_ok",
     "subject_text",
@@ -39,7 +41,8 @@ def subject_text(cert: x509.Certificate | x509.CertificateSigningRequest) -> str
         return "<unreadable subject>"
 
 
-def _issuer_text(cert: x509.Certificate) -> str:
+def issuer_text(cert: x509.Certificate) -> str:
+    """The issuer as an RFC 4514 string."""
     try:
         return cert.issuer.rfc4514_string()
     except ValueError:
@@ -122,6 +125,29 @@ def _name_matches(cert: x509.Certificate, candidate: x509.Certificate) -> bool:
     return aki is None or ski is None or aki == ski
 
 
+def _organisations(name: x509.Name) -> set[str]:
+    try:
+        values = name.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    except ValueError:
+        return set()
+    return {str(a.value).strip().casefold() for a in values} - {""}
+
+
+def may_be_root_of(root: x509.Certificate, top: x509.Certificate) -> bool:
+    """True when ``root`` is linked to the chain whose top certificate is ``top``.
+
+    A root the chain does not reach may still be its root with an intermediate
+    missing in between when something ties them: its key identifier is the one
+    ``top`` names as its authority, or its organisation is the one of ``top``'s
+    issuer. A self-signed certificate with neither link is another CA's (or a
+    device's own) and says nothing about the chain being incomplete.
+    """
+    ski = _key_id(root, x509.SubjectKeyIdentifier)
+    if ski is not None and ski == _key_id(top, x509.AuthorityKeyIdentifier):
+        return True
+    return bool(_organisations(root.subject) & _organisations(top.issuer))
+
+
 def find_issuer(
     cert: x509.Certificate, candidates: Sequence[x509.Certificate]
 ) -> tuple[x509.Certificate | None, bool]:
@@ -135,6 +161,45 @@ def find_issuer(
         if signature_ok(cert, candidate):
             return candidate, True
     return (named[0], False) if named else (None, False)
+
+
+def _csr_text(csr_objs: Sequence[LoadedObject]) -> str:
+    first = csr_objs[0]
+    assert isinstance(first.value, x509.CertificateSigningRequest)  # type "csr"
+    return (f"{first.source!r} holds a certificate request (CSR) for "
+            f"{subject_text(first.value)!r}")
+
+
+def _matching_csr(
+    csr_objs: Sequence[LoadedObject], key_by_spki: dict[str, LoadedObject]
+) -> LoadedObject | None:
+    """The first CSR whose public key is one of the keys given."""
+    for obj in csr_objs:
+        if safe_spki_sha256(obj.value) in key_by_spki:
+            return obj
+    return None
+
+
+def _csr_given(
+    csr_objs: Sequence[LoadedObject],
+    key_by_spki: dict[str, LoadedObject],
+    leaf: x509.Certificate,
+) -> Finding:
+    request = _matching_csr(csr_objs, key_by_spki)
+    key_note = ""
+    if request is not None:
+        key = key_by_spki[str(safe_spki_sha256(request.value))]
+        key_note = f"; the key from {key.source!r} belongs to it: keep it for that certificate"
+    return Finding(
+        "CSR_GIVEN",
+        "error",
+        f"{_csr_text(csr_objs)}: this is the certificate request, not the issued "
+        f"certificate; the other inputs hold only the CA's chain ({subject_text(leaf)!r})"
+        f"{key_note}",
+        hint="give the certificate the CA issued for this request (.crt, .cer, .pem, "
+        ".p7b or .pfx) along with the chain",
+        subject=subject_text(leaf),
+    )
 
 
 def _not_after(cert: x509.Certificate) -> float:
@@ -186,7 +251,8 @@ class _SetAside:
         leaf: x509.Certificate,
     ) -> None:
         self.leaf_text = subject_text(leaf)
-        self.top_text = subject_text(in_path[-1])
+        self.top = in_path[-1]
+        self.top_text = subject_text(self.top)
         self.path_ids = {id(c) for c in in_path}
         self.path_cas = {
             identity for identity in map(_ca_identity, in_path) if identity[1] is not None
@@ -195,7 +261,7 @@ class _SetAside:
         self.path_ends_at_root = is_self_signed(in_path[-1])
 
     def text(self, cert: x509.Certificate, source: str) -> tuple[str, str]:
-        subject, issuer = subject_text(cert), _issuer_text(cert)
+        subject, issuer = subject_text(cert), issuer_text(cert)
         named = f"certificate {subject!r} issued by {issuer!r} from {source!r}"
         if id(cert) not in self.path_ids and _ca_identity(cert) in self.path_cas:
             return (
@@ -213,7 +279,12 @@ class _SetAside:
                 f"{self.leaf_text!r}",
                 "nothing to do; keep it only if old clients need that path",
             )
-        if not self.path_ends_at_root and is_ca(cert) and is_self_signed(cert):
+        if (
+            not self.path_ends_at_root
+            and is_ca(cert)
+            and is_self_signed(cert)
+            and may_be_root_of(cert, self.top)
+        ):
             # A root the chain does not reach: another CA's, or this one's with an
             # intermediate missing in between (CHAIN_INCOMPLETE then names it).
             return (
@@ -312,12 +383,21 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
     """Pick the leaf, order its chain leaf to root, attach the matching key.
 
     Findings made on the way (CHAIN_DUPLICATE, CHAIN_REORDERED, ROOT_INCLUDED,
-    CHAIN_UNRELATED, BAD_SIGNATURE, KEY_MISSING, KEY_MISMATCH) land in
-    ``Bundle.findings``. Raises CertificateError when there is no certificate.
+    CHAIN_UNRELATED, BAD_SIGNATURE, KEY_MISSING, KEY_MISMATCH, CSR_GIVEN) land in
+    ``Bundle.findings``. Raises CertificateError when there is no certificate
+    (naming a certificate request when one was given instead).
     """
     findings: list[Finding] = []
     cert_objs = [o for o in objects if isinstance(o.value, x509.Certificate)]
     key_objs = [o for o in objects if o.type == "private_key"]
+    csr_objs = [o for o in objects if o.type == "csr"]
+    if not cert_objs and csr_objs:
+        raise CertificateError(
+            f"{_csr_text(csr_objs)}: this is the certificate request, not the issued "
+            "certificate",
+            hint="send the request to the CA and give the certificate it issues "
+            "(.crt, .cer, .pem, .p7b or .pfx) with its chain",
+        )
     if not cert_objs:
         sources = sorted({o.source for o in objects})
         raise CertificateError(
@@ -426,7 +506,11 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
         )
 
     key_obj = key_by_spki.get(leaf_spki) if leaf_spki is not None else None
-    if not key_objs:
+    if csr_objs and key_obj is None and is_ca(leaf) and not is_self_signed(leaf):
+        # A request given with the CA's chain: the issued certificate is missing. Said
+        # as such, instead of a key that "does not belong" to an intermediate CA.
+        findings.append(_csr_given(csr_objs, key_by_spki, leaf))
+    elif not key_objs:
         findings.append(
             Finding(
                 "KEY_MISSING",
@@ -438,13 +522,18 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
         )
     elif key_obj is None:
         key_sources = ", ".join(sorted({repr(o.source) for o in key_objs}))
+        request = _matching_csr(csr_objs, key_by_spki)
         findings.append(
             Finding(
                 "KEY_MISMATCH",
                 "error",
                 f"the private key from {key_sources} does not belong to the certificate "
-                f"{subject_text(leaf)!r}",
-                hint="find the key that was used for the CSR of this certificate, "
+                f"{subject_text(leaf)!r}"
+                + (f" (it belongs to the certificate request in {request.source!r})"
+                   if request is not None else ""),
+                hint="give the certificate the CA issued for that request"
+                if request is not None
+                else "find the key that was used for the CSR of this certificate, "
                 "or issue a new certificate for this key",
                 subject=subject_text(leaf),
             )

@@ -19,10 +19,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from .bundle import assemble, is_ca, is_self_signed, safe_spki_sha256, signature_ok, subject_text
+from .bundle import (
+    assemble,
+    is_ca,
+    is_self_signed,
+    may_be_root_of,
+    safe_spki_sha256,
+    signature_ok,
+    subject_text,
+)
 from .load import load_files
 from .model import Bundle, Finding, Severity
-from .names import certificate_names, host_matches
+from .names import san_entries, why_not_covered
 from .quiet import quietly
 
 __all__ = ["FINDING_CODES", "check_bundle", "has_errors", "preflight"]
@@ -45,6 +53,8 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
     "CHAIN_REORDERED": ("info", "the input was not in leaf-to-root order; it was reordered"),
     "CHAIN_DUPLICATE": ("info", "a certificate appeared more than once; the copies were dropped"),
     "ROOT_INCLUDED": ("info", "the input includes the root; it is kept apart from the chain"),
+    "CSR_GIVEN": ("error", "a certificate request (CSR) was given instead of the issued "
+                  "certificate"),
     "NO_CLIENT_AUTH": ("info", "the leaf's extended key usage lacks clientAuth (matters for "
                        "mutual TLS, e.g. Teams Direct Routing)"),
 }
@@ -207,9 +217,14 @@ def _check_chain(bundle: Bundle, existing: Sequence[Finding]) -> list[Finding]:
 
 
 def _orphan_root(bundle: Bundle) -> bool:
-    """True when a set-aside self-signed CA issued none of the other set-aside certificates."""
+    """True when a set-aside self-signed CA linked to the chain issued no set-aside certificate.
+
+    Linked by key identifier or organisation (see ``may_be_root_of``): a stray
+    self-signed certificate of another CA or device is only CHAIN_UNRELATED.
+    """
+    top = bundle.fullchain[-1]
     for root in bundle.unrelated:
-        if is_ca(root) and is_self_signed(root) and not any(
+        if is_ca(root) and is_self_signed(root) and may_be_root_of(root, top) and not any(
             other is not root and signature_ok(other, root) for other in bundle.unrelated
         ):
             return True
@@ -293,17 +308,28 @@ def _check_usage(bundle: Bundle) -> list[Finding]:
 
 
 def _check_names(bundle: Bundle, hosts: Sequence[str]) -> list[Finding]:
-    names = certificate_names(bundle.leaf)
     found: list[Finding] = []
     for host in hosts:
-        if not any(host_matches(name, host) for name in names):
-            shown = ", ".join(names) or "no names"
-            found.append(_finding(
-                "NAME_NOT_COVERED",
-                f"{host!r} is not covered by the leaf (it names {shown})",
-                "issue a certificate whose subjectAltName covers the host, or check --host",
-                subject_text(bundle.leaf),
-            ))
+        reason = why_not_covered(bundle.leaf, host)
+        if reason is None:
+            continue
+        entries = san_entries(bundle.leaf)
+        # Without a subjectAltName the reason says so (and names the CN).
+        shown = "" if entries is None else (
+            f" (it names {', '.join(value for _, value in entries) or 'nothing'})"
+        )
+        if "clients ignore the CN" in reason:
+            hint = ("clients match only the subjectAltName: issue a certificate whose "
+                    "subjectAltName lists the host")
+        else:
+            hint = ("issue a certificate whose subjectAltName covers the host, or correct "
+                    "the host name that was checked")
+        found.append(_finding(
+            "NAME_NOT_COVERED",
+            f"{host!r} is not covered by the leaf{shown}: {reason}",
+            hint,
+            subject_text(bundle.leaf),
+        ))
     return found
 
 
@@ -325,6 +351,10 @@ def check_bundle(
     elif now.tzinfo is None:
         now = now.replace(tzinfo=dt.UTC)
     findings = list(bundle.findings)
+    if any(f.code == "CSR_GIVEN" for f in findings):
+        # Only the CA's chain came with the request: checking that chain as a server
+        # certificate would only repeat, in other words, that the certificate is missing.
+        return sorted(findings, key=lambda f: _RANK[f.severity])
     findings += _check_key(bundle, findings)
     findings += _check_chain(bundle, findings)
     findings += _check_validity(bundle, now, expiry_warn_days)

@@ -7,7 +7,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from .bundle import is_ca, safe_spki_sha256, subject_text
+from .bundle import is_ca, issuer_text, safe_spki_sha256, subject_text
 from .model import LoadedObject, cert_sha256, key_description
 from .names import certificate_names
 from .quiet import quietly
@@ -31,13 +31,6 @@ def _public_key_description(obj: x509.Certificate | x509.CertificateSigningReque
         return "unknown", None
 
 
-def _issuer_text(cert: x509.Certificate) -> str:
-    try:
-        return cert.issuer.rfc4514_string()
-    except ValueError:
-        return "<unreadable issuer>"
-
-
 @quietly
 def describe_certificate(cert: x509.Certificate) -> dict[str, object]:
     """subject, issuer, serial, sha256, spki_sha256, validity, sans, is_ca, key type/bits."""
@@ -45,7 +38,7 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, object]:
     return {
         "type": "certificate",
         "subject": subject_text(cert),
-        "issuer": _issuer_text(cert),
+        "issuer": issuer_text(cert),
         "serial": format(cert.serial_number, "x"),
         "sha256": cert_sha256(cert),
         "spki_sha256": safe_spki_sha256(cert),

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import NameOID
 
 from ..errors import ConfigError, InputError, PasswordError, PrivateKeyError
 from .keygen import native_key_format, private_key_pem, stem_for_name
-from .model import Bundle, PrivateKey, key_description
+from .model import Bundle, PrivateKey, certificates_pem, key_description
 from .quiet import quietly
 
 __all__ = [
@@ -31,6 +30,7 @@ __all__ = [
     "certificate_label",
     "check_export_options",
     "export_bundle",
+    "require_key",
 ]
 
 FORMATS = (
@@ -71,10 +71,6 @@ def certificate_label(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "certificate"
 
 
-def _pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
 def _with_root(bundle: Bundle) -> list[x509.Certificate]:
     """Intermediates leaf side first, then the root when the bundle has it."""
     certs = list(bundle.chain)
@@ -83,11 +79,12 @@ def _with_root(bundle: Bundle) -> list[x509.Certificate]:
     return certs
 
 
-def _require_key(bundle: Bundle, fmt: str) -> PrivateKey:
+def require_key(bundle: Bundle, needed_by: str) -> PrivateKey:
+    """The bundle's private key; PrivateKeyError naming what ``needed_by`` it when absent."""
     if bundle.private_key is None:
         raise PrivateKeyError(
             f"bundle for {certificate_label(bundle.leaf)!r} has no private key; "
-            f"format {fmt!r} needs it",
+            f"{needed_by} needs it",
             hint="add the key file to the input",
         )
     return bundle.private_key
@@ -103,6 +100,8 @@ def _require_password(password: bytes | None, fmt: str) -> bytes:
 
 
 def _pfx(bundle: Bundle, key: PrivateKey, password: bytes, *, legacy: bool) -> bytes:
+    from cryptography.hazmat.primitives.serialization import pkcs12  # only when writing one
+
     builder = serialization.PrivateFormat.PKCS12.encryption_builder().kdf_rounds(PFX_KDF_ROUNDS)
     if legacy:
         # SHA-1 MAC and 3DES on purpose: the only pair older Java and appliances verify.
@@ -208,10 +207,10 @@ def export_bundle(bundle: Bundle, fmt: str, password: bytes | None = None) -> by
     """
     check_export_options(fmt, password)
     if fmt in KEY_FORMATS:
-        return _export_key(bundle, fmt, _require_key(bundle, fmt), password)
+        return _export_key(bundle, fmt, require_key(bundle, f"format {fmt!r}"), password)
 
     if fmt == "pem":
-        return _pem([bundle.leaf])
+        return certificates_pem([bundle.leaf])
     if fmt == "der":
         return bundle.leaf.public_bytes(serialization.Encoding.DER)
     if fmt == "chain":
@@ -222,10 +221,12 @@ def export_bundle(bundle: Bundle, fmt: str, password: bytes | None = None) -> by
                 hint="add the CA's intermediate certificate file to the input, "
                 "or export fullchain/pem instead",
             )
-        return _pem(bundle.chain)
+        return certificates_pem(bundle.chain)
     if fmt == "fullchain":
-        return _pem(bundle.fullchain)
+        return certificates_pem(bundle.fullchain)
     if fmt == "p7b":
+        from cryptography.hazmat.primitives.serialization import pkcs7
+
         return pkcs7.serialize_certificates(
             [bundle.leaf, *_with_root(bundle)], serialization.Encoding.PEM
         )

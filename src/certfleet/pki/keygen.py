@@ -29,6 +29,7 @@ __all__ = [
     "native_key_format",
     "normalize_dns_name",
     "private_key_pem",
+    "profile_key_pem",
     "stem_for_name",
 ]
 
@@ -204,6 +205,16 @@ def native_key_format(key: PrivateKey) -> KeyFormat:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return "sec1"
     return "pkcs8"
+
+
+def profile_key_pem(key: PrivateKey, key_format: str) -> bytes:
+    """``key`` as a device profile's ``key_format`` asks for it, unencrypted.
+
+    ``"pkcs1"`` means the traditional form (PKCS#1 for RSA, SEC1 for EC; PKCS#8
+    for key types without one); anything else is PKCS#8.
+    """
+    native = native_key_format(key)
+    return private_key_pem(key, native if key_format == "pkcs1" and native != "pkcs8" else "pkcs8")
 
 
 def private_key_pem(key: PrivateKey, fmt: str = "pkcs8", passphrase: bytes | None = None) -> bytes:

@@ -19,6 +19,7 @@ __all__ = [
     "PublicKey",
     "Severity",
     "cert_sha256",
+    "certificates_pem",
     "key_description",
     "spki_sha256",
 ]
@@ -40,6 +41,11 @@ PublicKey = (
     | ed25519.Ed25519PublicKey
     | ed448.Ed448PublicKey
 )
+
+
+def certificates_pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
+    """The certificates as concatenated PEM blocks, in the order given."""
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
 def cert_sha256(cert: x509.Certificate) -> str:

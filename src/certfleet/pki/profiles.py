@@ -16,17 +16,19 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..errors import CertificateError, ConfigError, PrivateKeyError
+from ..errors import CertificateError, ConfigError
 from .export import certificate_label
-from .keygen import native_key_format, private_key_pem
-from .model import Bundle, Finding, PrivateKey, Severity
+from .export import require_key as _require_key
+from .keygen import profile_key_pem as _key_pem
+from .model import Bundle, Finding, Severity
+from .model import certificates_pem as _pem
 from .quiet import quietly
 
 __all__ = [
     "FINDING_CODES",
+    "KEYSTORE_PASSWORD_SAFE",
     "OVOC_PROFILE",
     "PROFILES",
     "SBC_PROFILE",
@@ -35,6 +37,7 @@ __all__ = [
     "OvocProfile",
     "SbcProfile",
     "TargetProfile",
+    "keystore_password_findings",
     "profile_from_mapping",
     "render_target",
 ]
@@ -48,7 +51,53 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
     "ROOT_MISSING": ("error", "no root certificate was given: an error for OVOC (root.crt), "
                      "a warning for an SBC's trusted root store"),
     "KEY_TYPE": ("warning", "the key is not RSA; OVOC is only known to import RSA keys"),
+    "OVOC_KEYSTORE_PASSWORD": ("error", "OVOC's import cannot take the keystore password "
+                               "(missing, shorter than 6, or not printable ASCII)"),
 }
+
+#: The characters a keystore password for OVOC may hold, in words (for messages).
+KEYSTORE_PASSWORD_SAFE = (
+    "printable ASCII: letters A-Z a-z, digits, space and !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~, "
+    "no space at either end, at least 6 characters"
+)
+
+
+def keystore_password_findings(password: str | None) -> list[Finding]:
+    """What stops OVOC's import from taking ``password`` as its keystore password. Pure.
+
+    OVOC turns the staged files into a PKCS#12 file with OpenSSL, then into
+    a JKS keystore with Java's keytool. A PKCS#12 file written by OpenSSL
+    under a non-ASCII password cannot be opened by keytool (OpenSSL encodes
+    the password as UTF-8 bytes, Java as BMPString): the import fails, and
+    so would a rollback's import under the same password. The safe set is
+    therefore printable ASCII (``' '`` to ``'~'``), which both tools read
+    the same way; control characters cannot be typed at the prompt, and a
+    space at either end is dropped by a shell's ``read``. Quotes, ``$``,
+    backticks and backslashes are fine: the password is typed at the
+    prompt, never put on a command line. EmsServerManager wants 6 or more.
+
+    Returns an ``OVOC_KEYSTORE_PASSWORD`` error finding (at most one), or [].
+    """
+    problem: str | None = None
+    if not password:
+        problem = "the keystore password for OVOC's import prompt is missing"
+    else:
+        bad = sorted({c for c in password if not " " <= c <= "~"})
+        if bad:
+            shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
+            problem = (f"the keystore password holds character(s) OVOC's import cannot take "
+                       f"({shown}): keytool cannot open the PKCS#12 file OpenSSL writes "
+                       "with a non-ASCII password, so the import (and a rollback's) would fail")
+        elif password != password.strip(" "):
+            problem = ("the keystore password begins or ends with a space, which "
+                       "EmsServerManager's prompt drops")
+        elif len(password) < 6:
+            problem = "the keystore password is shorter than 6 characters; OVOC needs 6 or more"
+    if problem is None:
+        return []
+    return [Finding("OVOC_KEYSTORE_PASSWORD", "error", problem,
+                    hint=f"choose a keystore password of {KEYSTORE_PASSWORD_SAFE}",
+                    subject="keystore password")]
 
 
 @dataclass(frozen=True)
@@ -128,26 +177,6 @@ def _check_file_name(field_name: str, value: str) -> None:
         raise ValueError(f"{field_name} {value!r} is not a plain file name")
 
 
-def _key_pem(key: PrivateKey, key_format: str) -> bytes:
-    if key_format == "pkcs1" and native_key_format(key) != "pkcs8":
-        return private_key_pem(key, native_key_format(key))
-    return private_key_pem(key, "pkcs8")
-
-
-def _pem(certs: tuple[x509.Certificate, ...] | list[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _require_key(bundle: Bundle, target: str) -> PrivateKey:
-    if bundle.private_key is None:
-        raise PrivateKeyError(
-            f"bundle for {certificate_label(bundle.leaf)!r} has no private key; "
-            f"{target} needs it",
-            hint="add the key file to the input",
-        )
-    return bundle.private_key
-
-
 def _key_missing(bundle: Bundle, target: str) -> list[Finding]:
     if bundle.private_key is not None:
         return []
@@ -210,6 +239,10 @@ class OvocProfile:
         if self.key_format not in _KEY_FORMATS:
             raise ValueError(f"key_format {self.key_format!r} is not one of pkcs1, pkcs8")
 
+    def keystore_password_findings(self, password: str | None) -> list[Finding]:
+        """See :func:`keystore_password_findings` (the same for every OVOC profile)."""
+        return keystore_password_findings(password)
+
     def preflight(self, bundle: Bundle) -> list[Finding]:
         """What would stop OVOC from importing this bundle: missing key or root."""
         findings = _key_missing(bundle, "OVOC")
@@ -236,6 +269,25 @@ class OvocProfile:
                 )
             )
         return findings
+
+    def render_available(self, bundle: Bundle) -> Artifacts:
+        """Every file that can be made from ``bundle``, complete or not: the certificate,
+        the key when the bundle has one, the root when it has one, the intermediates.
+
+        For a deploy forced past preflight errors; :meth:`render` refuses an
+        incomplete bundle.
+        """
+        cert = _pem(bundle.fullchain if self.cert_includes_chain else [bundle.leaf])
+        files = [Artifact(self.cert_file, cert, False)]
+        if bundle.private_key is not None:
+            files.append(Artifact(self.key_file, _key_pem(bundle.private_key, self.key_format),
+                                  True))
+        if bundle.root is not None:
+            files.append(Artifact(self.root_file, _pem([bundle.root]), False))
+        for n, intermediate in enumerate(bundle.chain, start=1):
+            files.append(Artifact(self.intermediate_pattern.format(n=n), _pem([intermediate]),
+                                  False))
+        return Artifacts(tuple(files))
 
     def render(self, bundle: Bundle) -> Artifacts:
         key = _require_key(bundle, "OVOC")

@@ -1,0 +1,325 @@
+"""Order a certificate by ACME with DNS-01 and store it as a new version.
+
+The key is made off the devices (the inventory's key type; RSA when an
+OVOC uses the certificate) and stored in the state store *before* the
+order, so that no key is ever lost; each name gets its DNS-01 TXT value
+(a wildcard and its apex share one name: both values are published
+together), every value must be visible on the nameservers before a
+challenge is answered, and the records are removed afterwards whatever
+happened. The issued chain (the ``preferred_chain`` when the CA offers
+alternates) goes through the same import and preflight as ``certfleet
+import``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import AcmeError
+from .config import AcmeConfig, acme_config, dns_config
+
+__all__ = ["IssueResult", "choose_chain", "issue_certificate", "order_certificate"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    """What :func:`issue_certificate` stored: the import result and the chain chosen."""
+
+    certificate: str
+    imported: Any  # estate.importer.ImportResult
+    chain_issuer: str
+    directory: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "certificate": self.certificate,
+            "directory": self.directory,
+            "chain_issuer": self.chain_issuer,
+            **self.imported.to_dict(),
+        }
+
+
+def _cn(name: Any) -> str:
+    from cryptography.x509.oid import NameOID
+
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else name.rfc4514_string()
+
+
+def _load_chain(pem: str) -> list[Any]:
+    from cryptography import x509
+
+    return list(x509.load_pem_x509_certificates(pem.encode()))
+
+
+def choose_chain(fullchains: Sequence[str], preferred: str | None) -> str:
+    """The chain whose top certificate is issued by ``preferred`` (a CN), else the first.
+
+    As certbot does: the issuer CN of the topmost certificate decides; then
+    any certificate's subject or issuer CN in the chain.
+    """
+    if not preferred or len(fullchains) < 2:
+        return fullchains[0]
+    for chain in fullchains:
+        certs = _load_chain(chain)
+        if certs and _cn(certs[-1].issuer) == preferred:
+            return chain
+    for chain in fullchains:
+        for cert in _load_chain(chain):
+            if preferred in (_cn(cert.issuer), _cn(cert.subject)):
+                return chain
+    return fullchains[0]
+
+
+def _issued_by(cert: Any, issuer: Any) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except Exception:  # any mismatch or bad signature: not this issuer
+        return False
+    return True
+
+
+def _root_for(top: Any, config: AcmeConfig, log: Log) -> Any | None:
+    """The root that signed ``top``: from ``root_file``, else its AIA caIssuers URL."""
+    from cryptography import x509
+
+    if config.root_file is not None:
+        try:
+            candidates = x509.load_pem_x509_certificates(config.root_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"root_file {str(config.root_file)!r} cannot be read: {exc}",
+                hint="give a PEM file with the CA's root certificates",
+            ) from None
+        for root in candidates:
+            if _issued_by(top, root):
+                return root
+    try:
+        aia = top.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return None
+    for item in aia:
+        if item.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS:
+            url = item.access_location.value
+            try:
+                import httpx
+
+                with httpx.Client(timeout=10.0, follow_redirects=True) as client:
+                    response = client.get(url)
+                data = response.content[:65536]
+                cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                        else x509.load_der_x509_certificate(data))
+            except Exception:  # the root is optional: the import decides
+                log(f"could not fetch the root from {url}")
+                continue
+            if _issued_by(top, cert):
+                return cert
+    return None
+
+
+def _key_type(inventory: Any, name: str) -> str:
+    """The inventory's key type, RSA when an OVOC uses the certificate (its known import)."""
+    spec = inventory.certificate(name)
+    if any(d.kind == "ovoc" for d in inventory.devices_using(name)) and not (
+        spec.key_type.startswith("rsa")
+    ):
+        return "rsa2048"
+    return str(spec.key_type)
+
+
+def order_certificate(
+    session: Any,
+    names: Sequence[str],
+    csr_pem: bytes,
+    dns: Any,
+    *,
+    timeout: float,
+    replaces: str | None = None,
+    profile: str | None = None,
+    log: Log = lambda _: None,
+    provider: Any = None,
+    stop_before_finalize: bool = False,
+) -> list[str]:
+    """Order ``names``, answer DNS-01, finalise with ``csr_pem``; every fullchain offered.
+
+    Raises AcmeError with the CA's problem document in words (refused
+    order, failed validation, refused CSR), DnsError (records), ConfigError.
+    With ``stop_before_finalize`` the order is validated and left unfinalised.
+    """
+    from acme import challenges, messages
+    from acme import errors as acme_errors
+
+    from ..dns.propagation import follow_cname, wait_for_records
+    from ..dns.providers import TxtRecord, make_provider, zone_for
+    from .account import problem_text
+
+    client = session.client
+    try:
+        orderr = client.order(csr_pem, names, replaces=replaces, profile=profile)
+    except messages.Error as exc:
+        raise AcmeError(f"the CA refused the order for {', '.join(names)}: "
+                        f"{problem_text(exc)}", hint="check the names and the CA's policy",
+                        problem=problem_text(exc)) from None
+    records: list[TxtRecord] = []
+    answers: list[Any] = []
+    for authzr in orderr.authorizations:
+        if authzr.body.status == messages.STATUS_VALID:
+            continue
+        domain = authzr.body.identifier.value
+        challb = next((c for c in authzr.body.challenges
+                       if isinstance(c.chall, challenges.DNS01)), None)
+        if challb is None:
+            raise AcmeError(f"the CA offers no dns-01 challenge for {domain}",
+                            hint="certfleet validates by DNS-01 only; ask the CA to allow it")
+        response, value = challb.response_and_validation(session.key)
+        record_name = follow_cname(challb.chall.validation_domain_name(domain), dns.resolvers)
+        records.append(TxtRecord(record_name, value, zone_for(record_name, dns)))
+        answers.append((challb, response))
+    deadline = dt.datetime.now() + dt.timedelta(seconds=timeout)
+    if records:
+        dns_provider = provider if provider is not None else make_provider(dns)
+        try:
+            log(f"publishing {len(records)} TXT record(s): "
+                + ", ".join(sorted({r.name for r in records})))
+            dns_provider.add(records)
+            wait_for_records(records, resolvers=dns.resolvers,
+                             timeout=dns.propagation_timeout, on_wait=log)
+            log("records visible; answering the challenges")
+            for challb, response in answers:
+                client.answer_challenge(challb, response)
+            try:
+                orderr = client.poll_authorizations(orderr, deadline)
+            except acme_errors.ValidationError as exc:
+                reasons = []
+                for failed in exc.failed_authzrs:
+                    for chall in failed.body.challenges:
+                        if chall.error is not None:
+                            reasons.append(f"{failed.body.identifier.value}: "
+                                           f"{problem_text(chall.error)}")
+                text = "; ".join(reasons) or "no reason given"
+                raise AcmeError(f"the CA could not validate {text}",
+                                hint="check that the TXT records are published in the zone "
+                                "the CA queries (CNAMEs, split DNS)", problem=text) from None
+            except acme_errors.TimeoutError:
+                raise AcmeError(f"the CA did not finish validation within {timeout:.0f}s",
+                                hint="raise timeout in the acme table, or retry later") from None
+        finally:
+            try:
+                dns_provider.remove(records)
+                log("TXT records removed")
+            except Exception as exc:  # reported, never hides the order's outcome
+                log(f"could not remove the TXT records: {exc}")
+    if stop_before_finalize:
+        return []
+    try:
+        orderr = client.finalize_order(orderr, deadline, fetch_alternative_chains=True)
+    except messages.Error as exc:
+        raise AcmeError(f"the CA refused to issue: {problem_text(exc)}",
+                        hint="check the CSR (names, key) against the order",
+                        problem=problem_text(exc)) from None
+    except acme_errors.IssuanceError as exc:
+        raise AcmeError(f"the CA refused to issue: {problem_text(exc.error)}",
+                        hint="check the CSR (names, key) against the order",
+                        problem=problem_text(exc.error)) from None
+    except acme_errors.TimeoutError:
+        raise AcmeError(f"the CA did not issue within {timeout:.0f}s",
+                        hint="raise timeout in the acme table, or retry later") from None
+    return [orderr.fullchain_pem, *(orderr.alternative_fullchains_pem or [])]
+
+
+def issue_certificate(
+    inventory: Any,
+    store: Any,
+    name: str,
+    *,
+    replaces: str | None = None,
+    directory_url: str | None = None,
+    log: Log = lambda _: None,
+    stop_before_finalize: bool = False,
+) -> IssueResult | None:
+    """Order certificate ``name`` from its ACME CA and store it as the newest version.
+
+    Returns None with ``stop_before_finalize`` (a dry run). Raises
+    ConfigError (no acme table, bad settings), AcmeError (the CA refused or
+    validation failed), DnsError, PreflightError (the issued files fail
+    the import's checks; nothing stored).
+    """
+    import requests
+    from acme import errors as acme_errors
+    from cryptography.hazmat.primitives import serialization
+
+    from ..errors import ConfigError
+    from ..estate.csr import key_passphrase
+    from ..estate.importer import import_certificate
+    from ..fsutil import write_private_file
+    from ..pki.keygen import build_csr, csr_pem, generate_private_key
+    from .account import open_session
+
+    config = acme_config(inventory, name)
+    if config is None:
+        raise ConfigError(
+            f"certificate {name!r} has no [certificates.{name}.acme] table",
+            hint=f"add one with directory and email, and a [certificates.{name}.dns] table",
+        )
+    dns = dns_config(inventory, name)
+    from ..dns.providers import make_provider
+
+    provider = make_provider(dns)  # a provider that cannot work fails before any order
+    spec = inventory.certificate(name)
+    passphrase = key_passphrase(inventory, name)
+    key = None
+    current = store.current_version(name)
+    if config.reuse_key and current is not None and current.key_id is not None:
+        record = store.key(current.key_id)
+        if record is not None:
+            key = store.load_key(record, passphrase)
+    if key is None:
+        key = generate_private_key(_key_type(inventory, name))
+    try:
+        csr = build_csr(key, spec.cn, spec.sans, organization=spec.organization)
+    except ValueError as exc:
+        raise ConfigError(f"{inventory.path}: certificate {name!r}: {exc}",
+                          hint=f"fix cn/sans of [certificates.{name}]") from None
+    pem = csr_pem(csr)
+    if not stop_before_finalize:  # a dry run stores nothing, not even a key
+        store.add_key(name, key, origin="acme", passphrase=passphrase,
+                      csr_pem=pem.decode("ascii"))
+    url = directory_url or config.directory
+    try:
+        session = open_session(config, Path(store.root), directory_url=url)
+        log(f"ordering {', '.join(spec.names)} from {url}")
+        chains = order_certificate(
+            session, list(spec.names), pem, dns, timeout=config.timeout, replaces=replaces,
+            profile=config.profile, log=log, provider=provider,
+            stop_before_finalize=stop_before_finalize,
+        )
+    except (requests.RequestException, acme_errors.Error) as exc:
+        raise AcmeError(f"talking to the ACME server {url} failed: {str(exc)[:300]}",
+                        hint="check the network and the directory URL; run again") from None
+    if stop_before_finalize:
+        return None
+    chosen = choose_chain(chains, config.preferred_chain)
+    certs = _load_chain(chosen)
+    top = certs[-1]
+    if config.preferred_chain and _cn(top.issuer) != config.preferred_chain:
+        log(f"no chain issued by {config.preferred_chain!r}; keeping {_cn(top.issuer)!r}")
+    root = _root_for(top, config, log)
+    with tempfile.TemporaryDirectory(prefix="certfleet-acme-") as temp:
+        path = Path(temp) / f"{name}-fullchain.pem"
+        data = chosen.encode()
+        if root is not None:
+            data += root.public_bytes(serialization.Encoding.PEM)
+        write_private_file(path, data)
+        imported = import_certificate(inventory, store, name, [path])
+    store.audit("issue", "stored",
+                detail=f"{name}: v{imported.version.id} from {url}")
+    return IssueResult(name, imported, _cn(top.issuer), url)

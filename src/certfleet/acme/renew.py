@@ -1,0 +1,310 @@
+"""``certfleet renew``: for every certificate with an issuer, due? → issue → import → deploy.
+
+Due is decided, in order: ``--force``; no version stored; the CA's ARI
+window (RFC 9773) when its directory offers ``renewalInfo``; otherwise
+when what remains is at most ``renew_before_days``, or else 30 days or a
+third of the lifetime, whichever is less. Nothing but ARI is asked of a CA
+for a certificate that is not due.
+
+Every device using a certificate with an issuer then goes through the
+estate's deploy (canary first: an OVOC when there is one), which skips a
+device already serving the current version, so a certificate not due but
+not served everywhere is deployed too. A certificate whose issuance failed
+leaves its devices untouched. The run's exit code is the worst, as
+``deploy``'s: an issuance the CA refused counts as 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import AcmeError
+from .config import AcmeConfig, acme_config, renew_before_days
+
+__all__ = ["Due", "RenewItem", "RenewReport", "is_due", "run_renew"]
+
+Log = Callable[[str], None]
+# Production directories of CAs whose staging twin is known (--dry-run goes there).
+STAGING = {
+    "https://acme-v02.api.letsencrypt.org/directory":
+        "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+@dataclass(frozen=True)
+class Due:
+    due: bool
+    reason: str
+
+
+@dataclass
+class RenewItem:
+    """One certificate's part of a renewal run."""
+
+    certificate: str
+    due: bool
+    reason: str
+    action: str = "none"  # none, issued, would-issue, failed
+    exit_code: int = 0
+    error: str | None = None
+    hint: str | None = None
+    version: Any = None  # VersionRecord of the new version
+    devices: list[Any] = field(default_factory=list)  # DeviceResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "certificate": self.certificate,
+            "due": self.due,
+            "reason": self.reason,
+            "action": self.action,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "hint": self.hint,
+            "version": self.version.to_dict() if self.version is not None else None,
+            "devices": [d.to_dict() for d in self.devices],
+        }
+
+
+@dataclass
+class RenewReport:
+    items: list[RenewItem]
+    deploy: Any = None  # DeployReport or None
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        from ..estate.deploy import worst_exit_code
+
+        codes = [i.exit_code for i in self.items]
+        if self.deploy is not None:
+            codes.append(self.deploy.exit_code)
+        return worst_exit_code(codes)
+
+    @property
+    def ordered(self) -> int:
+        return sum(1 for i in self.items if i.action == "issued")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "dry_run": self.dry_run,
+            "certificates": [i.to_dict() for i in self.items],
+            "deploy": self.deploy.to_dict() if self.deploy is not None else None,
+        }
+
+
+def _leaf(store: Any, version: Any) -> Any:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate((version.dir / "leaf.pem").read_bytes())
+
+
+def ari_window(config: AcmeConfig, leaf: Any) -> dt.datetime | None:
+    """The CA's suggested renewal time for ``leaf`` (ARI), or None when it offers none.
+
+    Only the directory and the renewalInfo resource are fetched (no account).
+    Raises AcmeError when the CA offers ARI but the answer cannot be read.
+    """
+    from acme import client as acme_client
+    from acme import errors as acme_errors
+    from cryptography.hazmat.primitives import serialization
+
+    from .account import USER_AGENT
+    from .client import directory_has
+
+    verify: Any = str(config.ca_bundle) if config.ca_bundle else True
+    net = acme_client.ClientNetwork(None, verify_ssl=verify, user_agent=USER_AGENT, timeout=30)
+    try:
+        directory = acme_client.ClientV2.get_directory(config.directory, net)
+    except Exception as exc:  # requests, acme and JSON errors alike
+        raise AcmeError(f"cannot read the ACME directory {config.directory}: {str(exc)[:200]}",
+                        hint="check the directory URL and the network") from None
+    if not directory_has(directory, "renewalInfo"):
+        return None
+    client = acme_client.ClientV2(directory, net)
+    try:
+        when, _ = client.renewal_time(leaf.public_bytes(serialization.Encoding.PEM))
+    except acme_errors.ARIError as exc:
+        raise AcmeError(f"the CA's renewal information could not be read: {exc}",
+                        hint="retry later; the CA's renewalInfo answered badly") from None
+    if when is None:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def is_due(
+    inventory: Any, store: Any, name: str, config: AcmeConfig, *, force: bool = False,
+    now: dt.datetime | None = None,
+) -> Due:
+    """Whether certificate ``name`` is due, and why (the reason is printed and logged)."""
+    moment = now or dt.datetime.now(dt.UTC)
+    if force:
+        return Due(True, "--force")
+    version = store.current_version(name)
+    if version is None:
+        return Due(True, "no version stored yet")
+    leaf = _leaf(store, version)
+    not_after = leaf.not_valid_after_utc
+    if not_after <= moment:
+        return Due(True, f"expired on {not_after:%Y-%m-%d}")
+    note = ""
+    try:
+        window = ari_window(config, leaf)
+    except AcmeError as exc:
+        # RFC 9773 §4.3.3: without an answer the client falls back to its own schedule
+        # (a certificate from another CA is unknown to this one's renewalInfo).
+        window, note = None, f" (no ARI answer: {exc.message})"
+    if window is not None:
+        if window <= moment:
+            return Due(True, f"the CA's renewal window (ARI) opened: {window:%Y-%m-%d %H:%M}Z")
+        return Due(False, f"the CA's renewal window (ARI) opens {window:%Y-%m-%d %H:%M}Z")
+    remaining = not_after - moment
+    days = renew_before_days(inventory, name)
+    if days is not None:
+        threshold = dt.timedelta(days=days)
+        rule = f"renew_before_days = {days}"
+    else:
+        lifetime = not_after - leaf.not_valid_before_utc
+        threshold = min(dt.timedelta(days=30), lifetime / 3)
+        rule = f"{threshold.days} days (30 or a third of the lifetime, whichever is less)"
+    if remaining <= threshold:
+        return Due(True, f"{remaining.days} day(s) left, at most {rule}{note}")
+    return Due(False, f"{remaining.days} day(s) left, more than {rule}{note}")
+
+
+def _prefixed(log: Log, name: str) -> Log:
+    return lambda text: log(f"{name}: {text}")
+
+
+def _selection(inventory: Any, only: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(certificates with an issuer, devices) chosen by ``only`` (certificate, device or tag)."""
+    from ..errors import ConfigError
+    from ..inventory import select_devices
+
+    issuers = [n for n in inventory.certificates if acme_config(inventory, n) is not None]
+    if not only:
+        return issuers, [d.name for n in issuers for d in inventory.devices_using(n)]
+    certificates: list[str] = []
+    devices: list[str] = []
+    for item in only:
+        if item in inventory.certificates:
+            chosen = [item]
+            names = [d.name for d in inventory.devices_using(item)]
+        else:
+            try:
+                matched = select_devices(inventory, [item])
+            except ConfigError:
+                raise ConfigError(
+                    f"--only {item!r} names no certificate, device or tag of {inventory.path}",
+                    hint="certificates: " + ", ".join(sorted(inventory.certificates)),
+                ) from None
+            chosen = [d.certificate for d in matched]
+            names = [d.name for d in matched]
+        for name in chosen:
+            if name not in issuers:
+                raise ConfigError(
+                    f"certificate {name!r} has no [certificates.{name}.acme] table: "
+                    "renew has nothing to order it from",
+                    hint=f"add the acme and dns tables, or use 'certfleet import {name}'",
+                )
+            if name not in certificates:
+                certificates.append(name)
+        devices += [n for n in names if n not in devices]
+    return certificates, devices
+
+
+async def run_renew(
+    inventory: Any,
+    store: Any,
+    factory: Any,
+    *,
+    only: Sequence[str] = (),
+    force: bool = False,
+    dry_run: bool = False,
+    log: Log = lambda _: None,
+    on_event: Any = None,
+    on_result: Any = None,
+    notify: bool = True,
+) -> RenewReport:
+    """Renew what is due and deploy; see the module docstring. Raises ConfigError."""
+    from ..errors import CertfleetError, ConfigError
+    from ..estate.deploy import run_deploy
+    from ..notify import failure_notification, renewed_notification, send
+    from .client import ari_cert_id
+    from .config import notify_config
+    from .issuer import issue_certificate
+
+    certificates, devices = _selection(inventory, only)
+    if not certificates:
+        raise ConfigError(f"no certificate of {inventory.path} has an [certificates.NAME.acme] "
+                          "table", hint="add acme and dns tables to a certificate to renew it")
+    notify_cfg = notify_config(inventory)
+    items: list[RenewItem] = []
+    for name in certificates:
+        config = acme_config(inventory, name)
+        assert config is not None
+        try:
+            due = is_due(inventory, store, name, config, force=force)
+        except AcmeError as exc:
+            item = RenewItem(name, False, "unknown", "failed", 1, exc.message, exc.hint)
+            items.append(item)
+            log(f"{name}: {exc.message}")
+            continue
+        item = RenewItem(name, due.due, due.reason)
+        items.append(item)
+        log(f"{name}: {'due' if due.due else 'not due'}: {due.reason}")
+        store.audit("renew", "due" if due.due else "not-due", detail=f"{name}: {due.reason}")
+        if not due.due:
+            continue
+        current = store.current_version(name)
+        replaces = ari_cert_id(_leaf(store, current)) if current is not None else None
+        url = STAGING.get(config.directory, config.staging_directory) if dry_run else None
+        try:
+            # The store is bound to this thread; nothing else runs while a CA is asked.
+            result = issue_certificate(
+                inventory, store, name, replaces=replaces,
+                directory_url=url, log=_prefixed(log, name),
+                stop_before_finalize=dry_run,
+            )
+        except CertfleetError as exc:
+            from ..errors import InputError
+
+            item.action = "failed"
+            item.exit_code = 2 if isinstance(exc, InputError) else 1
+            item.error = exc.message
+            item.hint = exc.hint
+            store.audit("renew", "failed", detail=f"{name}: {exc.message}"[:500])
+            log(f"{name}: FAILED: {exc.message}")
+            if notify and not dry_run:
+                send(notify_cfg, failure_notification(name, exc.message), log)
+            continue
+        if result is None:
+            item.action = "would-issue"
+        else:
+            item.action = "issued"
+            item.version = result.imported.version
+    failed = {i.certificate for i in items if i.action == "failed"}
+    deploy_devices = [d for d in devices if inventory.devices[d].certificate not in failed]
+    report: Any = None
+    if deploy_devices:
+        canary = next((d for d in deploy_devices if inventory.devices[d].kind == "ovoc"), None)
+        report = await run_deploy(
+            inventory, store, factory, only=deploy_devices, canary=canary, dry_run=dry_run,
+            on_event=on_event, on_result=on_result, command="renew",
+        )
+        for item in items:
+            item.devices = [r for r in report.results if r.certificate == item.certificate]
+    if notify and not dry_run:
+        for item in items:
+            if item.action == "failed":
+                continue
+            bad = [r for r in item.devices if r.exit_code != 0]
+            if bad:
+                send(notify_cfg, failure_notification(item.certificate, None, bad), log)
+            elif item.action == "issued":
+                send(notify_cfg, renewed_notification(item.certificate, item.version,
+                                                      item.devices), log)
+    return RenewReport(items, report, dry_run)

@@ -1,0 +1,150 @@
+"""``lab up --acme`` and ``demo --acme``: the lab estate with Pebble as its ACME CA."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .common import console, err_console, fail
+
+if TYPE_CHECKING:
+    from ..lab.estate import LabEstate
+    from ..lab.pebble import LabPebble
+
+NOTIFY_ENV = "CERTFLEET_LAB_NOTIFY_URL"
+
+
+def require_pebble() -> None:
+    """Exit 2 with the install command when Pebble is not installed."""
+    from ..lab.pebble import PEBBLE_INSTALL_HINT, pebble_missing
+
+    missing = pebble_missing()
+    if missing:
+        fail(f"--acme needs {' and '.join(missing)}, which is not installed",
+             PEBBLE_INSTALL_HINT)
+
+
+def attach_pebble(lab: LabEstate, where: Path) -> LabPebble:
+    """Start Pebble for ``lab`` and make its inventory order from it, notices to a file."""
+    from ..fsutil import write_private_file
+    from ..lab.pebble import LabPebble, add_acme_to_inventory
+
+    pebble = LabPebble(where / "pebble").start()
+    try:
+        add_acme_to_inventory(lab.inventory_path, pebble, notify_env=NOTIFY_ENV)
+        sink = where / "notifications.jsonl"
+        lab.env[NOTIFY_ENV] = sink.resolve().as_uri()
+        text = lab.env_path.read_text(encoding="utf-8")
+        write_private_file(lab.env_path,
+                           (text + f"{NOTIFY_ENV}={lab.env[NOTIFY_ENV]}\n").encode())
+    except BaseException:
+        pebble.stop()
+        raise
+    return pebble
+
+
+def _set_renew_before(lab: LabEstate, days: int) -> None:
+    from ..fsutil import write_file_atomic
+
+    text = lab.inventory_path.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^renew_before_days = \d+$", f"renew_before_days = {days}", text)
+    write_file_atomic(lab.inventory_path, text.encode())
+
+
+def _renew(lab: LabEstate, store: Any, title: str) -> Any:
+    import asyncio
+
+    from ..acme.renew import run_renew
+    from ..estate.devices import make_factory
+    from ..inventory import load_inventory
+    from .estate import Progress, render_report
+
+    console.print(f"$ certfleet renew   [dim]({title})[/]")
+    inventory = load_inventory(lab.inventory_path)
+    with Progress(list(inventory.devices), quiet=False) as progress:
+        report = asyncio.run(run_renew(
+            inventory, store, make_factory(store),
+            log=lambda text: err_console.print(text, markup=False, highlight=False,
+                                               soft_wrap=True),
+            on_event=progress.event, on_result=progress.result,
+        ))
+    for item in report.items:
+        action = item.action if item.action != "none" else "not due"
+        console.print(f"{item.certificate}: {action} ({item.reason})", markup=False)
+    if report.deploy is not None and report.ordered:
+        console.print(render_report(report.deploy))
+    console.print(f"renew: {report.ordered} ordered; exit code {report.exit_code}")
+    return report
+
+
+def run_acme_demo() -> int:
+    """The unattended story on the lab; returns its exit code and leaves nothing running."""
+    import asyncio
+    import json
+    import shutil
+    import tempfile
+
+    from ..estate.status import collect_status
+    from ..estate.store import Store
+    from ..inventory import load_inventory
+    from ..lab.estate import LabEstate
+    from .estate import render_status
+    from .lab import _seed_previous, _step
+
+    require_pebble()
+    work = Path(tempfile.mkdtemp(prefix="certfleet-acme-demo-"))
+    lab: LabEstate | None = None
+    pebble: LabPebble | None = None
+    store: Store | None = None
+    try:
+        console.print("[bold]certfleet demo --acme[/]: unattended renewal of a lab estate "
+                      "(1 OVOC, 3 SBCs) from Pebble, a real ACME CA, by DNS-01")
+        _step(1, "Start the lab estate, Pebble and pebble-challtestsrv (the DNS Pebble asks)")
+        lab = LabEstate(work / "lab", sbcs=3)
+        lab.start()
+        pebble = attach_pebble(lab, work)
+        store = Store.open(work / "state")
+        _seed_previous(lab, store)
+        console.print(f"ACME directory {pebble.directory_url}; DNS {pebble.dns_server}; "
+                      f"notifications to {work / 'notifications.jsonl'}", soft_wrap=True,
+                      markup=False)
+        with lab.environment():
+            inventory = load_inventory(lab.inventory_path)
+            console.print(render_status(asyncio.run(collect_status(inventory, store)),
+                                        inventory.expiry_warn_days))
+            _step(2, "The nightly run when nothing is due (renew_before_days = 3)")
+            _set_renew_before(lab, 3)
+            first = _renew(lab, store, "nothing due: no CA asked, nothing ordered")
+            _step(3, "The certificate is now inside the renewal window (renew_before_days = 30)")
+            _set_renew_before(lab, 30)
+            second = _renew(lab, store, "orders by DNS-01, deploys OVOC first, verifies")
+            _step(4, "The next run: nothing to do")
+            third = _renew(lab, store, "the renewed certificate is served everywhere")
+            _step(5, "Status after, and the notification sent")
+            inventory = load_inventory(lab.inventory_path)
+            after = asyncio.run(collect_status(inventory, store))
+            console.print(render_status(after, inventory.expiry_warn_days))
+            sink = work / "notifications.jsonl"
+            for line in sink.read_text(encoding="utf-8").splitlines() if sink.exists() else []:
+                told = json.loads(line)
+                console.print(f"[bold]{told['event']}[/]: {told['title']}")
+                console.print(told["body"], markup=False, highlight=False, soft_wrap=True)
+        codes = [first.exit_code, second.exit_code, third.exit_code]
+        ok = (codes == [0, 0, 0] and first.ordered == 0 and second.ordered == 1
+              and third.ordered == 0 and all(s.is_current for s in after))
+        if not ok:
+            err_console.print(f"[bold red]demo failed:[/] renew exit codes {codes}; ordered "
+                              f"{first.ordered}, {second.ordered}, {third.ordered}")
+            return max(codes) or 1
+        console.print(f"\n[bold green]done[/]: {len(after)} devices serve the certificate "
+                      "Pebble issued; the lab is stopped and its files removed.")
+        return 0
+    finally:
+        if store is not None:
+            store.close()
+        if lab is not None:
+            lab.stop()
+        if pebble is not None:
+            pebble.stop()
+        shutil.rmtree(work, ignore_errors=True)

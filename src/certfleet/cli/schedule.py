@@ -1,0 +1,161 @@
+"""``certfleet schedule systemd|cron|windows``: run renew unattended, the way each platform does.
+
+Twice a day with a random delay, as certbot's timer does: a CA sees no
+thundering herd at midnight, and a failed run is retried within hours.
+Each run first tells expiring certificates (``status --notify``, its
+failure ignored) and then renews. With ``--install`` the schedule is put
+in place where that can be done without guessing: the systemd units (the
+system's as root, the user's otherwise), the user's crontab, or the
+Windows Task Scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from .common import console, fail, handle_errors
+from .estate import INVENTORY_OPTION, STATE_OPTION
+
+UNIT = "certfleet-renew"
+KINDS = ("systemd", "cron", "windows")
+ENV_FILE_OPTION = typer.Option(
+    None, "--env-file", help="A file of VAR=value secrets the runs load (keep it 0600).")
+
+
+def _command(inventory: Path, state_dir: Path | None, *args: str) -> list[str]:
+    argv = [sys.executable, "-m", "certfleet", *args, "--inventory", str(inventory.resolve())]
+    if state_dir is not None:
+        argv += ["--state-dir", str(state_dir.resolve())]
+    return argv
+
+
+def systemd_units(inventory: Path, state_dir: Path | None, env_file: Path | None) -> dict[str, str]:
+    """The service and timer files, by file name."""
+    status = shlex.join(_command(inventory, state_dir, "status", "--notify"))
+    renew = shlex.join(_command(inventory, state_dir, "renew"))
+    environment = f"EnvironmentFile={env_file.resolve()}\n" if env_file else ""
+    service = (
+        "[Unit]\n"
+        "Description=certfleet: renew and deploy the estate's certificates\n"
+        "Wants=network-online.target\nAfter=network-online.target\n\n"
+        "[Service]\nType=oneshot\n"
+        f"WorkingDirectory={inventory.resolve().parent}\n"
+        f"{environment}"
+        f"ExecStart=-{status}\n"
+        f"ExecStart={renew}\n"
+    )
+    timer = (
+        "[Unit]\nDescription=certfleet renew, twice a day\n\n"
+        "[Timer]\nOnCalendar=*-*-* 00,12:00:00\nRandomizedDelaySec=43200\nPersistent=true\n\n"
+        "[Install]\nWantedBy=timers.target\n"
+    )
+    return {f"{UNIT}.service": service, f"{UNIT}.timer": timer}
+
+
+def cron_line(inventory: Path, state_dir: Path | None, env_file: Path | None,
+              minute: int | None = None) -> str:
+    """One crontab line: twice a day at a minute chosen once, at random."""
+    minute = random.randrange(60) if minute is None else minute
+    hour = random.randrange(12)
+    status = shlex.join(_command(inventory, state_dir, "status", "--notify"))
+    renew = shlex.join(_command(inventory, state_dir, "renew"))
+    load = f"set -a; . {shlex.quote(str(env_file.resolve()))}; set +a; " if env_file else ""
+    return (f"{minute} {hour},{hour + 12} * * * cd {shlex.quote(str(inventory.resolve().parent))}"
+            f" && {load}{status} >/dev/null 2>&1; {renew} # {UNIT}")
+
+
+def windows_command(inventory: Path, state_dir: Path | None) -> list[str]:
+    """The schtasks command that registers a task every 12 hours."""
+    renew = subprocess.list2cmdline(_command(inventory, state_dir, "renew"))
+    start = f"{random.randrange(24):02d}:{random.randrange(60):02d}"
+    return ["schtasks", "/Create", "/TN", UNIT, "/SC", "HOURLY", "/MO", "12", "/ST", start,
+            "/TR", renew, "/F"]
+
+
+def _install_systemd(units: dict[str, str]) -> str:
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        fail("systemctl not found: this system does not run systemd",
+             "use 'certfleet schedule cron --install' instead")
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    folder = Path("/etc/systemd/system") if root else Path.home() / ".config/systemd/user"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    scope = [] if root else ["--user"]
+    for args in (["daemon-reload"], ["enable", "--now", f"{UNIT}.timer"]):
+        result = subprocess.run([systemctl, *scope, *args], capture_output=True, text=True,
+                                check=False)
+        if result.returncode != 0:
+            fail(f"systemctl {' '.join(args)} failed: {result.stderr.strip()[:300]}",
+                 f"the units are in {folder}; run 'systemctl {' '.join(scope + args)}' by hand")
+    return f"installed {UNIT}.service and {UNIT}.timer in {folder} and enabled the timer"
+
+
+def _install_cron(line: str) -> str:
+    crontab = shutil.which("crontab")
+    if crontab is None:
+        fail("crontab not found", "install cron, or use 'certfleet schedule systemd --install'")
+    current = subprocess.run([crontab, "-l"], capture_output=True, text=True, check=False)
+    lines = [x for x in current.stdout.splitlines() if not x.endswith(f"# {UNIT}")]
+    lines.append(line)
+    result = subprocess.run([crontab, "-"], input="\n".join(lines) + "\n", capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        fail(f"crontab refused the line: {result.stderr.strip()[:300]}",
+             "add the line printed by 'certfleet schedule cron' with 'crontab -e'")
+    return "installed the crontab line (an earlier certfleet line was replaced)"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("schedule")
+    @handle_errors
+    def schedule_command(
+        kind: str = typer.Argument(..., help="systemd, cron or windows."),
+        install: bool = typer.Option(False, "--install", help="Install it where possible."),
+        env_file: Path | None = ENV_FILE_OPTION,
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+    ) -> None:
+        """Print (or --install) a schedule that runs 'certfleet renew' twice a day."""
+        if kind not in KINDS:
+            fail(f"unknown schedule kind {kind!r}", "use systemd, cron or windows")
+        if not inventory.exists():
+            fail(f"inventory {str(inventory)!r} does not exist",
+                 "pass --inventory FILE (the schedule runs with its absolute path)")
+        if kind == "systemd":
+            units = systemd_units(inventory, state_dir, env_file)
+            if install:
+                console.print(_install_systemd(units), markup=False)
+                return
+            for name, text in units.items():
+                typer.echo(f"# {name}\n{text}")
+            typer.echo(f"# install: copy both to /etc/systemd/system, then "
+                       f"systemctl enable --now {UNIT}.timer")
+        elif kind == "cron":
+            line = cron_line(inventory, state_dir, env_file)
+            if install:
+                console.print(_install_cron(line), markup=False)
+                return
+            typer.echo(line)
+        else:
+            argv = windows_command(inventory, state_dir)
+            if install:
+                if os.name != "nt":
+                    fail("the Windows Task Scheduler exists only on Windows",
+                         "run 'certfleet schedule windows --install' on the Windows host")
+                result = subprocess.run(argv, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    fail(f"schtasks failed: {result.stderr.strip()[:300]}",
+                         "run the printed command in an elevated prompt")
+                console.print(f"registered the scheduled task {UNIT}", markup=False)
+                return
+            typer.echo(subprocess.list2cmdline(argv))

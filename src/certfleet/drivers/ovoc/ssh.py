@@ -1,0 +1,227 @@
+"""SSH to OVOC: the host key check, the login, SFTP error mapping, and ``su`` to root.
+
+Functions over the frozen settings of :mod:`.config`; the driver keeps the
+connection. Every failure becomes a DeviceError naming the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from typing import TYPE_CHECKING, Any
+
+from ...errors import (
+    ConfigError,
+    DeviceAuthError,
+    DeviceConnectionError,
+    DeviceRefusedError,
+    DeviceTimeoutError,
+    HostKeyError,
+)
+from .config import SshLogin, SuSettings, TerminalSettings, Timeouts
+from .menu import OvocMenu
+from .terminal import Screen, classify, last_line
+
+if TYPE_CHECKING:
+    import asyncssh
+
+__all__ = ["host_key_accepts", "host_key_sha256", "open_connection", "sftp_op",
+           "start_root_shell"]
+
+
+def host_key_sha256(key: asyncssh.SSHKey) -> str:
+    """``SHA256:...`` fingerprint as ssh-keygen -l prints it."""
+    digest = hashlib.sha256(key.public_data).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def host_key_accepts(login: SshLogin, host: str, key: asyncssh.SSHKey) -> bool:
+    """Whether ``key`` is the pinned key, or in the known_hosts file, for ``host``."""
+    import asyncssh
+
+    fingerprint = host_key_sha256(key)
+    if login.host_key is not None:
+        if login.host_key.startswith("SHA256:"):
+            return login.host_key.rstrip("=") == fingerprint
+        try:
+            pinned = asyncssh.import_public_key(login.host_key)
+        except (asyncssh.KeyImportError, ValueError):
+            return False
+        return bool(pinned.public_data == key.public_data)
+    if login.known_hosts is not None:
+        try:
+            known = asyncssh.read_known_hosts(str(login.known_hosts))
+        except (OSError, ValueError):
+            return False
+        result = known.match(host, host, login.port)
+        return any(k.public_data == key.public_data for k in result[0])
+    return False
+
+
+async def open_connection(host: str, login: SshLogin, timeouts: Timeouts, device: str
+                          ) -> asyncssh.SSHClientConnection:
+    """SSH in as the login user, the host key checked. Raises DeviceErrors, ConfigError."""
+    import asyncssh
+
+    if login.known_hosts is not None and not login.known_hosts.is_file():
+        raise ConfigError(f"known_hosts file {str(login.known_hosts)!r} does not exist",
+                          hint="give an existing file, or pin --host-key-sha256")
+    seen: list[asyncssh.SSHKey] = []
+
+    class Client(asyncssh.SSHClient):
+        def validate_host_public_key(self, host_name: str, addr: str, port: int,
+                                     key: asyncssh.SSHKey) -> bool:
+            seen.append(key)
+            return host_key_accepts(login, host, key)
+
+    options: dict[str, Any] = {}
+    if login.client_keys is not None:
+        options["client_keys"] = list(login.client_keys)
+    else:
+        options["client_keys"] = None
+        options["agent_path"] = None
+    try:
+        conn, _ = await asyncio.wait_for(
+            asyncssh.create_connection(
+                Client, host, login.port, username=login.user,
+                password=login.password, known_hosts=([], [], []),
+                preferred_auth="publickey,keyboard-interactive,password",
+                connect_timeout=timeouts.connect, **options,
+            ),
+            timeouts.connect + 5,
+        )
+    except asyncssh.HostKeyNotVerifiable as exc:
+        fingerprint = host_key_sha256(seen[-1]) if seen else "unknown"
+        how = ("does not match the pinned key" if login.host_key
+               else f"is not in {str(login.known_hosts)!r}" if login.known_hosts
+               else "is not pinned")
+        raise HostKeyError(
+            f"SSH host key of {host}:{login.port} {how}: it is {fingerprint}",
+            hint=f"if this is the right device, pin it with --host-key-sha256 {fingerprint} "
+            "(or add it to the known_hosts file); if the key changed unexpectedly, "
+            "find out why before going on",
+            device=device, fingerprint=fingerprint,
+        ) from exc
+    except asyncssh.PermissionDenied as exc:
+        raise DeviceAuthError(
+            f"SSH login as {login.user!r} to {host}:{login.port} was refused",
+            hint="check the user and the password (--password-env); OVOC lets only "
+            "acems log in over SSH", device=device,
+        ) from exc
+    except (TimeoutError, asyncssh.misc.ChannelOpenError) as exc:
+        raise DeviceTimeoutError(
+            f"SSH to {host}:{login.port} did not answer within "
+            f"{timeouts.connect:g} s", hint="check the host, port and firewall",
+            device=device,
+        ) from exc
+    except (OSError, asyncssh.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DeviceConnectionError(
+            f"cannot connect to {host}:{login.port} over SSH: {reason}",
+            hint="check the host, port and that SSH is enabled", device=device,
+        ) from exc
+    return conn
+
+
+async def sftp_op(what: str, coro: Any, *, timeout: float, device: str, user: str,
+                  staging_dir: str) -> Any:
+    """Run one SFTP operation with a timeout, mapping failures to DeviceErrors."""
+    import asyncssh
+
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except TimeoutError as exc:
+        raise DeviceTimeoutError(f"{what} did not finish within {timeout:g} s",
+                                 hint="check the device and retry", device=device) from exc
+    except asyncssh.SFTPPermissionDenied as exc:
+        raise DeviceRefusedError(f"{what}: permission denied ({exc.reason})",
+                                 hint=f"check that {user!r} may write "
+                                 f"{staging_dir!r}", device=device) from exc
+    except asyncssh.SFTPError as exc:
+        if isinstance(exc, asyncssh.SFTPConnectionLost):
+            raise DeviceConnectionError(f"{what}: the connection dropped",
+                                        hint="check the device and retry",
+                                        device=device) from exc
+        raise DeviceRefusedError(f"{what}: {exc.reason}", hint="check the staging folder",
+                                 device=device) from exc
+    except (OSError, asyncssh.Error) as exc:
+        raise DeviceConnectionError(f"{what}: the connection dropped ({exc})",
+                                    hint="check the device and retry",
+                                    device=device) from exc
+
+
+async def start_root_shell(
+    conn: asyncssh.SSHClientConnection, *, host: str, login: SshLogin, su: SuSettings,
+    menu: OvocMenu, terminal: TerminalSettings, timeouts: Timeouts, device: str,
+    secrets: list[str],
+) -> tuple[Screen, str]:
+    """A PTY shell as the login user, then ``su`` to ``su.user`` (checked with whoami when
+    the prompt does not say). Returns the screen and root's prompt line as seen."""
+    import asyncssh
+
+    try:
+        process = await asyncio.wait_for(
+            conn.create_process(term_type="vt100", term_size=(132, 50),
+                                      encoding="utf-8"),
+            timeouts.prompt,
+        )
+    except (TimeoutError, OSError, asyncssh.Error) as exc:
+        raise DeviceConnectionError(f"cannot open a shell on {host}: {exc}",
+                                    hint="check that acems has a login shell",
+                                    device=device) from exc
+    screen = Screen(process, secrets, terminal.settle_time, terminal.newline)
+    shell = re.compile(su.shell_prompt, re.IGNORECASE)
+    su_prompt = re.compile(su.prompt, re.IGNORECASE)
+    su_failure = re.compile(su.failure, re.IGNORECASE)
+
+    def at_shell(window: str) -> tuple[str, str] | None:
+        line = last_line(window)
+        # "?": a banner line may end in $ or # too, so only a quiet one is a prompt
+        return ("prompt?", line) if line and shell.search(line) else None
+
+    def after_su(window: str) -> tuple[str, str] | None:
+        line = last_line(window)
+        if su_failure.search(window):
+            return "fail", line
+        if line and su_prompt.search(line):
+            return "password", line
+        return at_shell(window)
+
+    def is_target(prompt: str) -> bool:
+        return (su.user == "root" and prompt.rstrip().endswith("#")) \
+            or bool(re.search(rf"\b{re.escape(su.user)}@", prompt))
+
+    await screen.settle(at_shell, ["prompt"], timeouts.prompt, "shell prompt")
+    # A shell that does not take the configured form ("su - root") may take a shorter one.
+    forms = [su.command.format(user=su.user)]
+    if su.user == "root":
+        forms += ["su -", "su"]
+    for form in dict.fromkeys(forms):
+        screen.send(form)
+        kind, line = await screen.settle(after_su, ["password", "fail", "prompt"],
+                                         timeouts.prompt, "su password prompt")
+        if kind != "prompt" or is_target(line):
+            break
+    if kind == "password":
+        screen.send(su.password or "")
+        kind, line = await screen.settle(after_su, ["fail", "prompt", "password"],
+                                         timeouts.prompt, "shell prompt after su")
+    if kind != "prompt":  # refused, or asked again (as sudo does after a wrong one)
+        raise DeviceAuthError(f"su to {su.user!r} on {host} was refused "
+                              "(wrong password)",
+                              hint="check the password given with --su-password-env",
+                              device=device)
+    root_prompt = line
+    if is_target(line):
+        return screen, root_prompt  # root's prompt ('#', 'root@host'): no need for whoami
+    before = len(screen.text)
+    screen.send("whoami")
+    kind, line = await screen.settle(lambda w: classify(w, menu, root_prompt), ["shell"],
+                                     timeouts.prompt, "whoami answer")
+    answer = [text.strip() for text in screen.text[before:].split("\n")]
+    if su.user not in answer:
+        raise DeviceAuthError(f"su did not make {login.user!r} {su.user!r}",
+                              hint="check --su-user and the su command", device=device)
+    return screen, root_prompt

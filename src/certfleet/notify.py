@@ -1,0 +1,235 @@
+"""Tell a person what renewal did, and what is about to expire.
+
+Targets are apprise URLs (Teams workflows, Slack, e-mail, ...), each a
+secret reference in ``[notify] urls`` since a webhook URL carries its
+token. ``file:///PATH`` is certfleet's own target: one JSON object per
+notification appended to PATH (for logs, tests and the demo). A
+notification that cannot be sent is logged and never changes a run's exit
+code.
+
+Expiry bands (``status --notify``): a served certificate with 30, 14, 7 or
+1 days left (or fewer) is told once per band, certificate and device; the
+bands already told are kept in ``STATE/notify-bands.json``. A renewal
+failure is told every time: a renewal that keeps failing must not go quiet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BANDS",
+    "Notification",
+    "due_bands",
+    "failure_notification",
+    "notify_deploy",
+    "notify_expiring",
+    "renewed_notification",
+    "send",
+]
+
+BANDS = (30, 14, 7, 1)
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One message: ``event`` is failure, renewed or expiring."""
+
+    event: str
+    title: str
+    body: str
+    certificate: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.event, "title": self.title, "body": self.body,
+                "certificate": self.certificate,
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+
+
+def _write_file_target(url: str, notification: Notification) -> None:
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    text = unquote(parsed.netloc + parsed.path)
+    if len(text) > 2 and text[0] == "/" and text[2] == ":":  # file:///C:/... on Windows
+        text = text[1:]
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(notification.to_dict()) + "\n")
+
+
+def send(config: Any, notification: Notification, log: Log = lambda _: None) -> int:
+    """Send ``notification`` to every target when its event is wanted; how many failed.
+
+    Never raises for a target: a failure is logged by ``log`` (without the
+    URL, which holds a token).
+    """
+    from .errors import CertfleetError
+    from .secrets import resolve_secret
+
+    if notification.event not in config.on or not config.urls:
+        return 0
+    failed = 0
+    for index, reference in enumerate(config.urls, 1):
+        try:
+            url = resolve_secret(reference, what=f"notification URL {index}")
+        except CertfleetError as exc:
+            log(f"notification target {index} ({reference}) not sent: {exc.message}")
+            failed += 1
+            continue
+        try:
+            if url.startswith("file://"):
+                _write_file_target(url, notification)
+                continue
+            import apprise
+
+            sender = apprise.Apprise()
+            if not sender.add(url):
+                log(f"notification target {index} ({reference}) is not a URL apprise knows")
+                failed += 1
+                continue
+            notify_type = {
+                "failure": apprise.NotifyType.FAILURE,
+                "renewed": apprise.NotifyType.SUCCESS,
+                "expiring": apprise.NotifyType.WARNING,
+            }.get(notification.event, apprise.NotifyType.INFO)
+            if not sender.notify(title=notification.title, body=notification.body,
+                                 notify_type=notify_type):
+                log(f"notification target {index} ({reference}) did not accept the message")
+                failed += 1
+        except Exception as exc:  # a notification never changes the run
+            log(f"notification target {index} ({reference}) failed: {type(exc).__name__}")
+            failed += 1
+    return failed
+
+
+# ---- what the messages say -------------------------------------------------------
+
+
+def renewed_notification(certificate: str, version: Any, results: Sequence[Any]) -> Notification:
+    """``certificate`` renewed: the new version and where it is served now."""
+    installed = [r.device for r in results if r.status in ("installed", "skipped")]
+    body = (f"{certificate} v{version.id} ({version.subject}, valid to {version.not_after[:10]}, "
+            f"sha256 {version.leaf_sha256[:16]}) is served by: "
+            f"{', '.join(installed) or 'no device yet'}.")
+    return Notification("renewed", f"certfleet: {certificate} renewed", body, certificate)
+
+
+def failure_notification(
+    certificate: str, problem: str | None, results: Sequence[Any] = ()
+) -> Notification:
+    """A renewal or deploy failure: per device the step, the outcome and what to run next."""
+    lines = []
+    if problem:
+        lines.append(f"{certificate}: {problem}")
+    for result in results:
+        if result.exit_code == 0:
+            continue
+        step = next((s.step for s in reversed(result.steps) if s.status == "failed"),
+                    result.steps[-1].step if result.steps else "-")
+        restored = {1: "restored", 3: "NOT restored", 2: "untouched"}.get(
+            result.exit_code, "unknown")
+        next_command = (f"certfleet rollback {result.device}" if result.exit_code == 3
+                        else f"certfleet deploy --only {result.device}")
+        message = result.message.removeprefix(f"{result.device}: ").rstrip(".")
+        lines.append(f"{result.device}: failed at step {step}, {restored}: {message}. "
+                     f"Next: {next_command}")
+    if not lines:
+        lines.append(f"{certificate}: failed")
+    if problem and not results:
+        lines.append(f"No device was touched. Next: certfleet issue {certificate}")
+    return Notification("failure", f"certfleet: {certificate} renewal FAILED", "\n".join(lines),
+                        certificate)
+
+
+# ---- expiry bands ----------------------------------------------------------------
+
+
+def _band(days_left: int) -> int | None:
+    """The smallest band ``days_left`` falls in (30, 14, 7, 1), or None above 30."""
+    chosen = None
+    for band in BANDS:
+        if days_left <= band:
+            chosen = band
+    return chosen
+
+
+def due_bands(statuses: Sequence[Any], state_path: Path) -> list[Notification]:
+    """Expiring notices for ``statuses`` (estate.status.DeviceStatus) not told before.
+
+    Each (certificate, device, served sha256) is told once per band; the
+    bands told are saved in ``state_path`` (0600).
+    """
+    from .fsutil import write_private_file
+
+    try:
+        told: dict[str, int] = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        told = {}
+    notices: list[Notification] = []
+    for status in statuses:
+        for item in status.listeners:
+            if item.days_left is None or item.sha256 is None:
+                continue
+            band = _band(item.days_left)
+            if band is None:
+                continue
+            key = f"{status.certificate}|{status.name}|{item.sha256}"
+            if key in told and told[key] <= band:
+                continue
+            told[key] = band
+            days = item.days_left
+            when = "has expired" if days < 0 else f"expires in {days} day(s)"
+            notices.append(Notification(
+                "expiring",
+                f"certfleet: {status.certificate} on {status.name} {when}",
+                f"{status.name} ({item.listener}) serves {item.subject} "
+                f"(sha256 {item.sha256[:16]}), which {when} ({item.not_after}). "
+                f"Next: certfleet renew --only {status.certificate}",
+                status.certificate,
+            ))
+    write_private_file(state_path, json.dumps(told, indent=1).encode())
+    return notices
+
+
+def notify_expiring(inventory: Any, statuses: Sequence[Any], state_root: Path,
+                    log: Log = lambda _: None) -> int:
+    """Send the expiring notices of ``statuses`` not told before; how many were due."""
+    from .acme.config import notify_config
+
+    config = notify_config(inventory)
+    if "expiring" not in config.on or not config.urls:
+        return 0
+    notices = due_bands(statuses, state_root / "notify-bands.json")
+    for notice in notices:
+        send(config, notice, log)
+    return len(notices)
+
+
+def notify_deploy(inventory: Any, report: Any, log: Log = lambda _: None) -> None:
+    """After ``certfleet deploy``: per certificate, where it was installed, or what failed."""
+    from .acme.config import notify_config
+
+    config = notify_config(inventory)
+    if not config.urls or report.dry_run:
+        return
+    by_certificate: dict[str, list[Any]] = {}
+    for result in report.results:
+        by_certificate.setdefault(result.certificate, []).append(result)
+    for certificate, results in by_certificate.items():
+        if any(r.exit_code != 0 for r in results):
+            send(config, failure_notification(certificate, None, results), log)
+        elif any(r.status == "installed" for r in results):
+            where = ", ".join(r.device for r in results if r.status == "installed")
+            version = next((r.version_id for r in results if r.version_id), None)
+            send(config, Notification(
+                "renewed", f"certfleet: {certificate} deployed",
+                f"{certificate} v{version} installed and verified on: {where}.", certificate,
+            ), log)

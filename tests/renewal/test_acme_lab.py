@@ -1,0 +1,99 @@
+"""demo --acme and lab up --acme: the unattended story on the lab, and a missing Pebble."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from _tools import require_tool
+from certfleet.cli.app import app
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_demo_acme_tells_the_unattended_story() -> None:
+    """Nothing due → due → ordered from Pebble, deployed, verified → nothing; the notice shown."""
+    require_tool("pebble")
+    require_tool("pebble-challtestsrv")
+    result = CliRunner().invoke(app, ["demo", "--acme"])
+    assert result.exit_code == 0, result.output[-3000:]
+    output = result.output
+    assert output.count("renew: 0 ordered; exit code 0") == 2
+    assert output.count("renew: 1 ordered; exit code 0") == 1
+    assert "renewed: certfleet: wildcard renewed" in output
+    assert "is served by: ovoc, sbc1, sbc2, sbc3-ha." in output
+
+
+@pytest.mark.parametrize("command", [["demo", "--acme"], ["lab", "up", "--acme"]])
+def test_acme_without_pebble_says_how_to_install(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Pebble on PATH, --acme exits 2 naming the package to install."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2
+    assert "pebble" in result.output and "apt-get install pebble" in result.output
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_lab_up_acme_serves_renew_until_interrupted(tmp_path: Path) -> None:
+    """lab up --acme: its inventory and lab.env let 'certfleet renew' order from Pebble;
+    Ctrl-C stops the lab and Pebble."""
+    require_tool("pebble")
+    require_tool("pebble-challtestsrv")
+    lab_dir = tmp_path / "lab"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "lab", "up", "--acme", "--sbcs", "1", "--dir",
+         str(lab_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        else:
+            pytest.fail("lab up --acme ended early:\n" + "".join(lines))
+        assert "Pebble: https://127.0.0.1:" in "".join(lines)
+        values = dict(line.split("=", 1) for line in (lab_dir / "lab.env").read_text()
+                      .splitlines() if line and not line.startswith("#"))
+        result = subprocess.run(
+            [sys.executable, "-m", "certfleet", "renew", "--json", "--inventory",
+             str(lab_dir / "certfleet.toml"), "--state-dir", str(lab_dir / "state")],
+            capture_output=True, text=True, env={**env, **values}, timeout=240, check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout)
+        assert report["certificates"][0]["action"] == "issued"
+        told = (lab_dir / "notifications.jsonl").read_text()
+        assert '"event": "renewed"' in told
+        pebbles = [pid for pid, name in _children(process.pid) if name.startswith("pebble")]
+        assert len(pebbles) == 2
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in pebbles)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def _children(pid: int) -> list[tuple[str, str]]:
+    """(pid, program name) of the live children of ``pid``, from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            comm = Path(f"/proc/{child}/comm")
+            if comm.exists():
+                found.append((child, comm.read_text().strip()))
+    return found

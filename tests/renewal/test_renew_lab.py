@@ -1,0 +1,182 @@
+"""certfleet renew on the lab estate with Pebble: order by real DNS-01, deploy, verify, notify."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from certfleet.cli.app import app
+from certfleet.cli.lab import _seed_previous
+from certfleet.estate.store import Store
+from certfleet.lab.estate import LabEstate
+from certfleet.lab.pebble import LabPebble, add_acme_to_inventory
+from certfleet.lab.tls import free_port
+from renewal.pebble_support import start_pebble
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[LabEstate, LabPebble]]:
+    pebble = start_pebble(tmp_path / "pebble")
+    estate = LabEstate(tmp_path / "lab", sbcs=2)
+    try:
+        estate.start()
+        with Store.open(tmp_path / "state") as store:
+            _seed_previous(estate, store)
+        with estate.environment():
+            yield estate, pebble
+    finally:
+        estate.stop()
+        pebble.stop()
+
+
+def run(lab: LabEstate, tmp_path: Path, *args: str) -> tuple[int, dict[str, object]]:
+    result = CliRunner().invoke(app, [*args, "--json", "--inventory", str(lab.inventory_path),
+                                      "--state-dir", str(tmp_path / "state")])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def served(lab: LabEstate, tmp_path: Path) -> set[str]:
+    code, data = run(lab, tmp_path, "status")
+    assert code == 0
+    return {item["sha256"] for device in data["devices"]  # type: ignore[attr-defined]
+            for item in device["listeners"]}
+
+
+def notifications(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_renew_orders_deploys_verifies_then_nothing(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """renew orders the wildcard from Pebble, deploys everywhere, exits 0; a second renew orders
+    nothing and exits 0; the renewal notification names every device."""
+    estate, pebble = lab
+    sink = tmp_path / "notify.jsonl"
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+    add_acme_to_inventory(estate.inventory_path, pebble, notify_env="LAB_NOTIFY_URL")
+    code, data = run(estate, tmp_path, "renew")
+    assert code == 0, data
+    item = data["certificates"][0]  # type: ignore[index]
+    assert item["action"] == "issued" and "renew_before_days = 30" in item["reason"]
+    new_sha = item["version"]["leaf_sha256"]
+    assert {d["status"] for d in item["devices"]} == {"installed"}
+    assert {d["device"] for d in item["devices"]} == {"ovoc", "sbc1", "sbc2-ha"}
+    assert served(estate, tmp_path) == {new_sha}
+    assert item["version"]["issuer"].startswith("CN=Pebble Intermediate CA")
+
+    code, data = run(estate, tmp_path, "renew")
+    assert code == 0, data
+    again = data["certificates"][0]  # type: ignore[index]
+    assert again["action"] == "none" and again["due"] is False
+    assert {d["status"] for d in again["devices"]} == {"skipped"}
+    text = CliRunner().invoke(app, ["renew", "--inventory", str(estate.inventory_path),
+                                    "--state-dir", str(tmp_path / "state")])
+    assert text.exit_code == 0
+    assert re.search(r"wildcard: not due \(\d+ day\(s\) left, more than renew_before_days = 30\)",
+                     text.output)
+    assert "renew: 0 ordered; exit code 0" in text.output
+    told = notifications(sink)
+    assert [n["event"] for n in told] == ["renewed"]
+    assert "ovoc, sbc1, sbc2-ha" in told[0]["body"] and new_sha[:16] in told[0]["body"]
+
+
+def test_failed_validation_leaves_devices_untouched(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records published where Pebble does not look (split DNS): the CA's reason, exit 1, the
+    devices untouched, and a failure notification."""
+    estate, pebble = lab
+    before = served(estate, tmp_path)
+    # A second challtestsrv: certfleet publishes and checks there; Pebble asks the first.
+    dns_port, management = free_port(), free_port()
+    other = subprocess.Popen(
+        ["pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns_port}",
+         "-management", f"127.0.0.1:{management}", "-http01", "", "-https01", "",
+         "-tlsalpn01", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        sink = tmp_path / "notify.jsonl"
+        monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+        add_acme_to_inventory(estate.inventory_path, pebble, notify_env="LAB_NOTIFY_URL", dns={
+            "url": f"http://127.0.0.1:{management}", "resolvers": [f"127.0.0.1:{dns_port}"]})
+        _wait_for(f"http://127.0.0.1:{management}")
+        code, data = run(estate, tmp_path, "renew")
+    finally:
+        other.terminate()
+        other.wait(timeout=10)
+    assert code == 1, data
+    item = data["certificates"][0]  # type: ignore[index]
+    assert item["action"] == "failed"
+    assert item["error"].startswith("the CA could not validate ")
+    assert "unauthorized" in item["error"] and "TXT" in item["error"]
+    assert data["deploy"] is None
+    assert served(estate, tmp_path) == before
+    told = notifications(sink)
+    assert [n["event"] for n in told] == ["failure"]
+    assert "unauthorized" in told[0]["body"] and "No device was touched" in told[0]["body"]
+
+
+def _wait_for(url: str) -> None:
+    import time
+
+    import httpx
+
+    for _ in range(100):
+        try:
+            httpx.post(url + "/clear-txt", json={"host": "ready.invalid."}, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer")
+
+
+def test_renew_dry_run_changes_nothing(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path
+) -> None:
+    """--dry-run validates an order (stops before finalising), stores and deploys nothing."""
+    estate, pebble = lab
+    add_acme_to_inventory(estate.inventory_path, pebble)
+    before = served(estate, tmp_path)
+    code, data = run(estate, tmp_path, "renew", "--dry-run")
+    assert code == 0, data
+    item = data["certificates"][0]  # type: ignore[index]
+    assert item["action"] == "would-issue" and item["version"] is None
+    # The current version is served already: nothing would be deployed.
+    assert {d["status"] for d in item["devices"]} == {"skipped"}
+    assert served(estate, tmp_path) == before
+    with Store.open(tmp_path / "state") as store:
+        assert len(store.versions("wildcard")) == 1
+        assert len(store.keys_for("wildcard")) == 1
+
+
+def test_device_failure_is_told_with_step_outcome_and_next_command(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SBC that refuses the certificate: the others are installed, renew exits 1, and the
+    failure notice names the device, the step, 'restored' and the command to run next."""
+    estate, pebble = lab
+    estate.sbcs["sbc1"].faults.add("500", method="PUT", path="/files/tls/*/certificate")
+    sink = tmp_path / "notify.jsonl"
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+    add_acme_to_inventory(estate.inventory_path, pebble, notify_env="LAB_NOTIFY_URL")
+    code, data = run(estate, tmp_path, "renew")
+    assert code == 1, data
+    item = data["certificates"][0]  # type: ignore[index]
+    assert item["action"] == "issued"
+    status = {d["device"]: (d["status"], d["exit_code"]) for d in item["devices"]}
+    assert status == {"ovoc": ("installed", 0), "sbc1": ("restored", 1),
+                      "sbc2-ha": ("installed", 0)}
+    (told,) = notifications(sink)
+    assert told["event"] == "failure"
+    (line,) = told["body"].splitlines()
+    assert line.startswith("sbc1: failed at step install, restored: ")
+    assert "answered 500" in line
+    assert line.endswith("Next: certfleet deploy --only sbc1")
