@@ -164,3 +164,24 @@ def test_deploy_previous_key_for_one_run(sbc_lab: LabEstate, tmp_path: Path) -> 
     assert code == 0, out  # the backup holds the key given for that run
     code, out = _run(sbc_lab, state, "deploy", "--previous-key-password-env", "NOPE")
     assert code == 2 and "--previous-key-password-env is given without --previous-key" in out
+
+
+def test_rollback_after_allow_no_rollback_touches_nothing_and_exits_2(
+    sbc_lab: LabEstate, tmp_path: Path
+) -> None:
+    """Newcomer finding 3: after `deploy --allow-no-rollback`, `rollback sbc1` said "NOT
+    restored" (exit 3) on a device it never touched. It changes nothing and exits 2, saying
+    why (the backup holds no key) and what to do."""
+    state = tmp_path / "state"
+    _renew(sbc_lab, state, tmp_path)
+    code, out = _run(sbc_lab, state, "deploy", "--json", "--allow-no-rollback")
+    assert code == 0, out
+    sbc1 = sbc_lab.sbcs["sbc1"]
+    served = sbc1.served_sha256("sip")
+    changes = len([r for r in sbc1.requests if r[0] in ("PUT", "POST")])
+    code, out = _run(sbc_lab, state, "rollback", "sbc1")
+    assert code == 2, out
+    assert "NOT restored" not in out and "Traceback" not in out, out
+    assert "cannot be restored" in out and "nothing was changed" in out, out
+    assert sbc1.served_sha256("sip") == served
+    assert len([r for r in sbc1.requests if r[0] in ("PUT", "POST")]) == changes
