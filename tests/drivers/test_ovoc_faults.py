@@ -143,5 +143,5 @@ def test_fault_during_the_rollback_is_a_failure_not_a_traceback(lab: LabOvoc,
     outcome = asyncio.run(main())
     assert outcome.outcome == "failed" and outcome.exit_code == 3, outcome.message
     assert "unexpected ValueError during the install" in outcome.message
-    assert "rollback failed too: interrupted during the rollback" in outcome.message
-    assert outcome.hint is not None and "NOT in its previous state" in outcome.hint
+    assert "the rollback was interrupted again" in outcome.message
+    assert outcome.hint is not None and "certfleet rollback DEVICE" in outcome.hint

@@ -15,7 +15,7 @@ from certfleet.cli import sbc as sbc_cli
 from certfleet.errors import DeviceAuthError
 from certfleet.lab.ca import Issued
 from certfleet.lab.sbc import LabSbc
-from drivers.sbc_support import bundle_of, deploy, driver_for
+from drivers.sbc_support import bundle_of, deploy, driver_for, listeners
 
 
 @pytest.fixture()
@@ -25,7 +25,7 @@ def sbc() -> Iterator[LabSbc]:
 
 
 def test_digest_is_used_after_the_challenge_and_kept(sbc: LabSbc, issued: Issued) -> None:
-    driver = driver_for(sbc, contexts=(1,), listeners=())
+    driver = driver_for(sbc, contexts=(1,), listeners=listeners(sbc)[1:])  # the SIP listener
     outcome = deploy(driver, bundle_of(issued), allow_no_rollback=True)
     assert outcome.outcome == "installed", outcome.message
     assert driver.auth_scheme == "digest"

@@ -463,18 +463,28 @@ class Driver(abc.ABC):
                     if work.done():
                         raise
                     self.emit("rollback", "start", "interrupted: finishing the rollback")
+                    current = asyncio.current_task()
+                    if current is not None:
+                        # Taken: without this, the next await would be cancelled at once.
+                        current.uncancel()
                     grace = self.interrupt_grace
                     after = await asyncio.wait_for(work, grace)
             outcome.served_after = {str(r.listener): r.sha256 for r in after}
         except (TimeoutError, asyncio.CancelledError) as exc:
             if not work.done():
                 work.cancel()
+            # Its end (cancelled, or a RollbackError) is reported here, not by asyncio's logger.
+            work.add_done_callback(lambda done: done.cancelled() or done.exception())
             if grace is None or (isinstance(exc, TimeoutError) and work.done()
                                  and not work.cancelled()):
                 # The timeout came from inside the restore, not from the bound.
                 return self._rollback_failed(outcome, first, exc)
-            self.emit("rollback", "failed", f"not done within {grace:g}s of the interrupt")
+            why = (f"not done within {grace:g}s of the interrupt"
+                   if isinstance(exc, TimeoutError) else "interrupted again")
+            self.emit("rollback", "failed", why)
             outcome.message = (
+                f"{first}; the rollback was {why}: the device may be changed"
+                if not isinstance(exc, TimeoutError) else
                 f"{first}; the rollback did not finish within {grace:g}s of the interrupt: "
                 "the device may be changed"
             )
