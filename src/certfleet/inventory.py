@@ -8,7 +8,10 @@ secret: passwords are references (``env:VAR``, ``keyring:SERVICE/USER``,
 
 Errors name the file, the line and the key. :mod:`tomllib` gives no line
 numbers for keys, so the line is found by scanning the text for the table
-header and then the key; that is good enough for a hand-written file.
+header and then the key; that is good enough for a hand-written file. Every
+error of the file is reported at once (one line each), not only the first:
+unknown keys and literal secrets are collected and parsing goes on; any other
+problem ends the parsing of its certificate, device or table only.
 """
 
 from __future__ import annotations
@@ -231,11 +234,39 @@ def _line_of(text: str, table: Sequence[str], key: str | None = None) -> int | N
 
 
 class _Ctx:
-    """Builds errors that name the file, the line and the key."""
+    """Builds errors that name the file, the line and the key; collects them."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, *, collect: bool = False) -> None:
         self.path = path
         self.text = text
+        self.collect = collect
+        self.errors: list[ConfigError] = []
+
+    def report(self, error: ConfigError) -> None:
+        """An error after which checking can go on: kept when collecting, else raised."""
+        if not self.collect:
+            raise error
+        self.record(error)
+
+    def record(self, error: ConfigError) -> None:
+        """Keep ``error`` for the final report (once: defaults reach many devices)."""
+        if all(e.message != error.message for e in self.errors):
+            self.errors.append(error)
+
+    def raise_collected(self) -> None:
+        """Raise one ConfigError listing every collected error (none: return)."""
+        if not self.errors:
+            return
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        lines = [e.message + (f" ({e.hint})" if e.hint else "") for e in self.errors]
+        raise ConfigError(
+            "\n".join(lines),
+            hint=f"fix the {len(lines)} problems above (each names its line), then run again",
+            path=str(self.path),
+            errors=[{"line": e.context.get("line"), "key": e.context.get("key"),
+                     "message": e.message, "hint": e.hint} for e in self.errors],
+        )
 
     def error(
         self, table: Sequence[str], key: str | None, problem: str, hint: str
@@ -273,7 +304,7 @@ def _check_keys(
                 if close
                 else "allowed: " + ", ".join(sorted(allowed))
             )
-            raise ctx.error(table, key, f"unknown key {key!r}", hint)
+            ctx.report(ctx.error(table, key, f"unknown key {key!r}", hint))
 
 
 def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
@@ -288,14 +319,16 @@ def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
                 "write e.g. keyring:certfleet/sbc-admin",
             )
         return value
-    # Never echo the value: it may be a real password.
-    raise ctx.error(
+    # Never echo the value: it may be a real password. Recorded, not raised: the
+    # other errors of the file are reported too (and no inventory is returned).
+    ctx.report(ctx.error(
         table,
         key,
         "holds a literal secret; the inventory only takes references",
         f'write {key} = "env:VAR", "keyring:SERVICE/USER", "file:PATH" or "prompt" '
         "and remove the password from the file",
-    )
+    ))
+    return value
 
 
 def _port(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> int:
@@ -405,6 +438,7 @@ def _parse_device(
     data: Any,
     defaults: Mapping[str, Mapping[str, Any]],
     certificates: Mapping[str, CertificateSpec],
+    raw_certs: Any = None,
 ) -> Device:
     table = ("devices", name)
     if not isinstance(data, dict):
@@ -432,13 +466,14 @@ def _parse_device(
         _expect(ctx, table, "fqdn", fqdn, str, "a host name")
     elif not _is_ip(address):
         fqdn = address
-    if len(certificates) == 1 and "certificate" not in merged:
-        merged["certificate"] = next(iter(certificates))
+    declared = list(raw_certs) if isinstance(raw_certs, dict) else list(certificates)
+    if len(declared) == 1 and "certificate" not in merged:
+        merged["certificate"] = declared[0]
     if "certificate" not in merged:
         raise ctx.error(table, None, "names no certificate", 'add certificate = "wildcard"')
     cert = _expect(ctx, table, "certificate", merged["certificate"], str, "a certificate name")
-    if cert not in certificates:
-        known = ", ".join(sorted(certificates)) or "none"
+    if cert not in certificates and cert not in declared:
+        known = ", ".join(sorted(declared)) or "none"
         raise ctx.error(
             table, "certificate", f"no certificate named {cert!r} (known: {known})",
             f"add [certificates.{cert}] or fix the name",
@@ -457,7 +492,8 @@ def _parse_device(
     secrets: dict[str, str | None] = {}
     for item in ("password", "root_password", "keystore_password"):
         value = merged.get(item)
-        secrets[item] = _check_secret(ctx, table, item, value) if value is not None else None
+        # Checked above (the device's own) or in [defaults]: reported once, at its line.
+        secrets[item] = value if isinstance(value, str) else None
     contexts = merged.get("tls_contexts", [0])
     _expect(ctx, table, "tls_contexts", contexts, list, "a list of TLS context numbers")
     for item in contexts:
@@ -511,7 +547,7 @@ def _parse_device(
 def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory:
     """Parse and validate inventory ``text``. Raises ConfigError naming file, line and key."""
     path = Path(path)
-    ctx = _Ctx(path, text)
+    ctx = _Ctx(path, text, collect=True)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -521,47 +557,74 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
             path=str(path),
         ) from None
     _check_keys(ctx, (), data, _TOP_KEYS)
-    settings = data.get("settings", {})
-    _expect(ctx, (), "settings", settings, dict, "a table")
-    _check_keys(ctx, ("settings",), settings, _SETTINGS_KEYS)
-    concurrency = _expect(
-        ctx, ("settings",), "concurrency", settings.get("concurrency", 8), int, "a number"
-    )
-    if concurrency < 1:
-        raise ctx.error(("settings",), "concurrency", "must be at least 1", "write concurrency = 8")
-    warn_days = _expect(
-        ctx, ("settings",), "expiry_warn_days", settings.get("expiry_warn_days", 30), int, "days"
-    )
+    concurrency, warn_days = 8, 30
+    try:
+        settings = data.get("settings", {})
+        _expect(ctx, (), "settings", settings, dict, "a table")
+        _check_keys(ctx, ("settings",), settings, _SETTINGS_KEYS)
+        concurrency = _expect(
+            ctx, ("settings",), "concurrency", settings.get("concurrency", 8), int, "a number"
+        )
+        if concurrency < 1:
+            raise ctx.error(("settings",), "concurrency", "must be at least 1",
+                            "write concurrency = 8")
+        warn_days = _expect(
+            ctx, ("settings",), "expiry_warn_days", settings.get("expiry_warn_days", 30), int,
+            "days"
+        )
+    except ConfigError as exc:
+        ctx.record(exc)
 
-    raw_defaults = data.get("defaults", {})
-    _expect(ctx, (), "defaults", raw_defaults, dict, "a table")
     defaults: dict[str, dict[str, Any]] = {"": {}}
+    try:
+        raw_defaults = data.get("defaults", {})
+        _expect(ctx, (), "defaults", raw_defaults, dict, "a table")
+    except ConfigError as exc:
+        ctx.record(exc)
+        raw_defaults = {}
     for key, value in raw_defaults.items():
-        if key in ("sbc", "ovoc"):
-            _expect(ctx, ("defaults",), key, value, dict, "a table")
-            _check_keys(ctx, ("defaults", key), value, _DEFAULT_KEYS)
-            for secret in SECRET_KEYS:
-                if secret in value:
-                    _check_secret(ctx, ("defaults", key), secret, value[secret])
-            defaults[key] = dict(value)
-        else:
-            _check_keys(ctx, ("defaults",), {key: value}, _DEFAULT_KEYS | {"sbc", "ovoc"})
-            if key in SECRET_KEYS:
-                _check_secret(ctx, ("defaults",), key, value)
-            defaults[""][key] = value
+        try:
+            if key in ("sbc", "ovoc"):
+                _expect(ctx, ("defaults",), key, value, dict, "a table")
+                _check_keys(ctx, ("defaults", key), value, _DEFAULT_KEYS)
+                for secret in SECRET_KEYS:
+                    if secret in value:
+                        _check_secret(ctx, ("defaults", key), secret, value[secret])
+                defaults[key] = dict(value)
+            else:
+                _check_keys(ctx, ("defaults",), {key: value}, _DEFAULT_KEYS | {"sbc", "ovoc"})
+                if key in SECRET_KEYS:
+                    _check_secret(ctx, ("defaults",), key, value)
+                defaults[""][key] = value
+        except ConfigError as exc:
+            ctx.record(exc)
 
-    raw_certs = data.get("certificates", {})
-    _expect(ctx, (), "certificates", raw_certs, dict, "a table of certificates")
-    certificates = {name: _parse_certificate(ctx, name, value) for name, value in raw_certs.items()}
-    raw_devices = data.get("devices", {})
-    _expect(ctx, (), "devices", raw_devices, dict, "a table of devices")
-    devices = {
-        name: _parse_device(ctx, name, value, defaults, certificates)
-        for name, value in raw_devices.items()
-    }
+    certificates: dict[str, CertificateSpec] = {}
+    devices: dict[str, Device] = {}
+    for top, kind in (("certificates", "a table of certificates"),
+                      ("devices", "a table of devices")):
+        raw = data.get(top, {})
+        try:
+            _expect(ctx, (), top, raw, dict, kind)
+        except ConfigError as exc:
+            ctx.record(exc)
+            continue
+        for name, value in raw.items():
+            try:
+                if top == "certificates":
+                    certificates[name] = _parse_certificate(ctx, name, value)
+                else:
+                    devices[name] = _parse_device(ctx, name, value, defaults, certificates,
+                                                  raw_certs=data.get("certificates", {}))
+            except ConfigError as exc:
+                ctx.record(exc)
     from .acme.config import validate as validate_renewal
 
-    validate_renewal(ctx, data)
+    try:
+        validate_renewal(ctx, data)
+    except ConfigError as exc:
+        ctx.record(exc)
+    ctx.raise_collected()
     return Inventory(path, text, certificates, devices, concurrency, warn_days)
 
 

@@ -191,3 +191,36 @@ def test_unknown_ovoc_menu_setting_is_refused() -> None:
     inventory = parse_inventory(OVOC_FIRMWARE.replace("numbers =", "numbres ="))
     with pytest.raises(ConfigError, match=r"'ovoc'.*numbres"):
         build_driver(inventory.devices["ovoc"], inventory, None)
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    """Newcomer finding: only the first inventory error was reported. Now every one is,
+    file:line: key: problem, a second identical typo in another device too; exit 2."""
+    text = GOOD.replace('kind = "ovoc"', 'kind = "ovoc"\npasword = "env:X"', 1)
+    text = text.replace('kind = "sbc"', 'kind = "sbc"\npasword = "env:X"', 1)
+    text = text.replace("port = 8443", "port = 99999", 1)
+    text = text.replace('key_type = "ec-p256"', 'key_type = "dsa"', 1)
+    text = text.replace("concurrency = 4", "concurency = 4", 1)
+    with pytest.raises(ConfigError) as info:
+        parse_inventory(text, "certfleet.toml")
+    lines = info.value.message.splitlines()
+    assert [line.split(": ")[:2] for line in lines] == [
+        ["certfleet.toml:2", "settings.concurency"],
+        ["certfleet.toml:7", "certificates.wildcard.key_type"],
+        ["certfleet.toml:18", "devices.ovoc.pasword"],
+        ["certfleet.toml:28", "devices.sbc1.pasword"],
+        ["certfleet.toml:31", "devices.sbc1.port"],
+    ]
+    assert "did you mean 'password'?" in lines[2] and "did you mean 'password'?" in lines[3]
+    assert len(info.value.errors) == 5 and "5 problems" in (info.value.hint or "")
+
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    path = tmp_path / "certfleet.toml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["plan", "--inventory", str(path),
+                                      "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2
+    assert result.output.count("pasword") >= 2 and "Traceback" not in result.output

@@ -45,6 +45,8 @@ STATE_OPTION = typer.Option(
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON only, on stdout.")
 ONLY_OPTION = typer.Option([], "--only", help="A device name or tag (repeatable).")
 FILES_ARGUMENT = typer.Argument(..., help="What the CA sent: .crt, .p7b, .pfx, key...")
+ADOPT_FILES_ARGUMENT = typer.Argument(
+    ..., help="What the devices serve today, with its key: a .pfx, or .crt and .key.")
 
 @contextmanager
 def open_store(state_dir: Path | None) -> Iterator[Store]:
@@ -63,11 +65,43 @@ def load(inventory: Path) -> Inventory:
     return load_inventory(inventory)
 
 
-def default_factory(store: Store, devices: list[Any] | None = None) -> DriverFactory:
+def default_factory(
+    store: Store, devices: list[Any] | None = None, extra_keys: list[Any] | None = None
+) -> DriverFactory:
     """The real drivers; secrets the inventory says to ``prompt`` for are asked now."""
     from ..estate.devices import make_factory, prompt_secrets
 
-    return make_factory(store, prompt_secrets(devices or []))
+    return make_factory(store, prompt_secrets(devices or []), extra_keys or ())
+
+
+PREVIOUS_KEY_OPTION = typer.Option(
+    None, "--previous-key", metavar="FILE",
+    help="The private key the SBCs serve now (PEM, or a pfx), for this run's rollback.")
+PREVIOUS_KEY_PASSWORD_OPTION = typer.Option(
+    None, "--previous-key-password-env", metavar="VAR",
+    help="Variable holding the password of an encrypted --previous-key.")
+
+
+def load_previous_key(path: Path | None, password_env: str | None) -> list[Any]:
+    """The private keys of ``--previous-key FILE`` (none without it). Raises PrivateKeyError."""
+    if path is None:
+        if password_env:
+            fail("--previous-key-password-env is given without --previous-key",
+                 "pass --previous-key FILE as well, or drop --previous-key-password-env")
+        return []
+    from ..errors import PrivateKeyError
+    from ..pki.load import load_files
+
+    password = read_password(password_env, what="previous key password")
+    objects = load_files([str(path)], password.encode() if password else None)
+    keys = [o.value for o in objects if o.type == "private_key"]
+    if not keys:
+        raise PrivateKeyError(
+            f"{str(path)!r} holds no private key",
+            hint="pass the key of the certificate the SBCs serve now to --previous-key",
+            path=str(path),
+        )
+    return keys
 
 
 # ---- rendering shared with the demo ---------------------------------------------------
@@ -182,6 +216,61 @@ def register(app: typer.Typer) -> None:
             + (" (key from the state store)" if result.key_from_store else "")
         )
 
+    @app.command("adopt")
+    @handle_errors
+    def adopt_command(
+        name: str = typer.Argument(..., help="The inventory certificate (e.g. wildcard)."),
+        files: list[Path] = ADOPT_FILES_ARGUMENT,
+        password_env: str | None = typer.Option(
+            None, "--password-env", help="Variable holding the file password (PKCS#12/key)."),
+        password_file: str | None = typer.Option(
+            None, "--password-file", help="File holding the file password."),
+        inventory: Path = INVENTORY_OPTION,
+        state_dir: Path | None = STATE_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Store the certificate the devices serve today (with its key) as a known version.
+
+        Checked against what every device of NAME serves, by fingerprint: each
+        device is reported as match, serving something else, or unreachable.
+        The first deploy can then roll the SBCs back. An adopted version is not
+        the deploy target when a version was imported. Stored even when no
+        device serves it (said plainly); exit 0 when stored, 2 for bad input.
+        """
+        from ..estate.adopt import MATCH, OTHER, adopt_certificate
+
+        password = read_password(password_env, what="file password", file=password_file)
+        inv = load(inventory)
+        with open_store(state_dir) as store:
+            result = adopt_certificate(inv, store, name, files,
+                                       password=password.encode() if password else None)
+            current = store.current_version(name)
+        if json_out:
+            print_json(result.to_dict())
+            return
+        version = result.version
+        verb = "adopted" if result.new else "already stored"
+        console.print(f"[green]{verb}[/] {version.label}: {version.subject}, "
+                      f"{_short(version.leaf_sha256)}, valid to {version.not_after[:10]}",
+                      soft_wrap=True)
+        words = {MATCH: "[green]serves it[/]", OTHER: "[yellow]serves something else[/]"}
+        from rich.markup import escape
+
+        width = max((len(d.device) for d in result.devices), default=0)
+        for match in result.devices:
+            word = words.get(match.state, "[red]unreachable[/]")
+            detail = f" ({escape(match.detail)})" if match.detail else ""
+            console.print(f"  {match.device:<{width}}  {word}{detail}", soft_wrap=True)
+        if not result.is_target and current is not None:
+            console.print(f"the deploy target stays {current.label} (imported)")
+        if not result.served_by:
+            err_console.print(
+                f"[yellow]warning:[/] no device of {name} serves it: stored all the same, but "
+                "no rollback will use it until a device serves it", soft_wrap=True)
+            err_console.print("[yellow]Tip:[/] 'certfleet status' shows what each device "
+                              "serves; adopt the file exported for that certificate",
+                              soft_wrap=True)
+
     @app.command("plan")
     @handle_errors
     def plan_command(
@@ -189,6 +278,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Plan as deploy --force would."),
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Plan as deploy --allow-no-rollback would."),
+        previous_key: Path | None = PREVIOUS_KEY_OPTION,
+        previous_key_password_env: str | None = PREVIOUS_KEY_PASSWORD_OPTION,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -198,11 +289,17 @@ def register(app: typer.Typer) -> None:
         Decided by the same code as deploy: a device planned "blocked" is one
         deploy refuses (and then, without --skip-refused, changes no device).
         """
+        from ..estate.decide import placeholder_secrets
+        from ..estate.devices import make_factory
         from ..estate.plan import make_plan
+        from ..inventory import select_devices
 
+        extra_keys = load_previous_key(previous_key, previous_key_password_env)
         inv = load(inventory)
         with open_store(state_dir) as store:
-            plans = _run_async(make_plan(inv, store, only, force=force,
+            factory = make_factory(
+                store, placeholder_secrets(select_devices(inv, only)), extra_keys)
+            plans = _run_async(make_plan(inv, store, only, force=force, factory=factory,
                                          allow_no_rollback=allow_no_rollback))
         if json_out:
             print_json({"devices": [p.to_dict() for p in plans]})
@@ -228,6 +325,8 @@ def register(app: typer.Typer) -> None:
         skip_refused: bool = typer.Option(
             False, "--skip-refused",
             help="Deploy the other devices when some would be refused (default: change none)."),
+        previous_key: Path | None = PREVIOUS_KEY_OPTION,
+        previous_key_password_env: str | None = PREVIOUS_KEY_PASSWORD_OPTION,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -244,6 +343,7 @@ def register(app: typer.Typer) -> None:
         from ..errors import StateError
         from ..inventory import select_devices
 
+        extra_keys = load_previous_key(previous_key, previous_key_password_env)
         inv = load(inventory)
         with open_store(state_dir) as store:
             holder = store.lock_holder()
@@ -256,9 +356,10 @@ def register(app: typer.Typer) -> None:
                 from ..estate.decide import placeholder_secrets
                 from ..estate.devices import make_factory
 
-                factory = make_factory(store, placeholder_secrets(select_devices(inv, only)))
+                factory = make_factory(
+                    store, placeholder_secrets(select_devices(inv, only)), extra_keys)
             else:
-                factory = default_factory(store, select_devices(inv, only))
+                factory = default_factory(store, select_devices(inv, only), extra_keys)
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
@@ -437,28 +538,39 @@ def _unreachable(status: DeviceStatus) -> str | None:
 
 
 def render_plan(plans: list[Any]) -> Any:
-    """The plan table, then the steps once per device kind."""
+    """The plan table (one row per device, each value once), then the steps per kind.
+
+    Fits 100 columns: identifiers never wrap; the reasons wrap between words.
+    """
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title="Plan", title_justify="left")
     table.add_column("device", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
     table.add_column("serves now", no_wrap=True)
     table.add_column("will serve", no_wrap=True)
-    table.add_column("action")
-    table.add_column("rollback")
+    table.add_column("action", no_wrap=True)
+    table.add_column("rollback", no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=1)
     kinds: dict[str, tuple[str, ...]] = {}
     for plan in plans:
-        served = ",".join(sorted({_short(v)[:8] for v in plan.served.values()}))
+        served = ",".join(sorted({_short(v)[:8] if v else "-" for v in plan.served.values()}))
         action_style = {"deploy": "cyan", "skip": "dim", "blocked": "red"}[plan.action]
         target = f"v{plan.target_version} {_short(plan.target_sha256)[:8]}"
+        why = escape(plan.reason)
+        if not plan.rollback and plan.action == "deploy":  # --allow-no-rollback
+            why += f"; [red]no rollback[/]: {escape(plan.rollback_reason)}"
         table.add_row(
-            f"{plan.name} [dim]{plan.kind}[/]",
-            served,
+            plan.name,
+            plan.kind,
+            served or "-",
             target if plan.target_version else "-",
-            f"[{action_style}]{plan.action}[/] [dim]{plan.reason}[/]",
-            "[green]yes[/]" if plan.rollback else f"[red]no[/] [dim]{plan.rollback_reason}[/]",
+            f"[{action_style}]{plan.action}[/]",
+            "[green]yes[/]" if plan.rollback else "[red]no[/]",
+            f"[dim]{why}[/]",
         )
         if plan.steps:
             kinds.setdefault(plan.kind, plan.steps)

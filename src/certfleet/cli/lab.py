@@ -236,7 +236,8 @@ def next_steps(lab: LabEstate, state: Path, *, by_hand: bool) -> list[str]:
         f"{cf} status",
     ]
     if by_hand:
-        steps.append(f"{cf} import wildcard {q(str(lab.directory / BY_HAND_PFX))} "
+        # What the devices serve today, with its key: the first deploy can roll back.
+        steps.append(f"{cf} adopt wildcard {q(str(lab.directory / BY_HAND_PFX))} "
                      f"--password-env {BY_HAND_PASSWORD_VAR}")
     steps += [
         f"{cf} csr wildcard --out-dir {q(str(renewal))}",

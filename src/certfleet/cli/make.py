@@ -104,7 +104,8 @@ def csr(
     email: Annotated[str | None, typer.Option(
         "--email", help="E-mail address in the subject.")] = None,
     out_dir: Annotated[Path | None, typer.Option(
-        "--out-dir", help="Folder for <name>.key and <name>.csr (required with --cn).",
+        "--out-dir", help="Folder for <name>.key and <name>.csr (required with --cn); "
+        "with NAME, the folder for NAME.csr (default: the inventory's folder).",
     )] = None,
     passphrase_env: Annotated[str | None, typer.Option(
         "--passphrase-env", metavar="VAR",
@@ -119,6 +120,8 @@ def csr(
         "--state-dir", help="State folder that keeps the key of NAME.",
     )] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    stdout: Annotated[bool, typer.Option(
+        "--stdout", help="With NAME: also print the CSR (PEM) alone on stdout.")] = False,
 ) -> None:
     """Make a private key and a CSR off the devices (what a shared wildcard needs).
 
@@ -143,8 +146,14 @@ def csr(
                 f"{', '.join(given)} cannot be used with inventory certificate {name!r}",
                 hint=f"set them in [certificates.{name}] of the inventory, or use --cn",
             )
-        _inventory_csr(name, inventory, state_dir, out_dir, json_out=json_out)
+        if stdout and json_out:
+            raise ConfigError("--stdout and --json both print on stdout",
+                              hint="pass one of them (--json holds the CSR as csr_pem)")
+        _inventory_csr(name, inventory, state_dir, out_dir, json_out=json_out, stdout=stdout)
         return
+    if stdout:
+        raise ConfigError("--stdout is for an inventory certificate NAME",
+                          hint="with --cn the CSR is written to --out-dir")
     if cn is None:
         raise ConfigError(
             "no certificate to request: give --cn or an inventory certificate NAME",
@@ -228,7 +237,7 @@ def csr(
 
 def _inventory_csr(
     name: str, inventory: Path | None, state_dir: Path | None, out_dir: Path | None,
-    *, json_out: bool,
+    *, json_out: bool, stdout: bool = False,
 ) -> None:
     try:
         from ..estate.csr import make_inventory_csr
@@ -237,8 +246,18 @@ def _inventory_csr(
             f"inventory CSRs need the estate feature, which is not available ({exc})",
             hint="make a one-off CSR with --cn NAME --out-dir DIR",
         ) from None
+    import os
+    import sys
+
+    if out_dir is None:
+        # Next to the inventory: where the estate's files live, wherever the shell stands.
+        where = inventory or Path(os.environ.get("CERTFLEET_INVENTORY") or "certfleet.toml")
+        out_dir = where.parent
     made = make_inventory_csr(name, inventory=inventory, state_dir=state_dir, out_dir=out_dir)
     csr_text = made.csr_pem.decode("ascii")
+    if stdout:
+        sys.stdout.write(csr_text)
+        sys.stdout.flush()
     if json_out:
         print_json({
             "certificate": name,
@@ -251,10 +270,12 @@ def _inventory_csr(
     lines = [
         f"key for {name!r} stored in the state folder: {made.key_path}",
         f"spki sha256: {made.key.spki_sha256}",
-        f"csr: {made.csr_path}" if made.csr_path is not None else csr_text.rstrip("\n"),
+        f"wrote {made.csr_path}: give it to the CA, then 'certfleet import {name} FILE...' "
+        "with what the CA sends back",
     ]
     for line in lines:
-        console.print(line, soft_wrap=True, markup=False)
+        # With --stdout the CSR alone is on stdout (to pipe); the rest goes to stderr.
+        (err_console if stdout else console).print(line, soft_wrap=True, markup=False)
 
 
 # ------------------------------------------------------------------------ export

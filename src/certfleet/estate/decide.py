@@ -126,11 +126,15 @@ async def decide_device(
     except CertfleetError as exc:  # secrets, profile, CA file, menu
         return decision.refuse(exc.message, exc.hint)
     kind = decision.driver.kind
+    if kind == "sbc":
+        _rollback_from_driver(decision)
     if kind == "sbc" and not decision.rollback and not allow_no_rollback:
         return decision.refuse(
             f"no rollback possible: {decision.rollback_reason}",
-            "import the certificate it serves now with its key first, or pass "
-            "--allow-no-rollback to deploy without a way back",
+            f"adopt what it serves now with its key first ('certfleet adopt "
+            f"{device.certificate} FILE' with last year's pfx), or pass "
+            "'certfleet deploy --previous-key FILE' for this run, or "
+            "'certfleet deploy --allow-no-rollback' to deploy without a way back",
         )
     if kind != "sbc":
         decision.rollback = True
@@ -138,6 +142,32 @@ async def decide_device(
     behind = sum(1 for sha in decision.served.values() if sha != version.leaf_sha256)
     decision.reason = f"{behind}/{len(decision.results)} listener(s) do not serve v{version.number}"
     return decision
+
+
+def _rollback_from_driver(decision: Decision) -> None:
+    """Rollback possible when the driver holds the key of every certificate served now.
+
+    The driver's keys are what a restore will use: the stored keys of every
+    certificate (whatever name they were imported or adopted under) and
+    ``deploy --previous-key``. Deciding from them keeps plan, deploy and the
+    driver's own check in agreement.
+    """
+    from ..pki.model import spki_sha256
+
+    keys = getattr(decision.driver, "previous_keys", None)
+    certs = [r.certificate for r in decision.results if r.certificate is not None]
+    if keys is None or not certs:
+        return
+    known = {spki_sha256(key) for key in keys}
+    if all(spki_sha256(cert) in known for cert in certs):
+        decision.rollback = True
+        decision.rollback_reason = "the key of the certificate served now is known"
+    else:
+        decision.rollback = False
+        decision.rollback_reason = (
+            "the SBC never returns its private key and the key of the certificate it "
+            "serves now is not in the store"
+        )
 
 
 async def decide_all(

@@ -73,14 +73,20 @@ def prompt_secrets(devices: Sequence[Device]) -> dict[tuple[str, str], str]:
     return answers
 
 
-def make_factory(store: Store | None = None, prefetched: Prefetched | None = None) -> DriverFactory:
+def make_factory(
+    store: Store | None = None,
+    prefetched: Prefetched | None = None,
+    extra_keys: Sequence[Any] = (),
+) -> DriverFactory:
     """A driver factory; with ``store``, SBC drivers get the stored keys for rollback.
 
-    ``prefetched`` holds secrets already asked for (see :func:`prompt_secrets`).
+    ``prefetched`` holds secrets already asked for (see :func:`prompt_secrets`);
+    ``extra_keys``: keys given for this run only (``deploy --previous-key``).
     """
 
     def factory(device: Device, inventory: Inventory, on_event: EventCallback | None) -> Driver:
-        return build_driver(device, inventory, on_event, store=store, prefetched=prefetched)
+        return build_driver(device, inventory, on_event, store=store, prefetched=prefetched,
+                            extra_keys=extra_keys)
 
     return factory
 
@@ -92,12 +98,13 @@ def build_driver(
     *,
     store: Store | None = None,
     prefetched: Prefetched | None = None,
+    extra_keys: Sequence[Any] = (),
 ) -> Driver:
     """The driver for ``device``. Raises ConfigError / PasswordError (secrets, profile)."""
     if device.kind == "ovoc":
         return _ovoc_driver(device, inventory, on_event, prefetched)
     if device.kind == "sbc":
-        return _sbc_driver(device, inventory, on_event, store, prefetched)
+        return _sbc_driver(device, inventory, on_event, store, prefetched, extra_keys)
     raise ConfigError(f"no driver for device kind {device.kind!r}", hint="use ovoc or sbc")
 
 
@@ -129,7 +136,9 @@ def _ca_bundle(device: Device, inventory: Inventory) -> bytes | None:
 
 
 def _stored_keys(device: Device, inventory: Inventory, store: Store | None) -> list[Any]:
-    """Every stored key of the device's certificate: what may be installed now."""
+    """Every stored key that may be installed now: the device's certificate's, and the
+    keys of every other certificate (a version adopted or imported under another name
+    serves as well when its fingerprint is what the device serves)."""
     if store is None:
         return []
     from .csr import key_passphrase
@@ -141,6 +150,15 @@ def _stored_keys(device: Device, inventory: Inventory, store: Store | None) -> l
             keys.append(store.load_key(record, passphrase))
         except CertfleetError:
             continue  # a key under an older passphrase: no rollback with it
+    for record in store.all_keys():
+        if record.certificate == device.certificate:
+            continue
+        try:
+            other = (key_passphrase(inventory, record.certificate)
+                     if record.certificate in inventory.certificates else None)
+            keys.append(store.load_key(record, other))
+        except CertfleetError:
+            continue  # encrypted under a passphrase the inventory no longer names
     return keys
 
 
@@ -207,6 +225,7 @@ def _sbc_driver(
     on_event: EventCallback | None,
     store: Store | None,
     prefetched: Prefetched | None = None,
+    extra_keys: Sequence[Any] = (),
 ) -> Driver:
     from ..drivers.sbc import SbcDriver
 
@@ -221,7 +240,7 @@ def _sbc_driver(
         ca_bundle=_ca_bundle(device, inventory),
         pin_sha256=device.tls_pin,
         profile=_profile(device),
-        previous_keys=_stored_keys(device, inventory, store),
+        previous_keys=[*_stored_keys(device, inventory, store), *extra_keys],
         on_event=on_event,
         verify_timeout=device.verify_timeout,
         x509_strict=device.x509_strict,

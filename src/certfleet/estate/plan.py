@@ -92,7 +92,7 @@ def rollback_possible(device: Device, store: Store, served: Sequence[Any]) -> tu
     if missing:
         return False, (
             "the SBC never returns its private key and the key of the certificate it "
-            "serves now is not in the store (deploy needs --allow-no-rollback)"
+            "serves now is not in the store (adopt it with its key first)"
         )
     return True, "the key of the certificate served now is in the store"
 

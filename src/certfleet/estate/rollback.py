@@ -105,6 +105,20 @@ async def rollback_device(
     result = RollbackResult(name, False, "", backup=record)
     try:
         driver = factory(device, inventory, on_event)
+        if not driver.can_restore(backup):
+            # E.g. an SBC deployed with --allow-no-rollback: the backup holds no key.
+            # Refused before connecting: the device is not touched (exit 2).
+            result.message = (
+                f"{name}: backup {record.id} of {record.created} cannot be restored: it "
+                "holds no private key of what the device served before (deployed without a "
+                "way back); nothing was changed"
+            )
+            result.hint = (
+                "the device serves what that deploy installed; to go back, install the "
+                "previous certificate with its key by hand ('certfleet sbc deploy --help' "
+                "shows how)"
+            )
+            raise _NotRestorable
         try:
             driver.emit("connect", "start")
             await driver.connect()
@@ -170,6 +184,8 @@ async def rollback_device(
     except CertfleetError as exc:  # the driver could not be built (secrets, profile)
         result.message = f"{name}: {exc.message}"
         result.hint = exc.hint
+    except _NotRestorable:
+        pass
     finally:
         outcome = DeployOutcome(
             name,
@@ -190,6 +206,10 @@ async def rollback_device(
         store.finish_run(run_id, result.exit_code)
         store.release_lock()
     return result
+
+
+class _NotRestorable(Exception):
+    """The backup cannot restore the device: refused before any connection."""
 
 
 def previous_by_listener(

@@ -248,6 +248,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN lock TEXT;
     DROP TABLE locks
     """,
+    # 3: where a version came from: "import" (a deploy target) or "adopt" (what the
+    # devices served when the estate was taken over: known, never the target while
+    # an imported version exists)
+    """
+    ALTER TABLE versions ADD COLUMN origin TEXT NOT NULL DEFAULT 'import'
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

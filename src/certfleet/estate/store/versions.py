@@ -33,7 +33,7 @@ _KEY_COLUMNS = (
 )
 _VERSION_COLUMNS = (
     "v.id, c.name AS certificate, v.number, v.leaf_sha256, v.spki_sha256, v.subject, v.issuer,"
-    " v.not_before, v.not_after, v.names, v.dir, v.key_id, v.created"
+    " v.not_before, v.not_after, v.names, v.dir, v.key_id, v.created, v.origin"
     " FROM versions v JOIN certificates c ON c.id = v.certificate_id"
 )
 
@@ -72,6 +72,7 @@ class VersionRecord:
     key_id: int | None
     created: str
     number: int = 0
+    origin: str = "import"
 
     @property
     def label(self) -> str:
@@ -90,6 +91,7 @@ class VersionRecord:
             "not_after": self.not_after,
             "names": list(self.names),
             "created": self.created,
+            "origin": self.origin,
         }
 
 
@@ -182,6 +184,11 @@ class VersionsMixin(StoreBase):
         ).fetchall()
         return [self._key_record(row) for row in rows]
 
+    def all_keys(self) -> list[KeyRecord]:
+        """Every stored key, of every certificate, oldest first."""
+        rows = self.db.execute(f"SELECT {_KEY_COLUMNS} ORDER BY k.id").fetchall()
+        return [self._key_record(row) for row in rows]
+
     def load_key(self, record: KeyRecord, passphrase: str | None = None) -> PrivateKey:
         """The private key of ``record``. Raises PasswordError / PrivateKeyError.
 
@@ -224,8 +231,13 @@ class VersionsMixin(StoreBase):
 
     # ---- versions ----------------------------------------------------------
 
-    def add_version(self, certificate: str, bundle: Bundle, key_id: int | None) -> VersionRecord:
+    def add_version(
+        self, certificate: str, bundle: Bundle, key_id: int | None, *, origin: str = "import"
+    ) -> VersionRecord:
         """Store ``bundle``'s certificates as the next version of ``certificate``.
+
+        ``origin`` "adopt": a version the devices served when the estate was
+        taken over (see :meth:`current_version`).
 
         The files are written (and synced) first, then the row: a crash in
         between leaves an unused folder, never a version without files.
@@ -255,8 +267,8 @@ class VersionsMixin(StoreBase):
                 write_file_atomic(directory / "root.pem", pem(bundle.root))
             cur = self.db.execute(
                 "INSERT INTO versions (certificate_id, number, leaf_sha256, spki_sha256, subject,"
-                " issuer, not_before, not_after, names, dir, key_id, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " issuer, not_before, not_after, names, dir, key_id, created, origin)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     cert_id,
                     number,
@@ -270,6 +282,7 @@ class VersionsMixin(StoreBase):
                     self._rel(directory),
                     key_id,
                     now(),
+                    origin,
                 ),
             )
             version_id = int(cur.lastrowid or 0)
@@ -292,6 +305,7 @@ class VersionsMixin(StoreBase):
             key_id=row["key_id"],
             created=row["created"],
             number=row["number"],
+            origin=row["origin"],
         )
 
     def version(self, version_id: int) -> VersionRecord | None:
@@ -299,9 +313,15 @@ class VersionsMixin(StoreBase):
         return self._version_record(row) if row else None
 
     def current_version(self, certificate: str) -> VersionRecord | None:
-        """The newest imported version of ``certificate`` (the deploy target)."""
+        """The deploy target: the newest imported version of ``certificate``.
+
+        An adopted version (``certfleet adopt``) is the target only while no
+        version was imported: adopting last year's certificate after this
+        year's import does not send last year's back to the devices.
+        """
         row = self.db.execute(
-            f"SELECT {_VERSION_COLUMNS} WHERE c.name = ? ORDER BY v.number DESC LIMIT 1",
+            f"SELECT {_VERSION_COLUMNS} WHERE c.name = ?"
+            " ORDER BY v.origin = 'adopt', v.number DESC LIMIT 1",
             (certificate,),
         ).fetchone()
         return self._version_record(row) if row else None
