@@ -22,6 +22,7 @@ from .estate_tables import OUTCOME_STYLE, _short, render_history
 from .estate_tables import render_status as render_status  # used by the lab demo
 from .progress import Progress as Progress
 from .progress import run_deploy_cli as run_deploy_cli
+from .redeploy import FORCE_OPTION, IGNORE_OPTION, REDEPLOY_OPTION, resolve
 
 if TYPE_CHECKING:
     from ..estate.deploy import DeployReport, DriverFactory
@@ -186,7 +187,9 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def plan_command(
         only: list[str] = ONLY_OPTION,
-        force: bool = typer.Option(False, "--force", help="Plan as deploy --force would."),
+        force: bool = FORCE_OPTION,
+        redeploy: bool = REDEPLOY_OPTION,
+        ignore_finding: list[str] = IGNORE_OPTION,
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Plan as deploy --allow-no-rollback would."),
         inventory: Path = INVENTORY_OPTION,
@@ -200,10 +203,12 @@ def register(app: typer.Typer) -> None:
         """
         from ..estate.plan import make_plan
 
+        redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
         inv = load(inventory)
         with open_store(state_dir) as store:
-            plans = _run_async(make_plan(inv, store, only, force=force,
-                                         allow_no_rollback=allow_no_rollback))
+            plans = _run_async(make_plan(inv, store, only, force=redeploy,
+                                         allow_no_rollback=allow_no_rollback,
+                                         ignore_findings=ignored))
         if json_out:
             print_json({"devices": [p.to_dict() for p in plans]})
             return
@@ -217,8 +222,9 @@ def register(app: typer.Typer) -> None:
             None, "--concurrency", min=1, help="Devices at once (default 8 or the inventory's)."),
         canary: str | None = typer.Option(
             None, "--canary", help="Deploy this device first; stop when it fails."),
-        force: bool = typer.Option(
-            False, "--force", help="Deploy even where served already, or past check errors."),
+        force: bool = FORCE_OPTION,
+        redeploy: bool = REDEPLOY_OPTION,
+        ignore_finding: list[str] = IGNORE_OPTION,
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be done."),
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Deploy where no rollback is possible."),
@@ -244,6 +250,7 @@ def register(app: typer.Typer) -> None:
         from ..errors import StateError
         from ..inventory import select_devices
 
+        redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
         inv = load(inventory)
         with open_store(state_dir) as store:
             holder = store.lock_holder()
@@ -262,9 +269,9 @@ def register(app: typer.Typer) -> None:
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
-                    canary=canary, force=force, dry_run=dry_run,
+                    canary=canary, force=redeploy, dry_run=dry_run,
                     allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
-                    skip_refused=skip_refused,
+                    skip_refused=skip_refused, ignore_findings=ignored,
                 )
             except StateError as exc:
                 if getattr(exc, "lock", None) is None:
