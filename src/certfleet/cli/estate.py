@@ -192,6 +192,9 @@ def register(app: typer.Typer) -> None:
         ignore_finding: list[str] = IGNORE_OPTION,
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Plan as deploy --allow-no-rollback would."),
+        probe: bool = typer.Option(
+            False, "--probe", help="Also rehearse on every device, changing nothing (exit 1 "
+            "when one is not ready); see 'certfleet probe'."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -209,10 +212,19 @@ def register(app: typer.Typer) -> None:
             plans = _run_async(make_plan(inv, store, only, force=redeploy,
                                          allow_no_rollback=allow_no_rollback,
                                          ignore_findings=ignored))
+            if probe:
+                from .probe import exit_code, print_probes, run_probe
+
+                probes = run_probe(inv, store, only, allow_no_rollback=allow_no_rollback)
         if json_out:
-            print_json({"devices": [p.to_dict() for p in plans]})
-            return
-        console.print(render_plan(plans))
+            print_json({"devices": [p.to_dict() for p in plans]}
+                       | ({"probe": [p.to_dict() for p in probes]} if probe else {}))
+        else:
+            console.print(render_plan(plans))
+        if probe:
+            if not json_out:
+                print_probes(probes)
+            raise typer.Exit(exit_code(probes))
 
     @app.command("deploy")
     @handle_errors
