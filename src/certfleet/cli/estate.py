@@ -203,6 +203,8 @@ def register(app: typer.Typer) -> None:
 
         Decided by the same code as deploy: a device planned "blocked" is one
         deploy refuses (and then, without --skip-refused, changes no device).
+        With --probe, also rehearse on every device (see 'certfleet probe'):
+        exit 1 when one is not ready.
         """
         from ..estate.plan import make_plan
 

@@ -65,6 +65,7 @@ NOT_OVERRIDABLE: dict[str, str] = {
     "KEY_MISMATCH": "the key does not belong to the certificate: no handshake could succeed",
     "BAD_SIGNATURE": "a certificate of the chain is not signed by its issuer: "
                      "no client could verify it",
+    "CSR_GIVEN": "a certificate request was given, not the issued certificate",
     "OVOC_KEYSTORE_PASSWORD": "OVOC's import cannot take this keystore password "
                               "(nor could a rollback's import)",
 }
