@@ -63,6 +63,13 @@ def test_plan_probe_on_the_lab_reports_every_device_ready(lab: LabEstate) -> Non
         assert secret not in text
     if os.name == "posix":
         assert transcript.stat().st_mode & 0o777 == 0o600
+    code, out, err = _run(lab, "plan", "--probe", "--json")
+    assert code == 0, out + err
+    data = json.loads(out)
+    assert {p["name"] for p in data["devices"]} == {"ovoc", "sbc1", "sbc2-ha"}
+    assert [(p["device"], p["ready"]) for p in data["probe"]] == [
+        ("ovoc", True), ("sbc1", True), ("sbc2-ha", True)]
+    _untouched(lab, staged)
 
 
 def test_renamed_menu_label_is_not_ready_naming_label_and_setting(lab: LabEstate) -> None:
