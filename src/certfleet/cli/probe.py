@@ -7,7 +7,7 @@ every device is ready, 1 otherwise, 2 for bad input.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -85,7 +85,3 @@ def register(app: typer.Typer) -> None:
         else:
             print_probes(probes)
         raise typer.Exit(exit_code(probes))
-
-
-def probe_json(probes: list[DeviceProbe]) -> list[dict[str, Any]]:
-    return [p.to_dict() for p in probes]
