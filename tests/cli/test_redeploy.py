@@ -139,3 +139,13 @@ def test_keystore_password_ovoc_cannot_take_refused_before_any_change(
     assert "pässwort" not in out + err
     assert lab.ovoc.staged_files() == staged and lab.ovoc.import_count == 0
     assert lab.sbcs["sbc1"].served_sha256("sip") == served
+
+
+def test_a_keystore_password_asked_at_run_time_does_not_block_a_plan(lab: LabEstate) -> None:
+    """plan asks for no secret: a keystore password set to prompt is not judged missing."""
+    text = lab.inventory_path.read_text()
+    text = text.replace('keystore_password = "env:CERTFLEET_LAB_OVOC_KEYSTORE_PASSWORD"',
+                        'keystore_password = "prompt"')
+    lab.inventory_path.write_text(text)
+    plans = _plans(lab, "--redeploy")
+    assert plans["ovoc"]["action"] == "deploy", plans["ovoc"]

@@ -135,6 +135,9 @@ async def decide_device(
     except Exception as exc:  # a defect in a driver's checks: refused, nothing touched
         return decision.refuse(f"preflight failed: {type(exc).__name__}: {exc}",
                                "this is a defect of certfleet: please report it")
+    if device.keystore_password == "prompt" and not getattr(
+            decision.driver, "keystore_password", None):  # a plan's stand-in: asked at run time
+        profile_findings = [f for f in profile_findings if f.code != "OVOC_KEYSTORE_PASSWORD"]
     if _refuse_errors(decision, profile_findings, ignore_findings, device.kind):
         return decision
     kind = decision.driver.kind
