@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "ovoc",  # ovoc deploy, ovoc doctor
     "sbc",  # sbc deploy, backup, status, trust
     "estate",  # init, import, plan, deploy, verify, rollback, history, status
+    "probe",  # probe (rehearse on every device, changing nothing)
     "lab",  # lab up, demo
     "scan",  # scan, exporter
     "renew",  # issue, renew (ACME)

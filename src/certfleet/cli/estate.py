@@ -22,6 +22,7 @@ from .estate_tables import OUTCOME_STYLE, _short, render_history
 from .estate_tables import render_status as render_status  # used by the lab demo
 from .progress import Progress as Progress
 from .progress import run_deploy_cli as run_deploy_cli
+from .redeploy import FORCE_OPTION, IGNORE_OPTION, REDEPLOY_OPTION, resolve
 
 if TYPE_CHECKING:
     from ..estate.deploy import DeployReport, DriverFactory
@@ -275,11 +276,16 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def plan_command(
         only: list[str] = ONLY_OPTION,
-        force: bool = typer.Option(False, "--force", help="Plan as deploy --force would."),
+        force: bool = FORCE_OPTION,
+        redeploy: bool = REDEPLOY_OPTION,
+        ignore_finding: list[str] = IGNORE_OPTION,
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Plan as deploy --allow-no-rollback would."),
         previous_key: Path | None = PREVIOUS_KEY_OPTION,
         previous_key_password_env: str | None = PREVIOUS_KEY_PASSWORD_OPTION,
+        probe: bool = typer.Option(
+            False, "--probe", help="Also rehearse on every device, changing nothing (exit 1 "
+            "when one is not ready); see 'certfleet probe'."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -288,6 +294,8 @@ def register(app: typer.Typer) -> None:
 
         Decided by the same code as deploy: a device planned "blocked" is one
         deploy refuses (and then, without --skip-refused, changes no device).
+        With --probe, also rehearse on every device (see 'certfleet probe'):
+        exit 1 when one is not ready.
         """
         from ..estate.decide import placeholder_secrets
         from ..estate.devices import make_factory
@@ -295,16 +303,27 @@ def register(app: typer.Typer) -> None:
         from ..inventory import select_devices
 
         extra_keys = load_previous_key(previous_key, previous_key_password_env)
+        redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
         inv = load(inventory)
         with open_store(state_dir) as store:
             factory = make_factory(
                 store, placeholder_secrets(select_devices(inv, only)), extra_keys)
-            plans = _run_async(make_plan(inv, store, only, force=force, factory=factory,
-                                         allow_no_rollback=allow_no_rollback))
+            plans = _run_async(make_plan(inv, store, only, force=redeploy, factory=factory,
+                                         allow_no_rollback=allow_no_rollback,
+                                         ignore_findings=ignored))
+            if probe:
+                from .probe import exit_code, print_probes, run_probe
+
+                probes = run_probe(inv, store, only, allow_no_rollback=allow_no_rollback)
         if json_out:
-            print_json({"devices": [p.to_dict() for p in plans]})
-            return
-        console.print(render_plan(plans))
+            print_json({"devices": [p.to_dict() for p in plans]}
+                       | ({"probe": [p.to_dict() for p in probes]} if probe else {}))
+        else:
+            console.print(render_plan(plans))
+        if probe:
+            if not json_out:
+                print_probes(probes)
+            raise typer.Exit(exit_code(probes))
 
     @app.command("deploy")
     @handle_errors
@@ -314,8 +333,9 @@ def register(app: typer.Typer) -> None:
             None, "--concurrency", min=1, help="Devices at once (default 8 or the inventory's)."),
         canary: str | None = typer.Option(
             None, "--canary", help="Deploy this device first; stop when it fails."),
-        force: bool = typer.Option(
-            False, "--force", help="Deploy even where served already, or past check errors."),
+        force: bool = FORCE_OPTION,
+        redeploy: bool = REDEPLOY_OPTION,
+        ignore_finding: list[str] = IGNORE_OPTION,
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be done."),
         allow_no_rollback: bool = typer.Option(
             False, "--allow-no-rollback", help="Deploy where no rollback is possible."),
@@ -344,6 +364,7 @@ def register(app: typer.Typer) -> None:
         from ..inventory import select_devices
 
         extra_keys = load_previous_key(previous_key, previous_key_password_env)
+        redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
         inv = load(inventory)
         with open_store(state_dir) as store:
             holder = store.lock_holder()
@@ -363,9 +384,9 @@ def register(app: typer.Typer) -> None:
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
-                    canary=canary, force=force, dry_run=dry_run,
+                    canary=canary, force=redeploy, dry_run=dry_run,
                     allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
-                    skip_refused=skip_refused,
+                    skip_refused=skip_refused, ignore_findings=ignored,
                 )
             except StateError as exc:
                 if getattr(exc, "lock", None) is None:

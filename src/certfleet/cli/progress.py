@@ -89,6 +89,7 @@ def run_deploy_cli(
     break_lock: bool,
     quiet: bool,
     skip_refused: bool = False,
+    ignore_findings: list[str] | None = None,
 ) -> DeployReport:
     from ..estate.deploy import run_deploy
     from ..inventory import select_devices
@@ -100,7 +101,7 @@ def run_deploy_cli(
                 inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
                 force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
                 break_lock=break_lock, on_event=progress.event, on_result=progress.result,
-                skip_refused=skip_refused,
+                skip_refused=skip_refused, ignore_findings=ignore_findings or [],
             ),
             what="deploy",
         )

@@ -14,7 +14,7 @@ nothing (``--skip-refused`` deploys the others).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,8 @@ class Decision:
     rollback_reason: str = ""
     unreachable: str | None = None
     driver: Driver | None = None
+    #: The error codes passed by ``--ignore-finding`` (the driver is then told to go past them).
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def served(self) -> dict[str, str | None]:
@@ -86,8 +88,14 @@ async def decide_device(
     force: bool = False,
     allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
+    ignore_findings: Collection[str] = (),
 ) -> Decision:
-    """Decide for ``device`` (see the module docstring). Never raises CertfleetError."""
+    """Decide for ``device`` (see the module docstring). Never raises CertfleetError.
+
+    ``force`` redeploys where every listener serves the target already;
+    ``ignore_findings`` names error codes to go past, when the profile lets them
+    be ignored (see :func:`certfleet.pki.profiles.not_overridable`).
+    """
     from .deploy import device_findings
     from .plan import rollback_possible
 
@@ -116,15 +124,22 @@ async def decide_device(
         decision.findings = device_findings(bundle, device, inventory)
     except CertfleetError as exc:
         return decision.refuse(f"preflight: {exc.message}", exc.hint)
-    errors = [f for f in decision.findings if f.severity == "error"]
-    if errors and not force:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return decision.refuse(f"preflight refused the files: {errors[0].message}{more}",
-                               errors[0].hint or "fix the files, or pass --force")
+    if _refuse_errors(decision, decision.findings, ignore_findings, device.kind):
+        return decision
     try:
         decision.driver = factory(device, inventory, on_event)
     except CertfleetError as exc:  # secrets, profile, CA file, menu
         return decision.refuse(exc.message, exc.hint)
+    try:  # the profile's own checks: key, root, OVOC's keystore password
+        profile_findings = list(decision.driver.preflight(bundle))
+    except Exception as exc:  # a defect in a driver's checks: refused, nothing touched
+        return decision.refuse(f"preflight failed: {type(exc).__name__}: {exc}",
+                               "this is a defect of certfleet: please report it")
+    if device.keystore_password == "prompt" and not getattr(
+            decision.driver, "keystore_password", None):  # a plan's stand-in: asked at run time
+        profile_findings = [f for f in profile_findings if f.code != "OVOC_KEYSTORE_PASSWORD"]
+    if _refuse_errors(decision, profile_findings, ignore_findings, device.kind):
+        return decision
     kind = decision.driver.kind
     if kind == "sbc":
         _rollback_from_driver(decision)
@@ -170,6 +185,31 @@ def _rollback_from_driver(decision: Decision) -> None:
         )
 
 
+def _refuse_errors(
+    decision: Decision, findings: Sequence[Any], ignore: Collection[str], kind: str
+) -> bool:
+    """Refuse ``decision`` for the first error finding not ignored (or not ignorable)."""
+    from ..pki.profiles import not_overridable
+
+    errors = [f for f in findings if f.severity == "error"]
+    blocking = [f for f in errors if f.code not in ignore or not_overridable(f.code, kind)]
+    if not blocking:
+        decision.ignored += [f.code for f in errors if f.code not in decision.ignored]
+        return False
+    first = blocking[0]
+    more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
+    why = not_overridable(first.code, kind)
+    if first.code in ignore and why is not None:
+        decision.refuse(f"preflight refused the files: {first.message}{more}; "
+                        f"{first.code} cannot be ignored: {why}", first.hint or "fix the files")
+        return True
+    hint = first.hint or "fix the files"
+    if why is None:
+        hint += f"; or pass --ignore-finding {first.code} to deploy anyway"
+    decision.refuse(f"preflight refused the files: {first.message}{more} [{first.code}]", hint)
+    return True
+
+
 async def decide_all(
     devices: Sequence[Device],
     inventory: Inventory,
@@ -181,6 +221,7 @@ async def decide_all(
     on_event: EventCallback | None = None,
     targets: Any = None,
     prefetched: Mapping[tuple[str, str], str] | None = None,
+    ignore_findings: Collection[str] = (),
 ) -> list[Decision]:
     """Decide for every device, concurrently; in the order of ``devices``."""
     from .deploy import _Targets
@@ -191,6 +232,7 @@ async def decide_all(
     targets = targets or _Targets(inventory, store)
     return list(await asyncio.gather(*(
         decide_device(device, inventory, store, targets, factory, force=force,
-                      allow_no_rollback=allow_no_rollback, on_event=on_event)
+                      allow_no_rollback=allow_no_rollback, on_event=on_event,
+                      ignore_findings=ignore_findings)
         for device in devices
     )))

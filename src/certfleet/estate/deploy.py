@@ -220,8 +220,12 @@ async def run_deploy(
     on_result: Callable[[DeviceResult], None] | None = None,
     command: str = "deploy",
     skip_refused: bool = False,
+    ignore_findings: Sequence[str] = (),
 ) -> DeployReport:
     """Deploy to the selected devices. Raises ConfigError (selection), StateError (lock).
+
+    ``force`` redeploys where the target is served already (``--redeploy``);
+    ``ignore_findings`` are the error codes to go past (``--ignore-finding``).
 
     Device failures never raise: they are results.
     """
@@ -255,6 +259,7 @@ async def run_deploy(
                 "dry_run": dry_run,
                 "allow_no_rollback": allow_no_rollback,
                 "skip_refused": skip_refused,
+                "ignore_findings": list(ignore_findings),
             },
         )
         semaphore = asyncio.Semaphore(limit)
@@ -288,6 +293,7 @@ async def run_deploy(
             for d in await decide_all(
                 devices, inventory, store, factory, force=force,
                 allow_no_rollback=allow_no_rollback, on_event=on_event, targets=targets,
+                ignore_findings=ignore_findings,
             )
         }
         refusals = [d for d in decisions.values() if d.action == "refuse"]
@@ -534,7 +540,9 @@ async def _deploy_device(
     # The driver runs as a task of its own: an interrupt cancels it (its template
     # rolls back what it changed) while this device's recording still happens.
     task = asyncio.ensure_future(
-        driver.deploy(bundle, findings, force=force, allow_no_rollback=allow_no_rollback)
+        # Past preflight errors only where the decision let every one be ignored.
+        driver.deploy(bundle, findings, force=bool(decision is not None and decision.ignored),
+                      allow_no_rollback=allow_no_rollback)
     )
     control.in_flight.add(task)
     try:

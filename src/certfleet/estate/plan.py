@@ -128,6 +128,7 @@ async def make_plan(
     force: bool = False,
     allow_no_rollback: bool = False,
     factory: DriverFactory | None = None,
+    ignore_findings: Sequence[str] = (),
 ) -> list[DevicePlan]:
     """The plan for the selected devices (all by default). Raises ConfigError.
 
@@ -137,6 +138,7 @@ async def make_plan(
 
     devices = select_devices(inventory, only)
     decisions = await decide_all(
-        devices, inventory, store, factory, force=force, allow_no_rollback=allow_no_rollback
+        devices, inventory, store, factory, force=force, allow_no_rollback=allow_no_rollback,
+        ignore_findings=ignore_findings,
     )
     return [plan_from(d) for d in decisions]

@@ -29,6 +29,7 @@ from .quiet import quietly
 __all__ = [
     "FINDING_CODES",
     "KEYSTORE_PASSWORD_SAFE",
+    "NOT_OVERRIDABLE",
     "OVOC_PROFILE",
     "PROFILES",
     "SBC_PROFILE",
@@ -38,6 +39,7 @@ __all__ = [
     "SbcProfile",
     "TargetProfile",
     "keystore_password_findings",
+    "not_overridable",
     "profile_from_mapping",
     "render_target",
 ]
@@ -54,6 +56,33 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
     "OVOC_KEYSTORE_PASSWORD": ("error", "OVOC's import cannot take the keystore password "
                                "(missing, shorter than 6, or not printable ASCII)"),
 }
+
+#: Error codes ``--ignore-finding`` cannot pass, with why: the device's files cannot
+#: be made, or the device cannot take them. Every other code is overridable.
+#: ``ROOT_MISSING`` is only an error for OVOC (see :meth:`OvocProfile.not_overridable`).
+NOT_OVERRIDABLE: dict[str, str] = {
+    "KEY_MISSING": "without the private key the device's files cannot be made",
+    "KEY_MISMATCH": "the key does not belong to the certificate: no handshake could succeed",
+    "BAD_SIGNATURE": "a certificate of the chain is not signed by its issuer: "
+                     "no client could verify it",
+    "CSR_GIVEN": "a certificate request was given, not the issued certificate",
+    "OVOC_KEYSTORE_PASSWORD": "OVOC's import cannot take this keystore password "
+                              "(nor could a rollback's import)",
+}
+
+
+def not_overridable(code: str, kind: str | None = None) -> str | None:
+    """Why ``code`` cannot be ignored on a device of ``kind`` (None when it can). Pure.
+
+    ``kind`` None asks for every kind: a code that is an error only on one kind
+    (``ROOT_MISSING``: OVOC needs ``root.crt``) may be ignored for the others.
+    """
+    if code in NOT_OVERRIDABLE:
+        return NOT_OVERRIDABLE[code]
+    if code == "ROOT_MISSING" and kind == "ovoc":
+        return "OVOC's import needs root.crt: without the root its files cannot be made"
+    return None
+
 
 #: The characters a keystore password for OVOC may hold, in words (for messages).
 KEYSTORE_PASSWORD_SAFE = (
