@@ -82,11 +82,16 @@ class EmsFaults:
 
     ``inject_prompt`` is shown (``inject_prompt_times`` times) between
     "Press Enter to continue" and the password prompt, as a firmware that
-    asks one more question would.
+    asks one more question would. ``hook`` (when set) is awaited with a
+    point name and the session's MenuIO at ``"menu"`` (inside the import
+    dialogue, before the password prompt) and ``"import"`` (the import done,
+    before its verdict is shown); when it returns False the dialogue ends as
+    if input had ended.
     """
 
     inject_prompt: str | None = None
     inject_prompt_times: int = 1
+    hook: Callable[[str, MenuIO], Awaitable[bool]] | None = None
 
 
 ImportCallback = Callable[[str], Awaitable[tuple[bool, list[str]]]]
@@ -158,6 +163,8 @@ async def _import_flow(
         await io.write(faults.inject_prompt)
         if await io.readline() is None:
             return False
+    if faults.hook is not None and not await faults.hook("menu", io):
+        return False
     await io.write(str(spec["password_prompt"]))
     password = await io.readline(echo=False)
     await io.write("\n")
@@ -168,6 +175,8 @@ async def _import_flow(
     else:
         await io.write("\n".join(spec.get("working", [])) + "\n")
         ok, lines = await on_import(password)
+        if faults.hook is not None and not await faults.hook("import", io):
+            return False
         await io.write("\n".join([*lines, *spec["success" if ok else "failure"]]) + "\n")
     await io.write(str(menus["press_enter"]))
     return await io.readline() is not None
