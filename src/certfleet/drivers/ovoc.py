@@ -795,7 +795,13 @@ class OvocDriver(Driver):
 
         try:
             return await asyncio.wait_for(coro, self.prompt_timeout)
+        except asyncio.CancelledError:
+            # Cancelled midway (Ctrl-C, SIGTERM): the session may still be busy with the
+            # operation, so the rollback opens a new one (see restore).
+            self._dirty = True
+            raise
         except TimeoutError as exc:
+            self._dirty = True  # the same: a session stuck on this operation
             raise DeviceTimeoutError(f"{what} did not finish within {self.prompt_timeout:g} s",
                                      hint="check the device and retry", device=self.name) from exc
         except asyncssh.SFTPPermissionDenied as exc:
@@ -1075,8 +1081,17 @@ class OvocDriver(Driver):
         import asyncssh
 
         attrs = asyncssh.SFTPAttrs(permissions=self.file_mode)
-        async with sftp.open(path, "wb", attrs) as handle:
+        # One write request (block_size=0: the files are small), so that a write cut
+        # short leaves no background task behind.
+        handle = await sftp.open(path, "wb", attrs, block_size=0)
+        try:
             await handle.write(data)
+        except BaseException:
+            # Not closed here: a session stuck on the write would hold the close too.
+            # It is dropped instead, and the rollback opens a new one (see restore).
+            self._dirty = True
+            raise
+        await handle.close()
         await self._chmod(path, self.file_mode)
 
     async def _chmod(self, path: str, mode: int) -> None:

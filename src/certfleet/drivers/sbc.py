@@ -528,6 +528,11 @@ class SbcDriver(Driver):
                     "if it dropped mid-change, check the device state",
                     device=self.name,
                 ) from exc
+            except BaseException:
+                # Cancelled (Ctrl-C, SIGTERM, a timeout) with the request sent: the device
+                # may have carried it out, so the rollback must put it back.
+                self._changed |= changing
+                raise
             if changing and not 400 <= answer.status_code < 500:
                 self._changed = True  # applied, or a 5xx that may have half-applied it
             log.debug("%s %s %s -> %s", self.name, method, path, answer.status_code)
