@@ -63,11 +63,14 @@ def load(inventory: Path) -> Inventory:
     return load_inventory(inventory)
 
 
-def default_factory(store: Store, devices: list[Any] | None = None) -> DriverFactory:
-    """The real drivers; secrets the inventory says to ``prompt`` for are asked now."""
+def default_factory(
+    store: Store, devices: list[Any] | None = None, inventory: Inventory | None = None
+) -> DriverFactory:
+    """The real drivers; secrets the inventory says to ``prompt`` for are asked now
+    (with ``inventory``, the certificates' key passphrases too)."""
     from ..estate.devices import make_factory, prompt_secrets
 
-    return make_factory(store, prompt_secrets(devices or []))
+    return make_factory(store, prompt_secrets(devices or [], inventory))
 
 
 # ---- rendering shared with the demo ---------------------------------------------------
@@ -198,9 +201,12 @@ def register(app: typer.Typer) -> None:
         Decided by the same code as deploy: a device planned "blocked" is one
         deploy refuses (and then, without --skip-refused, changes no device).
         """
+        from ..estate.devices import prompt_key_passphrases
         from ..estate.plan import make_plan
+        from ..inventory import select_devices
 
         inv = load(inventory)
+        prompt_key_passphrases(select_devices(inv, only), inv)  # asked before the run
         with open_store(state_dir) as store:
             plans = _run_async(make_plan(inv, store, only, force=force,
                                          allow_no_rollback=allow_no_rollback))
@@ -254,11 +260,12 @@ def register(app: typer.Typer) -> None:
                      json_out=json_out)
             if dry_run:
                 from ..estate.decide import placeholder_secrets
-                from ..estate.devices import make_factory
+                from ..estate.devices import make_factory, prompt_key_passphrases
 
+                prompt_key_passphrases(select_devices(inv, only), inv)
                 factory = make_factory(store, placeholder_secrets(select_devices(inv, only)))
             else:
-                factory = default_factory(store, select_devices(inv, only))
+                factory = default_factory(store, select_devices(inv, only), inv)
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
@@ -334,7 +341,8 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
+            factory = default_factory(
+                store, [d for d in inv.devices.values() if d.name == device], inv)
             with Progress([device], quiet=json_out) as progress:
                 result = run_interruptible(rollback_device(
                     inv, store, factory, device, on_event=progress.event, break_lock=break_lock
