@@ -28,10 +28,36 @@ def secret_from_env(var: str, *, what: str) -> str:
     return value
 
 
+# What was typed at a prompt, by what was asked: each secret is asked once per process.
+_typed: dict[str, str] = {}
+
+
+def _in_event_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def resolve_secret(ref: str, *, what: str, interactive: bool | None = None) -> str:
-    """Resolve a secret reference (see module doc). Raises ConfigError/PasswordError."""
+    """Resolve a secret reference (see module doc). Raises ConfigError/PasswordError.
+
+    A ``prompt`` is asked once per process (later calls get the same answer),
+    and never from inside a running event loop: a run asks its secrets before
+    it starts (see :func:`certfleet.estate.devices.prompt_secrets`).
+    """
     scheme, sep, rest = ref.partition(":")
     if scheme == "prompt" and not sep:
+        if what in _typed:
+            return _typed[what]
+        if _in_event_loop():
+            raise PasswordError(
+                f"the {what} must be typed at a prompt, but the run has started",
+                hint="use env:VAR or keyring:SERVICE/USER, or report this as a bug",
+            )
         if interactive is None:
             interactive = sys.stdin is not None and sys.stdin.isatty()
         if not interactive:
@@ -39,7 +65,8 @@ def resolve_secret(ref: str, *, what: str, interactive: bool | None = None) -> s
                 f"the {what} must be typed at a prompt, but there is no terminal",
                 hint="use env:VAR or keyring:SERVICE/USER for unattended runs",
             )
-        return getpass.getpass(f"{what}: ")
+        _typed[what] = getpass.getpass(f"{what}: ")
+        return _typed[what]
     if not sep or not rest:
         raise ConfigError(
             f"secret reference {ref!r} for the {what} is not env:VAR, file:PATH, "

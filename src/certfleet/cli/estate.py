@@ -67,12 +67,16 @@ def load(inventory: Path) -> Inventory:
 
 
 def default_factory(
-    store: Store, devices: list[Any] | None = None, extra_keys: list[Any] | None = None
+    store: Store,
+    devices: list[Any] | None = None,
+    extra_keys: list[Any] | None = None,
+    inventory: Inventory | None = None,
 ) -> DriverFactory:
-    """The real drivers; secrets the inventory says to ``prompt`` for are asked now."""
+    """The real drivers; secrets the inventory says to ``prompt`` for are asked now
+    (with ``inventory``, the certificates' key passphrases too)."""
     from ..estate.devices import make_factory, prompt_secrets
 
-    return make_factory(store, prompt_secrets(devices or []), extra_keys or ())
+    return make_factory(store, prompt_secrets(devices or [], inventory), extra_keys or ())
 
 
 PREVIOUS_KEY_OPTION = typer.Option(
@@ -299,12 +303,14 @@ def register(app: typer.Typer) -> None:
         """
         from ..estate.decide import placeholder_secrets
         from ..estate.devices import make_factory
+        from ..estate.devices import prompt_key_passphrases
         from ..estate.plan import make_plan
         from ..inventory import select_devices
 
         extra_keys = load_previous_key(previous_key, previous_key_password_env)
         redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
         inv = load(inventory)
+        prompt_key_passphrases(select_devices(inv, only), inv)  # asked before the run
         with open_store(state_dir) as store:
             factory = make_factory(
                 store, placeholder_secrets(select_devices(inv, only)), extra_keys)
@@ -375,12 +381,13 @@ def register(app: typer.Typer) -> None:
                      json_out=json_out)
             if dry_run:
                 from ..estate.decide import placeholder_secrets
-                from ..estate.devices import make_factory
+                from ..estate.devices import make_factory, prompt_key_passphrases
 
+                prompt_key_passphrases(select_devices(inv, only), inv)
                 factory = make_factory(
                     store, placeholder_secrets(select_devices(inv, only)), extra_keys)
             else:
-                factory = default_factory(store, select_devices(inv, only), extra_keys)
+                factory = default_factory(store, select_devices(inv, only), extra_keys, inv)
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,
@@ -459,7 +466,8 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         with open_store(state_dir) as store:
-            factory = default_factory(store, [d for d in inv.devices.values() if d.name == device])
+            factory = default_factory(
+                store, [d for d in inv.devices.values() if d.name == device], inv)
             with Progress([device], quiet=json_out) as progress:
                 result = run_interruptible(rollback_device(
                     inv, store, factory, device, on_event=progress.event, break_lock=break_lock

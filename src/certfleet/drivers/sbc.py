@@ -75,6 +75,9 @@ NO_ROLLBACK_HINT = (
     "rerun with --allow-no-rollback for a first deploy (keep this deploy's key: it is the "
     "--previous-key of the next one)"
 )
+# The largest answer read from an SBC: an INI file, a PEM bundle or a JSON answer is far
+# smaller; anything larger is not the REST API answering (SbcDriver.max_body).
+MAX_BODY_BYTES = 8 * 1024 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _TLS_ROW = re.compile(
     r"""^\s*TLSContexts\s+(\d+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^,;"']*))""",
@@ -278,6 +281,7 @@ class SbcDriver(Driver):
         self.timeout = timeout
         self.busy_retries = busy_retries
         self.busy_delay = busy_delay
+        self.max_body = MAX_BODY_BYTES  # bytes read at most from one answer
         self.status: dict[str, Any] = {}
         self.management_sha256: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -504,8 +508,10 @@ class SbcDriver(Driver):
                      if upload is not None else None)
             changing = method in ("PUT", "POST") and not self._restoring
             try:
-                answer = await self._client.request(method, self._url_of(path), files=files,
-                                                    json=json_body)
+                request = self._client.build_request(method, self._url_of(path), files=files,
+                                                     json=json_body)
+                answer = await self._read_bounded(
+                    await self._client.send(request, stream=True), what, method, path)
             except httpx.TimeoutException as exc:
                 # A request that was sent may have been applied: count it as a change.
                 self._changed |= changing and not isinstance(exc, httpx.ConnectTimeout)
@@ -528,6 +534,11 @@ class SbcDriver(Driver):
                     "if it dropped mid-change, check the device state",
                     device=self.name,
                 ) from exc
+            except BaseException:
+                # Cancelled (Ctrl-C, SIGTERM, a timeout) with the request sent: the device
+                # may have carried it out, so the rollback must put it back.
+                self._changed |= changing
+                raise
             if changing and not 400 <= answer.status_code < 500:
                 self._changed = True  # applied, or a 5xx that may have half-applied it
             log.debug("%s %s %s -> %s", self.name, method, path, answer.status_code)
@@ -546,6 +557,34 @@ class SbcDriver(Driver):
                 return None
             return self._check_status(answer, what, attempt, method, path)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+    async def _read_bounded(self, answer: httpx.Response, what: str, method: str,
+                            path: str) -> httpx.Response:
+        """The answer with its body read, at most :attr:`max_body` bytes (then an error)."""
+        import httpx
+
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in answer.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_body:
+                    raise DeviceRefusedError(
+                        f"{what}: {method} {API_PREFIX}{path} on {self.name}: the answer is "
+                        f"larger than {self.max_body:,} bytes, more than an SBC sends",
+                        hint="check that the URL is the SBC's REST API (not a proxy or "
+                        "another service)",
+                        device=self.name,
+                    )
+                chunks.append(chunk)
+        finally:
+            await answer.aclose()
+        # Decoded already: the copy carries no content encoding or length of its own.
+        headers = [(k, v) for k, v in answer.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length",
+                                        "transfer-encoding")]
+        return httpx.Response(answer.status_code, headers=headers, content=b"".join(chunks),
+                              request=answer.request)
 
     def _url_of(self, path: str) -> httpx.URL:
         """The absolute URL of an API path, parsed once per driver (httpx parses a

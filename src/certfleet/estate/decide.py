@@ -27,7 +27,14 @@ if TYPE_CHECKING:
     from .deploy import DriverFactory
     from .store import Store, VersionRecord
 
-__all__ = ["Decision", "decide_all", "decide_device", "placeholder_secrets", "unreachable_reason"]
+__all__ = [
+    "Decision",
+    "decide_all",
+    "decide_device",
+    "left_unfinished",
+    "placeholder_secrets",
+    "unreachable_reason",
+]
 
 
 @dataclass
@@ -78,6 +85,17 @@ def placeholder_secrets(devices: Sequence[Device]) -> dict[tuple[str, str], str]
     }
 
 
+def left_unfinished(store: Store, device: str) -> bool:
+    """Whether the last deployment to ``device`` stopped midway (its process died).
+
+    Serving the new certificate does not finish such a run: the device may not
+    have saved it yet (an SBC's flash still holds the old one, a restart brings
+    it back), so the deploy installs again instead of skipping.
+    """
+    last = store.deployments(device=device, limit=1)
+    return bool(last) and last[0]["outcome"] in ("interrupted", "in-progress")
+
+
 async def decide_device(
     device: Device,
     inventory: Inventory,
@@ -116,7 +134,8 @@ async def decide_device(
             "start the device or fix its address and port in the inventory; "
             "'certfleet status' shows every listener",
         )
-    if set(decision.served.values()) == {version.leaf_sha256} and not force:
+    if (set(decision.served.values()) == {version.leaf_sha256} and not force
+            and not left_unfinished(store, device.name)):
         decision.action = "skip"
         decision.reason = f"every listener already serves v{version.number}"
         return decision

@@ -419,6 +419,10 @@ async def _deploy_device(
     )
 
     observed_before: dict[str, str | None] = {}
+    from .decide import left_unfinished
+
+    # A run that died midway is finished even where the new certificate is served.
+    resume = not dry_run and left_unfinished(store, device.name)
     # The journal: the deployment is written now as in-progress, each step as
     # it happens, the backup before the first change (see the store).
     deployment_id = None if dry_run else store.begin_deployment(
@@ -511,7 +515,7 @@ async def _deploy_device(
     observed_before.update(result.served_before)
     served = set(result.served_before.values())
     emit("observe", "ok", f"{sum(1 for v in served if v)} certificate(s) served")
-    if served == {version.leaf_sha256} and not force:
+    if served == {version.leaf_sha256} and not force and not resume:
         result.status, result.exit_code = "skipped", 0
         result.message = f"{device.name}: already serves v{version.number} on every listener"
         result.served_after = dict(result.served_before)

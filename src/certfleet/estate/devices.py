@@ -22,6 +22,7 @@ __all__ = [
     "build_driver",
     "make_factory",
     "prepare_standalone_restore",
+    "prompt_key_passphrases",
     "prompt_secrets",
     "secret",
 ]
@@ -56,13 +57,19 @@ def secret(
     return resolve_secret(ref, what=f"{what} of {device.name}")
 
 
-def prompt_secrets(devices: Sequence[Device]) -> dict[tuple[str, str], str]:
+def prompt_secrets(
+    devices: Sequence[Device], inventory: Inventory | None = None
+) -> dict[tuple[str, str], str]:
     """Ask now for every secret the inventory says to ``prompt`` for.
 
     Run before a deploy starts: prompts cannot share the terminal with the
     live progress, and a parallel run must not stop for one device's question.
-    Raises PasswordError when there is no terminal.
+    With ``inventory``, the key passphrases of the devices' certificates too
+    (asked once each; later uses get the answer). Raises PasswordError when
+    there is no terminal.
     """
+    if inventory is not None:
+        prompt_key_passphrases(devices, inventory)
     answers: dict[tuple[str, str], str] = {}
     for device in devices:
         for field_name, what in SECRET_FIELDS.items():
@@ -71,6 +78,15 @@ def prompt_secrets(devices: Sequence[Device]) -> dict[tuple[str, str], str]:
                     "prompt", what=f"{what} of {device.name}"
                 )
     return answers
+
+
+def prompt_key_passphrases(devices: Sequence[Device], inventory: Inventory) -> None:
+    """Ask now for the key passphrases of the devices' certificates that say ``prompt``
+    (each once; the run reads the answer). Raises PasswordError when there is no terminal."""
+    from .csr import key_passphrase
+
+    for name in dict.fromkeys(device.certificate for device in devices):
+        key_passphrase(inventory, name)
 
 
 def make_factory(

@@ -84,7 +84,11 @@ class EmsFaults:
     ``inject_prompt`` is shown (``inject_prompt_times`` times) between
     "Press Enter to continue" and the password prompt, as a firmware that
     asks one more question would. ``keystore_error`` makes every import
-    fail the way keytool does on a keystore password it cannot take.
+    fail the way keytool does on a keystore password it cannot take. ``hook``
+    (when set) is awaited with a point name and the session's MenuIO at
+    ``"menu"`` (inside the import dialogue, before the password prompt) and
+    ``"import"`` (the import done, before its verdict is shown); when it
+    returns False the dialogue ends as if input had ended.
     """
 
     inject_prompt: str | None = None
@@ -95,6 +99,7 @@ class EmsFaults:
     #: Called with a menu's title before the menu is drawn (in the lab's thread): a test
     #: hook to cut the connection or cancel the client at the menu.
     on_menu: Callable[[str], None] | None = None
+    hook: Callable[[str, MenuIO], Awaitable[bool]] | None = None
 
 
 #: What keytool prints when it cannot open a PKCS#12 file under the password given.
@@ -172,6 +177,8 @@ async def _import_flow(
         await io.write(faults.inject_prompt)
         if await io.readline() is None:
             return False
+    if faults.hook is not None and not await faults.hook("menu", io):
+        return False
     await io.write(str(spec["password_prompt"]))
     password = await io.readline(echo=False)
     await io.write("\n")
@@ -182,6 +189,8 @@ async def _import_flow(
     else:
         await io.write("\n".join(spec.get("working", [])) + "\n")
         ok, lines = await on_import(password)
+        if faults.hook is not None and not await faults.hook("import", io):
+            return False
         await io.write("\n".join([*lines, *spec["success" if ok else "failure"]]) + "\n")
     await io.write(str(menus["press_enter"]))
     return await io.readline() is not None

@@ -22,7 +22,11 @@ Fault knobs (attributes, changeable while running): ``web_fail_restarts``
 (drop the SSH connection once that many bytes were uploaded over SFTP; fires
 once), ``faults.inject_prompt`` (an unexpected question in the import
 dialogue), ``faults.keystore_error`` (every import fails as keytool does on a
-keystore password it cannot take), ``restart_delay``.
+keystore password it cannot take), ``restart_delay``, and
+:meth:`LabOvoc.stop_at`: hold (``hang``) or drop the SSH connection
+(``drop``) at one step of a deploy (mid-upload, after a rename, at the import
+menu, after the import before its verdict), with an event set once the step
+is reached.
 
 Everything the lab writes stays under its temporary folder, removed by
 :meth:`LabOvoc.stop`. POSIX only, like the rest of the lab.
@@ -37,6 +41,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,12 +49,41 @@ import asyncssh
 from cryptography import x509
 
 from .ca import Issued, LabCA
-from .ems_emulator import EmsFaults, ImportResult, load_menus, process_import, run_ems_manager
+from .ems_emulator import (
+    EmsFaults,
+    ImportResult,
+    MenuIO,
+    load_menus,
+    process_import,
+    run_ems_manager,
+)
 from .tls import CertSlot, LabHTTPSServer
 
-__all__ = ["LabOvoc"]
+__all__ = ["LabOvoc", "StopPoint"]
 
 Staging = Literal["files", "empty", "missing"]
+STOP_POINTS = ("upload", "rename", "menu", "import")
+
+
+@dataclass
+class StopPoint:
+    """Where :meth:`LabOvoc.stop_at` stops a deploy, and whether it got there.
+
+    ``upload``: the ``nth`` SFTP write (a file is half staged); ``rename``:
+    after the ``nth`` rename into place (the staging folder holds a mix of
+    new and old files); ``menu``: in the import dialogue, before the
+    password prompt; ``import``: the import done (the keystore and the web
+    server changed), before OVOC shows its verdict. ``action`` is ``hang``
+    (hold until the client goes or the lab stops) or ``drop`` (close the
+    SSH connection). ``reached`` is set once the point is reached (and the
+    change of that step made). Fires once.
+    """
+
+    point: str
+    action: str = "hang"
+    nth: int = 1
+    seen: int = 0
+    reached: threading.Event = field(default_factory=threading.Event)
 
 
 def _http_handler() -> type[Any]:
@@ -129,7 +163,8 @@ class LabOvoc:
         self.menus = load_menus(menus)
         self.restart_delay = restart_delay
         self.hostname = hostname
-        self.faults = EmsFaults()
+        self.faults = EmsFaults(hook=self._menu_hook)
+        self.stop_point: StopPoint | None = None
         self.web_fail_restarts = 0
         self.drop_after_upload_bytes: int | None = None
         self.keystore_password: str | None = None
@@ -273,6 +308,47 @@ class LabOvoc:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # ---- stop points -----------------------------------------------------------
+
+    def stop_at(self, point: str, action: str = "hang", nth: int = 1) -> StopPoint:
+        """Stop the next deploy at ``point`` (see :class:`StopPoint`)."""
+        if point not in STOP_POINTS or action not in ("hang", "drop"):
+            raise ValueError(f"unknown stop point {point!r} or action {action!r}")
+        self.stop_point = StopPoint(point, action, nth)
+        return self.stop_point
+
+    def _stop_here(self, point: str) -> StopPoint | None:
+        """The stop point when ``point`` is its ``nth`` passage (then it fires no more)."""
+        stop = self.stop_point
+        if stop is None or stop.point != point:
+            return None
+        stop.seen += 1
+        if stop.seen < stop.nth:
+            return None
+        self.stop_point = None
+        return stop
+
+    async def _hold(self, stop: StopPoint, conn: Any) -> None:
+        """Hang (until the connection or the lab goes) or drop the connection."""
+        stop.reached.set()
+        if stop.action == "drop":
+            conn.abort()
+            return
+        for _ in range(1200):  # at most 60 s
+            if conn.is_closed():
+                break
+            await asyncio.sleep(0.05)
+
+    async def _menu_hook(self, point: str, io: MenuIO) -> bool:
+        stop = self._stop_here(point)
+        if stop is None:
+            return True
+        conn = io._process.channel.get_connection() if isinstance(io, _Term) else None
+        if conn is None:
+            return True
+        await self._hold(stop, conn)
+        return False
+
     # ---- web server restart --------------------------------------------------------
 
     def _restart_web(self, result: ImportResult) -> None:
@@ -331,6 +407,14 @@ class LabOvoc:
                 return super().map_path(path)
 
             async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+                stop = lab._stop_here("upload")
+                if stop is not None:
+                    # Half the data in: a file half staged.
+                    result = super().write(file_obj, offset, data[: len(data) // 2])
+                    if asyncio.iscoroutine(result):
+                        await result
+                    await lab._hold(stop, self.connection)
+                    raise asyncssh.SFTPConnectionLost("connection dropped")
                 limit = lab.drop_after_upload_bytes
                 if limit is not None:
                     lab.drop_after_upload_bytes = limit - len(data)
@@ -342,6 +426,24 @@ class LabOvoc:
                 if asyncio.iscoroutine(result):
                     await result
                 return len(data)
+
+            async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+                result = super().posix_rename(oldpath, newpath)
+                if asyncio.iscoroutine(result):
+                    await result
+                stop = lab._stop_here("rename")
+                if stop is not None:
+                    await lab._hold(stop, self.connection)
+                    raise asyncssh.SFTPConnectionLost("connection dropped")
+
+            async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+                result = super().rename(oldpath, newpath)
+                if asyncio.iscoroutine(result):
+                    await result
+                stop = lab._stop_here("rename")
+                if stop is not None:
+                    await lab._hold(stop, self.connection)
+                    raise asyncssh.SFTPConnectionLost("connection dropped")
 
         return Sftp(chan, chroot=str(self.root_dir).encode())
 

@@ -240,10 +240,14 @@ class FaultRule:
     """Fail matching requests: the ``nth`` match and the ``times - 1`` after it.
 
     ``action`` is ``drop`` (close without answer), ``500``, ``409``, ``400``,
-    ``hang`` (hold the request until the lab stops) or ``delay`` (sleep
-    ``seconds`` then answer normally). ``method`` and ``path`` (an fnmatch
-    pattern on the path after ``/api/v1``, e.g. ``/files/tls/*/certificate``)
-    narrow which requests count; None matches all.
+    ``hang`` (hold the request until the lab stops), ``delay`` (sleep
+    ``seconds`` then answer normally), ``hang-after`` or ``drop-after``
+    (carry the request out, then hold it or close without answer: the
+    change is made and the client never hears of it). ``held`` counts the
+    requests the rule holds or dropped, once the change (if any) is made.
+    ``method`` and ``path`` (an fnmatch pattern on the path after
+    ``/api/v1``, e.g. ``/files/tls/*/certificate``) narrow which requests
+    count; None matches all.
     """
 
     action: str
@@ -254,6 +258,7 @@ class FaultRule:
     seconds: float = 0.0
     seen: int = 0
     fired: int = 0
+    held: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method:
@@ -264,7 +269,7 @@ class FaultRule:
 class Faults:
     """Faults injected into one lab SBC unit. Thread-safe; change it at any time."""
 
-    ACTIONS = ("drop", "500", "409", "400", "hang", "delay")
+    ACTIONS = ("drop", "500", "409", "400", "hang", "delay", "hang-after", "drop-after")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -411,6 +416,20 @@ class _DeviceState:
             self.saved = copy.deepcopy(self.running)
             self.saved_params = dict(self.params)
             self.saves += 1
+
+    def snapshot(self) -> Any:
+        """A copy of the running and saved configuration (see :meth:`restore_snapshot`)."""
+        with self.lock:
+            return copy.deepcopy(
+                (self.running, self.saved, self.params, self.saved_params, self.served))
+
+    def restore_snapshot(self, snapshot: Any) -> None:
+        """Put a :meth:`snapshot` back: configuration, flash and what the listeners present."""
+        with self.lock:
+            (self.running, self.saved, self.params, self.saved_params,
+             self.served) = copy.deepcopy(snapshot)
+            for role, slot, faults in self.slots:
+                self._push_role(role, slot, faults)
 
     def restart(self) -> None:
         """Reload the saved configuration, as a device does when it restarts."""
@@ -621,17 +640,22 @@ class _SbcHandler(BaseHTTPRequestHandler):
                 self._json(401, {"description": "Unauthorized"}, self._challenge())
                 return
             rule = sbc.faults.pick(method, path)
+            after: FaultRule | None = None
             if rule is not None:
                 if rule.action == "drop":
                     status = -1
                     self.close_connection = True
+                    rule.held += 1
                     return
                 if rule.action == "hang":
                     status = -1
+                    rule.held += 1
                     sbc._stopping.wait(60)
                     self.close_connection = True
                     return
-                if rule.action == "delay":
+                if rule.action in ("hang-after", "drop-after"):
+                    after = rule
+                elif rule.action == "delay":
                     time.sleep(rule.seconds)
                 else:
                     raise _Reply(int(rule.action), {
@@ -647,6 +671,14 @@ class _SbcHandler(BaseHTTPRequestHandler):
             if changing and sbc.state.syncing():
                 raise _Reply(409, "Device is busy: HA synchronization in progress")
             status, data, content_type = self._route(method, path, body)
+            if after is not None:
+                # The change is made; the answer never leaves.
+                status = -1
+                self.close_connection = True
+                after.held += 1
+                if after.action == "hang-after":
+                    sbc._stopping.wait(60)
+                return
             if isinstance(data, bytes):
                 self._send(status, data, content_type)
             else:
@@ -942,6 +974,14 @@ class LabSbc:
     def restart(self) -> None:
         """Restart the device: unsaved changes are lost, the saved ones are served."""
         self.state.restart()
+
+    def snapshot(self) -> Any:
+        """The device's configuration (running and saved) as it is now, to put back later
+        with :meth:`restore_snapshot` (a test that replays a fault from one start)."""
+        return self.state.snapshot()
+
+    def restore_snapshot(self, snapshot: Any) -> None:
+        self.state.restore_snapshot(snapshot)
 
     def seed_context(self, index: int, cert_pem: bytes, key_pem: bytes,
                      trusted_roots: Sequence[bytes] | None = None) -> None:

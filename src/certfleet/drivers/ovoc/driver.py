@@ -27,6 +27,7 @@ from ...errors import (
     DeviceConnectionError,
     DeviceError,
     DeviceRefusedError,
+    DeviceTimeoutError,
     InputError,
     RollbackError,
 )
@@ -135,6 +136,7 @@ class OvocDriver(Driver, SftpStaging):
         self.last_diagnosis: str | None = None  # why OVOC refused the last import
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
+        self._session_stale = False  # an operation was cut short: reconnect before reuse
         self._screen: Screen | None = None
         self._ems: EmsDialogue | None = None
         self._root_prompt: str | None = None  # the root shell's prompt line, as seen
@@ -158,8 +160,14 @@ class OvocDriver(Driver, SftpStaging):
 
     async def _op(self, what: str, coro: Any) -> Any:
         """Run one SFTP operation with a timeout, mapping failures to DeviceErrors."""
-        return await sftp_op(what, coro, timeout=self.timeouts.prompt, device=self.name,
-                             user=self.login.user, staging_dir=self.staging_dir)
+        try:
+            return await sftp_op(what, coro, timeout=self.timeouts.prompt, device=self.name,
+                                 user=self.login.user, staging_dir=self.staging_dir)
+        except (asyncio.CancelledError, DeviceTimeoutError):
+            # Cut short (Ctrl-C, SIGTERM, a timeout): the session may still be busy with the
+            # operation, so the rollback opens a new one (see _restore).
+            self._session_stale = True
+            raise
 
     async def connect(self) -> None:
         """SSH in as ``user``, open SFTP, and become ``su_user`` (checked with whoami)."""
@@ -175,6 +183,7 @@ class OvocDriver(Driver, SftpStaging):
 
     async def _connect_all(self) -> None:
         await self._close_quietly()
+        self._session_stale = False
         self._conn = await self._open()
         self._sftp = await self._op("starting SFTP", self._conn.start_sftp_client())
         await self._locate_staging_dir()
@@ -372,8 +381,8 @@ class OvocDriver(Driver, SftpStaging):
         self._advance(OvocProgress.IMPORTED)
 
     def _screen_dirty(self) -> bool:
-        """Whether the shell may be stuck inside a menu (after a timeout)."""
-        return self._ems is not None and self._ems.in_menu
+        """Whether the session may be stuck: inside a menu, or on an operation cut short."""
+        return self._session_stale or (self._ems is not None and self._ems.in_menu)
 
     # ---- EmsServerManager (see .ems) --------------------------------------------------
 

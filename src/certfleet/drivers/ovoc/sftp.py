@@ -42,6 +42,7 @@ class SftpStaging:
     profile: OvocProfile
     progress: OvocProgress
     _sftp: asyncssh.SFTPClient | None
+    _session_stale: bool
 
     def emit(self, step: str, status: Literal["start", "ok", "failed", "skipped"],
              detail: str = "") -> None:
@@ -220,8 +221,17 @@ class SftpStaging:
         import asyncssh
 
         attrs = asyncssh.SFTPAttrs(permissions=self.staging.file_mode)
-        async with sftp.open(path, "wb", attrs) as handle:
+        # One write request (block_size=0: the files are small), so that a write cut
+        # short leaves no background task behind.
+        handle = await sftp.open(path, "wb", attrs, block_size=0)
+        try:
             await handle.write(data)
+        except BaseException:
+            # Not closed here: a session stuck on the write would hold the close too.
+            # It is dropped instead, and the rollback opens a new one (see _restore).
+            self._session_stale = True
+            raise
+        await handle.close()
         await self._chmod(path, self.staging.file_mode)
 
     async def _chmod(self, path: str, mode: int) -> None:
