@@ -302,8 +302,7 @@ def register(app: typer.Typer) -> None:
         exit 1 when one is not ready.
         """
         from ..estate.decide import placeholder_secrets
-        from ..estate.devices import make_factory
-        from ..estate.devices import prompt_key_passphrases
+        from ..estate.devices import make_factory, prompt_key_passphrases
         from ..estate.plan import make_plan
         from ..inventory import select_devices
 
@@ -467,7 +466,7 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         with open_store(state_dir) as store:
             factory = default_factory(
-                store, [d for d in inv.devices.values() if d.name == device], inv)
+                store, [d for d in inv.devices.values() if d.name == device], inventory=inv)
             with Progress([device], quiet=json_out) as progress:
                 result = run_interruptible(rollback_device(
                     inv, store, factory, device, on_event=progress.event, break_lock=break_lock
