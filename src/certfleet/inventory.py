@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from .drivers.tlsprobe import Listener
 from .errors import ConfigError
+from .pki.keygen import KEY_TYPES
 
 __all__ = [
     "SECRET_KEYS",
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 DeviceKind = Literal["ovoc", "sbc"]
-KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384")
 SECRET_SCHEMES = ("env:", "keyring:", "file:")
 # Keys whose values are secrets: only references are accepted for them.
 SECRET_KEYS = (
