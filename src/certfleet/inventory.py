@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .drivers.tlsprobe import Listener
 from .errors import ConfigError
@@ -36,7 +36,9 @@ __all__ = [
     "select_devices",
 ]
 
-DeviceKind = Literal["ovoc", "sbc"]
+# A registered kind's name (certfleet.drivers.registry): "ovoc", "sbc", "sftp" or a plugin's.
+DeviceKind = str
+_LEGACY_SECRETS = ("password", "root_password", "keystore_password")
 SECRET_SCHEMES = ("env:", "keyring:", "file:")
 # Keys whose values are secrets: only references are accepted for them.
 SECRET_KEYS = (
@@ -78,7 +80,8 @@ _DEVICE_KEYS = {
     "menu",
     "x509_strict",
 }
-_DEFAULT_KEYS = _DEVICE_KEYS - {"kind", "address", "fqdn", "listeners", "description"}
+_NOT_DEFAULTS = {"kind", "address", "fqdn", "listeners", "description"}
+_DEFAULT_KEYS = _DEVICE_KEYS - _NOT_DEFAULTS
 _TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify"}
 _SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -134,6 +137,23 @@ class Device:
     staging_dir: str | None = None  # OVOC: the folder EmsServerManager imports from
     menu: Mapping[str, Any] = field(default_factory=dict)  # OVOC: menu labels on this firmware
     x509_strict: bool | None = None  # SBC + ca_file: strict X.509 checks (None: Python's default)
+    # The keys of the kind's own schema (certfleet.drivers.registry.KeySpec), validated.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # Secret key -> the table it is written in ("devices.NAME", "defaults.KIND", "defaults").
+    secret_sources: Mapping[str, str] = field(default_factory=dict)
+
+    def secret_keys(self) -> tuple[str, ...]:
+        """The keys holding secret references on this device."""
+        return tuple(self.secret_sources)
+
+    def secret_ref(self, key: str) -> str | None:
+        """The reference written for secret ``key`` (``env:VAR``, ``prompt``...), or None."""
+        value = getattr(self, key) if key in _LEGACY_SECRETS else self.options.get(key)
+        return value if isinstance(value, str) else None
+
+    def secret_source(self, key: str) -> str:
+        """The inventory table that gives secret ``key`` (``prompt`` asks once per table)."""
+        return self.secret_sources.get(key, f"devices.{self.name}")
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -413,14 +433,31 @@ def _parse_device(
         raise ctx.error(
             table, None, f"name {name!r} is not a simple name", "use letters, digits, -_."
         )
-    _check_keys(ctx, table, data, _DEVICE_KEYS)
+    from .drivers.registry import get_kind, kind_names
+
     kind = data.get("kind")
-    if kind not in ("ovoc", "sbc"):
+    if not isinstance(kind, str) or kind not in kind_names():
         raise ctx.error(
             table, "kind" if "kind" in data else None,
-            f"kind must be 'ovoc' or 'sbc', not {kind!r}", 'write kind = "sbc" (or "ovoc")',
+            f"kind must be one of {', '.join(kind_names())}, not {kind!r}",
+            'write kind = "sbc" (or "ovoc", "sftp"...)',
         )
-    merged: dict[str, Any] = {**defaults.get("", {}), **defaults.get(kind, {}), **data}
+    try:
+        spec = get_kind(kind)
+    except ConfigError as exc:
+        raise ctx.error(table, "kind", exc.message, exc.hint or "") from None
+    allowed = _allowed_keys(spec)
+    _check_keys(ctx, table, data, allowed)
+    kind_defaults = defaults.get(kind, {})
+    generic = {k: v for k, v in defaults.get("", {}).items() if k in allowed}
+    merged: dict[str, Any] = {**generic, **kind_defaults, **data}
+    sources = {
+        key: f"devices.{name}" if key in data
+        else f"defaults.{kind}" if key in kind_defaults else "defaults"
+        for key in (*_LEGACY_SECRETS, *(k for k, v in spec.schema.items() if v.type == "secret"))
+        if key in merged
+    }
+    options = _kind_options(ctx, table, spec.schema, merged)
     for key in SECRET_KEYS:
         if key in data:
             _check_secret(ctx, table, key, data[key])
@@ -443,9 +480,8 @@ def _parse_device(
             table, "certificate", f"no certificate named {cert!r} (known: {known})",
             f"add [certificates.{cert}] or fix the name",
         )
-    default_port = 22 if kind == "ovoc" else 443
-    key = "ssh_port" if kind == "ovoc" and "ssh_port" in merged else "port"
-    port = _port(ctx, table, key, merged.get(key, default_port))
+    key = spec.port_alias if spec.port_alias and spec.port_alias in merged else "port"
+    port = _port(ctx, table, key, merged.get(key, spec.default_port))
     https_port = _port(ctx, table, "https_port", merged.get("https_port", 443))
     strings: dict[str, str | None] = {}
     for item in ("user", "ssh_host_key", "tls_pin", "ca_file", "description", "su_user",
@@ -469,7 +505,8 @@ def _parse_device(
     if "listeners" in merged:
         listeners = _parse_listeners(ctx, table, merged["listeners"], address, fqdn)
     else:
-        listeners = (Listener(address, https_port if kind == "ovoc" else port, server_name=fqdn),)
+        default = https_port if spec.listener_port == "https_port" else port
+        listeners = (Listener(address, default, server_name=fqdn),)
     tags = _names(ctx, table, "tags", merged.get("tags", []))
     profile = merged.get("profile", {})
     _expect(ctx, table, "profile", profile, dict, "a table of profile overrides")
@@ -505,7 +542,49 @@ def _parse_device(
         staging_dir=strings["staging_dir"],
         menu=dict(menu),
         x509_strict=x509_strict,
+        options=options,
+        secret_sources=sources,
     )
+
+
+def _kind_options(
+    ctx: _Ctx, table: Sequence[str], schema: Mapping[str, Any], merged: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values of the kind's own keys, checked against its schema (KeySpec)."""
+    options: dict[str, Any] = {}
+    for key, spec in schema.items():
+        if key not in merged:
+            if spec.required:
+                raise ctx.error(table, None, f"has no {key}", f"add {key} = <{spec.what}>")
+            continue
+        value = merged[key]
+        if spec.type == "secret":
+            options[key] = _check_secret(ctx, table, key, value)
+            continue
+        if not spec.accepts(value):
+            raise ctx.error(table, key, f"must be {spec.what}, not {value!r}",
+                            f"write {key} = <{spec.what}>")
+        options[key] = tuple(value) if isinstance(value, list) else value
+    return options
+
+
+def _allowed_keys(spec: Any) -> set[str]:
+    """The keys a device of kind ``spec`` (a DriverKind) may have."""
+    return _DEVICE_KEYS | set(spec.schema) | ({spec.port_alias} if spec.port_alias else set())
+
+
+def _kind_keys() -> set[str]:
+    """The keys of every registered kind's schema (a ``[defaults]`` key may be any)."""
+    from .drivers.registry import get_kind, kind_names
+
+    keys: set[str] = set()
+    for name in kind_names():
+        try:
+            spec = get_kind(name)
+        except ConfigError:
+            continue  # a broken plugin is named when a device uses it
+        keys |= _allowed_keys(spec) - _DEVICE_KEYS
+    return keys
 
 
 def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory:
@@ -536,16 +615,24 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
     raw_defaults = data.get("defaults", {})
     _expect(ctx, (), "defaults", raw_defaults, dict, "a table")
     defaults: dict[str, dict[str, Any]] = {"": {}}
+    from .drivers.registry import get_kind, kind_names
+
+    kinds = set(kind_names())
     for key, value in raw_defaults.items():
-        if key in ("sbc", "ovoc"):
+        if key in kinds:
             _expect(ctx, ("defaults",), key, value, dict, "a table")
-            _check_keys(ctx, ("defaults", key), value, _DEFAULT_KEYS)
+            try:
+                spec = get_kind(key)
+            except ConfigError as exc:
+                raise ctx.error(("defaults", key), None, exc.message, exc.hint or "") from None
+            _check_keys(ctx, ("defaults", key), value, _allowed_keys(spec) - _NOT_DEFAULTS)
             for secret in SECRET_KEYS:
                 if secret in value:
                     _check_secret(ctx, ("defaults", key), secret, value[secret])
             defaults[key] = dict(value)
         else:
-            _check_keys(ctx, ("defaults",), {key: value}, _DEFAULT_KEYS | {"sbc", "ovoc"})
+            if key not in _DEFAULT_KEYS:
+                _check_keys(ctx, ("defaults",), {key: value}, _DEFAULT_KEYS | kinds | _kind_keys())
             if key in SECRET_KEYS:
                 _check_secret(ctx, ("defaults",), key, value)
             defaults[""][key] = value

@@ -63,11 +63,15 @@ def load(inventory: Path) -> Inventory:
     return load_inventory(inventory)
 
 
-def default_factory(store: Store, devices: list[Any] | None = None) -> DriverFactory:
-    """The real drivers; secrets the inventory says to ``prompt`` for are asked now."""
-    from ..estate.devices import make_factory, prompt_secrets
+def default_factory(
+    store: Store, devices: list[Any] | None = None, *, ask: bool = True
+) -> DriverFactory:
+    """The real drivers, built with the secrets of ``devices`` resolved now, before any
+    connection; ``prompt`` questions are asked now (``ask``), else left blank (a plan)."""
+    from ..credentials import Credentials
+    from ..estate.devices import make_factory
 
-    return make_factory(store, prompt_secrets(devices or []))
+    return make_factory(store, Credentials.resolve(devices or [], ask=ask))
 
 
 # ---- rendering shared with the demo ---------------------------------------------------
@@ -202,8 +206,11 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         with open_store(state_dir) as store:
+            from ..inventory import select_devices
+
+            factory = default_factory(store, select_devices(inv, only), ask=False)
             plans = _run_async(make_plan(inv, store, only, force=force,
-                                         allow_no_rollback=allow_no_rollback))
+                                         allow_no_rollback=allow_no_rollback, factory=factory))
         if json_out:
             print_json({"devices": [p.to_dict() for p in plans]})
             return
@@ -252,13 +259,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"another deploy holds the lock: {holder.describe()}",
                      "wait for it to finish (the lock goes with its process)",
                      json_out=json_out)
-            if dry_run:
-                from ..estate.decide import placeholder_secrets
-                from ..estate.devices import make_factory
-
-                factory = make_factory(store, placeholder_secrets(select_devices(inv, only)))
-            else:
-                factory = default_factory(store, select_devices(inv, only))
+            factory = default_factory(store, select_devices(inv, only), ask=not dry_run)
             try:
                 report = run_deploy_cli(
                     inv, store, factory, only=only, concurrency=concurrency,

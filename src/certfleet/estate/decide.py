@@ -14,7 +14,7 @@ nothing (``--skip-refused`` deploys the others).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from ..errors import CertfleetError
 from ..inventory import Device, Inventory
 
 if TYPE_CHECKING:
+    from ..credentials import Credentials
     from ..drivers.base import Driver, EventCallback
     from .deploy import DriverFactory
     from .store import Store, VersionRecord
@@ -64,16 +65,22 @@ def unreachable_reason(results: Sequence[ProbeResult]) -> str | None:
     return "; ".join(f"{r.listener}: {r.error or 'no answer'}" for r in down)
 
 
-def placeholder_secrets(devices: Sequence[Device]) -> dict[tuple[str, str], str]:
-    """Stand-ins for the secrets asked at run time (``prompt``): a plan asks nothing."""
-    from .devices import SECRET_FIELDS
+def placeholder_secrets(devices: Sequence[Device]) -> Credentials:
+    """The credentials of a plan: every secret resolved, ``prompt`` left blank (asks nothing)."""
+    from ..credentials import Credentials
 
-    return {
-        (device.name, name): ""
-        for device in devices
-        for name in SECRET_FIELDS
-        if getattr(device, name) == "prompt"
-    }
+    return Credentials.resolve(devices, ask=False)
+
+
+def _rollback_rule(kind_name: str) -> tuple[bool, str]:
+    """Whether a driver of ``kind_name`` needs a stored key to roll back; else why it can."""
+    from ..drivers.registry import get_kind
+
+    try:
+        kind = get_kind(kind_name)
+    except CertfleetError:  # a driver of no registered kind backs up what it changes
+        return False, "the driver backs up what it changes, key included"
+    return kind.rollback_needs_key, kind.rollback_note
 
 
 async def decide_device(
@@ -125,16 +132,16 @@ async def decide_device(
         decision.driver = factory(device, inventory, on_event)
     except CertfleetError as exc:  # secrets, profile, CA file, menu
         return decision.refuse(exc.message, exc.hint)
-    kind = decision.driver.kind
-    if kind == "sbc" and not decision.rollback and not allow_no_rollback:
+    needs_key, note = _rollback_rule(decision.driver.kind)
+    if needs_key and not decision.rollback and not allow_no_rollback:
         return decision.refuse(
             f"no rollback possible: {decision.rollback_reason}",
             "import the certificate it serves now with its key first, or pass "
             "--allow-no-rollback to deploy without a way back",
         )
-    if kind != "sbc":
+    if not needs_key:
         decision.rollback = True
-        decision.rollback_reason = "the driver backs up what it changes, key included"
+        decision.rollback_reason = note
     behind = sum(1 for sha in decision.served.values() if sha != version.leaf_sha256)
     decision.reason = f"{behind}/{len(decision.results)} listener(s) do not serve v{version.number}"
     return decision
@@ -150,14 +157,17 @@ async def decide_all(
     allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
     targets: Any = None,
-    prefetched: Mapping[tuple[str, str], str] | None = None,
+    credentials: Credentials | None = None,
 ) -> list[Decision]:
-    """Decide for every device, concurrently; in the order of ``devices``."""
+    """Decide for every device, concurrently; in the order of ``devices``.
+
+    Without ``factory``, drivers are built with ``credentials`` (by default a
+    plan's: :func:`placeholder_secrets`); callers resolve them before the loop."""
     from .deploy import _Targets
     from .devices import make_factory
 
     if factory is None:
-        factory = make_factory(store, prefetched or placeholder_secrets(devices))
+        factory = make_factory(store, credentials or placeholder_secrets(devices))
     targets = targets or _Targets(inventory, store)
     return list(await asyncio.gather(*(
         decide_device(device, inventory, store, targets, factory, force=force,
