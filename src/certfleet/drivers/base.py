@@ -109,6 +109,11 @@ class Backup:
     def read_from(cls, directory: Path) -> Backup:
         manifest = json.loads((directory / "backup.json").read_text())
         files = {name: (directory / name).read_bytes() for name in manifest["files"]}
+        return cls.from_manifest(manifest, files)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], files: dict[str, bytes]) -> Backup:
+        """The backup a ``backup.json`` manifest describes, with the bytes of its files."""
         return cls(
             device=manifest["device"],
             kind=manifest["kind"],

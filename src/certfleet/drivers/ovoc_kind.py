@@ -6,7 +6,6 @@ driver package so that reading an inventory does not import it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -24,14 +23,7 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
     """The OVOC driver for ``device``. Raises ConfigError / PasswordError."""
     from .ovoc import OvocDriver
 
-    host_key: str | None = None
-    known_hosts: Path | None = None
-    if device.ssh_host_key is not None:
-        pin = device.ssh_host_key.strip()
-        if pin.startswith("SHA256:") or " " in pin:
-            host_key = pin
-        else:
-            known_hosts = context.path(pin)
+    host_key, known_hosts = context.ssh_host_key(device)
     return OvocDriver(
         device.name,
         device.address,

@@ -127,6 +127,16 @@ class BuildContext:
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
+    def ssh_host_key(self, device: Device) -> tuple[str | None, Path | None]:
+        """The device's ``ssh_host_key`` as (a pinned key line or ``SHA256:`` fingerprint,
+        a known_hosts file): one of them, or neither when the inventory gives none."""
+        if device.ssh_host_key is None:
+            return None, None
+        pin = device.ssh_host_key.strip()
+        if pin.startswith("SHA256:") or " " in pin:
+            return pin, None
+        return None, self.path(pin)
+
 
 @dataclass(frozen=True)
 class DriverKind:

@@ -39,6 +39,15 @@ log = logging.getLogger("certfleet.drivers.sbc")
 
 API_PREFIX = "/api/v1"
 RELAXED_X509_HINT = "--relaxed-x509 (inventory: x509_strict = false)"
+# Status -> what the refusal says ({attempts}: how many tries) and the fix.
+_REFUSALS: dict[int, tuple[str, str]] = {
+    400: ("the SBC refused the file",
+          "the SBC takes PEM files only: run certfleet check on the input files"),
+    404: ("not found on the SBC",
+          "check --context: certfleet sbc status lists the TLS contexts of the device"),
+    409: ("the SBC is busy (HA sync?), still after {attempts} tries",
+          "wait until the HA pair is synchronised (or the device is idle) and rerun"),
+}
 
 
 class SbcRest:
@@ -387,39 +396,13 @@ class SbcRest:
                 device=self.name,
                 status=code,
             )
-        if code == 400:
-            raise DeviceRefusedError(
-                f"{said}: the SBC refused the file{quoted}",
-                hint="the SBC takes PEM files only: run certfleet check on the input files",
-                device=self.name,
-                status=code,
-            )
-        if code == 404:
-            raise DeviceRefusedError(
-                f"{said}: not found on the SBC{quoted}",
-                hint="check --context: certfleet sbc status lists the TLS contexts of the device",
-                device=self.name,
-                status=code,
-            )
-        if code == 409:
-            raise DeviceRefusedError(
-                f"{said}: the SBC is busy (HA sync?), still after {attempts} tries{quoted}",
-                hint="wait until the HA pair is synchronised (or the device is idle) and rerun",
-                device=self.name,
-                status=code,
-            )
-        if code >= 500:
-            raise DeviceRefusedError(
-                f"{said}: the SBC failed{quoted}",
-                hint="check the SBC's alarms and syslog, then rerun",
-                device=self.name,
-                status=code,
-            )
+        words, hint = _REFUSALS.get(code) or (
+            ("the SBC failed", "check the SBC's alarms and syslog, then rerun") if code >= 500
+            else ("unexpected answer",
+                  "check the firmware version: certfleet speaks the REST API of 7.4"))
         raise DeviceRefusedError(
-            f"{said}: unexpected answer{quoted}",
-            hint="check the firmware version: certfleet speaks the REST API of 7.4",
-            device=self.name,
-            status=code,
+            f"{said}: {words.format(attempts=attempts)}{quoted}", hint=hint,
+            device=self.name, status=code,
         )
 
 

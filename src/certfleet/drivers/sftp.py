@@ -331,13 +331,7 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
     """The SFTP driver for an inventory device of kind ``sftp``. Raises ConfigError."""
     options = device.options
     paths = {role: options[f"{role}_path"] for role in _ROLES if options.get(f"{role}_path")}
-    host_key = known_hosts = None
-    if device.ssh_host_key is not None:
-        pin = device.ssh_host_key.strip()
-        if pin.startswith("SHA256:") or " " in pin:
-            host_key = pin
-        else:
-            known_hosts = str(context.path(pin))
+    host_key, known_hosts = context.ssh_host_key(device)
     if host_key is None and known_hosts is None:
         raise ConfigError(f"device {device.name!r} has no ssh_host_key",
                           hint="pin the SSH host key: ssh_host_key = \"SHA256:...\" "
@@ -354,7 +348,7 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
         password=credentials.get("password"),
         client_keys=[str(context.path(client_key))] if client_key else None,
         host_key=host_key,
-        known_hosts=known_hosts,
+        known_hosts=str(known_hosts) if known_hosts else None,
         key_format=options.get("key_format", "pkcs8"),
         cert_includes_chain=bool(options.get("cert_includes_chain", False)),
         command_timeout=float(options.get("command_timeout", 60.0)),
