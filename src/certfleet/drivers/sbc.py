@@ -45,7 +45,7 @@ from ..errors import (
 from ..pki.keygen import profile_key_pem
 from ..pki.model import Bundle, Finding, PrivateKey, cert_sha256, spki_sha256
 from ..pki.profiles import SbcProfile, render_target
-from .base import Backup, DeployOutcome, Driver, EventCallback
+from .base import Backup, DeployOutcome, Driver, EventCallback, wait_for_previous
 from .sbc_model import (
     NO_ROLLBACK_HINT,
     SbcContext,
@@ -58,7 +58,7 @@ from .sbc_model import (
     tls_contexts_in_ini,
 )
 from .sbc_rest import API_PREFIX, RELAXED_X509_HINT, SbcRest, _json
-from .tlsprobe import Listener, ProbeResult, wait_for_served
+from .tlsprobe import Listener, ProbeResult
 
 if TYPE_CHECKING:
     from .sbc_rehearsal import Readiness
@@ -455,17 +455,8 @@ class SbcDriver(SbcRest, Driver):
         if self._restoring:
             # The previous certificates are back at once on a healthy device; a short
             # verify timeout (set to fail fast on the new one) must not fail the rollback.
-            wait = max(wait, 5.0)
-            groups: dict[str, list[Listener]] = {}
-            for listener in self.listeners:
-                previous = self._served_before.get(listener)
-                if previous:
-                    groups.setdefault(previous, []).append(listener)
-            results: dict[Listener, ProbeResult] = {}
-            for sha, group in groups.items():
-                for result in await wait_for_served(group, sha, wait):
-                    results[result.listener] = result
-            return [results[item] for item in self.listeners if item in results]
+            previous = {item: self._served_before.get(item) for item in self.listeners}
+            return await wait_for_previous(previous, max(wait, 5.0))
         for index in self.contexts:
             held = await self.read_certificate(index)
             held_sha = cert_sha256(held) if held is not None else None
