@@ -13,7 +13,6 @@ header and then the key; that is good enough for a hand-written file.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,12 @@ from typing import Any
 
 from .drivers.tlsprobe import Listener
 from .errors import ConfigError
+from .inventory_checks import SECRET_SCHEMES as SECRET_SCHEMES
+from .inventory_checks import _check_keys as _check_keys  # also used by acme.config
+from .inventory_checks import _check_secret as _check_secret
+from .inventory_checks import _Ctx as _Ctx
+from .inventory_checks import _expect, _is_ip, _names, _port
+from .inventory_skeleton import SKELETON as SKELETON
 from .pki.keygen import KEY_TYPES
 
 __all__ = [
@@ -39,7 +44,6 @@ __all__ = [
 # A registered kind's name (certfleet.drivers.registry): "ovoc", "sbc", "sftp" or a plugin's.
 DeviceKind = str
 _LEGACY_SECRETS = ("password", "root_password", "keystore_password")
-SECRET_SCHEMES = ("env:", "keyring:", "file:")
 # Keys whose values are secrets: only references are accepted for them.
 SECRET_KEYS = (
     "password",
@@ -211,134 +215,6 @@ def select_devices(inventory: Inventory, only: Sequence[str] = ()) -> list[Devic
             )
         chosen.extend(d for d in matched if d not in chosen)
     return chosen
-
-
-# ---- locating lines ----------------------------------------------------------
-
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-
-
-def _header_path(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip('"').strip("'") for part in raw.split("."))
-
-
-def _line_of(text: str, table: Sequence[str], key: str | None = None) -> int | None:
-    """The 1-based line of ``key`` in table ``table`` (or of the header), by scanning."""
-    lines = text.splitlines()
-    want = tuple(table)
-    start: int | None = 0 if not want else None
-    for number, line in enumerate(lines):
-        match = _HEADER_RE.match(line)
-        if match and _header_path(match.group(1)) == want:
-            start = number
-            break
-    if start is None:
-        # dotted keys or inline tables: find "key =" anywhere as a fallback
-        start = 0
-        if key is None:
-            return None
-    if key is None:
-        return start + 1
-    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
-    for number in range(start + (1 if want else 0), len(lines)):
-        if want and _HEADER_RE.match(lines[number]):
-            break
-        if not want and _HEADER_RE.match(lines[number]):
-            break
-        if key_re.match(lines[number]):
-            return number + 1
-    return start + 1 if want else None
-
-
-class _Ctx:
-    """Builds errors that name the file, the line and the key."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.text = text
-
-    def error(
-        self, table: Sequence[str], key: str | None, problem: str, hint: str
-    ) -> ConfigError:
-        line = _line_of(self.text, table, key)
-        where = f"{self.path}:{line}" if line else str(self.path)
-        dotted = ".".join([*table, key] if key else table) or "(top level)"
-        return ConfigError(
-            f"{where}: {dotted}: {problem}", hint=hint, path=str(self.path), line=line, key=dotted
-        )
-
-
-def _expect(
-    ctx: _Ctx, table: Sequence[str], key: str, value: Any, kind: type | tuple[type, ...], what: str
-) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in (
-        kind if isinstance(kind, tuple) else (kind,)
-    ):
-        raise ctx.error(table, key, f"must be {what}, not {value!r}", f"write {key} = <{what}>")
-    if not isinstance(value, kind):
-        raise ctx.error(table, key, f"must be {what}, not {value!r}", f"write {key} = <{what}>")
-    return value
-
-
-def _check_keys(
-    ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowed: set[str]
-) -> None:
-    import difflib
-
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else "allowed: " + ", ".join(sorted(allowed))
-            )
-            raise ctx.error(table, key, f"unknown key {key!r}", hint)
-
-
-def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ctx.error(table, key, "must be a secret reference string", 'write e.g. "env:VAR"')
-    if value == "prompt" or (
-        value.startswith(SECRET_SCHEMES) and len(value.partition(":")[2]) > 0
-    ):
-        if value.startswith("keyring:") and "/" not in value:
-            raise ctx.error(
-                table, key, f"keyring reference {value!r} must be keyring:SERVICE/USER",
-                "write e.g. keyring:certfleet/sbc-admin",
-            )
-        return value
-    # Never echo the value: it may be a real password.
-    raise ctx.error(
-        table,
-        key,
-        "holds a literal secret; the inventory only takes references",
-        f'write {key} = "env:VAR", "keyring:SERVICE/USER", "file:PATH" or "prompt" '
-        "and remove the password from the file",
-    )
-
-
-def _port(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> int:
-    _expect(ctx, table, key, value, int, "a port number")
-    if not 0 < value < 65536:
-        raise ctx.error(table, key, f"port {value!r} is not 1-65535", "use a real port number")
-    return int(value)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _names(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> tuple[str, ...]:
-    _expect(ctx, table, key, value, list, "a list of strings")
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise ctx.error(table, key, f"item {item!r} is not a non-empty string", "quote it")
-    return tuple(value)
 
 
 def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
@@ -670,61 +546,3 @@ def load_inventory(path: Path | str) -> Inventory:
             path=str(path),
         ) from None
     return parse_inventory(text, path)
-
-
-SKELETON = """\
-# certfleet inventory: the certificates of the estate and the devices serving them.
-# No secret ever goes in this file: passwords are references resolved at run time,
-#   "env:VAR"                 an environment variable
-#   "keyring:SERVICE/USER"    the OS keyring (keyring set SERVICE USER)
-#   "file:PATH"               the first line of a file (keep it 0600)
-#   "prompt"                  asked on the terminal
-# Each table is checked when certfleet reads the file; errors name the line.
-
-[settings]
-concurrency = 8          # devices deployed in parallel
-expiry_warn_days = 30    # status/check warn when fewer days are left
-
-# One table per certificate. `certfleet csr NAME` makes the key and CSR;
-# `certfleet import NAME FILE...` stores what the CA sent back.
-[certificates.wildcard]
-cn = "*.example.com"
-sans = ["*.example.com", "example.com"]
-key_type = "rsa2048"                 # rsa2048, rsa3072, rsa4096, ec-p256, ec-p384
-# organization = "Example Ltd"
-# key_passphrase = "env:CERTFLEET_KEY_PASSPHRASE"   # encrypts the key in the state store
-
-# Defaults apply to every device; [defaults.sbc] / [defaults.ovoc] to one kind.
-[defaults.sbc]
-user = "Admin"
-password = "env:SBC_PASSWORD"
-
-[defaults.ovoc]
-user = "acems"
-password = "env:OVOC_ACEMS_PASSWORD"
-root_password = "env:OVOC_ROOT_PASSWORD"
-keystore_password = "env:OVOC_KEYSTORE_PASSWORD"   # answers EmsServerManager's prompt
-
-# The OVOC appliance: SFTP + SSH as acems, su to root, EmsServerManager.
-[devices.ovoc]
-kind = "ovoc"
-address = "ovoc.example.com"
-ssh_port = 22
-https_port = 443
-certificate = "wildcard"
-# ssh_host_key = "ssh-ed25519 AAAA..."   # the host key (or a known_hosts file path)
-listeners = [443]
-tags = ["core"]
-
-# A Mediant SBC: REST API over HTTPS, one or more TLS contexts.
-[devices.sbc1]
-kind = "sbc"
-address = "sbc1.example.com"
-port = 443
-certificate = "wildcard"
-tls_contexts = [0]
-# tls_pin = "sha256:..."                 # pin of the management certificate (or ca_file)
-# x509_strict = false                    # with ca_file: accept a certificate without AKI/SKI
-listeners = [443, "sbc1.example.com:5061"]
-tags = ["sbc", "site-a"]
-"""
