@@ -78,11 +78,12 @@ class Proxy:
         return self.site / name
 
     def write_initial(self) -> None:
-        """Put the first certificate back on disk and in the listener; chain absent."""
+        """Put the first certificate back on disk and in the listener; nothing else."""
+        for stale in self.site.iterdir():
+            stale.unlink()
         self.path("cert.pem").write_bytes(self.initial.leaf_pem)
         self.path("key.pem").write_bytes(self.initial.key_pem("pkcs8"))
         self.path("key.pem").chmod(0o600)
-        self.path("chain.pem").unlink(missing_ok=True)
         self.slot.set(self.initial.leaf_pem, self.initial.key_pem("pkcs8"))
         self.reloads.clear()
         self.refuse_next.clear()
@@ -326,3 +327,19 @@ verify_timeout = 10
     assert proxy.path("fullchain.pem").read_bytes() == new.fullchain_pem
     assert proxy.served() == cert_sha256(new.leaf)
     assert proxy.reloads == ["ok"]
+
+
+def test_a_failed_upload_leaves_the_files_and_no_temporary_file(
+    proxy: Proxy, lab_ca: LabCA
+) -> None:
+    """The chain's folder does not exist: the upload stops there, the files uploaded
+    so far under temporary names are removed, nothing is renamed or reloaded."""
+    paths = {"cert": str(proxy.path("cert.pem")), "key": str(proxy.path("key.pem")),
+             "chain": str(proxy.site / "missing" / "chain.pem")}
+    outcome = asyncio.run(_driver(proxy, paths=paths).deploy(_bundle(lab_ca.issue(NAMES))))
+    assert outcome.outcome == "restored", outcome.message
+    assert "uploading" in outcome.message
+    assert sorted(p.name for p in proxy.site.iterdir()) == ["cert.pem", "key.pem"]
+    assert proxy.path("cert.pem").read_bytes() == proxy.initial.leaf_pem
+    assert proxy.reloads == []
+    assert proxy.served() == cert_sha256(proxy.initial.leaf)

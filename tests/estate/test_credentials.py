@@ -95,7 +95,6 @@ def _read_until(fd: int, wanted: bytes, seen: bytearray, deadline: float) -> Non
             seen += chunk
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal is POSIX")
 def test_deploy_asks_each_prompt_once_before_any_connection(tmp_path: Path) -> None:
     """[defaults.sbc] password = "prompt" is one question for sbc1 and sbc2; sbc3's own
     line is another; all asked on the terminal before the run decides anything."""

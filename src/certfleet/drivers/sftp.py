@@ -224,8 +224,12 @@ class SftpDriver(Driver):
                     await handle.write(data)
                 await sftp.chmod(tmp, mode)
 
-            await self._op(f"uploading {tmp!r}", write())
             staged.append((tmp, path))
+            try:
+                await self._op(f"uploading {tmp!r}", write())
+            except BaseException:
+                await self._remove_quietly(tmp for tmp, _ in staged)
+                raise
         for tmp, path in staged:
             self._changed = True
             await self._op(f"renaming {tmp!r} over {path!r}", sftp.posix_rename(tmp, path))
@@ -237,6 +241,13 @@ class SftpDriver(Driver):
                 except DeviceRefusedError as exc:
                     if not isinstance(exc.__cause__, asyncssh.SFTPNoSuchFile):
                         raise
+
+    async def _remove_quietly(self, paths: Any) -> None:
+        """Remove what an interrupted upload left (best effort: the targets are untouched)."""
+        assert self._sftp is not None
+        for path in list(paths):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._sftp.remove(path), 10)
 
     async def run_reload(self) -> str:
         """Run ``reload_command``; its output. Raises DeviceRefusedError unless it exits 0."""
