@@ -16,16 +16,22 @@ problem ends the parsing of its certificate, device or table only.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .drivers.tlsprobe import Listener
 from .errors import ConfigError
+from .inventory_checks import SECRET_SCHEMES as SECRET_SCHEMES
+from .inventory_checks import _check_keys as _check_keys  # also used by acme.config
+from .inventory_checks import _check_secret as _check_secret
+from .inventory_checks import _Ctx as _Ctx
+from .inventory_checks import _expect, _is_ip, _names, _port
+from .inventory_skeleton import SKELETON as SKELETON
+from .pki.keygen import KEY_TYPES
 
 __all__ = [
     "SECRET_KEYS",
@@ -38,9 +44,9 @@ __all__ = [
     "select_devices",
 ]
 
-DeviceKind = Literal["ovoc", "sbc"]
-KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec-p256", "ec-p384")
-SECRET_SCHEMES = ("env:", "keyring:", "file:")
+# A registered kind's name (certfleet.drivers.registry): "ovoc", "sbc", "sftp" or a plugin's.
+DeviceKind = str
+_LEGACY_SECRETS = ("password", "root_password", "keystore_password")
 # Keys whose values are secrets: only references are accepted for them.
 SECRET_KEYS = (
     "password",
@@ -81,7 +87,8 @@ _DEVICE_KEYS = {
     "menu",
     "x509_strict",
 }
-_DEFAULT_KEYS = _DEVICE_KEYS - {"kind", "address", "fqdn", "listeners", "description"}
+_NOT_DEFAULTS = {"kind", "address", "fqdn", "listeners", "description"}
+_DEFAULT_KEYS = _DEVICE_KEYS - _NOT_DEFAULTS
 _TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify"}
 _SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -137,6 +144,23 @@ class Device:
     staging_dir: str | None = None  # OVOC: the folder EmsServerManager imports from
     menu: Mapping[str, Any] = field(default_factory=dict)  # OVOC: menu labels on this firmware
     x509_strict: bool | None = None  # SBC + ca_file: strict X.509 checks (None: Python's default)
+    # The keys of the kind's own schema (certfleet.drivers.registry.KeySpec), validated.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # Secret key -> the table it is written in ("devices.NAME", "defaults.KIND", "defaults").
+    secret_sources: Mapping[str, str] = field(default_factory=dict)
+
+    def secret_keys(self) -> tuple[str, ...]:
+        """The keys holding secret references on this device."""
+        return tuple(self.secret_sources)
+
+    def secret_ref(self, key: str) -> str | None:
+        """The reference written for secret ``key`` (``env:VAR``, ``prompt``...), or None."""
+        value = getattr(self, key) if key in _LEGACY_SECRETS else self.options.get(key)
+        return value if isinstance(value, str) else None
+
+    def secret_source(self, key: str) -> str:
+        """The inventory table that gives secret ``key`` (``prompt`` asks once per table)."""
+        return self.secret_sources.get(key, f"devices.{self.name}")
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -194,164 +218,6 @@ def select_devices(inventory: Inventory, only: Sequence[str] = ()) -> list[Devic
             )
         chosen.extend(d for d in matched if d not in chosen)
     return chosen
-
-
-# ---- locating lines ----------------------------------------------------------
-
-_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-
-
-def _header_path(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip('"').strip("'") for part in raw.split("."))
-
-
-def _line_of(text: str, table: Sequence[str], key: str | None = None) -> int | None:
-    """The 1-based line of ``key`` in table ``table`` (or of the header), by scanning."""
-    lines = text.splitlines()
-    want = tuple(table)
-    start: int | None = 0 if not want else None
-    for number, line in enumerate(lines):
-        match = _HEADER_RE.match(line)
-        if match and _header_path(match.group(1)) == want:
-            start = number
-            break
-    if start is None:
-        # dotted keys or inline tables: find "key =" anywhere as a fallback
-        start = 0
-        if key is None:
-            return None
-    if key is None:
-        return start + 1
-    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
-    for number in range(start + (1 if want else 0), len(lines)):
-        if want and _HEADER_RE.match(lines[number]):
-            break
-        if not want and _HEADER_RE.match(lines[number]):
-            break
-        if key_re.match(lines[number]):
-            return number + 1
-    return start + 1 if want else None
-
-
-class _Ctx:
-    """Builds errors that name the file, the line and the key; collects them."""
-
-    def __init__(self, path: Path, text: str, *, collect: bool = False) -> None:
-        self.path = path
-        self.text = text
-        self.collect = collect
-        self.errors: list[ConfigError] = []
-
-    def report(self, error: ConfigError) -> None:
-        """An error after which checking can go on: kept when collecting, else raised."""
-        if not self.collect:
-            raise error
-        self.record(error)
-
-    def record(self, error: ConfigError) -> None:
-        """Keep ``error`` for the final report (once: defaults reach many devices)."""
-        if all(e.message != error.message for e in self.errors):
-            self.errors.append(error)
-
-    def raise_collected(self) -> None:
-        """Raise one ConfigError listing every collected error (none: return)."""
-        if not self.errors:
-            return
-        if len(self.errors) == 1:
-            raise self.errors[0]
-        lines = [e.message + (f" ({e.hint})" if e.hint else "") for e in self.errors]
-        raise ConfigError(
-            "\n".join(lines),
-            hint=f"fix the {len(lines)} problems above (each names its line), then run again",
-            path=str(self.path),
-            errors=[{"line": e.context.get("line"), "key": e.context.get("key"),
-                     "message": e.message, "hint": e.hint} for e in self.errors],
-        )
-
-    def error(
-        self, table: Sequence[str], key: str | None, problem: str, hint: str
-    ) -> ConfigError:
-        line = _line_of(self.text, table, key)
-        where = f"{self.path}:{line}" if line else str(self.path)
-        dotted = ".".join([*table, key] if key else table) or "(top level)"
-        return ConfigError(
-            f"{where}: {dotted}: {problem}", hint=hint, path=str(self.path), line=line, key=dotted
-        )
-
-
-def _expect(
-    ctx: _Ctx, table: Sequence[str], key: str, value: Any, kind: type | tuple[type, ...], what: str
-) -> Any:
-    if isinstance(value, bool) and kind is not bool and bool not in (
-        kind if isinstance(kind, tuple) else (kind,)
-    ):
-        raise ctx.error(table, key, f"must be {what}, not {value!r}", f"write {key} = <{what}>")
-    if not isinstance(value, kind):
-        raise ctx.error(table, key, f"must be {what}, not {value!r}", f"write {key} = <{what}>")
-    return value
-
-
-def _check_keys(
-    ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowed: set[str]
-) -> None:
-    import difflib
-
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = (
-                f"did you mean {close[0]!r}?"
-                if close
-                else "allowed: " + ", ".join(sorted(allowed))
-            )
-            ctx.report(ctx.error(table, key, f"unknown key {key!r}", hint))
-
-
-def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise ctx.error(table, key, "must be a secret reference string", 'write e.g. "env:VAR"')
-    if value == "prompt" or (
-        value.startswith(SECRET_SCHEMES) and len(value.partition(":")[2]) > 0
-    ):
-        if value.startswith("keyring:") and "/" not in value:
-            raise ctx.error(
-                table, key, f"keyring reference {value!r} must be keyring:SERVICE/USER",
-                "write e.g. keyring:certfleet/sbc-admin",
-            )
-        return value
-    # Never echo the value: it may be a real password. Recorded, not raised: the
-    # other errors of the file are reported too (and no inventory is returned).
-    ctx.report(ctx.error(
-        table,
-        key,
-        "holds a literal secret; the inventory only takes references",
-        f'write {key} = "env:VAR", "keyring:SERVICE/USER", "file:PATH" or "prompt" '
-        "and remove the password from the file",
-    ))
-    return value
-
-
-def _port(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> int:
-    _expect(ctx, table, key, value, int, "a port number")
-    if not 0 < value < 65536:
-        raise ctx.error(table, key, f"port {value!r} is not 1-65535", "use a real port number")
-    return int(value)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _names(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> tuple[str, ...]:
-    _expect(ctx, table, key, value, list, "a list of strings")
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise ctx.error(table, key, f"item {item!r} is not a non-empty string", "quote it")
-    return tuple(value)
 
 
 def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
@@ -447,14 +313,31 @@ def _parse_device(
         raise ctx.error(
             table, None, f"name {name!r} is not a simple name", "use letters, digits, -_."
         )
-    _check_keys(ctx, table, data, _DEVICE_KEYS)
+    from .drivers.registry import get_kind, kind_names
+
     kind = data.get("kind")
-    if kind not in ("ovoc", "sbc"):
+    if not isinstance(kind, str) or kind not in kind_names():
         raise ctx.error(
             table, "kind" if "kind" in data else None,
-            f"kind must be 'ovoc' or 'sbc', not {kind!r}", 'write kind = "sbc" (or "ovoc")',
+            f"kind must be one of {', '.join(kind_names())}, not {kind!r}",
+            'write kind = "sbc" (or "ovoc", "sftp"...)',
         )
-    merged: dict[str, Any] = {**defaults.get("", {}), **defaults.get(kind, {}), **data}
+    try:
+        spec = get_kind(kind)
+    except ConfigError as exc:
+        raise ctx.error(table, "kind", exc.message, exc.hint or "") from None
+    allowed = _allowed_keys(spec)
+    _check_keys(ctx, table, data, allowed)
+    kind_defaults = defaults.get(kind, {})
+    generic = {k: v for k, v in defaults.get("", {}).items() if k in allowed}
+    merged: dict[str, Any] = {**generic, **kind_defaults, **data}
+    sources = {
+        key: f"devices.{name}" if key in data
+        else f"defaults.{kind}" if key in kind_defaults else "defaults"
+        for key in (*_LEGACY_SECRETS, *(k for k, v in spec.schema.items() if v.type == "secret"))
+        if key in merged
+    }
+    options = _kind_options(ctx, table, spec.schema, merged)
     for key in SECRET_KEYS:
         if key in data:
             _check_secret(ctx, table, key, data[key])
@@ -478,9 +361,8 @@ def _parse_device(
             table, "certificate", f"no certificate named {cert!r} (known: {known})",
             f"add [certificates.{cert}] or fix the name",
         )
-    default_port = 22 if kind == "ovoc" else 443
-    key = "ssh_port" if kind == "ovoc" and "ssh_port" in merged else "port"
-    port = _port(ctx, table, key, merged.get(key, default_port))
+    key = spec.port_alias if spec.port_alias and spec.port_alias in merged else "port"
+    port = _port(ctx, table, key, merged.get(key, spec.default_port))
     https_port = _port(ctx, table, "https_port", merged.get("https_port", 443))
     strings: dict[str, str | None] = {}
     for item in ("user", "ssh_host_key", "tls_pin", "ca_file", "description", "su_user",
@@ -505,7 +387,8 @@ def _parse_device(
     if "listeners" in merged:
         listeners = _parse_listeners(ctx, table, merged["listeners"], address, fqdn)
     else:
-        listeners = (Listener(address, https_port if kind == "ovoc" else port, server_name=fqdn),)
+        default = https_port if spec.listener_port == "https_port" else port
+        listeners = (Listener(address, default, server_name=fqdn),)
     tags = _names(ctx, table, "tags", merged.get("tags", []))
     profile = merged.get("profile", {})
     _expect(ctx, table, "profile", profile, dict, "a table of profile overrides")
@@ -541,7 +424,49 @@ def _parse_device(
         staging_dir=strings["staging_dir"],
         menu=dict(menu),
         x509_strict=x509_strict,
+        options=options,
+        secret_sources=sources,
     )
+
+
+def _kind_options(
+    ctx: _Ctx, table: Sequence[str], schema: Mapping[str, Any], merged: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The values of the kind's own keys, checked against its schema (KeySpec)."""
+    options: dict[str, Any] = {}
+    for key, spec in schema.items():
+        if key not in merged:
+            if spec.required:
+                raise ctx.error(table, None, f"has no {key}", f"add {key} = <{spec.what}>")
+            continue
+        value = merged[key]
+        if spec.type == "secret":
+            options[key] = _check_secret(ctx, table, key, value)
+            continue
+        if not spec.accepts(value):
+            raise ctx.error(table, key, f"must be {spec.what}, not {value!r}",
+                            f"write {key} = <{spec.what}>")
+        options[key] = tuple(value) if isinstance(value, list) else value
+    return options
+
+
+def _allowed_keys(spec: Any) -> set[str]:
+    """The keys a device of kind ``spec`` (a DriverKind) may have."""
+    return _DEVICE_KEYS | set(spec.schema) | ({spec.port_alias} if spec.port_alias else set())
+
+
+def _kind_keys() -> set[str]:
+    """The keys of every registered kind's schema (a ``[defaults]`` key may be any)."""
+    from .drivers.registry import get_kind, kind_names
+
+    keys: set[str] = set()
+    for name in kind_names():
+        try:
+            spec = get_kind(name)
+        except ConfigError:
+            continue  # a broken plugin is named when a device uses it
+        keys |= _allowed_keys(spec) - _DEVICE_KEYS
+    return keys
 
 
 def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory:
@@ -582,17 +507,26 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
     except ConfigError as exc:
         ctx.record(exc)
         raw_defaults = {}
+    from .drivers.registry import get_kind, kind_names
+
+    kinds = set(kind_names())
     for key, value in raw_defaults.items():
         try:
-            if key in ("sbc", "ovoc"):
+            if key in kinds:
                 _expect(ctx, ("defaults",), key, value, dict, "a table")
-                _check_keys(ctx, ("defaults", key), value, _DEFAULT_KEYS)
+                try:
+                    spec = get_kind(key)
+                except ConfigError as exc:
+                    raise ctx.error(("defaults", key), None, exc.message, exc.hint or "") from None
+                _check_keys(ctx, ("defaults", key), value, _allowed_keys(spec) - _NOT_DEFAULTS)
                 for secret in SECRET_KEYS:
                     if secret in value:
                         _check_secret(ctx, ("defaults", key), secret, value[secret])
                 defaults[key] = dict(value)
             else:
-                _check_keys(ctx, ("defaults",), {key: value}, _DEFAULT_KEYS | {"sbc", "ovoc"})
+                if key not in _DEFAULT_KEYS:
+                    _check_keys(ctx, ("defaults",), {key: value},
+                                _DEFAULT_KEYS | kinds | _kind_keys())
                 if key in SECRET_KEYS:
                     _check_secret(ctx, ("defaults",), key, value)
                 defaults[""][key] = value
@@ -646,61 +580,3 @@ def load_inventory(path: Path | str) -> Inventory:
             path=str(path),
         ) from None
     return parse_inventory(text, path)
-
-
-SKELETON = """\
-# certfleet inventory: the certificates of the estate and the devices serving them.
-# No secret ever goes in this file: passwords are references resolved at run time,
-#   "env:VAR"                 an environment variable
-#   "keyring:SERVICE/USER"    the OS keyring (keyring set SERVICE USER)
-#   "file:PATH"               the first line of a file (keep it 0600)
-#   "prompt"                  asked on the terminal
-# Each table is checked when certfleet reads the file; errors name the line.
-
-[settings]
-concurrency = 8          # devices deployed in parallel
-expiry_warn_days = 30    # status/check warn when fewer days are left
-
-# One table per certificate. `certfleet csr NAME` makes the key and CSR;
-# `certfleet import NAME FILE...` stores what the CA sent back.
-[certificates.wildcard]
-cn = "*.example.com"
-sans = ["*.example.com", "example.com"]
-key_type = "rsa2048"                 # rsa2048, rsa3072, rsa4096, ec-p256, ec-p384
-# organization = "Example Ltd"
-# key_passphrase = "env:CERTFLEET_KEY_PASSPHRASE"   # encrypts the key in the state store
-
-# Defaults apply to every device; [defaults.sbc] / [defaults.ovoc] to one kind.
-[defaults.sbc]
-user = "Admin"
-password = "env:SBC_PASSWORD"
-
-[defaults.ovoc]
-user = "acems"
-password = "env:OVOC_ACEMS_PASSWORD"
-root_password = "env:OVOC_ROOT_PASSWORD"
-keystore_password = "env:OVOC_KEYSTORE_PASSWORD"   # answers EmsServerManager's prompt
-
-# The OVOC appliance: SFTP + SSH as acems, su to root, EmsServerManager.
-[devices.ovoc]
-kind = "ovoc"
-address = "ovoc.example.com"
-ssh_port = 22
-https_port = 443
-certificate = "wildcard"
-# ssh_host_key = "ssh-ed25519 AAAA..."   # the host key (or a known_hosts file path)
-listeners = [443]
-tags = ["core"]
-
-# A Mediant SBC: REST API over HTTPS, one or more TLS contexts.
-[devices.sbc1]
-kind = "sbc"
-address = "sbc1.example.com"
-port = 443
-certificate = "wildcard"
-tls_contexts = [0]
-# tls_pin = "sha256:..."                 # pin of the management certificate (or ca_file)
-# x509_strict = false                    # with ca_file: accept a certificate without AKI/SKI
-listeners = [443, "sbc1.example.com:5061"]
-tags = ["sbc", "site-a"]
-"""

@@ -85,7 +85,7 @@ def test_unknown_key_names_line_and_suggests() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "match"),
     [
-        ('kind = "sbc"', 'kind = "router"', r"devices.sbc1.kind: kind must be 'ovoc' or 'sbc'"),
+        ('kind = "sbc"', 'kind = "router"', r"devices.sbc1.kind: kind must be one of ovoc, sbc"),
         ("port = 8443", "port = 99999", r"devices.sbc1.port: port 99999"),
         ('key_type = "ec-p256"', 'key_type = "dsa"', r"wildcard.key_type: unknown key type"),
         ("tls_contexts = [0, 2]", 'tls_contexts = ["x"]', r"TLS context 'x'"),

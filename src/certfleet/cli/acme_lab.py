@@ -61,10 +61,13 @@ def _renew(lab: LabEstate, store: Any, title: str) -> Any:
     from .estate import Progress, render_report
 
     console.print(f"$ certfleet renew   [dim]({title})[/]")
+    from ..credentials import Credentials
+
     inventory = load_inventory(lab.inventory_path)
+    factory = make_factory(store, Credentials.resolve(inventory.devices.values()))
     with Progress(list(inventory.devices), quiet=False) as progress:
         report = asyncio.run(run_renew(
-            inventory, store, make_factory(store),
+            inventory, store, factory,
             log=lambda text: err_console.print(text, markup=False, highlight=False,
                                                soft_wrap=True),
             on_event=progress.event, on_result=progress.result,

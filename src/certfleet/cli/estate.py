@@ -71,12 +71,18 @@ def default_factory(
     devices: list[Any] | None = None,
     extra_keys: list[Any] | None = None,
     inventory: Inventory | None = None,
+    *,
+    ask: bool = True,
 ) -> DriverFactory:
-    """The real drivers; secrets the inventory says to ``prompt`` for are asked now
-    (with ``inventory``, the certificates' key passphrases too)."""
+    """The real drivers, built with the secrets of ``devices`` resolved now, before any
+    connection: ``prompt`` questions are asked now (``ask``; with ``inventory``, the
+    certificates' key passphrases too), else left blank (a plan, a dry run)."""
+    from ..estate.decide import placeholder_secrets
     from ..estate.devices import make_factory, prompt_secrets
 
-    return make_factory(store, prompt_secrets(devices or [], inventory), extra_keys or ())
+    credentials = (prompt_secrets(devices or [], inventory) if ask
+                   else placeholder_secrets(devices or []))
+    return make_factory(store, credentials, extra_keys or ())
 
 
 PREVIOUS_KEY_OPTION = typer.Option(

@@ -129,8 +129,11 @@ def run_demo() -> int:
             console.print(render_plan(plans))
 
             _step(7, "Deploy to every device: certfleet deploy --canary ovoc")
+            from ..credentials import Credentials
+
+            factory = make_factory(store, Credentials.resolve(inventory.devices.values()))
             report = run_deploy_cli(
-                inventory, store, make_factory(store), only=[], concurrency=None,
+                inventory, store, factory, only=[], concurrency=None,
                 canary="ovoc" if "ovoc" in inventory.devices else None, force=False,
                 dry_run=False, allow_no_rollback=False, break_lock=False, quiet=False,
             )

@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
 
             _, device_names = _selection(inv, only)
             devices = select_devices(inv, device_names) if device_names else []
-            factory = default_factory(store, [] if dry_run else devices)
+            factory = default_factory(store, devices, ask=not dry_run)
             with Progress([d.name for d in devices], quiet=json_out) as progress:
                 report = _run_async(run_renew(
                     inv, store, factory, only=only, force=force, dry_run=dry_run,

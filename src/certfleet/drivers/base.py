@@ -19,7 +19,7 @@ import abc
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ __all__ = [
     "Outcome",
     "StepEvent",
     "describe_exception",
+    "wait_for_previous",
 ]
 
 Outcome = Literal["installed", "restored", "refused", "failed", "skipped", "interrupted"]
@@ -55,6 +56,23 @@ EXIT_CODES: dict[str, int] = {
     "interrupted": 2,  # stopped (Ctrl-C, SIGTERM) before any change: untouched
     "failed": 3,
 }
+
+
+async def wait_for_previous(
+    previous: Mapping[Listener, str | None], wait: float
+) -> list[ProbeResult]:
+    """Wait until each listener serves its own ``previous`` certificate (grouped by
+    fingerprint; listeners that served nothing are not checked), in their order.
+    Raises VerificationError."""
+    groups: dict[str, list[Listener]] = {}
+    for listener, sha in previous.items():
+        if sha:
+            groups.setdefault(sha, []).append(listener)
+    results: dict[Listener, ProbeResult] = {}
+    for sha, group in groups.items():
+        for result in await wait_for_served(group, sha, wait):
+            results[result.listener] = result
+    return [results[listener] for listener in previous if listener in results]
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,11 @@ class Backup:
     def read_from(cls, directory: Path) -> Backup:
         manifest = json.loads((directory / "backup.json").read_text())
         files = {name: (directory / name).read_bytes() for name in manifest["files"]}
+        return cls.from_manifest(manifest, files)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], files: dict[str, bytes]) -> Backup:
+        """The backup a ``backup.json`` manifest describes, with the bytes of its files."""
         return cls(
             device=manifest["device"],
             kind=manifest["kind"],
@@ -254,11 +277,7 @@ class Driver(abc.ABC):
         by fingerprint). Listeners that served nothing before are not checked;
         raises VerificationError when no listener can be checked at all.
         """
-        groups: dict[str, list[Listener]] = {}
-        for result in before:
-            if result.sha256:
-                groups.setdefault(result.sha256, []).append(result.listener)
-        if not groups:
+        if not any(result.sha256 for result in before):
             raise VerificationError(
                 "no listener served a certificate before the deploy: the restore cannot be "
                 "verified by handshake",
@@ -267,12 +286,8 @@ class Driver(abc.ABC):
             )
         # The previous certificate is back at once on a healthy device: a verify
         # timeout set short to fail fast on the new one must not fail the rollback.
-        wait = max(self.verify_timeout, 5.0)
-        results: dict[Listener, ProbeResult] = {}
-        for sha, group in groups.items():
-            for result in await wait_for_served(group, sha, wait):
-                results[result.listener] = result
-        return [results[item.listener] for item in before if item.listener in results]
+        return await wait_for_previous({r.listener: r.sha256 for r in before},
+                                       max(self.verify_timeout, 5.0))
 
     def extra_listeners(self, backup: Backup) -> list[Listener]:
         """Listeners the change will touch beyond the given ones (e.g. the management port)."""

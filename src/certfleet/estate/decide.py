@@ -14,7 +14,7 @@ nothing (``--skip-refused`` deploys the others).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from ..errors import CertfleetError
 from ..inventory import Device, Inventory
 
 if TYPE_CHECKING:
+    from ..credentials import Credentials
     from ..drivers.base import Driver, EventCallback
     from .deploy import DriverFactory
     from .store import Store, VersionRecord
@@ -73,16 +74,22 @@ def unreachable_reason(results: Sequence[ProbeResult]) -> str | None:
     return "; ".join(f"{r.listener}: {r.error or 'no answer'}" for r in down)
 
 
-def placeholder_secrets(devices: Sequence[Device]) -> dict[tuple[str, str], str]:
-    """Stand-ins for the secrets asked at run time (``prompt``): a plan asks nothing."""
-    from .devices import SECRET_FIELDS
+def placeholder_secrets(devices: Sequence[Device]) -> Credentials:
+    """The credentials of a plan: every secret resolved, ``prompt`` left blank (asks nothing)."""
+    from ..credentials import Credentials
 
-    return {
-        (device.name, name): ""
-        for device in devices
-        for name in SECRET_FIELDS
-        if getattr(device, name) == "prompt"
-    }
+    return Credentials.resolve(devices, ask=False)
+
+
+def _rollback_rule(kind_name: str) -> tuple[bool, str]:
+    """Whether a driver of ``kind_name`` needs a stored key to roll back; else why it can."""
+    from ..drivers.registry import get_kind
+
+    try:
+        kind = get_kind(kind_name)
+    except CertfleetError:  # a driver of no registered kind backs up what it changes
+        return False, "the driver backs up what it changes, key included"
+    return kind.rollback_needs_key, kind.rollback_note
 
 
 def left_unfinished(store: Store, device: str) -> bool:
@@ -159,10 +166,10 @@ async def decide_device(
         profile_findings = [f for f in profile_findings if f.code != "OVOC_KEYSTORE_PASSWORD"]
     if _refuse_errors(decision, profile_findings, ignore_findings, device.kind):
         return decision
-    kind = decision.driver.kind
-    if kind == "sbc":
+    needs_key, note = _rollback_rule(decision.driver.kind)
+    if needs_key:
         _rollback_from_driver(decision)
-    if kind == "sbc" and not decision.rollback and not allow_no_rollback:
+    if needs_key and not decision.rollback and not allow_no_rollback:
         return decision.refuse(
             f"no rollback possible: {decision.rollback_reason}",
             f"adopt what it serves now with its key first ('certfleet adopt "
@@ -170,9 +177,9 @@ async def decide_device(
             "'certfleet deploy --previous-key FILE' for this run, or "
             "'certfleet deploy --allow-no-rollback' to deploy without a way back",
         )
-    if kind != "sbc":
+    if not needs_key:
         decision.rollback = True
-        decision.rollback_reason = "the driver backs up what it changes, key included"
+        decision.rollback_reason = note
     behind = sum(1 for sha in decision.served.values() if sha != version.leaf_sha256)
     decision.reason = f"{behind}/{len(decision.results)} listener(s) do not serve v{version.number}"
     return decision
@@ -239,15 +246,18 @@ async def decide_all(
     allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
     targets: Any = None,
-    prefetched: Mapping[tuple[str, str], str] | None = None,
+    credentials: Credentials | None = None,
     ignore_findings: Collection[str] = (),
 ) -> list[Decision]:
-    """Decide for every device, concurrently; in the order of ``devices``."""
+    """Decide for every device, concurrently; in the order of ``devices``.
+
+    Without ``factory``, drivers are built with ``credentials`` (by default a
+    plan's: :func:`placeholder_secrets`); callers resolve them before the loop."""
     from .deploy import _Targets
     from .devices import make_factory
 
     if factory is None:
-        factory = make_factory(store, prefetched or placeholder_secrets(devices))
+        factory = make_factory(store, credentials or placeholder_secrets(devices))
     targets = targets or _Targets(inventory, store)
     return list(await asyncio.gather(*(
         decide_device(device, inventory, store, targets, factory, force=force,

@@ -17,23 +17,13 @@ if TYPE_CHECKING:
     from .decide import Decision
     from .deploy import DriverFactory
 
-__all__ = ["STEPS", "DevicePlan", "make_plan", "plan_from", "rollback_possible"]
+__all__ = ["DevicePlan", "make_plan", "plan_from", "rollback_possible"]
 
-# The steps each kind's driver takes (drivers/ovoc.py, drivers/sbc.py).
-STEPS: dict[str, tuple[str, ...]] = {
-    "ovoc": (
-        "SFTP: back up the staging folder",
-        "upload server.crt, server.key, root.crt, caN.crt",
-        "SSH, su, EmsServerManager: import",
-        "verify by handshake",
-    ),
-    "sbc": (
-        "REST: back up INI and contexts",
-        "upload key, certificate, trusted roots",
-        "save the configuration",
-        "verify by handshake",
-    ),
-}
+def _steps(kind: str) -> tuple[str, ...]:
+    """What a deploy does on a device of ``kind``, in words (the kind says)."""
+    from ..drivers.registry import get_kind
+
+    return get_kind(kind).steps
 
 
 @dataclass
@@ -81,10 +71,12 @@ def rollback_possible(device: Device, store: Store, served: Sequence[Any]) -> tu
     the device never returns its private key, so only when the key of what
     it serves now is in the store.
     """
+    from ..drivers.registry import get_kind
     from ..pki.model import spki_sha256
 
-    if device.kind == "ovoc":
-        return True, "the staged files (with the key) are backed up before the upload"
+    kind = get_kind(device.kind)
+    if not kind.rollback_needs_key:
+        return True, kind.rollback_note
     certs = [cert for cert in served if cert is not None]
     if not certs:
         return False, "no listener answered: nothing known to restore"
@@ -111,7 +103,7 @@ def plan_from(decision: Decision) -> DevicePlan:
     }
     plan.unreachable = decision.unreachable
     plan.hint = decision.hint
-    plan.steps = STEPS.get(device.kind, ()) if action == "deploy" else ()
+    plan.steps = _steps(device.kind) if action == "deploy" else ()
     plan.rollback, plan.rollback_reason = decision.rollback, decision.rollback_reason
     if decision.version is not None:
         plan.target_sha256 = decision.version.leaf_sha256

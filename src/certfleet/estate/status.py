@@ -118,12 +118,12 @@ class DeviceStatus:
 
 
 def _names_cover(cert: Any, hosts: Sequence[str]) -> bool | None:
-    from ..pki.names import certificate_names, host_matches
+    """Whether every host is covered by a subjectAltName, as clients check (never the CN)."""
+    from ..pki.names import covers
 
     if not hosts:
         return None
-    names = certificate_names(cert)
-    return all(any(host_matches(pattern, host) for pattern in names) for host in hosts)
+    return all(covers(cert, host) for host in hosts)
 
 
 async def _device_status(

@@ -135,14 +135,7 @@ def read_backup_files(directory: Path, passphrase: str | None = None) -> Backup:
                     hint="check the variable of the certificate's key_passphrase",
                 ) from None
         files[name] = data
-    return Backup(
-        device=manifest["device"],
-        kind=manifest["kind"],
-        files=files,
-        meta=manifest.get("meta", {}),
-        created=manifest["created"],
-        has_private_key=bool(manifest.get("has_private_key")),
-    )
+    return Backup.from_manifest(manifest, files)
 
 
 class BackupsMixin(StoreBase):

@@ -1,0 +1,262 @@
+"""The device kinds: each registers itself through the ``certfleet.drivers`` entry points.
+
+A kind is a module that exposes a :class:`DriverKind` (by convention named
+``KIND``) and names it in its distribution's metadata, the way certbot finds
+its plugins::
+
+    [project.entry-points."certfleet.drivers"]
+    sftp = "certfleet.drivers.sftp:KIND"
+
+The kind tells the inventory which keys its devices accept (``schema``) and
+which secrets it needs (``secrets``), and builds a driver from an inventory
+device and the run's resolved credentials (``from_device``). The estate and
+the CLI only ask this registry: adding a kind is adding a module and one
+entry point, no edit of :mod:`certfleet.estate` or :mod:`certfleet.cli`.
+
+Entry points are loaded lazily, the one named only: reading an inventory of
+SBCs never imports the OVOC driver. A plugin that cannot be imported, or
+whose entry point is not a :class:`DriverKind`, is named in a ConfigError
+with the distribution it came from. The built-in kinds are also found when
+the package runs from a source tree without installed metadata.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..credentials import DeviceCredentials
+    from ..inventory import Device
+    from ..pki.model import PrivateKey
+    from .base import Driver, EventCallback
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BuildContext",
+    "DriverKind",
+    "KeySpec",
+    "SecretSpec",
+    "device_profile",
+    "get_kind",
+    "kind_names",
+    "reset",
+]
+
+ENTRY_POINT_GROUP = "certfleet.drivers"
+
+# Found also without installed metadata (a source tree on PYTHONPATH); an entry
+# point of the same name takes precedence.
+_BUILTIN = {
+    "ovoc": "certfleet.drivers.ovoc_kind:KIND",
+    "sbc": "certfleet.drivers.sbc_kind:KIND",
+    "sftp": "certfleet.drivers.sftp:KIND",
+}
+
+# Types a kind-specific inventory key may have.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "strings": (list,),
+    "table": (dict,),
+    "secret": (str,),
+}
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One inventory key a kind accepts on its devices (and in ``[defaults.KIND]``).
+
+    ``type``: ``string``, ``integer``, ``number``, ``boolean``, ``strings`` (a list
+    of strings), ``table`` or ``secret`` (a reference: ``env:VAR``, ``file:PATH``,
+    ``keyring:SERVICE/USER`` or ``prompt``, resolved into the credentials).
+    ``what`` words the value in messages (``write KEY = <what>``).
+    """
+
+    type: str = "string"
+    what: str = "a string"
+    required: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in _TYPES:
+            raise ValueError(f"KeySpec type {self.type!r} is not one of {', '.join(_TYPES)}")
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` (as TOML gives it) has this key's type."""
+        if isinstance(value, bool) and self.type != "boolean":
+            return False
+        if not isinstance(value, _TYPES[self.type]):
+            return False
+        if isinstance(value, list):
+            return all(isinstance(v, str) and v for v in value)
+        return True
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A secret the kind needs: ``what`` it is called in prompts and messages,
+    and whether a device without it is refused."""
+
+    what: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a driver is built with besides the device and its credentials.
+
+    ``base_dir``: the inventory's folder (relative paths in it are relative to
+    it). ``on_event``: the progress callback. ``stored_keys``: every stored
+    private key of the device's certificate (what may be installed now: for
+    drivers whose rollback needs the previous key), loaded on demand.
+    """
+
+    base_dir: Path = Path()
+    on_event: EventCallback | None = None
+    stored_keys: Callable[[], list[PrivateKey]] = field(default=lambda: [])
+
+    def path(self, value: str) -> Path:
+        """``value`` as a path: ``~`` expanded, relative to :attr:`base_dir`."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def ssh_host_key(self, device: Device) -> tuple[str | None, Path | None]:
+        """The device's ``ssh_host_key`` as (a pinned key line or ``SHA256:`` fingerprint,
+        a known_hosts file): one of them, or neither when the inventory gives none."""
+        if device.ssh_host_key is None:
+            return None, None
+        pin = device.ssh_host_key.strip()
+        if pin.startswith("SHA256:") or " " in pin:
+            return pin, None
+        return None, self.path(pin)
+
+
+@dataclass(frozen=True)
+class DriverKind:
+    """A device kind: how the inventory describes its devices and how to drive one.
+
+    ``from_device(device, credentials, context)`` returns the driver (raises
+    ConfigError for a setting it cannot use). ``schema``: the inventory keys
+    of this kind beyond the common ones (``address``, ``port``, ``user``,
+    ``password``, ``listeners``, ``certificate``, ``tags``, ``profile``...);
+    their values reach the driver in ``device.options``. ``secrets``: the
+    secret keys it needs, resolved once before any connection.
+    ``default_port``: the management port; ``port_alias``: another name of
+    ``port`` (``ssh_port``); ``listener_port``: which of ``port`` and
+    ``https_port`` the default listener uses. ``rollback_needs_key``: the
+    device never gives its key back, so a rollback needs a stored one (else
+    ``rollback_note`` says why a rollback is possible). ``steps``: what a deploy
+    does, in words, for ``certfleet plan``. ``default_user``: the login when the
+    inventory names none.
+    """
+
+    name: str
+    from_device: Callable[[Device, DeviceCredentials, BuildContext], Driver]
+    schema: Mapping[str, KeySpec] = field(default_factory=dict)
+    secrets: Mapping[str, SecretSpec] = field(default_factory=dict)
+    default_port: int = 443
+    port_alias: str | None = None
+    listener_port: str = "port"
+    default_user: str | None = None
+    rollback_needs_key: bool = False
+    rollback_note: str = "the driver backs up what it changes, key included"
+    steps: tuple[str, ...] = ()
+    description: str = ""
+
+
+_loaded: dict[str, DriverKind] = {}
+_entry_points: dict[str, Any] | None = None
+
+
+def _discover() -> dict[str, Any]:
+    """Name → entry point (or built-in ``module:attr`` text), read once."""
+    global _entry_points
+    if _entry_points is None:
+        from importlib.metadata import entry_points
+
+        found: dict[str, Any] = dict(_BUILTIN)
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            found[point.name] = point
+        _entry_points = found
+    return _entry_points
+
+
+def reset() -> None:
+    """Forget what was discovered and loaded (after installing a plugin at run time)."""
+    global _entry_points
+    _entry_points = None
+    _loaded.clear()
+
+
+def kind_names() -> list[str]:
+    """Every registered kind, sorted (without importing any)."""
+    return sorted(_discover())
+
+
+def _load(name: str, point: Any) -> Any:
+    if isinstance(point, str):
+        module, _, attr = point.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return point.load()
+
+
+def get_kind(name: str) -> DriverKind:
+    """The kind registered as ``name``, imported on first use. Raises ConfigError."""
+    kind = _loaded.get(name)
+    if kind is not None:
+        return kind
+    points = _discover()
+    point = points.get(name)
+    if point is None:
+        raise ConfigError(
+            f"no driver for device kind {name!r} (known: {', '.join(sorted(points))})",
+            hint=f"fix the kind, or install the package that provides {name!r} "
+            f"(it registers it in the {ENTRY_POINT_GROUP!r} entry points)",
+        )
+    origin = _origin(point)
+    try:
+        kind = _load(name, point)
+    except Exception as exc:  # a broken plugin: say which, never a traceback
+        raise ConfigError(
+            f"the driver plugin for kind {name!r} ({origin}) cannot be loaded: "
+            f"{type(exc).__name__}: {exc}",
+            hint="reinstall or remove that package; 'pip show' names its version",
+        ) from exc
+    if not isinstance(kind, DriverKind) or kind.name != name:
+        raise ConfigError(
+            f"the driver plugin for kind {name!r} ({origin}) is not a DriverKind named {name!r}",
+            hint="its entry point must name a certfleet.drivers.registry.DriverKind "
+            "(see docs/drivers.md)",
+        )
+    _loaded[name] = kind
+    return kind
+
+
+def _origin(point: Any) -> str:
+    if isinstance(point, str):
+        return point
+    dist = getattr(point, "dist", None)
+    where = f" from {dist.name} {dist.version}" if dist is not None else ""
+    return f"{point.value}{where}"
+
+
+def device_profile(device: Device) -> Any:
+    """The device's ``profile`` table as its kind's profile (which files go where).
+
+    For kinds with a profile in :mod:`certfleet.pki.profiles`. Raises ConfigError
+    naming the device."""
+    from ..pki.profiles import profile_from_mapping
+
+    try:
+        return profile_from_mapping(device.kind, device.profile)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"device {device.name!r}: {exc.message}", hint=exc.hint, device=device.name
+        ) from None

@@ -1,0 +1,345 @@
+"""The ``sftp`` kind through a real OpenSSH daemon: files, reload command, rollback.
+
+The test plays a Linux reverse proxy with the machine's own OpenSSH:
+
+* ``/usr/sbin/sshd -D -e -f <own config>`` on 127.0.0.1 and a free port, with its own
+  host key; root logs in with a key of the test's own (``AuthorizedKeysFile`` in the
+  test's folder, no password, no system user added);
+* the "proxy" is a loopback HTTPS server of this process; its reload command (run over
+  SSH by the driver) is a small script that asks this process, over a Unix socket, to
+  load the files at the configured paths, as ``nginx -s reload`` would: a pair that
+  does not load fails the command (exit 1), and the server keeps what it had.
+
+Needs root (to run sshd and log in as root); skipped otherwise, but failing when CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import socketserver
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from _tools import in_ci, require_tool
+from certfleet.cli.app import app
+from certfleet.drivers.sftp import SftpDriver
+from certfleet.drivers.tlsprobe import Listener, fetch_served_certificate
+from certfleet.estate.importer import import_certificate
+from certfleet.estate.store import Store
+from certfleet.inventory import parse_inventory
+from certfleet.lab.ca import Issued, LabCA
+from certfleet.lab.tls import CertSlot, LabHTTPSServer
+from certfleet.pki.bundle import assemble
+from certfleet.pki.load import load_bytes
+from certfleet.pki.model import Bundle, cert_sha256
+
+pytestmark = pytest.mark.sshd
+
+NAMES = ("proxy.example.com",)
+RELOAD_SCRIPT = """\
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+answer = s.recv(4096).decode()
+print(answer.strip())
+sys.exit(0 if answer.startswith("ok") else 1)
+"""
+
+
+@dataclass
+class Proxy:
+    """The reverse proxy host: its files, its HTTPS listener and its reloads."""
+
+    port: int
+    host_key_line: str
+    client_key: Path
+    site: Path
+    https: LabHTTPSServer
+    slot: CertSlot
+    reload_command: str
+    initial: Issued
+    reloads: list[str] = field(default_factory=list)
+    refuse_next: list[bool] = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        return self.site / name
+
+    def write_initial(self) -> None:
+        """Put the first certificate back on disk and in the listener; nothing else."""
+        for stale in self.site.iterdir():
+            stale.unlink()
+        self.path("cert.pem").write_bytes(self.initial.leaf_pem)
+        self.path("key.pem").write_bytes(self.initial.key_pem("pkcs8"))
+        self.path("key.pem").chmod(0o600)
+        self.slot.set(self.initial.leaf_pem, self.initial.key_pem("pkcs8"))
+        self.reloads.clear()
+        self.refuse_next.clear()
+
+    def served(self) -> str:
+        listener = Listener("127.0.0.1", self.https.port, server_name=NAMES[0])
+        return cert_sha256(asyncio.run(fetch_served_certificate(listener)))
+
+
+def _reload_server(proxy_ref: list[Proxy], sock: Path) -> socketserver.UnixStreamServer:
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            proxy = proxy_ref[0]
+            if proxy.refuse_next and proxy.refuse_next.pop(0):
+                proxy.reloads.append("refused")
+                self.request.sendall(b"error: configuration test failed\n")
+                return
+            cert = proxy.path("cert.pem").read_bytes()
+            key = proxy.path("key.pem").read_bytes()
+            chain = proxy.path("chain.pem")
+            try:
+                proxy.slot.set(cert, key, chain.read_bytes() if chain.exists() else b"")
+            except Exception as exc:
+                proxy.reloads.append("failed")
+                self.request.sendall(f"error: {exc}\n".encode())
+                return
+            proxy.reloads.append("ok")
+            self.request.sendall(b"ok: reloaded\n")
+
+    server = socketserver.UnixStreamServer(str(sock), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"sshd exited: {process.stderr.read() if process.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("sshd did not start listening")
+
+
+@pytest.fixture(scope="module")
+def proxy_host(lab_ca: LabCA) -> Iterator[Proxy]:
+    if os.geteuid() != 0:
+        if in_ci():
+            pytest.fail("the sshd test needs root in CI")
+        pytest.skip("the sshd test needs root to run sshd and log in as root")
+    sshd_path, keygen = require_tool("sshd"), require_tool("ssh-keygen")
+    from certfleet.lab.tls import free_port
+
+    work = Path(tempfile.mkdtemp(prefix="certfleet-sftp-"))
+    site = work / "site"
+    site.mkdir()
+    initial = lab_ca.issue(NAMES, key_type="ec-p256")
+    slot = CertSlot(initial.leaf_pem, initial.key_pem("pkcs8"))
+    https = LabHTTPSServer(_http_handler(), slot).start()
+    holder: list[Proxy] = []
+    reload_server = _reload_server(holder, work / "reload.sock")
+    (work / "reload.py").write_text(RELOAD_SCRIPT)
+    sshd: subprocess.Popen[bytes] | None = None
+    try:
+        host_key = work / "ssh_host_ed25519_key"
+        client_key = work / "client_ed25519"
+        for key in (host_key, client_key):
+            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        shutil.copy(client_key.with_suffix(".pub"), work / "authorized_keys")
+        port = free_port()
+        sftp_server = next((p for p in ("/usr/lib/openssh/sftp-server",
+                                        "/usr/libexec/openssh/sftp-server") if os.path.exists(p)),
+                           "internal-sftp")
+        config = work / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
+            f"PidFile {work}/sshd.pid", "UsePAM no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+            f"AuthorizedKeysFile {work}/authorized_keys", "PermitRootLogin prohibit-password",
+            "AllowUsers root", f"Subsystem sftp {sftp_server}", "StrictModes no",
+            "PrintMotd no", "LogLevel VERBOSE", "",
+        ]))
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        sshd = subprocess.Popen([sshd_path, "-D", "-e", "-f", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for_port(port, sshd, time.monotonic() + 20)
+        proxy = Proxy(
+            port=port,
+            host_key_line=(work / "ssh_host_ed25519_key.pub").read_text().strip(),
+            client_key=client_key, site=site, https=https, slot=slot,
+            reload_command=f"{sys.executable} {work}/reload.py {work}/reload.sock",
+            initial=initial,
+        )
+        holder.append(proxy)
+        yield proxy
+    finally:
+        if sshd is not None:
+            sshd.terminate()
+            try:
+                sshd.wait(10)
+            except subprocess.TimeoutExpired:
+                sshd.kill()
+        reload_server.shutdown()
+        reload_server.server_close()
+        https.stop()
+        slot.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def proxy(proxy_host: Proxy) -> Proxy:
+    proxy_host.write_initial()
+    return proxy_host
+
+
+def _http_handler() -> type:
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Handler
+
+
+def _bundle(issued: Issued) -> Bundle:
+    objects = load_bytes(issued.fullchain_pem + issued.root_pem, "download.pem")
+    objects += load_bytes(issued.key_pem("pkcs8"), "key.pem")
+    return assemble(objects)
+
+
+def _driver(proxy: Proxy, **overrides: object) -> SftpDriver:
+    options: dict[str, object] = dict(
+        paths={"cert": str(proxy.path("cert.pem")), "key": str(proxy.path("key.pem")),
+               "chain": str(proxy.path("chain.pem"))},
+        reload_command=proxy.reload_command,
+        listeners=[Listener("127.0.0.1", proxy.https.port, server_name=NAMES[0])],
+        port=proxy.port, user="root", client_keys=[str(proxy.client_key)],
+        host_key=proxy.host_key_line, verify_timeout=10.0, connect_timeout=10.0,
+    )
+    options.update(overrides)
+    return SftpDriver("proxy", "127.0.0.1", **options)  # type: ignore[arg-type]
+
+
+def test_deploy_replaces_the_files_reloads_and_verifies(proxy: Proxy, lab_ca: LabCA) -> None:
+    new = lab_ca.issue(NAMES, key_type="rsa2048")
+    outcome = asyncio.run(_driver(proxy).deploy(_bundle(new)))
+    assert outcome.outcome == "installed", outcome.message
+    assert proxy.path("cert.pem").read_bytes() == new.leaf_pem
+    assert proxy.path("chain.pem").read_bytes() == new.chain_pem
+    key = proxy.path("key.pem")
+    assert load_bytes(key.read_bytes(), "key.pem")[0].type == "private_key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(proxy.path("cert.pem").stat().st_mode) == 0o644
+    assert proxy.reloads == ["ok"]
+    assert proxy.served() == cert_sha256(new.leaf)
+    assert sorted(p.name for p in proxy.site.iterdir()) == ["cert.pem", "chain.pem", "key.pem"]
+    assert [s.step for s in outcome.steps if s.step == "reload"]
+
+
+def test_a_failed_reload_puts_the_previous_files_back(proxy: Proxy, lab_ca: LabCA) -> None:
+    """The reload command refuses: the old files return (the chain, absent before, is
+    removed), the command runs again, and the old certificate is served."""
+    before = {name: proxy.path(name).read_bytes() for name in ("cert.pem", "key.pem")}
+    proxy.refuse_next.append(True)
+    new = lab_ca.issue(NAMES, key_type="ec-p256")
+    outcome = asyncio.run(_driver(proxy).deploy(_bundle(new)))
+    assert outcome.outcome == "restored", outcome.message
+    assert "reload command exited with status 1" in outcome.message
+    assert "configuration test failed" in outcome.message
+    assert {name: proxy.path(name).read_bytes() for name in before} == before
+    assert not proxy.path("chain.pem").exists()
+    assert proxy.reloads == ["refused", "ok"]
+    assert proxy.served() == cert_sha256(proxy.initial.leaf)
+
+
+def test_a_wrong_host_key_changes_nothing(proxy: Proxy, lab_ca: LabCA) -> None:
+    pin = "SHA256:" + "A" * 43
+    outcome = asyncio.run(_driver(proxy, host_key=pin).deploy(_bundle(lab_ca.issue(NAMES))))
+    assert outcome.outcome == "refused", outcome.message
+    assert "host key" in outcome.message
+    assert proxy.path("cert.pem").read_bytes() == proxy.initial.leaf_pem
+    assert proxy.reloads == []
+
+
+def test_estate_deploy_to_an_sftp_inventory_device(
+    proxy: Proxy, lab_ca: LabCA, tmp_path: Path
+) -> None:
+    """``kind = "sftp"`` in the inventory: plan and deploy through the CLI and the registry."""
+    key_file = tmp_path / "id_proxy"
+    key_file.write_bytes(proxy.client_key.read_bytes())
+    key_file.chmod(0o600)
+    text = f"""
+[certificates.site]
+cn = "{NAMES[0]}"
+sans = ["{NAMES[0]}"]
+key_type = "ec-p256"
+
+[devices.proxy]
+kind = "sftp"
+address = "127.0.0.1"
+fqdn = "{NAMES[0]}"
+ssh_port = {proxy.port}
+user = "root"
+client_key = "id_proxy"
+ssh_host_key = "{proxy.host_key_line}"
+cert_path = "{proxy.path('cert.pem')}"
+key_path = "{proxy.path('key.pem')}"
+fullchain_path = "{proxy.path('fullchain.pem')}"
+reload_command = "{proxy.reload_command}"
+listeners = [{{ host = "127.0.0.1", port = {proxy.https.port} }}]
+verify_timeout = 10
+"""
+    inventory_path = tmp_path / "certfleet.toml"
+    inventory_path.write_text(text)
+    inventory = parse_inventory(text, inventory_path)
+    device = inventory.devices["proxy"]
+    assert device.port == proxy.port and device.options["client_key"] == "id_proxy"
+    state = tmp_path / "state"
+    new = lab_ca.issue(NAMES, key_type="ec-p256")
+    with Store.open(state) as store:
+        old_file, new_file = tmp_path / "old.pem", tmp_path / "new.pem"
+        old_file.write_bytes(proxy.initial.fullchain_pem + proxy.initial.key_pem())
+        new_file.write_bytes(new.fullchain_pem + new.root_pem + new.key_pem())
+        import_certificate(inventory, store, "site", [old_file])
+        import_certificate(inventory, store, "site", [new_file])
+    runner = CliRunner()
+    common = ["--inventory", str(inventory_path), "--state-dir", str(state), "--json"]
+    plan = runner.invoke(app, ["plan", *common])
+    assert plan.exit_code == 0, plan.output
+    assert '"kind": "sftp"' in plan.output and "run the reload command" in plan.output
+    result = runner.invoke(app, ["deploy", *common])
+    assert result.exit_code == 0, result.output
+    assert '"installed"' in result.output
+    assert proxy.path("fullchain.pem").read_bytes() == new.fullchain_pem
+    assert proxy.served() == cert_sha256(new.leaf)
+    assert proxy.reloads == ["ok"]
+
+
+def test_a_failed_upload_leaves_the_files_and_no_temporary_file(
+    proxy: Proxy, lab_ca: LabCA
+) -> None:
+    """The chain's folder does not exist: the upload stops there, the files uploaded
+    so far under temporary names are removed, nothing is renamed or reloaded."""
+    paths = {"cert": str(proxy.path("cert.pem")), "key": str(proxy.path("key.pem")),
+             "chain": str(proxy.site / "missing" / "chain.pem")}
+    outcome = asyncio.run(_driver(proxy, paths=paths).deploy(_bundle(lab_ca.issue(NAMES))))
+    assert outcome.outcome == "restored", outcome.message
+    assert "uploading" in outcome.message
+    assert sorted(p.name for p in proxy.site.iterdir()) == ["cert.pem", "key.pem"]
+    assert proxy.path("cert.pem").read_bytes() == proxy.initial.leaf_pem
+    assert proxy.reloads == []
+    assert proxy.served() == cert_sha256(proxy.initial.leaf)
