@@ -46,8 +46,8 @@ def test_root_help_lists_every_command_without_importing_them() -> None:
         "from certfleet.cli.app import main",
         "sys.argv = ['certfleet', '--help']",
         "exec('try:\\n main()\\nexcept SystemExit: pass')",
-        "mods = [m for m in sys.modules if m.startswith('certfleet.cli.') and "
-        "m not in ('certfleet.cli.app', 'certfleet.cli.common')]",
+        "from certfleet.cli.app import COMMAND_MODULES",
+        "mods = [m for m in COMMAND_MODULES if 'certfleet.cli.' + m in sys.modules]",
         "print('loaded', sorted(mods))",
     )
     eager = _help(
@@ -73,3 +73,31 @@ def test_unknown_command_suggests_a_real_one() -> None:
     )
     assert done.returncode == 2
     assert "'check'" in done.stderr
+
+
+def test_help_skips_the_modules_certfleet_does_not_use() -> None:
+    """`certfleet --help` loads neither markdown_it, pygments, pydantic nor importlib.metadata;
+    the deferred modules still work in full when something uses them."""
+    out = _help(
+        "import sys",
+        "from certfleet.cli.app import main",
+        "sys.argv = ['certfleet', '--help']",
+        "exec('try:\\n main()\\nexcept SystemExit: pass')",
+        "heavy = ('markdown_it', 'pygments', 'pydantic', 'importlib.metadata')",
+        "print('heavy', sorted(m for m in sys.modules if m.startswith(heavy)))",
+        "from rich.markdown import Markdown",
+        "from rich.console import Console",
+        "import io",
+        "c = Console(file=io.StringIO(), width=40)",
+        "c.print(Markdown('# Title'))",
+        "print('markdown', c.file.getvalue().strip())",
+        "import rich.traceback",
+        "exec('try:\\n 1/0\\nexcept ZeroDivisionError:\\n t = rich.traceback.Traceback()')",
+        "print('traceback', rich.traceback.Traceback.__module__, type(t).__name__)",
+        "from pydantic import TypeAdapter",
+        "print('pydantic', TypeAdapter(int).validate_python('7'))",
+    )
+    assert "heavy []" in out
+    assert "markdown Title" in out
+    assert "traceback rich.traceback Traceback" in out
+    assert "pydantic 7" in out

@@ -10,54 +10,15 @@ equal to the real commands by a test (cold start matters: see benchmarks/).
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any, NamedTuple
 
 import typer
 from typer.core import TyperGroup
 
 from .. import __version__
+from .startup import defer_unused_imports
 
-
-def _defer(module: str, *classes: str) -> None:
-    """Import ``module`` only when one of its names is used.
-
-    typer's rich help imports ``rich.markdown`` (with ``markdown_it``) for its
-    markdown markup mode and ``rich.traceback`` (with ``pygments``) for pretty
-    exceptions, some 70 ms, neither of which certfleet uses. Until a name of
-    it is used, ``module`` is a stand-in that then loads the real module.
-    """
-    if module in sys.modules:
-        return
-    parent, _, leaf = module.rpartition(".")
-    stub = types.ModuleType(module)
-
-    def real() -> types.ModuleType:
-        if sys.modules.get(module) is stub:
-            del sys.modules[module]
-        return importlib.import_module(module)
-
-    def attribute(name: str) -> Any:
-        if name.startswith("__"):  # the import system asks for __path__ and the like
-            raise AttributeError(name)
-        return getattr(real(), name)
-
-    def stand_in(name: str) -> type:
-        def new(cls: type, *args: Any, **kwargs: Any) -> Any:
-            return getattr(real(), name)(*args, **kwargs)
-
-        return type(name, (), {"__new__": new})
-
-    for name in classes:
-        setattr(stub, name, stand_in(name))
-    stub.__getattr__ = attribute  # type: ignore[method-assign]
-    sys.modules[module] = stub
-    setattr(importlib.import_module(parent), leaf, stub)
-
-
-_defer("rich.markdown", "Markdown")
-_defer("rich.traceback", "Traceback")
+defer_unused_imports()
 
 
 class Entry(NamedTuple):
