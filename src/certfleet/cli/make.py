@@ -360,12 +360,9 @@ def export(
     findings = check_bundle(bundle, host or ())
     profile = PROFILES[target] if target is not None else None
     if profile is not None:
-        # The device's own findings replace general ones of the same code
-        # (KEY_MISSING is a warning in general, an error for a device).
-        device = profile.preflight(bundle)
-        codes = {f.code for f in device}
-        findings = [*device, *(f for f in findings if f.code not in codes)]
-        findings.sort(key=lambda f: ("error", "warning", "info").index(f.severity))
+        from ..pki.profiles import profile_findings
+
+        findings = profile_findings(bundle, profile, findings)
     errors = [f for f in findings if f.severity == "error"]
     if errors and not force:
         message = f"{len(errors)} error finding(s) for {_label(bundle)!r}; nothing was written"
