@@ -20,6 +20,7 @@ from .common import (
     JsonUsageCommand,
     console,
     err_console,
+    fail,
     handle_errors,
     print_json,
     read_password,
@@ -367,16 +368,10 @@ def export(
     if errors and not force:
         message = f"{len(errors)} error finding(s) for {_label(bundle)!r}; nothing was written"
         hint = "fix the input, or pass --force to write anyway"
-        if json_out:
-            print_json({"error": message, "hint": hint,
-                        "findings": [f.to_dict() for f in findings]})
-        else:
-            from rich.markup import escape
-
+        if not json_out:
             _print_findings(findings)
-            err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-            err_console.print(f"[yellow]Tip:[/] {escape(hint)}", soft_wrap=True)
-        raise typer.Exit(1)
+        fail(message, hint, 1, json_out=json_out,
+             json_fields={"findings": [f.to_dict() for f in findings]})
 
     written: list[dict[str, Any]] = []
     if fmt is not None:
