@@ -75,6 +75,10 @@ COMMANDS: dict[str, Entry] = {
 COMMAND_MODULES = list(dict.fromkeys(entry.module for entry in COMMANDS.values()))
 
 
+#: typer's help style for every command ("rich": boxed panels; no markdown).
+RICH_MARKUP_MODE: Any = "rich"
+
+
 def load_module(name: str) -> typer.Typer:
     """A Typer app holding the commands that ``certfleet.cli.<name>`` registers."""
     holder = typer.Typer(rich_markup_mode=RICH_MARKUP_MODE)
@@ -123,8 +127,6 @@ class LazyGroup(TyperGroup):
         finally:
             self._listing = False
 
-
-RICH_MARKUP_MODE: Any = "rich"
 
 app = typer.Typer(
     name="certfleet",
