@@ -12,13 +12,14 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple
 
-import typer
-from typer.core import TyperGroup
-
-from .. import __version__
 from .startup import defer_unused_imports
 
-defer_unused_imports()
+defer_unused_imports()  # before typer is imported
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from .. import __version__  # noqa: E402
 
 
 class Entry(NamedTuple):

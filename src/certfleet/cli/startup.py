@@ -3,7 +3,8 @@
 typer's rich help imports ``rich.markdown`` (with ``markdown_it``) for its
 markdown markup mode and ``rich.traceback`` (with ``pygments``) for pretty
 exceptions; pydantic's plugin loader, reached by every typer parameter,
-imports ``importlib.metadata``. Together some 90 ms of a ``certfleet`` run
+imports ``importlib.metadata``; typer imports its shell completion, which
+certfleet does not install. Together some 100 ms of a ``certfleet`` run
 that uses none of them (see ``benchmarks/bench_toolkit.py``).
 
 ``defer_unused_imports()`` installs an import hook under which each of these
@@ -108,12 +109,23 @@ def _no_pydantic_plugins(*args: Any, **kwargs: Any) -> tuple[()] | None:
     return () if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in ("__all__", "1", "true") else None
 
 
+def _real(*args: Any, **kwargs: Any) -> None:
+    """A shortcut that always hands the call to the real function."""
+    return None
+
+
 def defer_unused_imports() -> None:
-    """Install the stand-ins (once; modules already imported stay as they are)."""
+    """Install the stand-ins (once; modules already imported stay as they are).
+
+    Call it before typer is imported, or typer's completion module is loaded.
+    """
     wanted = [
         _StandIn("rich.markdown", ["Markdown"], {}),
         _StandIn("rich.traceback", ["Traceback"], {}),
         _StandIn("pydantic.plugin._loader", [], {"get_plugins": _no_pydantic_plugins}),
+        # Shell completion, which certfleet does not install (add_completion=False).
+        _StandIn("typer.completion", [], {"get_completion_inspect_parameters": _real,
+                                          "shell_complete": _real}),
     ]
     for stand_in in wanted:
         if stand_in.name not in sys.modules:
