@@ -262,6 +262,10 @@ def test_backup_and_status(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> Non
     assert human.exit_code == 0 and "SIP-TLS" in human.stdout
 
 
+def _ungenerated(ini: str) -> list[str]:
+    return [line for line in ini.splitlines() if not line.startswith(";Generated:")]
+
+
 def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> None:
     """audit exits 1 listing the missing Teams roots; add backs up, uploads them; audit then
     exits 0."""
@@ -280,7 +284,9 @@ def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> N
     # the backup was taken before the change: the roots as they were, and the INI
     assert f"saved to {tmp_path / 'bk'}" in " ".join(added.output.split())
     assert (tmp_path / "bk" / "tls2-trusted_roots.pem").read_bytes() == b"".join(roots_before)
-    assert (tmp_path / "bk" / "config.ini").read_bytes() == ini_before.encode()
+    # the INI as it was, but for the ";Generated:" time the SBC stamps on every download
+    saved_ini = (tmp_path / "bk" / "config.ini").read_bytes().decode()
+    assert _ungenerated(saved_ini) == _ungenerated(ini_before)
     assert json.loads((tmp_path / "bk" / "backup.json").read_text())["device"] == "127.0.0.1"
     assert sbc.saved_context(2).trusted_roots[-1].startswith(b"-----BEGIN CERTIFICATE-----")
     assert len(sbc.saved_context(2).trusted_roots) == 2 + 7

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from _alt_ovoc import AltOvoc, Variant
 from certfleet.drivers.base import Backup, DeployOutcome
 from certfleet.drivers.ovoc import OvocDriver, OvocMenu, _Screen, menu_options
 from certfleet.drivers.tlsprobe import Listener
@@ -21,7 +22,6 @@ from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle
-from drivers._alt_ovoc import AltOvoc, Variant
 
 KEYSTORE = "Keystore-Alt-Pa55"
 

@@ -16,14 +16,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
+from _alt_sbc import AltSbc, Quirks
 from certfleet.cli import sbc as sbc_cli
 from certfleet.drivers.base import DeployOutcome
 from certfleet.drivers.sbc import NO_ROLLBACK_HINT, SbcDriver, tls_contexts_in_ini
 from certfleet.drivers.tlsprobe import Listener
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.pki.model import Bundle
-from drivers._alt_sbc import AltSbc, Quirks
-from drivers.sbc_support import bundle_of
+from sbc_support import bundle_of
 
 PASSWORD = "Adm1n-s3cret!"
 

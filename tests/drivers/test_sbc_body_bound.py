@@ -10,7 +10,7 @@ import pytest
 from certfleet.drivers.sbc import MAX_BODY_BYTES, SbcDriver
 from certfleet.errors import DeviceRefusedError
 from certfleet.lab.sbc import LabSbc
-from drivers.sbc_support import driver_for
+from sbc_support import driver_for
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from certfleet.cli import sbc as sbc_cli
 from certfleet.errors import DeviceAuthError
 from certfleet.lab.ca import Issued
 from certfleet.lab.sbc import LabSbc
-from drivers.sbc_support import bundle_of, deploy, driver_for, listeners
+from sbc_support import bundle_of, deploy, driver_for, listeners
 
 
 @pytest.fixture()

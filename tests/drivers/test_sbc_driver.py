@@ -17,7 +17,7 @@ from certfleet.errors import ConfigError, DeviceRefusedError, HostKeyError
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.sbc import LabSbc, LabSbcPair
 from certfleet.pki.model import Bundle
-from drivers.sbc_support import bundle_of, deploy, driver_for, listeners
+from sbc_support import bundle_of, deploy, driver_for, listeners
 
 
 def _served(port: int) -> str:

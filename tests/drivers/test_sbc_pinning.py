@@ -22,8 +22,8 @@ from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.estate import WILDCARD, LabEstate
 from certfleet.lab.sbc import LabSbc
 from certfleet.pki.model import cert_sha256
-from drivers.mitm import MitmProxy
-from drivers.sbc_support import bundle_of, deploy
+from mitm import MitmProxy
+from sbc_support import bundle_of, deploy
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from certfleet.drivers.sbc import SbcDriver
 from certfleet.drivers.sbc_rehearsal import Readiness
 from certfleet.lab.sbc import LabSbc, LabSbcPair
-from drivers.sbc_support import driver_for
+from sbc_support import driver_for
 
 
 @pytest.fixture(scope="module")

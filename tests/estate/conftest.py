@@ -1,4 +1,4 @@
-"""Fixtures of the estate tests: loopback devices (see loopdev.py)."""
+"""Fixtures of the estate tests: loopback devices (see tests/support/loopdev.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from certfleet.lab.ca import Issued, LabCA
-from estate.loopdev import LoopEstate
+from loopdev import LoopEstate
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from certfleet.estate.plan import make_plan
 from certfleet.estate.store import Store
 from certfleet.lab.estate import WILDCARD, LabEstate
 from certfleet.pki.model import cert_sha256
-from estate.loopdev import LoopEstate
+from loopdev import LoopEstate
 
 runner = CliRunner()
 

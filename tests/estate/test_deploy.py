@@ -14,7 +14,7 @@ from certfleet.estate.deploy import run_deploy, worst_exit_code
 from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store, VersionRecord
 from certfleet.pki.model import cert_sha256
-from estate.loopdev import STEPS, LoopEstate
+from loopdev import STEPS, LoopEstate
 
 
 def _import_new(estate: LoopEstate, store: Store, tmp: Path) -> VersionRecord:

@@ -21,7 +21,7 @@ from certfleet.estate.rollback import RollbackResult, rollback_device
 from certfleet.estate.store import Store, VersionRecord
 from certfleet.inventory import Device, Inventory
 from certfleet.pki.model import Bundle, Finding, cert_sha256
-from estate.loopdev import LoopbackDriver, LoopEstate
+from loopdev import LoopbackDriver, LoopEstate
 
 EXCEPTIONS: dict[str, BaseException] = {
     "ValueError": ValueError("malformed certificate served"),

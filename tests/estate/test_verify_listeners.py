@@ -17,7 +17,7 @@ from certfleet.estate.rollback import rollback_device
 from certfleet.estate.store import Store
 from certfleet.inventory import parse_inventory
 from certfleet.pki.model import cert_sha256
-from estate.loopdev import LoopEstate
+from loopdev import LoopEstate
 
 
 def _served(port: int) -> str:

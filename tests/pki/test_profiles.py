@@ -24,6 +24,7 @@ from certfleet.pki.profiles import (
     OvocProfile,
     SbcProfile,
     keystore_password_findings,
+    profile_findings,
     profile_from_mapping,
     render_target,
 )
@@ -95,6 +96,20 @@ def test_ovoc_preflight(full: Bundle) -> None:
     assert {(f.code, f.severity) for f in findings} == {
         ("KEY_MISSING", "error"), ("ROOT_MISSING", "error")
     }
+
+
+def test_profile_findings_replace_general_ones_of_the_same_code(full: Bundle) -> None:
+    """A device finding replaces the general finding of its code; errors sort first."""
+    from certfleet.pki.model import Finding
+
+    keyless = Bundle(full.leaf, full.chain, full.root)
+    general = [Finding("NO_CLIENT_AUTH", "info", "i"),
+               Finding("KEY_MISSING", "warning", "no key"),
+               Finding("EXPIRES_SOON", "warning", "w")]
+    merged = profile_findings(keyless, PROFILES["ovoc"], general)
+    assert [(f.code, f.severity) for f in merged] == [
+        ("KEY_MISSING", "error"), ("EXPIRES_SOON", "warning"), ("NO_CLIENT_AUTH", "info")]
+    assert profile_findings(full, PROFILES["ovoc"], []) == []
 
 
 def test_preflight_codes_are_documented(full: Bundle, issued_ec: Issued) -> None:

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests._tools import in_ci
 
+from _tools import in_ci
 from certfleet.errors import CertfleetError
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.pki.bundle import assemble

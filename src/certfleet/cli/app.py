@@ -1,12 +1,137 @@
-"""The ``certfleet`` command. Each command lives in a module of its own."""
+"""The ``certfleet`` command. Each command lives in a module of its own.
+
+Every module in ``COMMAND_MODULES`` exposes ``register(app)``, which adds its
+commands to the Typer ``app`` it is given. The root group imports a module
+only when one of its commands runs or shows its help: ``certfleet --help``
+lists the commands from ``COMMANDS``, a table of names and one-line help kept
+equal to the real commands by a test (cold start matters: see benchmarks/).
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any, NamedTuple
 
-import typer
+from .startup import defer_unused_imports
 
-from .. import __version__
+defer_unused_imports()  # before typer is imported
+
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from .. import __version__  # noqa: E402
+
+
+class Entry(NamedTuple):
+    """One command of the root group: the module that registers it, its one-line help."""
+
+    module: str
+    help: str
+
+
+#: name -> (module, one-line help), in the order ``certfleet --help`` lists them.
+COMMANDS: dict[str, Entry] = {
+    "inspect": Entry("inspect", "List every certificate, key and CSR in FILE... (any format)."),
+    "check": Entry("inspect", "Check a certificate bundle before deploying it: exit 0 ok, "
+                   "1 errors, 2 unusable."),
+    "csr": Entry("make", "Make a private key and a CSR off the devices (what a shared "
+                 "wildcard needs)."),
+    "export": Entry("make", "Check a bundle and write it in one format, or as the file set "
+                    "of a device."),
+    "init": Entry("estate", "Write a commented inventory skeleton (never overwrites)."),
+    "adopt": Entry("estate", "Store the certificate the devices serve today (with its key) "
+                   "as a known version."),
+    "import": Entry("estate", "Check the issued files and store them as the new version "
+                    "of NAME."),
+    "plan": Entry("estate", "Show, per device, what it serves now, what it will serve, the "
+                  "steps, rollback."),
+    "probe": Entry("probe", "Log in to every device and do all a deploy does up to the first "
+                   "change; change nothing."),
+    "deploy": Entry("estate", "Deploy the current version to every device that does not "
+                    "serve it yet."),
+    "verify": Entry("estate", "Handshake every listener; exit 1 when any device does not "
+                    "serve the current version."),
+    "rollback": Entry("estate", "Restore DEVICE's last backup through its driver, then verify "
+                      "by handshake."),
+    "history": Entry("estate", "Past deployments and rollbacks, newest first: time, user, "
+                     "outcome, last step."),
+    "status": Entry("estate", "What every listener serves now: certificate, days left, name "
+                    "match, current."),
+    "unlock": Entry("estate", "Check the deploy lock; runs whose process died are recorded "
+                    "as interrupted."),
+    "demo": Entry("lab", "Renew and deploy a wildcard across a lab estate, end to end (starts "
+                  "nothing lasting)."),
+    "scan": Entry("scan", "One TLS handshake per endpoint: what it serves, checked, sorted by "
+                  "days left."),
+    "exporter": Entry("scan", "Scan the inventory's listeners (and --target) every --interval; "
+                      "serve /metrics."),
+    "issue": Entry("renew", "Order NAME from its ACME CA now (DNS-01) and store the new "
+                   "version."),
+    "renew": Entry("renew", "Renew every certificate with an ACME issuer that is due, deploy "
+                   "it, verify."),
+    "schedule": Entry("schedule", "Print (or --install) a schedule that runs 'certfleet renew' "
+                      "twice a day."),
+    "ovoc": Entry("ovoc", "OVOC appliance: deploy a certificate, diagnose staged files."),
+    "sbc": Entry("sbc", "Mediant SBCs over the REST API: deploy, backup, status, trusted roots."),
+    "lab": Entry("lab", "The lab estate: simulated OVOC and SBCs on 127.0.0.1."),
+}
+
+#: The modules that register commands, each exposing ``register(app)``.
+COMMAND_MODULES = list(dict.fromkeys(entry.module for entry in COMMANDS.values()))
+
+
+#: typer's help style for every command ("rich": boxed panels; no markdown).
+RICH_MARKUP_MODE: Any = "rich"
+
+
+def load_module(name: str) -> typer.Typer:
+    """A Typer app holding the commands that ``certfleet.cli.<name>`` registers."""
+    holder = typer.Typer(rich_markup_mode=RICH_MARKUP_MODE)
+    importlib.import_module(f"certfleet.cli.{name}").register(holder)
+    return holder
+
+
+class LazyGroup(TyperGroup):
+    """The root group: imports a command's module when the command is looked up to run.
+
+    While the root's own help is rendered, commands not loaded yet are listed
+    from ``COMMANDS`` without importing anything.
+    """
+
+    _listing = False
+
+    def _load(self, module: str) -> None:
+        group = typer.main.get_group(load_module(module))
+        for name, command in group.commands.items():
+            self.commands.setdefault(name, command)
+
+    def load_all(self) -> None:
+        for module in COMMAND_MODULES:
+            self._load(module)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        entry = COMMANDS.get(cmd_name)
+        if cmd_name not in self.commands and entry is not None:
+            if self._listing:
+                return typer.core.TyperCommand(name=cmd_name, help=entry.help)
+            self._load(entry.module)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in COMMANDS:
+            self.load_all()  # an unknown name: suggest among every real command
+        return super().resolve_command(ctx, args)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
     name="certfleet",
@@ -15,22 +140,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=LazyGroup,
+    rich_markup_mode=RICH_MARKUP_MODE,
 )
-
-# Each module exposes register(app). Kept as names so that `certfleet --help`
-# imports only typer until a command runs (cold start matters: see benchmarks/).
-COMMAND_MODULES = [
-    "inspect",  # inspect, check
-    "make",  # csr, export
-    "ovoc",  # ovoc deploy, ovoc doctor
-    "sbc",  # sbc deploy, backup, status, trust
-    "estate",  # init, import, plan, deploy, verify, rollback, history, status
-    "probe",  # probe (rehearse on every device, changing nothing)
-    "lab",  # lab up, demo
-    "scan",  # scan, exporter
-    "renew",  # issue, renew (ACME)
-    "schedule",  # schedule systemd|cron|windows
-]
 
 
 def _version(value: bool) -> None:
@@ -46,16 +158,6 @@ def _root(
     ),
 ) -> None:
     """certfleet: one command for the yearly (soon monthly) certificate chore."""
-
-
-for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"certfleet.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"certfleet.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
 
 
 def main() -> None:

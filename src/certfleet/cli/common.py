@@ -7,8 +7,9 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,11 +22,14 @@ __all__ = [
     "JsonUsageCommand",
     "console",
     "err_console",
+    "exit_code_for",
     "fail",
     "handle_errors",
+    "print_error",
     "print_json",
     "read_password",
     "run_interruptible",
+    "text",
 ]
 
 console = Console(highlight=False)
@@ -35,19 +39,47 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def fail(
-    message: str, hint: str | None = None, code: int = 2, *, json_out: bool = False
-) -> NoReturn:
-    """Print one error line (and a Tip) and exit with ``code``."""
-    if json_out:
-        print_json({"error": message, "hint": hint})
-    else:
-        from rich.markup import escape
+def text(value: object) -> str:
+    """``value`` as rich prints it literally: markup escaped, control characters shown.
 
-        # Messages quote file names and subjects: "[1]" or "[/]" in one is text, not markup.
-        err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-        if hint:
-            err_console.print(f"[yellow]Tip:[/] {escape(hint)}", soft_wrap=True)
+    For text that comes from a device, a file or an error message: "[/]" or
+    "[red]" in it is text, not markup, and an escape sequence or a carriage
+    return is shown as ``\\x1b``, never obeyed by the terminal.
+    """
+    import re
+
+    from rich.markup import escape
+
+    visible = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
+                     lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    return escape(visible)
+
+
+def print_error(
+    message: str, hint: str | None = None, *, json_out: bool = False,
+    json_fields: Mapping[str, Any] | None = None, label: str = "error:",
+) -> None:
+    """The one way an error reaches the user.
+
+    Without ``json_out``: ``error: message`` (or another ``label``) and
+    ``Tip: hint`` on stderr, both printed as text (``text``). With it:
+    ``{**json_fields, "error": message, "hint": hint}`` on stdout, the shape a
+    script reads from every command.
+    """
+    if json_out:
+        print_json({**(json_fields or {}), "error": message, "hint": hint})
+        return
+    err_console.print(f"[bold red]{text(label)}[/] {text(message)}", soft_wrap=True)
+    if hint:
+        err_console.print(f"[yellow]Tip:[/] {text(hint)}", soft_wrap=True)
+
+
+def fail(
+    message: str, hint: str | None = None, code: int = 2, *, json_out: bool = False,
+    json_fields: Mapping[str, Any] | None = None,
+) -> NoReturn:
+    """Print one error line (and a Tip) and exit with ``code`` (see ``print_error``)."""
+    print_error(message, hint, json_out=json_out, json_fields=json_fields)
     raise typer.Exit(code)
 
 
@@ -166,7 +198,8 @@ def run_interruptible(coro: Coroutine[Any, Any, R], *, what: str = "run") -> R:
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn CertfleetError into a one-line message and an exit code.
+    """The error path of every command: a CertfleetError becomes ``print_error`` and
+    the exit code of the table (``exit_code_for``); Ctrl-C exits 130.
 
     Input errors exit 2. A command that has a ``json_out`` keyword prints
     ``{"error": ...}`` when it is set.
@@ -226,3 +259,44 @@ def read_password(env_var: str | None, *, what: str, file: str | None = None) ->
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+# ---- connection settings: defined once, used by every command that reaches a device ----
+# Names, defaults given at the parameter, help and metavars are part of the CLI contract.
+
+#: An SBC's REST API (``certfleet sbc deploy|backup|status|trust``).
+SbcUrl = Annotated[str, typer.Option("--url", metavar="https://HOST:PORT",
+                                     help="Management URL of the SBC.")]
+SbcUser = Annotated[str, typer.Option("--user", help="REST API user (an Administrator).")]
+SbcPasswordEnv = Annotated[str, typer.Option(
+    "--password-env", metavar="VAR", help="Environment variable holding the REST password.")]
+SbcCaBundle = Annotated[Path | None, typer.Option(
+    "--ca-bundle", metavar="FILE", help="PEM CA bundle that issued the management certificate.")]
+SbcPinSha256 = Annotated[str | None, typer.Option(
+    "--pin-sha256", metavar="HEX", help="SHA-256 of the SBC's management certificate.")]
+SbcInsecure = Annotated[bool, typer.Option(
+    "--insecure", help="Do not check the SBC's certificate at all (labs only; loud).")]
+SbcRelaxedX509 = Annotated[bool, typer.Option(
+    "--relaxed-x509",
+    help="With --ca-bundle: accept a management certificate that breaks RFC 5280's strict "
+    "rules (no Authority Key Identifier...), which Python 3.13 rejects by default.")]
+SbcTimeout = Annotated[float, typer.Option("--timeout", help="Seconds per REST request.")]
+#: The default of ``--user`` and ``--password-env`` for an SBC.
+SBC_DEFAULT_USER = "Admin"
+SBC_DEFAULT_PASSWORD_ENV = "CERTFLEET_SBC_PASSWORD"
+
+#: An OVOC appliance over SSH/SFTP (``certfleet ovoc deploy|doctor``).
+OVOC_HOST_OPT = typer.Option(..., "--host", help="OVOC address (name or IP).",
+                             show_default=False)
+OVOC_SSH_PORT_OPT = typer.Option(22, "--ssh-port", help="SSH port.")
+OVOC_USER_OPT = typer.Option("acems", "--user", help="SSH/SFTP login user.")
+OVOC_PASSWORD_ENV_OPT = typer.Option(None, "--password-env", metavar="VAR",
+                                     help="Environment variable holding the SSH password.")
+OVOC_SU_USER_OPT = typer.Option("root", "--su-user", help="User that su becomes to run the menu.")
+OVOC_SU_PASSWORD_ENV_OPT = typer.Option(None, "--su-password-env", metavar="VAR",
+                                        help="Environment variable holding the su password.")
+OVOC_KNOWN_HOSTS_OPT = typer.Option(None, "--known-hosts", metavar="FILE",
+                                    help="OpenSSH known_hosts file holding the host key "
+                                    "(default: ~/.ssh/known_hosts when it exists).")
+OVOC_HOST_KEY_OPT = typer.Option(None, "--host-key-sha256", metavar="SHA256:...",
+                                 help="Pinned host key fingerprint, as ssh-keygen -l prints it.")

@@ -14,9 +14,11 @@ from .common import (
     err_console,
     fail,
     handle_errors,
+    print_error,
     print_json,
     read_password,
     run_interruptible,
+    text,
 )
 from .estate_tables import OUTCOME_STYLE, _short, render_history
 from .estate_tables import render_status as render_status  # used by the lab demo
@@ -480,13 +482,9 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(result.to_dict())
         elif result.ok:
-            console.print(f"[green]{result.message}[/]")
+            console.print(f"[green]{text(result.message)}[/]")
         else:
-            from rich.markup import escape
-
-            err_console.print(f"[bold red]error:[/] {escape(result.message)}", soft_wrap=True)
-            if result.hint:
-                err_console.print(f"[yellow]Tip:[/] {escape(result.hint)}", soft_wrap=True)
+            print_error(result.message, result.hint)
         raise typer.Exit(result.exit_code)
 
     @app.command("history")
@@ -619,8 +617,8 @@ def print_findings(findings: list[Any]) -> None:
     styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
     for finding in findings:
         style = styles.get(finding.severity, "")
-        err_console.print(f"[{style}]{finding.severity}[/] {finding.code}: {finding.message}",
-                          soft_wrap=True)
+        err_console.print(f"[{style}]{finding.severity}[/] {text(finding.code)}: "
+                          f"{text(finding.message)}", soft_wrap=True)
 
 
 

@@ -20,6 +20,7 @@ from .common import (
     JsonUsageCommand,
     console,
     err_console,
+    fail,
     handle_errors,
     print_json,
     read_password,
@@ -381,26 +382,17 @@ def export(
     findings = check_bundle(bundle, host or ())
     profile = PROFILES[target] if target is not None else None
     if profile is not None:
-        # The device's own findings replace general ones of the same code
-        # (KEY_MISSING is a warning in general, an error for a device).
-        device = profile.preflight(bundle)
-        codes = {f.code for f in device}
-        findings = [*device, *(f for f in findings if f.code not in codes)]
-        findings.sort(key=lambda f: ("error", "warning", "info").index(f.severity))
+        from ..pki.profiles import profile_findings
+
+        findings = profile_findings(bundle, profile, findings)
     errors = [f for f in findings if f.severity == "error"]
     if errors and not force:
         message = f"{len(errors)} error finding(s) for {_label(bundle)!r}; nothing was written"
         hint = "fix the input, or pass --force to write anyway"
-        if json_out:
-            print_json({"error": message, "hint": hint,
-                        "findings": [f.to_dict() for f in findings]})
-        else:
-            from rich.markup import escape
-
+        if not json_out:
             _print_findings(findings)
-            err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-            err_console.print(f"[yellow]Tip:[/] {escape(hint)}", soft_wrap=True)
-        raise typer.Exit(1)
+        fail(message, hint, 1, json_out=json_out,
+             json_fields={"findings": [f.to_dict() for f in findings]})
 
     written: list[dict[str, Any]] = []
     if fmt is not None:

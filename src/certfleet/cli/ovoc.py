@@ -16,7 +16,22 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ..errors import CertfleetError, ConfigError, InputError
-from .common import console, err_console, handle_errors, print_json, read_password
+from .common import (
+    OVOC_HOST_KEY_OPT,
+    OVOC_HOST_OPT,
+    OVOC_KNOWN_HOSTS_OPT,
+    OVOC_PASSWORD_ENV_OPT,
+    OVOC_SSH_PORT_OPT,
+    OVOC_SU_PASSWORD_ENV_OPT,
+    OVOC_SU_USER_OPT,
+    OVOC_USER_OPT,
+    console,
+    handle_errors,
+    print_error,
+    print_json,
+    read_password,
+)
+from .common import text as _text
 
 if TYPE_CHECKING:
     from ..drivers.base import DeployOutcome, StepEvent
@@ -25,14 +40,11 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-HOST_OPT = typer.Option(..., "--host", help="OVOC address (name or IP).", show_default=False)
-SSH_PORT_OPT = typer.Option(22, "--ssh-port", help="SSH port.")
-USER_OPT = typer.Option("acems", "--user", help="SSH/SFTP login user.")
-PASSWORD_ENV_OPT = typer.Option(None, "--password-env", metavar="VAR",
-                                help="Environment variable holding the SSH password.")
-SU_USER_OPT = typer.Option("root", "--su-user", help="User that su becomes to run the menu.")
-SU_PASSWORD_ENV_OPT = typer.Option(None, "--su-password-env", metavar="VAR",
-                                   help="Environment variable holding the su password.")
+# The connection settings (common.py).
+HOST_OPT, SSH_PORT_OPT, USER_OPT = OVOC_HOST_OPT, OVOC_SSH_PORT_OPT, OVOC_USER_OPT
+PASSWORD_ENV_OPT, SU_USER_OPT = OVOC_PASSWORD_ENV_OPT, OVOC_SU_USER_OPT
+SU_PASSWORD_ENV_OPT = OVOC_SU_PASSWORD_ENV_OPT
+KNOWN_HOSTS_OPT, HOST_KEY_OPT = OVOC_KNOWN_HOSTS_OPT, OVOC_HOST_KEY_OPT
 KEYSTORE_ENV_OPT = typer.Option(
     None, "--keystore-password-env", metavar="VAR",
     help="Environment variable holding the password answered at the menu's password prompt "
@@ -40,11 +52,6 @@ KEYSTORE_ENV_OPT = typer.Option(
 INPUT_PASSWORD_ENV_OPT = typer.Option(
     None, "--input-password-env", metavar="VAR",
     help="Environment variable holding the password of an encrypted input (.pfx, key).")
-KNOWN_HOSTS_OPT = typer.Option(None, "--known-hosts", metavar="FILE",
-                               help="OpenSSH known_hosts file holding the host key "
-                               "(default: ~/.ssh/known_hosts when it exists).")
-HOST_KEY_OPT = typer.Option(None, "--host-key-sha256", metavar="SHA256:...",
-                            help="Pinned host key fingerprint, as ssh-keygen -l prints it.")
 STAGING_OPT = typer.Option("/home/acems/server_certs", "--staging-dir",
                            help="Folder on OVOC that EmsServerManager imports from.")
 VERIFY_PORT_OPT = typer.Option(None, "--verify-port",
@@ -176,18 +183,6 @@ def _load_menu(path: Path | None) -> Any:
     return OvocMenu.from_mapping(data)
 
 
-def _text(value: str) -> str:
-    """``value`` (which may come from the device) as rich prints it literally: markup
-    escaped, control characters (escape sequences, carriage returns) shown, not obeyed."""
-    import re
-
-    from rich.markup import escape
-
-    visible = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
-                     lambda m: f"\\x{ord(m.group()):02x}", value)
-    return escape(visible)
-
-
 def _print_event(event: StepEvent) -> None:
     if event.status == "start":
         return
@@ -224,6 +219,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(ovoc, name="ovoc")
 
     @ovoc.command("deploy")
+    @handle_errors
     def deploy_command(
         files: list[Path] = FILES_ARG,
         host: str = HOST_OPT,
@@ -263,8 +259,7 @@ def register(app: typer.Typer) -> None:
                 enter=enter,
             )
         except KeyboardInterrupt:  # before the device was reached (files, passwords)
-            err_console.print("[bold red]refused[/] interrupted before any change on the "
-                              "device", soft_wrap=True)
+            print_error("interrupted before any change on the device", label="refused")
             code = 2
         raise typer.Exit(code)
 
@@ -351,7 +346,7 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
     except InputError as exc:
         return emit_outcome(refuse_on_input_error(host, exc), None)
     except CertfleetError as exc:  # pragma: no cover - only input errors happen here
-        err_console.print(f"[bold red]error:[/] {_text(exc.message)}")
+        print_error(exc.message, exc.hint)
         return 2
     if not json_out:
         subject = bundle.leaf.subject.rfc4514_string()
@@ -391,9 +386,7 @@ def _deploy_aborted(driver: OvocDriver, host: str, exc: BaseException, json_out:
                     "exit_code": 3 if changed else 2, "message": message, "hint": hint,
                     "findings": [], "steps": [], "transcript": driver.transcript()})
     else:
-        err_console.print(f"[bold red]{'failed' if changed else 'refused'}[/] {_text(message)}",
-                          soft_wrap=True)
-        err_console.print(f"[yellow]Tip:[/] {_text(hint)}", soft_wrap=True)
+        print_error(message, hint, label="failed" if changed else "refused")
     return 3 if changed else 2
 
 
@@ -488,11 +481,6 @@ def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
 
 
 def _doctor_error(exc: CertfleetError, code: int, json_out: bool) -> int:
-    if json_out:
-        print_json({"ok": False, "files": [], "findings": [], "diagnosis": None,
-                    "error": exc.message, "hint": exc.hint})
-    else:
-        err_console.print(f"[bold red]error:[/] {_text(exc.message)}", soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"[yellow]Tip:[/] {_text(exc.hint)}", soft_wrap=True)
+    print_error(exc.message, exc.hint, json_out=json_out,
+                json_fields={"ok": False, "files": [], "findings": [], "diagnosis": None})
     return code

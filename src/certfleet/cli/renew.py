@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, err_console, fail, handle_errors, print_json
+from .common import console, err_console, fail, handle_errors, print_error, print_json
 from .estate import (
     INVENTORY_OPTION,
     JSON_OPTION,
@@ -130,11 +130,7 @@ def register(app: typer.Typer) -> None:
                     line += f" → v{item.version.id}, valid to {item.version.not_after[:10]}"
                 console.print(line, highlight=False, soft_wrap=True)
                 if item.error:
-                    err_console.print(f"[bold red]error:[/] {escape(item.error)}",
-                                      soft_wrap=True)
-                    if item.hint:
-                        err_console.print(f"[yellow]Tip:[/] {escape(item.hint)}",
-                                          soft_wrap=True)
+                    print_error(item.error, item.hint)
             if report.deploy is not None:
                 console.print(render_report(report.deploy))
             console.print(f"renew: {report.ordered} ordered; exit code {report.exit_code}")

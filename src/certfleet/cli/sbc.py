@@ -15,7 +15,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import ConfigError, InputError, PrivateKeyError
-from .common import console, err_console, handle_errors, print_json, read_password
+from .common import (
+    SBC_DEFAULT_PASSWORD_ENV,
+    SbcCaBundle,
+    SbcInsecure,
+    SbcPasswordEnv,
+    SbcPinSha256,
+    SbcRelaxedX509,
+    SbcTimeout,
+    SbcUrl,
+    SbcUser,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    read_password,
+    text,
+)
 
 if TYPE_CHECKING:
     from ..drivers.base import DeployOutcome, StepEvent
@@ -23,42 +39,40 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-DEFAULT_PASSWORD_ENV = "CERTFLEET_SBC_PASSWORD"
-
-sbc_app = typer.Typer(
-    help="Mediant SBCs over the REST API: deploy, backup, status, trusted roots.",
-    no_args_is_help=True,
-)
-trust_app = typer.Typer(
-    help="Named trusted root sets (teams-2026) in a TLS context: audit or add.",
-    no_args_is_help=True,
-)
-sbc_app.add_typer(trust_app, name="trust")
+DEFAULT_PASSWORD_ENV = SBC_DEFAULT_PASSWORD_ENV
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``sbc`` command group to ``app``."""
+    sbc_app = typer.Typer(
+        help="Mediant SBCs over the REST API: deploy, backup, status, trusted roots.",
+        no_args_is_help=True,
+    )
+    trust_app = typer.Typer(
+        help="Named trusted root sets (teams-2026) in a TLS context: audit or add.",
+        no_args_is_help=True,
+    )
+    sbc_app.add_typer(trust_app, name="trust")
+    sbc_app.command("deploy")(deploy)
+    sbc_app.command("backup")(backup)
+    sbc_app.command("status")(status)
+    trust_app.command("audit")(trust_audit)
+    trust_app.command("add")(trust_add)
     app.add_typer(sbc_app, name="sbc")
 
 
 # ---- shared options ---------------------------------------------------------------
 
-Url = Annotated[str, typer.Option("--url", metavar="https://HOST:PORT",
-                                  help="Management URL of the SBC.")]
-User = Annotated[str, typer.Option("--user", help="REST API user (an Administrator).")]
-PasswordEnv = Annotated[str, typer.Option(
-    "--password-env", metavar="VAR", help="Environment variable holding the REST password.")]
-CaBundle = Annotated[Path | None, typer.Option(
-    "--ca-bundle", metavar="FILE", help="PEM CA bundle that issued the management certificate.")]
-PinSha256 = Annotated[str | None, typer.Option(
-    "--pin-sha256", metavar="HEX", help="SHA-256 of the SBC's management certificate.")]
-Insecure = Annotated[bool, typer.Option(
-    "--insecure", help="Do not check the SBC's certificate at all (labs only; loud).")]
-RelaxedX509 = Annotated[bool, typer.Option(
-    "--relaxed-x509",
-    help="With --ca-bundle: accept a management certificate that breaks RFC 5280's strict "
-    "rules (no Authority Key Identifier...), which Python 3.13 rejects by default.")]
-Timeout = Annotated[float, typer.Option("--timeout", help="Seconds per REST request.")]
+# The connection settings (common.py): --url, --user, --password-env, --ca-bundle,
+# --pin-sha256, --insecure, --relaxed-x509, --timeout.
+Url = SbcUrl
+User = SbcUser
+PasswordEnv = SbcPasswordEnv
+CaBundle = SbcCaBundle
+PinSha256 = SbcPinSha256
+Insecure = SbcInsecure
+RelaxedX509 = SbcRelaxedX509
+Timeout = SbcTimeout
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 
 
@@ -118,8 +132,8 @@ def _step_printer(enabled: bool) -> Any:
 
     def show(event: StepEvent) -> None:
         if enabled and event.status != "start":
-            detail = f" {event.detail}" if event.detail else ""
-            err_console.print(f"{marks[event.status]} {event.step}{detail}", soft_wrap=True,
+            detail = f" {text(event.detail)}" if event.detail else ""  # device text
+            err_console.print(f"{marks[event.status]} {text(event.step)}{detail}", soft_wrap=True,
                               markup=True, highlight=False)
 
     return show if enabled else None
@@ -129,30 +143,29 @@ def _print_outcome(outcome: DeployOutcome) -> None:
     from rich.table import Table
 
     if outcome.served_before or outcome.served_after:
-        table = Table(title=f"{outcome.device}: TLS listeners")
+        table = Table(title=f"{text(outcome.device)}: TLS listeners")
         table.add_column("listener")
         table.add_column("before")
         table.add_column("after")
         for listener in dict.fromkeys([*outcome.served_before, *outcome.served_after]):
             before = outcome.served_before.get(listener)
             after = outcome.served_after.get(listener)
-            table.add_row(listener, (before or "-")[:16], (after or "-")[:16])
+            table.add_row(text(listener), text((before or "-")[:16]), text((after or "-")[:16]))
         console.print(table)
     style = {"installed": "bold green", "restored": "yellow", "refused": "bold red",
              "failed": "bold red", "skipped": "cyan"}[outcome.outcome]
-    console.print(f"[{style}]{outcome.outcome}[/] {outcome.message}", soft_wrap=True)
+    console.print(f"[{style}]{outcome.outcome}[/] {text(outcome.message)}", soft_wrap=True)
     for finding in outcome.findings:
         if finding.severity != "info":
             console.print(f"  {finding.severity}: {finding.code} {finding.message}",
                           soft_wrap=True, markup=False)
     if outcome.hint:
-        console.print(f"[yellow]Tip:[/] {outcome.hint}", soft_wrap=True)
+        console.print(f"[yellow]Tip:[/] {text(outcome.hint)}", soft_wrap=True)
 
 
 # ---- deploy ---------------------------------------------------------------------------
 
 
-@sbc_app.command("deploy")
 @handle_errors
 def deploy(
     files: Annotated[list[Path], typer.Argument(
@@ -282,7 +295,6 @@ def _is_ip(host: str) -> bool:
 # ---- backup ------------------------------------------------------------------------------
 
 
-@sbc_app.command("backup")
 @handle_errors
 def backup(
     url: Url,
@@ -325,8 +337,8 @@ def backup(
         print_json({"device": saved.device, "directory": str(directory),
                     "files": sorted(saved.files), "meta": saved.meta})
         return
-    console.print(f"[green]saved[/] {len(saved.files)} file(s) of {saved.device} to "
-                  f"{directory}", soft_wrap=True)
+    console.print(f"[green]saved[/] {len(saved.files)} file(s) of {text(saved.device)} to "
+                  f"{text(directory)}", soft_wrap=True)
     for name in sorted(saved.files):
         console.print(f"  {name}", markup=False)
 
@@ -334,7 +346,6 @@ def backup(
 # ---- status -------------------------------------------------------------------------------
 
 
-@sbc_app.command("status")
 @handle_errors
 def status(
     url: Url,
@@ -393,8 +404,9 @@ def status(
     for row in rows:
         valid = row["key_valid"]
         table.add_row(
-            str(row["index"]), str(row["name"] or ""), str(row["subject"] or "-"),
-            (row["sha256"] or "-")[:16], (row["not_after"] or "-")[:10],
+            # Names and subjects come from the device: text, not markup.
+            str(row["index"]), text(row["name"] or ""), text(row["subject"] or "-"),
+            text((row["sha256"] or "-")[:16]), text((row["not_after"] or "-")[:10]),
             str(row["days_left"] if row["days_left"] is not None else "-"),
             "valid" if valid else ("MISMATCH" if valid is False else "?"),
             str(len(row["trusted_roots"])), "same" if row["serves_management"] else "",
@@ -486,7 +498,6 @@ def _audit(driver: SbcDriver, set_name: str, context: int, add: bool,
     return asyncio.run(run())
 
 
-@trust_app.command("audit")
 @handle_errors
 def trust_audit(
     url: Url,
@@ -515,7 +526,6 @@ def trust_audit(
     raise typer.Exit(1 if result["missing"] else 0)
 
 
-@trust_app.command("add")
 @handle_errors
 def trust_add(
     url: Url,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -40,6 +40,7 @@ __all__ = [
     "TargetProfile",
     "keystore_password_findings",
     "not_overridable",
+    "profile_findings",
     "profile_from_mapping",
     "render_target",
 ]
@@ -409,6 +410,21 @@ TargetProfile = OvocProfile | SbcProfile
 OVOC_PROFILE = OvocProfile()
 SBC_PROFILE = SbcProfile()
 PROFILES: dict[str, TargetProfile] = {"ovoc": OVOC_PROFILE, "sbc": SBC_PROFILE}
+
+
+def profile_findings(bundle: Bundle, profile: TargetProfile,
+                     findings: Sequence[Finding]) -> list[Finding]:
+    """The general ``findings`` of ``bundle`` merged with ``profile``'s device findings.
+
+    A device finding replaces the general ones of the same code (KEY_MISSING
+    is a warning in general, an error for a device); errors come first, then
+    warnings, then infos, each in the order found.
+    """
+    device = profile.preflight(bundle)
+    codes = {f.code for f in device}
+    merged = [*device, *(f for f in findings if f.code not in codes)]
+    merged.sort(key=lambda f: ("error", "warning", "info").index(f.severity))
+    return merged
 
 
 @quietly

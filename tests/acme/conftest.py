@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from certfleet.lab.pebble import LabPebble
-from renewal.pebble_support import start_pebble
+from pebble_support import start_pebble
 
 
 @pytest.fixture(scope="module")

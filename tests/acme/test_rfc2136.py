@@ -12,7 +12,7 @@ from certfleet.acme import DnsError
 from certfleet.acme.config import DnsConfig
 from certfleet.dns.propagation import wait_for_records
 from certfleet.dns.providers import Rfc2136Provider, TxtRecord
-from renewal.dns_server import DnsServer
+from dns_server import DnsServer
 
 SECRET = base64.b64encode(os.urandom(32)).decode()
 

@@ -15,7 +15,7 @@ from _tools import require_tool
 from certfleet.acme import AcmeError
 from certfleet.cli.app import app
 from certfleet.lab.pebble import LabPebble, eab_key
-from renewal.pebble_support import start_pebble, write_inventory
+from pebble_support import start_pebble, write_inventory
 
 
 def issue(inventory: Path, state: Path, *extra: str) -> tuple[int, dict[str, object]]:

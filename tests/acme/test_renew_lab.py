@@ -17,7 +17,7 @@ from certfleet.estate.store import Store
 from certfleet.lab.estate import LabEstate
 from certfleet.lab.pebble import LabPebble, add_acme_to_inventory
 from certfleet.lab.tls import free_port
-from renewal.pebble_support import start_pebble
+from pebble_support import start_pebble
 
 
 @pytest.fixture

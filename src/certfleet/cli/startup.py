@@ -1,0 +1,134 @@
+"""Cold start: modules that typer imports for features certfleet does not use load on first use.
+
+typer's rich help imports ``rich.markdown`` (with ``markdown_it``) for its
+markdown markup mode and ``rich.traceback`` (with ``pygments``) for pretty
+exceptions; pydantic's plugin loader, reached by every typer parameter,
+imports ``importlib.metadata``; typer imports its shell completion, which
+certfleet does not install. Together some 100 ms of a ``certfleet`` run
+that uses none of them (see ``benchmarks/bench_toolkit.py``).
+
+``defer_unused_imports()`` installs an import hook under which each of these
+modules is first a stand-in: its classes and functions are stand-ins that
+import the real module and hand the call over, and any other name read from
+it imports the real module, which then replaces the stand-in everywhere the
+import system binds it. Nothing changes for a caller but the moment of the
+import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+__all__ = ["defer_unused_imports"]
+
+
+class _StandIn:
+    """How one module is stood in for: names of its classes, and shortcut functions.
+
+    A shortcut is called first with the arguments of the call; ``None`` hands
+    the call to the real function.
+    """
+
+    def __init__(self, name: str, classes: Sequence[str],
+                 shortcuts: dict[str, Callable[..., Any]]) -> None:
+        self.name = name
+        self.classes = classes
+        self.shortcuts = shortcuts
+
+    def real(self) -> types.ModuleType:
+        module = sys.modules.get(self.name)
+        if module is not None and not getattr(module, "__certfleet_stand_in__", False):
+            return module
+        sys.modules.pop(self.name, None)
+        _Finder.stand_ins.pop(self.name, None)  # from now on the real module
+        return importlib.import_module(self.name)
+
+    def fill(self, module: types.ModuleType) -> None:
+        real = self.real
+
+        def attribute(name: str) -> Any:
+            if name.startswith("__"):  # the import system asks for __path__ and the like
+                raise AttributeError(name)
+            return getattr(real(), name)
+
+        def stand_in_class(name: str) -> type:
+            def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+                return getattr(real(), name)(*args, **kwargs)
+
+            return type(name, (), {"__new__": new, "__module__": self.name})
+
+        def stand_in_function(name: str, first: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                answer = first(*args, **kwargs)
+                return getattr(real(), name)(*args, **kwargs) if answer is None else answer
+
+            return call
+
+        module.__certfleet_stand_in__ = True  # type: ignore[attr-defined]
+        module.__getattr__ = attribute  # type: ignore[method-assign]
+        for name in self.classes:
+            setattr(module, name, stand_in_class(name))
+        for name, first in self.shortcuts.items():
+            setattr(module, name, stand_in_function(name, first))
+
+
+class _Finder:
+    """A meta path finder that gives the stand-in of a deferred module."""
+
+    stand_ins: ClassVar[dict[str, _StandIn]] = {}
+
+    @classmethod
+    def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in cls.stand_ins:
+            return None
+        return importlib.machinery.ModuleSpec(name, cls)  # type: ignore[arg-type]
+
+    @staticmethod
+    def create_module(spec: Any) -> None:
+        return None  # the default module object
+
+    @classmethod
+    def exec_module(cls, module: types.ModuleType) -> None:
+        cls.stand_ins[module.__name__].fill(module)
+
+
+def _no_pydantic_plugins(*args: Any, **kwargs: Any) -> tuple[()] | None:
+    """What pydantic's ``get_plugins`` answers when plugins are off, as typer turns them off.
+
+    typer builds its parameter converters with ``PYDANTIC_DISABLE_PLUGINS=1``;
+    pydantic then loads no plugin, yet its loader imports ``importlib.metadata``.
+    """
+    if args or kwargs:
+        return None
+    return () if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in ("__all__", "1", "true") else None
+
+
+def _real(*args: Any, **kwargs: Any) -> None:
+    """A shortcut that always hands the call to the real function."""
+    return None
+
+
+def defer_unused_imports() -> None:
+    """Install the stand-ins (once; modules already imported stay as they are).
+
+    Call it before typer is imported, or typer's completion module is loaded.
+    """
+    wanted = [
+        _StandIn("rich.markdown", ["Markdown"], {}),
+        _StandIn("rich.traceback", ["Traceback"], {}),
+        _StandIn("pydantic.plugin._loader", [], {"get_plugins": _no_pydantic_plugins}),
+        # Shell completion, which certfleet does not install (add_completion=False).
+        _StandIn("typer.completion", [], {"get_completion_inspect_parameters": _real,
+                                          "shell_complete": _real}),
+    ]
+    for stand_in in wanted:
+        if stand_in.name not in sys.modules:
+            _Finder.stand_ins.setdefault(stand_in.name, stand_in)
+    if _Finder not in sys.meta_path:
+        sys.meta_path.insert(0, _Finder)
