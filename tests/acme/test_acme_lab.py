@@ -42,6 +42,33 @@ def test_acme_without_pebble_says_how_to_install(
     assert "pebble" in result.output and "apt-get install pebble" in result.output
 
 
+@pytest.mark.skipif(os.name != "posix", reason="runs shell scripts as Pebble")
+@pytest.mark.parametrize("command", [["demo", "--acme"], ["lab", "up", "--acme", "--sbcs", "1"]])
+def test_acme_when_pebble_cannot_start_is_one_error_line(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pebble that exits at once (several lines in its log): one error line, exit 2, the
+    lab stopped and nothing left behind, never a traceback."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("pebble", "pebble-challtestsrv"):
+        script = bin_dir / name
+        script.write_text("#!/bin/sh\necho 'cannot listen'\necho 'giving up'\nexit 1\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    if command[0] == "lab":
+        command = [*command, "--dir", str(tmp_path / "lab")]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output[-3000:]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "Pebble did not start: a Pebble program exited early" in errors[0]
+    assert "cannot listen giving up" in errors[0]
+    assert "Traceback" not in result.output
+    assert "Tip: check that 'pebble -h'" in result.output
+
+
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
 def test_lab_up_acme_serves_renew_until_interrupted(tmp_path: Path) -> None:
     """lab up --acme: its inventory and lab.env let 'certfleet renew' order from Pebble;

@@ -17,10 +17,9 @@ from typing import Any
 from ..fsutil import write_private_file
 from . import AcmeError
 from .config import AcmeConfig
+from .transport import USER_AGENT
 
-__all__ = ["AcmeSession", "account_path", "open_session"]
-
-USER_AGENT = "certfleet (+https://github.com/certfleet)"
+__all__ = ["USER_AGENT", "AcmeSession", "account_path", "open_session"]
 
 
 def account_path(state_root: Path, directory: str, email: str | None) -> Path:
@@ -51,10 +50,9 @@ def problem_text(error: Any) -> str:
 
 
 def _network(config: AcmeConfig, key: Any) -> Any:
-    from acme import client as acme_client
+    from .transport import client_network
 
-    verify: Any = str(config.ca_bundle) if config.ca_bundle else True
-    return acme_client.ClientNetwork(key, verify_ssl=verify, user_agent=USER_AGENT, timeout=30)
+    return client_network(config, key)
 
 
 def _get_directory(config: AcmeConfig, net: Any, url: str) -> Any:
@@ -63,9 +61,14 @@ def _get_directory(config: AcmeConfig, net: Any, url: str) -> Any:
     from acme import errors as acme_errors
     from acme import messages
 
+    from .transport import tls_failure
+
     try:
         return acme_client.ClientV2.get_directory(url, net)
     except (requests.RequestException, acme_errors.Error, messages.Error, ValueError) as exc:
+        strict = tls_failure(config, url, exc)
+        if strict is not None:
+            raise strict from None
         raise AcmeError(
             f"cannot read the ACME directory {url}: {str(exc)[:300]}",
             hint="check the directory URL, the network, and ca_bundle for a private CA",

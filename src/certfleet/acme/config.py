@@ -12,6 +12,8 @@
     eab_hmac_key = "env:ACME_EAB_HMAC"
     preferred_chain = "ISRG Root X1"
     ca_bundle = "private-acme-ca.pem" # verifies the ACME server's HTTPS
+    x509_strict = false               # optional: accept a ca_bundle server certificate
+                                      # without AKI/SKI (clears only the strict checks)
     root_file = "roots.pem"           # roots the issued chain ends in (OVOC wants root.crt)
     reuse_key = false
     timeout = 300                     # seconds for validation and finalisation
@@ -58,7 +60,8 @@ NOTIFY_EVENTS = ("failure", "renewed", "expiring")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1",
                    "hmac-md5")
 _ACME_KEYS = {"directory", "email", "eab_kid", "eab_hmac_key", "preferred_chain", "ca_bundle",
-              "root_file", "reuse_key", "timeout", "staging_directory", "profile"}
+              "root_file", "reuse_key", "timeout", "staging_directory", "profile",
+              "x509_strict"}
 _ACME_SECRETS = ("eab_kid", "eab_hmac_key")
 _DNS_KEYS = {"provider", "server", "tsig_name", "tsig_secret", "tsig_algorithm", "add",
              "remove", "resolvers", "propagation_timeout", "zone", "credentials", "url",
@@ -83,6 +86,9 @@ class AcmeConfig:
     timeout: float = 300.0
     staging_directory: str | None = None
     profile: str | None = None
+    # Strict X.509 checks (VERIFY_X509_STRICT) of the ACME server's certificate:
+    # None keeps Python's default (strict from 3.13 on), False clears only them.
+    x509_strict: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,10 @@ def _parse_acme(ctx: Any, name: str, data: Any, base: Path) -> AcmeConfig:
     if not isinstance(reuse, bool):
         raise ctx.error(table, "reuse_key", f"must be true or false, not {reuse!r}",
                         "write reuse_key = false")
+    strict = data.get("x509_strict")
+    if strict is not None and not isinstance(strict, bool):
+        raise ctx.error(table, "x509_strict", f"must be true or false, not {strict!r}",
+                        "write x509_strict = false")
     staging = _string(ctx, table, data, "staging_directory")
     return AcmeConfig(
         certificate=name,
@@ -194,6 +204,7 @@ def _parse_acme(ctx: Any, name: str, data: Any, base: Path) -> AcmeConfig:
         timeout=_number(ctx, table, data, "timeout", 300),
         staging_directory=staging,
         profile=_string(ctx, table, data, "profile"),
+        x509_strict=strict,
     )
 
 

@@ -112,14 +112,16 @@ def ari_window(config: AcmeConfig, leaf: Any) -> dt.datetime | None:
     from acme import errors as acme_errors
     from cryptography.hazmat.primitives import serialization
 
-    from .account import USER_AGENT
     from .client import directory_has
+    from .transport import client_network, tls_failure
 
-    verify: Any = str(config.ca_bundle) if config.ca_bundle else True
-    net = acme_client.ClientNetwork(None, verify_ssl=verify, user_agent=USER_AGENT, timeout=30)
+    net = client_network(config, None)
     try:
         directory = acme_client.ClientV2.get_directory(config.directory, net)
     except Exception as exc:  # requests, acme and JSON errors alike
+        strict = tls_failure(config, config.directory, exc)
+        if strict is not None:
+            raise strict from None
         raise AcmeError(f"cannot read the ACME directory {config.directory}: {str(exc)[:200]}",
                         hint="check the directory URL and the network") from None
     if not directory_has(directory, "renewalInfo"):

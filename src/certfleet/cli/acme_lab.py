@@ -28,9 +28,14 @@ def require_pebble() -> None:
 def attach_pebble(lab: LabEstate, where: Path) -> LabPebble:
     """Start Pebble for ``lab`` and make its inventory order from it, notices to a file."""
     from ..fsutil import write_private_file
-    from ..lab.pebble import LabPebble, add_acme_to_inventory
+    from ..lab.pebble import PEBBLE_INSTALL_HINT, LabPebble, add_acme_to_inventory
 
-    pebble = LabPebble(where / "pebble").start()
+    try:
+        pebble = LabPebble(where / "pebble").start()
+    except Exception as exc:  # a missing program, a port, a certificate refused: all in words
+        fail(f"Pebble did not start: {_one_line(exc)}",
+             "check that 'pebble -h' and 'pebble-challtestsrv -h' run, then try again; "
+             f"if not, {PEBBLE_INSTALL_HINT}")
     try:
         add_acme_to_inventory(lab.inventory_path, pebble, notify_env=NOTIFY_ENV)
         sink = where / "notifications.jsonl"
@@ -38,10 +43,20 @@ def attach_pebble(lab: LabEstate, where: Path) -> LabPebble:
         text = lab.env_path.read_text(encoding="utf-8")
         write_private_file(lab.env_path,
                            (text + f"{NOTIFY_ENV}={lab.env[NOTIFY_ENV]}\n").encode())
+    except Exception as exc:
+        pebble.stop()
+        fail(f"Pebble started but the lab inventory could not be set up for it: "
+             f"{_one_line(exc)}", "check the free disk space and the lab folder, then try again")
     except BaseException:
         pebble.stop()
         raise
     return pebble
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one bounded line (Pebble's log tail spans lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _set_renew_before(lab: LabEstate, days: int) -> None:

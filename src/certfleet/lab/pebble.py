@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fsutil import write_file_atomic, write_private_file
-from .ca import LabCA, make_key
+from .ca import LabCA
 from .tls import free_port
 
 __all__ = ["PEBBLE_INSTALL_HINT", "LabPebble", "add_acme_to_inventory", "eab_key", "pebble_missing"]
@@ -147,43 +147,19 @@ class LabPebble:
         return self
 
     def _write_https_certificate(self, cert_path: Path, key_path: Path) -> None:
-        """A leaf for 127.0.0.1 (an IP SAN) from a fresh lab CA, whose root verifies it."""
-        import datetime as dt
-        import ipaddress
+        """A leaf for 127.0.0.1 and localhost from a fresh lab CA, whose root verifies it.
 
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.x509.oid import NameOID
-
-        ca = LabCA(name="certfleet Pebble HTTPS")
-        issuer_cert, issuer_key = ca.issuer
-        key = make_key("ec-p256")
-        now = dt.datetime.now(dt.UTC)
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
-            .issuer_name(issuer_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
-                critical=False,
-            )
-            .sign(issuer_key, hashes.SHA256())
+        ``LabCA.issue`` makes RFC 5280-clean certificates (AKI, SKI, critical
+        Basic Constraints, Key Usage), so Python's strict X.509 checks (the
+        default from 3.13 on) accept Pebble's listener.
+        """
+        issued = LabCA(name="certfleet Pebble HTTPS").issue(
+            ["localhost"], key_type="ec-p256", common_name="pebble", days=30,
+            ip_addresses=["127.0.0.1"],
         )
-        pem = serialization.Encoding.PEM
-        chain = b"".join(c.public_bytes(pem) for c in ca.intermediate_certs)
-        write_file_atomic(self.ca_bundle_path, ca.root.public_bytes(pem))
-        write_file_atomic(cert_path, leaf.public_bytes(pem) + chain)
-        write_private_file(
-            key_path,
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()),
-        )
+        write_file_atomic(self.ca_bundle_path, issued.root_pem)
+        write_file_atomic(cert_path, issued.fullchain_pem)
+        write_private_file(key_path, issued.key_pem())
 
     def _spawn(self, argv: list[str], log_name: str, env: dict[str, str]) -> None:
         log = (self.directory / log_name).open("wb")
