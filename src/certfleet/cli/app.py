@@ -38,10 +38,10 @@ COMMANDS: dict[str, Entry] = {
                  "wildcard needs)."),
     "export": Entry("make", "Check a bundle and write it in one format, or as the file set "
                     "of a device."),
-    "init": Entry("estate", "Write a commented inventory skeleton (never overwrites)."),
-    "adopt": Entry("estate", "Store the certificate the devices serve today (with its key) "
+    "init": Entry("intake", "Write a commented inventory skeleton (never overwrites)."),
+    "adopt": Entry("intake", "Store the certificate the devices serve today (with its key) "
                    "as a known version."),
-    "import": Entry("estate", "Check the issued files and store them as the new version "
+    "import": Entry("intake", "Check the issued files and store them as the new version "
                     "of NAME."),
     "plan": Entry("estate", "Show, per device, what it serves now, what it will serve, the "
                   "steps, rollback."),
