@@ -75,9 +75,8 @@ def _verify_error(exc: BaseException) -> Any:
 def tls_failure(config: AcmeConfig, url: str, exc: BaseException) -> AcmeError | None:
     """``exc`` in words when a strict X.509 check refused the ACME server's
     certificate (with ``x509_strict = false`` as the way forward); None otherwise."""
-    import sys
 
-    from ..drivers.pinning import strict_failure
+    from ..drivers.pinning import strict_failure, strict_reason
 
     error = _verify_error(exc)
     if error is None:
@@ -85,9 +84,7 @@ def tls_failure(config: AcmeConfig, url: str, exc: BaseException) -> AcmeError |
     strict = strict_failure(error)
     if strict is None:
         return None
-    why = ("strict X.509 verification is on (x509_strict)" if config.x509_strict
-           else f"Python {sys.version_info.major}.{sys.version_info.minor} rejects such "
-           "certificates by default (from 3.13 on)")
+    why = strict_reason(config.x509_strict)
     table = f"[certificates.{config.certificate}.acme]"
     return AcmeError(
         f"cannot read the ACME directory {url}: the ACME server's certificate {strict}; {why}",

@@ -182,6 +182,16 @@ _STRICT_CHECKS = {
 }
 
 
+def strict_reason(x509_strict: bool | None) -> str:
+    """Why a strict-only check applied: the setting asked for it, or this Python's default."""
+    import sys
+
+    if x509_strict:
+        return "strict X.509 verification is on (x509_strict)"
+    return (f"Python {sys.version_info.major}.{sys.version_info.minor} rejects such "
+            "certificates by default (from 3.13 on)")
+
+
 def strict_failure(error: ssl.SSLCertVerificationError) -> str | None:
     """``"has no Authority Key Identifier"`` when ``error`` comes from a check that
     only strict X.509 verification makes; None for any other verification error."""

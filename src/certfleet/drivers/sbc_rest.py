@@ -200,9 +200,8 @@ class SbcRest:
     async def _trust_error(self, error: ssl.SSLCertVerificationError, what: str) -> HostKeyError:
         """A verification failure in words, with the fingerprint seen (read by an
         observing handshake that sends nothing) and the way to pin it."""
-        import sys
 
-        from .pinning import strict_failure
+        from .pinning import strict_failure, strict_reason
 
         try:
             seen: str | None = cert_sha256(
@@ -212,9 +211,7 @@ class SbcRest:
         pin = f"--pin-sha256 {seen}" if seen else "--pin-sha256 HEX"
         strict = strict_failure(error)
         if strict is not None:
-            why = ("strict X.509 verification is on (x509_strict)" if self.x509_strict
-                   else f"Python {sys.version_info.major}.{sys.version_info.minor} rejects "
-                   "such certificates by default (from 3.13 on)")
+            why = strict_reason(self.x509_strict)
             return HostKeyError(
                 f"{what}: the SBC's certificate at {self.url} {strict}; {why}",
                 hint=f"pin it with {pin} (compare that fingerprint with the device first), or "
