@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from certfleet.lab.ca import Issued, LabCA
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C tests need SIGINT delivered: a shell starts background jobs with it ignored,
+    and children inherit that. Put Python's own handler back (children then get SIGINT's
+    default, so their Python installs its KeyboardInterrupt handler too)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
