@@ -13,6 +13,7 @@ import shutil
 import socket
 import socketserver
 import ssl
+import sys
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,6 +122,14 @@ class _TLSMixin:
         except (OSError, ssl.SSLError):
             return
         super().finish_request(request, client_address)  # type: ignore[misc]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away mid-request (a probe that only wanted the handshake, a
+        killed deploy) is normal for a device; anything else is a lab bug: print it."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, ssl.SSLError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[misc]
 
 
 class _Lifecycle:
