@@ -216,11 +216,16 @@ def _pick_leaf(
         with_key.sort(key=lambda c: (not is_ca(c), _not_after(c)), reverse=True)
         return with_key[0]
     end_entities = [c for c in certs if not is_ca(c)] or certs
+    # Certificates by issuer name (Name hashes as it compares): one look-up per candidate,
+    # not a pass over the pile, so a pile of thousands stays linear.
+    by_issuer: dict[x509.Name, list[x509.Certificate]] = {}
+    for cert in certs:
+        by_issuer.setdefault(cert.issuer, []).append(cert)
 
     def issues_another(cand: x509.Certificate) -> bool:
         return any(
-            other is not cand and other.issuer == cand.subject and signature_ok(other, cand)
-            for other in certs
+            other is not cand and signature_ok(other, cand)
+            for other in by_issuer.get(cand.subject, ())
         )
 
     bottom = [c for c in end_entities if not issues_another(c)] or end_entities
