@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +183,42 @@ def test_device_failure_is_told_with_step_outcome_and_next_command(
     assert line.startswith("sbc1: failed at step install, restored: ")
     assert "answered 500" in line
     assert line.endswith("Next: certfleet deploy --only sbc1")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_one_ordering_run_at_a_time(lab: tuple[LabEstate, LabPebble], tmp_path: Path) -> None:
+    """While another process holds the renew lock, renew and issue order nothing and exit 2
+    naming the holder; once that process is killed, renew orders and deploys."""
+    estate, pebble = lab
+    add_acme_to_inventory(estate.inventory_path, pebble)
+    before = served(estate, tmp_path)
+    code = (
+        "import sys, time\n"
+        "from certfleet.estate.store import Store\n"
+        "s = Store.open(sys.argv[1]); s.acquire_lock('renew (scheduled)', name='renew')\n"
+        "print('held', flush=True); time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "state")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for args in (("renew",), ("issue", "wildcard")):
+            code_, data = run(estate, tmp_path, *args)
+            assert code_ == 2, data
+            assert str(data["error"]).startswith("another renew holds the lock: ")
+            assert f"pid {holder.pid}" in str(data["error"])
+            assert "renew (scheduled)" in str(data["error"])
+        with Store.open(tmp_path / "state") as store:
+            assert len(store.versions("wildcard")) == 1
+        assert served(estate, tmp_path) == before
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    code_, data = run(estate, tmp_path, "renew")
+    assert code_ == 0, data
+    item = data["certificates"][0]  # type: ignore[index]
+    assert item["action"] == "issued"
+    assert served(estate, tmp_path) == {item["version"]["leaf_sha256"]}

@@ -12,19 +12,25 @@ device already serving the current version, so a certificate not due but
 not served everywhere is deployed too. A certificate whose issuance failed
 leaves its devices untouched. The run's exit code is the worst, as
 ``deploy``'s: an issuance the CA refused counts as 1.
+
+One run orders at a time per state folder (the store's ``renew`` lock,
+held from the first "due?" to the last deploy; ``issue`` takes it too):
+two schedules firing together, or a manual run during a scheduled one,
+cannot order the same certificate twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import AcmeError
 from .config import AcmeConfig, acme_config, renew_before_days
 
-__all__ = ["Due", "RenewItem", "RenewReport", "is_due", "run_renew"]
+__all__ = ["Due", "RenewItem", "RenewReport", "is_due", "renew_lock", "run_renew"]
 
 Log = Callable[[str], None]
 # Production directories of CAs whose staging twin is known (--dry-run goes there).
@@ -218,6 +224,17 @@ def _selection(inventory: Any, only: Sequence[str]) -> tuple[list[str], list[str
     return certificates, devices
 
 
+@contextlib.contextmanager
+def renew_lock(store: Any, command: str) -> Iterator[None]:
+    """Hold the store's ``renew`` lock. Raises StateError (with ``lock=``, exit 2) while
+    another live process orders; the lock of a process that died is free already."""
+    store.acquire_lock(command, name="renew")
+    try:
+        yield
+    finally:
+        store.release_lock("renew")
+
+
 async def run_renew(
     inventory: Any,
     store: Any,
@@ -245,68 +262,70 @@ async def run_renew(
                           "table", hint="add acme and dns tables to a certificate to renew it")
     notify_cfg = notify_config(inventory)
     items: list[RenewItem] = []
-    for name in certificates:
-        config = acme_config(inventory, name)
-        assert config is not None
-        try:
-            due = is_due(inventory, store, name, config, force=force)
-        except AcmeError as exc:
-            item = RenewItem(name, False, "unknown", "failed", 1, exc.message, exc.hint)
-            items.append(item)
-            log(f"{name}: {exc.message}")
-            continue
-        item = RenewItem(name, due.due, due.reason)
-        items.append(item)
-        log(f"{name}: {'due' if due.due else 'not due'}: {due.reason}")
-        store.audit("renew", "due" if due.due else "not-due", detail=f"{name}: {due.reason}")
-        if not due.due:
-            continue
-        current = store.current_version(name)
-        replaces = ari_cert_id(_leaf(store, current)) if current is not None else None
-        url = STAGING.get(config.directory, config.staging_directory) if dry_run else None
-        try:
-            # The store is bound to this thread; nothing else runs while a CA is asked.
-            result = issue_certificate(
-                inventory, store, name, replaces=replaces,
-                directory_url=url, log=_prefixed(log, name),
-                stop_before_finalize=dry_run,
-            )
-        except CertfleetError as exc:
-            from ..errors import InputError
-
-            item.action = "failed"
-            item.exit_code = 2 if isinstance(exc, InputError) else 1
-            item.error = exc.message
-            item.hint = exc.hint
-            store.audit("renew", "failed", detail=f"{name}: {exc.message}"[:500])
-            log(f"{name}: FAILED: {exc.message}")
-            if notify and not dry_run:
-                send(notify_cfg, failure_notification(name, exc.message), log)
-            continue
-        if result is None:
-            item.action = "would-issue"
-        else:
-            item.action = "issued"
-            item.version = result.imported.version
-    failed = {i.certificate for i in items if i.action == "failed"}
-    deploy_devices = [d for d in devices if inventory.devices[d].certificate not in failed]
     report: Any = None
-    if deploy_devices:
-        canary = next((d for d in deploy_devices if inventory.devices[d].kind == "ovoc"), None)
-        report = await run_deploy(
-            inventory, store, factory, only=deploy_devices, canary=canary, dry_run=dry_run,
-            on_event=on_event, on_result=on_result, command="renew",
-        )
-        for item in items:
-            item.devices = [r for r in report.results if r.certificate == item.certificate]
-    if notify and not dry_run:
-        for item in items:
-            if item.action == "failed":
+    # A dry run stores nothing, so it may run beside a real one.
+    with contextlib.nullcontext() if dry_run else renew_lock(store, "renew"):
+        for name in certificates:
+            config = acme_config(inventory, name)
+            assert config is not None
+            try:
+                due = is_due(inventory, store, name, config, force=force)
+            except AcmeError as exc:
+                item = RenewItem(name, False, "unknown", "failed", 1, exc.message, exc.hint)
+                items.append(item)
+                log(f"{name}: {exc.message}")
                 continue
-            bad = [r for r in item.devices if r.exit_code != 0]
-            if bad:
-                send(notify_cfg, failure_notification(item.certificate, None, bad), log)
-            elif item.action == "issued":
-                send(notify_cfg, renewed_notification(item.certificate, item.version,
-                                                      item.devices), log)
+            item = RenewItem(name, due.due, due.reason)
+            items.append(item)
+            log(f"{name}: {'due' if due.due else 'not due'}: {due.reason}")
+            store.audit("renew", "due" if due.due else "not-due", detail=f"{name}: {due.reason}")
+            if not due.due:
+                continue
+            current = store.current_version(name)
+            replaces = ari_cert_id(_leaf(store, current)) if current is not None else None
+            url = STAGING.get(config.directory, config.staging_directory) if dry_run else None
+            try:
+                # The store is bound to this thread; nothing else runs while a CA is asked.
+                result = issue_certificate(
+                    inventory, store, name, replaces=replaces,
+                    directory_url=url, log=_prefixed(log, name),
+                    stop_before_finalize=dry_run,
+                )
+            except CertfleetError as exc:
+                from ..errors import InputError
+
+                item.action = "failed"
+                item.exit_code = 2 if isinstance(exc, InputError) else 1
+                item.error = exc.message
+                item.hint = exc.hint
+                store.audit("renew", "failed", detail=f"{name}: {exc.message}"[:500])
+                log(f"{name}: FAILED: {exc.message}")
+                if notify and not dry_run:
+                    send(notify_cfg, failure_notification(name, exc.message), log)
+                continue
+            if result is None:
+                item.action = "would-issue"
+            else:
+                item.action = "issued"
+                item.version = result.imported.version
+        failed = {i.certificate for i in items if i.action == "failed"}
+        deploy_devices = [d for d in devices if inventory.devices[d].certificate not in failed]
+        if deploy_devices:
+            canary = next((d for d in deploy_devices if inventory.devices[d].kind == "ovoc"), None)
+            report = await run_deploy(
+                inventory, store, factory, only=deploy_devices, canary=canary, dry_run=dry_run,
+                on_event=on_event, on_result=on_result, command="renew",
+            )
+            for item in items:
+                item.devices = [r for r in report.results if r.certificate == item.certificate]
+        if notify and not dry_run:
+            for item in items:
+                if item.action == "failed":
+                    continue
+                bad = [r for r in item.devices if r.exit_code != 0]
+                if bad:
+                    send(notify_cfg, failure_notification(item.certificate, None, bad), log)
+                elif item.action == "issued":
+                    send(notify_cfg, renewed_notification(item.certificate, item.version,
+                                                          item.devices), log)
     return RenewReport(items, report, dry_run)

@@ -52,12 +52,14 @@ def register(app: typer.Typer) -> None:
         """
         from ..acme import AcmeError
         from ..acme.issuer import issue_certificate
+        from ..acme.renew import renew_lock
 
         inv = load(inventory)
         log = _logger(json_out)
         with open_store(state_dir) as store:
             try:
-                result = issue_certificate(inv, store, name, log=log)
+                with renew_lock(store, f"issue {name}"):
+                    result = issue_certificate(inv, store, name, log=log)
             except AcmeError as exc:
                 store.audit("issue", "failed", detail=f"{name}: {exc.message}"[:500])
                 fail(exc.message, exc.hint, 1, json_out=json_out)
