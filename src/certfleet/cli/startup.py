@@ -2,10 +2,10 @@
 
 typer's rich help imports ``rich.markdown`` (with ``markdown_it``) for its
 markdown markup mode and ``rich.traceback`` (with ``pygments``) for pretty
-exceptions; pydantic's plugin loader, reached by every typer parameter,
-imports ``importlib.metadata``; typer imports its shell completion, which
-certfleet does not install. Together some 100 ms of a ``certfleet`` run
-that uses none of them (see ``benchmarks/bench_toolkit.py``).
+exceptions; typer imports its shell completion, which certfleet does not
+install. Together a large part of a ``certfleet`` run that uses none of them
+(see ``benchmarks/bench_toolkit.py``). (typer from 0.29 on also imports
+pydantic and builds an adapter per parameter: pyproject keeps typer below it.)
 
 ``defer_unused_imports()`` installs an import hook under which each of these
 modules is first a stand-in: its classes and functions are stand-ins that
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
-import os
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -98,17 +97,6 @@ class _Finder:
         cls.stand_ins[module.__name__].fill(module)
 
 
-def _no_pydantic_plugins(*args: Any, **kwargs: Any) -> tuple[()] | None:
-    """What pydantic's ``get_plugins`` answers when plugins are off, as typer turns them off.
-
-    typer builds its parameter converters with ``PYDANTIC_DISABLE_PLUGINS=1``;
-    pydantic then loads no plugin, yet its loader imports ``importlib.metadata``.
-    """
-    if args or kwargs:
-        return None
-    return () if os.environ.get("PYDANTIC_DISABLE_PLUGINS") in ("__all__", "1", "true") else None
-
-
 def _real(*args: Any, **kwargs: Any) -> None:
     """A shortcut that always hands the call to the real function."""
     return None
@@ -122,7 +110,6 @@ def defer_unused_imports() -> None:
     wanted = [
         _StandIn("rich.markdown", ["Markdown"], {}),
         _StandIn("rich.traceback", ["Traceback"], {}),
-        _StandIn("pydantic.plugin._loader", [], {"get_plugins": _no_pydantic_plugins}),
         # Shell completion, which certfleet does not install (add_completion=False).
         _StandIn("typer.completion", [], {"get_completion_inspect_parameters": _real,
                                           "shell_complete": _real}),
