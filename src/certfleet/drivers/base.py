@@ -112,7 +112,13 @@ class Backup:
         directory.mkdir(parents=True, exist_ok=True)
         for name, data in self.files.items():
             write_private_file(directory / name, data)
-        manifest = {
+        write_private_file(directory / "backup.json",
+                           json.dumps(self.manifest(), indent=2).encode())
+        return directory
+
+    def manifest(self) -> dict[str, Any]:
+        """What ``backup.json`` says of the backup: all but the bytes of its files."""
+        return {
             "device": self.device,
             "kind": self.kind,
             "created": self.created,
@@ -120,8 +126,6 @@ class Backup:
             "files": sorted(self.files),
             "meta": self.meta,
         }
-        write_private_file(directory / "backup.json", json.dumps(manifest, indent=2).encode())
-        return directory
 
     @classmethod
     def read_from(cls, directory: Path) -> Backup:
@@ -313,7 +317,23 @@ class Driver(abc.ABC):
         cancelled deploy returns it instead of raising (the rollback gets
         :attr:`interrupt_grace` seconds). Before the first change an unexpected
         exception is a refusal; a cancellation then propagates.
+
+        A driver adapts the template through :meth:`_begin_deploy` and
+        :meth:`_settle`, not by overriding this method.
         """
+        self._begin_deploy()
+        return self._settle(await self._deploy(bundle, findings, force, allow_no_rollback))
+
+    def _begin_deploy(self) -> None:
+        """Forget what an earlier deploy through this driver left behind (called first)."""
+        return
+
+    def _settle(self, outcome: DeployOutcome) -> DeployOutcome:
+        """The outcome in the device's own words (called last; as it is by default)."""
+        return outcome
+
+    async def _deploy(self, bundle: Bundle, findings: Sequence[Finding], force: bool,
+                      allow_no_rollback: bool) -> DeployOutcome:
         target = bundle.leaf_sha256
         outcome = DeployOutcome(self.name, "refused", "", target_sha256=target)
         outcome.steps = self._steps

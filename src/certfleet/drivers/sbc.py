@@ -471,21 +471,15 @@ class SbcDriver(SbcRest, Driver):
                 )
         return await super().verify(expected_sha256, timeout)
 
-    async def deploy(
-        self,
-        bundle: Bundle,
-        findings: Sequence[Finding] = (),
-        *,
-        force: bool = False,
-        allow_no_rollback: bool = False,
-    ) -> DeployOutcome:
-        """The base template, with the SBC's own hint when no rollback is possible."""
+    def _begin_deploy(self) -> None:
         self._restoring = False
         self._changed = False
         self._changed_roots.clear()
         self._new_sha256 = None
-        outcome = await super().deploy(bundle, findings, force=force,
-                                       allow_no_rollback=allow_no_rollback)
+
+    def _settle(self, outcome: DeployOutcome) -> DeployOutcome:
+        """The SBC's own hint when no rollback is possible; a first change the device
+        refused (4xx) is a refusal."""
         if (outcome.outcome == "refused" and outcome.steps
                 and outcome.steps[-1].detail == "no rollback possible"):
             outcome.hint = NO_ROLLBACK_HINT

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -51,6 +51,13 @@ _REFUSALS: dict[int, tuple[str, str]] = {
     409: ("the SBC is busy (HA sync?), still after {attempts} tries",
           "wait until the HA pair is synchronised (or the device is idle) and rerun"),
 }
+
+
+class _Body(TypedDict, total=False):
+    """What a request sends: a file to upload, or a JSON body."""
+
+    upload: bytes | None
+    json_body: Any
 
 
 class SbcRest:
@@ -263,17 +270,10 @@ class SbcRest:
 
     # ---- requests ---------------------------------------------------------------------
 
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        upload: bytes | None = None,
-        json_body: Any = None,
-    ) -> httpx.Response:
+    async def _request(self, method: str, path: str, *, what: str,
+                       **body: Unpack[_Body]) -> httpx.Response:
         """One REST request, 409 retried with backoff; every failure mapped to an error."""
-        answer = await self._send(method, path, what=what, upload=upload, json_body=json_body)
+        answer = await self._send(method, path, what=what, **body)
         assert answer is not None  # only missing_ok gives None
         return answer
 

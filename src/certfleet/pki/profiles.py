@@ -221,6 +221,14 @@ def _key_missing(bundle: Bundle, target: str) -> list[Finding]:
     ]
 
 
+def _root_missing(bundle: Bundle, severity: Severity, consequence: str, hint: str) -> Finding:
+    """ROOT_MISSING for ``bundle``: what the target does without the root, and the fix."""
+    label = certificate_label(bundle.leaf)
+    return Finding("ROOT_MISSING", severity,
+                   f"no root CA certificate for {label!r}; {consequence}", hint=hint,
+                   subject=label)
+
+
 @dataclass(frozen=True)
 class OvocProfile:
     """Files staged in OVOC's ``server_certs`` directory for EmsServerManager.
@@ -277,16 +285,9 @@ class OvocProfile:
         """What would stop OVOC from importing this bundle: missing key or root."""
         findings = _key_missing(bundle, "OVOC")
         if bundle.root is None:
-            findings.append(
-                Finding(
-                    "ROOT_MISSING",
-                    "error",
-                    f"no root CA certificate for {certificate_label(bundle.leaf)!r}; "
-                    f"OVOC needs it as {self.root_file!r}",
-                    hint="add the root certificate file from the CA's download to the input",
-                    subject=certificate_label(bundle.leaf),
-                )
-            )
+            findings.append(_root_missing(
+                bundle, "error", f"OVOC needs it as {self.root_file!r}",
+                "add the root certificate file from the CA's download to the input"))
         if bundle.private_key is not None and not isinstance(bundle.private_key, rsa.RSAPrivateKey):
             findings.append(
                 Finding(
@@ -380,17 +381,10 @@ class SbcProfile:
         """Missing key (error); missing root when the profile uploads it (warning)."""
         findings = _key_missing(bundle, "the SBC")
         if self.trusted_roots != "none" and bundle.root is None:
-            findings.append(
-                Finding(
-                    "ROOT_MISSING",
-                    "warning",
-                    f"no root CA certificate for {certificate_label(bundle.leaf)!r}; "
-                    "the SBC's trusted root store will not get it",
-                    hint="add the root certificate file to the input, unless the SBC "
-                    "already trusts that root",
-                    subject=certificate_label(bundle.leaf),
-                )
-            )
+            findings.append(_root_missing(
+                bundle, "warning", "the SBC's trusted root store will not get it",
+                "add the root certificate file to the input, unless the SBC already trusts "
+                "that root"))
         return findings
 
     def render(self, bundle: Bundle) -> Artifacts:

@@ -87,15 +87,7 @@ def write_backup_files(backup: Backup, directory: Path, passphrase: str | None =
             nonce = os.urandom(12)
             data = nonce + aead.encrypt(nonce, data, name.encode())
         write_private_file(directory / name, data)
-    manifest = {
-        "device": backup.device,
-        "kind": backup.kind,
-        "created": backup.created,
-        "has_private_key": backup.has_private_key,
-        "files": sorted(backup.files),
-        "meta": backup.meta,
-        "encryption": encryption,
-    }
+    manifest = {**backup.manifest(), "encryption": encryption}
     write_private_file(directory / "backup.json", json.dumps(manifest, indent=2).encode())
     _sync_dir(directory)
     _sync_dir(directory.parent)
