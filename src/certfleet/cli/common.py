@@ -21,6 +21,7 @@ from ..secrets import resolve_secret
 
 __all__ = [
     "JsonUsageCommand",
+    "OvocLogin",
     "SbcConnection",
     "build_driver",
     "console",
@@ -398,3 +399,15 @@ def load_private_keys(path: Path, password: str | None, *, hint: str) -> list[An
     if not keys:
         raise PrivateKeyError(f"{str(path)!r} holds no private key", hint=hint, path=str(path))
     return keys
+
+
+@dataclasses.dataclass(frozen=True)
+class OvocLogin:
+    """The SSH login options of every ``certfleet ovoc`` command (see :func:`option_group`)."""
+
+    host: str = OVOC_HOST_OPT
+    ssh_port: int = OVOC_SSH_PORT_OPT
+    user: str = OVOC_USER_OPT
+    password_env: str | None = OVOC_PASSWORD_ENV_OPT
+    known_hosts: Path | None = OVOC_KNOWN_HOSTS_OPT
+    host_key_sha256: str | None = OVOC_HOST_KEY_OPT
