@@ -115,7 +115,7 @@ def _driver(
     login: OvocLogin, *, password: str | None, staging_dir: str, prompt_timeout: float,
     su_user: str = "root", su_password: str | None = None,
     keystore_password: str | None = None, verify_ports: list[int] | None = None,
-    verify_timeout: float = 1, import_timeout: float = 1, on_event: Any = None,
+    verify_timeout: float = 600.0, import_timeout: float = 600.0, on_event: Any = None,
     menu: Path | None = None, settle_time: float = 0.3, enter: str = "lf",
 ) -> OvocDriver:
     """The driver of the OVOC the flags name, built by the ``ovoc`` kind from the device

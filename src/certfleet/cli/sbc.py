@@ -95,7 +95,7 @@ def _driver(
             "anyone on the path can read the password. Use --pin-sha256 or --ca-bundle.",
             soft_wrap=True,
         )
-    if conn.ca_bundle is not None:
+    if conn.ca_bundle is not None:  # readable? (said of the flag; the kind then reads it)
         try:
             conn.ca_bundle.read_bytes()
         except OSError as exc:
