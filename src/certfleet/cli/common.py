@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -20,11 +21,16 @@ from ..secrets import resolve_secret
 
 __all__ = [
     "JsonUsageCommand",
+    "OvocLogin",
+    "SbcConnection",
+    "build_driver",
     "console",
     "err_console",
     "exit_code_for",
     "fail",
     "handle_errors",
+    "load_private_keys",
+    "option_group",
     "print_error",
     "print_json",
     "read_password",
@@ -285,6 +291,20 @@ SbcTimeout = Annotated[float, typer.Option("--timeout", help="Seconds per REST r
 SBC_DEFAULT_USER = "Admin"
 SBC_DEFAULT_PASSWORD_ENV = "CERTFLEET_SBC_PASSWORD"
 
+
+@dataclasses.dataclass(frozen=True)
+class SbcConnection:
+    """The connection options of every ``certfleet sbc`` command (see :func:`option_group`)."""
+
+    url: SbcUrl
+    user: SbcUser = SBC_DEFAULT_USER
+    password_env: SbcPasswordEnv = SBC_DEFAULT_PASSWORD_ENV
+    ca_bundle: SbcCaBundle = None
+    pin_sha256: SbcPinSha256 = None
+    insecure: SbcInsecure = False
+    relaxed_x509: SbcRelaxedX509 = False
+    timeout: SbcTimeout = 30.0
+
 #: An OVOC appliance over SSH/SFTP (``certfleet ovoc deploy|doctor``).
 OVOC_HOST_OPT = typer.Option(..., "--host", help="OVOC address (name or IP).",
                              show_default=False)
@@ -300,3 +320,94 @@ OVOC_KNOWN_HOSTS_OPT = typer.Option(None, "--known-hosts", metavar="FILE",
                                     "(default: ~/.ssh/known_hosts when it exists).")
 OVOC_HOST_KEY_OPT = typer.Option(None, "--host-key-sha256", metavar="SHA256:...",
                                  help="Pinned host key fingerprint, as ssh-keygen -l prints it.")
+
+
+# ---- option groups, drivers and keys: what the device commands share -------------------
+
+
+def option_group(name: str, group: type[Any]) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Give a command the options of ``group`` (a dataclass) in place of its parameter ``name``.
+
+    Each field of ``group`` becomes an option of the command (its type, typer
+    annotation and default as the field declares them); the command receives
+    them as one ``group`` object. One definition serves every command that
+    reaches the same kind of device, so their flags cannot drift apart.
+    """
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(group, include_extras=True)
+    fields = [f.name for f in dataclasses.fields(group)]
+    grouped = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                          default=inspect.Parameter.empty
+                          if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(group)
+    ]
+
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(func, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name == name:
+                params.extend(grouped)
+            else:
+                params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> R:
+            values = {key: kwargs.pop(key) for key in fields if key in kwargs}
+            return func(*args, **kwargs, **{name: group(**values)})
+
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        wrapper.__annotations__["return"] = signature.return_annotation
+        return wrapper
+
+    return decorate
+
+
+def build_driver(
+    device: Any, secrets: Mapping[str, str | None], *, on_event: Any = None,
+    stored_keys: Any = (),
+) -> Any:
+    """The driver for ``device`` (an inventory :class:`~certfleet.inventory.Device`
+    described by a command's flags), built by its kind as the estate builds it.
+
+    ``secrets``: what the flags resolved (before any connection), by inventory
+    key; ``stored_keys``: the private keys that may be installed now (for a
+    rollback). Raises ConfigError / PasswordError.
+    """
+    from ..credentials import DeviceCredentials
+    from ..drivers.registry import BuildContext, get_kind
+
+    credentials = DeviceCredentials(
+        device.name, {key: value for key, value in secrets.items() if value is not None})
+    keys = list(stored_keys)
+    context = BuildContext(on_event=on_event, stored_keys=lambda: keys)
+    return get_kind(device.kind).from_device(device, credentials, context)
+
+
+def load_private_keys(path: Path, password: str | None, *, hint: str) -> list[Any]:
+    """The private keys in ``path`` (any format the toolkit reads). Raises
+    PrivateKeyError (with ``hint``) when it holds none."""
+    from ..errors import PrivateKeyError
+    from ..pki.load import load_files
+
+    objects = load_files([str(path)], password.encode("utf-8") if password else None)
+    keys = [o.value for o in objects if o.type == "private_key"]
+    if not keys:
+        raise PrivateKeyError(f"{str(path)!r} holds no private key", hint=hint, path=str(path))
+    return keys
+
+
+@dataclasses.dataclass(frozen=True)
+class OvocLogin:
+    """The SSH login options of every ``certfleet ovoc`` command (see :func:`option_group`)."""
+
+    host: str = OVOC_HOST_OPT
+    ssh_port: int = OVOC_SSH_PORT_OPT
+    user: str = OVOC_USER_OPT
+    password_env: str | None = OVOC_PASSWORD_ENV_OPT
+    known_hosts: Path | None = OVOC_KNOWN_HOSTS_OPT
+    host_key_sha256: str | None = OVOC_HOST_KEY_OPT

@@ -15,6 +15,7 @@ from .common import (
     err_console,
     fail,
     handle_errors,
+    load_private_keys,
     print_error,
     print_json,
     read_password,
@@ -100,19 +101,10 @@ def load_previous_key(path: Path | None, password_env: str | None) -> list[Any]:
             fail("--previous-key-password-env is given without --previous-key",
                  "pass --previous-key FILE as well, or drop --previous-key-password-env")
         return []
-    from ..errors import PrivateKeyError
-    from ..pki.load import load_files
-
     password = read_password(password_env, what="previous key password")
-    objects = load_files([str(path)], password.encode() if password else None)
-    keys = [o.value for o in objects if o.type == "private_key"]
-    if not keys:
-        raise PrivateKeyError(
-            f"{str(path)!r} holds no private key",
-            hint="pass the key of the certificate the SBCs serve now to --previous-key",
-            path=str(path),
-        )
-    return keys
+    return load_private_keys(
+        path, password,
+        hint="pass the key of the certificate the SBCs serve now to --previous-key")
 
 
 # ---- rendering shared with the demo ---------------------------------------------------

@@ -17,16 +17,13 @@ import typer
 
 from ..errors import CertfleetError, ConfigError, InputError
 from .common import (
-    OVOC_HOST_KEY_OPT,
-    OVOC_HOST_OPT,
-    OVOC_KNOWN_HOSTS_OPT,
-    OVOC_PASSWORD_ENV_OPT,
-    OVOC_SSH_PORT_OPT,
     OVOC_SU_PASSWORD_ENV_OPT,
     OVOC_SU_USER_OPT,
-    OVOC_USER_OPT,
+    OvocLogin,
+    build_driver,
     console,
     handle_errors,
+    option_group,
     print_error,
     print_json,
     read_password,
@@ -40,11 +37,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-# The connection settings (common.py).
-HOST_OPT, SSH_PORT_OPT, USER_OPT = OVOC_HOST_OPT, OVOC_SSH_PORT_OPT, OVOC_USER_OPT
-PASSWORD_ENV_OPT, SU_USER_OPT = OVOC_PASSWORD_ENV_OPT, OVOC_SU_USER_OPT
-SU_PASSWORD_ENV_OPT = OVOC_SU_PASSWORD_ENV_OPT
-KNOWN_HOSTS_OPT, HOST_KEY_OPT = OVOC_KNOWN_HOSTS_OPT, OVOC_HOST_KEY_OPT
+# The connection settings (common.py): --host, --ssh-port, --user, --password-env,
+# --known-hosts, --host-key-sha256, taken by every command as one OvocLogin (``login``).
+login_options = option_group("login", OvocLogin)
+SU_USER_OPT, SU_PASSWORD_ENV_OPT = OVOC_SU_USER_OPT, OVOC_SU_PASSWORD_ENV_OPT
 KEYSTORE_ENV_OPT = typer.Option(
     None, "--keystore-password-env", metavar="VAR",
     help="Environment variable holding the password answered at the menu's password prompt "
@@ -116,48 +112,46 @@ def _known_hosts(path: Path | None, pin: str | None) -> Path | None:
 
 
 def _driver(
-    *, host: str, ssh_port: int, user: str, password: str | None, su_user: str,
-    su_password: str | None, keystore_password: str | None, known_hosts: Path | None,
-    host_key: str | None, staging_dir: str, verify_ports: list[int] | None,
-    verify_timeout: float, prompt_timeout: float, import_timeout: float, on_event: Any,
+    login: OvocLogin, *, password: str | None, staging_dir: str, prompt_timeout: float,
+    su_user: str = "root", su_password: str | None = None,
+    keystore_password: str | None = None, verify_ports: list[int] | None = None,
+    verify_timeout: float = 600.0, import_timeout: float = 600.0, on_event: Any = None,
     menu: Path | None = None, settle_time: float = 0.3, enter: str = "lf",
 ) -> OvocDriver:
-    from ..drivers.ovoc import (
-        OvocDriver,
-        SshLogin,
-        StagingSettings,
-        SuSettings,
-        TerminalSettings,
-        Timeouts,
-    )
+    """The driver of the OVOC the flags name, built by the ``ovoc`` kind from the device
+    description the flags make (as an inventory's ``[devices.NAME]`` would)."""
+    from ..drivers.ovoc_kind import NEWLINES
     from ..drivers.tlsprobe import Listener
+    from ..inventory import Device
 
-    newlines = {"lf": "\n", "cr": "\r"}
-    if enter.lower() not in newlines:
+    if enter.lower() not in NEWLINES:
         raise ConfigError(f"--enter {enter!r} is neither lf nor cr",
                           hint="use --enter lf (the default) or --enter cr")
     try:
-        listeners = [Listener(host, port) for port in (verify_ports or [443])]
+        listeners = [Listener(login.host, port) for port in (verify_ports or [443])]
     except ValueError as exc:
         raise ConfigError(str(exc), hint="give --verify-port between 1 and 65535") from exc
-    return OvocDriver(
-        host, host,
-        login=SshLogin(port=ssh_port, user=user, password=password, host_key=host_key,
-                       known_hosts=_known_hosts(known_hosts, host_key)),
-        su=SuSettings(user=su_user, password=su_password),
-        staging=StagingSettings(dir=staging_dir),
-        timeouts=Timeouts(prompt=prompt_timeout, import_=import_timeout,
-                          verify=verify_timeout),
-        terminal=TerminalSettings(settle_time=settle_time, newline=newlines[enter.lower()]),
-        keystore_password=keystore_password, listeners=listeners, on_event=on_event,
+    known_hosts = _known_hosts(login.known_hosts, login.host_key_sha256)
+    device = Device(
+        name=login.host, kind="ovoc", address=login.host, certificate="", port=login.ssh_port,
+        listeners=tuple(listeners), user=login.user, ssh_host_key=login.host_key_sha256,
+        verify_timeout=verify_timeout, su_user=su_user, staging_dir=staging_dir,
         menu=_load_menu(menu),
+        options={"known_hosts": None if known_hosts is None else str(known_hosts),
+                 "prompt_timeout": prompt_timeout, "import_timeout": import_timeout,
+                 "settle_time": settle_time, "enter": enter},
     )
+    driver: OvocDriver = build_driver(
+        device, {"password": password, "root_password": su_password,
+                 "keystore_password": keystore_password}, on_event=on_event)
+    return driver
 
 
-def _load_menu(path: Path | None) -> Any:
-    """The OvocMenu of a TOML or JSON file (keys of OvocMenu.from_mapping); None without one."""
+def _load_menu(path: Path | None) -> dict[str, Any]:
+    """The menu settings of a TOML or JSON file (keys of OvocMenu.from_mapping), checked;
+    none without one."""
     if path is None:
-        return None
+        return {}
     import json
     import tomllib
 
@@ -180,7 +174,8 @@ def _load_menu(path: Path | None) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"the menu file {str(path)!r} holds no table of settings",
                           hint="write the settings as keys, e.g. labels = [...]")
-    return OvocMenu.from_mapping(data)
+    OvocMenu.from_mapping(data)  # the file's own errors, before the kind reads the settings
+    return data
 
 
 def _print_event(event: StepEvent) -> None:
@@ -214,94 +209,87 @@ def _print_outcome(outcome: DeployOutcome) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    ovoc = typer.Typer(help="OVOC appliance: deploy a certificate, diagnose staged files.",
-                       no_args_is_help=True)
-    app.add_typer(ovoc, name="ovoc")
-
-    @ovoc.command("deploy")
-    @handle_errors
-    def deploy_command(
-        files: list[Path] = FILES_ARG,
-        host: str = HOST_OPT,
-        ssh_port: int = SSH_PORT_OPT,
-        user: str = USER_OPT,
-        password_env: str | None = PASSWORD_ENV_OPT,
-        su_user: str = SU_USER_OPT,
-        su_password_env: str | None = SU_PASSWORD_ENV_OPT,
-        keystore_password_env: str | None = KEYSTORE_ENV_OPT,
-        input_password_env: str | None = INPUT_PASSWORD_ENV_OPT,
-        known_hosts: Path | None = KNOWN_HOSTS_OPT,
-        host_key_sha256: str | None = HOST_KEY_OPT,
-        staging_dir: str = STAGING_OPT,
-        verify_port: list[int] | None = VERIFY_PORT_OPT,
-        verify_timeout: float = VERIFY_TIMEOUT_OPT,
-        prompt_timeout: float = PROMPT_TIMEOUT_OPT,
-        import_timeout: float = IMPORT_TIMEOUT_OPT,
-        force: bool = FORCE_OPT,
-        transcript: Path | None = TRANSCRIPT_OPT,
-        backup_dir: Path | None = BACKUP_DIR_OPT,
-        menu: Path | None = MENU_OPT,
-        settle_time: float = SETTLE_OPT,
-        enter: str = ENTER_OPT,
-        json_out: bool = JSON_OPT,
-    ) -> None:
-        """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
-        try:
-            code = _deploy(
-                files, host=host, ssh_port=ssh_port, user=user, password_env=password_env,
-                su_user=su_user, su_password_env=su_password_env,
-                keystore_password_env=keystore_password_env,
-                input_password_env=input_password_env, known_hosts=known_hosts,
-                host_key=host_key_sha256, staging_dir=staging_dir, verify_ports=verify_port,
-                verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
-                import_timeout=import_timeout, force=force, transcript=transcript,
-                backup_dir=backup_dir, json_out=json_out, menu=menu, settle_time=settle_time,
-                enter=enter,
-            )
-        except KeyboardInterrupt:  # before the device was reached (files, passwords)
-            print_error("interrupted before any change on the device", label="refused")
-            code = 2
-        raise typer.Exit(code)
-
-    @ovoc.command("doctor")
-    @handle_errors
-    def doctor_command(
-        host: str = HOST_OPT,
-        ssh_port: int = SSH_PORT_OPT,
-        user: str = USER_OPT,
-        password_env: str | None = PASSWORD_ENV_OPT,
-        known_hosts: Path | None = KNOWN_HOSTS_OPT,
-        host_key_sha256: str | None = HOST_KEY_OPT,
-        staging_dir: str = STAGING_OPT,
-        name: list[str] | None = NAME_OPT,
-        prompt_timeout: float = PROMPT_TIMEOUT_OPT,
-        su_user: str = DOCTOR_SU_USER_OPT,
-        su_password_env: str | None = DOCTOR_SU_PASSWORD_OPT,
-        keystore_password_env: str | None = DOCTOR_KEYSTORE_OPT,
-        verify_port: list[int] | None = DOCTOR_VERIFY_PORT_OPT,
-        json_out: bool = JSON_OPT,
-    ) -> None:
-        """Read-only: say whether OVOC would accept the staged files, and why not.
-
-        Only SFTP as the login user is used: no su, no menu, nothing written.
-        """
-        del su_user, su_password_env, keystore_password_env, verify_port  # accepted, unused
-        code = _doctor(host=host, ssh_port=ssh_port, user=user, password_env=password_env,
-                       known_hosts=known_hosts, host_key=host_key_sha256,
-                       staging_dir=staging_dir, names=name or [],
-                       prompt_timeout=prompt_timeout, json_out=json_out)
-        raise typer.Exit(code)
+    """Add the ``ovoc`` command group to ``app``."""
+    ovoc_app = typer.Typer(help="OVOC appliance: deploy a certificate, diagnose staged files.",
+                           no_args_is_help=True)
+    ovoc_app.command("deploy")(deploy)
+    ovoc_app.command("doctor")(doctor)
+    app.add_typer(ovoc_app, name="ovoc")
 
 
-def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
-            password_env: str | None, su_user: str, su_password_env: str | None,
-            keystore_password_env: str | None, input_password_env: str | None,
-            known_hosts: Path | None, host_key: str | None, staging_dir: str,
-            verify_ports: list[int] | None, verify_timeout: float, prompt_timeout: float,
+@handle_errors
+@login_options
+def deploy(
+    files: list[Path] = FILES_ARG,
+    *,
+    login: OvocLogin,
+    su_user: str = SU_USER_OPT,
+    su_password_env: str | None = SU_PASSWORD_ENV_OPT,
+    keystore_password_env: str | None = KEYSTORE_ENV_OPT,
+    input_password_env: str | None = INPUT_PASSWORD_ENV_OPT,
+    staging_dir: str = STAGING_OPT,
+    verify_port: list[int] | None = VERIFY_PORT_OPT,
+    verify_timeout: float = VERIFY_TIMEOUT_OPT,
+    prompt_timeout: float = PROMPT_TIMEOUT_OPT,
+    import_timeout: float = IMPORT_TIMEOUT_OPT,
+    force: bool = FORCE_OPT,
+    transcript: Path | None = TRANSCRIPT_OPT,
+    backup_dir: Path | None = BACKUP_DIR_OPT,
+    menu: Path | None = MENU_OPT,
+    settle_time: float = SETTLE_OPT,
+    enter: str = ENTER_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Stage the files on OVOC, run EmsServerManager's import, verify, roll back on failure."""
+    try:
+        code = _deploy(
+            files, login, su_user=su_user, su_password_env=su_password_env,
+            keystore_password_env=keystore_password_env,
+            input_password_env=input_password_env, staging_dir=staging_dir,
+            verify_ports=verify_port, verify_timeout=verify_timeout,
+            prompt_timeout=prompt_timeout, import_timeout=import_timeout, force=force,
+            transcript=transcript, backup_dir=backup_dir, json_out=json_out, menu=menu,
+            settle_time=settle_time, enter=enter,
+        )
+    except KeyboardInterrupt:  # before the device was reached (files, passwords)
+        print_error("interrupted before any change on the device", label="refused")
+        code = 2
+    raise typer.Exit(code)
+
+
+@handle_errors
+@login_options
+def doctor(
+    *,
+    login: OvocLogin,
+    staging_dir: str = STAGING_OPT,
+    name: list[str] | None = NAME_OPT,
+    prompt_timeout: float = PROMPT_TIMEOUT_OPT,
+    su_user: str = DOCTOR_SU_USER_OPT,
+    su_password_env: str | None = DOCTOR_SU_PASSWORD_OPT,
+    keystore_password_env: str | None = DOCTOR_KEYSTORE_OPT,
+    verify_port: list[int] | None = DOCTOR_VERIFY_PORT_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Read-only: say whether OVOC would accept the staged files, and why not.
+
+    Only SFTP as the login user is used: no su, no menu, nothing written.
+    """
+    del su_user, su_password_env, keystore_password_env, verify_port  # accepted, unused
+    raise typer.Exit(_doctor(login, staging_dir=staging_dir, names=name or [],
+                             prompt_timeout=prompt_timeout, json_out=json_out))
+
+
+def _deploy(files: list[Path], login: OvocLogin, *, su_user: str,
+            su_password_env: str | None, keystore_password_env: str | None,
+            input_password_env: str | None, staging_dir: str, verify_ports: list[int] | None,
+            verify_timeout: float, prompt_timeout: float,
             import_timeout: float, force: bool, transcript: Path | None,
             backup_dir: Path | None, json_out: bool, menu: Path | None = None,
             settle_time: float = 0.3, enter: str = "lf") -> int:
     from ..drivers.base import refuse_on_input_error
+
+    host = login.host
 
     def emit_outcome(outcome: DeployOutcome, text: str | None) -> int:
         if transcript is not None and text:
@@ -324,7 +312,7 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
         from ..pki.profiles import keystore_password_findings
 
         input_password = read_password(input_password_env, what="password of the input files")
-        password = _secret(password_env, f"SSH password of {user}", required=True,
+        password = _secret(login.password_env, f"SSH password of {login.user}", required=True,
                            json_out=json_out)
         su_password = _secret(su_password_env, f"password of {su_user} (su)", required=True,
                               json_out=json_out)
@@ -336,9 +324,9 @@ def _deploy(files: list[Path], *, host: str, ssh_port: int, user: str,
         bundle, findings = preflight(
             files, input_password.encode("utf-8") if input_password is not None else None)
         driver = _driver(
-            host=host, ssh_port=ssh_port, user=user, password=password, su_user=su_user,
-            su_password=su_password, keystore_password=keystore, known_hosts=known_hosts,
-            host_key=host_key, staging_dir=staging_dir, verify_ports=verify_ports,
+            login, password=password, su_user=su_user,
+            su_password=su_password, keystore_password=keystore,
+            staging_dir=staging_dir, verify_ports=verify_ports,
             verify_timeout=verify_timeout, prompt_timeout=prompt_timeout,
             import_timeout=import_timeout, on_event=None if json_out else _print_event,
             menu=menu, settle_time=settle_time, enter=enter,
@@ -425,21 +413,18 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
                         + (f"; {outcome.hint}" if outcome.hint else ""))
 
 
-def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
-            known_hosts: Path | None, host_key: str | None, staging_dir: str,
-            names: list[str], prompt_timeout: float, json_out: bool) -> int:
+def _doctor(login: OvocLogin, *, staging_dir: str, names: list[str], prompt_timeout: float,
+            json_out: bool) -> int:
     from rich.table import Table
 
     from ..errors import DeviceError, DeviceRefusedError
 
     try:
-        password = _secret(password_env, f"SSH password of {user}", required=True,
+        password = _secret(login.password_env, f"SSH password of {login.user}", required=True,
                            json_out=json_out)
-        driver = _driver(
-            host=host, ssh_port=ssh_port, user=user, password=password, su_user="root",
-            su_password=None, keystore_password=None, known_hosts=known_hosts,
-            host_key=host_key, staging_dir=staging_dir, verify_ports=None,
-            verify_timeout=1, prompt_timeout=prompt_timeout, import_timeout=1, on_event=None)
+        # No su and no import: blank stand-ins for their secrets, as a plan has.
+        driver = _driver(login, password=password, su_password="", keystore_password="",
+                         staging_dir=staging_dir, prompt_timeout=prompt_timeout)
     except InputError as exc:
         return _doctor_error(exc, 2, json_out)
 
@@ -467,7 +452,7 @@ def _doctor(*, host: str, ssh_port: int, user: str, password_env: str | None,
     for file_name, size in report.files:
         table.add_row(_text(file_name), str(size))
     if report.exists:
-        console.print(f"[bold]{_text(staging_dir)}[/] on {_text(host)}:", soft_wrap=True)
+        console.print(f"[bold]{_text(staging_dir)}[/] on {_text(login.host)}:", soft_wrap=True)
         console.print(table)
     _print_findings(report.findings)
     if report.ok:

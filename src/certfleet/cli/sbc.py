@@ -14,32 +14,28 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import ConfigError, InputError, PrivateKeyError
+from ..errors import ConfigError, InputError
 from .common import (
-    SBC_DEFAULT_PASSWORD_ENV,
-    SbcCaBundle,
-    SbcInsecure,
-    SbcPasswordEnv,
-    SbcPinSha256,
-    SbcRelaxedX509,
-    SbcTimeout,
-    SbcUrl,
-    SbcUser,
+    SbcConnection,
+    build_driver,
     console,
     err_console,
     handle_errors,
+    load_private_keys,
+    option_group,
     print_json,
     read_password,
     text,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..drivers.base import DeployOutcome, StepEvent
     from ..drivers.sbc import SbcDriver
+    from ..drivers.tlsprobe import Listener
 
 __all__ = ["register"]
-
-DEFAULT_PASSWORD_ENV = SBC_DEFAULT_PASSWORD_ENV
 
 
 def register(app: typer.Typer) -> None:
@@ -64,67 +60,67 @@ def register(app: typer.Typer) -> None:
 # ---- shared options ---------------------------------------------------------------
 
 # The connection settings (common.py): --url, --user, --password-env, --ca-bundle,
-# --pin-sha256, --insecure, --relaxed-x509, --timeout.
-Url = SbcUrl
-User = SbcUser
-PasswordEnv = SbcPasswordEnv
-CaBundle = SbcCaBundle
-PinSha256 = SbcPinSha256
-Insecure = SbcInsecure
-RelaxedX509 = SbcRelaxedX509
-Timeout = SbcTimeout
+# --pin-sha256, --insecure, --relaxed-x509, --timeout, taken by every command as one
+# SbcConnection (parameter ``conn``).
+connection = option_group("conn", SbcConnection)
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 
 
 def _driver(
-    url: str,
-    user: str,
-    password_env: str,
-    ca_bundle: Path | None,
-    pin_sha256: str | None,
-    insecure: bool,
-    timeout: float,
-    relaxed_x509: bool,
-    **options: Any,
+    conn: SbcConnection,
+    *,
+    contexts: Sequence[int] = (0,),
+    listeners: Sequence[Listener] = (),
+    previous_keys: Sequence[Any] = (),
+    on_event: Any = None,
+    verify_timeout: float = 120.0,
+    busy_retries: int = 6,
+    busy_delay: float = 0.5,
 ) -> SbcDriver:
+    """The driver of the SBC the flags name, built by the ``sbc`` kind from the device
+    description the flags make (as an inventory's ``[devices.NAME]`` would)."""
     from urllib.parse import urlsplit
 
-    from ..drivers.sbc import SbcDriver
+    from ..inventory import Device
 
-    password = read_password(password_env, what="SBC REST password")
+    password = read_password(conn.password_env, what="SBC REST password")
     if not password:
         raise ConfigError(
-            f"the SBC REST password in {password_env!r} is empty",
-            hint=f"export {password_env}=... before running",
+            f"the SBC REST password in {conn.password_env!r} is empty",
+            hint=f"export {conn.password_env}=... before running",
         )
-    if insecure:
+    if conn.insecure:
         err_console.print(
             "[bold red]WARNING:[/] --insecure: the SBC's certificate is NOT checked; "
             "anyone on the path can read the password. Use --pin-sha256 or --ca-bundle.",
             soft_wrap=True,
         )
-    bundle_pem: bytes | None = None
-    if ca_bundle is not None:
+    if conn.ca_bundle is not None:  # readable? (said of the flag; the kind then reads it)
         try:
-            bundle_pem = ca_bundle.read_bytes()
+            conn.ca_bundle.read_bytes()
         except OSError as exc:
             raise ConfigError(
-                f"cannot read the CA bundle {str(ca_bundle)!r}: {exc.strerror or exc}",
+                f"cannot read the CA bundle {str(conn.ca_bundle)!r}: {exc.strerror or exc}",
                 hint="pass the PEM file of the CA that issued the SBC's certificate",
             ) from exc
-    name = urlsplit(url).hostname or url
-    return SbcDriver(
-        name,
-        url,
-        password=password,
-        user=user,
-        ca_bundle=bundle_pem,
-        pin_sha256=pin_sha256,
-        insecure=insecure,
-        timeout=timeout,
-        x509_strict=False if relaxed_x509 else None,
-        **options,
+    parts = urlsplit(conn.url)
+    try:
+        port = parts.port or 443
+    except ValueError:  # the driver names what is wrong with the URL
+        port = 443
+    name = parts.hostname or conn.url
+    device = Device(
+        name=name, kind="sbc", address=name, certificate="", port=port,
+        listeners=tuple(listeners), user=conn.user, tls_pin=conn.pin_sha256,
+        ca_file=None if conn.ca_bundle is None else str(conn.ca_bundle),
+        tls_contexts=tuple(contexts), verify_timeout=verify_timeout,
+        x509_strict=False if conn.relaxed_x509 else None,
+        options={"url": conn.url, "insecure": conn.insecure, "timeout": conn.timeout,
+                 "busy_retries": busy_retries, "busy_delay": busy_delay},
     )
+    driver: SbcDriver = build_driver(device, {"password": password}, on_event=on_event,
+                                     stored_keys=previous_keys)
+    return driver
 
 
 def _step_printer(enabled: bool) -> Any:
@@ -167,23 +163,18 @@ def _print_outcome(outcome: DeployOutcome) -> None:
 
 
 @handle_errors
+@connection
 def deploy(
     files: Annotated[list[Path], typer.Argument(
         metavar="FILE...", help="Certificate, chain and key files (PEM, DER, PKCS#7, PKCS#12).",
         show_default=False)],
-    url: Url,
+    conn: SbcConnection,
     context: Annotated[list[int], typer.Option(
         "--context", metavar="N", help="TLS context to change (repeatable).",
         show_default=False)],
-    user: User = "Admin",
-    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
     input_password_env: Annotated[str | None, typer.Option(
         "--input-password-env", metavar="VAR",
         help="Environment variable with the password of encrypted input files.")] = None,
-    ca_bundle: CaBundle = None,
-    pin_sha256: PinSha256 = None,
-    insecure: Insecure = False,
-    relaxed_x509: RelaxedX509 = False,
     verify: Annotated[list[str] | None, typer.Option(
         "--verify", metavar="HOST:PORT",
         help="TLS listener that must serve the new certificate (repeatable): management "
@@ -202,7 +193,6 @@ def deploy(
         "--force", help="Deploy despite preflight errors.")] = False,
     verify_timeout: Annotated[float, typer.Option(
         "--verify-timeout", help="Seconds to wait for the listeners to serve it.")] = 120.0,
-    timeout: Timeout = 30.0,
     busy_retries: Annotated[int, typer.Option(
         "--busy-retries", min=0, help="Retries of a request the SBC answers 409 (busy, HA sync).")
     ] = 6,
@@ -218,7 +208,6 @@ def deploy(
 
     from ..drivers.tlsprobe import Listener
     from ..pki.checks import preflight
-    from ..pki.load import load_files
 
     if verify and no_verify:
         raise ConfigError("--verify and --no-verify contradict each other",
@@ -237,21 +226,13 @@ def deploy(
             listeners.append(Listener.parse(item, label="verify"))
         except ValueError as exc:
             raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
-    host = _url_host(url)
+    host = _url_host(conn.url)
     hosts = [host] if host and not _is_ip(host) else []
     bundle, findings = preflight([str(f) for f in files], password_bytes, hosts)
-    previous = []
-    if previous_key is not None:
-        objects = load_files([str(previous_key)], password_bytes)
-        previous = [o.value for o in objects if o.type == "private_key"]
-        if not previous:
-            raise PrivateKeyError(
-                f"{str(previous_key)!r} holds no private key",
-                hint="pass the PEM private key installed on the SBC now",
-                path=str(previous_key),
-            )
+    previous = [] if previous_key is None else load_private_keys(
+        previous_key, input_password, hint="pass the PEM private key installed on the SBC now")
     driver = _driver(
-        url, user, password_env, ca_bundle, pin_sha256, insecure, timeout, relaxed_x509,
+        conn,
         contexts=context,
         listeners=listeners,
         previous_keys=previous,
@@ -296,28 +277,20 @@ def _is_ip(host: str) -> bool:
 
 
 @handle_errors
+@connection
 def backup(
-    url: Url,
+    conn: SbcConnection,
     out_dir: Annotated[Path, typer.Option(
         "--out-dir", metavar="DIR", help="Folder for the backup (created).")],
     context: Annotated[list[int] | None, typer.Option(
         "--context", metavar="N", help="TLS context to save (repeatable; default all).")
     ] = None,
-    user: User = "Admin",
-    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
-    ca_bundle: CaBundle = None,
-    pin_sha256: PinSha256 = None,
-    insecure: Insecure = False,
-    relaxed_x509: RelaxedX509 = False,
-    timeout: Timeout = 30.0,
     json_out: JsonOut = False,
 ) -> None:
     """Save the INI file and each TLS context's certificate and trusted roots."""
     import asyncio
 
-    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
-                     relaxed_x509,
-                     contexts=context or [0])
+    driver = _driver(conn, contexts=context or [0])
 
     async def run() -> Any:
         async with driver.session():
@@ -347,15 +320,9 @@ def backup(
 
 
 @handle_errors
+@connection
 def status(
-    url: Url,
-    user: User = "Admin",
-    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
-    ca_bundle: CaBundle = None,
-    pin_sha256: PinSha256 = None,
-    insecure: Insecure = False,
-    relaxed_x509: RelaxedX509 = False,
-    timeout: Timeout = 30.0,
+    conn: SbcConnection,
     json_out: JsonOut = False,
 ) -> None:
     """Show the device, its TLS contexts, what each holds and what management serves.
@@ -366,8 +333,7 @@ def status(
     import asyncio
     import datetime as dt
 
-    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
-                     relaxed_x509)
+    driver = _driver(conn)
 
     async def run() -> list[Any]:
         async with driver.session():
@@ -455,12 +421,13 @@ def _backup_dir(given: Path | None, device: str) -> Path:
     return root / "device-backups" / folder / stamp
 
 
-def _audit(driver: SbcDriver, set_name: str, context: int, add: bool,
+def _audit(conn: SbcConnection, set_name: str, context: int, add: bool,
            backup_dir: Path | None = None, json_progress: bool = False) -> dict[str, Any]:
     import asyncio
 
     from ..trust import audit_roots, get_root_set
 
+    driver = _driver(conn, contexts=[context])
     root_set = get_root_set(set_name)
     pinned = root_set.certificates()
 
@@ -499,24 +466,15 @@ def _audit(driver: SbcDriver, set_name: str, context: int, add: bool,
 
 
 @handle_errors
+@connection
 def trust_audit(
-    url: Url,
+    conn: SbcConnection,
     set_name: SetName,
     context: TrustContext,
-    user: User = "Admin",
-    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
-    ca_bundle: CaBundle = None,
-    pin_sha256: PinSha256 = None,
-    insecure: Insecure = False,
-    relaxed_x509: RelaxedX509 = False,
-    timeout: Timeout = 30.0,
     json_out: JsonOut = False,
 ) -> None:
     """Check that a TLS context trusts every root of a set (exit 1 when any is missing)."""
-    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
-                     relaxed_x509,
-                     contexts=[context])
-    result = _audit(driver, set_name, context, add=False)
+    result = _audit(conn, set_name, context, add=False)
     result.pop("added")
     result.pop("backup")
     if json_out:
@@ -527,17 +485,11 @@ def trust_audit(
 
 
 @handle_errors
+@connection
 def trust_add(
-    url: Url,
+    conn: SbcConnection,
     set_name: SetName,
     context: TrustContext,
-    user: User = "Admin",
-    password_env: PasswordEnv = DEFAULT_PASSWORD_ENV,
-    ca_bundle: CaBundle = None,
-    pin_sha256: PinSha256 = None,
-    insecure: Insecure = False,
-    relaxed_x509: RelaxedX509 = False,
-    timeout: Timeout = 30.0,
     backup_dir: Annotated[Path | None, typer.Option(
         "--backup-dir", metavar="DIR",
         help="Folder for the backup taken before the change (default: a new folder under "
@@ -549,10 +501,7 @@ def trust_add(
     A backup (the INI, the context's certificate and trusted roots) is written
     before the first change, to --backup-dir or a new folder under the state folder.
     """
-    driver = _driver(url, user, password_env, ca_bundle, pin_sha256, insecure, timeout,
-                     relaxed_x509,
-                     contexts=[context])
-    result = _audit(driver, set_name, context, add=True, backup_dir=backup_dir,
+    result = _audit(conn, set_name, context, add=True, backup_dir=backup_dir,
                     json_progress=json_out)
     if json_out:
         print_json(result)

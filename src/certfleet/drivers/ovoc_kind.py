@@ -9,21 +9,28 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .registry import BuildContext, DriverKind, SecretSpec, device_profile
+from .registry import BuildContext, DriverKind, KeySpec, SecretSpec, device_profile
 
 if TYPE_CHECKING:
     from ..credentials import DeviceCredentials
     from ..inventory import Device
     from .base import Driver
 
-__all__ = ["KIND"]
+__all__ = ["KIND", "NEWLINES"]
+
+#: What Enter sends, by the name of the ``enter`` setting.
+NEWLINES = {"lf": "\n", "cr": "\r"}
 
 
 def from_device(device: Device, credentials: DeviceCredentials, context: BuildContext) -> Driver:
     """The OVOC driver for ``device``. Raises ConfigError / PasswordError."""
     from .ovoc import OvocDriver
 
-    host_key, known_hosts = context.ssh_host_key(device)
+    if "known_hosts" in device.options:  # given apart: ssh_host_key is then only a pin
+        host_key, path = device.ssh_host_key, device.options["known_hosts"]
+        known_hosts = None if path is None else context.path(path)
+    else:
+        host_key, known_hosts = context.ssh_host_key(device)
     return OvocDriver(
         device.name,
         device.address,
@@ -43,13 +50,23 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
 
 
 def _options(device: Device) -> dict[str, Any]:
-    """The OVOC settings an inventory may give: su target, staging folder, menu wording."""
+    """The OVOC settings an inventory may give: su target, staging folder, menu wording,
+    timeouts of the menu walk and the terminal."""
     from .ovoc import OvocMenu
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {key: device.options[key] for key in
+                               ("prompt_timeout", "import_timeout", "settle_time")
+                               if key in device.options}
+    enter = device.options.get("enter")
+    if enter is not None:
+        if str(enter).lower() not in NEWLINES:
+            raise ConfigError(f"device {device.name!r}: enter {enter!r} is neither lf nor cr",
+                              hint='write enter = "lf" (the default) or enter = "cr"',
+                              device=device.name)
+        options["newline"] = NEWLINES[str(enter).lower()]
     if device.su_user:
         options["su_user"] = device.su_user
-    if device.staging_dir:
+    if device.staging_dir is not None:
         options["staging_dir"] = device.staging_dir
     if device.menu:
         try:
@@ -62,6 +79,15 @@ def _options(device: Device) -> dict[str, Any]:
 KIND = DriverKind(
     name="ovoc",
     from_device=from_device,
+    schema={
+        "known_hosts": KeySpec("string", "an OpenSSH known_hosts file (ssh_host_key then "
+                               "holds only a pin)"),
+        "prompt_timeout": KeySpec("number", "seconds to wait for each screen of the menu (60)"),
+        "import_timeout": KeySpec("number", "seconds to wait for OVOC's import verdict (600)"),
+        "settle_time": KeySpec("number", "seconds OVOC's output must stay quiet before a line "
+                               "that only looks like a prompt is answered (0.3)"),
+        "enter": KeySpec("string", '"lf" or "cr": what Enter sends (lf)'),
+    },
     secrets={
         "password": SecretSpec("SSH password"),
         "root_password": SecretSpec("root password"),

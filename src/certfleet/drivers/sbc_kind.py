@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .registry import BuildContext, DriverKind, SecretSpec, device_profile
+from .registry import BuildContext, DriverKind, KeySpec, SecretSpec, device_profile
 
 if TYPE_CHECKING:
     from ..credentials import DeviceCredentials
@@ -20,13 +20,19 @@ __all__ = ["KIND"]
 
 
 def from_device(device: Device, credentials: DeviceCredentials, context: BuildContext) -> Driver:
-    """The SBC driver for ``device``, with the stored keys for a rollback. Raises ConfigError."""
+    """The SBC driver for ``device``, with the stored keys for a rollback. Raises ConfigError.
+
+    Besides the schema's keys, ``device.options`` may carry what ``certfleet sbc``
+    takes from its flags for a device that no inventory describes: ``url`` (the
+    management URL as given, instead of address and port) and ``insecure``.
+    """
     from .sbc import SbcDriver
 
     host = f"[{device.address}]" if ":" in device.address else device.address
+    options = device.options
     return SbcDriver(
         device.name,
-        f"https://{host}:{device.port}",
+        options.get("url") or f"https://{host}:{device.port}",
         password=credentials.require("password"),
         contexts=device.tls_contexts,
         user=device.user or "Admin",
@@ -38,6 +44,10 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
         on_event=context.on_event,
         verify_timeout=device.verify_timeout,
         x509_strict=device.x509_strict,
+        insecure=bool(options.get("insecure", False)),
+        timeout=float(options.get("timeout", 30.0)),
+        busy_retries=int(options.get("busy_retries", 6)),
+        busy_delay=float(options.get("busy_delay", 0.5)),
     )
 
 
@@ -58,6 +68,11 @@ def _ca_bundle(device: Device, context: BuildContext) -> bytes | None:
 KIND = DriverKind(
     name="sbc",
     from_device=from_device,
+    schema={
+        "timeout": KeySpec("number", "seconds per REST request (30)"),
+        "busy_retries": KeySpec("integer", "retries of a request answered 409 busy (6)"),
+        "busy_delay": KeySpec("number", "seconds before the first 409 retry, doubling (0.5)"),
+    },
     secrets={"password": SecretSpec("REST password")},
     default_port=443,
     listener_port="port",
