@@ -108,8 +108,8 @@ def _driver(
         try:
             bundle_pem = ca_bundle.read_bytes()
         except OSError as exc:
-            raise ConfigError(
-                f"cannot read the CA bundle {str(ca_bundle)!r}: {exc.strerror or exc}",
+            raise ConfigError.from_os_error(
+                "read the CA bundle", ca_bundle, exc,
                 hint="pass the PEM file of the CA that issued the SBC's certificate",
             ) from exc
     name = urlsplit(url).hostname or url

@@ -99,8 +99,8 @@ class RunsMixin(StoreBase):
         try:
             lock.try_acquire()  # a fresh name: nobody else holds it
         except OSError as exc:
-            raise StateError(
-                f"cannot create the run lock {str(lock.path)!r}: {exc.strerror or exc}",
+            raise StateError.from_os_error(
+                "create the run lock", lock.path, exc,
                 hint="check that the state folder is writable (or pass --state-dir)",
             ) from None
         cur = self.db.execute(
