@@ -29,7 +29,8 @@ contain a password, an auth header or key material.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from os import PathLike
+from typing import Any, Self
 
 __all__ = [
     "CertfleetError",
@@ -68,6 +69,14 @@ class CertfleetError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    @classmethod
+    def from_os_error(
+        cls, action: str, path: str | PathLike[str], exc: OSError, *, hint: str, **context: Any
+    ) -> Self:
+        """``cannot ACTION 'PATH': REASON`` for ``exc`` raised on ``path`` (set as ``path=``)."""
+        return cls(f"cannot {action} {str(path)!r}: {exc.strerror or exc}", hint=hint,
+                   path=str(path), **context)
 
 
 class InputError(CertfleetError):

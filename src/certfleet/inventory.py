@@ -574,9 +574,7 @@ def load_inventory(path: Path | str) -> Inventory:
             path=str(path),
         ) from None
     except OSError as exc:
-        raise ConfigError(
-            f"cannot read inventory {str(path)!r}: {exc.strerror or exc}",
-            hint="check the path and its permissions",
-            path=str(path),
+        raise ConfigError.from_os_error(
+            "read inventory", path, exc, hint="check the path and its permissions"
         ) from None
     return parse_inventory(text, path)

@@ -129,6 +129,15 @@ def test_missing_file_hint(tmp_path: Path) -> None:
     assert "certfleet init" in (info.value.hint or "")
 
 
+def test_unreadable_file_is_named_with_the_reason(tmp_path: Path) -> None:
+    """An inventory that cannot be read (here a folder) is named with the system's reason."""
+    with pytest.raises(ConfigError) as info:
+        load_inventory(tmp_path)
+    assert str(info.value).startswith(f"cannot read inventory {str(tmp_path)!r}: ")
+    assert info.value.context["path"] == str(tmp_path)
+    assert info.value.hint == "check the path and its permissions"
+
+
 def test_select_by_name_and_tag() -> None:
     """--only takes device names and tags; an unknown one is an error."""
     inv = parse_inventory(GOOD, "certfleet.toml")

@@ -67,3 +67,25 @@ def test_schema_1_store_is_migrated(old_store: Path) -> None:
         assert store.load_bundle(added, "s3cret").leaf_sha256 == added.leaf_sha256
     with Store.open(old_store) as store:  # reopening migrates nothing twice
         assert store.schema_version == SCHEMA_VERSION
+
+
+def _tables(folder: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Each table's columns, foreign keys and indexes, as SQLite reports them."""
+    with Store.open(folder) as store:
+        db = store.db
+        names = [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {name: [
+            *(tuple(row) for row in db.execute(f"PRAGMA table_info({name})")),
+            *(tuple(row)[2:] for row in db.execute(f"PRAGMA foreign_key_list({name})")),
+            *((row[1], row[2], [c[2] for c in db.execute(f"PRAGMA index_info({row[1]})")])
+              for row in db.execute(f"PRAGMA index_list({name})")),
+        ] for name in names}
+
+
+def test_migrated_store_has_the_tables_of_a_new_one(old_store: Path, tmp_path: Path) -> None:
+    """Schema 1 migrated ends with the same columns, keys and indexes as a store made today."""
+    new = _tables(tmp_path / "new")
+    assert new == _tables(old_store)
+    assert [c[1] for c in new["versions"][:3]] == ["id", "certificate_id", "number"]
+    assert ("deployments_outcome", 0, ["outcome"]) in new["deployments"]

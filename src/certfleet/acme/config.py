@@ -159,6 +159,24 @@ def _string(ctx: Any, table: Sequence[str], data: Mapping[str, Any], key: str) -
     return value
 
 
+def _required(ctx: Any, table: Sequence[str], data: Mapping[str, Any], key: str,
+              example: str) -> str:
+    """The non-empty string ``key``, which the table must have (``example``: its value)."""
+    value = _string(ctx, table, data, key)
+    if value is None:
+        raise ctx.error(table, None, f"has no {key}", f"add {key} = {example}")
+    return value
+
+
+def _paired(ctx: Any, table: Sequence[str], data: Mapping[str, Any], keys: tuple[str, str],
+            hint: str) -> None:
+    """Both ``keys`` or neither: the one given without the other is named."""
+    first, second = keys
+    if (first in data) != (second in data):
+        raise ctx.error(table, first if first in data else second,
+                        f"{first} and {second} go together", hint)
+
+
 def _number(ctx: Any, table: Sequence[str], data: Mapping[str, Any], key: str,
             default: float) -> float:
     value = data.get(key, default)
@@ -171,17 +189,13 @@ def _number(ctx: Any, table: Sequence[str], data: Mapping[str, Any], key: str,
 def _parse_acme(ctx: Any, name: str, data: Any, base: Path) -> AcmeConfig:
     table = ("certificates", name, "acme")
     data = _check_table(ctx, table, data, _ACME_KEYS, _ACME_SECRETS)
-    directory = _string(ctx, table, data, "directory")
-    if directory is None:
-        raise ctx.error(table, None, "has no directory",
-                        'add directory = "https://acme-v02.api.letsencrypt.org/directory"')
+    directory = _required(ctx, table, data, "directory",
+                          '"https://acme-v02.api.letsencrypt.org/directory"')
     if not directory.startswith(("https://", "http://")):
         raise ctx.error(table, "directory", f"{directory!r} is not an http(s) URL",
                         "write the ACME directory URL the CA publishes")
-    if ("eab_kid" in data) != ("eab_hmac_key" in data):
-        raise ctx.error(table, "eab_kid" if "eab_kid" in data else "eab_hmac_key",
-                        "eab_kid and eab_hmac_key go together",
-                        "give both (the key ID and the HMAC key the CA handed out)")
+    _paired(ctx, table, data, ("eab_kid", "eab_hmac_key"),
+            "give both (the key ID and the HMAC key the CA handed out)")
     reuse = data.get("reuse_key", False)
     if not isinstance(reuse, bool):
         raise ctx.error(table, "reuse_key", f"must be true or false, not {reuse!r}",
@@ -211,10 +225,8 @@ def _parse_acme(ctx: Any, name: str, data: Any, base: Path) -> AcmeConfig:
 def _parse_dns(ctx: Any, name: str, data: Any, base: Path) -> DnsConfig:
     table = ("certificates", name, "dns")
     data = _check_table(ctx, table, data, _DNS_KEYS, _DNS_SECRETS)
-    provider = _string(ctx, table, data, "provider")
-    if provider is None:
-        raise ctx.error(table, None, "has no provider",
-                        'add provider = "rfc2136" (or "lexicon:NAME", "hook", "manual")')
+    provider = _required(ctx, table, data, "provider",
+                         '"rfc2136" (or "lexicon:NAME", "hook", "manual")')
     if provider not in PROVIDERS and not (
         provider.startswith("lexicon:") and len(provider) > len("lexicon:")
     ):
@@ -226,9 +238,7 @@ def _parse_dns(ctx: Any, name: str, data: Any, base: Path) -> DnsConfig:
         if key not in data:
             raise ctx.error(table, None, f"provider {provider!r} needs {key}",
                             f"add {key} = \"...\" to [certificates.{name}.dns]")
-    if ("tsig_name" in data) != ("tsig_secret" in data):
-        raise ctx.error(table, "tsig_name" if "tsig_name" in data else "tsig_secret",
-                        "tsig_name and tsig_secret go together", "give both, or neither")
+    _paired(ctx, table, data, ("tsig_name", "tsig_secret"), "give both, or neither")
     algorithm = _string(ctx, table, data, "tsig_algorithm") or "hmac-sha256"
     if algorithm not in TSIG_ALGORITHMS:
         raise ctx.error(table, "tsig_algorithm", f"unknown TSIG algorithm {algorithm!r}",

@@ -99,8 +99,8 @@ def _driver(
         try:
             conn.ca_bundle.read_bytes()
         except OSError as exc:
-            raise ConfigError(
-                f"cannot read the CA bundle {str(conn.ca_bundle)!r}: {exc.strerror or exc}",
+            raise ConfigError.from_os_error(
+                "read the CA bundle", conn.ca_bundle, exc,
                 hint="pass the PEM file of the CA that issued the SBC's certificate",
             ) from exc
     parts = urlsplit(conn.url)

@@ -427,8 +427,8 @@ class LabOvoc:
                     await result
                 return len(data)
 
-            async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
-                result = super().posix_rename(oldpath, newpath)
+            async def _renamed(self, result: object) -> None:
+                """Finish a rename of the base class; then the "rename" fault, if set."""
                 if asyncio.iscoroutine(result):
                     await result
                 stop = lab._stop_here("rename")
@@ -436,14 +436,11 @@ class LabOvoc:
                     await lab._hold(stop, self.connection)
                     raise asyncssh.SFTPConnectionLost("connection dropped")
 
+            async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+                await self._renamed(super().posix_rename(oldpath, newpath))
+
             async def rename(self, oldpath: bytes, newpath: bytes) -> None:
-                result = super().rename(oldpath, newpath)
-                if asyncio.iscoroutine(result):
-                    await result
-                stop = lab._stop_here("rename")
-                if stop is not None:
-                    await lab._hold(stop, self.connection)
-                    raise asyncssh.SFTPConnectionLost("connection dropped")
+                await self._renamed(super().rename(oldpath, newpath))
 
         return Sftp(chan, chroot=str(self.root_dir).encode())
 

@@ -126,10 +126,9 @@ class LockMixin:
         try:
             acquired = lock.try_acquire()
         except OSError as exc:
-            raise StateError(
-                f"cannot create the {name} lock {str(path)!r}: {exc.strerror or exc}",
+            raise StateError.from_os_error(
+                f"create the {name} lock", path, exc,
                 hint="check that the state folder is writable (or pass --state-dir)",
-                path=str(path),
             ) from None
         if not acquired:
             held = self._read_holder(info_path)

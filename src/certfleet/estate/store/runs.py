@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ...errors import StateError
 from .base import StoreBase
@@ -25,10 +25,22 @@ from .schema import now, os_user
 if TYPE_CHECKING:
     from ...drivers.base import DeployOutcome, StepEvent
 
-__all__ = ["INTERRUPTED", "IN_PROGRESS", "RunsMixin"]
+__all__ = ["INTERRUPTED", "IN_PROGRESS", "DeploymentStart", "RunsMixin"]
 
 IN_PROGRESS = "in-progress"
 INTERRUPTED = "interrupted"
+
+
+class DeploymentStart(TypedDict):
+    """What a deployment is of and when it began (keyword arguments of the journal)."""
+
+    run_id: int | None
+    device: str
+    kind: str
+    certificate: str | None  # the certificate's name
+    version_id: int | None
+    started: str
+
 
 _DEPLOYMENT_COLUMNS = (
     "d.id, d.run_id, d.device, d.kind, c.name AS certificate, d.version_id,"
@@ -87,8 +99,8 @@ class RunsMixin(StoreBase):
         try:
             lock.try_acquire()  # a fresh name: nobody else holds it
         except OSError as exc:
-            raise StateError(
-                f"cannot create the run lock {str(lock.path)!r}: {exc.strerror or exc}",
+            raise StateError.from_os_error(
+                "create the run lock", lock.path, exc,
                 hint="check that the state folder is writable (or pass --state-dir)",
             ) from None
         cur = self.db.execute(
@@ -178,23 +190,17 @@ class RunsMixin(StoreBase):
     # ---- deployments and steps (the journal) -------------------------------
 
     def begin_deployment(
-        self,
-        *,
-        run_id: int | None,
-        device: str,
-        kind: str,
-        certificate: str | None,
-        version_id: int | None,
-        target_sha256: str | None,
-        started: str,
+        self, *, target_sha256: str | None, **start: Unpack[DeploymentStart]
     ) -> int:
         """Write a deployment as ``in-progress``; steps follow with :meth:`record_step`."""
+        certificate = start["certificate"]
         cur = self.db.execute(
             "INSERT INTO deployments (run_id, device, kind, certificate_id, version_id,"
             " target_sha256, outcome, message, served_before, served_after, started)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, device, kind, self.certificate_id(certificate) if certificate else None,
-             version_id, target_sha256, IN_PROGRESS, "", "{}", "{}", started),
+            (start["run_id"], start["device"], start["kind"],
+             self.certificate_id(certificate) if certificate else None, start["version_id"],
+             target_sha256, IN_PROGRESS, "", "{}", "{}", start["started"]),
         )
         return int(cur.lastrowid or 0)
 
@@ -232,15 +238,10 @@ class RunsMixin(StoreBase):
     def record_deployment(
         self,
         *,
-        run_id: int | None,
-        device: str,
-        kind: str,
-        certificate: str | None,
-        version_id: int | None,
         outcome: DeployOutcome,
-        started: str,
         backup_id: int | None = None,
         status: str | None = None,
+        **start: Unpack[DeploymentStart],
     ) -> int:
         """Record one finished device outcome and every step it emitted, at once.
 
@@ -248,10 +249,7 @@ class RunsMixin(StoreBase):
         have (``not-attempted``).
         """
         with self.transaction():
-            deployment_id = self.begin_deployment(
-                run_id=run_id, device=device, kind=kind, certificate=certificate,
-                version_id=version_id, target_sha256=outcome.target_sha256, started=started,
-            )
+            deployment_id = self.begin_deployment(target_sha256=outcome.target_sha256, **start)
             for step in outcome.steps:
                 self.record_step(deployment_id, step)
             self.finish_deployment(deployment_id, outcome, status=status, backup_id=backup_id)

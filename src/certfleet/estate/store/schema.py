@@ -12,16 +12,18 @@ import contextlib
 import datetime as dt
 import getpass
 import os
+import re
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ...errors import StateError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "default_state_dir", "migrate", "now", "os_user"]
 
-MIGRATIONS: list[str] = [
-    # 1: the first schema
-    """
+# 1: the first schema. Stores written by the first release hold exactly these
+# tables; schema 2 rebuilds four of them from the columns written here.
+_SCHEMA_1 = """
     CREATE TABLE keys (
         id INTEGER PRIMARY KEY,
         certificate TEXT NOT NULL,
@@ -128,126 +130,102 @@ MIGRATIONS: list[str] = [
         at TEXT NOT NULL,
         command TEXT NOT NULL
     );
-    """,
-    # 2: a certificates table referenced by id (the name was free text in four
-    # tables), version numbers per certificate, the deploy journal (a
-    # deployment is written when it starts, its steps as they happen), an
-    # index on steps by deployment, encrypted backups; the lock is a file
-    # held by the operating system, no longer a row.
+"""
+
+_CERTIFICATE_ID = "certificate_id INTEGER NOT NULL REFERENCES certificates (id)"
+
+
+def _columns_1(table: str) -> list[str]:
+    """The column definitions of ``table`` in :data:`_SCHEMA_1`."""
+    match = re.search(rf"CREATE TABLE {table} \((.*?)\n\s*\);", _SCHEMA_1, re.DOTALL)
+    assert match is not None, table
+    return [column.strip() for column in match[1].split(",\n")]
+
+
+def _rebuild(
+    table: str,
+    changes: Mapping[str, Sequence[str]],
+    *,
+    constraints: Sequence[str] = (),
+    join: str = "JOIN certificates c ON c.name = t.certificate",
+    **computed: str,
+) -> str:
+    """Statements that change the columns of schema-1 ``table`` (SQLite's documented way).
+
+    A new table is made, the rows are copied, the old table is dropped and
+    the new one renamed. ``changes`` maps a schema-1 column to the definitions
+    that replace it (the other columns stay as they were); a new column takes
+    the old row's column of its name (``t.NAME``) unless ``computed`` gives its
+    value. ``c`` is the row of ``certificates`` that ``join`` finds.
+    """
+    columns: list[str] = []
+    for column in _columns_1(table):
+        columns += changes.get(column.split()[0], [column])
+    names = [column.split()[0] for column in columns]
+    values = {"certificate_id": "c.id", **computed}
+    body = ",\n    ".join([*columns, *constraints])
+    return ";\n".join([
+        f"CREATE TABLE {table}_v2 (\n    {body}\n)",
+        f"INSERT INTO {table}_v2 ({', '.join(names)})\n"
+        f"    SELECT {', '.join(values.get(name, f't.{name}') for name in names)}\n"
+        f"    FROM {table} t {join}",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table}_v2 RENAME TO {table}",
+    ])
+
+
+# 2: a certificates table referenced by id (the name was free text in four
+# tables), version numbers per certificate, the deploy journal (a deployment
+# is written when it starts, its steps as they happen), an index on steps by
+# deployment, encrypted backups; the lock is a file held by the operating
+# system, no longer a row.
+_SCHEMA_2 = ";\n".join([
     """
     CREATE TABLE certificates (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         created TEXT NOT NULL
-    );
+    )""",
+    """
     INSERT INTO certificates (name, created)
         SELECT name, MIN(at) FROM (
             SELECT certificate AS name, created AS at FROM keys
             UNION ALL SELECT certificate, created FROM versions
             UNION ALL SELECT certificate, at FROM imports
             UNION ALL SELECT certificate, started FROM deployments WHERE certificate IS NOT NULL
-        ) GROUP BY name ORDER BY MIN(at), name;
+        ) GROUP BY name ORDER BY MIN(at), name""",
+    _rebuild("keys", {"certificate": [_CERTIFICATE_ID]}),
+    "CREATE INDEX keys_spki ON keys (spki_sha256)",
+    "CREATE INDEX keys_certificate ON keys (certificate_id)",
+    _rebuild(
+        "versions",
+        {"certificate": [_CERTIFICATE_ID, "number INTEGER NOT NULL"]},
+        constraints=["UNIQUE (certificate_id, number)"],
+        number="(SELECT COUNT(*) FROM versions o"
+        " WHERE o.certificate = t.certificate AND o.id <= t.id)",
+    ),
+    "CREATE INDEX versions_leaf ON versions (leaf_sha256)",
+    _rebuild("imports", {"certificate": [_CERTIFICATE_ID]}),
+    _rebuild(
+        "deployments",
+        {
+            "certificate": ["certificate_id INTEGER REFERENCES certificates (id)"],
+            "exit_code": ["exit_code INTEGER"],  # NULL while the deployment runs
+            "finished": ["finished TEXT"],
+        },
+        join="LEFT JOIN certificates c ON c.name = t.certificate",
+    ),
+    "CREATE INDEX deployments_device ON deployments (device)",
+    "CREATE INDEX deployments_outcome ON deployments (outcome)",
+    "CREATE INDEX steps_deployment ON steps (deployment_id)",
+    "ALTER TABLE backups ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN lock TEXT",
+    "DROP TABLE locks",
+])
 
-    CREATE TABLE keys_v2 (
-        id INTEGER PRIMARY KEY,
-        certificate_id INTEGER NOT NULL REFERENCES certificates (id),
-        spki_sha256 TEXT NOT NULL,
-        key_type TEXT NOT NULL,
-        path TEXT NOT NULL,
-        encrypted INTEGER NOT NULL DEFAULT 0,
-        csr_pem TEXT,
-        origin TEXT NOT NULL,
-        created TEXT NOT NULL
-    );
-    INSERT INTO keys_v2 (id, certificate_id, spki_sha256, key_type, path, encrypted, csr_pem,
-                         origin, created)
-        SELECT k.id, c.id, k.spki_sha256, k.key_type, k.path, k.encrypted, k.csr_pem, k.origin,
-               k.created
-        FROM keys k JOIN certificates c ON c.name = k.certificate;
-    DROP TABLE keys;
-    ALTER TABLE keys_v2 RENAME TO keys;
-    CREATE INDEX keys_spki ON keys (spki_sha256);
-    CREATE INDEX keys_certificate ON keys (certificate_id);
-
-    CREATE TABLE versions_v2 (
-        id INTEGER PRIMARY KEY,
-        certificate_id INTEGER NOT NULL REFERENCES certificates (id),
-        number INTEGER NOT NULL,
-        leaf_sha256 TEXT NOT NULL,
-        spki_sha256 TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        issuer TEXT NOT NULL,
-        not_before TEXT NOT NULL,
-        not_after TEXT NOT NULL,
-        names TEXT NOT NULL,
-        dir TEXT NOT NULL,
-        key_id INTEGER REFERENCES keys (id),
-        created TEXT NOT NULL,
-        UNIQUE (certificate_id, number)
-    );
-    INSERT INTO versions_v2 (id, certificate_id, number, leaf_sha256, spki_sha256, subject,
-                             issuer, not_before, not_after, names, dir, key_id, created)
-        SELECT v.id, c.id,
-               (SELECT COUNT(*) FROM versions o WHERE o.certificate = v.certificate
-                AND o.id <= v.id),
-               v.leaf_sha256, v.spki_sha256, v.subject, v.issuer, v.not_before, v.not_after,
-               v.names, v.dir, v.key_id, v.created
-        FROM versions v JOIN certificates c ON c.name = v.certificate;
-    DROP TABLE versions;
-    ALTER TABLE versions_v2 RENAME TO versions;
-    CREATE INDEX versions_leaf ON versions (leaf_sha256);
-
-    CREATE TABLE imports_v2 (
-        id INTEGER PRIMARY KEY,
-        at TEXT NOT NULL,
-        user TEXT NOT NULL,
-        certificate_id INTEGER NOT NULL REFERENCES certificates (id),
-        files TEXT NOT NULL,
-        version_id INTEGER REFERENCES versions (id),
-        findings TEXT NOT NULL,
-        outcome TEXT NOT NULL
-    );
-    INSERT INTO imports_v2 (id, at, user, certificate_id, files, version_id, findings, outcome)
-        SELECT i.id, i.at, i.user, c.id, i.files, i.version_id, i.findings, i.outcome
-        FROM imports i JOIN certificates c ON c.name = i.certificate;
-    DROP TABLE imports;
-    ALTER TABLE imports_v2 RENAME TO imports;
-
-    CREATE TABLE deployments_v2 (
-        id INTEGER PRIMARY KEY,
-        run_id INTEGER REFERENCES runs (id),
-        device TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        certificate_id INTEGER REFERENCES certificates (id),
-        version_id INTEGER REFERENCES versions (id),
-        target_sha256 TEXT,
-        outcome TEXT NOT NULL,
-        exit_code INTEGER,
-        message TEXT NOT NULL,
-        hint TEXT,
-        served_before TEXT NOT NULL,
-        served_after TEXT NOT NULL,
-        backup_id INTEGER REFERENCES backups (id),
-        started TEXT NOT NULL,
-        finished TEXT
-    );
-    INSERT INTO deployments_v2 (id, run_id, device, kind, certificate_id, version_id,
-                                target_sha256, outcome, exit_code, message, hint, served_before,
-                                served_after, backup_id, started, finished)
-        SELECT d.id, d.run_id, d.device, d.kind, c.id, d.version_id, d.target_sha256, d.outcome,
-               d.exit_code, d.message, d.hint, d.served_before, d.served_after, d.backup_id,
-               d.started, d.finished
-        FROM deployments d LEFT JOIN certificates c ON c.name = d.certificate;
-    DROP TABLE deployments;
-    ALTER TABLE deployments_v2 RENAME TO deployments;
-    CREATE INDEX deployments_device ON deployments (device);
-    CREATE INDEX deployments_outcome ON deployments (outcome);
-
-    CREATE INDEX steps_deployment ON steps (deployment_id);
-    ALTER TABLE backups ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE runs ADD COLUMN lock TEXT;
-    DROP TABLE locks
-    """,
+MIGRATIONS: list[str] = [
+    _SCHEMA_1,
+    _SCHEMA_2,
     # 3: where a version came from: "import" (a deploy target) or "adopt" (what the
     # devices served when the estate was taken over: known, never the target while
     # an imported version exists)

@@ -156,17 +156,10 @@ class VersionsMixin(StoreBase):
         return record
 
     def _key_record(self, row: sqlite3.Row) -> KeyRecord:
-        return KeyRecord(
-            id=row["id"],
-            certificate=row["certificate"],
-            spki_sha256=row["spki_sha256"],
-            key_type=row["key_type"],
-            path=self.root / row["path"],
-            encrypted=bool(row["encrypted"]),
-            csr_pem=row["csr_pem"],
-            origin=row["origin"],
-            created=row["created"],
-        )
+        # _KEY_COLUMNS selects the fields of KeyRecord by name.
+        return KeyRecord(**{
+            **dict(row), "path": self.root / row["path"], "encrypted": bool(row["encrypted"])
+        })
 
     def key(self, key_id: int) -> KeyRecord | None:
         row = self.db.execute(f"SELECT {_KEY_COLUMNS} WHERE k.id = ?", (key_id,)).fetchone()
@@ -291,22 +284,10 @@ class VersionsMixin(StoreBase):
         return record
 
     def _version_record(self, row: sqlite3.Row) -> VersionRecord:
-        return VersionRecord(
-            id=row["id"],
-            certificate=row["certificate"],
-            leaf_sha256=row["leaf_sha256"],
-            spki_sha256=row["spki_sha256"],
-            subject=row["subject"],
-            issuer=row["issuer"],
-            not_before=row["not_before"],
-            not_after=row["not_after"],
-            names=tuple(json.loads(row["names"])),
-            dir=self.root / row["dir"],
-            key_id=row["key_id"],
-            created=row["created"],
-            number=row["number"],
-            origin=row["origin"],
-        )
+        # _VERSION_COLUMNS selects the fields of VersionRecord by name.
+        return VersionRecord(**{
+            **dict(row), "names": tuple(json.loads(row["names"])), "dir": self.root / row["dir"]
+        })
 
     def version(self, version_id: int) -> VersionRecord | None:
         row = self.db.execute(f"SELECT {_VERSION_COLUMNS} WHERE v.id = ?", (version_id,)).fetchone()

@@ -248,6 +248,15 @@ class _SbcHandler(BaseHTTPRequestHandler):
         password = parts.get("password")
         return parts["file"], password or None
 
+    def _uploaded_certificates(self, body: bytes, what: str) -> list[x509.Certificate]:
+        """The PEM certificates of an upload; the device's 400 when there are none."""
+        data, _ = self._upload(body)
+        try:
+            return _split_pem_certificates(data)
+        except ValueError as exc:
+            raise _Reply(400, f"Failed to load the {what}: the file is not a PEM certificate"
+                         ) from exc
+
     def _route(self, method: str, path: str, body: bytes) -> tuple[int, Any, str]:
         state = self.server.sbc.state
         if path == "/status" and method == "GET":
@@ -303,12 +312,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
                 if method == "GET":
                     return 200, ctx.cert_pem, "application/x-pem-file"
                 if method == "PUT":
-                    data, _ = self._upload(body)
-                    try:
-                        certs = _split_pem_certificates(data)
-                    except ValueError as exc:
-                        raise _Reply(400, "Failed to load the certificate: the file is not a "
-                                          "PEM certificate") from exc
+                    certs = self._uploaded_certificates(body, "certificate")
                     ctx.cert_pem = b"".join(_pem(c) for c in certs)
                     state.apply(ctx.index)
                     state.changed()
@@ -338,13 +342,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
                 if method == "GET" and not incremental:
                     return 200, b"".join(ctx.trusted_roots), "application/x-pem-file"
                 if method == "PUT":
-                    data, _ = self._upload(body)
-                    try:
-                        certs = _split_pem_certificates(data)
-                    except ValueError as exc:
-                        raise _Reply(400, "Failed to load the trusted root: the file is not a "
-                                          "PEM certificate") from exc
-                    pems = [_pem(c) for c in certs]
+                    pems = [_pem(c) for c in self._uploaded_certificates(body, "trusted root")]
                     if incremental:
                         for pem in pems:
                             if pem not in ctx.trusted_roots:
