@@ -300,3 +300,48 @@ OVOC_KNOWN_HOSTS_OPT = typer.Option(None, "--known-hosts", metavar="FILE",
                                     "(default: ~/.ssh/known_hosts when it exists).")
 OVOC_HOST_KEY_OPT = typer.Option(None, "--host-key-sha256", metavar="SHA256:...",
                                  help="Pinned host key fingerprint, as ssh-keygen -l prints it.")
+
+
+# ---- option groups: options several commands take together, declared once ----
+
+def option_group(param: str, group: type[Any]) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Let a command take the options of ``group`` as its one parameter ``param``.
+
+    ``group`` is a dataclass whose fields default to ``typer.Option(...)``. The
+    command is shown to typer with those fields in place of ``param``: flag
+    names, defaults, help and their order in ``--help`` are as if written out
+    in the signature. The command receives them as one ``group`` instance. Put
+    it below ``@handle_errors``, which then sees a ``json_out`` field as a keyword.
+    """
+    import dataclasses
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(group)
+    fields = [f.name for f in dataclasses.fields(group)]
+    expanded = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                  annotation=hints[f.name])
+                for f in dataclasses.fields(group)]
+
+    def decorate(func: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(func, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for item in signature.parameters.values():
+            if item.name == param:
+                params.extend(expanded)
+            else:
+                params.append(item.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+        if len(params) == len(signature.parameters):
+            raise TypeError(f"{func.__name__} has no parameter {param!r}")
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> R:
+            kwargs[param] = group(**{name: kwargs.pop(name) for name in fields})
+            return func(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        wrapper.__annotations__["return"] = signature.return_annotation
+        return wrapper
+
+    return decorate

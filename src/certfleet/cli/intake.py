@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from .common import console, err_console, fail, handle_errors, print_json, read_password
-from .estate import INVENTORY_OPTION, JSON_OPTION, STATE_OPTION, load, open_store, print_findings
+from .estate import INVENTORY_OPTION, JSON_OPTION, STATE_OPTION, open_estate, print_findings
 from .estate_tables import _short
 
 FILES_ARGUMENT = typer.Argument(..., help="What the CA sent: .crt, .p7b, .pfx, key...")
 ADOPT_FILES_ARGUMENT = typer.Argument(
     ..., help="What the devices serve today, with its key: a .pfx, or .crt and .key.")
+
+# import and adopt: the certificate and the password of its files.
+CertificateName = Annotated[str, typer.Argument(
+    help="The inventory certificate (e.g. wildcard).", show_default=False)]
+FilePasswordEnv = Annotated[str | None, typer.Option(
+    "--password-env", help="Variable holding the file password (PKCS#12/key).")]
+FilePasswordFile = Annotated[str | None, typer.Option(
+    "--password-file", help="File holding the file password.")]
+
+
+def _file_password(password_env: str | None, password_file: str | None) -> bytes | None:
+    password = read_password(password_env, what="file password", file=password_file)
+    return password.encode() if password else None
 
 
 def register(app: typer.Typer) -> None:
@@ -33,12 +47,10 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     @handle_errors
     def import_command(
-        name: str = typer.Argument(..., help="The inventory certificate (e.g. wildcard)."),
+        name: CertificateName,
         files: list[Path] = FILES_ARGUMENT,
-        password_env: str | None = typer.Option(
-            None, "--password-env", help="Variable holding the file password (PKCS#12/key)."),
-        password_file: str | None = typer.Option(
-            None, "--password-file", help="File holding the file password."),
+        password_env: FilePasswordEnv = None,
+        password_file: FilePasswordFile = None,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -47,13 +59,10 @@ def register(app: typer.Typer) -> None:
         from ..errors import PreflightError
         from ..estate.importer import import_certificate
 
-        password = read_password(password_env, what="file password", file=password_file)
-        inv = load(inventory)
-        with open_store(state_dir) as store:
+        password = _file_password(password_env, password_file)
+        with open_estate(inventory, state_dir) as (inv, store):
             try:
-                result = import_certificate(
-                    inv, store, name, files, password=password.encode() if password else None
-                )
+                result = import_certificate(inv, store, name, files, password=password)
             except PreflightError as exc:
                 if json_out:
                     print_json({"error": exc.message, "hint": exc.hint,
@@ -76,12 +85,10 @@ def register(app: typer.Typer) -> None:
     @app.command("adopt")
     @handle_errors
     def adopt_command(
-        name: str = typer.Argument(..., help="The inventory certificate (e.g. wildcard)."),
+        name: CertificateName,
         files: list[Path] = ADOPT_FILES_ARGUMENT,
-        password_env: str | None = typer.Option(
-            None, "--password-env", help="Variable holding the file password (PKCS#12/key)."),
-        password_file: str | None = typer.Option(
-            None, "--password-file", help="File holding the file password."),
+        password_env: FilePasswordEnv = None,
+        password_file: FilePasswordFile = None,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -96,11 +103,9 @@ def register(app: typer.Typer) -> None:
         """
         from ..estate.adopt import MATCH, OTHER, adopt_certificate
 
-        password = read_password(password_env, what="file password", file=password_file)
-        inv = load(inventory)
-        with open_store(state_dir) as store:
-            result = adopt_certificate(inv, store, name, files,
-                                       password=password.encode() if password else None)
+        password = _file_password(password_env, password_file)
+        with open_estate(inventory, state_dir) as (inv, store):
+            result = adopt_certificate(inv, store, name, files, password=password)
             current = store.current_version(name)
         if json_out:
             print_json(result.to_dict())
