@@ -6,6 +6,10 @@ import pytest
 
 from certfleet.lab.ca import Issued, LabCA
 
+#: Shared fixtures of tests/support (on the import path): sbc_lab, seeded_lab (lab_support);
+#: old_key, sbc_app (sbc_support).
+pytest_plugins = ["lab_support", "sbc_support"]
+
 
 @pytest.fixture(scope="session")
 def lab_ca() -> LabCA:

@@ -24,10 +24,8 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +39,12 @@ from certfleet.drivers.tlsprobe import Listener
 from certfleet.lab import ems_emulator
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.ems_emulator import RelayEmsServer, process_import
-from certfleet.lab.tls import CertSlot, LabHTTPSServer, free_port
+from certfleet.lab.tls import CertSlot, LabHTTPSServer
 from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle
+from sshd_support import NoContentHandler, require_root, run_sshd
 
 pytestmark = pytest.mark.sshd
 
@@ -70,10 +69,7 @@ class Appliance:
 
 
 def _require_root_and_tools() -> dict[str, str]:
-    if os.geteuid() != 0:
-        if in_ci():
-            pytest.fail("the sshd test needs root in CI")
-        pytest.skip("the sshd test needs root to add throwaway users")
+    require_root("the sshd test needs root to add throwaway users")
     tools = {name: require_tool(name) for name in ("sshd", "ssh-keygen", "useradd", "userdel",
                                                    "chpasswd", "su")}
     if not os.access(SYSTEM_PYTHON, os.X_OK):
@@ -87,18 +83,6 @@ def _add_user(tools: dict[str, str], name: str, password: str) -> pwd.struct_pas
     subprocess.run([tools["useradd"], "-m", "-s", "/bin/bash", name], check=True)
     subprocess.run([tools["chpasswd"]], input=f"{name}:{password}\n", text=True, check=True)
     return pwd.getpwnam(name)
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"sshd exited: {process.stderr.read() if process.stderr else ''}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("sshd did not start listening")
 
 
 def _ovoc_files(issued: Issued) -> dict[str, bytes]:
@@ -119,11 +103,10 @@ def appliance() -> Iterator[Appliance]:
     work = Path(tempfile.mkdtemp(prefix="certfleet-sshd-"))
     work.chmod(0o755)
     created: list[str] = []
-    sshd: subprocess.Popen[bytes] | None = None
     ca = LabCA("OVOC sshd Previous")
     initial = ca.issue(["ovoc.lab.example"], key_type="rsa2048")
     slot = CertSlot(initial.leaf_pem, initial.key_pem("pkcs8"), initial.chain_pem)
-    https = LabHTTPSServer(_handler(), slot).start()
+    https = LabHTTPSServer(NoContentHandler, slot).start()
     imports: list[bool] = []
     relay: RelayEmsServer | None = None
     try:
@@ -159,39 +142,16 @@ def appliance() -> Iterator[Appliance]:
         for path in (home / "bin", wrapper, home / ".profile"):
             os.chown(path, root_pw.pw_uid, root_pw.pw_gid)
 
-        host_key = work / "ssh_host_ed25519_key"
-        subprocess.run([tools["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-f",
-                        str(host_key)], check=True)
-        port = free_port()
-        sftp_server = next((p for p in ("/usr/lib/openssh/sftp-server",
-                                        "/usr/libexec/openssh/sftp-server") if os.path.exists(p)),
-                           "internal-sftp")
-        config = work / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-            f"PidFile {work}/sshd.pid", "UsePAM yes", "PasswordAuthentication yes",
-            "KbdInteractiveAuthentication yes", "PubkeyAuthentication no",
-            "PermitRootLogin no", f"AllowUsers {acems}", f"Subsystem sftp {sftp_server}",
-            "StrictModes no", "PrintMotd no", "LogLevel VERBOSE", "",
-        ]))
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        sshd = subprocess.Popen([tools["sshd"], "-D", "-e", "-f", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _wait_for_port(port, sshd, time.monotonic() + 20)
-        yield Appliance(
-            port=port,
-            host_key_line=(work / "ssh_host_ed25519_key.pub").read_text().strip(),
-            acems=acems, acems_password=acems_password, root_user=root_user,
-            root_password=root_password, staging=staging, https=https, slot=slot,
-            relay=relay, initial=initial, imports=imports,
-        )
+        access = ["UsePAM yes", "PasswordAuthentication yes", "KbdInteractiveAuthentication yes",
+                  "PubkeyAuthentication no", "PermitRootLogin no", f"AllowUsers {acems}"]
+        with run_sshd(tools["sshd"], tools["ssh-keygen"], work, access) as sshd:
+            yield Appliance(
+                port=sshd.port, host_key_line=sshd.host_key_line,
+                acems=acems, acems_password=acems_password, root_user=root_user,
+                root_password=root_password, staging=staging, https=https, slot=slot,
+                relay=relay, initial=initial, imports=imports,
+            )
     finally:
-        if sshd is not None:
-            sshd.terminate()
-            try:
-                sshd.wait(10)
-            except subprocess.TimeoutExpired:
-                sshd.kill()
         for name in created:
             subprocess.run([tools["userdel"], "-r", "-f", name], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -200,20 +160,6 @@ def appliance() -> Iterator[Appliance]:
         https.stop()
         slot.close()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _handler() -> type:
-    from http.server import BaseHTTPRequestHandler
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    return Handler
 
 
 def _driver(app: Appliance, **overrides: object) -> OvocDriver:

@@ -15,13 +15,13 @@ from certfleet.cli import sbc as sbc_cli
 from certfleet.drivers.sbc import SbcDriver
 from certfleet.estate.deploy import run_deploy
 from certfleet.estate.devices import make_factory
-from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store
 from certfleet.inventory import parse_inventory
 from certfleet.lab.ca import Issued, LabCA
-from certfleet.lab.estate import WILDCARD, LabEstate
+from certfleet.lab.estate import LabEstate
 from certfleet.lab.sbc import LabSbc
 from certfleet.pki.model import cert_sha256
+from lab_support import import_old_and_renewed
 from mitm import MitmProxy
 from sbc_support import bundle_of, deploy
 
@@ -114,13 +114,7 @@ def test_estate_deploy_sends_nothing_to_the_impostor(tmp_path: Path, impostor: I
             inventory = parse_inventory(text, lab.inventory_path)
             before = sbc.context(1)
             with Store.open(tmp_path / "state") as store:
-                old = tmp_path / "old.pem"
-                old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
-                import_certificate(inventory, store, "wildcard", [old])
-                renewed = lab.ca.issue(WILDCARD, key_type="ec-p256")
-                new = tmp_path / "new.pem"
-                new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
-                import_certificate(inventory, store, "wildcard", [new])
+                import_old_and_renewed(lab, store, inventory, tmp_path)
                 report = asyncio.run(run_deploy(inventory, store, make_factory(store)))
             result = report.results[0]
             assert result.status == "refused", result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,17 +111,6 @@ def test_unreachable_is_said_by_verify_plan_and_deploy(
     assert status["sbc1"]["status"] == "not-attempted"
     assert "--skip-refused" in status["sbc1"]["hint"]
     assert all(dev.installs == 0 for dev in loop_estate.devices.values())
-
-
-@pytest.fixture
-def sbc_lab(tmp_path: Path) -> Iterator[LabEstate]:
-    lab = LabEstate(tmp_path / "lab", sbcs=2, ovoc=False, key_type="ec-p256")
-    lab.start()
-    try:
-        with lab.environment():
-            yield lab
-    finally:
-        lab.stop()
 
 
 def test_one_sbc_that_would_refuse_changes_no_device(
