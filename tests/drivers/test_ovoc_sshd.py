@@ -40,15 +40,13 @@ from certfleet.lab import ems_emulator
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.ems_emulator import RelayEmsServer, process_import
 from certfleet.lab.tls import CertSlot, LabHTTPSServer
-from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
-from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle
+from ovoc_support import KEYSTORE, ovoc_bundle, ovoc_files
 from sshd_support import NoContentHandler, require_root, run_sshd
 
 pytestmark = pytest.mark.sshd
 
-KEYSTORE = "keystore-Pa55w0rd"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -85,14 +83,6 @@ def _add_user(tools: dict[str, str], name: str, password: str) -> pwd.struct_pas
     return pwd.getpwnam(name)
 
 
-def _ovoc_files(issued: Issued) -> dict[str, bytes]:
-    files = {"server.crt": issued.leaf_pem, "server.key": issued.key_pem("pkcs1"),
-             "root.crt": issued.root_pem}
-    for index, cert in enumerate(issued.chain, 1):
-        files[f"ca{index}.crt"] = issued.pem(cert)
-    return files
-
-
 @pytest.fixture(scope="module")
 def appliance() -> Iterator[Appliance]:
     tools = _require_root_and_tools()
@@ -116,7 +106,7 @@ def appliance() -> Iterator[Appliance]:
         created.append(root_user)
         staging = Path(acems_pw.pw_dir) / "server_certs"
         staging.mkdir(mode=0o750)
-        for name, data in _ovoc_files(initial).items():
+        for name, data in ovoc_files(initial).items():
             (staging / name).write_bytes(data)
         for path in [staging, *staging.iterdir()]:
             os.chown(path, acems_pw.pw_uid, acems_pw.pw_gid)
@@ -174,13 +164,6 @@ def _driver(app: Appliance, **overrides: object) -> OvocDriver:
     return OvocDriver("ovoc-sshd", "127.0.0.1", **options)  # type: ignore[arg-type]
 
 
-def _bundle(issued: Issued, *, key: bool = True) -> Bundle:
-    data = issued.leaf_pem + issued.chain_pem + issued.root_pem
-    if key:
-        data += issued.key_pem("pkcs8")
-    return assemble(load_bytes(data, "input.pem"))
-
-
 def _deploy(driver: OvocDriver, bundle: Bundle, *, force: bool = False) -> DeployOutcome:
     return asyncio.run(driver.deploy(bundle, check_bundle(bundle), force=force))
 
@@ -196,7 +179,7 @@ def _served(app: Appliance) -> bytes:
 def test_deploy_through_real_sshd_and_su(appliance: Appliance) -> None:
     """Full deploy via OpenSSH, PAM, su - and the menu: new cert imported and served."""
     new = LabCA("OVOC sshd New").issue(["ovoc.example.com"], key_type="rsa2048")
-    outcome = _deploy(_driver(appliance), _bundle(new))
+    outcome = _deploy(_driver(appliance), ovoc_bundle(new))
     assert outcome.outcome == "installed", f"{outcome.message}\n{outcome.transcript}"
     assert _served(appliance) == new.leaf_pem
     staged = _staged(appliance)
@@ -216,7 +199,7 @@ def test_rejection_rolls_back_through_real_sshd(appliance: Appliance) -> None:
     the previous files are re-imported."""
     before_files, before_served = _staged(appliance), _served(appliance)
     other = LabCA("OVOC sshd Other").issue(["ovoc.example.com"], key_type="rsa2048")
-    outcome = _deploy(_driver(appliance), _bundle(other, key=False), force=True)
+    outcome = _deploy(_driver(appliance), ovoc_bundle(other, key=False), force=True)
     assert outcome.outcome == "restored", f"{outcome.message}\n{outcome.transcript}"
     assert "server.key does not belong to server.crt" in outcome.message
     assert _staged(appliance) == before_files
@@ -228,7 +211,7 @@ def test_root_login_refused_by_sshd(appliance: Appliance) -> None:
     """The daemon refuses logins other than the acems user (PermitRootLogin no, AllowUsers)."""
     outcome = _deploy(_driver(appliance, user=appliance.root_user,
                               password=appliance.root_password),
-                      _bundle(LabCA("x").issue(["ovoc.example.com"])))
+                      ovoc_bundle(LabCA("x").issue(["ovoc.example.com"])))
     assert outcome.outcome == "refused"
     assert "was refused" in outcome.message
 
@@ -237,7 +220,7 @@ def test_wrong_su_password_through_real_su(appliance: Appliance) -> None:
     """Real su with a wrong password: refused before any change, message names su."""
     before = _staged(appliance)
     outcome = _deploy(_driver(appliance, su_password="wrong-password-1"),
-                      _bundle(LabCA("y").issue(["ovoc.example.com"])))
+                      ovoc_bundle(LabCA("y").issue(["ovoc.example.com"])))
     assert outcome.outcome == "refused", outcome.message
     assert "su to" in outcome.message
     assert _staged(appliance) == before
@@ -272,7 +255,7 @@ def test_non_ascii_keystore_password_refused_before_staging(
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "OVOC_KEYSTORE_PASSWORD" in text and "printable ASCII" in text
-    outcome = _deploy(_driver(appliance, keystore_password="Ks ü Pa55w0rd"), _bundle(new),
+    outcome = _deploy(_driver(appliance, keystore_password="Ks ü Pa55w0rd"), ovoc_bundle(new),
                       force=True)
     assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
     assert _staged(appliance) == before and len(appliance.imports) == imports
@@ -290,7 +273,7 @@ def test_awkward_passwords_through_real_sshd_and_su(appliance: Appliance) -> Non
                    f"{appliance.root_user}:{root_pw}\n", text=True, check=True)
     try:
         outcome = _deploy(_driver(appliance, password=acems_pw, su_password=root_pw,
-                                  keystore_password=keystore), _bundle(new))
+                                  keystore_password=keystore), ovoc_bundle(new))
     finally:
         subprocess.run([chpasswd], input=f"{appliance.acems}:{appliance.acems_password}\n"
                        f"{appliance.root_user}:{appliance.root_password}\n", text=True,

@@ -38,9 +38,9 @@ from certfleet.estate.store import Store
 from certfleet.inventory import parse_inventory
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.tls import CertSlot, LabHTTPSServer
-from certfleet.pki.bundle import assemble
 from certfleet.pki.load import load_bytes
-from certfleet.pki.model import Bundle, cert_sha256
+from certfleet.pki.model import cert_sha256
+from sbc_support import bundle_of
 from sshd_support import NoContentHandler, keygen, require_root, run_sshd
 
 pytestmark = pytest.mark.sshd
@@ -158,12 +158,6 @@ def proxy(proxy_host: Proxy) -> Proxy:
     return proxy_host
 
 
-def _bundle(issued: Issued) -> Bundle:
-    objects = load_bytes(issued.fullchain_pem + issued.root_pem, "download.pem")
-    objects += load_bytes(issued.key_pem("pkcs8"), "key.pem")
-    return assemble(objects)
-
-
 def _driver(proxy: Proxy, **overrides: object) -> SftpDriver:
     options: dict[str, object] = dict(
         paths={"cert": str(proxy.path("cert.pem")), "key": str(proxy.path("key.pem")),
@@ -179,7 +173,7 @@ def _driver(proxy: Proxy, **overrides: object) -> SftpDriver:
 
 def test_deploy_replaces_the_files_reloads_and_verifies(proxy: Proxy, lab_ca: LabCA) -> None:
     new = lab_ca.issue(NAMES, key_type="rsa2048")
-    outcome = asyncio.run(_driver(proxy).deploy(_bundle(new)))
+    outcome = asyncio.run(_driver(proxy).deploy(bundle_of(new)))
     assert outcome.outcome == "installed", outcome.message
     assert proxy.path("cert.pem").read_bytes() == new.leaf_pem
     assert proxy.path("chain.pem").read_bytes() == new.chain_pem
@@ -199,7 +193,7 @@ def test_a_failed_reload_puts_the_previous_files_back(proxy: Proxy, lab_ca: LabC
     before = {name: proxy.path(name).read_bytes() for name in ("cert.pem", "key.pem")}
     proxy.refuse_next.append(True)
     new = lab_ca.issue(NAMES, key_type="ec-p256")
-    outcome = asyncio.run(_driver(proxy).deploy(_bundle(new)))
+    outcome = asyncio.run(_driver(proxy).deploy(bundle_of(new)))
     assert outcome.outcome == "restored", outcome.message
     assert "reload command exited with status 1" in outcome.message
     assert "configuration test failed" in outcome.message
@@ -211,7 +205,7 @@ def test_a_failed_reload_puts_the_previous_files_back(proxy: Proxy, lab_ca: LabC
 
 def test_a_wrong_host_key_changes_nothing(proxy: Proxy, lab_ca: LabCA) -> None:
     pin = "SHA256:" + "A" * 43
-    outcome = asyncio.run(_driver(proxy, host_key=pin).deploy(_bundle(lab_ca.issue(NAMES))))
+    outcome = asyncio.run(_driver(proxy, host_key=pin).deploy(bundle_of(lab_ca.issue(NAMES))))
     assert outcome.outcome == "refused", outcome.message
     assert "host key" in outcome.message
     assert proxy.path("cert.pem").read_bytes() == proxy.initial.leaf_pem
@@ -279,7 +273,7 @@ def test_a_failed_upload_leaves_the_files_and_no_temporary_file(
     so far under temporary names are removed, nothing is renamed or reloaded."""
     paths = {"cert": str(proxy.path("cert.pem")), "key": str(proxy.path("key.pem")),
              "chain": str(proxy.site / "missing" / "chain.pem")}
-    outcome = asyncio.run(_driver(proxy, paths=paths).deploy(_bundle(lab_ca.issue(NAMES))))
+    outcome = asyncio.run(_driver(proxy, paths=paths).deploy(bundle_of(lab_ca.issue(NAMES))))
     assert outcome.outcome == "restored", outcome.message
     assert "uploading" in outcome.message
     assert sorted(p.name for p in proxy.site.iterdir()) == ["cert.pem", "key.pem"]

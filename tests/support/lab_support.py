@@ -7,6 +7,7 @@ A pytest plugin (``pytest_plugins`` in ``tests/conftest.py``): its fixtures
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from certfleet.estate.store import Store
 from certfleet.inventory import Inventory
 from certfleet.lab.estate import WILDCARD, LabEstate
 
-__all__ = ["import_old_and_renewed", "invoke", "run_in_lab", "sbc_lab", "seeded_lab",
-           "started_lab"]
+__all__ = ["import_old_and_renewed", "invoke", "read_lab_env", "run_in_lab", "sbc_lab",
+           "seeded_lab", "started_lab", "until_serving"]
 
 runner = CliRunner()
 
@@ -71,6 +72,24 @@ def import_old_and_renewed(lab: LabEstate, store: Store, inventory: Inventory, t
     new = tmp / "new.pem"
     new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
     return import_certificate(inventory, store, "wildcard", [new]).version.leaf_sha256
+
+
+def until_serving(process: subprocess.Popen[str], what: str) -> list[str]:
+    """The lines ``what`` (a ``lab up`` process) printed up to "Press Ctrl-C", from then on
+    it serves; fails the test when the process ends first."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Press Ctrl-C" in line:
+            return lines
+    pytest.fail(f"{what} ended early:\n" + "".join(lines))
+
+
+def read_lab_env(path: Path) -> dict[str, str]:
+    """The NAME=value lines of a ``lab.env`` file (comment lines skipped)."""
+    return dict(line.split("=", 1) for line in path.read_text().splitlines()
+                if line and not line.startswith("#"))
 
 
 @pytest.fixture
