@@ -11,7 +11,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from certfleet.cli import sbc as sbc_cli
 from certfleet.drivers.sbc import SbcDriver
 from certfleet.estate.deploy import run_deploy
 from certfleet.estate.devices import make_factory
@@ -67,17 +66,9 @@ def test_driver_deploy_sends_nothing_to_the_impostor(
     _assert_nothing_reached(proxy)
 
 
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    application = typer.Typer()
-    application.command("noop")(lambda: None)
-    sbc_cli.register(application)
-    return application
-
-
 @pytest.mark.parametrize("command", ["status", "deploy"])
 def test_cli_sends_nothing_to_the_impostor(
-    app: typer.Typer, sbc: LabSbc, proxy: MitmProxy, impostor: Issued, issued: Issued,
+    sbc_app: typer.Typer, sbc: LabSbc, proxy: MitmProxy, impostor: Issued, issued: Issued,
     tmp_path: Path, command: str,
 ) -> None:
     conn = ["--url", f"https://127.0.0.1:{proxy.port}", "--password-env", "SBC_PW",
@@ -90,7 +81,7 @@ def test_cli_sends_nothing_to_the_impostor(
     else:
         args = ["status", *conn]
     before = sbc.context(0)
-    result = CliRunner(env={"SBC_PW": sbc.password}).invoke(app, ["sbc", *args])
+    result = CliRunner(env={"SBC_PW": sbc.password}).invoke(sbc_app, ["sbc", *args])
     # deploy: refused before any change (2); status: the device error of the exit table (3)
     assert result.exit_code == (2 if command == "deploy" else 3), result.output
     assert cert_sha256(impostor.leaf) in " ".join(result.output.split())

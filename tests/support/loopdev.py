@@ -163,11 +163,17 @@ class LoopEstate:
     def inventory(self) -> Inventory:
         return parse_inventory(self.path.read_text(), self.path)
 
-    def import_renewed(self, store: Store, tmp: Path) -> VersionRecord:
-        """Import a renewed wildcard (EC key) from this estate's CA as the new version."""
+    def write_renewed(self, tmp: Path) -> tuple[Issued, Path]:
+        """A renewed wildcard (EC key) from this estate's CA, written with its key and chain
+        to ``tmp/renewed.pem``."""
         issued = self.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
         path = tmp / "renewed.pem"
         path.write_bytes(issued.fullchain_pem + issued.key_pem())
+        return issued, path
+
+    def import_renewed(self, store: Store, tmp: Path) -> VersionRecord:
+        """Import a renewed wildcard (``write_renewed``) as the new version."""
+        _issued, path = self.write_renewed(tmp)
         return import_certificate(self.inventory(), store, "wildcard", [path]).version
 
     def served(self, name: str) -> str:
