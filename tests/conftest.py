@@ -8,6 +8,10 @@ import pytest
 
 from certfleet.lab.ca import Issued, LabCA
 
+#: Shared fixtures of tests/support (on the import path): sbc_lab, seeded_lab (lab_support);
+#: old_key, sbc_app (sbc_support).
+pytest_plugins = ["lab_support", "sbc_support"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Ctrl-C tests need SIGINT delivered: a shell starts background jobs with it ignored,

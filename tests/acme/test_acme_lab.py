@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from _tools import require_tool
 from certfleet.cli.app import app
+from lab_support import read_lab_env, until_serving
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -83,17 +84,9 @@ def test_lab_up_acme_serves_renew_until_interrupted(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        for line in process.stdout:
-            lines.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        else:
-            pytest.fail("lab up --acme ended early:\n" + "".join(lines))
+        lines = until_serving(process, "lab up --acme")
         assert "Pebble: https://127.0.0.1:" in "".join(lines)
-        values = dict(line.split("=", 1) for line in (lab_dir / "lab.env").read_text()
-                      .splitlines() if line and not line.startswith("#"))
+        values = read_lab_env(lab_dir / "lab.env")
         result = subprocess.run(
             [sys.executable, "-m", "certfleet", "renew", "--json", "--inventory",
              str(lab_dir / "certfleet.toml"), "--state-dir", str(lab_dir / "state")],

@@ -19,35 +19,25 @@ from pathlib import Path
 import pytest
 
 from certfleet.drivers.tlsprobe import Listener, fetch_served_certificate
-from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store
 from certfleet.inventory import load_inventory
-from certfleet.lab.estate import WILDCARD, LabEstate
+from certfleet.lab.estate import LabEstate
 from certfleet.lab.sbc import FaultRule
 from certfleet.pki.model import cert_sha256
+from lab_support import import_old_and_renewed
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LabEstate]:
-    estate = LabEstate(tmp_path / "lab", sbcs=1, ha=False, ovoc=False, key_type="ec-p256")
-    estate.start()
-    try:
+    with LabEstate(tmp_path / "lab", sbcs=1, ha=False, ovoc=False, key_type="ec-p256") as estate:
         yield estate
-    finally:
-        estate.stop()
 
 
 def _prepare(lab: LabEstate, state: Path, tmp: Path) -> str:
     """Import last year's certificate (so rollback is possible) and the renewed one."""
     inventory = load_inventory(lab.inventory_path)
     with lab.environment(), Store.open(state) as store:
-        old = tmp / "old.pem"
-        old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
-        import_certificate(inventory, store, "wildcard", [old])
-        renewed = lab.ca.issue(WILDCARD, key_type="ec-p256")
-        new = tmp / "new.pem"
-        new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
-        return import_certificate(inventory, store, "wildcard", [new]).version.leaf_sha256
+        return import_old_and_renewed(lab, store, inventory, tmp)
 
 
 def _start(lab: LabEstate, state: Path) -> subprocess.Popen[str]:

@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from certfleet.cli.app import app
 from certfleet.estate.store import Store
 from certfleet.lab.estate import LabEstate
+from lab_support import invoke
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def sbc_lab(tmp_path: Path) -> Iterator[LabEstate]:
-    """Two lab SBCs (the second an HA pair) serving an old wildcard; secrets in the env."""
-    lab = LabEstate(tmp_path / "lab", sbcs=2, ovoc=False, key_type="ec-p256")
-    lab.start()
-    try:
-        with lab.environment():
-            yield lab
-    finally:
-        lab.stop()
-
-
 def _run(lab: LabEstate, state: Path, *args: str) -> tuple[int, str]:
-    result = runner.invoke(
-        app, [*args, "--inventory", str(lab.inventory_path), "--state-dir", str(state)]
-    )
+    result = invoke(lab, state, *args)
     return result.exit_code, result.stdout
 
 

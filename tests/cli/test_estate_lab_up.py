@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from certfleet.cli.app import app
+from lab_support import read_lab_env, until_serving
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -27,21 +28,11 @@ def test_lab_up_serves_until_interrupted(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        for line in process.stdout:
-            lines.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        else:
-            pytest.fail("lab up ended early:\n" + "".join(lines))
+        lines = until_serving(process, "lab up")
         secrets = lab_dir / "lab.env"
         assert secrets.stat().st_mode & 0o777 == 0o600
         assert "certfleet.toml" in "".join(lines)
-        values = dict(
-            line.split("=", 1) for line in secrets.read_text().splitlines()
-            if line and not line.startswith("#")
-        )
+        values = read_lab_env(secrets)
         old_env = {name: os.environ.get(name) for name in values}
         os.environ.update(values)
         try:

@@ -6,39 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
 import pytest
-from typer.testing import CliRunner
 
-from certfleet.cli.app import app
-from certfleet.cli.lab import _seed_previous
-from certfleet.estate.store import Store
 from certfleet.lab.estate import LabEstate
-
-runner = CliRunner()
+from lab_support import run_in_lab as _run
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[LabEstate]:
-    """`lab up`'s estate (OVOC, sbc1, the HA pair sbc2-ha) with v1 in the state store."""
-    estate = LabEstate(tmp_path / "lab", sbcs=2)
-    estate.start()
-    try:
-        with Store.open(estate.directory / "state") as store:
-            _seed_previous(estate, store)
-        with estate.environment():
-            yield estate
-    finally:
-        estate.stop()
-
-
-def _run(lab: LabEstate, *args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, [*args, "--inventory", str(lab.inventory_path),
-                                 "--state-dir", str(lab.directory / "state")])
-    return result.exit_code, result.stdout, result.stderr
+def lab(seeded_lab: LabEstate) -> LabEstate:
+    return seeded_lab
 
 
 def _untouched(lab: LabEstate, staged: dict[str, bytes]) -> None:

@@ -33,12 +33,8 @@ PROMPT = b"key passphrase of 'wildcard': "
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LabEstate]:
-    estate = LabEstate(tmp_path / "lab", sbcs=2, ha=False, ovoc=False, key_type="ec-p256")
-    estate.start()
-    try:
+    with LabEstate(tmp_path / "lab", sbcs=2, ha=False, ovoc=False, key_type="ec-p256") as estate:
         yield estate
-    finally:
-        estate.stop()
 
 
 def _inventory_with(lab: LabEstate, name: str, reference: str) -> Path:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from lab_support import until_serving
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -52,16 +54,8 @@ def test_renew_the_lab_by_hand_as_written(tmp_path: Path) -> None:
                else [sys.executable, "-m", "certfleet"])
     process = subprocess.Popen([*command, *words[1:]], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
-    lines: list[str] = []
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        else:
-            pytest.fail("lab up ended early:\n" + "".join(lines))
-        printed = "".join(lines)
+        printed = "".join(until_serving(process, "lab up"))
         sip = re.search(r"^  sbc1 .*sip-tls 127\.0\.0\.1:(\d+)", printed, re.M)
         assert sip is not None, printed
         port = int(sip.group(1))

@@ -9,30 +9,15 @@ from pathlib import Path
 
 import pytest
 import typer
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner, Result
 
 from _tools import require_tool
-from certfleet.cli import sbc as sbc_cli
 from certfleet.lab.ca import Issued
 from certfleet.lab.sbc import LabSbc, LabSbcPair
+from sbc_support import deploy_files
 
 Invoke = Callable[..., Result]
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    """A bare app with only the sbc group, as cli/app.py registers it."""
-    application = typer.Typer()
-    application.command("noop")(lambda: None)  # keeps "sbc" a sub-command
-    sbc_cli.register(application)
-    return application
-
-
-@pytest.fixture(scope="module")
-def old_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @pytest.fixture()
@@ -44,21 +29,15 @@ def sbc(old_key: rsa.RSAPrivateKey) -> Iterator[LabSbc]:
 @pytest.fixture()
 def files(tmp_path: Path, issued: Issued, old_key: rsa.RSAPrivateKey) -> dict[str, Path]:
     """The renewed wildcard as a CA download (fullchain + root), its key, and the old key."""
-    out = {"cert": tmp_path / "wildcard.crt", "key": tmp_path / "wildcard.key",
-           "old": tmp_path / "old.key"}
-    out["cert"].write_bytes(issued.fullchain_pem + issued.root_pem)
-    out["key"].write_bytes(issued.key_pem("pkcs1"))
-    out["old"].write_bytes(old_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
-    return out
+    cert, key, old = deploy_files(tmp_path, issued, old_key)
+    return {"cert": cert, "key": key, "old": old}
 
 
-def runner_for(app: typer.Typer, password: str) -> Invoke:
+def runner_for(sbc_app: typer.Typer, password: str) -> Invoke:
     runner = CliRunner(env={"SBC_PW": password})
 
     def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["sbc", *args], catch_exceptions=False)
+        return runner.invoke(sbc_app, ["sbc", *args], catch_exceptions=False)
 
     return invoke
 
@@ -82,11 +61,11 @@ def _fingerprint(openssl: str, port: int) -> str:
 
 @pytest.mark.oracle
 def test_deploy_two_contexts_seen_by_openssl_and_curl(
-    app: typer.Typer, sbc: LabSbc, files: dict[str, Path], tmp_path: Path, issued: Issued
+    sbc_app: typer.Typer, sbc: LabSbc, files: dict[str, Path], tmp_path: Path, issued: Issued
 ) -> None:
     """deploy --json exits 0; openssl and curl see the certificate the driver installed."""
     openssl, curl = require_tool("openssl"), require_tool("curl")
-    result = runner_for(app, sbc.password)(
+    result = runner_for(sbc_app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc),
         "--context", "0", "--context", "1", *_verify(sbc), "--previous-key", str(files["old"]),
         "--verify-timeout", "10", "--json")
@@ -115,11 +94,11 @@ def test_deploy_two_contexts_seen_by_openssl_and_curl(
 
 
 def test_first_deploy_needs_allow_no_rollback(
-    app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
+    sbc_app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
 ) -> None:
     """Without --previous-key the deploy is refused (exit 2) before any change, saying why."""
     before = sbc.context(0).sha256
-    invoke = runner_for(app, sbc.password)
+    invoke = runner_for(sbc_app, sbc.password)
     refused = invoke("deploy", str(files["cert"]), str(files["key"]), *_conn(sbc),
                      "--context", "0")
     assert refused.exit_code == 2
@@ -133,12 +112,12 @@ def test_first_deploy_needs_allow_no_rollback(
 
 
 def test_ha_pair_deploy_verified_on_both_units(
-    app: typer.Typer, files: dict[str, Path], old_key: rsa.RSAPrivateKey
+    sbc_app: typer.Typer, files: dict[str, Path], old_key: rsa.RSAPrivateKey
 ) -> None:
     """A deploy to the active of an HA pair (409 during sync) shows on both units' listeners."""
     with LabSbcPair("ha-cli", key=old_key, sync_busy=1) as pair:
         active, standby = pair.units
-        result = runner_for(app, active.password)(
+        result = runner_for(sbc_app, active.password)(
             "deploy", str(files["cert"]), str(files["key"]), *_conn(active),
             "--context", "0", "--context", "1", *_verify(active), *_verify(standby),
             "--previous-key", str(files["old"]), "--verify-timeout", "10",
@@ -161,13 +140,13 @@ def test_ha_pair_deploy_verified_on_both_units(
     ],
 )
 def test_faults_exit_codes(
-    app: typer.Typer, sbc: LabSbc, files: dict[str, Path],
+    sbc_app: typer.Typer, sbc: LabSbc, files: dict[str, Path],
     fault: str, method: str, path: str, code: int, outcome: str,
 ) -> None:
     """Every fault ends in a known state with the matching exit code."""
     # Three 409s outlast two retries of the first save; the restore's save passes.
     sbc.faults.add(fault, method=method, path=path, times=3 if fault == "409" else 1)
-    result = runner_for(app, sbc.password)(
+    result = runner_for(sbc_app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--context", "1", *_verify(sbc), "--previous-key", str(files["old"]),
         "--verify-timeout", "1", "--busy-retries", "2", "--busy-delay", "0.01", "--json")
@@ -177,11 +156,11 @@ def test_faults_exit_codes(
 
 
 def test_failure_without_rollback_exits_3(
-    app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
+    sbc_app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
 ) -> None:
     """With --allow-no-rollback a failure after a change exits 3 and says so."""
     sbc.faults.add("500", method="PUT", path="/files/tls/0/certificate")
-    result = runner_for(app, sbc.password)(
+    result = runner_for(sbc_app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--allow-no-rollback")
     assert result.exit_code == 3
@@ -189,16 +168,16 @@ def test_failure_without_rollback_exits_3(
 
 
 def test_wrong_password_and_wrong_pin(
-    app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
+    sbc_app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
 ) -> None:
     """A wrong password and a wrong pin are refused (exit 2) with clear messages."""
-    wrong_pw = runner_for(app, "not-it")(
+    wrong_pw = runner_for(sbc_app, "not-it")(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--allow-no-rollback")
     assert wrong_pw.exit_code == 2
     assert "answered 401: the SBC refused user 'Admin'" in wrong_pw.output
     assert "not-it" not in wrong_pw.output
-    wrong_pin = runner_for(app, sbc.password)(
+    wrong_pin = runner_for(sbc_app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), "--url", sbc.url,
         "--password-env", "SBC_PW", "--pin-sha256", "00" * 32, "--context", "0",
         "--allow-no-rollback")
@@ -207,23 +186,23 @@ def test_wrong_password_and_wrong_pin(
 
 
 def test_bad_input_is_refused_before_connecting(
-    app: typer.Typer, sbc: LabSbc, tmp_path: Path, files: dict[str, Path]
+    sbc_app: typer.Typer, sbc: LabSbc, tmp_path: Path, files: dict[str, Path]
 ) -> None:
     """A non-certificate input file exits 2 and the device sees no request."""
     junk = tmp_path / "junk.crt"
     junk.write_bytes(b"this is not a certificate\n")
-    result = runner_for(app, sbc.password)(
+    result = runner_for(sbc_app, sbc.password)(
         "deploy", str(junk), *_conn(sbc), "--context", "0", "--allow-no-rollback")
     assert result.exit_code == 2
     assert sbc.requests == []
 
 
 def test_device_400_is_quoted(
-    app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
+    sbc_app: typer.Typer, sbc: LabSbc, files: dict[str, Path]
 ) -> None:
     """A 400 on the first change is quoted and ends refused (exit 2): nothing was changed."""
     sbc.faults.add("400", method="PUT", path="/files/tls/0/privateKey")
-    result = runner_for(app, sbc.password)(
+    result = runner_for(sbc_app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--previous-key", str(files["old"]), "--verify-timeout", "1")
     assert result.exit_code == 2, result.output
@@ -231,17 +210,17 @@ def test_device_400_is_quoted(
     assert "nothing was changed" in result.output
 
 
-def test_insecure_warns(app: typer.Typer, sbc: LabSbc) -> None:
+def test_insecure_warns(sbc_app: typer.Typer, sbc: LabSbc) -> None:
     """--insecure works but prints a loud warning."""
-    result = runner_for(app, sbc.password)(
+    result = runner_for(sbc_app, sbc.password)(
         "status", "--url", sbc.url, "--password-env", "SBC_PW", "--insecure", "--json")
     assert result.exit_code == 0
     assert "WARNING" in result.stderr and "--insecure" in result.stderr
 
 
-def test_backup_and_status(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> None:
+def test_backup_and_status(sbc_app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> None:
     """backup writes the INI and every context's files; status --json lists the contexts."""
-    invoke = runner_for(app, sbc.password)
+    invoke = runner_for(sbc_app, sbc.password)
     out = tmp_path / "backup"
     saved = invoke("backup", *_conn(sbc), "--out-dir", str(out))
     assert saved.exit_code == 0, saved.output
@@ -266,10 +245,10 @@ def _ungenerated(ini: str) -> list[str]:
     return [line for line in ini.splitlines() if not line.startswith(";Generated:")]
 
 
-def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> None:
+def test_trust_audit_and_add(sbc_app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> None:
     """audit exits 1 listing the missing Teams roots; add backs up, uploads them; audit then
     exits 0."""
-    invoke = runner_for(app, sbc.password)
+    invoke = runner_for(sbc_app, sbc.password)
     audit = invoke("trust", "audit", *_conn(sbc), "--set", "teams-2026", "--context", "2",
                    "--json")
     assert audit.exit_code == 1
@@ -298,18 +277,18 @@ def test_trust_audit_and_add(app: typer.Typer, sbc: LabSbc, tmp_path: Path) -> N
     assert unknown.exit_code == 2 and "teams-2026" in unknown.output
 
 
-def test_trust_add_backs_up_under_the_state_folder(app: typer.Typer, sbc: LabSbc,
+def test_trust_add_backs_up_under_the_state_folder(sbc_app: typer.Typer, sbc: LabSbc,
                                                    tmp_path: Path) -> None:
     """Without --backup-dir the backup goes to a new folder under the state folder;
     --json says where; nothing missing means no change and no backup."""
     runner = CliRunner(env={"SBC_PW": sbc.password, "CERTFLEET_STATE_DIR": str(tmp_path)})
     args = ["sbc", "trust", "add", *_conn(sbc), "--set", "teams-2026", "--context", "1",
             "--json"]
-    first = runner.invoke(app, args)
+    first = runner.invoke(sbc_app, args)
     assert first.exit_code == 0, first.output
     data = json.loads(first.stdout)
     where = Path(data["backup"])
     assert where.parent.parent == tmp_path / "device-backups"
     assert (where / "tls1-trusted_roots.pem").read_bytes().count(b"BEGIN CERTIFICATE") == 2
-    again = runner.invoke(app, args)
+    again = runner.invoke(sbc_app, args)
     assert again.exit_code == 0 and json.loads(again.stdout)["backup"] is None

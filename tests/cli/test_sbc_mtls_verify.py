@@ -8,26 +8,12 @@ from pathlib import Path
 
 import pytest
 import typer
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
-from certfleet.cli import sbc as sbc_cli
 from certfleet.lab.ca import Issued
 from certfleet.lab.sbc import LabSbc
-
-
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    application = typer.Typer()
-    application.command("noop")(lambda: None)
-    sbc_cli.register(application)
-    return application
-
-
-@pytest.fixture(scope="module")
-def old_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+from sbc_support import deploy_files
 
 
 @pytest.fixture(params=[4, 8], ids=["TLSv1.2", "TLSv1.3"])
@@ -38,16 +24,11 @@ def sbc(request: pytest.FixtureRequest, old_key: rsa.RSAPrivateKey) -> Iterator[
 
 
 def test_deploy_verified_on_a_mutual_tls_listener(
-    app: typer.Typer, sbc: LabSbc, issued: Issued, old_key: rsa.RSAPrivateKey, tmp_path: Path
+    sbc_app: typer.Typer, sbc: LabSbc, issued: Issued, old_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> None:
     """Exit 0, and the Teams listener (client certificate required) serves the new leaf."""
-    cert, key, old = tmp_path / "w.crt", tmp_path / "w.key", tmp_path / "old.key"
-    cert.write_bytes(issued.fullchain_pem + issued.root_pem)
-    key.write_bytes(issued.key_pem("pkcs1"))
-    old.write_bytes(old_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
-    result = CliRunner(env={"SBC_PW": sbc.password}).invoke(app, [
+    cert, key, old = deploy_files(tmp_path, issued, old_key)
+    result = CliRunner(env={"SBC_PW": sbc.password}).invoke(sbc_app, [
         "sbc", "deploy", str(cert), str(key), "--url", sbc.url, "--password-env", "SBC_PW",
         "--pin-sha256", sbc.management_sha256, "--context", "2",
         "--verify", f"127.0.0.1:{sbc.teams_port}", "--previous-key", str(old),

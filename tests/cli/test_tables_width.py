@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from certfleet.cli.app import app
 from certfleet.lab.estate import LabEstate
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def sbc_lab(tmp_path: Path) -> Iterator[LabEstate]:
-    lab = LabEstate(tmp_path / "lab", sbcs=2, ovoc=False, key_type="ec-p256")
-    lab.start()
-    try:
-        with lab.environment():
-            yield lab
-    finally:
-        lab.stop()
+from lab_support import invoke
 
 
 def _table(lab: LabEstate, state: Path, *args: str) -> str:
-    result = runner.invoke(
-        app, [*args, "--inventory", str(lab.inventory_path), "--state-dir", str(state)],
-        env={"COLUMNS": "100"},
-    )
+    result = invoke(lab, state, *args, env={"COLUMNS": "100"})
     assert result.exit_code in (0, 1, 2), result.output
     return result.output
 

@@ -12,7 +12,6 @@ import os
 import stat
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from _tools import require_tool
 from certfleet.lab.ca import Issued, LabCA
+from pki_support import odd_certificate
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PW = "Wizard-2026 pfx"
@@ -116,22 +116,7 @@ def test_json_alone_on_stdout_for_exit_0_1_and_2(files: Path) -> None:
 
 def test_warning_prone_certificate_prints_no_python_warning(tmp_path: Path) -> None:
     """A certificate with a negative serial and a 3-letter country: no warning on stderr."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        name = x509.Name([
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "USA", _validate=False),
-            x509.NameAttribute(NameOID.COMMON_NAME, "odd.example.com"),
-        ])
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1234)
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=300))
-            .sign(key, hashes.SHA256())
-        )
-    der = cert.public_bytes(DER).replace(b"\x02\x02\x04\xd2", b"\x02\x02\xfb\x2e", 1)
+    der, _key = odd_certificate()
     (tmp_path / "odd.cer").write_bytes(der)
     for args in (["inspect", "odd.cer"], ["inspect", "odd.cer", "--json"],
                  ["check", "odd.cer"], ["check", "odd.cer", "--json"]):

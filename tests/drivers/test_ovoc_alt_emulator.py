@@ -18,10 +18,9 @@ from certfleet.drivers.base import Backup, DeployOutcome
 from certfleet.drivers.ovoc import OvocDriver, OvocMenu, _Screen, menu_options
 from certfleet.drivers.tlsprobe import Listener
 from certfleet.lab.ca import Issued, LabCA
-from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
-from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle
+from ovoc_support import ovoc_bundle as bundle_of
 
 KEYSTORE = "Keystore-Alt-Pa55"
 
@@ -112,13 +111,6 @@ def appliance(request: pytest.FixtureRequest, initial: Issued) -> Iterator[AltOv
     variant = getattr(request, "param", Variant())
     with AltOvoc(variant, initial) as running:
         yield running
-
-
-def bundle_of(issued: Issued, *, key: bool = True) -> Bundle:
-    data = issued.leaf_pem + issued.chain_pem + issued.root_pem
-    if key:
-        data += issued.key_pem("pkcs8")
-    return assemble(load_bytes(data, "input.pem"))
 
 
 def make_driver(appliance: AltOvoc, **overrides: Any) -> OvocDriver:

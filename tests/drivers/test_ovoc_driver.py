@@ -13,7 +13,6 @@ import pytest
 
 from certfleet.drivers.base import DeployOutcome
 from certfleet.drivers.ovoc import MenuStep, OvocDriver, OvocMenu
-from certfleet.drivers.tlsprobe import Listener
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.ems_emulator import load_menus
 from certfleet.lab.ovoc import LabOvoc
@@ -21,8 +20,9 @@ from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle, cert_sha256
-
-KEYSTORE = "keystore-Pa55w0rd"
+from ovoc_support import KEYSTORE
+from ovoc_support import lab_ovoc_driver as make_driver
+from ovoc_support import ovoc_bundle as bundle_of
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +40,6 @@ def lab() -> Iterator[LabOvoc]:
     with LabOvoc(restart_delay=0.05) as running:
         yield running
 
-
-def bundle_of(issued: Issued, *, key: bool = True) -> Bundle:
-    data = issued.leaf_pem + issued.chain_pem + issued.root_pem
-    if key:
-        data += issued.key_pem("pkcs8")
-    return assemble(load_bytes(data, "input.pem"))
-
-
-def make_driver(lab: LabOvoc, **overrides: Any) -> OvocDriver:
-    options: dict[str, Any] = dict(
-        ssh_port=lab.ssh_port, password=lab.acems_password, su_password=lab.root_password,
-        keystore_password=KEYSTORE, host_key=lab.host_key_sha256,
-        listeners=[Listener("127.0.0.1", lab.https_port)], prompt_timeout=5,
-        import_timeout=5, verify_timeout=5,
-    )
-    options.update(overrides)
-    return OvocDriver("ovoc-lab", "127.0.0.1", **options)
 
 
 def deploy(driver: OvocDriver, bundle: Bundle, *, force: bool = False) -> DeployOutcome:

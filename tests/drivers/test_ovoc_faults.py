@@ -17,14 +17,11 @@ import pytest
 
 from certfleet.drivers.base import DeployOutcome, StepEvent
 from certfleet.drivers.ovoc import OvocDriver
-from certfleet.drivers.tlsprobe import Listener
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.ovoc import LabOvoc
-from certfleet.pki.bundle import assemble
 from certfleet.pki.checks import check_bundle
-from certfleet.pki.load import load_bytes
+from ovoc_support import KEYSTORE, lab_ovoc_driver, ovoc_bundle
 
-KEYSTORE = "keystore-Pa55w0rd"
 POINTS = {"before-upload": ("stage", "start"), "after-rename": ("stage", "ok"),
           "after-import": ("import", "ok")}
 KINDS: dict[str, Callable[[], BaseException]] = {
@@ -46,17 +43,12 @@ def lab() -> Iterator[LabOvoc]:
 
 
 def _driver(lab: LabOvoc, on_event: Callable[[StepEvent], None]) -> OvocDriver:
-    return OvocDriver(
-        "ovoc-lab", "127.0.0.1", ssh_port=lab.ssh_port, password=lab.acems_password,
-        su_password=lab.root_password, keystore_password=KEYSTORE,
-        host_key=lab.host_key_sha256, listeners=[Listener("127.0.0.1", lab.https_port)],
-        prompt_timeout=5, import_timeout=5, verify_timeout=5, on_event=on_event)
+    return lab_ovoc_driver(lab, on_event=on_event)
 
 
 def _run(lab: LabOvoc, new_cert: Issued, point: tuple[str, str] | None,
          fault: Callable[[asyncio.Task[DeployOutcome]], None]) -> DeployOutcome:
-    data = new_cert.leaf_pem + new_cert.chain_pem + new_cert.root_pem + new_cert.key_pem("pkcs8")
-    bundle = assemble(load_bytes(data, "input.pem"))
+    bundle = ovoc_bundle(new_cert)
 
     async def main() -> DeployOutcome:
         fired: list[bool] = []
@@ -127,8 +119,7 @@ def test_cancelled_at_the_menu_is_rolled_back(lab: LabOvoc, new_cert: Issued) ->
 def test_fault_during_the_rollback_is_a_failure_not_a_traceback(lab: LabOvoc,
                                                                  new_cert: Issued) -> None:
     """Cancelled again while rolling back (after a ValueError): 'failed' (exit 3), saying so."""
-    data = new_cert.leaf_pem + new_cert.chain_pem + new_cert.root_pem + new_cert.key_pem("pkcs8")
-    bundle = assemble(load_bytes(data, "input.pem"))
+    bundle = ovoc_bundle(new_cert)
 
     async def main() -> DeployOutcome:
         def on_event(event: StepEvent) -> None:

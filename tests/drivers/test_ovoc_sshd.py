@@ -24,10 +24,8 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +39,14 @@ from certfleet.drivers.tlsprobe import Listener
 from certfleet.lab import ems_emulator
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.ems_emulator import RelayEmsServer, process_import
-from certfleet.lab.tls import CertSlot, LabHTTPSServer, free_port
-from certfleet.pki.bundle import assemble
+from certfleet.lab.tls import CertSlot, LabHTTPSServer
 from certfleet.pki.checks import check_bundle
-from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle
+from ovoc_support import KEYSTORE, ovoc_bundle, ovoc_files
+from sshd_support import NoContentHandler, require_root, run_sshd
 
 pytestmark = pytest.mark.sshd
 
-KEYSTORE = "keystore-Pa55w0rd"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -70,10 +67,7 @@ class Appliance:
 
 
 def _require_root_and_tools() -> dict[str, str]:
-    if os.geteuid() != 0:
-        if in_ci():
-            pytest.fail("the sshd test needs root in CI")
-        pytest.skip("the sshd test needs root to add throwaway users")
+    require_root("the sshd test needs root to add throwaway users")
     tools = {name: require_tool(name) for name in ("sshd", "ssh-keygen", "useradd", "userdel",
                                                    "chpasswd", "su")}
     if not os.access(SYSTEM_PYTHON, os.X_OK):
@@ -89,26 +83,6 @@ def _add_user(tools: dict[str, str], name: str, password: str) -> pwd.struct_pas
     return pwd.getpwnam(name)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"sshd exited: {process.stderr.read() if process.stderr else ''}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("sshd did not start listening")
-
-
-def _ovoc_files(issued: Issued) -> dict[str, bytes]:
-    files = {"server.crt": issued.leaf_pem, "server.key": issued.key_pem("pkcs1"),
-             "root.crt": issued.root_pem}
-    for index, cert in enumerate(issued.chain, 1):
-        files[f"ca{index}.crt"] = issued.pem(cert)
-    return files
-
-
 @pytest.fixture(scope="module")
 def appliance() -> Iterator[Appliance]:
     tools = _require_root_and_tools()
@@ -119,11 +93,10 @@ def appliance() -> Iterator[Appliance]:
     work = Path(tempfile.mkdtemp(prefix="certfleet-sshd-"))
     work.chmod(0o755)
     created: list[str] = []
-    sshd: subprocess.Popen[bytes] | None = None
     ca = LabCA("OVOC sshd Previous")
     initial = ca.issue(["ovoc.lab.example"], key_type="rsa2048")
     slot = CertSlot(initial.leaf_pem, initial.key_pem("pkcs8"), initial.chain_pem)
-    https = LabHTTPSServer(_handler(), slot).start()
+    https = LabHTTPSServer(NoContentHandler, slot).start()
     imports: list[bool] = []
     relay: RelayEmsServer | None = None
     try:
@@ -133,7 +106,7 @@ def appliance() -> Iterator[Appliance]:
         created.append(root_user)
         staging = Path(acems_pw.pw_dir) / "server_certs"
         staging.mkdir(mode=0o750)
-        for name, data in _ovoc_files(initial).items():
+        for name, data in ovoc_files(initial).items():
             (staging / name).write_bytes(data)
         for path in [staging, *staging.iterdir()]:
             os.chown(path, acems_pw.pw_uid, acems_pw.pw_gid)
@@ -159,39 +132,16 @@ def appliance() -> Iterator[Appliance]:
         for path in (home / "bin", wrapper, home / ".profile"):
             os.chown(path, root_pw.pw_uid, root_pw.pw_gid)
 
-        host_key = work / "ssh_host_ed25519_key"
-        subprocess.run([tools["ssh-keygen"], "-q", "-t", "ed25519", "-N", "", "-f",
-                        str(host_key)], check=True)
-        port = free_port()
-        sftp_server = next((p for p in ("/usr/lib/openssh/sftp-server",
-                                        "/usr/libexec/openssh/sftp-server") if os.path.exists(p)),
-                           "internal-sftp")
-        config = work / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-            f"PidFile {work}/sshd.pid", "UsePAM yes", "PasswordAuthentication yes",
-            "KbdInteractiveAuthentication yes", "PubkeyAuthentication no",
-            "PermitRootLogin no", f"AllowUsers {acems}", f"Subsystem sftp {sftp_server}",
-            "StrictModes no", "PrintMotd no", "LogLevel VERBOSE", "",
-        ]))
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        sshd = subprocess.Popen([tools["sshd"], "-D", "-e", "-f", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _wait_for_port(port, sshd, time.monotonic() + 20)
-        yield Appliance(
-            port=port,
-            host_key_line=(work / "ssh_host_ed25519_key.pub").read_text().strip(),
-            acems=acems, acems_password=acems_password, root_user=root_user,
-            root_password=root_password, staging=staging, https=https, slot=slot,
-            relay=relay, initial=initial, imports=imports,
-        )
+        access = ["UsePAM yes", "PasswordAuthentication yes", "KbdInteractiveAuthentication yes",
+                  "PubkeyAuthentication no", "PermitRootLogin no", f"AllowUsers {acems}"]
+        with run_sshd(tools["sshd"], tools["ssh-keygen"], work, access) as sshd:
+            yield Appliance(
+                port=sshd.port, host_key_line=sshd.host_key_line,
+                acems=acems, acems_password=acems_password, root_user=root_user,
+                root_password=root_password, staging=staging, https=https, slot=slot,
+                relay=relay, initial=initial, imports=imports,
+            )
     finally:
-        if sshd is not None:
-            sshd.terminate()
-            try:
-                sshd.wait(10)
-            except subprocess.TimeoutExpired:
-                sshd.kill()
         for name in created:
             subprocess.run([tools["userdel"], "-r", "-f", name], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -200,20 +150,6 @@ def appliance() -> Iterator[Appliance]:
         https.stop()
         slot.close()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _handler() -> type:
-    from http.server import BaseHTTPRequestHandler
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    return Handler
 
 
 def _driver(app: Appliance, **overrides: object) -> OvocDriver:
@@ -226,13 +162,6 @@ def _driver(app: Appliance, **overrides: object) -> OvocDriver:
     )
     options.update(overrides)
     return OvocDriver("ovoc-sshd", "127.0.0.1", **options)  # type: ignore[arg-type]
-
-
-def _bundle(issued: Issued, *, key: bool = True) -> Bundle:
-    data = issued.leaf_pem + issued.chain_pem + issued.root_pem
-    if key:
-        data += issued.key_pem("pkcs8")
-    return assemble(load_bytes(data, "input.pem"))
 
 
 def _deploy(driver: OvocDriver, bundle: Bundle, *, force: bool = False) -> DeployOutcome:
@@ -250,7 +179,7 @@ def _served(app: Appliance) -> bytes:
 def test_deploy_through_real_sshd_and_su(appliance: Appliance) -> None:
     """Full deploy via OpenSSH, PAM, su - and the menu: new cert imported and served."""
     new = LabCA("OVOC sshd New").issue(["ovoc.example.com"], key_type="rsa2048")
-    outcome = _deploy(_driver(appliance), _bundle(new))
+    outcome = _deploy(_driver(appliance), ovoc_bundle(new))
     assert outcome.outcome == "installed", f"{outcome.message}\n{outcome.transcript}"
     assert _served(appliance) == new.leaf_pem
     staged = _staged(appliance)
@@ -270,7 +199,7 @@ def test_rejection_rolls_back_through_real_sshd(appliance: Appliance) -> None:
     the previous files are re-imported."""
     before_files, before_served = _staged(appliance), _served(appliance)
     other = LabCA("OVOC sshd Other").issue(["ovoc.example.com"], key_type="rsa2048")
-    outcome = _deploy(_driver(appliance), _bundle(other, key=False), force=True)
+    outcome = _deploy(_driver(appliance), ovoc_bundle(other, key=False), force=True)
     assert outcome.outcome == "restored", f"{outcome.message}\n{outcome.transcript}"
     assert "server.key does not belong to server.crt" in outcome.message
     assert _staged(appliance) == before_files
@@ -282,7 +211,7 @@ def test_root_login_refused_by_sshd(appliance: Appliance) -> None:
     """The daemon refuses logins other than the acems user (PermitRootLogin no, AllowUsers)."""
     outcome = _deploy(_driver(appliance, user=appliance.root_user,
                               password=appliance.root_password),
-                      _bundle(LabCA("x").issue(["ovoc.example.com"])))
+                      ovoc_bundle(LabCA("x").issue(["ovoc.example.com"])))
     assert outcome.outcome == "refused"
     assert "was refused" in outcome.message
 
@@ -291,7 +220,7 @@ def test_wrong_su_password_through_real_su(appliance: Appliance) -> None:
     """Real su with a wrong password: refused before any change, message names su."""
     before = _staged(appliance)
     outcome = _deploy(_driver(appliance, su_password="wrong-password-1"),
-                      _bundle(LabCA("y").issue(["ovoc.example.com"])))
+                      ovoc_bundle(LabCA("y").issue(["ovoc.example.com"])))
     assert outcome.outcome == "refused", outcome.message
     assert "su to" in outcome.message
     assert _staged(appliance) == before
@@ -326,7 +255,7 @@ def test_non_ascii_keystore_password_refused_before_staging(
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "OVOC_KEYSTORE_PASSWORD" in text and "printable ASCII" in text
-    outcome = _deploy(_driver(appliance, keystore_password="Ks ü Pa55w0rd"), _bundle(new),
+    outcome = _deploy(_driver(appliance, keystore_password="Ks ü Pa55w0rd"), ovoc_bundle(new),
                       force=True)
     assert outcome.outcome == "refused" and outcome.exit_code == 2, outcome.message
     assert _staged(appliance) == before and len(appliance.imports) == imports
@@ -344,7 +273,7 @@ def test_awkward_passwords_through_real_sshd_and_su(appliance: Appliance) -> Non
                    f"{appliance.root_user}:{root_pw}\n", text=True, check=True)
     try:
         outcome = _deploy(_driver(appliance, password=acems_pw, su_password=root_pw,
-                                  keystore_password=keystore), _bundle(new))
+                                  keystore_password=keystore), ovoc_bundle(new))
     finally:
         subprocess.run([chpasswd], input=f"{appliance.acems}:{appliance.acems_password}\n"
                        f"{appliance.root_user}:{appliance.root_password}\n", text=True,

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from _alt_sbc import AltSbc, Quirks
-from certfleet.cli import sbc as sbc_cli
 from certfleet.drivers.base import DeployOutcome
 from certfleet.drivers.sbc import NO_ROLLBACK_HINT, SbcDriver, tls_contexts_in_ini
 from certfleet.drivers.tlsprobe import Listener
@@ -258,37 +257,29 @@ def test_ini_parser_is_lenient_and_never_raises() -> None:
 # ---- the CLI ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    application = typer.Typer()
-    application.command("noop")(lambda: None)
-    sbc_cli.register(application)
-    return application
-
-
 @pytest.mark.parametrize("sbc", [Quirks(ini="garbage", status={"versionID": "7.4"}),
                                  Quirks(ini="missing", status={"highAvailability": "HA"}),
                                  Quirks(status={"highAvailability": {"mode": "HA"}})],
                          ids=["ini-garbage", "ini-404", "ha-object"], indirect=True)
 def test_cli_status_reports_less_but_does_not_crash(
-    app: typer.Typer, sbc: AltSbc, old: Issued, tmp_path: Any
+    sbc_app: typer.Typer, sbc: AltSbc, old: Issued, tmp_path: Any
 ) -> None:
     """``sbc status`` on an odd INI or status shows what it can, human and --json."""
     runner = CliRunner(env={"SBC_PW": PASSWORD})
     common = ["sbc", "status", "--url", sbc.url, "--password-env", "SBC_PW",
               "--pin-sha256", _sha(old.leaf)]
-    human = runner.invoke(app, common)
+    human = runner.invoke(sbc_app, common)
     assert human.exit_code == 0, human.output
     assert "None" not in human.output.splitlines()[0]
     if isinstance(sbc.quirks.status.get("highAvailability"), dict):
         assert "HA mode=HA" in human.output
-    as_json = runner.invoke(app, [*common, "--json"])
+    as_json = runner.invoke(sbc_app, [*common, "--json"])
     assert as_json.exit_code == 0, as_json.output
     json.loads(as_json.stdout)
 
 
 def test_cli_never_prints_the_password(
-    app: typer.Typer, sbc: AltSbc, old: Issued, issued: Issued, tmp_path: Any
+    sbc_app: typer.Typer, sbc: AltSbc, old: Issued, issued: Issued, tmp_path: Any
 ) -> None:
     """Wrong password and a good deploy: neither stdout nor stderr carries a password."""
     cert = tmp_path / "new.crt"
@@ -303,7 +294,7 @@ def test_cli_never_prints_the_password(
     for password in ("wrong-" + PASSWORD, PASSWORD):
         runner = CliRunner(env={"SBC_PW": password})
         for extra in ([], ["--json"]):
-            result = runner.invoke(app, [*args, *extra])
+            result = runner.invoke(sbc_app, [*args, *extra])
             text = result.output + (result.stderr if result.stderr_bytes is not None else "")
             assert PASSWORD not in text and "Authorization" not in text, text
             assert result.exit_code != 0 or password == PASSWORD, text
@@ -312,20 +303,20 @@ def test_cli_never_prints_the_password(
 @pytest.mark.parametrize("sbc", [Quirks(no_roots="404", ini="lower"), Quirks(ini="missing")],
                          ids=["roots-404", "ini-404"], indirect=True)
 def test_cli_backup_and_trust_audit_cope_with_empty_stores(
-    app: typer.Typer, sbc: AltSbc, old: Issued, tmp_path: Any
+    sbc_app: typer.Typer, sbc: AltSbc, old: Issued, tmp_path: Any
 ) -> None:
     """``sbc backup`` saves a context without certificate; ``trust audit`` reads a 404 store."""
     runner = CliRunner(env={"SBC_PW": PASSWORD})
     conn = ["--url", sbc.url, "--password-env", "SBC_PW", "--pin-sha256", _sha(old.leaf)]
     out = tmp_path / "backup"
     contexts = [] if sbc.quirks.ini != "missing" else ["--context", "0", "--context", "2"]
-    saved = runner.invoke(app, ["sbc", "backup", *conn, "--out-dir", str(out), *contexts,
+    saved = runner.invoke(sbc_app, ["sbc", "backup", *conn, "--out-dir", str(out), *contexts,
                                 "--json"])
     assert saved.exit_code == 0, saved.output
     meta = json.loads(saved.stdout)["meta"]
     assert meta["contexts"]["2"]["sha256"] is None
     assert meta["contexts"]["0"]["sha256"] == _sha(old.leaf)
-    audit = runner.invoke(app, ["sbc", "trust", "audit", *conn, "--set", "teams-2026",
+    audit = runner.invoke(sbc_app, ["sbc", "trust", "audit", *conn, "--set", "teams-2026",
                                 "--context", "2", "--json"])
     assert audit.exit_code == 1, audit.output  # every root missing, none crashed
     assert json.loads(audit.stdout)["missing"]

@@ -26,12 +26,6 @@ def _served(port: int) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def old_key() -> rsa.RSAPrivateKey:
-    """The key of the certificate the lab SBC holds before a deploy."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 @pytest.fixture()
 def sbc(old_key: rsa.RSAPrivateKey) -> Iterator[LabSbc]:
     with LabSbc("sbc-drv", key=old_key) as device:

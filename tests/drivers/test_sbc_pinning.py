@@ -11,17 +11,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from certfleet.cli import sbc as sbc_cli
 from certfleet.drivers.sbc import SbcDriver
 from certfleet.estate.deploy import run_deploy
 from certfleet.estate.devices import make_factory
-from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store
 from certfleet.inventory import parse_inventory
 from certfleet.lab.ca import Issued, LabCA
-from certfleet.lab.estate import WILDCARD, LabEstate
+from certfleet.lab.estate import LabEstate
 from certfleet.lab.sbc import LabSbc
 from certfleet.pki.model import cert_sha256
+from lab_support import import_old_and_renewed
 from mitm import MitmProxy
 from sbc_support import bundle_of, deploy
 
@@ -67,17 +66,9 @@ def test_driver_deploy_sends_nothing_to_the_impostor(
     _assert_nothing_reached(proxy)
 
 
-@pytest.fixture(scope="module")
-def app() -> typer.Typer:
-    application = typer.Typer()
-    application.command("noop")(lambda: None)
-    sbc_cli.register(application)
-    return application
-
-
 @pytest.mark.parametrize("command", ["status", "deploy"])
 def test_cli_sends_nothing_to_the_impostor(
-    app: typer.Typer, sbc: LabSbc, proxy: MitmProxy, impostor: Issued, issued: Issued,
+    sbc_app: typer.Typer, sbc: LabSbc, proxy: MitmProxy, impostor: Issued, issued: Issued,
     tmp_path: Path, command: str,
 ) -> None:
     conn = ["--url", f"https://127.0.0.1:{proxy.port}", "--password-env", "SBC_PW",
@@ -90,7 +81,7 @@ def test_cli_sends_nothing_to_the_impostor(
     else:
         args = ["status", *conn]
     before = sbc.context(0)
-    result = CliRunner(env={"SBC_PW": sbc.password}).invoke(app, ["sbc", *args])
+    result = CliRunner(env={"SBC_PW": sbc.password}).invoke(sbc_app, ["sbc", *args])
     # deploy: refused before any change (2); status: the device error of the exit table (3)
     assert result.exit_code == (2 if command == "deploy" else 3), result.output
     assert cert_sha256(impostor.leaf) in " ".join(result.output.split())
@@ -114,13 +105,7 @@ def test_estate_deploy_sends_nothing_to_the_impostor(tmp_path: Path, impostor: I
             inventory = parse_inventory(text, lab.inventory_path)
             before = sbc.context(1)
             with Store.open(tmp_path / "state") as store:
-                old = tmp_path / "old.pem"
-                old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
-                import_certificate(inventory, store, "wildcard", [old])
-                renewed = lab.ca.issue(WILDCARD, key_type="ec-p256")
-                new = tmp_path / "new.pem"
-                new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
-                import_certificate(inventory, store, "wildcard", [new])
+                import_old_and_renewed(lab, store, inventory, tmp_path)
                 report = asyncio.run(run_deploy(inventory, store, make_factory(store)))
             result = report.results[0]
             assert result.status == "refused", result

@@ -15,11 +15,6 @@ from certfleet.lab.sbc import LabSbc, LabSbcPair
 from sbc_support import driver_for
 
 
-@pytest.fixture(scope="module")
-def old_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 @pytest.fixture()
 def sbc(old_key: rsa.RSAPrivateKey) -> Iterator[LabSbc]:
     with LabSbc("sbc-rehearse", key=old_key) as device:

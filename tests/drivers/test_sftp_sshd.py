@@ -16,16 +16,12 @@ Needs root (to run sshd and log in as root); skipped otherwise, but failing when
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import socket
 import socketserver
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +29,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from _tools import in_ci, require_tool
+from _tools import require_tool
 from certfleet.cli.app import app
 from certfleet.drivers.sftp import SftpDriver
 from certfleet.drivers.tlsprobe import Listener, fetch_served_certificate
@@ -42,9 +38,10 @@ from certfleet.estate.store import Store
 from certfleet.inventory import parse_inventory
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.tls import CertSlot, LabHTTPSServer
-from certfleet.pki.bundle import assemble
 from certfleet.pki.load import load_bytes
-from certfleet.pki.model import Bundle, cert_sha256
+from certfleet.pki.model import cert_sha256
+from sbc_support import bundle_of
+from sshd_support import NoContentHandler, keygen, require_root, run_sshd
 
 pytestmark = pytest.mark.sshd
 
@@ -118,76 +115,36 @@ def _reload_server(proxy_ref: list[Proxy], sock: Path) -> socketserver.UnixStrea
     return server
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"sshd exited: {process.stderr.read() if process.stderr else ''}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("sshd did not start listening")
-
-
 @pytest.fixture(scope="module")
 def proxy_host(lab_ca: LabCA) -> Iterator[Proxy]:
-    if os.geteuid() != 0:
-        if in_ci():
-            pytest.fail("the sshd test needs root in CI")
-        pytest.skip("the sshd test needs root to run sshd and log in as root")
-    sshd_path, keygen = require_tool("sshd"), require_tool("ssh-keygen")
-    from certfleet.lab.tls import free_port
-
+    require_root("the sshd test needs root to run sshd and log in as root")
+    sshd_path, ssh_keygen = require_tool("sshd"), require_tool("ssh-keygen")
     work = Path(tempfile.mkdtemp(prefix="certfleet-sftp-"))
     site = work / "site"
     site.mkdir()
     initial = lab_ca.issue(NAMES, key_type="ec-p256")
     slot = CertSlot(initial.leaf_pem, initial.key_pem("pkcs8"))
-    https = LabHTTPSServer(_http_handler(), slot).start()
+    https = LabHTTPSServer(NoContentHandler, slot).start()
     holder: list[Proxy] = []
     reload_server = _reload_server(holder, work / "reload.sock")
     (work / "reload.py").write_text(RELOAD_SCRIPT)
-    sshd: subprocess.Popen[bytes] | None = None
     try:
-        host_key = work / "ssh_host_ed25519_key"
         client_key = work / "client_ed25519"
-        for key in (host_key, client_key):
-            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        keygen(ssh_keygen, client_key)
         shutil.copy(client_key.with_suffix(".pub"), work / "authorized_keys")
-        port = free_port()
-        sftp_server = next((p for p in ("/usr/lib/openssh/sftp-server",
-                                        "/usr/libexec/openssh/sftp-server") if os.path.exists(p)),
-                           "internal-sftp")
-        config = work / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-            f"PidFile {work}/sshd.pid", "UsePAM no", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-            f"AuthorizedKeysFile {work}/authorized_keys", "PermitRootLogin prohibit-password",
-            "AllowUsers root", f"Subsystem sftp {sftp_server}", "StrictModes no",
-            "PrintMotd no", "LogLevel VERBOSE", "",
-        ]))
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        sshd = subprocess.Popen([sshd_path, "-D", "-e", "-f", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _wait_for_port(port, sshd, time.monotonic() + 20)
-        proxy = Proxy(
-            port=port,
-            host_key_line=(work / "ssh_host_ed25519_key.pub").read_text().strip(),
-            client_key=client_key, site=site, https=https, slot=slot,
-            reload_command=f"{sys.executable} {work}/reload.py {work}/reload.sock",
-            initial=initial,
-        )
-        holder.append(proxy)
-        yield proxy
+        access = ["UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+                  "PubkeyAuthentication yes", f"AuthorizedKeysFile {work}/authorized_keys",
+                  "PermitRootLogin prohibit-password", "AllowUsers root"]
+        with run_sshd(sshd_path, ssh_keygen, work, access) as sshd:
+            proxy = Proxy(
+                port=sshd.port, host_key_line=sshd.host_key_line,
+                client_key=client_key, site=site, https=https, slot=slot,
+                reload_command=f"{sys.executable} {work}/reload.py {work}/reload.sock",
+                initial=initial,
+            )
+            holder.append(proxy)
+            yield proxy
     finally:
-        if sshd is not None:
-            sshd.terminate()
-            try:
-                sshd.wait(10)
-            except subprocess.TimeoutExpired:
-                sshd.kill()
         reload_server.shutdown()
         reload_server.server_close()
         https.stop()
@@ -199,26 +156,6 @@ def proxy_host(lab_ca: LabCA) -> Iterator[Proxy]:
 def proxy(proxy_host: Proxy) -> Proxy:
     proxy_host.write_initial()
     return proxy_host
-
-
-def _http_handler() -> type:
-    from http.server import BaseHTTPRequestHandler
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    return Handler
-
-
-def _bundle(issued: Issued) -> Bundle:
-    objects = load_bytes(issued.fullchain_pem + issued.root_pem, "download.pem")
-    objects += load_bytes(issued.key_pem("pkcs8"), "key.pem")
-    return assemble(objects)
 
 
 def _driver(proxy: Proxy, **overrides: object) -> SftpDriver:
@@ -236,7 +173,7 @@ def _driver(proxy: Proxy, **overrides: object) -> SftpDriver:
 
 def test_deploy_replaces_the_files_reloads_and_verifies(proxy: Proxy, lab_ca: LabCA) -> None:
     new = lab_ca.issue(NAMES, key_type="rsa2048")
-    outcome = asyncio.run(_driver(proxy).deploy(_bundle(new)))
+    outcome = asyncio.run(_driver(proxy).deploy(bundle_of(new)))
     assert outcome.outcome == "installed", outcome.message
     assert proxy.path("cert.pem").read_bytes() == new.leaf_pem
     assert proxy.path("chain.pem").read_bytes() == new.chain_pem
@@ -256,7 +193,7 @@ def test_a_failed_reload_puts_the_previous_files_back(proxy: Proxy, lab_ca: LabC
     before = {name: proxy.path(name).read_bytes() for name in ("cert.pem", "key.pem")}
     proxy.refuse_next.append(True)
     new = lab_ca.issue(NAMES, key_type="ec-p256")
-    outcome = asyncio.run(_driver(proxy).deploy(_bundle(new)))
+    outcome = asyncio.run(_driver(proxy).deploy(bundle_of(new)))
     assert outcome.outcome == "restored", outcome.message
     assert "reload command exited with status 1" in outcome.message
     assert "configuration test failed" in outcome.message
@@ -268,7 +205,7 @@ def test_a_failed_reload_puts_the_previous_files_back(proxy: Proxy, lab_ca: LabC
 
 def test_a_wrong_host_key_changes_nothing(proxy: Proxy, lab_ca: LabCA) -> None:
     pin = "SHA256:" + "A" * 43
-    outcome = asyncio.run(_driver(proxy, host_key=pin).deploy(_bundle(lab_ca.issue(NAMES))))
+    outcome = asyncio.run(_driver(proxy, host_key=pin).deploy(bundle_of(lab_ca.issue(NAMES))))
     assert outcome.outcome == "refused", outcome.message
     assert "host key" in outcome.message
     assert proxy.path("cert.pem").read_bytes() == proxy.initial.leaf_pem
@@ -336,7 +273,7 @@ def test_a_failed_upload_leaves_the_files_and_no_temporary_file(
     so far under temporary names are removed, nothing is renamed or reloaded."""
     paths = {"cert": str(proxy.path("cert.pem")), "key": str(proxy.path("key.pem")),
              "chain": str(proxy.site / "missing" / "chain.pem")}
-    outcome = asyncio.run(_driver(proxy, paths=paths).deploy(_bundle(lab_ca.issue(NAMES))))
+    outcome = asyncio.run(_driver(proxy, paths=paths).deploy(bundle_of(lab_ca.issue(NAMES))))
     assert outcome.outcome == "restored", outcome.message
     assert "uploading" in outcome.message
     assert sorted(p.name for p in proxy.site.iterdir()) == ["cert.pem", "key.pem"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ def _served(port: int) -> str:
     return cert_sha256(asyncio.run(fetch_served_certificate(Listener("127.0.0.1", port))))
 
 
-def _import_new(estate: LoopEstate, store: Store, tmp: Path) -> str:
-    issued = estate.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-    path = tmp / "renewed.pem"
-    path.write_bytes(issued.fullchain_pem + issued.key_pem())
-    return import_certificate(estate.inventory(), store, "wildcard", [path]).version.leaf_sha256
-
-
 def test_unreachable_device_refuses_the_whole_run(
     loop_estate: LoopEstate, tmp_path: Path
 ) -> None:
@@ -41,7 +33,7 @@ def test_unreachable_device_refuses_the_whole_run(
     old = cert_sha256(loop_estate.old.leaf)
     loop_estate.devices["sbc2"].listener.stop()
     with Store.open(tmp_path / "state") as store:
-        target = _import_new(loop_estate, store, tmp_path)
+        target = loop_estate.import_renewed(store, tmp_path).leaf_sha256
         inventory = loop_estate.inventory()
         plans = {p.name: p for p in asyncio.run(
             make_plan(inventory, store, factory=loop_estate.factory))}
@@ -86,7 +78,7 @@ def test_unreachable_is_said_by_verify_plan_and_deploy(
         old = tmp_path / "old.pem"
         old.write_bytes(loop_estate.old.fullchain_pem + loop_estate.old.key_pem())
         import_certificate(loop_estate.inventory(), store, "wildcard", [old])
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
     args = ["--inventory", str(loop_estate.path), "--state-dir", str(state)]
 
     verify = runner.invoke(app, ["verify", *args])
@@ -112,17 +104,6 @@ def test_unreachable_is_said_by_verify_plan_and_deploy(
     assert status["sbc1"]["status"] == "not-attempted"
     assert "--skip-refused" in status["sbc1"]["hint"]
     assert all(dev.installs == 0 for dev in loop_estate.devices.values())
-
-
-@pytest.fixture
-def sbc_lab(tmp_path: Path) -> Iterator[LabEstate]:
-    lab = LabEstate(tmp_path / "lab", sbcs=2, ovoc=False, key_type="ec-p256")
-    lab.start()
-    try:
-        with lab.environment():
-            yield lab
-    finally:
-        lab.stop()
 
 
 def test_one_sbc_that_would_refuse_changes_no_device(
@@ -172,7 +153,7 @@ def test_refused_canary_with_skip_refused_records_each_device_once(
     """The canary would refuse: with --skip-refused the others are not attempted, one row each."""
     loop_estate.devices["sbc2"].listener.stop()
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory,
                                         canary="sbc2", skip_refused=True))
         status = {r.device: r.status for r in report.results}

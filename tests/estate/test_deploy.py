@@ -8,25 +8,11 @@ from pathlib import Path
 import pytest
 
 from certfleet.drivers.base import StepEvent
-from certfleet.drivers.tlsprobe import Listener, fetch_served_certificate
 from certfleet.errors import StateError
 from certfleet.estate.deploy import run_deploy, worst_exit_code
-from certfleet.estate.importer import import_certificate
-from certfleet.estate.store import Store, VersionRecord
+from certfleet.estate.store import Store
 from certfleet.pki.model import cert_sha256
 from loopdev import STEPS, LoopEstate
-
-
-def _import_new(estate: LoopEstate, store: Store, tmp: Path) -> VersionRecord:
-    issued = estate.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-    path = tmp / "renewed.pem"
-    path.write_bytes(issued.fullchain_pem + issued.key_pem())
-    return import_certificate(estate.inventory(), store, "wildcard", [path]).version
-
-
-def _served(estate: LoopEstate, name: str) -> str:
-    listener = Listener("127.0.0.1", estate.devices[name].port)
-    return cert_sha256(asyncio.run(fetch_served_certificate(listener)))
 
 
 def test_worst_exit_code_ranking() -> None:
@@ -41,14 +27,14 @@ def test_deploy_all_then_skip_by_handshake(loop_estate: LoopEstate, tmp_path: Pa
     """Every device gets the new version; a second run skips them all by handshake."""
     events: list[StepEvent] = []
     with Store.open(tmp_path / "state") as store:
-        version = _import_new(loop_estate, store, tmp_path)
+        version = loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(
             run_deploy(loop_estate.inventory(), store, loop_estate.factory, on_event=events.append)
         )
         assert report.exit_code == 0
         assert [r.status for r in report.results] == ["installed"] * 3
         for name in loop_estate.devices:
-            assert _served(loop_estate, name) == version.leaf_sha256
+            assert loop_estate.served(name) == version.leaf_sha256
         first = report.results[0]
         assert set(first.served_before.values()) == {cert_sha256(loop_estate.old.leaf)}
         assert set(first.served_after.values()) == {version.leaf_sha256}
@@ -71,7 +57,7 @@ def test_deploy_all_then_skip_by_handshake(loop_estate: LoopEstate, tmp_path: Pa
 def test_dry_run_changes_nothing(loop_estate: LoopEstate, tmp_path: Path) -> None:
     """--dry-run reports what would be deployed and touches no device."""
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(
             run_deploy(loop_estate.inventory(), store, loop_estate.factory, dry_run=True)
         )
@@ -84,7 +70,7 @@ def test_failed_canary_stops_the_run(loop_estate: LoopEstate, tmp_path: Path) ->
     """When the canary fails, no other device is attempted."""
     loop_estate.devices["sbc2"].fail_at.add("install")
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(
             run_deploy(loop_estate.inventory(), store, loop_estate.factory, canary="sbc2")
         )
@@ -99,7 +85,7 @@ def test_failed_canary_stops_the_run(loop_estate: LoopEstate, tmp_path: Path) ->
 def test_second_deploy_is_refused_while_locked(loop_estate: LoopEstate, tmp_path: Path) -> None:
     """A deploy while a live process holds the lock is refused (even with --break-lock)."""
     with Store.open(tmp_path / "state") as store, Store.open(tmp_path / "state") as other:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         other.acquire_lock("deploy")
         for break_lock in (False, True):
             with pytest.raises(StateError, match="holds the lock"):
@@ -122,7 +108,7 @@ def test_fault_at_each_step_is_contained(
         bad.fail_at.add("install")  # restore runs only after a failed install
     old_sha = cert_sha256(loop_estate.old.leaf)
     with Store.open(tmp_path / "state") as store:
-        version = _import_new(loop_estate, store, tmp_path)
+        version = loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory))
         result = {r.device: r for r in report.results}
         assert result["sbc2"].status == result["sbc3"].status == "installed"
@@ -136,8 +122,8 @@ def test_fault_at_each_step_is_contained(
         assert (result["sbc1"].status, result["sbc1"].exit_code) == expected
         assert report.exit_code == expected[1]
         if step != "restore":
-            assert _served(loop_estate, "sbc1") == old_sha
-        assert _served(loop_estate, "sbc2") == version.leaf_sha256
+            assert loop_estate.served("sbc1") == old_sha
+        assert loop_estate.served("sbc2") == version.leaf_sha256
         rows = {row["device"]: row for row in store.deployments(run_id=report.run_id)}
         assert set(rows) == {"sbc1", "sbc2", "sbc3"}
         steps = store.steps(rows["sbc1"]["id"])
@@ -181,7 +167,7 @@ def test_backup_is_on_disk_encrypted_before_the_first_change(
             driver.install = install  # type: ignore[method-assign]
             return driver
 
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(run_deploy(loop_estate.inventory(), store, factory))
         assert report.exit_code == 0, report.to_dict()
         assert set(seen) == set(loop_estate.devices)

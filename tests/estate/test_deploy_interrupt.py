@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from certfleet.drivers.base import Driver
-from certfleet.drivers.tlsprobe import Listener, fetch_served_certificate
 from certfleet.estate.deploy import DeployReport, run_deploy
-from certfleet.estate.importer import import_certificate
 from certfleet.estate.rollback import RollbackResult, rollback_device
-from certfleet.estate.store import Store, VersionRecord
+from certfleet.estate.store import Store
 from certfleet.inventory import Device, Inventory
 from certfleet.pki.model import Bundle, Finding, cert_sha256
 from loopdev import LoopbackDriver, LoopEstate
@@ -32,18 +30,6 @@ EXCEPTIONS: dict[str, BaseException] = {
 }
 
 
-def _import_new(estate: LoopEstate, store: Store, tmp: Path) -> VersionRecord:
-    issued = estate.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-    path = tmp / "renewed.pem"
-    path.write_bytes(issued.fullchain_pem + issued.key_pem())
-    return import_certificate(estate.inventory(), store, "wildcard", [path]).version
-
-
-def _served(estate: LoopEstate, name: str) -> str:
-    listener = Listener("127.0.0.1", estate.devices[name].port)
-    return cert_sha256(asyncio.run(fetch_served_certificate(listener)))
-
-
 @pytest.mark.parametrize("kind", sorted(EXCEPTIONS))
 @pytest.mark.parametrize("point", ["install", "installed", "verifying"])
 def test_any_exception_after_a_change_is_rolled_back(
@@ -53,7 +39,7 @@ def test_any_exception_after_a_change_is_rolled_back(
     old = cert_sha256(loop_estate.old.leaf)
     loop_estate.devices["sbc1"].raise_at[point] = EXCEPTIONS[kind]
     with Store.open(tmp_path / "state") as store:
-        version = _import_new(loop_estate, store, tmp_path)
+        version = loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory))
         result = {r.device: r for r in report.results}
         assert result["sbc1"].status == "restored", result["sbc1"].message
@@ -61,8 +47,8 @@ def test_any_exception_after_a_change_is_rolled_back(
         assert "verified by handshake" in result["sbc1"].message
         assert result["sbc2"].status == "installed"
         assert report.exit_code == 1
-        assert _served(loop_estate, "sbc1") == old
-        assert _served(loop_estate, "sbc2") == version.leaf_sha256
+        assert loop_estate.served("sbc1") == old
+        assert loop_estate.served("sbc2") == version.leaf_sha256
         steps = [(s.step, s.status) for s in result["sbc1"].steps]
         assert ("rollback", "ok") in steps
         rows = {row["device"]: row for row in store.deployments(run_id=report.run_id)}
@@ -78,7 +64,7 @@ def test_an_exception_before_any_change_is_a_refusal(
     old = cert_sha256(loop_estate.old.leaf)
     loop_estate.devices["sbc1"].raise_at[point] = EXCEPTIONS[kind]
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(
             run_deploy(loop_estate.inventory(), store, loop_estate.factory, only=["sbc1"])
         )
@@ -86,7 +72,7 @@ def test_an_exception_before_any_change_is_a_refusal(
         assert (result.status, result.exit_code) == ("refused", 2), result.message
         assert "nothing was changed" in result.message
         assert type(EXCEPTIONS[kind]).__name__ in result.message
-        assert _served(loop_estate, "sbc1") == old
+        assert loop_estate.served("sbc1") == old
         assert loop_estate.devices["sbc1"].installs == 0
 
 
@@ -99,7 +85,7 @@ def test_an_exception_in_the_restore_is_failed(
     dev.raise_at["installed"] = ValueError("after the swap")
     dev.raise_at["restore"] = EXCEPTIONS[kind]
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(
             run_deploy(loop_estate.inventory(), store, loop_estate.factory, only=["sbc1"])
         )
@@ -139,7 +125,7 @@ def test_cancelled_run_rolls_back_in_flight_and_starts_no_other(
     old = cert_sha256(loop_estate.old.leaf)
     loop_estate.devices["sbc1"].hang_at.add("installed")
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = _deploy_and_cancel(loop_estate, store, "sbc1", concurrency=1)
         result = {r.device: r for r in report.results}
         assert report.interrupted
@@ -150,7 +136,7 @@ def test_cancelled_run_rolls_back_in_flight_and_starts_no_other(
             assert loop_estate.devices[name].installs == 0
         assert report.exit_code == 1
         for name in loop_estate.devices:
-            assert _served(loop_estate, name) == old
+            assert loop_estate.served(name) == old
         rows = {row["device"]: row for row in store.deployments(run_id=report.run_id)}
         assert rows["sbc1"]["outcome"] == "restored"
         assert rows["sbc2"]["exit_code"] == 2
@@ -165,16 +151,16 @@ def test_cancelled_before_any_change_is_untouched(
     old = cert_sha256(loop_estate.old.leaf)
     loop_estate.devices["sbc2"].hang_at.add("backup")
     with Store.open(tmp_path / "state") as store:
-        version = _import_new(loop_estate, store, tmp_path)
+        version = loop_estate.import_renewed(store, tmp_path)
         report = _deploy_and_cancel(loop_estate, store, "sbc2")
         result = {r.device: r for r in report.results}
         assert (result["sbc2"].status, result["sbc2"].exit_code) == ("interrupted", 2)
         assert "nothing was changed" in result["sbc2"].message
-        assert _served(loop_estate, "sbc2") == old
+        assert loop_estate.served("sbc2") == old
         # the others ran in parallel: installed before the cancel reached them, rolled
         # back, or stopped untouched; never anything in between
         for name in ("sbc1", "sbc3"):
-            served = _served(loop_estate, name)
+            served = loop_estate.served(name)
             assert (result[name].status, served) in {
                 ("installed", version.leaf_sha256), ("interrupted", old), ("restored", old)}
 
@@ -190,7 +176,7 @@ def test_rollback_bounded_after_an_interrupt(loop_estate: LoopEstate, tmp_path: 
         return driver
 
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
 
         async def main() -> DeployReport:
             task = asyncio.ensure_future(
@@ -218,7 +204,7 @@ def test_a_defect_in_the_preflight_is_a_refusal(loop_estate: LoopEstate, tmp_pat
         return Broken(loop_estate.devices[device.name], device, None)
 
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         report = asyncio.run(run_deploy(loop_estate.inventory(), store, factory, only=["sbc1"]))
         (result,) = report.results
         assert (result.status, result.exit_code) == ("refused", 2), result.message
@@ -238,7 +224,7 @@ def test_interrupted_rollback_command_is_given_its_grace(
         return driver
 
     with Store.open(tmp_path / "state") as store:
-        _import_new(loop_estate, store, tmp_path)
+        loop_estate.import_renewed(store, tmp_path)
         inventory = loop_estate.inventory()
         asyncio.run(run_deploy(inventory, store, factory, only=["sbc1"]))
         dev.hang_at.add("restore")

@@ -28,6 +28,7 @@ from certfleet.drivers.tlsprobe import Listener, probe
 from certfleet.lab.estate import WILDCARD, LabEstate
 from certfleet.lab.sbc import FaultRule
 from certfleet.pki.model import cert_sha256
+from lab_support import started_lab
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
 
@@ -36,13 +37,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LabEstate]:
-    estate = LabEstate(tmp_path / "lab", sbcs=1, ha=False, ovoc=False, key_type="ec-p256")
-    estate.start()
-    try:
-        with estate.environment():
-            yield estate
-    finally:
-        estate.stop()
+    with started_lab(tmp_path, sbcs=1, ha=False, ovoc=False, key_type="ec-p256") as estate:
+        yield estate
 
 
 def _cli(lab: LabEstate, state: Path, *args: str) -> tuple[int, str]:

@@ -10,22 +10,17 @@ import pytest
 
 from certfleet.estate.deploy import run_deploy, worst_exit_code
 from certfleet.estate.devices import make_factory
-from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store
 from certfleet.inventory import Inventory, parse_inventory
-from certfleet.lab.estate import WILDCARD, LabEstate
+from certfleet.lab.estate import LabEstate
+from lab_support import import_old_and_renewed, started_lab
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LabEstate]:
     """A lab OVOC and five lab SBCs (the last an HA pair), secrets in the environment."""
-    estate = LabEstate(tmp_path / "lab", sbcs=5, key_type="ec-p256")
-    estate.start()
-    try:
-        with estate.environment():
-            yield estate
-    finally:
-        estate.stop()
+    with started_lab(tmp_path, sbcs=5, key_type="ec-p256") as estate:
+        yield estate
 
 
 def _inventory(lab: LabEstate) -> Inventory:
@@ -33,16 +28,6 @@ def _inventory(lab: LabEstate) -> Inventory:
     text = lab.inventory_path.read_text().replace("verify_timeout = 30", "verify_timeout = 2")
     text = text.replace('[devices.ovoc]\n', '[devices.ovoc]\nverify_timeout = 3\n')
     return parse_inventory(text, lab.inventory_path)
-
-
-def _import(lab: LabEstate, store: Store, inventory: Inventory, tmp: Path) -> str:
-    old = tmp / "old.pem"
-    old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
-    import_certificate(inventory, store, "wildcard", [old])
-    renewed = lab.ca.issue(WILDCARD, key_type="ec-p256")
-    new = tmp / "new.pem"
-    new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
-    return import_certificate(inventory, store, "wildcard", [new]).version.leaf_sha256
 
 
 def test_faults_at_each_step_are_contained(lab: LabEstate, tmp_path: Path) -> None:
@@ -55,7 +40,7 @@ def test_faults_at_each_step_are_contained(lab: LabEstate, tmp_path: Path) -> No
     lab.ovoc.web_fail_restarts = 1  # the web server stays down after the import
     inventory = _inventory(lab)
     with Store.open(tmp_path / "state") as store:
-        target = _import(lab, store, inventory, tmp_path)
+        target = import_old_and_renewed(lab, store, inventory, tmp_path)
         report = asyncio.run(run_deploy(inventory, store, make_factory(store)))
         status = {r.device: r.status for r in report.results}
         assert status["sbc4"] == status["sbc5-ha"] == "installed"

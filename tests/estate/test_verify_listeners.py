@@ -41,9 +41,7 @@ def test_each_listener_is_verified_against_its_own_previous_certificate(
     old1, old2 = _two_listener_estate(loop_estate)
     p1, p2 = loop_estate.devices["sbc1"].port, loop_estate.devices["sbc2"].port
     with Store.open(tmp_path / "state") as store:
-        issued = loop_estate.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-        path = tmp_path / "renewed.pem"
-        path.write_bytes(issued.fullchain_pem + issued.key_pem())
+        issued, path = loop_estate.write_renewed(tmp_path)
         inventory = loop_estate.inventory()
         import_certificate(inventory, store, "wildcard", [path])
         # sbc2's port never serves the new certificate: verify fails, rollback follows.
@@ -77,10 +75,7 @@ def test_rollback_without_backup_or_with_the_lock_held_exits_2(
     assert none.exit_code == 2, none.output
     assert "no backup of 'sbc1'" in none.output
     with Store.open(state) as store:
-        issued = loop_estate.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-        path = tmp_path / "renewed.pem"
-        path.write_bytes(issued.fullchain_pem + issued.key_pem())
-        import_certificate(loop_estate.inventory(), store, "wildcard", [path])
+        loop_estate.import_renewed(store, tmp_path)
         asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory,
                                only=["sbc1"]))
         store.acquire_lock("deploy")  # held by this store (an OS lock) until it closes
@@ -111,11 +106,8 @@ def test_rollback_with_nothing_served_before_is_not_called_verified(
     import json
 
     with Store.open(tmp_path / "state") as store:
-        issued = loop_estate.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-        path = tmp_path / "renewed.pem"
-        path.write_bytes(issued.fullchain_pem + issued.key_pem())
+        loop_estate.import_renewed(store, tmp_path)
         inventory = loop_estate.inventory()
-        import_certificate(inventory, store, "wildcard", [path])
         asyncio.run(run_deploy(inventory, store, loop_estate.factory, only=["sbc1"]))
         record = store.last_backup("sbc1")
         assert record is not None

@@ -18,6 +18,7 @@ from _tools import require_tool
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.ems_emulator import load_menus
 from certfleet.lab.ovoc import LabOvoc
+from ovoc_support import ovoc_files
 
 SUCCESS = "PKCS#12 file and JKS Keystore generated successfully"
 SUCCESS2 = "Imported files and generated PKCS#12 with JKS Keystore files"
@@ -39,14 +40,6 @@ def new_cert(ca: LabCA) -> Issued:
 def lab() -> Iterator[LabOvoc]:
     with LabOvoc(restart_delay=0.05) as running:
         yield running
-
-
-def ovoc_files(issued: Issued) -> dict[str, bytes]:
-    files = {"server.crt": issued.leaf_pem, "server.key": issued.key_pem("pkcs1"),
-             "root.crt": issued.root_pem}
-    for index, cert in enumerate(issued.chain, 1):
-        files[f"ca{index}.crt"] = issued.pem(cert)
-    return files
 
 
 async def _converse(lab: LabOvoc, steps: list[tuple[str, str]], *, user: str = "acems",

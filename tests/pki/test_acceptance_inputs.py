@@ -34,6 +34,7 @@ from certfleet.pki.export import export_bundle
 from certfleet.pki.load import MAX_KDF_ITERATIONS, MAX_SCRYPT_MEMORY, load_bytes, load_files
 from certfleet.pki.load import limits as limits_module
 from certfleet.pki.model import LoadedObject, cert_sha256
+from pki_support import odd_certificate
 
 PW = b"Acc3ptance pw"
 DER = serialization.Encoding.DER
@@ -514,30 +515,10 @@ def test_only_the_cas_chain_is_not_ok(leaf: Issued) -> None:
 # --- certificates that make the parsing library warn -------------------------------------
 
 
-@pytest.fixture(scope="module")
-def odd_certificate() -> tuple[bytes, bytes]:
+@pytest.fixture(scope="module", name="odd_certificate")
+def odd_certificate_fixture() -> tuple[bytes, bytes]:
     """A self-signed certificate with serial -1234 and country 'USA' (both seen in the wild)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        name = x509.Name([
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "USA", _validate=False),
-            x509.NameAttribute(NameOID.COMMON_NAME, "odd.example.com"),
-        ])
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1234)
-            .not_valid_before(_NOW - dt.timedelta(days=1))
-            .not_valid_after(_NOW + dt.timedelta(days=300))
-            .sign(key, hashes.SHA256())
-        )
-    der = cert.public_bytes(DER)
-    # Serial 1234 is INTEGER 02 02 04 d2; -1234 is 02 02 fb 2e: same length, re-signing
-    # is not needed for the loader (the signature simply stops verifying).
-    der = der.replace(b"\x02\x02\x04\xd2", b"\x02\x02\xfb\x2e", 1)
-    key_pem = key.private_bytes(PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return der, key_pem
+    return odd_certificate()
 
 
 def test_library_warnings_do_not_escape(odd_certificate: tuple[bytes, bytes]) -> None:

@@ -55,6 +55,17 @@ def self_signed(
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     cert = (
+        _self_signed_builder(name, key)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _self_signed_builder(name: x509.Name, key: ec.EllipticCurvePrivateKey
+                         ) -> x509.CertificateBuilder:
+    """Subject and issuer ``name``, a random serial, valid from yesterday for a year."""
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -62,10 +73,7 @@ def self_signed(
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return cert, key
 
 
 def forged_intermediate(real: x509.Certificate, root_key: ec.EllipticCurvePrivateKey
@@ -408,15 +416,7 @@ def _stray_self_signed(cn: str, ca: bool) -> x509.Certificate:
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Elsewhere Inc"),
         x509.NameAttribute(NameOID.COMMON_NAME, cn),
     ])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=365))
-    )
+    builder = _self_signed_builder(name, key)
     if ca:
         builder = builder.add_extension(
             x509.BasicConstraints(ca=True, path_length=None), critical=True

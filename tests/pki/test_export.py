@@ -14,25 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from _tools import require_tool
 from certfleet.errors import ConfigError, InputError, PasswordError, PrivateKeyError
-from certfleet.lab.ca import Issued, LabCA
+from certfleet.lab.ca import Issued
 from certfleet.pki.bundle import assemble
 from certfleet.pki.export import FORMATS, PASSWORD_FORMATS, export_bundle
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle, cert_sha256, spki_sha256
 
 PW = b"Out-pass 1"
-
-
-@pytest.fixture(scope="module")
-def rsa_issued(lab_ca2: LabCA) -> Issued:
-    """An RSA-2048 wildcard leaf under two intermediates, with key and root."""
-    return lab_ca2.issue(("*.example.com", "example.com"), key_type="rsa2048")
-
-
-@pytest.fixture(scope="module")
-def full(rsa_issued: Issued) -> Bundle:
-    """The complete bundle: key, leaf, two intermediates, root."""
-    return Bundle(rsa_issued.leaf, rsa_issued.chain, rsa_issued.root, rsa_issued.key)
 
 
 @pytest.fixture(scope="module")

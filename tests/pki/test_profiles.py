@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from _tools import require_tool
 from certfleet.errors import CertificateError, ConfigError, PrivateKeyError
-from certfleet.lab.ca import Issued, LabCA
+from certfleet.lab.ca import Issued
 from certfleet.pki.load import load_bytes
 from certfleet.pki.model import Bundle, spki_sha256
 from certfleet.pki.profiles import (
@@ -28,18 +28,6 @@ from certfleet.pki.profiles import (
     profile_from_mapping,
     render_target,
 )
-
-
-@pytest.fixture(scope="module")
-def rsa_issued(lab_ca2: LabCA) -> Issued:
-    """An RSA-2048 wildcard leaf under two intermediates, with key and root."""
-    return lab_ca2.issue(("*.example.com", "example.com"), key_type="rsa2048")
-
-
-@pytest.fixture(scope="module")
-def full(rsa_issued: Issued) -> Bundle:
-    """The complete bundle: key, leaf, two intermediates, root."""
-    return Bundle(rsa_issued.leaf, rsa_issued.chain, rsa_issued.root, rsa_issued.key)
 
 
 def _certs(data: bytes) -> list[x509.Certificate]:

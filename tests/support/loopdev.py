@@ -15,12 +15,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.drivers.base import Backup, Driver, EventCallback
-from certfleet.drivers.tlsprobe import ProbeResult
+from certfleet.drivers.tlsprobe import Listener, ProbeResult, fetch_served_certificate
 from certfleet.errors import DeviceConnectionError, DeviceRefusedError, RollbackError
+from certfleet.estate.importer import import_certificate
+from certfleet.estate.store import Store, VersionRecord
 from certfleet.inventory import Device, Inventory, parse_inventory
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.tls import CertSlot, LabTLSListener
-from certfleet.pki.model import Bundle
+from certfleet.pki.model import Bundle, cert_sha256
 
 STEPS = ("connect", "backup", "install", "verify", "restore")
 # Where ``raise_at`` / ``hang_at`` act: a hook's start, "installed" after the
@@ -160,6 +162,24 @@ class LoopEstate:
 
     def inventory(self) -> Inventory:
         return parse_inventory(self.path.read_text(), self.path)
+
+    def write_renewed(self, tmp: Path) -> tuple[Issued, Path]:
+        """A renewed wildcard (EC key) from this estate's CA, written with its key and chain
+        to ``tmp/renewed.pem``."""
+        issued = self.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
+        path = tmp / "renewed.pem"
+        path.write_bytes(issued.fullchain_pem + issued.key_pem())
+        return issued, path
+
+    def import_renewed(self, store: Store, tmp: Path) -> VersionRecord:
+        """Import a renewed wildcard (``write_renewed``) as the new version."""
+        _issued, path = self.write_renewed(tmp)
+        return import_certificate(self.inventory(), store, "wildcard", [path]).version
+
+    def served(self, name: str) -> str:
+        """The SHA-256 of the certificate device ``name`` serves, by handshake."""
+        listener = Listener("127.0.0.1", self.devices[name].port)
+        return cert_sha256(asyncio.run(fetch_served_certificate(listener)))
 
     def factory(
         self, device: Device, inventory: Inventory, on_event: EventCallback | None

@@ -98,71 +98,61 @@ def _renew(lab: LabEstate, store: Any, title: str) -> Any:
 
 def run_acme_demo() -> int:
     """The unattended story on the lab; returns its exit code and leaves nothing running."""
-    import asyncio
-    import json
-    import shutil
-    import tempfile
-
-    from ..estate.status import collect_status
-    from ..estate.store import Store
-    from ..inventory import load_inventory
-    from ..lab.estate import LabEstate
-    from .estate import render_status
-    from .lab import _seed_previous, _step
+    from .lab import demo_estate
 
     require_pebble()
-    work = Path(tempfile.mkdtemp(prefix="certfleet-acme-demo-"))
-    lab: LabEstate | None = None
-    pebble: LabPebble | None = None
-    store: Store | None = None
-    try:
-        console.print("[bold]certfleet demo --acme[/]: unattended renewal of a lab estate "
-                      "(1 OVOC, 3 SBCs) from Pebble, a real ACME CA, by DNS-01")
-        _step(1, "Start the lab estate, Pebble and pebble-challtestsrv (the DNS Pebble asks)")
-        lab = LabEstate(work / "lab", sbcs=3)
-        lab.start()
+    with demo_estate("certfleet-acme-demo-",
+                     "[bold]certfleet demo --acme[/]: unattended renewal of a lab estate "
+                     "(1 OVOC, 3 SBCs) from Pebble, a real ACME CA, by DNS-01",
+                     "Start the lab estate, Pebble and pebble-challtestsrv (the DNS Pebble asks)"
+                     ) as (work, lab, store):
         pebble = attach_pebble(lab, work)
-        store = Store.open(work / "state")
-        _seed_previous(lab, store)
-        console.print(f"ACME directory {pebble.directory_url}; DNS {pebble.dns_server}; "
-                      f"notifications to {work / 'notifications.jsonl'}", soft_wrap=True,
-                      markup=False)
-        with lab.environment():
-            inventory = load_inventory(lab.inventory_path)
-            console.print(render_status(asyncio.run(collect_status(inventory, store)),
-                                        inventory.expiry_warn_days))
-            _step(2, "The nightly run when nothing is due (renew_before_days = 3)")
-            _set_renew_before(lab, 3)
-            first = _renew(lab, store, "nothing due: no CA asked, nothing ordered")
-            _step(3, "The certificate is now inside the renewal window (renew_before_days = 30)")
-            _set_renew_before(lab, 30)
-            second = _renew(lab, store, "orders by DNS-01, deploys OVOC first, verifies")
-            _step(4, "The next run: nothing to do")
-            third = _renew(lab, store, "the renewed certificate is served everywhere")
-            _step(5, "Status after, and the notification sent")
-            inventory = load_inventory(lab.inventory_path)
-            after = asyncio.run(collect_status(inventory, store))
-            console.print(render_status(after, inventory.expiry_warn_days))
-            sink = work / "notifications.jsonl"
-            for line in sink.read_text(encoding="utf-8").splitlines() if sink.exists() else []:
-                told = json.loads(line)
-                console.print(f"[bold]{told['event']}[/]: {told['title']}")
-                console.print(told["body"], markup=False, highlight=False, soft_wrap=True)
-        codes = [first.exit_code, second.exit_code, third.exit_code]
-        ok = (codes == [0, 0, 0] and first.ordered == 0 and second.ordered == 1
-              and third.ordered == 0 and all(s.is_current for s in after))
-        if not ok:
-            err_console.print(f"[bold red]demo failed:[/] renew exit codes {codes}; ordered "
-                              f"{first.ordered}, {second.ordered}, {third.ordered}")
-            return max(codes) or 1
-        console.print(f"\n[bold green]done[/]: {len(after)} devices serve the certificate "
-                      "Pebble issued; the lab is stopped and its files removed.")
-        return 0
-    finally:
-        if store is not None:
-            store.close()
-        if lab is not None:
-            lab.stop()
-        if pebble is not None:
+        try:
+            return _acme_story(work, lab, store, pebble)
+        finally:
             pebble.stop()
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def _acme_story(work: Path, lab: LabEstate, store: Any, pebble: LabPebble) -> int:
+    import asyncio
+    import json
+
+    from ..estate.status import collect_status
+    from ..inventory import load_inventory
+    from .estate import render_status
+    from .lab import _step
+
+    console.print(f"ACME directory {pebble.directory_url}; DNS {pebble.dns_server}; "
+                  f"notifications to {work / 'notifications.jsonl'}", soft_wrap=True,
+                  markup=False)
+    with lab.environment():
+        inventory = load_inventory(lab.inventory_path)
+        console.print(render_status(asyncio.run(collect_status(inventory, store)),
+                                    inventory.expiry_warn_days))
+        _step(2, "The nightly run when nothing is due (renew_before_days = 3)")
+        _set_renew_before(lab, 3)
+        first = _renew(lab, store, "nothing due: no CA asked, nothing ordered")
+        _step(3, "The certificate is now inside the renewal window (renew_before_days = 30)")
+        _set_renew_before(lab, 30)
+        second = _renew(lab, store, "orders by DNS-01, deploys OVOC first, verifies")
+        _step(4, "The next run: nothing to do")
+        third = _renew(lab, store, "the renewed certificate is served everywhere")
+        _step(5, "Status after, and the notification sent")
+        inventory = load_inventory(lab.inventory_path)
+        after = asyncio.run(collect_status(inventory, store))
+        console.print(render_status(after, inventory.expiry_warn_days))
+        sink = work / "notifications.jsonl"
+        for line in sink.read_text(encoding="utf-8").splitlines() if sink.exists() else []:
+            told = json.loads(line)
+            console.print(f"[bold]{told['event']}[/]: {told['title']}")
+            console.print(told["body"], markup=False, highlight=False, soft_wrap=True)
+    codes = [first.exit_code, second.exit_code, third.exit_code]
+    ok = (codes == [0, 0, 0] and first.ordered == 0 and second.ordered == 1
+          and third.ordered == 0 and all(s.is_current for s in after))
+    if not ok:
+        err_console.print(f"[bold red]demo failed:[/] renew exit codes {codes}; ordered "
+                          f"{first.ordered}, {second.ordered}, {third.ordered}")
+        return max(codes) or 1
+    console.print(f"\n[bold green]done[/]: {len(after)} devices serve the certificate "
+                  "Pebble issued; the lab is stopped and its files removed.")
+    return 0

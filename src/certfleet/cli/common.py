@@ -331,7 +331,8 @@ def option_group(name: str, group: type[Any]) -> Callable[[Callable[..., R]], Ca
     Each field of ``group`` becomes an option of the command (its type, typer
     annotation and default as the field declares them); the command receives
     them as one ``group`` object. One definition serves every command that
-    reaches the same kind of device, so their flags cannot drift apart.
+    reaches the same kind of device, so their flags cannot drift apart. Put it
+    below ``@handle_errors``, which then sees a ``json_out`` field as a keyword.
     """
     import inspect
     import typing
@@ -353,6 +354,8 @@ def option_group(name: str, group: type[Any]) -> Callable[[Callable[..., R]], Ca
                 params.extend(grouped)
             else:
                 params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+        if name not in signature.parameters:
+            raise TypeError(f"{func.__name__} has no parameter {name!r}")
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> R:

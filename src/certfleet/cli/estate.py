@@ -67,6 +67,14 @@ def load(inventory: Path) -> Inventory:
     return load_inventory(inventory)
 
 
+@contextmanager
+def open_estate(inventory: Path, state_dir: Path | None) -> Iterator[tuple[Inventory, Store]]:
+    """The inventory (read first: a bad one fails before the store is touched) and the store."""
+    inv = load(inventory)
+    with open_store(state_dir) as store:
+        yield inv, store
+
+
 def default_factory(
     store: Store,
     devices: list[Any] | None = None,
@@ -256,8 +264,7 @@ def register(app: typer.Typer) -> None:
 
         extra_keys = load_previous_key(previous_key, previous_key_password_env)
         redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
-        inv = load(inventory)
-        with open_store(state_dir) as store:
+        with open_estate(inventory, state_dir) as (inv, store):
             holder = store.lock_holder()
             if holder is not None and not break_lock and not dry_run:
                 # Refused before anything was touched: exit 2, like any refusal.
@@ -305,8 +312,7 @@ def register(app: typer.Typer) -> None:
         from ..estate.status import collect_status
         from ..inventory import select_devices
 
-        inv = load(inventory)
-        with open_store(state_dir) as store:
+        with open_estate(inventory, state_dir) as (inv, store):
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             store.audit("verify", "ok" if all(s.is_current for s in statuses) else "mismatch")
         bad = [s for s in statuses if not s.is_current]
@@ -349,8 +355,7 @@ def register(app: typer.Typer) -> None:
         """Restore DEVICE's last backup through its driver, then verify by handshake."""
         from ..estate.rollback import rollback_device
 
-        inv = load(inventory)
-        with open_store(state_dir) as store:
+        with open_estate(inventory, state_dir) as (inv, store):
             factory = default_factory(
                 store, [d for d in inv.devices.values() if d.name == device], inventory=inv)
             with Progress([device], quiet=json_out) as progress:
@@ -403,8 +408,7 @@ def register(app: typer.Typer) -> None:
         from ..estate.status import collect_status
         from ..inventory import select_devices
 
-        inv = load(inventory)
-        with open_store(state_dir) as store:
+        with open_estate(inventory, state_dir) as (inv, store):
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             if notify:  # each band told once per certificate and device (see certfleet.notify)
                 from ..notify import notify_expiring

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from .common import console, err_console, fail, handle_errors, print_json, read_password
-from .estate import INVENTORY_OPTION, JSON_OPTION, STATE_OPTION, load, open_store, print_findings
+from .common import (
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    option_group,
+    print_json,
+    read_password,
+)
+from .estate import INVENTORY_OPTION, JSON_OPTION, STATE_OPTION, open_estate, print_findings
 from .estate_tables import _short
 
 FILES_ARGUMENT = typer.Argument(..., help="What the CA sent: .crt, .p7b, .pfx, key...")
 ADOPT_FILES_ARGUMENT = typer.Argument(
     ..., help="What the devices serve today, with its key: a .pfx, or .crt and .key.")
+
+#: import and adopt: the inventory certificate the files are for.
+CertificateName = Annotated[str, typer.Argument(
+    help="The inventory certificate (e.g. wildcard).", show_default=False)]
+
+
+@dataclass(frozen=True)
+class _FilePassword:
+    """import and adopt: where the password of the files (PKCS#12 or key) comes from."""
+
+    password_env: str | None = typer.Option(
+        None, "--password-env", help="Variable holding the file password (PKCS#12/key).")
+    password_file: str | None = typer.Option(
+        None, "--password-file", help="File holding the file password.")
+
+    def value(self) -> bytes | None:
+        password = read_password(self.password_env, what="file password",
+                                 file=self.password_file)
+        return password.encode() if password else None
+
+
+#: The default of a ``_FilePassword`` parameter, never used: ``option_group`` passes the options.
+FILE_PASSWORD = _FilePassword()
 
 
 def register(app: typer.Typer) -> None:
@@ -32,13 +65,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import")
     @handle_errors
+    @option_group("file_password", _FilePassword)
     def import_command(
-        name: str = typer.Argument(..., help="The inventory certificate (e.g. wildcard)."),
+        name: CertificateName,
         files: list[Path] = FILES_ARGUMENT,
-        password_env: str | None = typer.Option(
-            None, "--password-env", help="Variable holding the file password (PKCS#12/key)."),
-        password_file: str | None = typer.Option(
-            None, "--password-file", help="File holding the file password."),
+        file_password: _FilePassword = FILE_PASSWORD,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -47,13 +78,10 @@ def register(app: typer.Typer) -> None:
         from ..errors import PreflightError
         from ..estate.importer import import_certificate
 
-        password = read_password(password_env, what="file password", file=password_file)
-        inv = load(inventory)
-        with open_store(state_dir) as store:
+        password = file_password.value()
+        with open_estate(inventory, state_dir) as (inv, store):
             try:
-                result = import_certificate(
-                    inv, store, name, files, password=password.encode() if password else None
-                )
+                result = import_certificate(inv, store, name, files, password=password)
             except PreflightError as exc:
                 if json_out:
                     print_json({"error": exc.message, "hint": exc.hint,
@@ -75,13 +103,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("adopt")
     @handle_errors
+    @option_group("file_password", _FilePassword)
     def adopt_command(
-        name: str = typer.Argument(..., help="The inventory certificate (e.g. wildcard)."),
+        name: CertificateName,
         files: list[Path] = ADOPT_FILES_ARGUMENT,
-        password_env: str | None = typer.Option(
-            None, "--password-env", help="Variable holding the file password (PKCS#12/key)."),
-        password_file: str | None = typer.Option(
-            None, "--password-file", help="File holding the file password."),
+        file_password: _FilePassword = FILE_PASSWORD,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
         json_out: bool = JSON_OPTION,
@@ -96,11 +122,9 @@ def register(app: typer.Typer) -> None:
         """
         from ..estate.adopt import MATCH, OTHER, adopt_certificate
 
-        password = read_password(password_env, what="file password", file=password_file)
-        inv = load(inventory)
-        with open_store(state_dir) as store:
-            result = adopt_certificate(inv, store, name, files,
-                                       password=password.encode() if password else None)
+        password = file_password.value()
+        with open_estate(inventory, state_dir) as (inv, store):
+            result = adopt_certificate(inv, store, name, files, password=password)
             current = store.current_version(name)
         if json_out:
             print_json(result.to_dict())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -60,33 +62,52 @@ def _scan_lab(lab: LabEstate, store: Store) -> None:
                           markup=False, highlight=False)
 
 
+@contextmanager
+def demo_estate(prefix: str, intro: str,
+                first_step: str) -> Iterator[tuple[Path, LabEstate, Store]]:
+    """A demo's lab estate (1 OVOC, 3 SBCs) in a new folder, serving last year's certificate,
+    with a state store holding it: ``(folder, lab, store)``; all stopped and removed after."""
+    import shutil
+    import tempfile
+
+    from ..estate.store import Store
+    from ..lab.estate import LabEstate
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    lab: LabEstate | None = None
+    store: Store | None = None
+    try:
+        console.print(intro)
+        _step(1, first_step)
+        lab = LabEstate(work / "lab", sbcs=3)
+        lab.start()
+        store = Store.open(work / "state")
+        _seed_previous(lab, store)
+        yield work, lab, store
+    finally:
+        if store is not None:
+            store.close()
+        if lab is not None:
+            lab.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def run_demo() -> int:
     """The demo; returns its exit code. Everything it starts is stopped, its files removed."""
     import asyncio
-    import shutil
-    import tempfile
 
     from ..estate.csr import make_inventory_csr
     from ..estate.devices import make_factory
     from ..estate.importer import import_certificate
     from ..estate.plan import make_plan
     from ..estate.status import collect_status
-    from ..estate.store import Store
     from ..inventory import load_inventory
-    from ..lab.estate import LabEstate
     from .estate import print_findings, render_plan, render_report, render_status, run_deploy_cli
 
-    work = Path(tempfile.mkdtemp(prefix="certfleet-demo-"))
-    lab: LabEstate | None = None
-    store: Store | None = None
-    try:
-        console.print("[bold]certfleet demo[/]: renew the wildcard certificate of a lab estate "
-                      "(1 OVOC, 3 SBCs, one of them an HA pair) on 127.0.0.1")
-        _step(1, "Start the lab estate, serving last year's certificate")
-        lab = LabEstate(work / "lab", sbcs=3)
-        lab.start()
-        store = Store.open(work / "state")
-        _seed_previous(lab, store)
+    with demo_estate("certfleet-demo-",
+                     "[bold]certfleet demo[/]: renew the wildcard certificate of a lab estate "
+                     "(1 OVOC, 3 SBCs, one of them an HA pair) on 127.0.0.1",
+                     "Start the lab estate, serving last year's certificate") as (work, lab, store):
         inventory = load_inventory(lab.inventory_path)
         console.print(f"inventory: {lab.inventory_path} ({len(inventory.devices)} devices); "
                       f"state: {store.root}", soft_wrap=True)
@@ -153,12 +174,6 @@ def run_demo() -> int:
         console.print(f"[bold green]done[/]: {len(after)} devices serve wildcard v{version.number} "
                       f"on every listener; the lab is stopped and its files removed.")
         return 0
-    finally:
-        if store is not None:
-            store.close()
-        if lab is not None:
-            lab.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---- lab up ---------------------------------------------------------------------------

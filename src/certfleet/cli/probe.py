@@ -53,7 +53,7 @@ def exit_code(probes: list[DeviceProbe]) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    from .estate import INVENTORY_OPTION, JSON_OPTION, ONLY_OPTION, STATE_OPTION, load, open_store
+    from .estate import INVENTORY_OPTION, JSON_OPTION, ONLY_OPTION, STATE_OPTION, open_estate
 
     @app.command("probe")
     @handle_errors
@@ -76,8 +76,7 @@ def register(app: typer.Typer) -> None:
         context, rollback possible. One line per device: ready, or not and why
         with the fix. Exit 0 when every device is ready, 1 otherwise.
         """
-        inv = load(inventory)
-        with open_store(state_dir) as store:
+        with open_estate(inventory, state_dir) as (inv, store):
             probes = run_probe(inv, store, only, concurrency=concurrency,
                                allow_no_rollback=allow_no_rollback)
         if json_out:

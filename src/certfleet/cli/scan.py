@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import console, err_console, fail, handle_errors, print_json
+from .common import console, err_console, fail, handle_errors, option_group, print_json
 
 if TYPE_CHECKING:
     from ..scan.engine import ScanResult, TrustStore
@@ -36,6 +36,22 @@ TEXTFILE_OPTION = typer.Option(
     help="Scan once and write the metrics to this file (node_exporter's textfile collector) "
          "instead of serving.")
 FROM_FILE_OPTION = typer.Option(None, "--from-file", help="A file of targets, one a line.")
+
+
+@dataclass(frozen=True)
+class _Reach:
+    """What ``scan`` and ``exporter`` share: where to look up, how to reach, what to trust."""
+
+    inventory_file: Path = INVENTORY_FILE_OPTION
+    state_dir: Path | None = STATE_OPTION
+    concurrency: int = CONCURRENCY_OPTION
+    timeout: float = TIMEOUT_OPTION
+    sni: str | None = SNI_OPTION
+    ca_bundle: list[Path] = CA_OPTION
+
+
+#: The default of a ``_Reach`` parameter, never used: ``option_group`` passes the options given.
+REACH = _Reach()
 
 
 @dataclass
@@ -140,17 +156,13 @@ def _summary(results: list[ScanResult]) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("scan")
     @handle_errors
+    @option_group("reach", _Reach)
     def scan_command(
         targets: list[str] = TARGETS_ARGUMENT,
         from_file: Path | None = FROM_FILE_OPTION,
         use_inventory: bool = typer.Option(
             False, "--inventory", help="Also scan every listener of the inventory."),
-        inventory_file: Path = INVENTORY_FILE_OPTION,
-        state_dir: Path | None = STATE_OPTION,
-        concurrency: int = CONCURRENCY_OPTION,
-        timeout: float = TIMEOUT_OPTION,
-        sni: str | None = SNI_OPTION,
-        ca_bundle: list[Path] = CA_OPTION,
+        reach: _Reach = REACH,
         json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
         csv_out: bool = typer.Option(False, "--csv", help="Print CSV only, on stdout."),
     ) -> None:
@@ -161,10 +173,10 @@ def register(app: typer.Typer) -> None:
         """
         if json_out and csv_out:
             fail("--json and --csv exclude each other", "choose one of --json and --csv")
-        plan = _prepare(list(targets or []), from_file, use_inventory, inventory_file,
-                        state_dir, sni, list(ca_bundle or []))
+        plan = _prepare(list(targets or []), from_file, use_inventory, reach.inventory_file,
+                        reach.state_dir, reach.sni, list(reach.ca_bundle or []))
         quiet = json_out or csv_out
-        results = run_scan(plan, concurrency, timeout,
+        results = run_scan(plan, reach.concurrency, reach.timeout,
                            progress=not quiet and err_console.is_terminal)
         if json_out:
             from ..scan.output import to_json
@@ -184,6 +196,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("exporter")
     @handle_errors
+    @option_group("reach", _Reach)
     def exporter_command(
         listen: str = typer.Option("127.0.0.1:9793", "--listen",
                                    help="HOST:PORT to serve /metrics on."),
@@ -193,12 +206,7 @@ def register(app: typer.Typer) -> None:
         textfile: Path | None = TEXTFILE_OPTION,
         no_inventory: bool = typer.Option(False, "--no-inventory",
                                           help="Scan only the --target endpoints."),
-        inventory_file: Path = INVENTORY_FILE_OPTION,
-        state_dir: Path | None = STATE_OPTION,
-        concurrency: int = CONCURRENCY_OPTION,
-        timeout: float = TIMEOUT_OPTION,
-        sni: str | None = SNI_OPTION,
-        ca_bundle: list[Path] = CA_OPTION,
+        reach: _Reach = REACH,
     ) -> None:
         """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
         import time
@@ -206,13 +214,13 @@ def register(app: typer.Typer) -> None:
         from ..scan.metrics import make_registry
 
         host, port = _listen_address(listen)
-        plan = _prepare(list(target or []), None, not no_inventory, inventory_file, state_dir,
-                        sni, list(ca_bundle or []))
+        plan = _prepare(list(target or []), None, not no_inventory, reach.inventory_file,
+                        reach.state_dir, reach.sni, list(reach.ca_bundle or []))
         registry, collector = make_registry()
 
         def once() -> None:
             started = time.perf_counter()
-            results = run_scan(plan, concurrency, timeout, progress=False)
+            results = run_scan(plan, reach.concurrency, reach.timeout, progress=False)
             collector.update(results, time.perf_counter() - started, _deploys(plan))
 
         once()
