@@ -115,6 +115,9 @@ def row(name: str, times: Sequence[float], aim_ms: float | None = None, note: st
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
+    # An installed certfleet starts from bytecode (pip compiles it at install time); with
+    # PYTHONDONTWRITEBYTECODE inherited, every start would compile the sources again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
     env.setdefault("COLUMNS", "100")
     return env
