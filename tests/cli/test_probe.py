@@ -107,4 +107,6 @@ def test_changed_host_key_is_not_ready(lab: LabEstate) -> None:
     code, out, err = _run(lab, "probe", "--only", "ovoc")
     assert code == 1, out + err
     assert "ovoc: not ready: ssh:" in out and "host key" in out.lower(), out
+    # The fix names the inventory key to set (the device came from the inventory).
+    assert 'ssh_host_key = "SHA256:' in " ".join(out.split()), out
     assert lab.ovoc.import_count == 0

@@ -208,6 +208,27 @@ def test_a_wrong_host_key_changes_nothing(proxy: Proxy, lab_ca: LabCA) -> None:
     outcome = asyncio.run(_driver(proxy, host_key=pin).deploy(bundle_of(lab_ca.issue(NAMES))))
     assert outcome.outcome == "refused", outcome.message
     assert "host key" in outcome.message
+    # The hint names the inventory key of this kind, not the flag of 'certfleet ovoc'.
+    fingerprint = outcome.message.rsplit("it is ", 1)[1].split()[0]
+    assert f'ssh_host_key = "{fingerprint}" in [devices.proxy]' in str(outcome.hint)
+    assert "--host-key-sha256" not in str(outcome.hint)
+    assert proxy.path("cert.pem").read_bytes() == proxy.initial.leaf_pem
+    assert proxy.reloads == []
+
+
+def test_a_refused_login_names_this_kind_s_settings(
+    proxy: Proxy, lab_ca: LabCA, tmp_path: Path
+) -> None:
+    """A key the host does not accept: refused, untouched, and the hint speaks of the
+    device's password or client_key, not of OVOC's acems."""
+    other = tmp_path / "other_ed25519"
+    keygen(require_tool("ssh-keygen"), other)
+    outcome = asyncio.run(_driver(proxy, client_keys=[str(other)]).deploy(
+        bundle_of(lab_ca.issue(NAMES))))
+    assert outcome.outcome == "refused", outcome.message
+    assert "SSH login as 'root'" in outcome.message and "was refused" in outcome.message
+    assert outcome.hint == ("check the user and the password "
+                            "(password or client_key in [devices.proxy])")
     assert proxy.path("cert.pem").read_bytes() == proxy.initial.leaf_pem
     assert proxy.reloads == []
 

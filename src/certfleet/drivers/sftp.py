@@ -137,10 +137,14 @@ class SftpDriver(Driver):
 
     async def connect(self) -> None:
         from .ovoc.config import Timeouts
-        from .ovoc.ssh import open_connection
+        from .ovoc.ssh import LoginHints, open_connection
 
         timeouts = Timeouts(connect=self.connect_timeout)
-        self._conn = await open_connection(self.address, self.login, timeouts, self.name)
+        where = f"[devices.{self.name}]"
+        hints = LoginHints(password=f"password or client_key in {where}",
+                           pin=f'ssh_host_key = "{{fp}}" in {where}', note="")
+        self._conn = await open_connection(self.address, self.login, timeouts, self.name,
+                                           hints=hints)
         self._sftp = await self._op("starting SFTP", self._conn.start_sftp_client())
 
     async def close(self) -> None:

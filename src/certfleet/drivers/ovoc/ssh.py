@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import (
@@ -60,14 +61,28 @@ def host_key_accepts(login: SshLogin, host: str, key: asyncssh.SSHKey) -> bool:
     return False
 
 
-async def open_connection(host: str, login: SshLogin, timeouts: Timeouts, device: str
+@dataclass(frozen=True)
+class LoginHints:
+    """Where a kind's user sets the password and the host key pin, for the hints of a
+    refused login or an unknown host key (OVOC's: the inventory's keys or the flags of
+    ``certfleet ovoc``, since one driver serves both)."""
+
+    password: str = "the inventory's password, or --password-env with certfleet ovoc"
+    pin: str = ('ssh_host_key = "{fp}" in the inventory, --host-key-sha256 {fp} with '
+                "certfleet ovoc")
+    note: str = "; OVOC lets only acems log in over SSH"
+
+
+async def open_connection(host: str, login: SshLogin, timeouts: Timeouts, device: str,
+                          *, hints: LoginHints = LoginHints(),
                           ) -> asyncssh.SSHClientConnection:
     """SSH in as the login user, the host key checked. Raises DeviceErrors, ConfigError."""
     import asyncssh
 
     if login.known_hosts is not None and not login.known_hosts.is_file():
         raise ConfigError(f"known_hosts file {str(login.known_hosts)!r} does not exist",
-                          hint="give an existing file, or pin --host-key-sha256")
+                          hint="give an existing file, or pin the host key instead: "
+                          + hints.pin.replace("{fp}", "SHA256:..."))
     seen: list[asyncssh.SSHKey] = []
 
     class Client(asyncssh.SSHClient):
@@ -99,16 +114,16 @@ async def open_connection(host: str, login: SshLogin, timeouts: Timeouts, device
                else "is not pinned")
         raise HostKeyError(
             f"SSH host key of {host}:{login.port} {how}: it is {fingerprint}",
-            hint=f"if this is the right device, pin it with --host-key-sha256 {fingerprint} "
-            "(or add it to the known_hosts file); if the key changed unexpectedly, "
-            "find out why before going on",
+            hint=f"if this is the right device, pin it: {hints.pin.replace('{fp}', fingerprint)} "
+            "(or add it to the known_hosts file); if the key changed unexpectedly, find out "
+            "why before going on",
             device=device, fingerprint=fingerprint,
         ) from exc
     except asyncssh.PermissionDenied as exc:
         raise DeviceAuthError(
             f"SSH login as {login.user!r} to {host}:{login.port} was refused",
-            hint="check the user and the password (--password-env); OVOC lets only "
-            "acems log in over SSH", device=device,
+            hint=f"check the user and the password ({hints.password}){hints.note}",
+            device=device,
         ) from exc
     except (TimeoutError, asyncssh.misc.ChannelOpenError) as exc:
         raise DeviceTimeoutError(
