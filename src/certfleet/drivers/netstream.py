@@ -1,4 +1,4 @@
-"""An httpcore network backend on asyncio's own transports and TLS.
+"""HTTP plumbing of device REST sessions, lean per request.
 
 httpcore's default backend on asyncio goes through anyio: a cancel scope
 around every read and write, and TLS run in Python over memory BIOs on top
@@ -9,6 +9,10 @@ same errors (httpcore's ``ConnectError``, ``ReadTimeout``... with the cause
 kept, so a certificate verification error is still found in the chain), same
 close (the socket is closed without a TLS close_notify, as httpcore's anyio
 backend does).
+
+:class:`DeviceClient` is httpx's client with a cookie jar that parses an
+answer only when it sets a cookie: the standard jar builds a urllib request
+and response for every answer to find out.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpcore
+import httpx
 
-__all__ = ["AsyncioBackend", "AsyncioStream"]
+__all__ = ["AsyncioBackend", "AsyncioStream", "DeviceClient"]
 
 # Reading from the socket pauses while this much is received and not yet read.
 _HIGH_WATER = 256 * 1024
@@ -216,6 +221,30 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+class _SetCookieOnly(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class DeviceClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` whose cookies are kept as the standard client keeps them,
+    parsed only from answers that carry a ``Set-Cookie`` header."""
+
+    def __init__(self, **options: Any) -> None:
+        self._jar: httpx.Cookies = _SetCookieOnly(options.pop("cookies", None))
+        super().__init__(**options)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._jar = _SetCookieOnly(cookies)
 
 
 def _reason(exc: BaseException) -> str:
