@@ -62,6 +62,13 @@ class MitmProxy:
         for thread in handlers:
             thread.join(timeout)
 
+    def drop_all(self) -> None:
+        """End every connection open now, both ways (a device or firewall dropping them)."""
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
     @property
     def bytes_received(self) -> int:
         with self._lock:

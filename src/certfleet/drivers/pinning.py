@@ -75,7 +75,9 @@ class _CheckedStream(httpcore.AsyncNetworkStream):
 
 class _CheckingBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, check: PeerCheck) -> None:
-        self._inner = httpcore.AnyIOBackend()
+        from .netstream import AsyncioBackend
+
+        self._inner = AsyncioBackend()
         self._check = check
 
     async def connect_tcp(

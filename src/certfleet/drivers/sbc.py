@@ -55,6 +55,7 @@ from .sbc_model import (
     _load_key_pem,
     _pem,
     normalize_sha256,
+    sha256_of,
     tls_contexts_in_ini,
 )
 from .sbc_rest import API_PREFIX, MAX_BODY_BYTES, RELAXED_X509_HINT, SbcRest, _json
@@ -385,9 +386,9 @@ class SbcDriver(SbcRest, Driver):
                                 what=f"replacing context {index}'s trusted roots")
             self._changed_roots.add(index)
             return
-        present = {cert_sha256(c) for c in (before.trusted_roots if before else ())}
+        present = {sha256_of(c) for c in (before.trusted_roots if before else ())}
         for cert in roots:
-            if cert_sha256(cert) in present:
+            if sha256_of(cert) in present:
                 continue
             await self.add_trusted_root(index, cert)
             self._changed_roots.add(index)

@@ -78,12 +78,39 @@ def _certificates(pem: bytes) -> list[x509.Certificate]:
         # Also PEM inside a JSON string: escaped line ends and slashes.
         text = match.group(1).replace(b"\\r", b"").replace(b"\\n", b"").replace(b"\\/", b"/")
         body = b"".join(text.split())
-        block = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
-        try:
-            out.append(x509.load_pem_x509_certificate(block))
-        except ValueError:
-            continue
+        # A block larger than any real certificate is parsed, not kept.
+        cert = (_load_certificate(body) if len(body) <= _KEPT_BLOCK_BYTES
+                else _load_certificate.__wrapped__(body))
+        if cert is not None:
+            out.append(cert)
     return out
+
+
+# The same certificates come back from every device of an estate (the wildcard, the
+# CA's roots): each is parsed once, and what is read from it kept with it. Certificate
+# objects are immutable, so sharing them between devices changes nothing.
+_KEPT_BLOCK_BYTES = 64 * 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _load_certificate(body: bytes) -> x509.Certificate | None:
+    """The certificate of one PEM block's base64 ``body``, None when it does not load."""
+    block = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
+    try:
+        return x509.load_pem_x509_certificate(block)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _described(cert: x509.Certificate) -> tuple[str, str, str]:
+    """(SHA-256, subject, issuer) of ``cert``, as RFC 4514 strings."""
+    return cert_sha256(cert), cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+
+
+def sha256_of(cert: x509.Certificate) -> str:
+    """:func:`~certfleet.pki.model.cert_sha256`, computed once per certificate."""
+    return _described(cert)[0]
 
 
 def _leaf(certs: Sequence[x509.Certificate]) -> x509.Certificate | None:
@@ -114,21 +141,22 @@ class SbcContext:
 
     @functools.cached_property
     def sha256(self) -> str | None:
-        return cert_sha256(self.certificate) if self.certificate is not None else None
+        return sha256_of(self.certificate) if self.certificate is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         cert = self.certificate
+        _, subject, issuer = _described(cert) if cert is not None else (None, None, None)
         return {
             "index": self.index,
             "name": self.name,
-            "subject": cert.subject.rfc4514_string() if cert is not None else None,
-            "issuer": cert.issuer.rfc4514_string() if cert is not None else None,
+            "subject": subject,
+            "issuer": issuer,
             "sha256": self.sha256,
             "not_after": cert.not_valid_after_utc.isoformat() if cert is not None else None,
             "key_valid": self.key_valid,
             "key_size": self.key_size,
             "trusted_roots": [
-                {"subject": c.subject.rfc4514_string(), "sha256": cert_sha256(c)}
+                {"subject": _described(c)[1], "sha256": _described(c)[0]}
                 for c in self.trusted_roots
             ],
         }

@@ -164,10 +164,11 @@ class SbcRest:
     def _new_client(self) -> httpx.AsyncClient:
         import httpx
 
+        from .netstream import DeviceClient
         from .pinning import CheckedTransport
 
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        return httpx.AsyncClient(
+        return DeviceClient(
             base_url=self.url + API_PREFIX,
             auth=self._auth(),
             transport=CheckedTransport(self._ssl_context(), self._check_peer, limits),
@@ -361,6 +362,16 @@ class SbcRest:
         """The answer with its body read, at most :attr:`max_body` bytes (then an error)."""
         import httpx
 
+        length = answer.headers.get("content-length", "")
+        if (length.isdigit() and int(length) <= self.max_body
+                and "content-encoding" not in answer.headers):
+            # Framed by its length, which is within the bound, and not compressed:
+            # read as it is (h11 reads no byte past the length).
+            try:
+                await answer.aread()
+            finally:
+                await answer.aclose()
+            return answer
         chunks: list[bytes] = []
         size = 0
         try:
