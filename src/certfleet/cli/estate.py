@@ -149,7 +149,7 @@ def render_report(report: DeployReport) -> Any:
             str(result.exit_code),
             _served_change(result.served_before, result.served_after),
             f"{result.seconds:.1f}s",
-            message + (f"\n[yellow]Tip:[/] {result.hint}" if result.hint else ""),
+            text(message) + (f"\n[yellow]Tip:[/] {text(result.hint)}" if result.hint else ""),
         )
     counts: dict[str, int] = {}
     for result in report.results:

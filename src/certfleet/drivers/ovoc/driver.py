@@ -174,11 +174,13 @@ class OvocDriver(Driver, SftpStaging):
         problems = keystore_password_findings(self.keystore_password)
         if problems:  # refused even when preflight errors are overridden: nothing changed yet
             raise ConfigError(problems[0].message,
-                              hint="set it with --keystore-password-env VAR; "
+                              hint="set it with --keystore-password-env VAR (inventory: "
+                              "keystore_password); "
                               + (problems[0].hint or ""))
         if self.su.password is None:
             raise ConfigError(f"the password of {self.su.user!r} for su is missing",
-                              hint="set it with --su-password-env VAR")
+                              hint="set it with --su-password-env VAR (inventory: "
+                              "root_password)")
         await self._connect_all()
 
     async def _connect_all(self) -> None:
