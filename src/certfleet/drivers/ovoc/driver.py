@@ -314,7 +314,8 @@ class OvocDriver(Driver, SftpStaging):
                     f"OVOC refused the import ({verdict}): it did not take the keystore "
                     "password; importing the previous files again under the same password "
                     "would be refused too, so the rollback stages them back without importing",
-                    hint="check the keystore password OVOC expects and rerun (safe "
+                    hint="check the keystore password OVOC expects (--keystore-password-env; "
+                    "inventory: keystore_password) and rerun (safe "
                     f"characters: {KEYSTORE_PASSWORD_SAFE})", device=self.name)
             if self._sftp is None:  # OVOC hung up after its verdict
                 await self._connect_all()

@@ -166,8 +166,10 @@ class EmsDialogue:
                     self.keystore_refused = True
                     raise DeviceRefusedError(
                         "OVOC keeps asking for the keystore password",
-                        hint="check the keystore password (6+ characters) and the menu's "
-                        "password prompt setting", device=self.device,
+                        hint="check the keystore password (6+ characters; "
+                        "--keystore-password-env, inventory: keystore_password) and the menu's "
+                        "password_prompt setting (--menu FILE; inventory: the device's menu "
+                        "table)", device=self.device,
                         screen="\n".join(screen.last_lines(20)))
                 screen.send(self.keystore_password or "")
             else:
