@@ -82,3 +82,21 @@ def test_deploy_with_a_wrong_pin_tips_the_tls_pin_to_write(
     assert f'(inventory: tls_pin = "{seen}")' in device["hint"], device
     _usable(device["hint"], "deploy")
     _unchanged(sbc_lab)
+
+
+def test_the_deploy_table_prints_message_and_tip_as_text() -> None:
+    """A hint naming an inventory table, or a device's answer in a message, is text: rich
+    takes nothing of it for markup."""
+    from rich.console import Console
+
+    from certfleet.cli.estate import render_report
+    from certfleet.estate.deploy import DeployReport, DeviceResult
+
+    result = DeviceResult(
+        "web1", "sftp", "site", "refused", 2, "web1: the device said '[red]no[/]'",
+        hint='add key_path = "/etc/ssl/site.key" to [devices.web1]')
+    console = Console(width=300, record=True, color_system=None)
+    console.print(render_report(DeployReport(1, [result])))
+    shown = console.export_text()
+    assert "the device said '[red]no[/]'" in shown, shown
+    assert 'Tip: add key_path = "/etc/ssl/site.key" to [devices.web1]' in shown, shown
