@@ -391,6 +391,21 @@ def build_driver(
     return get_kind(device.kind).from_device(device, credentials, context)
 
 
+@contextlib.contextmanager
+def password_from(flag: str) -> Iterator[None]:
+    """Within: the password of an input file is given with ``flag``. A Tip naming the password
+    options of inspect, check, export and import (``--password-env``/``--password-file``)
+    names ``flag`` instead: on ``certfleet sbc`` ``--password-env`` is the device's password."""
+    try:
+        yield
+    except CertfleetError as exc:
+        from ..pki.load import PASSWORD_HINT
+
+        if exc.hint and PASSWORD_HINT in exc.hint:
+            exc.hint = exc.hint.replace(PASSWORD_HINT, f"give the password with {flag} VAR")
+        raise
+
+
 def load_private_keys(path: Path, password: str | None, *, hint: str) -> list[Any]:
     """The private keys in ``path`` (any format the toolkit reads). Raises
     PrivateKeyError (with ``hint``) when it holds none."""

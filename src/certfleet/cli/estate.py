@@ -109,10 +109,13 @@ def load_previous_key(path: Path | None, password_env: str | None) -> list[Any]:
             fail("--previous-key-password-env is given without --previous-key",
                  "pass --previous-key FILE as well, or drop --previous-key-password-env")
         return []
+    from .common import password_from
+
     password = read_password(password_env, what="previous key password")
-    return load_private_keys(
-        path, password,
-        hint="pass the key of the certificate the SBCs serve now to --previous-key")
+    with password_from("--previous-key-password-env"):
+        return load_private_keys(
+            path, password,
+            hint="pass the key of the certificate the SBCs serve now to --previous-key")
 
 
 # ---- rendering shared with the demo ---------------------------------------------------
@@ -149,7 +152,7 @@ def render_report(report: DeployReport) -> Any:
             str(result.exit_code),
             _served_change(result.served_before, result.served_after),
             f"{result.seconds:.1f}s",
-            message + (f"\n[yellow]Tip:[/] {result.hint}" if result.hint else ""),
+            text(message) + (f"\n[yellow]Tip:[/] {text(result.hint)}" if result.hint else ""),
         )
     counts: dict[str, int] = {}
     for result in report.results:

@@ -321,8 +321,11 @@ def _deploy(files: list[Path], login: OvocLogin, *, su_user: str,
         problems = keystore_password_findings(keystore)
         if problems:  # before the files are read and before any connection: exit 2
             raise PreflightError(problems[0].message, problems, hint=problems[0].hint)
-        bundle, findings = preflight(
-            files, input_password.encode("utf-8") if input_password is not None else None)
+        from .common import password_from
+
+        with password_from("--input-password-env"):
+            bundle, findings = preflight(
+                files, input_password.encode("utf-8") if input_password is not None else None)
         driver = _driver(
             login, password=password, su_user=su_user,
             su_password=su_password, keystore_password=keystore,

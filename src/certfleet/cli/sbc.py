@@ -228,9 +228,13 @@ def deploy(
             raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
     host = _url_host(conn.url)
     hosts = [host] if host and not _is_ip(host) else []
-    bundle, findings = preflight([str(f) for f in files], password_bytes, hosts)
-    previous = [] if previous_key is None else load_private_keys(
-        previous_key, input_password, hint="pass the PEM private key installed on the SBC now")
+    from .common import password_from
+
+    with password_from("--input-password-env"):
+        bundle, findings = preflight([str(f) for f in files], password_bytes, hosts)
+        previous = [] if previous_key is None else load_private_keys(
+            previous_key, input_password,
+            hint="pass the PEM private key installed on the SBC now")
     driver = _driver(
         conn,
         contexts=context,

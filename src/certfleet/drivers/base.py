@@ -389,7 +389,8 @@ class Driver(abc.ABC):
                     f"{self.name}: no rollback is possible (the device never returns its "
                     "private key and no previous key is known)"
                 )
-                outcome.hint = "rerun with --allow-no-rollback to deploy without a way back"
+                outcome.hint = ("rerun certfleet deploy with --allow-no-rollback to deploy "
+                                "without a way back")
                 self.emit("backup", "failed", "no rollback possible")
                 return outcome
             if not self.listeners and not self.allow_unverified:

@@ -127,11 +127,14 @@ class SbcDriver(SbcRest, Driver):
     ) -> None:
         super().__init__(name, listeners, on_event=on_event, verify_timeout=verify_timeout)
         if not contexts:
-            raise ConfigError("no TLS context given", hint="pass --context N (0 is the default)")
+            raise ConfigError("no TLS context given",
+                              hint="pass --context N (inventory: tls_contexts = [N]; 0 is the "
+                              "default)")
         bad = [c for c in contexts if not isinstance(c, int) or c < 0]
         if bad:
             raise ConfigError(f"TLS context {bad[0]!r} is not a number >= 0",
-                              hint="pass --context N (0 is the default)")
+                              hint="pass --context N (inventory: tls_contexts = [N]; 0 is "
+                              "the default)")
         self._init_rest(url, user=user, password=password, ca_bundle=ca_bundle,
                         pin_sha256=pin_sha256, insecure=insecure, x509_strict=x509_strict,
                         timeout=timeout, busy_retries=busy_retries, busy_delay=busy_delay)
@@ -195,7 +198,8 @@ class SbcDriver(SbcRest, Driver):
             raise DeviceRefusedError(
                 f"reading context {index}: GET {API_PREFIX}{where}/privateKey and "
                 f"/certificate on {self.name} answered 404: no TLS context {index}",
-                hint="check --context: certfleet sbc status lists the TLS contexts of the device",
+                hint="check --context (inventory: tls_contexts): certfleet sbc status lists "
+                "the TLS contexts of the device",
                 device=self.name,
                 status=404,
             )
@@ -269,7 +273,8 @@ class SbcDriver(SbcRest, Driver):
                 raise DeviceRefusedError(
                     f"TLS context {index} does not exist on {self.name} "
                     f"(it has {', '.join(str(n) for n in sorted(names))})",
-                    hint="check --context: certfleet sbc status lists the TLS contexts",
+                    hint="check --context (inventory: tls_contexts): certfleet sbc status "
+                    "lists the TLS contexts",
                     device=self.name,
                     status=404,
                 ) from exc

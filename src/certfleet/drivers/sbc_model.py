@@ -24,8 +24,9 @@ __all__ = ["NO_ROLLBACK_HINT", "SbcContext", "normalize_sha256", "tls_contexts_i
 NO_ROLLBACK_HINT = (
     "the SBC never returns its private key, so the previous certificate can only be put back "
     "with the key that goes with it: pass --previous-key FILE (the key installed now), or "
-    "rerun with --allow-no-rollback for a first deploy (keep this deploy's key: it is the "
-    "--previous-key of the next one)"
+    "--allow-no-rollback for a first deploy (options of certfleet deploy, plan and sbc "
+    "deploy); keep this deploy's key (certfleet deploy keeps it in its store): it is the "
+    "previous key of the next one"
 )
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _TLS_ROW = re.compile(
@@ -186,6 +187,7 @@ def _load_key_pem(data: bytes) -> PrivateKey:
     if not keys:
         raise PrivateKeyError(
             "the previous key file holds no private key",
-            hint="pass the unencrypted PEM key installed on the SBC now to --previous-key",
+            hint="pass the unencrypted PEM key installed on the SBC now to --previous-key "
+            "(of certfleet deploy or sbc deploy)",
         )
     return keys[0]  # type: ignore[return-value]  # load_bytes types value as a union

@@ -146,7 +146,7 @@ async def _checks(driver: SbcDriver, result: Readiness, allow_no_rollback: bool)
             listed = ", ".join(str(n) for n in sorted(names))
             result.checks.append(Check(
                 name, False, f"TLS context {index} does not exist (the SBC has {listed})",
-                "set tls_contexts in the inventory (or --context) to existing contexts"))
+                "set --context (inventory: tls_contexts) to existing contexts"))
             continue
         try:
             ctx = await driver.read_context(index, names.get(index))

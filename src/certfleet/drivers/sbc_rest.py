@@ -47,7 +47,8 @@ _REFUSALS: dict[int, tuple[str, str]] = {
     400: ("the SBC refused the file",
           "the SBC takes PEM files only: run certfleet check on the input files"),
     404: ("not found on the SBC",
-          "check --context: certfleet sbc status lists the TLS contexts of the device"),
+          "check --context (inventory: tls_contexts): certfleet sbc status lists the TLS "
+          "contexts of the device"),
     409: ("the SBC is busy (HA sync?), still after {attempts} tries",
           "wait until the HA pair is synchronised (or the device is idle) and rerun"),
 }
@@ -88,7 +89,8 @@ class SbcRest:
             # Not quoted: the part before "@" may be a password.
             raise ConfigError(
                 "the SBC URL carries a user or password before '@'",
-                hint="write https://HOST[:PORT] and pass --user and --password-env instead",
+                hint="write https://HOST[:PORT] and give the user and password apart: --user "
+                "and --password-env (inventory: address, user and password)",
             )
         if parts.scheme != "https" or not parts.hostname:
             raise ConfigError(
@@ -102,7 +104,8 @@ class SbcRest:
         if sum(x is not None and x is not False for x in (ca_bundle, pin_sha256, insecure)) > 1:
             raise ConfigError(
                 "choose one of a CA bundle, a pinned SHA-256 or insecure",
-                hint="pass either --ca-bundle FILE or --pin-sha256 HEX",
+                hint="pass either --ca-bundle FILE or --pin-sha256 HEX (inventory: either "
+                "ca_file or tls_pin)",
             )
         self.url = f"https://{parts.netloc}"
         self.management = Listener(parts.hostname, port, label="management")
@@ -183,7 +186,7 @@ class SbcRest:
             if self._pins:
                 raise HostKeyError(
                     f"the connection to {self.url} presented no certificate to check the pin",
-                    hint="connect with --ca-bundle instead of a pin",
+                    hint="connect with --ca-bundle FILE (inventory: ca_file) instead of a pin",
                     device=self.name,
                 )
             return
@@ -200,7 +203,7 @@ class SbcRest:
                 f"the management certificate of {self.url} has SHA-256 {seen}, "
                 f"not the pinned {pins}: the connection was closed before sending anything",
                 hint=f"if the SBC's certificate changed on purpose, pin it with --pin-sha256 "
-                f"{seen} (inventory: tls_pin); otherwise do not connect",
+                f'{seen} (inventory: tls_pin = "{seen}"); otherwise do not connect',
                 device=self.name,
                 fingerprint=seen,
             )
@@ -216,7 +219,8 @@ class SbcRest:
                 await fetch_served_certificate(self.management, min(self.timeout, 10.0)))
         except (DeviceConnectionError, DeviceTimeoutError):
             seen = None
-        pin = f"--pin-sha256 {seen}" if seen else "--pin-sha256 HEX"
+        pin = (f'--pin-sha256 {seen} (inventory: tls_pin = "{seen}")' if seen
+               else '--pin-sha256 HEX (inventory: tls_pin = "HEX")')
         strict = strict_failure(error)
         if strict is not None:
             why = strict_reason(self.x509_strict)
@@ -317,7 +321,8 @@ class SbcRest:
                 raise DeviceTimeoutError(
                     f"{what}: {method} {API_PREFIX}{path} on {self.name}: the SBC at {self.url} "
                     f"did not answer within {self.timeout:g} s",
-                    hint="check that the device is up; raise --timeout for a slow link",
+                    hint="check that the device is up; raise --timeout (inventory: timeout) "
+                    "for a slow link",
                     device=self.name,
                 ) from exc
             except httpx.TransportError as exc:
@@ -439,7 +444,8 @@ class SbcRest:
             raise DeviceAuthError(
                 f"{said}: the SBC refused user {self.user!r} ({reason}){quoted}",
                 hint="the REST API needs an Administrator (or Security Administrator) user; "
-                "check --user and the password in the variable named by --password-env",
+                "check --user and the password in the variable named by --password-env "
+                "(inventory: user and password)",
                 device=self.name,
                 status=code,
             )

@@ -404,7 +404,8 @@ async def wait_for_served(
             raise VerificationError(
                 f"expected certificate {expected_sha256[:16]}… not served after "
                 f"{timeout:g} s: " + "; ".join(problems),
-                hint="the device may still be restarting; raise the verify timeout or check it",
+                hint="the device may still be restarting; raise --verify-timeout (inventory: "
+                "verify_timeout) or check it",
                 expected=expected_sha256,
                 listeners=[str(item) for item in pending],
             )

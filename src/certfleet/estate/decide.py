@@ -231,7 +231,8 @@ def _refuse_errors(
         return True
     hint = first.hint or "fix the files"
     if why is None:
-        hint += f"; or pass --ignore-finding {first.code} to deploy anyway"
+        hint += (f"; or pass --ignore-finding {first.code} to certfleet deploy (and plan) "
+                 "to deploy anyway")
     decision.refuse(f"preflight refused the files: {first.message}{more} [{first.code}]", hint)
     return True
 

@@ -315,8 +315,8 @@ async def run_deploy(
                         device, "not-attempted", 0,
                         f"{device.name}: not attempted: {names} would refuse, so the run "
                         "changes no device",
-                        f"fix what {names} would refuse, or pass --skip-refused to deploy the "
-                        "others",
+                        f"fix what {names} would refuse, or pass --skip-refused to certfleet "
+                        "deploy to deploy the others",
                         decisions[device.name].served,
                     )
             for device in devices:

@@ -95,8 +95,9 @@ class StagingSettings:
 
     def __post_init__(self) -> None:
         if not self.dir.startswith("/"):
-            raise ConfigError(f"staging_dir {self.dir!r} must be an absolute path",
-                              hint="use e.g. /home/acems/server_certs")
+            raise ConfigError(f"the staging folder {self.dir!r} must be an absolute path",
+                              hint="use e.g. /home/acems/server_certs (--staging-dir; "
+                              "inventory: staging_dir)")
         object.__setattr__(self, "dir", self.dir.rstrip("/") or "/")
 
 

@@ -174,11 +174,13 @@ class OvocDriver(Driver, SftpStaging):
         problems = keystore_password_findings(self.keystore_password)
         if problems:  # refused even when preflight errors are overridden: nothing changed yet
             raise ConfigError(problems[0].message,
-                              hint="set it with --keystore-password-env VAR; "
+                              hint="set it with --keystore-password-env VAR (inventory: "
+                              "keystore_password); "
                               + (problems[0].hint or ""))
         if self.su.password is None:
             raise ConfigError(f"the password of {self.su.user!r} for su is missing",
-                              hint="set it with --su-password-env VAR")
+                              hint="set it with --su-password-env VAR (inventory: "
+                              "root_password)")
         await self._connect_all()
 
     async def _connect_all(self) -> None:
@@ -312,7 +314,8 @@ class OvocDriver(Driver, SftpStaging):
                     f"OVOC refused the import ({verdict}): it did not take the keystore "
                     "password; importing the previous files again under the same password "
                     "would be refused too, so the rollback stages them back without importing",
-                    hint="check the keystore password OVOC expects and rerun (safe "
+                    hint="check the keystore password OVOC expects (--keystore-password-env; "
+                    "inventory: keystore_password) and rerun (safe "
                     f"characters: {KEYSTORE_PASSWORD_SAFE})", device=self.name)
             if self._sftp is None:  # OVOC hung up after its verdict
                 await self._connect_all()

@@ -115,7 +115,8 @@ class EmsDialogue:
                 raise DeviceRefusedError(
                     f"EmsServerManager shows no entry {step.label!r}"
                     + (f" nor {step.number!r}" if step.number else ""),
-                    hint="set the menu labels (or numbers) for this firmware in the inventory",
+                    hint="set the menu labels (or numbers) of this firmware with --menu FILE "
+                    "(inventory: labels and numbers of the device's menu table)",
                     device=self.device, screen="\n".join(screen.last_lines(20)),
                     step=index, options=menu_options(window),
                 )
@@ -165,8 +166,10 @@ class EmsDialogue:
                     self.keystore_refused = True
                     raise DeviceRefusedError(
                         "OVOC keeps asking for the keystore password",
-                        hint="check the keystore password (6+ characters) and the menu's "
-                        "password prompt setting", device=self.device,
+                        hint="check the keystore password (6+ characters; "
+                        "--keystore-password-env, inventory: keystore_password) and the menu's "
+                        "password_prompt setting (--menu FILE; inventory: the device's menu "
+                        "table)", device=self.device,
                         screen="\n".join(screen.last_lines(20)))
                 screen.send(self.keystore_password or "")
             else:
@@ -222,4 +225,5 @@ class EmsDialogue:
             else:
                 screen.send(answer_for(self.menu, kind, line))
         raise DeviceTimeoutError("EmsServerManager did not return to the shell",
-                                 hint="check the menu's quit key setting", device=self.device)
+                                 hint="check the menu's back setting (--menu FILE; inventory: "
+                                 "back of the device's menu table)", device=self.device)

@@ -151,7 +151,8 @@ class OvocMenu:
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"OVOC menu settings: {exc}",
-                              hint="fix the menu settings in the inventory") from exc
+                              hint="fix the menu settings (--menu FILE; inventory: the "
+                              "device's menu table)") from exc
 
 
 def _norm(text: str) -> str:

@@ -226,7 +226,8 @@ async def start_root_shell(
     if kind != "prompt":  # refused, or asked again (as sudo does after a wrong one)
         raise DeviceAuthError(f"su to {su.user!r} on {host} was refused "
                               "(wrong password)",
-                              hint="check the password given with --su-password-env",
+                              hint="check the password given with --su-password-env "
+                              "(inventory: root_password)",
                               device=device)
     root_prompt = line
     if is_target(line):
@@ -238,5 +239,6 @@ async def start_root_shell(
     answer = [text.strip() for text in screen.text[before:].split("\n")]
     if su.user not in answer:
         raise DeviceAuthError(f"su did not make {login.user!r} {su.user!r}",
-                              hint="check --su-user and the su command", device=device)
+                              hint="check --su-user (inventory: su_user) and the su command",
+                              device=device)
     return screen, root_prompt
