@@ -170,3 +170,36 @@ def test_human_output(sbc_lab: LabEstate, tmp_path: Path) -> None:
     assert "would-deploy" in result.stdout and "dry run" in result.stdout
     code, out = _run(sbc_lab, state, "history")
     assert code == 0 and "History" in out
+
+
+def test_ovoc_file_named_like_a_backup_manifest_is_left_alone(tmp_path: Path) -> None:
+    """A staged file called backup.json (an administrator's note, say) neither breaks the
+    backup (whose manifest has that name) nor is touched by deploy and rollback."""
+    lab = LabEstate(tmp_path / "lab", sbcs=0, ha=False, key_type="ec-p256")
+    lab.start()
+    try:
+        with lab.environment():
+            assert lab.ovoc is not None
+            note = b'{"note": "renewed by hand last year"}\n'
+            lab.ovoc.stage_files({"backup.json": note})
+            state = tmp_path / "state"
+            old = tmp_path / "old.pem"
+            old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
+            assert _run(lab, state, "import", "wildcard", str(old))[0] == 0
+            renewed = lab.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
+            new = tmp_path / "new.pem"
+            new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
+            assert _run(lab, state, "import", "wildcard", str(new))[0] == 0
+            code, out = _run(lab, state, "deploy", "--json")
+            assert code == 0, out
+            assert lab.ovoc.staged_files()["backup.json"] == note
+            with Store.open(state) as store:
+                record = store.last_backup("ovoc")
+                assert record is not None
+                files = store.read_backup(record).files
+                assert "backup.json" not in files and "server.crt" in files
+            code, out = _run(lab, state, "rollback", "ovoc", "--json")
+            assert code == 0, out
+            assert lab.ovoc.staged_files()["backup.json"] == note
+    finally:
+        lab.stop()

@@ -396,12 +396,13 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
         backup_dir = Path(platformdirs.user_data_dir("certfleet")) / "backups"
     import dataclasses
 
+    from ..drivers.base import BACKUP_MANIFEST
     from ..drivers.ovoc.staging import safe_staged_name
 
     # Names came from the device: only plain file names become local paths.
     backup = dataclasses.replace(backup, files={
         name: data for name, data in backup.files.items()
-        if safe_staged_name(name) and name != "backup.json"})
+        if safe_staged_name(name) and name != BACKUP_MANIFEST})
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = backup_dir / f"ovoc-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}-{stamp}"
     try:

@@ -89,6 +89,10 @@ class StepEvent:
 EventCallback = Callable[[StepEvent], None]
 
 
+#: The manifest of a backup folder; a device file of that name is never part of a backup.
+BACKUP_MANIFEST = "backup.json"
+
+
 @dataclass
 class Backup:
     """What a driver saved before changing a device.
@@ -112,7 +116,7 @@ class Backup:
         directory.mkdir(parents=True, exist_ok=True)
         for name, data in self.files.items():
             write_private_file(directory / name, data)
-        write_private_file(directory / "backup.json",
+        write_private_file(directory / BACKUP_MANIFEST,
                            json.dumps(self.manifest(), indent=2).encode())
         return directory
 
@@ -129,7 +133,7 @@ class Backup:
 
     @classmethod
     def read_from(cls, directory: Path) -> Backup:
-        manifest = json.loads((directory / "backup.json").read_text())
+        manifest = json.loads((directory / BACKUP_MANIFEST).read_text())
         files = {name: (directory / name).read_bytes() for name in manifest["files"]}
         return cls.from_manifest(manifest, files)
 

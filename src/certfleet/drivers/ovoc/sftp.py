@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ...errors import DeviceRefusedError
 from ...pki.profiles import Artifact, OvocProfile
+from ..base import BACKUP_MANIFEST
 from .config import OvocProgress, SshLogin, StagingSettings
 from .staging import (
     MAX_STAGED_FILE_BYTES,
@@ -110,6 +111,11 @@ class SftpStaging:
                 continue
             if not safe_staged_name(name):
                 self.emit("names", "skipped", f"not copied (not a safe file name): {name!r}")
+                continue
+            if name == BACKUP_MANIFEST and name not in owned:
+                # Left as it is (certfleet never changes a file it does not stage), and
+                # out of the backup, whose manifest has this name.
+                self.emit("names", "skipped", f"not copied (a backup manifest's name): {name!r}")
                 continue
             if size > MAX_STAGED_FILE_BYTES and name not in owned:
                 self.emit("names", "skipped", f"not copied ({size} bytes): {name!r}")

@@ -65,6 +65,8 @@ def _sync_dir(directory: Path) -> None:
 
 def write_backup_files(backup: Backup, directory: Path, passphrase: str | None = None) -> Path:
     """Write ``backup`` into ``directory`` (no database access: safe in a worker thread)."""
+    from ...drivers.base import BACKUP_MANIFEST
+
     directory.mkdir(parents=True, exist_ok=True)
     if os.name == "posix":
         with contextlib.suppress(OSError):
@@ -78,7 +80,7 @@ def write_backup_files(backup: Backup, directory: Path, passphrase: str | None =
         aead = AESGCM(_derive(passphrase, salt))
         encryption = {"scheme": _SCHEME, "salt": salt.hex(), "n": str(_SCRYPT_N)}
     for name, data in backup.files.items():
-        if Path(name).name != name or name.startswith(".") or name == "backup.json":
+        if Path(name).name != name or name.startswith(".") or name == BACKUP_MANIFEST:
             raise StateError(
                 f"backup of {backup.device!r}: unsafe file name {name!r}",
                 hint="this is a driver bug; report it",
@@ -88,7 +90,7 @@ def write_backup_files(backup: Backup, directory: Path, passphrase: str | None =
             data = nonce + aead.encrypt(nonce, data, name.encode())
         write_private_file(directory / name, data)
     manifest = {**backup.manifest(), "encryption": encryption}
-    write_private_file(directory / "backup.json", json.dumps(manifest, indent=2).encode())
+    write_private_file(directory / BACKUP_MANIFEST, json.dumps(manifest, indent=2).encode())
     _sync_dir(directory)
     _sync_dir(directory.parent)
     return directory
@@ -96,9 +98,9 @@ def write_backup_files(backup: Backup, directory: Path, passphrase: str | None =
 
 def read_backup_files(directory: Path, passphrase: str | None = None) -> Backup:
     """The Backup in ``directory``. Raises OSError/ValueError/KeyError, PasswordError."""
-    from ...drivers.base import Backup
+    from ...drivers.base import BACKUP_MANIFEST, Backup
 
-    manifest = json.loads((directory / "backup.json").read_text(encoding="utf-8"))
+    manifest = json.loads((directory / BACKUP_MANIFEST).read_text(encoding="utf-8"))
     encryption = manifest.get("encryption")
     aead: Any = None
     if encryption:
