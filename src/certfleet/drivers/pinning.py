@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import httpcore
 import httpx
+
+from .netstream import AsyncioBackend
 
 __all__ = [
     "CheckedTransport",
@@ -73,33 +75,15 @@ class _CheckedStream(httpcore.AsyncNetworkStream):
         return tls
 
 
-class _CheckingBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, check: PeerCheck) -> None:
-        from .netstream import AsyncioBackend
+class _CheckingBackend(AsyncioBackend):
+    """asyncio's own connections (see :mod:`.netstream`), each one checked by ``check``
+    once its TLS handshake is done, before a byte of the request is written."""
 
-        self._inner = AsyncioBackend()
+    def __init__(self, check: PeerCheck) -> None:
         self._check = check
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address,
-                                               socket_options)
-        return _CheckedStream(stream, self._check)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - management is TCP only
-        raise httpcore.ConnectError("unix sockets are not used for device management")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return _CheckedStream(await super().connect_tcp(*args, **kwargs), self._check)
 
 
 class CheckedTransport(httpx.AsyncHTTPTransport):
