@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,36 @@ def test_screen_buffer_is_bounded() -> None:
     screen.feed("x" * 60)
     with pytest.raises(DeviceConnectionError, match="more than 100 characters"):
         screen.feed("y" * 60)
+
+
+def test_a_cancellation_that_comes_with_output_is_not_lost() -> None:
+    """Ctrl-C (a task cancellation) in the very loop iteration that brings the menu's
+    output: the screen reader ends with CancelledError, it does not read on. On Python
+    3.11, asyncio.wait_for returned the output and dropped the cancellation."""
+    from certfleet.drivers.ovoc.terminal import Screen
+
+    class Stdout:
+        waiter: asyncio.Future[str] | None = None
+
+        async def read(self, size: int) -> str:
+            self.waiter = asyncio.get_running_loop().create_future()
+            return await self.waiter
+
+    class Process:  # the two attributes Screen uses of an SSH process
+        stdout = Stdout()
+        stdin = None
+
+    async def main() -> None:
+        process = Process()
+        screen = Screen(process, [])  # type: ignore[arg-type]
+        task = asyncio.create_task(
+            screen.settle(lambda window: None, ["menu"], timeout=5, waiting_for="the menu"))
+        while process.stdout.waiter is None:
+            await asyncio.sleep(0)
+        process.stdout.waiter.set_result("Choose an option: ")
+        asyncio.get_running_loop().call_soon(task.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert "Choose an option" in screen.text  # the output arrived; the cancel held
+
+    asyncio.run(main())

@@ -98,15 +98,13 @@ async def open_connection(host: str, login: SshLogin, timeouts: Timeouts, device
         options["client_keys"] = None
         options["agent_path"] = None
     try:
-        conn, _ = await asyncio.wait_for(
-            asyncssh.create_connection(
+        async with asyncio.timeout(timeouts.connect + 5):
+            conn, _ = await asyncssh.create_connection(
                 Client, host, login.port, username=login.user,
                 password=login.password, known_hosts=([], [], []),
                 preferred_auth="publickey,keyboard-interactive,password",
                 connect_timeout=timeouts.connect, **options,
-            ),
-            timeouts.connect + 5,
-        )
+            )
     except asyncssh.HostKeyNotVerifiable as exc:
         fingerprint = host_key_sha256(seen[-1]) if seen else "unknown"
         how = ("does not match the pinned key" if login.host_key
@@ -146,7 +144,10 @@ async def sftp_op(what: str, coro: Any, *, timeout: float, device: str, user: st
     import asyncssh
 
     try:
-        return await asyncio.wait_for(coro, timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+        # (Ctrl-C) that arrives as the operation completes.
+        async with asyncio.timeout(timeout):
+            return await coro
     except TimeoutError as exc:
         raise DeviceTimeoutError(f"{what} did not finish within {timeout:g} s",
                                  hint="check the device and retry", device=device) from exc
@@ -177,11 +178,9 @@ async def start_root_shell(
     import asyncssh
 
     try:
-        process = await asyncio.wait_for(
-            conn.create_process(term_type="vt100", term_size=(132, 50),
-                                      encoding="utf-8"),
-            timeouts.prompt,
-        )
+        async with asyncio.timeout(timeouts.prompt):
+            process = await conn.create_process(term_type="vt100", term_size=(132, 50),
+                                                encoding="utf-8")
     except (TimeoutError, OSError, asyncssh.Error) as exc:
         raise DeviceConnectionError(f"cannot open a shell on {host}: {exc}",
                                     hint="check that acems has a login shell",

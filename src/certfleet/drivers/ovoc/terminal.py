@@ -147,7 +147,10 @@ class Screen:
                 elif stuck is not None:
                     step = min(step, max(stuck - elapsed, 0.01))
             try:
-                chunk = await asyncio.wait_for(self._process.stdout.read(4096), step)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                # cancellation (Ctrl-C) that arrives just as output does.
+                async with asyncio.timeout(step):
+                    chunk = await self._process.stdout.read(4096)
             except TimeoutError:
                 continue
             except (OSError, asyncssh.Error) as exc:
