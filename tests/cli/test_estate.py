@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from certfleet.cli.app import app
 from certfleet.estate.store import Store
+from certfleet.lab.ca import Issued
 from certfleet.lab.estate import LabEstate
 from lab_support import invoke
 
@@ -123,6 +124,18 @@ def test_deploy_refused_while_locked(sbc_lab: LabEstate, tmp_path: Path) -> None
     assert {d["status"] for d in json.loads(out)["devices"]} == {"skipped"}
 
 
+def _import_old_and_renewed(lab: LabEstate, state: Path, tmp_path: Path) -> Issued:
+    """`certfleet import` last year's certificate (with its key and root), then a renewal."""
+    old = tmp_path / "old.pem"
+    old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
+    assert _run(lab, state, "import", "wildcard", str(old))[0] == 0
+    renewed = lab.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
+    new = tmp_path / "new.pem"
+    new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
+    assert _run(lab, state, "import", "wildcard", str(new))[0] == 0
+    return renewed
+
+
 def test_ovoc_rollback_after_deploy(tmp_path: Path) -> None:
     """On the lab OVOC: deploy the renewal, then `rollback ovoc` serves last year's again."""
     lab = LabEstate(tmp_path / "lab", sbcs=0, ha=False, key_type="ec-p256")
@@ -130,13 +143,7 @@ def test_ovoc_rollback_after_deploy(tmp_path: Path) -> None:
     try:
         with lab.environment():
             state = tmp_path / "state"
-            old = tmp_path / "old.pem"
-            old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
-            assert _run(lab, state, "import", "wildcard", str(old))[0] == 0
-            renewed = lab.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-            new = tmp_path / "new.pem"
-            new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
-            assert _run(lab, state, "import", "wildcard", str(new))[0] == 0
+            renewed = _import_old_and_renewed(lab, state, tmp_path)
             code, out = _run(lab, state, "deploy", "--json")
             assert code == 0, out
             assert lab.ovoc is not None
@@ -183,13 +190,7 @@ def test_ovoc_file_named_like_a_backup_manifest_is_left_alone(tmp_path: Path) ->
             note = b'{"note": "renewed by hand last year"}\n'
             lab.ovoc.stage_files({"backup.json": note})
             state = tmp_path / "state"
-            old = tmp_path / "old.pem"
-            old.write_bytes(lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
-            assert _run(lab, state, "import", "wildcard", str(old))[0] == 0
-            renewed = lab.ca.issue(("*.example.com", "example.com"), key_type="ec-p256")
-            new = tmp_path / "new.pem"
-            new.write_bytes(renewed.fullchain_pem + renewed.root_pem + renewed.key_pem())
-            assert _run(lab, state, "import", "wildcard", str(new))[0] == 0
+            _import_old_and_renewed(lab, state, tmp_path)
             code, out = _run(lab, state, "deploy", "--json")
             assert code == 0, out
             assert lab.ovoc.staged_files()["backup.json"] == note
