@@ -256,11 +256,13 @@ def register(app: typer.Typer) -> None:
         """Deploy the current version to every device that does not serve it yet.
 
         What would be refused (secrets, preflight, rollback possible, unreachable,
-        lock) is decided for every device first: then, by default, no device is
-        changed and the refusals are listed (exit 2).
+        lock, and a login and rehearsal on every device to change) is decided for
+        every device first: then, by default, no device is changed and the
+        refusals are listed (exit 2).
 
         Exit code: the worst device's, ranked 3 (failed, not restored) > 1
-        (failed, restored) > 2 (refused, untouched) > 0 (installed/skipped).
+        (failed, restored) > 2 (refused, untouched) > 0 (installed/skipped);
+        a run that changed any device never exits 2 (1 instead).
         """
         from ..errors import StateError
         from ..inventory import select_devices

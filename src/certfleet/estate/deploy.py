@@ -49,6 +49,8 @@ __all__ = [
 DriverFactory = Callable[[Device, Inventory, EventCallback | None], Driver]
 # Worst first: see the module docstring.
 SEVERITY_ORDER = (3, 1, 2, 0)
+# Device statuses after which the device was changed by the run.
+CHANGED_STATUSES = frozenset({"installed", "restored", "failed"})
 
 
 def worst_exit_code(codes: Sequence[int]) -> int:
@@ -120,8 +122,18 @@ class DeployReport:
     interrupted: bool = False
 
     @property
+    def changed_any(self) -> bool:
+        """Whether any device of the run was changed (installed, restored or left failed)."""
+        return any(r.status in CHANGED_STATUSES for r in self.results)
+
+    @property
     def exit_code(self) -> int:
-        return worst_exit_code([r.exit_code for r in self.results])
+        code = worst_exit_code([r.exit_code for r in self.results])
+        # Exit 2 promises that no device was touched: a run that changed a device
+        # and then had one refuse is a failure of the run (1), never a 2.
+        if code == 2 and self.changed_any:
+            return 1
+        return code
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -296,6 +308,11 @@ async def run_deploy(
                 ignore_findings=ignore_findings,
             )
         }
+        if not dry_run:
+            # Log in to and observe every device to be changed before the first change
+            # on any of them: a wrong password, pin or host key, or a device that does
+            # not answer, is then a refusal of the run, not a failure after others changed.
+            await _rehearse_before_change(decisions, inventory, factory, limit)
         refusals = [d for d in decisions.values() if d.action == "refuse"]
         early: dict[str, DeviceResult] = {}
         for decision in refusals:
@@ -391,6 +408,30 @@ async def run_deploy(
             import os
 
             store.release_lock(pid=os.getpid())
+
+
+async def _rehearse_before_change(
+    decisions: dict[str, Any], inventory: Inventory, factory: DriverFactory, limit: int,
+) -> None:
+    """Rehearse on every device decided ``deploy``; a device not ready is refused.
+
+    The rehearsal is what ``certfleet probe`` does: log in and do all a deploy does
+    up to its first change. Whether a rollback is possible was decided already, so
+    the rehearsal does not judge it again.
+    """
+    from .probe import probe_device
+
+    semaphore = asyncio.Semaphore(max(1, limit))
+
+    async def one(decision: Any) -> None:
+        async with semaphore:
+            result = await probe_device(decision.device, inventory, factory,
+                                        allow_no_rollback=True)
+        if not result.ready:
+            decision.refuse(f"not ready: {result.reason}",
+                            result.fix or "run certfleet probe for every check and its fix")
+
+    await asyncio.gather(*(one(d) for d in decisions.values() if d.action == "deploy"))
 
 
 async def _deploy_device(
