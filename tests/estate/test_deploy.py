@@ -120,7 +120,8 @@ def test_fault_at_each_step_is_contained(
             "restore": ("failed", 3),
         }[step]
         assert (result["sbc1"].status, result["sbc1"].exit_code) == expected
-        assert report.exit_code == expected[1]
+        # sbc2 and sbc3 were changed: the run never exits 2 (nothing touched) then, but 1
+        assert report.exit_code == {2: 1, 1: 1, 3: 3}[expected[1]]
         if step != "restore":
             assert loop_estate.served("sbc1") == old_sha
         assert loop_estate.served("sbc2") == version.leaf_sha256

@@ -308,10 +308,12 @@ async def run_deploy(
                 ignore_findings=ignore_findings,
             )
         }
-        if not dry_run:
+        if not dry_run and (skip_refused
+                            or not any(d.action == "refuse" for d in decisions.values())):
             # Log in to and observe every device to be changed before the first change
             # on any of them: a wrong password, pin or host key, or a device that does
             # not answer, is then a refusal of the run, not a failure after others changed.
+            # (When a device is refused already, the run changes nothing: no need.)
             await _rehearse_before_change(decisions, inventory, factory, limit)
         refusals = [d for d in decisions.values() if d.action == "refuse"]
         early: dict[str, DeviceResult] = {}
@@ -419,15 +421,16 @@ async def _rehearse_before_change(
     up to its first change. Whether a rollback is possible was decided already, so
     the rehearsal does not judge it again.
     """
-    from .probe import probe_device
+    from .probe import rehearse_device
 
     semaphore = asyncio.Semaphore(max(1, limit))
 
     async def one(decision: Any) -> None:
         async with semaphore:
-            result = await probe_device(decision.device, inventory, factory,
-                                        allow_no_rollback=True)
-        if not result.ready:
+            result = await rehearse_device(decision.device, inventory, factory,
+                                           allow_no_rollback=True)
+        # A kind without a rehearsal was observed by the handshake decide made.
+        if result is not None and not result.ready:
             decision.refuse(f"not ready: {result.reason}",
                             result.fix or "run certfleet probe for every check and its fix")
 

@@ -26,7 +26,7 @@ from ..inventory import Device, Inventory
 if TYPE_CHECKING:
     from .deploy import DriverFactory
 
-__all__ = ["DeviceProbe", "probe_devices", "transcript_path"]
+__all__ = ["DeviceProbe", "probe_device", "probe_devices", "rehearse_device", "transcript_path"]
 
 
 @dataclass
@@ -105,6 +105,27 @@ async def probe_device(
         return DeviceProbe(device.name, device.kind, False, exc.message, exc.hint,
                            [{"name": "settings", "ok": False, "detail": exc.message,
                              "fix": exc.hint}])
+    result = await _rehearse(device, driver, allow_no_rollback)
+    return result if result is not None else await _observe_only(device)
+
+
+async def rehearse_device(
+    device: Device, inventory: Inventory, factory: DriverFactory, *,
+    allow_no_rollback: bool = False,
+) -> DeviceProbe | None:
+    """Rehearse on one device as :func:`probe_device` does; None for a kind without one.
+
+    Deploy calls this on every device it is about to change, before the first
+    change on any of them. Never raises CertfleetError.
+    """
+    try:
+        driver = factory(device, inventory, None)
+    except CertfleetError as exc:
+        return DeviceProbe(device.name, device.kind, False, exc.message, exc.hint)
+    return await _rehearse(device, driver, allow_no_rollback)
+
+
+async def _rehearse(device: Device, driver: Any, allow_no_rollback: bool) -> DeviceProbe | None:
     try:
         probe = getattr(driver, "probe", None)
         rehearse = getattr(driver, "rehearse", None)
@@ -112,7 +133,7 @@ async def probe_device(
             return _from_ovoc(device, await probe(hosts=list(device.hosts)))
         if callable(rehearse):
             return _from_sbc(device, await rehearse(allow_no_rollback=allow_no_rollback))
-        return await _observe_only(device)
+        return None
     except Exception as exc:  # a defect: reported, never a traceback
         return DeviceProbe(device.name, device.kind, False,
                            f"the rehearsal failed: {type(exc).__name__}: {exc}",
