@@ -250,7 +250,7 @@ async def run_renew(
 ) -> RenewReport:
     """Renew what is due and deploy; see the module docstring. Raises ConfigError."""
     from ..errors import CertfleetError, ConfigError
-    from ..estate.deploy import run_deploy
+    from ..estate.deploy import AUTO_CANARY, run_deploy
     from ..notify import failure_notification, renewed_notification, send
     from .client import ari_cert_id
     from .config import notify_config
@@ -311,9 +311,10 @@ async def run_renew(
         failed = {i.certificate for i in items if i.action == "failed"}
         deploy_devices = [d for d in devices if inventory.devices[d].certificate not in failed]
         if deploy_devices:
-            canary = next((d for d in deploy_devices if inventory.devices[d].kind == "ovoc"), None)
+            # The canary goes first (the kind most preferred as the canary: OVOC).
             report = await run_deploy(
-                inventory, store, factory, only=deploy_devices, canary=canary, dry_run=dry_run,
+                inventory, store, factory, only=deploy_devices, canary=AUTO_CANARY,
+                dry_run=dry_run,
                 on_event=on_event, on_result=on_result, command="renew",
             )
             for item in items:

@@ -234,7 +234,9 @@ def register(app: typer.Typer) -> None:
         concurrency: int | None = typer.Option(
             None, "--concurrency", min=1, help="Devices at once (default 8 or the inventory's)."),
         canary: str | None = typer.Option(
-            None, "--canary", help="Deploy this device first; stop when it fails."),
+            None, "--canary",
+            help="Deploy this device first; stop when it fails. 'auto': the kind preferred "
+                 "as the canary (an OVOC), as renew does. Default: no canary."),
         force: bool = FORCE_OPTION,
         redeploy: bool = REDEPLOY_OPTION,
         ignore_finding: list[str] = IGNORE_OPTION,

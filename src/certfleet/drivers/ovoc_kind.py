@@ -105,4 +105,7 @@ KIND = DriverKind(
         "verify by handshake",
     ),
     description="AudioCodes OVOC: SFTP upload, then EmsServerManager over SSH as root",
+    # The management appliance goes first: a failed import there stops the run
+    # before any SBC, which carries calls, is touched.
+    canary_preference=10,
 )

@@ -154,7 +154,9 @@ class DriverKind:
     device never gives its key back, so a rollback needs a stored one (else
     ``rollback_note`` says why a rollback is possible). ``steps``: what a deploy
     does, in words, for ``certfleet plan``. ``default_user``: the login when the
-    inventory names none.
+    inventory names none. ``canary_preference``: how strongly a device of this
+    kind is preferred as the canary of ``deploy --canary auto`` and ``renew``
+    (the highest goes first; 0, the default, never makes a device the canary).
     """
 
     name: str
@@ -169,6 +171,7 @@ class DriverKind:
     rollback_note: str = "the driver backs up what it changes, key included"
     steps: tuple[str, ...] = ()
     description: str = ""
+    canary_preference: int = 0
 
 
 _loaded: dict[str, DriverKind] = {}

@@ -5,8 +5,9 @@ every listener), never from history: a device whose listeners all serve the
 target already is skipped unless ``force``. Everything that can be refused
 without touching a device is decided for every device before the first
 change (:mod:`certfleet.estate.decide`, the same code as ``plan``); a
-refusal then changes no device unless ``skip_refused``. The canary device goes first
-and a failure there stops the run; the others then run in parallel, bounded
+refusal then changes no device unless ``skip_refused``. The canary device
+(``canary``: a device name, or ``"auto"`` for :func:`choose_canary`; none by
+default) goes first and a failure there stops the run; the others then run in parallel, bounded
 by ``concurrency``, and one failing never stops the rest. Every outcome,
 step, backup and the exact inventory text are recorded in the store.
 
@@ -38,10 +39,12 @@ from ..inventory import Device, Inventory, select_devices
 from .store import Store, VersionRecord
 
 __all__ = [
+    "AUTO_CANARY",
     "SEVERITY_ORDER",
     "DeployReport",
     "DeviceResult",
     "DriverFactory",
+    "choose_canary",
     "run_deploy",
     "worst_exit_code",
 ]
@@ -49,6 +52,21 @@ __all__ = [
 DriverFactory = Callable[[Device, Inventory, EventCallback | None], Driver]
 # Worst first: see the module docstring.
 SEVERITY_ORDER = (3, 1, 2, 0)
+# ``--canary auto``: the device of the kind most preferred as the canary.
+AUTO_CANARY = "auto"
+
+
+def choose_canary(devices: Sequence[Device]) -> str | None:
+    """The canary among ``devices`` (those to change): the first, in inventory order,
+    of the kind with the highest ``canary_preference``; None when no kind has one."""
+    from ..drivers.registry import get_kind
+
+    best: tuple[int, str] | None = None
+    for device in devices:
+        preference = get_kind(device.kind).canary_preference
+        if preference > 0 and (best is None or preference > best[0]):
+            best = (preference, device.name)
+    return best[1] if best else None
 # Device statuses after which the device was changed by the run.
 CHANGED_STATUSES = frozenset({"installed", "restored", "failed"})
 
@@ -242,7 +260,8 @@ async def run_deploy(
     Device failures never raise: they are results.
     """
     devices = select_devices(inventory, only)
-    if canary is not None:
+    auto_canary = canary == AUTO_CANARY and canary not in inventory.devices
+    if canary is not None and not auto_canary:
         canary_devices = [d for d in devices if d.name == canary]
         if not canary_devices:
             raise ConfigError(
@@ -375,6 +394,9 @@ async def run_deploy(
 
         results: dict[str, DeviceResult] = {}
         rest = devices
+        if auto_canary:
+            canary = choose_canary(
+                [d for d in devices if decisions[d.name].action == "deploy"])
         if canary is not None:
             first = next(d for d in devices if d.name == canary)
             results[first.name] = (await all_of([first]))[0]
