@@ -24,3 +24,22 @@ def test_quick_start_commands_exist() -> None:
     assert "./dev demo" in text and "./dev test" in text
     script = (README.parent / "dev").read_text(encoding="utf-8")
     assert "demo)" in script and "test)" in script
+
+
+def test_quick_start_puts_certfleet_on_path_before_its_first_use() -> None:
+    """Before the first `certfleet ...` line, the README says how to put it on PATH,
+    naming the environment ./dev creates, whose bin folder holds the console script."""
+    import re
+    import sys
+
+    text = README.read_text(encoding="utf-8")
+    # the first command line typed in a shell block
+    first_use = re.search(r"^```sh\n(?:(?!```)[^\n]*\n)*?certfleet ", text, re.MULTILINE)
+    assert first_use is not None
+    before = text[: first_use.start()]
+    assert ". .venv/bin/activate" in before and "pipx install ." in before
+    script = (README.parent / "dev").read_text(encoding="utf-8")
+    assert "venv=.venv\n" in script  # the default environment the README names
+    # the environment running this test was made by ./dev: its bin folder has certfleet
+    scripts = Path(sys.executable).parent
+    assert (scripts / "certfleet").exists() or (scripts / "certfleet.exe").exists()

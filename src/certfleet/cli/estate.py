@@ -4,7 +4,7 @@ and adopt are in `intake`)."""
 from __future__ import annotations
 
 from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -73,6 +73,20 @@ def open_estate(inventory: Path, state_dir: Path | None) -> Iterator[tuple[Inven
     inv = load(inventory)
     with open_store(state_dir) as store:
         yield inv, store
+
+
+def _known_device(name: str, inventory: Path, in_history: list[str], *, json_out: bool) -> None:
+    """Exit 2 naming the known devices when ``name`` is neither in the inventory (when it
+    can be read: the history needs none) nor in the history."""
+    from ..errors import CertfleetError
+
+    known = set(in_history)
+    with suppress(CertfleetError):  # no readable inventory: the history alone
+        known |= set(load(inventory).devices)
+    if name not in known:
+        fail(f"no device named {name!r} in {inventory} or in the history",
+             ("devices: " + ", ".join(sorted(known))) if known else
+             "name a device of the inventory (--inventory FILE)", json_out=json_out)
 
 
 def default_factory(
@@ -392,10 +406,11 @@ def register(app: typer.Typer) -> None:
         A deploy whose process died is shown as interrupted, with the last
         step it reached.
         """
-        del inventory  # accepted like every command's; history lives in the state store
         with open_store(state_dir) as store:
             store.settle_interrupted()
             rows = store.history(device=device, limit=limit)
+            if device is not None and not rows:
+                _known_device(device, inventory, store.device_names(), json_out=json_out)
         if json_out:
             print_json({"deployments": rows})
             return

@@ -255,6 +255,11 @@ class RunsMixin(StoreBase):
             self.finish_deployment(deployment_id, outcome, status=status, backup_id=backup_id)
         return deployment_id
 
+    def device_names(self) -> list[str]:
+        """Every device that has a deployment or rollback in the history, sorted."""
+        return [row[0] for row in self.db.execute(
+            "SELECT DISTINCT device FROM deployments ORDER BY device")]
+
     def deployments(
         self, device: str | None = None, run_id: int | None = None, limit: int = 500
     ) -> list[dict[str, Any]]:
