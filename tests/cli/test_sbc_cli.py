@@ -149,7 +149,7 @@ def test_faults_exit_codes(
     result = runner_for(sbc_app, sbc.password)(
         "deploy", str(files["cert"]), str(files["key"]), *_conn(sbc), "--context", "0",
         "--context", "1", *_verify(sbc), "--previous-key", str(files["old"]),
-        "--verify-timeout", "1", "--busy-retries", "2", "--busy-delay", "0.01", "--json")
+        "--verify-timeout", "30", "--busy-retries", "2", "--busy-delay", "0.01", "--json")
     assert result.exit_code == code, result.output
     assert json.loads(result.stdout)["outcome"] == outcome
     assert sbc.saved_context(0).key_matches

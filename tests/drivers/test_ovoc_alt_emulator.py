@@ -218,7 +218,9 @@ def test_silent_wait_after_the_verdict(initial: Issued, new_cert: Issued) -> Non
     """OVOC that waits for a key with no prompt after its verdict: the verdict still counts."""
     variant = Variant(name="silent", silent_after_verdict=True)
     with AltOvoc(variant, initial) as appliance:
-        outcome = deploy(make_driver(appliance, prompt_timeout=1), bundle_of(new_cert))
+        # The silence after the verdict is waited out for one prompt timeout: short
+        # enough to keep the test quick, yet 5 s for each screen on loopback.
+        outcome = deploy(make_driver(appliance, prompt_timeout=5), bundle_of(new_cert))
         assert outcome.outcome == "installed", outcome.message
         assert appliance.served() == new_cert.leaf
         assert appliance.record.imports == [True]

@@ -74,7 +74,7 @@ def test_a_connection_dropped_while_idle_is_replaced(sbc: LabSbc, relay: MitmPro
             await driver.read_certificate(1)
             first = relay.relayed
             relay.drop_all()  # the device (or a firewall) ends the idle connection
-            await asyncio.sleep(0.2)
+            await asyncio.to_thread(relay.settle)  # the relay has seen both ends close
             assert await driver.read_certificate(1) is not None
             return first, relay.relayed
 

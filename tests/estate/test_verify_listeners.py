@@ -45,6 +45,7 @@ def test_each_listener_is_verified_against_its_own_previous_certificate(
         inventory = loop_estate.inventory()
         import_certificate(inventory, store, "wildcard", [path])
         # sbc2's port never serves the new certificate: verify fails, rollback follows.
+        loop_estate.devices["sbc1"].verify_timeout = 0.5  # expected to fail: no long wait
         report = asyncio.run(run_deploy(inventory, store, loop_estate.factory, only=["sbc1"]))
         (result,) = report.results
         assert (result.status, result.exit_code) == ("restored", 1), result.message

@@ -11,7 +11,6 @@ import datetime as dt
 import io
 import os
 import subprocess
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -340,10 +339,10 @@ def test_pkcs8_absurd_pbkdf2_rounds_refused_at_once(armour: str) -> None:
     """An encrypted PKCS#8 key asking for 2**31-1 PBKDF2 rounds is refused without deriving."""
     der = _epki_pbkdf2(2**31 - 1)
     data = _pem(der, "ENCRYPTED PRIVATE KEY") if armour == "pem" else der
-    started = time.monotonic()
+    # The message names the rounds asked for: it is the refusal before any derivation
+    # (deriving first would end in a wrong-password error, after hours of work).
     with pytest.raises(CertificateError, match=r"2,147,483,647 key-derivation rounds"):
         load_bytes(data, "slow.key", PW)
-    assert time.monotonic() - started < 5
 
 
 def test_pkcs8_absurd_scrypt_cost_refused_at_once() -> None:

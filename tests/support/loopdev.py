@@ -38,6 +38,8 @@ class LoopDevice:
     slot: CertSlot
     listener: LabTLSListener
     fail_at: set[str] = field(default_factory=set)
+    # How long verify waits; set short only where the test expects verify to fail.
+    verify_timeout: float = 30.0
     installs: int = 0
     # Any exception (not only CertfleetError) raised at a point of RAISE_POINTS.
     raise_at: dict[str, BaseException] = field(default_factory=dict)
@@ -56,7 +58,9 @@ class LoopbackDriver(Driver):
     kind = "loop"
 
     def __init__(self, dev: LoopDevice, device: Device, on_event: EventCallback | None) -> None:
-        super().__init__(device.name, device.listeners, on_event=on_event, verify_timeout=0.5)
+        # A generous bound: a healthy device serves the new certificate at once, and
+        # verify returns then; only an injected verify failure is waited out (below).
+        super().__init__(device.name, device.listeners, on_event=on_event, verify_timeout=30.0)
         self.dev = dev
 
     async def _point(self, point: str) -> None:
@@ -109,6 +113,9 @@ class LoopbackDriver(Driver):
 
     async def verify(self, expected_sha256: str, timeout: float | None = None) -> list[ProbeResult]:
         await self._point("verifying")
+        if timeout is None:
+            # an injected verify failure never serves the new certificate: no long wait
+            timeout = 0.5 if "verify" in self.dev.fail_at else self.dev.verify_timeout
         return await super().verify(expected_sha256, timeout)
 
     async def restore(self, backup: Backup) -> None:
