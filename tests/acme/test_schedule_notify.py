@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from _tools import require_tool
 from certfleet.acme.config import NotifyConfig
 from certfleet.cli.app import app
 from certfleet.estate.status import DeviceStatus, ListenerStatus
@@ -49,16 +49,19 @@ def test_systemd_units_twice_a_day_randomised(inventory: Path) -> None:
     assert any(line.startswith("ExecStart=-") and "status --notify" in line
                for line in text.splitlines())
     assert f"EnvironmentFile={inventory.parent.resolve() / 'secrets.env'}" in text
-    analyze = shutil.which("systemd-analyze")
-    if analyze is not None:  # an oracle where systemd exists
-        units = inventory.parent / "units"
-        units.mkdir()
-        for block in text.split("# ")[1:3]:
-            name, _, body = block.partition("\n")
-            (units / name.strip()).write_text(body)
-        result = subprocess.run([analyze, "verify", str(units / "certfleet-renew.timer")],
-                                capture_output=True, text=True, check=False)
-        assert "Unknown" not in result.stderr, result.stderr
+    # systemd's own checker as the oracle (CI installs systemd for it)
+    analyze = require_tool("systemd-analyze")
+    units = inventory.parent / "units"
+    units.mkdir()
+    for block in text.split("# ")[1:3]:
+        name, _, body = block.partition("\n")
+        (units / name.strip()).write_text(body)
+    assert sorted(p.name for p in units.iterdir()) == [
+        "certfleet-renew.service", "certfleet-renew.timer"]
+    result = subprocess.run([analyze, "verify", str(units / "certfleet-renew.timer")],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Unknown" not in result.stderr, result.stderr
 
 
 def test_cron_line_is_five_fields_and_quotes_paths(inventory: Path) -> None:

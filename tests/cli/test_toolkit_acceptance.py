@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ PW = "Wizard-2026 pfx"
 DER = serialization.Encoding.DER
 
 
-def certfleet(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def certfleet(*args: str | Path, cwd: Path,
+              prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would; every Python warning would show on stderr."""
     env = {
         **os.environ,
@@ -40,7 +42,7 @@ def certfleet(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [sys.executable, "-m", "certfleet", *map(str, args)],
+        [*prefix, sys.executable, "-m", "certfleet", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -366,11 +368,14 @@ def test_unreadable_missing_and_folder_inputs_exit_2(tmp_path: Path, issued: Iss
     locked = tmp_path / "locked.pem"
     locked.write_bytes(issued.leaf_pem)
     locked.chmod(0)
-    cases = [("nope.pem", "No such file"), ("certs", "it is a folder, not a file")]
-    if not os.access(locked, os.R_OK):  # root reads anything: the case cannot be made
-        cases.append(("locked.pem", "Permission denied"))
+    cases = [("nope.pem", "No such file"), ("certs", "it is a folder, not a file"),
+             ("locked.pem", "Permission denied")]
+    prefix: list[str] = []
+    if os.name == "posix" and os.geteuid() == 0:
+        # root reads anything: run without the capabilities that let it (CI runs as root)
+        prefix = [require_tool("setpriv"), "--bounding-set", "-dac_override,-dac_read_search"]
     for name, reason in cases:
-        result = certfleet("check", name, "--json", cwd=tmp_path)
+        result = certfleet("check", name, "--json", cwd=tmp_path, prefix=prefix)
         assert result.returncode == 2
         assert json.loads(result.stdout)["error"].startswith(f"cannot read {name!r}: {reason}")
         assert_clean_stderr(result)

@@ -24,6 +24,8 @@ FILES_ARG = typer.Argument(
     ...,
     help="Certificate, key, chain, .p7b, .pfx/.p12 or JKS files (format found from content).",
     show_default=False,
+    # certfleet reads the files itself and names the cause (Permission denied...)
+    readable=False,
 )
 PASSWORD_ENV_OPT = typer.Option(
     None, "--password-env", metavar="VAR",
