@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from typer.core import TyperCommand
 
 from ..errors import CertfleetError, InputError
 from ..secrets import resolve_secret
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 __all__ = [
     "JsonUsageCommand",
@@ -31,6 +34,7 @@ __all__ = [
     "handle_errors",
     "load_private_keys",
     "option_group",
+    "plain",
     "print_error",
     "print_json",
     "read_password",
@@ -52,13 +56,20 @@ def text(value: object) -> str:
     "[red]" in it is text, not markup, and an escape sequence or a carriage
     return is shown as ``\\x1b``, never obeyed by the terminal.
     """
-    import re
-
     from rich.markup import escape
 
-    visible = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
-                     lambda m: f"\\x{ord(m.group()):02x}", str(value))
-    return escape(visible)
+    from ..safetext import visible
+
+    return escape(visible(value))
+
+
+def plain(value: object, style: str = "") -> Text:
+    """``value`` as a rich ``Text`` (never markup), control characters shown (see ``text``)."""
+    from rich.text import Text
+
+    from ..safetext import visible
+
+    return Text(visible(value), style=style)
 
 
 def print_error(
