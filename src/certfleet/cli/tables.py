@@ -32,8 +32,9 @@ class Column:
     spaces (else the column is as wide as its widest line when it can be).
     ``fold_at``: a word longer than this may fold when space is short;
     ``floor``: a wrapping column is at least this wide (when its text is);
-    ``cap``: the column never grows wider. ``min_total``: the column is shown
-    only on a console at least this wide.
+    ``cap``: the column grows wider only with room to spare once every column
+    has its fill. ``min_total``: the column is shown only on a console at
+    least this wide.
     """
 
     header: str
@@ -84,7 +85,7 @@ class FitTable:
 
     def layout(self, console: Console, options: ConsoleOptions, width: int) -> _Layout:
         """Which columns to show, how wide each, in which frame, for ``width`` columns."""
-        need, want = self._measure(console, options)
+        need, want, full = self._measure(console, options)
         shown = [i for i, c in enumerate(self.columns) if width >= c.min_total]
         hidden = [i for i in range(len(self.columns)) if i not in shown]
         by_priority = sorted((i for i in shown if self.columns[i].drop is not None),
@@ -94,7 +95,7 @@ class FitTable:
             overhead = self._overhead(console, options, compact, len(shown))
             if sum(need[i] for i in shown) + overhead <= width:
                 spare = width - overhead - sum(need[i] for i in shown)
-                widths = self._spread(shown, need, want, spare)
+                widths = self._spread(shown, need, want, full, spare)
                 return _Layout(compact, shown, widths, sorted(hidden))
             if not compact and not self.table_options.get("collapse_padding"):
                 compact = True
@@ -105,18 +106,23 @@ class FitTable:
             else:  # narrower than the kept columns: rich folds what it must
                 return _Layout(True, shown, None, sorted(hidden))
 
-    def _measure(self, console: Console, options: ConsoleOptions) -> tuple[list[int], list[int]]:
-        """Per column: the width it needs to stay readable, and the width it would like."""
+    def _measure(
+        self, console: Console, options: ConsoleOptions
+    ) -> tuple[list[int], list[int], list[int]]:
+        """Per column: the width it needs to stay readable, the width it would like (its
+        cap), and the width of its longest line."""
         from rich.measure import Measurement
 
         wide = options.update(width=1 << 16)
         need: list[int] = []
         want: list[int] = []
+        full: list[int] = []
         for index, column in enumerate(self.columns):
             header = Measurement.get(console, wide, column.header)
             cells = [Measurement.get(console, wide, row[index]) for row in self.rows]
             longest = max([header.maximum, *(m.maximum for m in cells)])
             word = max([header.minimum, *(m.minimum for m in cells)])
+            full.append(longest)
             if column.cap is not None:
                 longest = min(longest, max(column.cap, header.minimum))
             if column.wrap:
@@ -125,7 +131,7 @@ class FitTable:
                 least = longest
             need.append(min(least, longest))
             want.append(longest)
-        return need, want
+        return need, want, full
 
     def _overhead(self, console: Console, options: ConsoleOptions, compact: bool,
                   count: int) -> int:
@@ -137,14 +143,16 @@ class FitTable:
             probe.add_column(width=1)
         return Measurement.get(console, options.update(width=1 << 16), probe).maximum - count
 
-    def _spread(self, shown: list[int], need: list[int], want: list[int],
+    def _spread(self, shown: list[int], need: list[int], want: list[int], full: list[int],
                 spare: int) -> list[int]:
         """Each shown column's width: its need, then the spare one at a time to the narrowest
-        column still short of its want, the kept columns (statuses, reasons) first."""
+        column still short of its want, the kept columns (statuses, reasons) first; what is
+        left past every want lets capped columns grow to their longest line."""
         widths = {i: need[i] for i in shown}
-        for group in ([i for i in shown if self.columns[i].drop is None], shown):
+        kept = [i for i in shown if self.columns[i].drop is None]
+        for group, goal in ((kept, want), (shown, want), (shown, full)):
             while spare > 0:
-                short = [i for i in group if widths[i] < want[i]]
+                short = [i for i in group if widths[i] < goal[i]]
                 if not short:
                     break
                 widths[min(short, key=lambda i: (widths[i], i))] += 1
@@ -178,7 +186,7 @@ class FitTable:
         from rich.text import Text
 
         names = [self.columns[i].header for i in layout.dropped]
-        need, _ = self._measure(console, options)
+        need = self._measure(console, options)[0]
         every = list(range(len(self.columns)))
         full = max([sum(need) + self._overhead(console, options, True, len(every)),
                     *(c.min_total for c in self.columns)])
