@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
 from typer.core import TyperCommand
 
 from ..errors import CertfleetError, InputError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JsonUsageCommand",
     "OvocLogin",
+    "SafeConsole",
     "SbcConnection",
     "build_driver",
     "console",
@@ -42,8 +44,29 @@ __all__ = [
     "text",
 ]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+class SafeConsole(Console):
+    """A rich ``Console`` that never sends a control character of the text it prints.
+
+    Text from a device, a certificate or a target is data: whatever path it
+    takes to the screen (markup escaped or not, ``markup=False``, a table, a
+    progress line), an escape sequence in it is shown as ``\\x1b``
+    (``safetext.visible``), never obeyed by the terminal. Rich's own control
+    codes (colours, cursor moves of a live display) pass as they are.
+    """
+
+    def render(self, renderable: Any, options: Any = None) -> Iterator[Segment]:
+        from ..safetext import visible
+
+        for segment in super().render(renderable, options):
+            if segment.control or segment.text.isprintable():
+                yield segment
+                continue
+            shown = visible(segment.text)
+            yield segment if shown == segment.text else Segment(shown, segment.style)
+
+
+console = SafeConsole(highlight=False)
+err_console = SafeConsole(stderr=True, highlight=False)
 
 P = ParamSpec("P")
 R = TypeVar("R")
