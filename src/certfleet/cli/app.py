@@ -91,6 +91,29 @@ def load_module(name: str) -> typer.Typer:
     return holder
 
 
+def help_as_text(command: Any) -> Any:
+    """``command`` (a click command or group, with its subcommands) with its help texts
+    markup-escaped: typer reads help as rich markup, where "[notify]" would vanish.
+
+    Help is text, like every other text certfleet prints. Returns ``command``.
+    """
+    from rich.markup import escape
+
+    if getattr(command, "_help_is_text", False):
+        return command
+    command._help_is_text = True
+    for attribute in ("help", "short_help", "epilog"):
+        value = getattr(command, attribute, None)
+        if value:
+            setattr(command, attribute, escape(value))
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        help_as_text(sub)
+    return command
+
+
 class LazyGroup(TyperGroup):
     """The root group: imports a command's module when the command is looked up to run.
 
@@ -103,7 +126,7 @@ class LazyGroup(TyperGroup):
     def _load(self, module: str) -> None:
         group = typer.main.get_group(load_module(module))
         for name, command in group.commands.items():
-            self.commands.setdefault(name, command)
+            self.commands.setdefault(name, help_as_text(command))
 
     def load_all(self) -> None:
         for module in COMMAND_MODULES:
@@ -116,7 +139,7 @@ class LazyGroup(TyperGroup):
         entry = COMMANDS.get(cmd_name)
         if cmd_name not in self.commands and entry is not None:
             if self._listing:
-                return typer.core.TyperCommand(name=cmd_name, help=entry.help)
+                return help_as_text(typer.core.TyperCommand(name=cmd_name, help=entry.help))
             self._load(entry.module)
         return self.commands.get(cmd_name)
 

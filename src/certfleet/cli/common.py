@@ -10,18 +10,23 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
 from typer.core import TyperCommand
 
 from ..errors import CertfleetError, InputError
 from ..secrets import resolve_secret
 
+if TYPE_CHECKING:
+    from rich.text import Text
+
 __all__ = [
     "JsonUsageCommand",
     "OvocLogin",
+    "SafeConsole",
     "SbcConnection",
     "build_driver",
     "console",
@@ -31,6 +36,7 @@ __all__ = [
     "handle_errors",
     "load_private_keys",
     "option_group",
+    "plain",
     "print_error",
     "print_json",
     "read_password",
@@ -38,8 +44,29 @@ __all__ = [
     "text",
 ]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+class SafeConsole(Console):
+    """A rich ``Console`` that never sends a control character of the text it prints.
+
+    Text from a device, a certificate or a target is data: whatever path it
+    takes to the screen (markup escaped or not, ``markup=False``, a table, a
+    progress line), an escape sequence in it is shown as ``\\x1b``
+    (``safetext.visible``), never obeyed by the terminal. Rich's own control
+    codes (colours, cursor moves of a live display) pass as they are.
+    """
+
+    def render(self, renderable: Any, options: Any = None) -> Iterator[Segment]:
+        from ..safetext import visible
+
+        for segment in super().render(renderable, options):
+            if segment.control or segment.text.isprintable():
+                yield segment
+                continue
+            shown = visible(segment.text)
+            yield segment if shown == segment.text else Segment(shown, segment.style)
+
+
+console = SafeConsole(highlight=False)
+err_console = SafeConsole(stderr=True, highlight=False)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,13 +79,20 @@ def text(value: object) -> str:
     "[red]" in it is text, not markup, and an escape sequence or a carriage
     return is shown as ``\\x1b``, never obeyed by the terminal.
     """
-    import re
-
     from rich.markup import escape
 
-    visible = re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]",
-                     lambda m: f"\\x{ord(m.group()):02x}", str(value))
-    return escape(visible)
+    from ..safetext import visible
+
+    return escape(visible(value))
+
+
+def plain(value: object, style: str = "") -> Text:
+    """``value`` as a rich ``Text`` (never markup), control characters shown (see ``text``)."""
+    from rich.text import Text
+
+    from ..safetext import visible
+
+    return Text(visible(value), style=style)
 
 
 def print_error(

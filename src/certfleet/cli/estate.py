@@ -161,7 +161,7 @@ def render_report(report: DeployReport) -> Any:
         style = OUTCOME_STYLE.get(result.status, "")
         message = result.message.removeprefix(f"{result.device}: ")
         table.add_row(
-            result.device,
+            text(result.device),
             f"[{style}]{result.status}[/]",
             str(result.exit_code),
             _served_change(result.served_before, result.served_after),
@@ -349,17 +349,15 @@ def register(app: typer.Typer) -> None:
             print_json({"ok": not bad and not down, "unreachable": sorted(down),
                         "devices": devices})
         else:
-            from rich.markup import escape
-
             for status in sorted(statuses, key=lambda s: s.name):
                 counts = (f"{status.serving_current}/{len(status.listeners)} listeners serve "
                           f"v{status.current_version or '-'}")
                 if status.name in down:
-                    console.print(f"{status.name}: [red]UNREACHABLE[/] ({counts}; "
-                                  f"{escape(down[status.name])})", soft_wrap=True)
+                    console.print(f"{text(status.name)}: [red]UNREACHABLE[/] ({counts}; "
+                                  f"{text(down[status.name])})", soft_wrap=True)
                     continue
                 mark = "[green]ok[/]" if status.is_current else "[red]NOT CURRENT[/]"
-                console.print(f"{status.name}: {mark} ({counts})")
+                console.print(f"{text(status.name)}: {mark} ({counts})")
         raise typer.Exit(1 if bad or down else 0)
 
     @app.command("rollback")
@@ -479,7 +477,6 @@ def render_plan(plans: list[Any]) -> Any:
     Fits 100 columns: identifiers never wrap; the reasons wrap between words.
     """
     from rich.console import Group
-    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -496,12 +493,12 @@ def render_plan(plans: list[Any]) -> Any:
         served = ",".join(sorted({_short(v)[:8] if v else "-" for v in plan.served.values()}))
         action_style = {"deploy": "cyan", "skip": "dim", "blocked": "red"}[plan.action]
         target = f"v{plan.target_version} {_short(plan.target_sha256)[:8]}"
-        why = escape(plan.reason)
+        why = text(plan.reason)
         if not plan.rollback and plan.action == "deploy":  # --allow-no-rollback
-            why += f"; [red]no rollback[/]: {escape(plan.rollback_reason)}"
+            why += f"; [red]no rollback[/]: {text(plan.rollback_reason)}"
         table.add_row(
-            plan.name,
-            plan.kind,
+            text(plan.name),
+            text(plan.kind),
             served or "-",
             target if plan.target_version else "-",
             f"[{action_style}]{plan.action}[/]",

@@ -1,14 +1,15 @@
 """The tables of the state store's commands: status (one line per listener) and history.
 
-Both fit 100 columns; text that comes from a device or the store is
-printed as text, never as rich markup.
+Both fit the terminal down to 80 columns (see ``tables.FitTable``); text that
+comes from a device or the store is printed as text, never as rich markup,
+its control characters shown.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .common import console
+from .common import plain
 
 if TYPE_CHECKING:
     from ..estate.status import DeviceStatus
@@ -55,32 +56,38 @@ def render_status(
     """The status table (rich): one line per listener, devices sorted by days left.
 
     Device, kind, listener and label are columns of their own, repeated on
-    every line (each line reads alone); it fits 100 columns. The issuer gets
-    a column on a wide terminal (``wide``: decided from the console width
-    when None). Devices whose listeners disagree, or whose last deploy was
-    interrupted, get a line under the table.
+    every line (each line reads alone). It fits the terminal down to 80
+    columns: the fingerprint, the kind, then the label give way, never the
+    listener, the certificate (or why the listener is unreachable), days,
+    name or current; a line under the table says what was left out. The
+    issuer gets a column on a terminal of 120 columns or more (``wide``: always
+    when True, never when False). Devices whose listeners disagree, or whose
+    last deploy was interrupted, get a line under the table.
     """
     from rich import box
-    from rich.table import Table
     from rich.text import Text
 
     from ..estate.status import band
+    from .tables import Column, FitTable
 
-    if wide is None:
-        wide = console.width >= 120
-    table = Table(title="Estate status", title_justify="left", box=box.SIMPLE_HEAD,
-                  collapse_padding=True, pad_edge=False)
-    table.add_column("device", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("listener", no_wrap=True)
-    table.add_column("label", max_width=12)
-    table.add_column("certificate", max_width=28)
-    if wide:
-        table.add_column("issuer", max_width=28)
-    table.add_column("sha256", no_wrap=True)
-    table.add_column("days", justify="right", no_wrap=True)
-    table.add_column("name", no_wrap=True)
-    table.add_column("current", no_wrap=True)
+    issuer_column = Column("issuer", wrap=True, fold_at=16, cap=28,
+                           drop=None if wide else 1, min_total=120 if wide is None else 0)
+    columns = [
+        Column("device", cap=24),
+        Column("kind", drop=2),
+        Column("listener", cap=40),
+        Column("label", drop=3, cap=16),
+        Column("certificate", wrap=True, fold_at=20, floor=20, cap=28),
+        *([issuer_column] if wide is not False else []),
+        Column("sha256", drop=1),
+        Column("days", justify="right"),
+        Column("name"),
+        Column("current"),
+    ]
+    table = FitTable(columns, more="certfleet status --json", title="Estate status",
+                     title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True,
+                     pad_edge=False)
+    issuer_cells: list[Any] = [] if wide is False else [""]
     disagree = []
     for status in statuses:
         count = len(status.listeners)
@@ -89,18 +96,20 @@ def render_status(
                 sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
                 for x in status.listeners
             )
-            disagree.append(Text(f"{status.name}: {same}/{count} listeners serve the same "
-                                 "certificate", style="yellow"))
+            line = plain(status.name, style="yellow")
+            line.append(f": {same}/{count} listeners serve the same certificate")
+            disagree.append(line)
         for item in status.listeners:
-            listener = Text(item.listener)
+            listener = plain(item.listener)
             if item.client_cert_requested:
                 listener.append(" mTLS", style="cyan")
-            where = [Text(status.name), Text(status.kind, style="dim"), listener,
-                     Text(item.label or "-", style="dim")]
+            where = [plain(status.name), plain(status.kind, style="dim"), listener,
+                     plain(item.label or "-", style="dim")]
             if not item.reachable:
                 error = Text("unreachable", style="red")
-                error.append(f" {item.error}" if item.error else "", style="dim")
-                table.add_row(*where, error, *([""] if wide else []), "", "", "", "")
+                if item.error:
+                    error.append_text(plain(f" {item.error}", style="dim"))
+                table.add_row(*where, error, *issuer_cells, "", "", "", "")
                 continue
             days = item.days_left
             days_text = Text(f"{days}{' expired' if days is not None and days < 0 else ''}",
@@ -113,8 +122,8 @@ def render_status(
                 current = Text("no", style="yellow")
             else:
                 current = Text("none", style="dim")
-            issuer = [Text(_cn(item.issuer))] if wide else []
-            table.add_row(*where, Text(_cn(item.subject)), *issuer,
+            issuer = [] if wide is False else [plain(_cn(item.issuer))]
+            table.add_row(*where, plain(_cn(item.subject)), *issuer,
                           _short(item.sha256)[:8], days_text, name_ok, current)
     notes = disagree + _journal_notes(statuses)
     if not notes:
@@ -126,20 +135,19 @@ def render_status(
 
 def _journal_notes(statuses: list[DeviceStatus]) -> list[Any]:
     """One line per device whose newest deploy died mid-way (or still runs)."""
-    from rich.text import Text
 
     notes = []
     for status in sorted(statuses, key=lambda s: s.name):
         last = status.last_deployment
         if not last or last["outcome"] not in ("interrupted", "in-progress"):
             continue
-        line = Text()
-        line.append(f"{status.name}: ", style="bold")
+        line = plain(f"{status.name}: ", style="bold")
         line.append(last["outcome"], style=OUTCOME_STYLE[last["outcome"]])
         line.append(f" deploy (run {last['run_id']}) at {last['last_step'] or 'its start'}")
         if last["outcome"] == "interrupted":
-            line.append("; run 'certfleet deploy' to finish it or "
-                        f"'certfleet rollback {status.name}' to restore the backup before it")
+            line.append("; run 'certfleet deploy' to finish it or ")
+            line.append_text(plain(f"'certfleet rollback {status.name}'"))
+            line.append(" to restore the backup before it")
         notes.append(line)
     return notes
 
@@ -152,33 +160,40 @@ def _when(iso: str | None) -> str:
 
 
 def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> Any:
-    """The history table (fits 100 columns); with ``steps`` every step under its entry."""
+    """The history table; with ``steps`` every step under its entry.
+
+    It fits the terminal down to 80 columns: the user, the run, then the
+    command give way, never the time, device, outcome or message, and a line
+    under the table says what was left out.
+    """
     import datetime as dt
 
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="History (times in UTC)", title_justify="left")
-    table.add_column("time", no_wrap=True, min_width=19)
-    table.add_column("run", justify="right", no_wrap=True)
-    table.add_column("user", no_wrap=True)
-    table.add_column("device", no_wrap=True)
-    table.add_column("command", max_width=16, overflow="fold")
-    table.add_column("outcome", no_wrap=True)
-    table.add_column("last step / message", ratio=1, overflow="fold")
+    from .tables import Column, FitTable
+
+    table = FitTable([
+        Column("time"),
+        Column("run", drop=2, justify="right"),
+        Column("user", drop=1, cap=16),
+        Column("device", cap=24),
+        Column("command", drop=3, wrap=True, cap=16),
+        Column("outcome"),
+        Column("last step / message", wrap=True, floor=24),
+    ], more="certfleet history --json", title="History (times in UTC)", title_justify="left")
     for row in rows:
         style = OUTCOME_STYLE.get(row["outcome"], "")
         detail = Text()
         if row["outcome"] == "in-progress" and row.get("last_step"):
-            detail.append(f"at {row['last_step']}: ", style="bold")
-        detail.append(str(row["message"]).removeprefix(f"{row['device']}: "))
+            detail.append_text(plain(f"at {row['last_step']}: ", style="bold"))
+        detail.append_text(plain(str(row["message"]).removeprefix(f"{row['device']}: ")))
         table.add_row(
             _when(row["finished"] or row["started"]),
             str(row["run_id"] or "-"),
-            Text(row["user"] or "-"),
-            Text(row["device"]),
-            Text(row["command"] or "-"),
-            Text(row["outcome"], style=style),
+            plain(row["user"] or "-"),
+            plain(row["device"]),
+            plain(row["command"] or "-"),
+            plain(row["outcome"], style=style),
             detail,
         )
         for step in row["steps"] if steps else ():
@@ -186,7 +201,7 @@ def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> Any:
             status_style = {"ok": "green", "failed": "red", "start": "cyan"}.get(step["status"])
             table.add_row(
                 Text(f"  {clock}", style="dim"), "", "", "", "",
-                Text(step["status"], style=status_style or "dim"),
-                Text(step["step"] + (f": {step['detail']}" if step["detail"] else "")),
+                plain(step["status"], style=status_style or "dim"),
+                plain(step["step"] + (f": {step['detail']}" if step["detail"] else "")),
             )
     return table

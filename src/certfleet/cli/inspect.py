@@ -11,7 +11,14 @@ import typer
 
 from ..errors import PasswordError
 from ..pki.quiet import quietly
-from .common import JsonUsageCommand, console, handle_errors, print_json, read_password
+from .common import (
+    JsonUsageCommand,
+    console,
+    handle_errors,
+    print_json,
+    read_password,
+    text,
+)
 
 if TYPE_CHECKING:
     from ..pki.model import Bundle, Finding, LoadedObject
@@ -70,7 +77,6 @@ def _short(digest: str | None) -> str:
 @quietly
 def _inspect(files: list[Path], password_env: str | None, password_file: Path | None,
              json_out: bool) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     from ..pki.describe import describe_object
@@ -99,8 +105,8 @@ def _inspect(files: list[Path], password_env: str | None, password_file: Path | 
         kind = {"certificate": "cert", "private_key": "key"}.get(str(item["type"]), "csr")
         # File names and subjects are text: "[/]" or "[red]" in one is not markup.
         table.add_row(
-            str(number), escape(str(item["source"])), kind, str(item["format"]),
-            escape(details), not_after, _short(str(digest) if digest else None),
+            str(number), text(str(item["source"])), kind, str(item["format"]),
+            text(details), not_after, _short(str(digest) if digest else None),
         )
     console.print(table)
 
@@ -142,8 +148,6 @@ def _bundle_json(bundle: Bundle) -> dict[str, object]:
 def _print_check(bundle: Bundle, findings: list[Finding], ok: bool) -> None:
     import datetime as dt
 
-    from rich.markup import escape
-
     from ..pki.bundle import subject_text
     from ..pki.describe import iso_utc
     from ..pki.names import certificate_names, san_entries
@@ -160,18 +164,18 @@ def _print_check(bundle: Bundle, findings: list[Finding], ok: bool) -> None:
         names = ", ".join(certificate_names(leaf)) or "-"
         if san_entries(leaf) is None:
             names = f"- (no subjectAltName; CN {names})"
-        console.print(f"[bold]Leaf[/]     {escape(subject_text(leaf))}")
-        console.print(f"[bold]Names[/]    {escape(names)}")
+        console.print(f"[bold]Leaf[/]     {text(subject_text(leaf))}")
+        console.print(f"[bold]Names[/]    {text(names)}")
         when = f"in {days} days" if days >= 0 else f"expired {-days} days ago"
         console.print(f"[bold]Expires[/]  {iso_utc(leaf.not_valid_after_utc)} ({when})")
     for number, cert in enumerate(chain, start=1):
-        console.print(f"[bold]Chain {number}[/]  {escape(subject_text(cert))}")
+        console.print(f"[bold]Chain {number}[/]  {text(subject_text(cert))}")
     if bundle.root is not None:
-        console.print(f"[bold]Root[/]     {escape(subject_text(bundle.root))}")
+        console.print(f"[bold]Root[/]     {text(subject_text(bundle.root))}")
     if bundle.private_key is not None:
         state = "encrypted" if bundle.key_encrypted else "unencrypted"
         console.print(
-            f"[bold]Key[/]      {escape(str(bundle.key_source))} ({bundle.key_format}, {state})"
+            f"[bold]Key[/]      {text(str(bundle.key_source))} ({bundle.key_format}, {state})"
         )
     elif any(f.code == "KEY_MISMATCH" for f in findings):
         console.print("[bold]Key[/]      [red]none that matches the leaf[/]")
@@ -182,11 +186,11 @@ def _print_check(bundle: Bundle, findings: list[Finding], ok: bool) -> None:
         style = _SEVERITY_STYLE[finding.severity]
         console.print(
             f"[{style}]{finding.severity.upper():7}[/] [bold]{finding.code}[/] "
-            f"{escape(finding.message)}",
+            f"{text(finding.message)}",
             soft_wrap=True,
         )
         if finding.hint:
-            console.print(f"          [dim]{escape(finding.hint)}[/]", soft_wrap=True)
+            console.print(f"          [dim]{text(finding.hint)}[/]", soft_wrap=True)
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
     summary = ", ".join(
         f"{count} {name}{'' if count == 1 else 's'}" for name, count in counts.items()

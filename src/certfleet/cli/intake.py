@@ -16,6 +16,7 @@ from .common import (
     option_group,
     print_json,
     read_password,
+    text,
 )
 from .estate import INVENTORY_OPTION, JSON_OPTION, STATE_OPTION, open_estate, print_findings
 from .estate_tables import _short
@@ -131,17 +132,16 @@ def register(app: typer.Typer) -> None:
             return
         version = result.version
         verb = "adopted" if result.new else "already stored"
-        console.print(f"[green]{verb}[/] {version.label}: {version.subject}, "
+        console.print(f"[green]{verb}[/] {text(version.label)}: {text(version.subject)}, "
                       f"{_short(version.leaf_sha256)}, valid to {version.not_after[:10]}",
                       soft_wrap=True)
         words = {MATCH: "[green]serves it[/]", OTHER: "[yellow]serves something else[/]"}
-        from rich.markup import escape
 
         width = max((len(d.device) for d in result.devices), default=0)
         for match in result.devices:
             word = words.get(match.state, "[red]unreachable[/]")
-            detail = f" ({escape(match.detail)})" if match.detail else ""
-            console.print(f"  {match.device:<{width}}  {word}{detail}", soft_wrap=True)
+            detail = f" ({text(match.detail)})" if match.detail else ""
+            console.print(f"  {text(match.device):<{width}}  {word}{detail}", soft_wrap=True)
         if not result.is_target and current is not None:
             console.print(f"the deploy target stays {current.label} (imported)")
         if not result.served_by:

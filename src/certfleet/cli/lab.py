@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import console, err_console, handle_errors
+from .common import console, err_console, handle_errors, text
 
 if TYPE_CHECKING:
     from ..estate.store import Store
@@ -57,9 +57,9 @@ def _scan_lab(lab: LabEstate, store: Store) -> None:
     console.print(_summary(results), markup=False, highlight=False)
     for result in results:
         if result.listed is False and result.leaf is not None:
-            console.print(f"found: {result.endpoint} serves {result.to_dict()['leaf']['subject']}"
-                          " and is in no inventory: add it, or switch it off",
-                          markup=False, highlight=False)
+            console.print(f"found: {text(result.endpoint)} serves "
+                          f"{text(result.to_dict()['leaf']['subject'])}"
+                          " and is in no inventory: add it, or switch it off", highlight=False)
 
 
 @contextmanager

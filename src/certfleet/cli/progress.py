@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .common import err_console, run_interruptible
+from .common import err_console, run_interruptible, text
 
 if TYPE_CHECKING:
     from ..drivers.base import StepEvent
@@ -49,7 +49,7 @@ class Progress:
         for name in self.names:
             step, status, detail = self.state.get(name, ("", "", ""))
             style = {"ok": "green", "failed": "red", "start": "cyan"}.get(status, "dim")
-            table.add_row(name, step, f"[{style}]{status}[/]", detail[:80])
+            table.add_row(text(name), text(step), f"[{style}]{text(status)}[/]", text(detail[:80]))
         return table
 
     def event(self, event: StepEvent) -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from .common import console, err_console, fail, handle_errors, print_error, print_json
+from .common import (
+    console,
+    err_console,
+    fail,
+    handle_errors,
+    print_error,
+    print_json,
+    text,
+)
 from .estate import (
     INVENTORY_OPTION,
     JSON_OPTION,
@@ -67,13 +75,12 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(result.to_dict())
             return
-        from rich.markup import escape
 
         version = result.imported.version
         # Subject and issuer come from the CA: text, never markup.
-        console.print(f"[green]stored[/] {name} v{version.id}: {escape(version.subject)}, "
+        console.print(f"[green]stored[/] {name} v{version.id}: {text(version.subject)}, "
                       f"{version.leaf_sha256[:12]}, valid to {version.not_after[:10]}, "
-                      f"chain to {escape(result.chain_issuer)}", highlight=False, soft_wrap=True)
+                      f"chain to {text(result.chain_issuer)}", highlight=False, soft_wrap=True)
         console.print(f"Next: certfleet deploy --only {name}  (or certfleet renew)",
                       markup=False)
 
@@ -123,11 +130,10 @@ def register(app: typer.Typer) -> None:
             for item in report.items:
                 style = {"issued": "green", "failed": "bold red", "would-issue": "cyan"}.get(
                     item.action, "dim")
-                from rich.markup import escape
 
                 action = item.action if item.action != "none" else "not due"
                 # The reason may quote a CA's answer: text, never markup.
-                line = f"{escape(item.certificate)}: [{style}]{action}[/] ({escape(item.reason)})"
+                line = f"{text(item.certificate)}: [{style}]{action}[/] ({text(item.reason)})"
                 if item.version is not None:
                     line += f" → v{item.version.id}, valid to {item.version.not_after[:10]}"
                 console.print(line, highlight=False, soft_wrap=True)

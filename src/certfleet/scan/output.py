@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from ..safetext import csv_cell
 from .engine import ScanResult
 
 __all__ = ["CSV_COLUMNS", "render_table", "to_csv", "to_json"]
@@ -27,14 +28,15 @@ def to_json(results: Sequence[ScanResult]) -> list[dict[str, Any]]:
 
 
 def _cell(value: Any) -> Any:
+    """A CSV cell: text from a device is data, control characters shown, never a formula."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         value = " ".join(str(v) for v in value)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value  # text from a device is data, never a spreadsheet formula
+    if isinstance(value, str):
+        return csv_cell(value)
     return value
 
 
@@ -69,52 +71,68 @@ def _style(days: int | None, warn_days: int) -> str:
     return "green"
 
 
-def _mark(value: bool | None, good: str = "ok", bad: str = "no") -> str:
-    return {True: f"[green]{good}[/]", False: f"[red]{bad}[/]", None: "-"}[value]
+def _mark(value: bool | None, good: str = "ok", bad: str = "no") -> Any:
+    from rich.text import Text
+
+    return {True: Text(good, style="green"), False: Text(bad, style="red"),
+            None: Text("-")}[value]
 
 
-def render_table(results: Sequence[ScanResult], *, warn_days: int = 30, title: str = "Scan") -> Any:
-    """One row per endpoint, sorted as given (days left first)."""
-    from rich.markup import escape
-    from rich.table import Table
+def render_table(results: Sequence[ScanResult], *, warn_days: int = 30, title: str = "Scan",
+                 more: str = "certfleet scan --json") -> Any:
+    """One row per endpoint, sorted as given (days left first).
 
-    table = Table(title=title, title_justify="left")
-    table.add_column("endpoint", no_wrap=True)
-    table.add_column("certificate", max_width=36, overflow="fold")
-    table.add_column("issuer", max_width=28, overflow="fold")
-    table.add_column("days", justify="right", no_wrap=True)
-    table.add_column("chain", justify="right", no_wrap=True)
-    table.add_column("tls", no_wrap=True)
-    table.add_column("trust", no_wrap=True)
-    table.add_column("name", no_wrap=True)
-    table.add_column("current", no_wrap=True)
-    table.add_column("status")
+    It fits the terminal down to 80 columns: the issuer, the chain's days left,
+    then the current, trust, name and TLS columns give way in that order (the
+    status column names every problem); a line under the table says which,
+    and that ``more`` or a wider terminal shows them. Text from a device or a
+    certificate is shown as text: no markup, control characters visible.
+    """
+    from rich.text import Text
+
+    from ..cli.common import plain
+    from ..cli.tables import Column, FitTable
+
+    table = FitTable([
+        Column("endpoint", cap=40),
+        Column("certificate", wrap=True, fold_at=20, cap=36),
+        Column("issuer", drop=1, wrap=True, fold_at=16, cap=28),
+        Column("days", justify="right"),
+        Column("chain days", drop=2, wrap=True, justify="right"),
+        Column("tls", drop=6, wrap=True),
+        Column("trust", drop=4),
+        Column("name", drop=5),
+        Column("current", drop=3),
+        Column("status", wrap=True, floor=24),
+    ], more=more, title=title, title_justify="left")
     for result in results:
         data = result.to_dict()
-        where = escape(data["target"])
+        where = plain(data["target"])
         if result.endpoint.device:
             label = f" {result.endpoint.label}" if result.endpoint.label else ""
-            where += f"\n[dim]{escape(result.endpoint.device + label)}[/]"
+            where.append("\n")
+            where.append_text(plain(result.endpoint.device + label, style="dim"))
         elif result.listed is False:
-            where += "\n[magenta]not in the inventory[/]"
+            where.append("\nnot in the inventory", style="magenta")
         leaf = data["leaf"]
         if leaf is None:
             table.add_row(where, "", "", "", "", "", "", "", "",
-                          f"[red]{escape(data['error'] or 'unreachable')}[/]")
+                          plain(data["error"] or "unreachable", style="red"))
             continue
         days = leaf["days_left"]
         chain_days = data["chain_days_left"]
-        tls = escape(data["tls_version"] or "?")
+        tls = plain(data["tls_version"] or "?")
         if data["client_cert_requested"]:
-            tls += " [cyan]mTLS[/]"
-        status = ("[green]ok[/]" if result.ok
-                  else "[red]" + escape(", ".join(result.problems)) + "[/]")
+            tls.append(" mTLS", style="cyan")
+        status = (Text("ok", style="green") if result.ok
+                  else plain(", ".join(result.problems), style="red"))
         table.add_row(
             where,
-            escape(leaf["subject_cn"] or leaf["subject"]),
-            escape(leaf["issuer_cn"] or leaf["issuer"]),
-            f"[{_style(days, warn_days)}]{days}[/]",
-            f"[{_style(chain_days, warn_days)}]{chain_days}[/]" if chain_days is not None else "-",
+            plain(leaf["subject_cn"] or leaf["subject"]),
+            plain(leaf["issuer_cn"] or leaf["issuer"]),
+            Text(str(days), style=_style(days, warn_days)),
+            Text(str(chain_days), style=_style(chain_days, warn_days))
+            if chain_days is not None else "-",
             tls,
             _mark(result.trusted),
             _mark(result.name_match, bad="mismatch"),
