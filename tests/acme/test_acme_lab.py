@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -117,3 +118,59 @@ def _children(pid: int) -> list[tuple[str, str]]:
             if comm.exists():
                 found.append((child, comm.read_text().strip()))
     return found
+
+
+def _lab_up(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "lab", "up", *args], cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> int:
+    process.send_signal(signal.SIGINT)
+    return process.wait(timeout=90)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_lab_up_acme_with_a_relative_dir_starts_pebble(tmp_path: Path) -> None:
+    """lab up --acme --dir lab (relative, from another working folder) starts Pebble, and
+    prints the lab's files as absolute paths that exist."""
+    require_tool("pebble")
+    require_tool("pebble-challtestsrv")
+    process = _lab_up(["--acme", "--sbcs", "1", "--dir", "lab"], tmp_path)
+    try:
+        lines = until_serving(process, "lab up --acme --dir lab")
+        text = "".join(lines)
+        assert "Pebble: https://127.0.0.1:" in text
+        assert (tmp_path / "lab" / "pebble" / "pebble-config.json").is_file()
+        inventory = re.search(r"^  inventory: (\S+)$", text, re.M)
+        assert inventory is not None, text
+        assert Path(inventory.group(1)) == (tmp_path / "lab" / "certfleet.toml").resolve()
+        assert _stop(process) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="runs shell scripts as Pebble")
+def test_pebble_that_cannot_open_a_file_gets_a_tip_naming_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pebble that exits on a missing file: the Tip names the file problem, not a reinstall."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pebble").write_text(
+        "#!/bin/sh\necho 'open x/pebble-config.json: no such file or directory'\nexit 1\n")
+    (bin_dir / "pebble-challtestsrv").write_text("#!/bin/sh\nsleep 30\n")
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    result = CliRunner().invoke(
+        app, ["lab", "up", "--acme", "--sbcs", "1", "--dir", str(tmp_path / "lab")])
+    assert result.exit_code == 2, result.output[-3000:]
+    tips = [line for line in result.output.splitlines() if line.startswith("Tip:")]
+    assert len(tips) == 1, result.output
+    assert "could not open a file" in tips[0] and "apt-get" not in tips[0]

@@ -304,8 +304,10 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
     pebble = None
     try:
         try:
+            # Absolute: Pebble runs in a folder of its own, and the printed steps are
+            # pasted into other shells, whose working folder may differ.
             where = Path(tempfile.mkdtemp(prefix="certfleet-lab-")) if directory is None \
-                else directory
+                else directory.expanduser().resolve()
             lab = LabEstate(where, sbcs=sbcs)
             if by_hand:
                 lab.env[BY_HAND_PASSWORD_VAR] = secrets.token_urlsafe(12)
