@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,17 @@ def _lab_up(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def _steps(lines: list[str]) -> list[str]:
+    """The indented step lines lab up printed after 'Renew it'."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("Renew it"))
+    steps = []
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        steps.append(line.strip())
+    return steps
+
+
 def _stop(process: subprocess.Popen[str]) -> int:
     process.send_signal(signal.SIGINT)
     return process.wait(timeout=90)
@@ -148,6 +160,40 @@ def test_lab_up_acme_with_a_relative_dir_starts_pebble(tmp_path: Path) -> None:
         inventory = re.search(r"^  inventory: (\S+)$", text, re.M)
         assert inventory is not None, text
         assert Path(inventory.group(1)) == (tmp_path / "lab" / "certfleet.toml").resolve()
+        assert _stop(process) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT and runs the steps in a shell")
+def test_lab_up_acme_prints_acme_steps_that_renew_when_pasted(tmp_path: Path) -> None:
+    """lab up --acme lists every inventory listener (sbc1's Teams one too) and prints the ACME
+    steps (renew, no CSR by hand), which, run as printed from another folder, order and deploy."""
+    require_tool("pebble")
+    require_tool("pebble-challtestsrv")
+    lab_dir = tmp_path / "lab"
+    process = _lab_up(["--acme", "--sbcs", "2", "--dir", str(lab_dir)], tmp_path)
+    try:
+        lines = until_serving(process, "lab up --acme")
+        text = "".join(lines)
+        inventory = tomllib.loads((lab_dir / "certfleet.toml").read_text())
+        [teams] = [item["port"] for item in inventory["devices"]["sbc1"]["listeners"]
+                   if item["label"] == "teams"]
+        sbc1 = next(line for line in lines if line.startswith("  sbc1 "))
+        assert f"teams 127.0.0.1:{teams}" in sbc1, text
+        steps = _steps(lines)
+        assert any(step.endswith(" renew") for step in steps), steps
+        assert not any(" csr " in step or " lab sign " in step for step in steps), steps
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        shell = subprocess.run(
+            ["bash", "-e", "-c", "\n".join(steps)], capture_output=True, text=True,
+            cwd=elsewhere, env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=300,
+            check=False)
+        assert shell.returncode == 0, shell.stdout[-3000:] + shell.stderr[-3000:]
+        assert "renew: 1 ordered; exit code 0" in shell.stdout, shell.stdout[-3000:]
         assert _stop(process) == 0
     finally:
         if process.poll() is None:

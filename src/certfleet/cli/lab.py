@@ -222,8 +222,10 @@ def _print_devices(lab: LabEstate) -> None:
         rows.append(("ovoc", "OVOC", f"ssh 127.0.0.1:{lab.ovoc.ssh_port}  "
                                      f"https 127.0.0.1:{lab.ovoc.https_port}"))
     for name, sbc in lab.sbcs.items():
-        rows.append((name, "SBC", f"rest https://127.0.0.1:{sbc.port}  "
-                                  f"sip-tls 127.0.0.1:{sbc.sip_port}"))
+        ports = f"rest https://127.0.0.1:{sbc.port}  sip-tls 127.0.0.1:{sbc.sip_port}"
+        if sbc.teams_port is not None:
+            ports += f", teams 127.0.0.1:{sbc.teams_port}"
+        rows.append((name, "SBC", ports))
     for name, pair in lab.pairs.items():
         units = []
         for role, unit in (("active", pair.active), ("standby", pair.standby)):
@@ -240,8 +242,9 @@ def _print_devices(lab: LabEstate) -> None:
                       highlight=False)
 
 
-def next_steps(lab: LabEstate, state: Path, *, by_hand: bool) -> list[str]:
-    """The shell commands that renew the lab by hand, each runnable as printed."""
+def next_steps(lab: LabEstate, state: Path, *, by_hand: bool, acme: bool = False) -> list[str]:
+    """The shell commands that renew the lab, each runnable as printed: by hand (a CSR
+    signed by the lab CA), or with ``acme`` from Pebble by DNS-01 (``certfleet renew``)."""
     import shlex
 
     cf = shlex.join(_self_command())
@@ -257,6 +260,9 @@ def next_steps(lab: LabEstate, state: Path, *, by_hand: bool) -> list[str]:
         # What the devices serve today, with its key: the first deploy can roll back.
         steps.append(f"{cf} adopt wildcard {q(str(lab.directory / BY_HAND_PFX))} "
                      f"--password-env {BY_HAND_PASSWORD_VAR}")
+    if acme:
+        # The lab's certificate is inside renew_before_days: the first run orders.
+        return [*steps, f"{cf} renew --dry-run", f"{cf} renew", f"{cf} status"]
     steps += [
         f"{cf} csr wildcard --out-dir {q(str(renewal))}",
         f"{cf} lab sign {q(str(renewal / 'wildcard.csr'))} --dir {q(str(lab.directory))} "
@@ -317,8 +323,7 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
 
                 pebble = attach_pebble(lab, where)
                 console.print(f"Pebble: {pebble.directory_url} (DNS-01 through challtestsrv "
-                              f"{pebble.dns_server}); try: certfleet renew", soft_wrap=True,
-                              markup=False)
+                              f"{pebble.dns_server})", soft_wrap=True, markup=False)
             state = where / "state"
             if by_hand:
                 pfx = _write_last_year_pfx(lab)
@@ -341,9 +346,10 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
             else:
                 console.print(f"  state:     {state} (last renewal imported as v1)",
                               soft_wrap=True, markup=False)
-            console.print("Renew it by hand in another shell (each line runs as printed):",
+            how = "from Pebble (ACME, DNS-01)" if acme else "by hand"
+            console.print(f"Renew it {how} in another shell (each line runs as printed):",
                           soft_wrap=True)
-            for step in next_steps(lab, state, by_hand=by_hand):
+            for step in next_steps(lab, state, by_hand=by_hand, acme=acme):
                 console.print(f"  {step}", soft_wrap=True, markup=False, highlight=False)
             console.print("Press Ctrl-C to stop the lab.")
             while True:
