@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from _tools import require_tool
 from certfleet.cli.app import app
-from lab_support import read_lab_env, until_serving
+from lab_support import ASYNCIO_NOISE, STRICT_CERTFLEET, read_lab_env, until_serving
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -220,3 +220,16 @@ def test_pebble_that_cannot_open_a_file_gets_a_tip_naming_that(
     tips = [line for line in result.output.splitlines() if line.startswith("Tip:")]
     assert len(tips) == 1, result.output
     assert "could not open a file" in tips[0] and "apt-get" not in tips[0]
+
+
+def test_demo_acme_has_no_asyncio_noise_on_stderr() -> None:
+    """demo --acme closes every SSH session before its connection: asyncio reports no write
+    to a lost connection on stderr (it is made to report the first one)."""
+    require_tool("pebble")
+    require_tool("pebble-challtestsrv")
+    result = subprocess.run(
+        [*STRICT_CERTFLEET, "demo", "--acme"], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "renew: 1 ordered; exit code 0" in result.stdout
+    assert ASYNCIO_NOISE not in result.stderr, result.stderr[-3000:]
