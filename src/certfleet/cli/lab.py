@@ -15,6 +15,7 @@ from .common import console, err_console, handle_errors
 if TYPE_CHECKING:
     from ..estate.store import Store
     from ..lab.estate import LabEstate
+    from ..scan.engine import ScanResult
 
 DIR_OPTION = typer.Option(
     None, "--dir", help="Where to write the inventory, secrets and state (kept)."
@@ -47,7 +48,8 @@ def _scan_lab(lab: LabEstate, store: Store) -> None:
     from ..scan.output import render_table
     from .scan import _prepare, _summary, run_scan
 
-    ports = ",".join(str(p) for p in lab.tls_ports)
+    # The SBCs' management ports too: each is a listener of its device (its `port`).
+    ports = ",".join(str(p) for p in sorted({*lab.tls_ports, *lab.management_ports}))
     _step(9, "Scan the lab's range for every TLS listener: certfleet scan --inventory "
              "127.0.0.1/32:PORTS --ca-bundle lab-ca.pem --ca-bundle lab-sbc-ca.pem")
     plan = _prepare([f"127.0.0.1/32:{ports}"], None, True, lab.inventory_path, store.root, None,
@@ -55,11 +57,35 @@ def _scan_lab(lab: LabEstate, store: Store) -> None:
     results = run_scan(plan, 100, 10.0, progress=False)
     console.print(render_table(results, title="Scan of the lab"))
     console.print(_summary(results), markup=False, highlight=False)
+    for line in stray_lines(results):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def stray_lines(results: list[ScanResult]) -> list[str]:
+    """A line for each endpoint that serves TLS and is in no inventory; one serving the
+    certificate of a listed endpoint on its host names that endpoint's device."""
+    from ..pki.model import cert_sha256
+
+    known: dict[tuple[str, str], ScanResult] = {}
     for result in results:
-        if result.listed is False and result.leaf is not None:
-            console.print(f"found: {result.endpoint} serves {result.to_dict()['leaf']['subject']}"
-                          " and is in no inventory: add it, or switch it off",
-                          markup=False, highlight=False)
+        if result.listed and result.leaf is not None and result.endpoint.device:
+            known.setdefault((result.endpoint.host.lower(), cert_sha256(result.leaf)), result)
+    lines = []
+    for result in results:
+        if result.listed is not False or result.leaf is None:
+            continue
+        subject = result.to_dict()["leaf"]["subject"]
+        twin = known.get((result.endpoint.host.lower(), cert_sha256(result.leaf)))
+        if twin is None:
+            lines.append(f"found: {result.endpoint} serves {subject} and is in no inventory: "
+                         "add it, or switch it off")
+            continue
+        device = twin.endpoint.device
+        label = f" {twin.endpoint.label}" if twin.endpoint.label else ""
+        lines.append(f"found: {result.endpoint} serves {subject}, the certificate of "
+                     f"{device}{label} ({twin.endpoint}), and is in no inventory: add it to "
+                     f"{device}'s listeners, or switch it off")
+    return lines
 
 
 @contextmanager
