@@ -152,12 +152,32 @@ def test_renew_dry_run_changes_nothing(
     assert code == 0, data
     item = data["certificates"][0]  # type: ignore[index]
     assert item["action"] == "would-issue" and item["version"] is None
-    # The current version is served already: nothing would be deployed.
-    assert {d["status"] for d in item["devices"]} == {"skipped"}
+    # What the real run would do once the order succeeds: deploy the new version everywhere.
+    assert {d["status"] for d in item["devices"]} == {"would-deploy"}
+    assert {d["device"] for d in item["devices"]} == set(estate.device_names)
     assert served(estate, tmp_path) == before
     with Store.open(tmp_path / "state") as store:
         assert len(store.versions("wildcard")) == 1
         assert len(store.keys_for("wildcard")) == 1
+
+
+def test_renew_dry_run_summary_says_what_the_real_run_would_deploy(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path
+) -> None:
+    """--dry-run's deploy summary lists every device as would-deploy of the renewed
+    certificate, never as skipped for serving the version the run would replace."""
+    estate, pebble = lab
+    add_acme_to_inventory(estate.inventory_path, pebble)
+    result = CliRunner().invoke(app, ["renew", "--dry-run", "--inventory",
+                                      str(estate.inventory_path), "--state-dir",
+                                      str(tmp_path / "state")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "would-issue" in result.output
+    assert "already serves" not in result.output and "skipped" not in result.output
+    assert f"{len(estate.device_names)} would-deploy; exit code 0" in result.output
+    for name in estate.device_names:
+        assert re.search(rf"{re.escape(name)} +│ would-deploy .*would install the renewed "
+                         "wildcard", result.output), result.output
 
 
 def test_device_failure_is_told_with_step_outcome_and_next_command(

@@ -22,6 +22,7 @@ from certfleet.cli.lab import _seed_previous
 from certfleet.estate.store import Store
 from certfleet.lab.ca import LabCA
 from certfleet.lab.estate import LabEstate
+from lab_support import ASYNCIO_NOISE, STRICT_CERTFLEET
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 runner = CliRunner()
@@ -149,6 +150,24 @@ def test_lab_up_by_hand_prints_ports_and_steps_that_renew_when_pasted(
     code, rest = lab.stop(signal.SIGHUP)
     assert code == 0 and "stopping the lab (SIGHUP)" in rest, rest
     assert (lab_dir / "certfleet.toml").is_file(), "--dir is kept"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT and runs the steps in a shell")
+def test_lab_up_by_hand_serves_a_renewal_without_asyncio_noise(
+    tmp_path: Path, lab_process: list[LabProcess]
+) -> None:
+    """lab up --by-hand, renewed by its pasted steps (adopt, deploy to OVOC and SBC): the lab's
+    output has no asyncio report of a write to a lost connection (made to report the first)."""
+    lab_dir = tmp_path / "lab"
+    lab = LabProcess("--by-hand", "--dir", str(lab_dir), command=STRICT_CERTFLEET)
+    lab_process.append(lab)
+    shell = subprocess.run(["bash", "-e", "-c", "\n".join(lab.steps())], capture_output=True,
+                           text=True, cwd=tmp_path, env=_env(), timeout=240, check=False)
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert "installed" in shell.stdout and ASYNCIO_NOISE not in shell.stderr, shell.stdout
+    code, rest = lab.stop(signal.SIGINT)
+    assert code == 0, rest
+    assert ASYNCIO_NOISE not in lab.text + rest, lab.text + rest
 
 
 @pytest.mark.skipif(os.name != "posix", reason="sends SIGTERM")

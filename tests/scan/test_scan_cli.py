@@ -72,6 +72,24 @@ def test_table_shows_mtls_and_the_unlisted_listener(
     assert f"{len(lab.tls_ports)} endpoints" in text and "1 serving TLS but not in" in text
 
 
+def test_a_devices_management_port_is_its_listener_not_a_stray(
+    lab: LabEstate, empty_state: Path
+) -> None:
+    """A target on an SBC's management port (the inventory's `port`) is that device's
+    management listener: listed, labelled so, and the table never calls it unlisted."""
+    sbc1 = lab.sbcs["sbc1"]
+    args = ["--inventory", "--inventory-file", str(lab.inventory_path),
+            f"127.0.0.1:{sbc1.port}", "--ca-bundle", str(lab.sbc_ca_path),
+            "--ca-bundle", str(lab.ca_path)]
+    result = run(*args, "--json", state=empty_state)
+    assert result.exit_code == 0, result.output
+    [row] = [r for r in json.loads(result.stdout) if r["port"] == sbc1.port]
+    assert row["listed"] is True and row["device"] == "sbc1" and row["label"] == "management"
+    assert row["ok"] and row["leaf"]["subject"] == "CN=sbc1.lab.invalid"
+    table = run(*args, state=empty_state).stdout
+    assert "sbc1 management" in table and "not in the inventory" not in table, table
+
+
 def test_csv_has_one_row_per_endpoint(
     lab: LabEstate, lab_args: list[str], empty_state: Path
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,19 @@ from certfleet.estate.store import Store
 from certfleet.inventory import Inventory
 from certfleet.lab.estate import WILDCARD, LabEstate
 
-__all__ = ["import_old_and_renewed", "invoke", "read_lab_env", "run_in_lab", "sbc_lab",
-           "seeded_lab", "started_lab", "until_serving"]
+__all__ = ["ASYNCIO_NOISE", "STRICT_CERTFLEET", "import_old_and_renewed", "invoke",
+           "read_lab_env", "run_in_lab", "sbc_lab", "seeded_lab", "started_lab",
+           "until_serving"]
+
+#: What asyncio logs when a transport is written to after its connection was lost.
+ASYNCIO_NOISE = "socket.send() raised exception."
+#: certfleet in a process whose asyncio logs ASYNCIO_NOISE at the first write to a lost
+#: connection (by default from the fifth on): a close racing its peer shows every time.
+STRICT_CERTFLEET = [
+    sys.executable, "-c",
+    "import asyncio.constants, sys; asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES = 1; "
+    "from certfleet.cli.app import main; main()",
+]
 
 runner = CliRunner()
 

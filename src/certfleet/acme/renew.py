@@ -10,7 +10,9 @@ Every device using a certificate with an issuer then goes through the
 estate's deploy (canary first: an OVOC when there is one), which skips a
 device already serving the current version, so a certificate not due but
 not served everywhere is deployed too. A certificate whose issuance failed
-leaves its devices untouched. The run's exit code is the worst, as
+leaves its devices untouched. A dry run orders nothing, so it rehearses
+the deploy of a certificate it would order on every device using it, as
+the real run would deploy the new version there. The run's exit code is the worst, as
 ``deploy``'s: an issuance the CA refused counts as 1.
 
 One run orders at a time per state folder (the store's ``renew`` lock,
@@ -224,6 +226,31 @@ def _selection(inventory: Any, only: Sequence[str]) -> tuple[list[str], list[str
     return certificates, devices
 
 
+def _as_renewed(on_result: Any) -> Callable[[Any], None]:
+    """A dry run's device result rewritten for the version it would order (not yet known),
+    then handed to ``on_result``."""
+    def rewrite(result: Any) -> None:
+        if result.status == "would-deploy":
+            result.message = (f"{result.device}: would install the renewed {result.certificate}"
+                              " (a new version, once the order succeeds)")
+            result.version_id = result.target_sha256 = None
+        if on_result is not None:
+            on_result(result)
+
+    return rewrite
+
+
+def _merged(reports: list[Any], devices: list[str]) -> Any:
+    """One deploy report of several (a dry run's), its results in the order of ``devices``."""
+    from ..estate.deploy import DeployReport
+
+    if len(reports) == 1:
+        return reports[0]
+    by_device = {r.device: r for report in reports for r in report.results}
+    return DeployReport(reports[0].run_id, [by_device[d] for d in devices if d in by_device],
+                        reports[0].dry_run, any(r.interrupted for r in reports))
+
+
 @contextlib.contextmanager
 def renew_lock(store: Any, command: str) -> Iterator[None]:
     """Hold the store's ``renew`` lock. Raises StateError (with ``lock=``, exit 2) while
@@ -310,13 +337,24 @@ async def run_renew(
                 item.version = result.imported.version
         failed = {i.certificate for i in items if i.action == "failed"}
         deploy_devices = [d for d in devices if inventory.devices[d].certificate not in failed]
-        if deploy_devices:
+        # A dry run has no new version to deploy: what the real run would deploy once the
+        # order succeeds is every device of a certificate it would order (decided as for a
+        # redeploy), and the devices of the others as they are.
+        renewing = {i.certificate for i in items if i.action == "would-issue"}
+        groups = [[d for d in deploy_devices if inventory.devices[d].certificate in renewing],
+                  [d for d in deploy_devices if inventory.devices[d].certificate not in renewing]]
+        reports = []
+        for group, renewed in zip(groups, (True, False), strict=True):
+            if not group:
+                continue
             # The canary goes first (the kind most preferred as the canary: OVOC).
-            report = await run_deploy(
-                inventory, store, factory, only=deploy_devices, canary=AUTO_CANARY,
-                dry_run=dry_run,
-                on_event=on_event, on_result=on_result, command="renew",
-            )
+            reports.append(await run_deploy(
+                inventory, store, factory, only=group, canary=AUTO_CANARY, dry_run=dry_run,
+                force=renewed, on_event=on_event,
+                on_result=_as_renewed(on_result) if renewed else on_result, command="renew",
+            ))
+        if reports:
+            report = _merged(reports, deploy_devices)
             for item in items:
                 item.devices = [r for r in report.results if r.certificate == item.certificate]
         if notify and not dry_run:

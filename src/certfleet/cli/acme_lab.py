@@ -28,14 +28,12 @@ def require_pebble() -> None:
 def attach_pebble(lab: LabEstate, where: Path) -> LabPebble:
     """Start Pebble for ``lab`` and make its inventory order from it, notices to a file."""
     from ..fsutil import write_private_file
-    from ..lab.pebble import PEBBLE_INSTALL_HINT, LabPebble, add_acme_to_inventory
+    from ..lab.pebble import LabPebble, add_acme_to_inventory
 
     try:
         pebble = LabPebble(where / "pebble").start()
     except Exception as exc:  # a missing program, a port, a certificate refused: all in words
-        fail(f"Pebble did not start: {_one_line(exc)}",
-             "check that 'pebble -h' and 'pebble-challtestsrv -h' run, then try again; "
-             f"if not, {PEBBLE_INSTALL_HINT}")
+        fail(f"Pebble did not start: {_one_line(exc)}", _start_hint(exc, where / "pebble"))
     try:
         add_acme_to_inventory(lab.inventory_path, pebble, notify_env=NOTIFY_ENV)
         sink = where / "notifications.jsonl"
@@ -51,6 +49,26 @@ def attach_pebble(lab: LabEstate, where: Path) -> LabPebble:
         pebble.stop()
         raise
     return pebble
+
+
+def _start_hint(exc: Exception, folder: Path) -> str:
+    """The Tip for a Pebble that did not start: what its error (or log) names as the cause."""
+    from ..lab.pebble import PEBBLE_INSTALL_HINT
+
+    program = ("check that 'pebble -h' and 'pebble-challtestsrv -h' run, then try again; "
+               f"if not, {PEBBLE_INSTALL_HINT}")
+    if isinstance(exc, OSError):  # the program itself could not be started
+        return program
+    text = str(exc).lower()
+    if "address already in use" in text:
+        return "another program took a port chosen for Pebble meanwhile: run the command again"
+    if "no such file or directory" in text or "permission denied" in text:
+        return (f"Pebble could not open a file certfleet wrote for it in {folder.resolve()}: "
+                "check that the folder is writable and nothing removes files from it, "
+                "then try again")
+    if "did not answer within" in text:
+        return "Pebble started but did not answer in time (a busy machine?): try again"
+    return program
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

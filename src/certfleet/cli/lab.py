@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import console, err_console, handle_errors, text
+from ..safetext import visible
+from .common import console, err_console, handle_errors
 
 if TYPE_CHECKING:
     from ..estate.store import Store
     from ..lab.estate import LabEstate
+    from ..scan.engine import ScanResult
 
 DIR_OPTION = typer.Option(
     None, "--dir", help="Where to write the inventory, secrets and state (kept)."
@@ -47,7 +49,8 @@ def _scan_lab(lab: LabEstate, store: Store) -> None:
     from ..scan.output import render_table
     from .scan import _prepare, _summary, run_scan
 
-    ports = ",".join(str(p) for p in lab.tls_ports)
+    # The SBCs' management ports too: each is a listener of its device (its `port`).
+    ports = ",".join(str(p) for p in sorted({*lab.tls_ports, *lab.management_ports}))
     _step(9, "Scan the lab's range for every TLS listener: certfleet scan --inventory "
              "127.0.0.1/32:PORTS --ca-bundle lab-ca.pem --ca-bundle lab-sbc-ca.pem")
     plan = _prepare([f"127.0.0.1/32:{ports}"], None, True, lab.inventory_path, store.root, None,
@@ -55,11 +58,35 @@ def _scan_lab(lab: LabEstate, store: Store) -> None:
     results = run_scan(plan, 100, 10.0, progress=False)
     console.print(render_table(results, title="Scan of the lab"))
     console.print(_summary(results), markup=False, highlight=False)
+    for line in stray_lines(results):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def stray_lines(results: list[ScanResult]) -> list[str]:
+    """A line for each endpoint that serves TLS and is in no inventory; one serving the
+    certificate of a listed endpoint on its host names that endpoint's device."""
+    from ..pki.model import cert_sha256
+
+    known: dict[tuple[str, str], ScanResult] = {}
     for result in results:
-        if result.listed is False and result.leaf is not None:
-            console.print(f"found: {text(result.endpoint)} serves "
-                          f"{text(result.to_dict()['leaf']['subject'])}"
-                          " and is in no inventory: add it, or switch it off", highlight=False)
+        if result.listed and result.leaf is not None and result.endpoint.device:
+            known.setdefault((result.endpoint.host.lower(), cert_sha256(result.leaf)), result)
+    lines = []
+    for result in results:
+        if result.listed is not False or result.leaf is None:
+            continue
+        subject = visible(result.to_dict()["leaf"]["subject"])
+        twin = known.get((result.endpoint.host.lower(), cert_sha256(result.leaf)))
+        if twin is None:
+            lines.append(f"found: {visible(str(result.endpoint))} serves {subject} and is in no "
+                         "inventory: add it, or switch it off")
+            continue
+        device = twin.endpoint.device
+        label = f" {twin.endpoint.label}" if twin.endpoint.label else ""
+        lines.append(f"found: {visible(str(result.endpoint))} serves {subject}, the "
+                     f"certificate of {device}{label} ({twin.endpoint}), and is in no inventory: "
+                     f"add it to {device}'s listeners, or switch it off")
+    return lines
 
 
 @contextmanager
@@ -222,8 +249,10 @@ def _print_devices(lab: LabEstate) -> None:
         rows.append(("ovoc", "OVOC", f"ssh 127.0.0.1:{lab.ovoc.ssh_port}  "
                                      f"https 127.0.0.1:{lab.ovoc.https_port}"))
     for name, sbc in lab.sbcs.items():
-        rows.append((name, "SBC", f"rest https://127.0.0.1:{sbc.port}  "
-                                  f"sip-tls 127.0.0.1:{sbc.sip_port}"))
+        ports = f"rest https://127.0.0.1:{sbc.port}  sip-tls 127.0.0.1:{sbc.sip_port}"
+        if sbc.teams_port is not None:
+            ports += f", teams 127.0.0.1:{sbc.teams_port}"
+        rows.append((name, "SBC", ports))
     for name, pair in lab.pairs.items():
         units = []
         for role, unit in (("active", pair.active), ("standby", pair.standby)):
@@ -240,8 +269,9 @@ def _print_devices(lab: LabEstate) -> None:
                       highlight=False)
 
 
-def next_steps(lab: LabEstate, state: Path, *, by_hand: bool) -> list[str]:
-    """The shell commands that renew the lab by hand, each runnable as printed."""
+def next_steps(lab: LabEstate, state: Path, *, by_hand: bool, acme: bool = False) -> list[str]:
+    """The shell commands that renew the lab, each runnable as printed: by hand (a CSR
+    signed by the lab CA), or with ``acme`` from Pebble by DNS-01 (``certfleet renew``)."""
     import shlex
 
     cf = shlex.join(_self_command())
@@ -257,6 +287,9 @@ def next_steps(lab: LabEstate, state: Path, *, by_hand: bool) -> list[str]:
         # What the devices serve today, with its key: the first deploy can roll back.
         steps.append(f"{cf} adopt wildcard {q(str(lab.directory / BY_HAND_PFX))} "
                      f"--password-env {BY_HAND_PASSWORD_VAR}")
+    if acme:
+        # The lab's certificate is inside renew_before_days: the first run orders.
+        return [*steps, f"{cf} renew --dry-run", f"{cf} renew", f"{cf} status"]
     steps += [
         f"{cf} csr wildcard --out-dir {q(str(renewal))}",
         f"{cf} lab sign {q(str(renewal / 'wildcard.csr'))} --dir {q(str(lab.directory))} "
@@ -304,8 +337,10 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
     pebble = None
     try:
         try:
+            # Absolute: Pebble runs in a folder of its own, and the printed steps are
+            # pasted into other shells, whose working folder may differ.
             where = Path(tempfile.mkdtemp(prefix="certfleet-lab-")) if directory is None \
-                else directory
+                else directory.expanduser().resolve()
             lab = LabEstate(where, sbcs=sbcs)
             if by_hand:
                 lab.env[BY_HAND_PASSWORD_VAR] = secrets.token_urlsafe(12)
@@ -315,8 +350,7 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
 
                 pebble = attach_pebble(lab, where)
                 console.print(f"Pebble: {pebble.directory_url} (DNS-01 through challtestsrv "
-                              f"{pebble.dns_server}); try: certfleet renew", soft_wrap=True,
-                              markup=False)
+                              f"{pebble.dns_server})", soft_wrap=True, markup=False)
             state = where / "state"
             if by_hand:
                 pfx = _write_last_year_pfx(lab)
@@ -339,9 +373,10 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
             else:
                 console.print(f"  state:     {state} (last renewal imported as v1)",
                               soft_wrap=True, markup=False)
-            console.print("Renew it by hand in another shell (each line runs as printed):",
+            how = "from Pebble (ACME, DNS-01)" if acme else "by hand"
+            console.print(f"Renew it {how} in another shell (each line runs as printed):",
                           soft_wrap=True)
-            for step in next_steps(lab, state, by_hand=by_hand):
+            for step in next_steps(lab, state, by_hand=by_hand, acme=acme):
                 console.print(f"  {step}", soft_wrap=True, markup=False, highlight=False)
             console.print("Press Ctrl-C to stop the lab.")
             while True:

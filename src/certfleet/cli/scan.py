@@ -87,10 +87,11 @@ def _prepare(
 ) -> _Plan:
     from ..errors import ConfigError
     from ..scan.engine import TrustStore, inventory_endpoints
-    from ..scan.targets import merge, parse_target, read_target_file
+    from ..scan.targets import Endpoint, merge, parse_target, read_target_file
 
     groups: list[list[Endpoint]] = []
     listed: set[tuple[str, int]] | None = None
+    management: dict[tuple[str, int], Endpoint] = {}
     current: dict[str, str | None] = {}
     devices: list[str] = []
     warn_days = 30
@@ -109,6 +110,12 @@ def _prepare(
         listed = {e.key for e in found} | {
             (d.address.lower(), p) for d in inventory.devices.values()
             for p in (d.port, d.https_port)}
+        # A device's management port (its `port`) is a listener of that device when a
+        # target names it: labelled so, its certificate not the inventory's to check.
+        management = {
+            (d.address.lower(), d.port): Endpoint(d.address, d.port, sni, device=d.name,
+                                                  label="management")
+            for d in inventory.devices.values()}
         devices = list(inventory.devices)
         warn_days = inventory.expiry_warn_days
         current = _current_versions(state_dir, sorted(inventory.certificates))
@@ -116,7 +123,7 @@ def _prepare(
         groups.append(parse_target(target, server_name=sni))
     if from_file is not None:
         groups.append(read_target_file(from_file, server_name=sni))
-    endpoints = merge(groups)
+    endpoints = [management.get(e.key, e) if e.device is None else e for e in merge(groups)]
     if not endpoints:
         raise ConfigError(
             "nothing to scan",

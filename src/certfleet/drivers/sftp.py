@@ -150,12 +150,12 @@ class SftpDriver(Driver):
     async def close(self) -> None:
         sftp, self._sftp = self._sftp, None
         conn, self._conn = self._conn, None
-        if sftp is not None:
-            sftp.exit()
         if conn is not None:
-            conn.close()
-            with contextlib.suppress(TimeoutError, OSError):
-                await asyncio.wait_for(conn.wait_closed(), 5)
+            from .ovoc.ssh import close_connection
+
+            await close_connection(conn, sftp=sftp)
+        elif sftp is not None:
+            sftp.exit()
 
     async def _op(self, what: str, coro: Any) -> Any:
         from .ovoc.ssh import sftp_op

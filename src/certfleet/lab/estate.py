@@ -152,6 +152,13 @@ class LabEstate:
         return sorted(ports)
 
     @property
+    def management_ports(self) -> list[int]:
+        """The SBCs' management HTTPS ports as the inventory lists them (each device's
+        ``port``; an HA pair is managed through its active unit)."""
+        return sorted([*(s.port for s in self.sbcs.values()),
+                       *(p.active.port for p in self.pairs.values())])
+
+    @property
     def unlisted_ports(self) -> list[int]:
         """The TLS ports served by a lab SBC but absent from the inventory."""
         return sorted(

@@ -55,7 +55,8 @@ class LabPebble:
         alternate_roots: int = 0,
         chain_length: int = 2,
     ) -> None:
-        self.directory = Path(directory)
+        # Absolute: the programs run in this folder and are given paths into it.
+        self.directory = Path(directory).resolve()
         self.eab_keys = dict(eab_keys or {})
         self.alternate_roots = alternate_roots
         self.chain_length = chain_length

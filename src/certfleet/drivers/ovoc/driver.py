@@ -206,22 +206,18 @@ class OvocDriver(Driver, SftpStaging):
                                 self.keystore_password)
 
     async def _close_quietly(self) -> None:
-        if self._screen is not None:
-            self._transcripts.append(self._screen.text)
-            self._screen = None
-            self._ems = None
-        if self._sftp is not None:
+        from .ssh import close_connection
+
+        screen, sftp, conn = self._screen, self._sftp, self._conn
+        if screen is not None:
+            self._transcripts.append(screen.text)
+        self._screen, self._ems, self._sftp, self._conn = None, None, None, None
+        if conn is not None:
+            await close_connection(conn, sftp=sftp,
+                                   process=screen.process if screen is not None else None)
+        elif sftp is not None:
             with contextlib.suppress(Exception):  # closing must not raise
-                self._sftp.exit()
-            self._sftp = None
-        if self._conn is not None:
-            try:
-                self._conn.close()
-                await asyncio.wait_for(self._conn.wait_closed(), 5)
-            except (Exception, asyncio.CancelledError):  # closing must not raise
-                with contextlib.suppress(Exception):
-                    self._conn.abort()
-            self._conn = None
+                sftp.exit()
 
     async def close(self) -> None:
         screen = self._screen

@@ -28,8 +28,8 @@ from .terminal import Screen, classify, last_line
 if TYPE_CHECKING:
     import asyncssh
 
-__all__ = ["host_key_accepts", "host_key_sha256", "open_connection", "sftp_op",
-           "start_root_shell"]
+__all__ = ["close_connection", "host_key_accepts", "host_key_sha256", "open_connection",
+           "sftp_op", "start_root_shell"]
 
 
 def host_key_sha256(key: asyncssh.SSHKey) -> str:
@@ -136,6 +136,36 @@ async def open_connection(host: str, login: SshLogin, timeouts: Timeouts, device
             hint="check the host, port and that SSH is enabled", device=device,
         ) from exc
     return conn
+
+
+async def close_connection(conn: asyncssh.SSHClientConnection, *,
+                           sftp: asyncssh.SFTPClient | None = None,
+                           process: asyncssh.SSHClientProcess[Any] | None = None,
+                           timeout: float = 5.0) -> None:
+    """Close ``conn`` as an SSH client should: its SFTP session and shell first, each until
+    the server has closed it too, then the connection. Never raises.
+
+    Disconnecting with a channel still open has the server answer that channel's close on
+    a socket already gone (asyncio then reports ``socket.send() raised exception.``). A
+    server that does not answer within ``timeout`` has its connection aborted.
+    """
+    import contextlib
+
+    try:
+        async with asyncio.timeout(timeout):
+            if sftp is not None:
+                sftp.exit()
+            if process is not None:
+                process.close()
+            if sftp is not None:
+                await sftp.wait_closed()
+            if process is not None:
+                await process.wait_closed()
+            conn.close()
+            await conn.wait_closed()
+    except (Exception, asyncio.CancelledError):  # closing must not raise
+        with contextlib.suppress(Exception):
+            conn.abort()
 
 
 async def sftp_op(what: str, coro: Any, *, timeout: float, device: str, user: str,

@@ -63,6 +63,11 @@ class Screen:
         self.mark = 0
         self._pending = ""  # an escape sequence or CR cut at a read boundary
 
+    @property
+    def process(self) -> asyncssh.SSHClientProcess[str]:
+        """The shell's SSH process (its channel is closed before the connection)."""
+        return self._process
+
     def feed(self, chunk: str) -> None:
         if len(self.text) + len(self._pending) + len(chunk) > self.max_chars:
             raise DeviceConnectionError(
