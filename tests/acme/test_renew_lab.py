@@ -20,6 +20,7 @@ from certfleet.estate.store import Store
 from certfleet.lab.estate import LabEstate
 from certfleet.lab.pebble import LabPebble, add_acme_to_inventory
 from certfleet.lab.tls import free_port
+from handshake import lab_served
 from pebble_support import start_pebble
 
 
@@ -45,10 +46,14 @@ def run(lab: LabEstate, tmp_path: Path, *args: str) -> tuple[int, dict[str, obje
 
 
 def served(lab: LabEstate, tmp_path: Path) -> set[str]:
+    """What the lab's listeners serve, by certfleet status, confirmed by the standard
+    library's own handshake on every OVOC and SBC listener."""
     code, data = run(lab, tmp_path, "status")
     assert code == 0
-    return {item["sha256"] for device in data["devices"]  # type: ignore[attr-defined]
-            for item in device["listeners"]}
+    by_status = {item["sha256"] for device in data["devices"]  # type: ignore[attr-defined]
+                 for item in device["listeners"]}
+    assert set(lab_served(lab).values()) == by_status
+    return by_status
 
 
 def notifications(path: Path) -> list[dict[str, str]]:

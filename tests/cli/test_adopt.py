@@ -10,6 +10,7 @@ from cryptography import x509
 from certfleet.estate.store import Store
 from certfleet.lab.estate import LabEstate
 from certfleet.pki.model import cert_sha256
+from handshake import unit_served
 from lab_support import invoke
 
 
@@ -65,6 +66,7 @@ def test_adopt_reports_each_device_and_makes_the_first_deploy_reversible(
     code, out = _run(sbc_lab, state, "rollback", "sbc1", "--json")
     assert code == 0, out
     assert sbc_lab.sbcs["sbc1"].served_sha256("sip") == cert_sha256(sbc_lab.old.leaf)
+    assert unit_served(sbc_lab.sbcs["sbc1"]) == cert_sha256(sbc_lab.old.leaf)  # stdlib
 
 
 def test_adopt_after_import_leaves_the_target(sbc_lab: LabEstate, tmp_path: Path) -> None:
@@ -134,6 +136,7 @@ def test_deploy_previous_key_for_one_run(sbc_lab: LabEstate, tmp_path: Path) -> 
         assert device["status"] == "refused" and "no rollback possible" in device["message"]
         assert "--previous-key FILE" in device["hint"] and "certfleet adopt" in device["hint"]
     assert sbc_lab.sbcs["sbc1"].served_sha256("sip") == cert_sha256(sbc_lab.old.leaf)
+    assert unit_served(sbc_lab.sbcs["sbc1"]) == cert_sha256(sbc_lab.old.leaf)  # stdlib
     key = tmp_path / "old.key"
     key.write_bytes(sbc_lab.old.key_pem())
     code, out = _run(sbc_lab, state, "plan", "--json", "--previous-key", str(key))

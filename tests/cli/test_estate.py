@@ -11,6 +11,7 @@ from certfleet.cli.app import app
 from certfleet.estate.store import Store
 from certfleet.lab.ca import Issued
 from certfleet.lab.estate import LabEstate
+from handshake import unit_served
 from lab_support import invoke
 
 runner = CliRunner()
@@ -93,6 +94,7 @@ def test_renewal_flow(sbc_lab: LabEstate, tmp_path: Path) -> None:
     assert code == 0, out
     unit = sbc_lab.sbcs["sbc1"]
     assert unit.served_sha256("sip") == json.loads(out)["backup"]["served_sha256"]
+    assert unit_served(unit) == json.loads(out)["backup"]["served_sha256"]  # stdlib handshake
     code, out = _run(sbc_lab, state, "verify", "--json")
     assert code == 1
     bad = [d["name"] for d in json.loads(out)["devices"] if not d["is_current"]]

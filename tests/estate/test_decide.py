@@ -17,6 +17,7 @@ from certfleet.estate.plan import make_plan
 from certfleet.estate.store import Store
 from certfleet.lab.estate import WILDCARD, LabEstate
 from certfleet.pki.model import cert_sha256
+from handshake import unit_served
 from loopdev import LoopEstate
 
 runner = CliRunner()
@@ -139,6 +140,7 @@ def test_one_sbc_that_would_refuse_changes_no_device(
     assert status["sbc1"]["status"] == "not-attempted"
     assert "sbc2-ha would refuse" in status["sbc1"]["message"]
     assert sbc1.served_sha256("sip") == before
+    assert unit_served(sbc1) == before  # by the standard library's own handshake
     assert not [r for r in sbc1.requests if r[0] in ("PUT", "POST")]
 
     skipped = runner.invoke(app, ["deploy", "--json", "--skip-refused", *args])
@@ -147,6 +149,7 @@ def test_one_sbc_that_would_refuse_changes_no_device(
     status = {d["device"]: d["status"] for d in json.loads(skipped.stdout)["devices"]}
     assert status == {"sbc1": "installed", "sbc2-ha": "refused"}
     assert sbc1.served_sha256("sip") == cert_sha256(renewed.leaf)
+    assert unit_served(sbc1) == cert_sha256(renewed.leaf)
 
 
 def test_refused_canary_with_skip_refused_records_each_device_once(

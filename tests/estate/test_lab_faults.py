@@ -13,6 +13,7 @@ from certfleet.estate.devices import make_factory
 from certfleet.estate.store import Store
 from certfleet.inventory import Inventory, parse_inventory
 from certfleet.lab.estate import LabEstate
+from handshake import lab_served
 from lab_support import import_old_and_renewed, started_lab
 
 
@@ -52,10 +53,16 @@ def test_faults_at_each_step_are_contained(lab: LabEstate, tmp_path: Path) -> No
         assert status["ovoc"] == "restored"
         assert report.exit_code == worst_exit_code([r.exit_code for r in report.results])
         assert report.exit_code == 1
-        # what the devices serve now, by handshake
+        # what the devices serve now, by the lab's state and by the standard library's
+        # own handshake
         assert lab.sbcs["sbc1"].served_sha256("sip") == old_sha
         assert lab.sbcs["sbc2"].served_sha256("sip") == old_sha
         assert lab.sbcs["sbc4"].served_sha256("sip") == target
+        served = lab_served(lab)
+        assert served["ovoc:https"] == old_sha
+        assert served["sbc1:sip"] == served["sbc2:sip"] == served["sbc3:sip"] == old_sha
+        assert served["sbc4:sip"] == target
+        assert served["sbc5-ha/0:sip"] == target
         # the store holds every device's outcome and steps
         rows = {row["device"]: row for row in store.deployments(run_id=report.run_id)}
         assert set(rows) == {"ovoc", "sbc1", "sbc2", "sbc3", "sbc4", "sbc5-ha"}

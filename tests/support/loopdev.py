@@ -15,14 +15,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.drivers.base import Backup, Driver, EventCallback
-from certfleet.drivers.tlsprobe import Listener, ProbeResult, fetch_served_certificate
+from certfleet.drivers.tlsprobe import ProbeResult
 from certfleet.errors import DeviceConnectionError, DeviceRefusedError, RollbackError
 from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store, VersionRecord
 from certfleet.inventory import Device, Inventory, parse_inventory
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.tls import CertSlot, LabTLSListener
-from certfleet.pki.model import Bundle, cert_sha256
+from certfleet.pki.model import Bundle
+from handshake import served_sha256
 
 STEPS = ("connect", "backup", "install", "verify", "restore")
 # Where ``raise_at`` / ``hang_at`` act: a hook's start, "installed" after the
@@ -184,9 +185,9 @@ class LoopEstate:
         return import_certificate(self.inventory(), store, "wildcard", [path]).version
 
     def served(self, name: str) -> str:
-        """The SHA-256 of the certificate device ``name`` serves, by handshake."""
-        listener = Listener("127.0.0.1", self.devices[name].port)
-        return cert_sha256(asyncio.run(fetch_served_certificate(listener)))
+        """The SHA-256 of the certificate device ``name`` serves, by a handshake of the
+        standard library's ssl (not certfleet's probe)."""
+        return served_sha256(self.devices[name].port)
 
     def factory(
         self, device: Device, inventory: Inventory, on_event: EventCallback | None
