@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 from ..drivers.tlsprobe import ProbeResult, probe
 from ..errors import CertfleetError
 from ..inventory import Device, Inventory
+from .targets import DriverFactory, Targets, device_findings, rollback_possible
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..drivers.base import Driver, EventCallback
-    from .deploy import DriverFactory
     from .store import Store, VersionRecord
 
 __all__ = [
@@ -107,7 +107,7 @@ async def decide_device(
     device: Device,
     inventory: Inventory,
     store: Store,
-    targets: Any,
+    targets: Targets,
     factory: DriverFactory,
     *,
     force: bool = False,
@@ -121,8 +121,6 @@ async def decide_device(
     ``ignore_findings`` names error codes to go past, when the profile lets them
     be ignored (see :func:`certfleet.pki.profiles.not_overridable`).
     """
-    from .deploy import device_findings
-    from .plan import rollback_possible
 
     decision = Decision(device)
     version, bundle, problem = targets.get(device.certificate)
@@ -246,7 +244,7 @@ async def decide_all(
     force: bool = False,
     allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
-    targets: Any = None,
+    targets: Targets | None = None,
     credentials: Credentials | None = None,
     ignore_findings: Collection[str] = (),
 ) -> list[Decision]:
@@ -254,12 +252,11 @@ async def decide_all(
 
     Without ``factory``, drivers are built with ``credentials`` (by default a
     plan's: :func:`placeholder_secrets`); callers resolve them before the loop."""
-    from .deploy import _Targets
     from .devices import make_factory
 
     if factory is None:
         factory = make_factory(store, credentials or placeholder_secrets(devices))
-    targets = targets or _Targets(inventory, store)
+    targets = targets or Targets(inventory, store)
     return list(await asyncio.gather(*(
         decide_device(device, inventory, store, targets, factory, force=force,
                       allow_no_rollback=allow_no_rollback, on_event=on_event,

@@ -33,10 +33,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import Backup, DeployOutcome, Driver, EventCallback, StepEvent
+from ..drivers.base import Backup, DeployOutcome, EventCallback, StepEvent
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Device, Inventory, select_devices
-from .store import Store, VersionRecord
+from .store import Store
+from .targets import DriverFactory, Targets, device_findings
 
 __all__ = [
     "AUTO_CANARY",
@@ -49,7 +50,6 @@ __all__ = [
     "worst_exit_code",
 ]
 
-DriverFactory = Callable[[Device, Inventory, EventCallback | None], Driver]
 # Worst first: see the module docstring.
 SEVERITY_ORDER = (3, 1, 2, 0)
 # ``--canary auto``: the device of the kind most preferred as the canary.
@@ -188,45 +188,6 @@ class _Interrupt:
             pending = [t for t in pending if not t.done()]
 
 
-class _Targets:
-    """The bundle and findings to deploy per certificate, loaded once."""
-
-    def __init__(self, inventory: Inventory, store: Store) -> None:
-        self.inventory = inventory
-        self.store = store
-        self._cache: dict[str, tuple[VersionRecord | None, Any, CertfleetError | None]] = {}
-
-    def get(self, certificate: str) -> tuple[VersionRecord | None, Any, CertfleetError | None]:
-        if certificate not in self._cache:
-            from .csr import key_passphrase
-
-            version = self.store.current_version(certificate)
-            if version is None:
-                err: CertfleetError | None = ConfigError(
-                    f"no version of certificate {certificate!r} was imported",
-                    hint=f"run 'certfleet import {certificate} FILE...' first",
-                )
-                self._cache[certificate] = (None, None, err)
-            else:
-                try:
-                    bundle = self.store.load_bundle(
-                        version, key_passphrase(self.inventory, certificate)
-                    )
-                    self._cache[certificate] = (version, bundle, None)
-                except CertfleetError as exc:
-                    self._cache[certificate] = (version, None, exc)
-        return self._cache[certificate]
-
-
-def device_findings(bundle: Any, device: Device, inventory: Inventory) -> list[Any]:
-    """The toolkit's checks of ``bundle`` for ``device``'s host names."""
-    from ..pki.checks import check_bundle
-
-    return list(
-        check_bundle(bundle, list(device.hosts), expiry_warn_days=inventory.expiry_warn_days)
-    )
-
-
 async def _observe(device: Device) -> dict[str, str | None]:
     from ..drivers.tlsprobe import probe
 
@@ -271,7 +232,7 @@ async def run_deploy(
     limit = concurrency or inventory.concurrency
     if limit < 1:
         raise ConfigError(f"--concurrency {limit!r} must be at least 1", hint="use --concurrency 8")
-    targets = _Targets(inventory, store)
+    targets = Targets(inventory, store)
     run_id: int | None = None
     if not dry_run:
         store.acquire_lock(command, break_lock=break_lock)
@@ -463,7 +424,7 @@ async def _deploy_device(
     device: Device,
     inventory: Inventory,
     store: Store,
-    targets: _Targets,
+    targets: Targets,
     factory: DriverFactory,
     run_id: int | None,
     *,

@@ -16,8 +16,8 @@ from ..drivers.base import Driver, EventCallback
 from ..drivers.registry import BuildContext, get_kind
 from ..errors import CertfleetError
 from ..inventory import Device, Inventory
-from .deploy import DriverFactory
 from .store import Store
+from .targets import DriverFactory
 
 __all__ = [
     "build_driver",

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..inventory import Device, Inventory, select_devices
+from ..inventory import Inventory, select_devices
 from .store import Store
+from .targets import rollback_possible
 
 if TYPE_CHECKING:
     from .decide import Decision
-    from .deploy import DriverFactory
+    from .targets import DriverFactory
 
 __all__ = ["DevicePlan", "make_plan", "plan_from", "rollback_possible"]
 
@@ -62,31 +63,6 @@ class DevicePlan:
             "unreachable": self.unreachable,
             "hint": self.hint,
         }
-
-
-def rollback_possible(device: Device, store: Store, served: Sequence[Any]) -> tuple[bool, str]:
-    """Whether a failed deploy can be undone on ``device``, and why.
-
-    OVOC: the driver backs up the staged files (key included), so yes. SBC:
-    the device never returns its private key, so only when the key of what
-    it serves now is in the store.
-    """
-    from ..drivers.registry import get_kind
-    from ..pki.model import spki_sha256
-
-    kind = get_kind(device.kind)
-    if not kind.rollback_needs_key:
-        return True, kind.rollback_note
-    certs = [cert for cert in served if cert is not None]
-    if not certs:
-        return False, "no listener answered: nothing known to restore"
-    missing = [cert for cert in certs if store.key_by_spki(spki_sha256(cert)) is None]
-    if missing:
-        return False, (
-            "the SBC never returns its private key and the key of the certificate it "
-            "serves now is not in the store (adopt it with its key first)"
-        )
-    return True, "the key of the certificate served now is in the store"
 
 
 def plan_from(decision: Decision) -> DevicePlan:

@@ -24,7 +24,7 @@ from ..errors import CertfleetError
 from ..inventory import Device, Inventory
 
 if TYPE_CHECKING:
-    from .deploy import DriverFactory
+    from .targets import DriverFactory
 
 __all__ = ["DeviceProbe", "probe_device", "probe_devices", "rehearse_device", "transcript_path"]
 

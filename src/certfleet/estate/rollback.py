@@ -12,9 +12,9 @@ from ..drivers.base import DeployOutcome, EventCallback, StepEvent, describe_exc
 from ..drivers.tlsprobe import Listener, ProbeResult, wait_for_served
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Inventory
-from .deploy import DriverFactory
 from .devices import prepare_standalone_restore
 from .store import BackupRecord, Store
+from .targets import DriverFactory
 
 __all__ = ["RollbackResult", "previous_by_listener", "rollback_device", "verify_each"]
 
