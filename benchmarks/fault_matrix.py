@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from certfleet.cli.app import invoke
 from certfleet.lab.faultmatrix import FAULTS, CaseResult, FaultMatrix, render_matrix
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     for driver in args.driver or ["sbc", "ovoc"]:
         with tempfile.TemporaryDirectory(prefix="certfleet-faults-") as tmp:
             begin = time.perf_counter()
-            matrix = FaultMatrix(driver, Path(tmp))
+            matrix = FaultMatrix(driver, Path(tmp), cli=invoke)
             with matrix.running():
                 for fault in args.fault or FAULTS:
                     for point in matrix.points():

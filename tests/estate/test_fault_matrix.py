@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from certfleet.cli.app import invoke
 from certfleet.lab.faultmatrix import FAULTS, FaultMatrix, render_matrix
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and SIGTERM are POSIX")
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and SIGTERM 
 def test_every_step_ends_new_or_old_after_recovery(
     driver: str, fault: str, tmp_path: Path
 ) -> None:
-    matrix = FaultMatrix(driver, tmp_path)
+    matrix = FaultMatrix(driver, tmp_path, cli=invoke)
     with matrix.running():
         cases = [matrix.run_case(point, fault) for point in matrix.points()]
     table = render_matrix(cases)

@@ -197,3 +197,12 @@ def main() -> None:
             if not (hasattr(stream, "isatty") and stream.isatty()):
                 target.width = 120
     app()
+
+
+def invoke(args: list[str]) -> tuple[int, str]:
+    """Run certfleet with ``args`` in this process: its exit code and output (stdout, then
+    stderr). What the lab's fault matrix and the benchmarks run commands with."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.stdout + (result.stderr if result.stderr_bytes else "")

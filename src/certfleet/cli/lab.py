@@ -46,8 +46,8 @@ def _step(number: int, text: str) -> None:
 
 def _scan_lab(lab: LabEstate, store: Store) -> None:
     """The demo's last step: scan the lab's address range, inventory included."""
-    from ..scan.output import render_table
     from .scan import _prepare, _summary, run_scan
+    from .scan_table import render_table
 
     # The SBCs' management ports too: each is a listener of its device (its `port`).
     ports = ",".join(str(p) for p in sorted({*lab.tls_ports, *lab.management_ports}))

@@ -195,7 +195,7 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(to_csv(results))
             sys.stdout.flush()
         else:
-            from ..scan.output import render_table
+            from .scan_table import render_table
 
             console.print(render_table(results, warn_days=plan.warn_days))
             console.print(_summary(results), markup=False, highlight=False)

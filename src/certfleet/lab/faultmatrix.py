@@ -159,10 +159,15 @@ def _wait(done: Callable[[], bool], child: subprocess.Popen[bytes] | None, what:
 class FaultMatrix:
     """One lab per driver, shared by every case: a case starts from a saved start."""
 
-    def __init__(self, driver: str, workdir: Path) -> None:
+    def __init__(self, driver: str, workdir: Path,
+                 cli: Callable[[list[str]], tuple[int, str]] | None = None) -> None:
+        """``cli`` runs certfleet with the given arguments and returns its exit code
+        and output (``certfleet.cli.app.invoke`` runs it in this process); by
+        default each command is a ``python -m certfleet`` process."""
         if driver not in ("sbc", "ovoc"):
             raise ValueError(f"driver must be sbc or ovoc, not {driver!r}")
         self.driver = driver
+        self._cli = cli
         self.workdir = workdir
         self.device = SBC_DEVICE if driver == "sbc" else OVOC_DEVICE
         self.lab = LabEstate(workdir / "lab", sbcs=2 if driver == "sbc" else 0, ha=False,
@@ -212,13 +217,13 @@ class FaultMatrix:
                 "--state-dir", str(self.state)]
 
     def cli(self, *args: str) -> tuple[int, str]:
-        """certfleet in this process (the lab's secrets are in the environment)."""
-        from typer.testing import CliRunner
-
-        from ..cli.app import app
-
-        result = CliRunner().invoke(app, self._args(*args))
-        return result.exit_code, result.stdout + (result.stderr if result.stderr_bytes else "")
+        """certfleet on this lab (its secrets are in the environment): exit code, output."""
+        if self._cli is not None:
+            return self._cli(self._args(*args))
+        env = {**os.environ, **self.lab.env, "COLUMNS": "160"}
+        done = subprocess.run([sys.executable, "-m", "certfleet", *self._args(*args)],
+                              env=env, capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout + done.stderr
 
     def _cli_ok(self, *args: str) -> str:
         code, out = self.cli(*args)
