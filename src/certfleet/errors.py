@@ -19,7 +19,9 @@ and ``hint`` (the fix), and picks the exit code. The tree::
     ├── DeviceRefusedError        the device answered and said no
     ├── VerificationError         handshake did not show what was installed
     ├── RollbackError             the previous state could not be restored
-    └── StateError                local state store problem (lock, schema)
+    ├── StateError                local state store problem (lock, schema)
+    └── AcmeError                 the CA refused an order, or validation failed
+        └── DnsError              a TXT record not published, removed or seen
 
 Errors carry context as attributes (``device``, ``path``, ``fingerprint``)
 so that callers can act on them without parsing the message. Messages never
@@ -33,6 +35,7 @@ from os import PathLike
 from typing import Any, Self
 
 __all__ = [
+    "AcmeError",
     "CertfleetError",
     "CertificateError",
     "ConfigError",
@@ -41,6 +44,7 @@ __all__ = [
     "DeviceError",
     "DeviceRefusedError",
     "DeviceTimeoutError",
+    "DnsError",
     "HostKeyError",
     "InputError",
     "PasswordError",
@@ -146,3 +150,11 @@ class RollbackError(CertfleetError):
 
 class StateError(CertfleetError):
     """The local state store cannot be used (lock held, schema too new...)."""
+
+
+class AcmeError(CertfleetError):
+    """The CA refused an order or a validation failed. ``problem``: the CA's words."""
+
+
+class DnsError(AcmeError):
+    """A TXT record could not be published, removed or seen on the nameservers."""

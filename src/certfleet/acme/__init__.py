@@ -8,14 +8,8 @@ included), ``ari`` decides when a certificate is due, ``renew`` runs issue
 
 from __future__ import annotations
 
-from ..errors import CertfleetError
+# The errors live with the others (the DNS layer, below acme, raises DnsError too).
+from ..errors import AcmeError as AcmeError
+from ..errors import DnsError as DnsError
 
 __all__ = ["AcmeError", "DnsError"]
-
-
-class AcmeError(CertfleetError):
-    """The CA refused an order or a validation failed. ``problem``: the CA's words."""
-
-
-class DnsError(AcmeError):
-    """A TXT record could not be published, removed or seen on the nameservers."""

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..model import DnsConfig as DnsConfig
 
 __all__ = [
     "NOTIFY_EVENTS",
@@ -89,27 +90,6 @@ class AcmeConfig:
     # Strict X.509 checks (VERIFY_X509_STRICT) of the ACME server's certificate:
     # None keeps Python's default (strict from 3.13 on), False clears only them.
     x509_strict: bool | None = None
-
-
-@dataclass(frozen=True)
-class DnsConfig:
-    """``[certificates.NAME.dns]``: how TXT records are published and checked."""
-
-    certificate: str
-    provider: str
-    server: str | None = None
-    tsig_name: str | None = None
-    tsig_secret: str | None = None  # secret reference
-    tsig_algorithm: str = "hmac-sha256"
-    add: str | None = None
-    remove: str | None = None
-    resolvers: tuple[str, ...] = ()
-    propagation_timeout: float = 300.0
-    zone: str | None = None
-    credentials: Mapping[str, str] | None = None  # lexicon: option -> secret reference
-    url: str | None = None  # challtestsrv management URL
-    hook_timeout: float = 120.0
-    base_dir: Path = Path()
 
 
 @dataclass(frozen=True)

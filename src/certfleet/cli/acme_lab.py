@@ -116,7 +116,7 @@ def _renew(lab: LabEstate, store: Any, title: str) -> Any:
 
 def run_acme_demo() -> int:
     """The unattended story on the lab; returns its exit code and leaves nothing running."""
-    from .lab import demo_estate
+    from .demo_lab import demo_estate
 
     require_pebble()
     with demo_estate("certfleet-acme-demo-",
@@ -137,8 +137,8 @@ def _acme_story(work: Path, lab: LabEstate, store: Any, pebble: LabPebble) -> in
 
     from ..estate.status import collect_status
     from ..inventory import load_inventory
+    from .demo_lab import _step
     from .estate import render_status
-    from .lab import _step
 
     console.print(f"ACME directory {pebble.directory_url}; DNS {pebble.dns_server}; "
                   f"notifications to {work / 'notifications.jsonl'}", soft_wrap=True,

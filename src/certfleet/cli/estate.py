@@ -3,8 +3,8 @@ and adopt are in `intake`)."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Coroutine
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,45 +34,13 @@ if TYPE_CHECKING:
     from ..estate.store import Store
     from ..inventory import Inventory
 
-INVENTORY_OPTION = typer.Option(
-    Path("certfleet.toml"),
-    "--inventory",
-    "-i",
-    envvar="CERTFLEET_INVENTORY",
-    help="The inventory file (env CERTFLEET_INVENTORY).",
-)
-STATE_OPTION = typer.Option(
-    None,
-    "--state-dir",
-    envvar="CERTFLEET_STATE_DIR",
-    help="The state folder (env CERTFLEET_STATE_DIR; default: the user data folder).",
-)
-JSON_OPTION = typer.Option(False, "--json", help="Print JSON only, on stdout.")
-ONLY_OPTION = typer.Option([], "--only", help="A device name or tag (repeatable).")
-
-@contextmanager
-def open_store(state_dir: Path | None) -> Iterator[Store]:
-    from ..estate.store import Store
-
-    store = Store.open(state_dir)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def load(inventory: Path) -> Inventory:
-    from ..inventory import load_inventory
-
-    return load_inventory(inventory)
-
-
-@contextmanager
-def open_estate(inventory: Path, state_dir: Path | None) -> Iterator[tuple[Inventory, Store]]:
-    """The inventory (read first: a bad one fails before the store is touched) and the store."""
-    inv = load(inventory)
-    with open_store(state_dir) as store:
-        yield inv, store
+from .options import INVENTORY_OPTION as INVENTORY_OPTION
+from .options import JSON_OPTION as JSON_OPTION
+from .options import ONLY_OPTION as ONLY_OPTION
+from .options import STATE_OPTION as STATE_OPTION
+from .options import load as load
+from .options import open_estate as open_estate
+from .options import open_store as open_store
 
 
 def _known_device(name: str, inventory: Path, in_history: list[str], *, json_out: bool) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +10,8 @@ import typer
 
 from ..safetext import visible
 from .common import console, err_console, handle_errors
+from .demo_lab import _seed_previous as _seed_previous
+from .demo_lab import _step, demo_estate
 
 if TYPE_CHECKING:
     from ..estate.store import Store
@@ -21,27 +21,6 @@ if TYPE_CHECKING:
 DIR_OPTION = typer.Option(
     None, "--dir", help="Where to write the inventory, secrets and state (kept)."
 )
-
-
-def _seed_previous(lab: LabEstate, store: Store) -> None:
-    """Store what the lab serves as the previous version (last renewal): key, chain and root.
-
-    The full chain with its root, as the CA handed it over: a device that wants
-    the root (OVOC's root.crt) can be given this version again without
-    forcing past a preflight error.
-    """
-    from ..estate.importer import import_certificate
-    from ..fsutil import write_private_file
-    from ..inventory import load_inventory
-
-    previous = lab.directory / "previous-renewal.pem"
-    write_private_file(previous, lab.old.fullchain_pem + lab.old.root_pem + lab.old.key_pem())
-    import_certificate(load_inventory(lab.inventory_path), store, "wildcard", [previous])
-
-
-def _step(number: int, text: str) -> None:
-    console.print()
-    console.rule(f"[bold]{number}. {text}", align="left")
 
 
 def _scan_lab(lab: LabEstate, store: Store) -> None:
@@ -87,36 +66,6 @@ def stray_lines(results: list[ScanResult]) -> list[str]:
                      f"certificate of {device}{label} ({twin.endpoint}), and is in no inventory: "
                      f"add it to {device}'s listeners, or switch it off")
     return lines
-
-
-@contextmanager
-def demo_estate(prefix: str, intro: str,
-                first_step: str) -> Iterator[tuple[Path, LabEstate, Store]]:
-    """A demo's lab estate (1 OVOC, 3 SBCs) in a new folder, serving last year's certificate,
-    with a state store holding it: ``(folder, lab, store)``; all stopped and removed after."""
-    import shutil
-    import tempfile
-
-    from ..estate.store import Store
-    from ..lab.estate import LabEstate
-
-    work = Path(tempfile.mkdtemp(prefix=prefix))
-    lab: LabEstate | None = None
-    store: Store | None = None
-    try:
-        console.print(intro)
-        _step(1, first_step)
-        lab = LabEstate(work / "lab", sbcs=3)
-        lab.start()
-        store = Store.open(work / "state")
-        _seed_previous(lab, store)
-        yield work, lab, store
-    finally:
-        if store is not None:
-            store.close()
-        if lab is not None:
-            lab.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_demo() -> int:

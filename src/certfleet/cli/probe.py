@@ -53,7 +53,7 @@ def exit_code(probes: list[DeviceProbe]) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    from .estate import INVENTORY_OPTION, JSON_OPTION, ONLY_OPTION, STATE_OPTION, open_estate
+    from .options import INVENTORY_OPTION, JSON_OPTION, ONLY_OPTION, STATE_OPTION, open_estate
 
     @app.command("probe")
     @handle_errors

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..acme import DnsError
-from .providers import TxtRecord
+from ..errors import DnsError
+from .records import TxtRecord
 
 __all__ = ["follow_cname", "resolver_for", "split_host_port", "wait_for_records"]
 

@@ -13,30 +13,16 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..acme import DnsError
-from ..acme.config import DnsConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, DnsError
+from ..model import DnsConfig
+from .records import TxtRecord as TxtRecord
 
 __all__ = ["DnsProvider", "TxtRecord", "make_provider", "zone_for"]
 
 _OUTPUT_LIMIT = 2000
-
-
-@dataclass(frozen=True)
-class TxtRecord:
-    """One TXT value to publish: ``name`` without the trailing dot, its ``zone``."""
-
-    name: str
-    value: str
-    zone: str
-
-    def __post_init__(self) -> None:
-        if self.name.endswith(".") or not self.name:
-            raise ValueError(f"name {self.name!r} must be a DNS name without a trailing dot")
 
 
 class DnsProvider(Protocol):

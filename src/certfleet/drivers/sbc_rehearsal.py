@@ -11,7 +11,7 @@ never raised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import (
     CertfleetError,
@@ -23,7 +23,37 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:
-    from .sbc import SbcDriver
+    from cryptography import x509
+
+    from ..pki.model import PrivateKey
+    from .sbc_model import SbcContext
+
+
+class SbcDriver(Protocol):
+    """What the rehearsal drives (:class:`certfleet.drivers.sbc.SbcDriver`)."""
+
+    name: str
+    user: str
+    insecure: bool
+    contexts: list[int]
+    status: dict[str, Any]
+    management_sha256: str | None
+
+    @property
+    def pinned(self) -> bool: ...
+
+    @property
+    def auth_scheme(self) -> str: ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def read_ini(self) -> bytes: ...
+
+    async def read_context(self, index: int, name: str | None = None) -> SbcContext: ...
+
+    def _previous_key_for(self, cert: x509.Certificate | None) -> PrivateKey | None: ...
 
 __all__ = ["Check", "Readiness", "rehearse"]
 
@@ -119,7 +149,7 @@ async def rehearse(driver: SbcDriver, *, allow_no_rollback: bool = False) -> Rea
 
 
 async def _checks(driver: SbcDriver, result: Readiness, allow_no_rollback: bool) -> None:
-    from .sbc import NO_ROLLBACK_HINT, tls_contexts_in_ini
+    from .sbc_model import NO_ROLLBACK_HINT, tls_contexts_in_ini
 
     status = driver.status
     role = str(status.get("haUnitRole") or "")

@@ -13,14 +13,47 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...errors import CertfleetError, DeviceRefusedError
 
 if TYPE_CHECKING:
-    from .driver import OvocDriver
-    from .ems import WalkStep
+    from collections.abc import Sequence
+
+    import asyncssh
+
+    from .config import SshLogin, SuSettings
+    from .ems import EmsDialogue, WalkStep
+    from .menu import OvocMenu
     from .staging import StagingReport
+
+
+class OvocDriver(Protocol):
+    """What the probe drives (:class:`certfleet.drivers.ovoc.driver.OvocDriver`): its
+    login, SFTP and root-shell steps, up to the menu, never past it."""
+
+    name: str
+    host: str
+    login: SshLogin
+    su: SuSettings
+    menu: OvocMenu
+    _conn: asyncssh.SSHClientConnection | None
+    _sftp: asyncssh.SFTPClient | None
+    _ems: EmsDialogue | None
+
+    async def _open(self) -> asyncssh.SSHClientConnection: ...
+
+    async def _op(self, what: str, coro: Any) -> Any: ...
+
+    async def _locate_staging_dir(self) -> None: ...
+
+    async def _start_root_shell(self) -> None: ...
+
+    async def inspect(self, hosts: Sequence[str] = ()) -> StagingReport: ...
+
+    def transcript(self) -> str | None: ...
+
+    async def close(self) -> None: ...
 
 __all__ = ["ProbeCheck", "ProbeReport", "probe_ovoc"]
 

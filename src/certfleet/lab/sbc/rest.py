@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -29,7 +29,27 @@ from .material import (
 )
 
 if TYPE_CHECKING:
-    from .device import LabSbc
+    import threading
+
+    from .faults import Faults
+    from .state import _DeviceState
+
+
+class SbcBackend(Protocol):
+    """What the REST handler needs of the lab SBC it answers for (``LabSbc``)."""
+
+    auth: str
+    users: dict[str, str]
+    read_only_users: dict[str, str]
+    unit_role: str
+    faults: Faults
+    state: _DeviceState
+    _nonces: set[str]
+    _stopping: threading.Event
+
+    def status(self) -> dict[str, Any]: ...
+
+    def _log(self, method: str, path: str, status: int) -> None: ...
 
 
 def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
@@ -360,5 +380,5 @@ class _SbcHandler(BaseHTTPRequestHandler):
 
 
 class _SbcServer(LabHTTPSServer):
-    sbc: LabSbc
+    sbc: SbcBackend
 
