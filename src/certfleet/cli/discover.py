@@ -114,9 +114,9 @@ def register(app: typer.Typer) -> None:
                                    "larger than a /16."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
     ) -> None:
-        """Find the SBCs, OVOC and other TLS listeners of a range, read-only, and write a
-        commented inventory with the pins seen.
+        """Find an estate's SBCs, OVOC and TLS listeners, read-only; write its inventory.
 
+        The commented inventory holds the pins seen (review them).
         A password is sent only to a host whose certificate or SSH host key matches a pin
         of --pins-from, or with --trust-on-first-use. Exit code: 0 done, 2 bad input.
         """

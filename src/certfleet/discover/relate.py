@@ -103,7 +103,7 @@ class Estate:
 
 
 def _slug(text: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.").lower()
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower()
     return (slug or "device")[:62]
 
 
