@@ -61,6 +61,8 @@ COMMANDS: dict[str, Entry] = {
                     "as interrupted."),
     "demo": Entry("lab", "Renew and deploy a wildcard across a lab estate, end to end (starts "
                   "nothing lasting)."),
+    "discover": Entry("discover", "Find an estate's SBCs, OVOC and TLS listeners, read-only; "
+                      "write its inventory."),
     "scan": Entry("scan", "One TLS handshake per endpoint: what it serves, checked, sorted by "
                   "days left."),
     "exporter": Entry("scan", "Scan the inventory's listeners (and --target) every --interval; "

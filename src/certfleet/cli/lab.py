@@ -191,8 +191,35 @@ def _write_last_year_pfx(lab: LabEstate) -> Path:
     return write_private_file(lab.directory / BY_HAND_PFX, data)
 
 
+def _print_spread(lab: LabEstate) -> None:
+    """A spread lab's devices, one address each, and the discovery of its range."""
+    import shlex
+
+    spread = lab.spread
+    assert spread is not None
+    ports = spread.ports
+    console.print(f"devices (ports on every address: https {ports['https']}, sip-tls "
+                  f"{ports['sip']}, teams {ports['teams']}, ssh {ports['ssh']}):",
+                  soft_wrap=True, markup=False)
+    for name, address in spread.addresses.items():
+        kind = "OVOC" if name == "ovoc" else "SBC HA unit" if "-ha-" in name else "SBC"
+        console.print(f"  {address:<15}  {kind:<11}  {name}", soft_wrap=True, markup=False,
+                      highlight=False)
+    console.print(f"  {spread.unmanaged:<15}  {'TLS':<11}  a listener nobody manages",
+                  soft_wrap=True, markup=False, highlight=False)
+    cf = shlex.join(_self_command())
+    port_list = ",".join(str(ports[r]) for r in ("https", "sip", "teams", "ssh"))
+    console.print("Take it over as an estate you do not know (in another shell):",
+                  soft_wrap=True)
+    console.print(f"  {cf} discover {spread.network}:{port_list} --out discovered.toml",
+                  soft_wrap=True, markup=False, highlight=False)
+
+
 def _print_devices(lab: LabEstate) -> None:
     """Every device with its address and ports, one line each."""
+    if lab.spread is not None:
+        _print_spread(lab)
+        return
     rows: list[tuple[str, str, str]] = []
     if lab.ovoc is not None:
         rows.append(("ovoc", "OVOC", f"ssh 127.0.0.1:{lab.ovoc.ssh_port}  "
@@ -264,7 +291,8 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool = False) -> int:
+def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool = False,
+               spread: str | None = None) -> int:
     """``certfleet lab up``: start, print, serve until Ctrl-C/SIGTERM/SIGHUP, clean up."""
     import secrets
     import shutil
@@ -290,7 +318,13 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
             # pasted into other shells, whose working folder may differ.
             where = Path(tempfile.mkdtemp(prefix="certfleet-lab-")) if directory is None \
                 else directory.expanduser().resolve()
-            lab = LabEstate(where, sbcs=sbcs)
+            try:
+                lab = LabEstate(where, sbcs=sbcs, spread=spread)
+            except ValueError as exc:
+                from ..errors import ConfigError
+
+                raise ConfigError(str(exc), hint="give --spread-range a 127.x.y.z range with "
+                                  "enough addresses, e.g. 127.0.1.0/28") from None
             if by_hand:
                 lab.env[BY_HAND_PASSWORD_VAR] = secrets.token_urlsafe(12)
             lab.start()
@@ -422,9 +456,17 @@ def register(app: typer.Typer) -> None:
                  f"certificate as {BY_HAND_PFX} in the lab folder (its password in lab.env)."),
         acme: bool = typer.Option(
             False, "--acme", help="Also start Pebble (ACME CA) and challtestsrv (its DNS)."),
+        spread: bool = typer.Option(
+            False, "--spread",
+            help="Put every device on a loopback address of its own (--spread-range), with "
+                 "the same ports on each, and add a TLS listener nobody manages: an estate "
+                 "to take over with certfleet discover."),
+        spread_range: str = typer.Option(
+            "127.0.1.0/28", "--spread-range", help="The 127.x range of --spread."),
     ) -> None:
         """Start a lab OVOC, N lab SBCs and a lab CA; run until Ctrl-C (or SIGTERM/SIGHUP)."""
-        raise typer.Exit(run_lab_up(sbcs, directory, by_hand=by_hand, acme=acme))
+        raise typer.Exit(run_lab_up(sbcs, directory, by_hand=by_hand, acme=acme,
+                                    spread=spread_range if spread else None))
 
     @lab_app.command("sign")
     @handle_errors

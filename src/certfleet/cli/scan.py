@@ -160,6 +160,18 @@ def _summary(results: list[ScanResult]) -> str:
     return text
 
 
+def silent_line(results: list[ScanResult]) -> str:
+    """One line for the endpoints that did not answer, counted by what happened."""
+    from collections import Counter
+
+    words = {"refused": "refused", "connect-timeout": "silent (timed out)",
+             "unreachable": "unreachable", "unresolved": "names that do not resolve"}
+    counts = Counter(words.get(r.failure or "", r.failure or "?") for r in results)
+    detail = ", ".join(f"{n:,} {what}" for what, n in counts.most_common())
+    return (f"{len(results):,} endpoints did not answer ({detail}); list only the ones that "
+            "did with --open-only, or every row with --json")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("scan")
     @handle_errors
@@ -172,11 +184,16 @@ def register(app: typer.Typer) -> None:
         reach: _Reach = REACH,
         json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
         csv_out: bool = typer.Option(False, "--csv", help="Print CSV only, on stdout."),
+        open_only: bool = typer.Option(
+            False, "--open-only",
+            help="List only the endpoints that answered (a TCP connection was made)."),
     ) -> None:
         """One TLS handshake per endpoint: what it serves, checked, sorted by days left.
 
         Exit code: 1 when any endpoint is expired, unreachable or fails a check
-        (trust, name, chain, current version), 2 for bad input, else 0.
+        (trust, name, chain, current version), 2 for bad input, else 0. With
+        --open-only, only the endpoints that answered count. In the table, a
+        CIDR range's refused and silent endpoints are one count line.
         """
         if json_out and csv_out:
             fail("--json and --csv exclude each other", "choose one of --json and --csv")
@@ -185,6 +202,12 @@ def register(app: typer.Typer) -> None:
         quiet = json_out or csv_out
         results = run_scan(plan, reach.concurrency, reach.timeout,
                            progress=not quiet and err_console.is_terminal)
+        silent: list[ScanResult] = []
+        if open_only:
+            results = [r for r in results if r.answered]
+        elif not quiet and any("/" in t for t in targets or []):
+            silent = [r for r in results if not r.answered and r.endpoint.device is None]
+            results = [r for r in results if r.answered or r.endpoint.device is not None]
         if json_out:
             from ..scan.output import to_json
 
@@ -198,8 +221,10 @@ def register(app: typer.Typer) -> None:
             from .scan_table import render_table
 
             console.print(render_table(results, warn_days=plan.warn_days))
+            if silent:
+                console.print(silent_line(silent), markup=False, highlight=False)
             console.print(_summary(results), markup=False, highlight=False)
-        raise typer.Exit(0 if all(r.ok for r in results) else 1)
+        raise typer.Exit(0 if all(r.ok for r in results) and not silent else 1)
 
     @app.command("exporter")
     @handle_errors

@@ -82,6 +82,12 @@ class ProbeResult:
     ``handshake_completed``: the server accepted the handshake (False when it
     refused us for want of a client certificate, though the chain was read).
     ``error_kind``: ``timeout``, ``connect`` or ``tls`` when ``error`` is set.
+    ``failure`` names what went wrong, apart from the TLS handshake itself:
+    ``refused`` (the TCP connection was refused), ``unresolved`` (the name does
+    not resolve), ``unreachable`` (no route, network down), ``connect-timeout``
+    (no answer to the TCP connection), ``tls-timeout`` (connected, no TLS
+    answer in time), ``tls`` (connected, the handshake failed); None when the
+    certificate was read and the handshake completed.
     """
 
     listener: Listener
@@ -93,6 +99,12 @@ class ProbeResult:
     tls_version: str | None = None
     cipher: str | None = None
     error_kind: str | None = None
+    failure: str | None = None
+
+    @property
+    def answered(self) -> bool:
+        """A TCP connection was made (whatever the TLS handshake then did)."""
+        return self.failure not in ("refused", "unresolved", "unreachable", "connect-timeout")
 
     @property
     def sha256(self) -> str | None:
@@ -263,19 +275,16 @@ async def handshake(listener: Listener, timeout: float = 10.0) -> ProbeResult:
     completed = False
     failure: str | None = None
     kind: str | None = None
+    connected = False
     try:
         async with asyncio.timeout(timeout):
             try:
                 reader, writer = await asyncio.open_connection(listener.host, listener.port)
             except OSError as exc:
-                if isinstance(exc, socket.gaierror):  # name resolution: its own codes
-                    reason = f"cannot resolve the name ({exc.strerror or exc})"
-                else:
-                    reason = (os.strerror(exc.errno) if exc.errno else None) or (
-                        exc.strerror or str(exc) or type(exc).__name__)
-                return ProbeResult(listener, None,
-                                   f"TLS handshake with {listener} failed: {reason}",
-                                   error_kind="connect")
+                failure, reason = _connect_failure(exc)
+                return ProbeResult(listener, None, f"{listener}: {reason}",
+                                   error_kind="connect", failure=failure)
+            connected = True
             conn = SSL.Connection(_context(), None)
             conn.set_app_data(state)
             conn.set_connect_state()
@@ -304,7 +313,12 @@ async def handshake(listener: Listener, timeout: float = 10.0) -> ProbeResult:
                 if refusal is not None:
                     completed, failure, kind = False, refusal, "tls"
     except TimeoutError:
-        failure, kind = f"TLS handshake with {listener} timed out after {timeout:g} s", "timeout"
+        kind = "timeout"
+        if connected:
+            failure = f"TLS handshake with {listener} timed out after {timeout:g} s"
+        else:
+            failure = (f"{listener}: no answer to the TCP connection within {timeout:g} s "
+                       "(timeout: a silent address, or a firewall that drops)")
     except (OSError, SSL.Error) as exc:
         failure = _ssl_reason(exc) if isinstance(exc, SSL.Error) else (exc.strerror or str(exc))
         kind = "tls"
@@ -324,6 +338,10 @@ async def handshake(listener: Listener, timeout: float = 10.0) -> ProbeResult:
         failure, kind = f"{listener} completed a handshake without presenting a certificate", "tls"
     if leaf is None and failure is not None and kind == "tls":
         failure = f"TLS handshake with {listener} failed: {failure}"
+    reached = None
+    if not (leaf is not None and completed):
+        reached = ("tls-timeout" if connected else "connect-timeout") if kind == "timeout" \
+            else "tls"
     return ProbeResult(
         listener,
         leaf,
@@ -334,7 +352,28 @@ async def handshake(listener: Listener, timeout: float = 10.0) -> ProbeResult:
         tls_version=version,
         cipher=cipher,
         error_kind=None if leaf is not None and completed else kind,
+        failure=reached,
     )
+
+
+def _connect_failure(exc: OSError) -> tuple[str, str]:
+    """What a failed TCP connection was, in words: (failure, reason)."""
+    import errno
+
+    if isinstance(exc, socket.gaierror):  # name resolution: its own codes
+        return "unresolved", f"the name does not resolve ({exc.strerror or exc})"
+    text = (os.strerror(exc.errno) if exc.errno else None) or (
+        exc.strerror or str(exc) or type(exc).__name__)
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return "refused", "connection refused (nothing listens on the port, or a firewall " \
+                          "rejects it)"
+    unreachable = {getattr(errno, n) for n in ("EHOSTUNREACH", "ENETUNREACH", "ENETDOWN",
+                                                "EHOSTDOWN", "EADDRNOTAVAIL") if hasattr(errno, n)}
+    if exc.errno in unreachable:
+        return "unreachable", f"unreachable ({text})"
+    if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:
+        return "connect-timeout", f"no answer to the TCP connection ({text})"
+    return "unreachable", f"cannot connect ({text})"
 
 
 async def fetch_served_certificate(listener: Listener, timeout: float = 10.0) -> x509.Certificate:

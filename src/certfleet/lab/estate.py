@@ -25,12 +25,93 @@ from ..fsutil import write_file_atomic, write_private_file
 from .ca import Issued, LabCA
 from .ovoc import LabOvoc
 from .sbc import LabSbc, LabSbcPair
+from .tls import CertSlot, LabTLSListener
 
-__all__ = ["LabEstate", "seed_sbc_context"]
+__all__ = ["LabEstate", "Spread", "seed_sbc_context"]
 
 DOMAIN = "example.com"
 UNLISTED_ROLE = "sip-forgotten"
 WILDCARD = (f"*.{DOMAIN}", DOMAIN)
+# A spread lab's one administrator password for every SBC (in lab.env).
+SPREAD_SBC_PASSWORD = "CERTFLEET_LAB_SBC_PASSWORD"
+
+
+class Spread:
+    """Where a spread lab puts its devices: one loopback address each (127.0.0.0/8 is all
+    loopback on Linux), the same ports on every address (``https``: SBC management and
+    OVOC web; ``sip``; ``teams``; ``ssh``), as an estate's devices have."""
+
+    ROLES = ("https", "sip", "teams", "ssh")
+
+    def __init__(self, addresses: dict[str, str], unmanaged: str, ports: dict[str, int],
+                 network: str = "") -> None:
+        self.network = network
+        self.addresses = addresses
+        self.unmanaged = unmanaged
+        self.ports = ports
+
+    @classmethod
+    def plan(cls, network: str, *, sbcs: int, ha: bool, ovoc: bool) -> Spread:
+        """Addresses in ``network`` (in order: OVOC, the SBCs, the HA pair's two units, the
+        unmanaged listener) and ports free on all of them. Raises ValueError."""
+        import ipaddress
+
+        net = ipaddress.ip_network(network, strict=False)
+        if not net.is_loopback or net.version != 4:
+            raise ValueError(f"--spread {network}: a spread lab needs a 127.x.y.z range")
+        names = (["ovoc"] if ovoc else []) + [f"sbc{n}" for n in range(1, sbcs + 1)]
+        if ha and sbcs:
+            names[-1:] = [f"sbc{sbcs}-ha-a", f"sbc{sbcs}-ha-b"]
+        hosts = [str(h) for h in net.hosts()] if net.num_addresses > 2 else [str(net[0])]
+        if len(hosts) < len(names) + 1:
+            raise ValueError(f"--spread {network} has {len(hosts)} addresses; the lab needs "
+                             f"{len(names) + 1}")
+        addresses = dict(zip(names, hosts, strict=False))
+        unmanaged = hosts[len(names)]
+        return cls(addresses, unmanaged, _free_ports([*addresses.values(), unmanaged],
+                                                     len(cls.ROLES)), str(net))
+
+    def sbc_args(self, name: str) -> dict[str, Any]:
+        return {"host": self.addresses[name], "ports": self._sbc_ports()}
+
+    def pair_args(self, name: str) -> dict[str, Any]:
+        return {"hosts": (self.addresses[f"{name}-a"], self.addresses[f"{name}-b"]),
+                "ports": self._sbc_ports()}
+
+    def ovoc_args(self) -> dict[str, Any]:
+        return {"host": self.addresses["ovoc"], "ssh_port": self.ports["ssh"],
+                "https_port": self.ports["https"]}
+
+    def _sbc_ports(self) -> dict[str, int]:
+        return {"management": self.ports["https"], "sip": self.ports["sip"],
+                "teams": self.ports["teams"]}
+
+
+def _free_ports(hosts: list[str], count: int) -> dict[str, int]:
+    """``count`` ports free on every host: each bound on all of them at once, then let go."""
+    import socket
+
+    for _ in range(50):
+        held: list[socket.socket] = []
+        ports: list[int] = []
+        try:
+            while len(ports) < count:
+                first = socket.socket()
+                held.append(first)
+                first.bind((hosts[0], 0))
+                port = int(first.getsockname()[1])
+                for host in hosts[1:]:
+                    other = socket.socket()
+                    held.append(other)
+                    other.bind((host, port))
+                ports.append(port)
+            return dict(zip(Spread.ROLES, ports, strict=True))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise ValueError("no ports free on every address of the spread lab")
 
 
 def seed_sbc_context(sbc: LabSbc, issued: Issued, index: int) -> None:
@@ -67,9 +148,12 @@ class LabEstate:
         old_days: int = 5,
         key_type: str = "rsa2048",
         ca: LabCA | None = None,
+        spread: str | None = None,
     ) -> None:
         if sbcs < 0:
             raise ValueError(f"sbcs must be >= 0, not {sbcs!r}")
+        self.spread = Spread.plan(spread, sbcs=sbcs, ha=ha, ovoc=ovoc) if spread else None
+        where = self.spread
         self.directory = Path(directory)
         self.ca = ca or LabCA(name="certfleet Lab")
         self.key_type = key_type
@@ -78,24 +162,36 @@ class LabEstate:
         self.ovoc: LabOvoc | None = None
         self.sbcs: dict[str, LabSbc] = {}
         self.pairs: dict[str, LabSbcPair] = {}
+        self.unmanaged: LabTLSListener | None = None
+        self.unmanaged_slot: CertSlot | None = None
+        # Spread: one administrator password for every SBC, as an estate often has.
+        shared = secrets.token_urlsafe(12) if where else None
         if ovoc:
             self.ovoc = LabOvoc(
                 self.old,
                 acems_password=secrets.token_urlsafe(12),
                 root_password=secrets.token_urlsafe(12),
+                **(where.ovoc_args() if where else {}),
             )
         for number in range(1, sbcs + 1):
             if ha and number == sbcs and sbcs > 0:
                 name = f"sbc{number}-ha"
                 # Teams interfaces require a client certificate: this pair's on TLS 1.2.
                 pair = LabSbcPair(name, latency=latency, teams_listener=True,
-                                  tls_versions={2: 4})
+                                  tls_versions={2: 4}, password=shared,
+                                  **(where.pair_args(name) if where else {}))
                 seed_sbc_context(pair.active, self.old, 1)
                 seed_sbc_context(pair.active, self.old, 2)
                 self.pairs[name] = pair
             else:
                 name = f"sbc{number}"
-                if number == 1:
+                if number == 1 and where:
+                    # A Teams interface on TLS 1.3 (mutual TLS); the unlisted listener of
+                    # a spread lab is a server of its own (self.unmanaged).
+                    sbc = LabSbc(name, latency=latency, teams_listener=True,
+                                 tls_versions={2: 8}, password=shared, **where.sbc_args(name))
+                    seed_sbc_context(sbc, self.old, 2)
+                elif number == 1:
                     # A Teams interface on TLS 1.3 (mutual TLS), and a SIP-TLS interface
                     # nobody listed in the inventory: 'certfleet scan' of the lab finds it.
                     sbc = LabSbc(name, latency=latency, teams_listener=True,
@@ -103,9 +199,19 @@ class LabEstate:
                                  bindings={"management": 0, "sip": 1, UNLISTED_ROLE: 0})
                     seed_sbc_context(sbc, self.old, 2)
                 else:
-                    sbc = LabSbc(name, latency=latency)
+                    sbc = LabSbc(name, latency=latency, password=shared,
+                                 **(where.sbc_args(name) if where else {}))
                 seed_sbc_context(sbc, self.old, 1)
                 self.sbcs[name] = sbc
+        if where is not None:
+            self.env[SPREAD_SBC_PASSWORD] = shared or ""
+            # A TLS listener nobody manages: an intranet web server with a certificate
+            # of its own, on an address of its own.
+            other = LabCA(name="Intranet").issue(["intranet.example.net"], days=200)
+            self.unmanaged_slot = CertSlot(other.leaf_pem, other.key_pem("pkcs8"),
+                                           other.chain_pem)
+            self.unmanaged = LabTLSListener(self.unmanaged_slot, host=where.unmanaged,
+                                            port=where.ports["https"])
         self.started = False
 
     # ---- paths ----------------------------------------------------------------------
@@ -177,6 +283,8 @@ class LabEstate:
                 sbc.start()
             for pair in self.pairs.values():
                 pair.start()
+            if self.unmanaged is not None:
+                self.unmanaged.start()
         except BaseException:
             self.stop()
             raise
@@ -197,6 +305,8 @@ class LabEstate:
         stops += [s.stop for s in self.sbcs.values()]
         if self.ovoc is not None:
             stops.append(self.ovoc.stop)
+        if self.unmanaged is not None and self.started:
+            stops.append(self.unmanaged.stop)
         with ThreadPoolExecutor(max_workers=32) as pool:
             list(pool.map(quietly, stops))
         self.started = False
@@ -230,7 +340,9 @@ class LabEstate:
         write_file_atomic(self.ca_path, self.old.root_pem)
         self.ca.save(self.ca_dir)
         lines = [
-            "# certfleet lab estate: devices on 127.0.0.1, started by 'certfleet lab up'.",
+            "# certfleet lab estate: devices on "
+            + ("their own loopback addresses" if self.spread else "127.0.0.1")
+            + ", started by 'certfleet lab up'.",
             "# Passwords are references to the variables in lab.env (next to this file).",
             "",
             "[settings]",
@@ -250,7 +362,7 @@ class LabEstate:
             lines += [
                 "[devices.ovoc]",
                 'kind = "ovoc"',
-                'address = "127.0.0.1"',
+                f'address = "{ovoc.host}"',
                 f'fqdn = "ovoc.{DOMAIN}"',
                 f"ssh_port = {ovoc.ssh_port}",
                 f"https_port = {ovoc.https_port}",
@@ -277,9 +389,10 @@ class LabEstate:
             self.env[var] = pair.active.password
             listeners: list[dict[str, Any]] = []
             for unit, role in ((pair.active, "a"), (pair.standby, "b")):
-                listeners.append({"port": unit.sip_port, "label": f"sip-{role}"})
+                host = {"host": unit.host} if unit.host != pair.active.host else {}
+                listeners.append({**host, "port": unit.sip_port, "label": f"sip-{role}"})
                 if unit.teams_port is not None:
-                    listeners.append({"port": unit.teams_port, "label": f"teams-{role}"})
+                    listeners.append({**host, "port": unit.teams_port, "label": f"teams-{role}"})
             lines += self._sbc_lines(name, pair.active, var, listeners, [1, 2], ["sbc", "ha"])
         write_file_atomic(self.inventory_path, "\n".join(lines).encode())
         env_lines = ["# certfleet lab secrets: load with  set -a; . ./lab.env; set +a"]
@@ -296,12 +409,13 @@ class LabEstate:
         tags: list[str],
     ) -> list[str]:
         rendered = ", ".join(
-            "{ " + f'port = {item["port"]}, label = "{item["label"]}"' + " }" for item in listeners
+            "{ " + (f'host = "{item["host"]}", ' if "host" in item else "")
+            + f'port = {item["port"]}, label = "{item["label"]}"' + " }" for item in listeners
         )
         return [
             f"[devices.{name}]",
             'kind = "sbc"',
-            'address = "127.0.0.1"',
+            f'address = "{sbc.host}"',
             f'fqdn = "{name}.{DOMAIN}"',
             f"port = {sbc.port}",
             f'user = "{sbc.user}"',

@@ -3,13 +3,13 @@
 :class:`LabOvoc` behaves as the appliance of the story does for the
 certificate job, and nothing more:
 
-* SSH (asyncssh) on 127.0.0.1: password login for ``acems`` only (root is
+* SSH (asyncssh) on 127.0.0.1 (or ``host``): password login for ``acems`` only (root is
   refused, as on a real OVOC); SFTP rooted in a temporary folder that stands
   for ``/`` of the appliance, so the driver uses the real paths
   (``/home/acems/server_certs``); relative SFTP paths start in
   ``/home/acems``.
 * An interactive shell (``[acems@ovoc ~]$``) with ``su``/``su -``,
-  ``whoami``, ``id``, ``ls``, ``mkdir``, ``chmod``, ``echo``, ``exit`` and
+  ``whoami``, ``id``, ``which``, ``ls``, ``mkdir``, ``chmod``, ``echo``, ``exit`` and
   ``EmsServerManager`` (root only), which draws the menus of
   ``ovoc_menus.json`` (or the menus given) and imports the staged files for
   real: a PKCS#12 file and a JKS keystore under the lab's folder.
@@ -63,6 +63,7 @@ __all__ = ["LabOvoc", "StopPoint"]
 
 Staging = Literal["files", "empty", "missing"]
 STOP_POINTS = ("upload", "rename", "menu", "import")
+EMS_PATH = "/opt/acems/bin/EmsServerManager"
 
 
 @dataclass
@@ -157,7 +158,12 @@ class LabOvoc:
         menus: Path | str | Mapping[str, Any] | None = None,
         restart_delay: float = 0.2,
         hostname: str = "ovoc",
+        host: str = "127.0.0.1",
+        ssh_port: int = 0,
+        https_port: int = 0,
     ) -> None:
+        self.host = host
+        self._want_ports = (ssh_port, https_port)
         self.acems_password = acems_password
         self.root_password = root_password
         self.menus = load_menus(menus)
@@ -199,8 +205,8 @@ class LabOvoc:
 
     @property
     def known_hosts_line(self) -> str:
-        """The host key as an OpenSSH known_hosts line for ``[127.0.0.1]:port``."""
-        return f"[127.0.0.1]:{self.ssh_port} {self.host_public_key_line}"
+        """The host key as an OpenSSH known_hosts line for ``[HOST]:port``."""
+        return f"[{self.host}]:{self.ssh_port} {self.host_public_key_line}"
 
     @property
     def host_public_key_line(self) -> str:
@@ -242,7 +248,8 @@ class LabOvoc:
     # ---- lifecycle ---------------------------------------------------------------
 
     def start(self) -> LabOvoc:
-        self._https = LabHTTPSServer(_http_handler(), self.slot).start()
+        self._https = LabHTTPSServer(_http_handler(), self.slot, host=self.host,
+                                     port=self._want_ports[1]).start()
         self.https_port = self._https.port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
@@ -269,8 +276,8 @@ class LabOvoc:
 
         return await asyncssh.create_server(
             Server,
-            "127.0.0.1",
-            0,
+            self.host,
+            self._want_ports[0],
             server_host_keys=[self.host_key],
             process_factory=self._session,
             sftp_factory=self._sftp_factory,
@@ -364,7 +371,7 @@ class LabOvoc:
                     self.web_fail_restarts -= 1
                     return
                 if self._https is None and self._loop is not None:
-                    self._https = LabHTTPSServer(_http_handler(), self.slot,
+                    self._https = LabHTTPSServer(_http_handler(), self.slot, host=self.host,
                                                  port=self.https_port).start()
 
         self._restart_timer = threading.Timer(self.restart_delay, come_back)
@@ -537,7 +544,13 @@ class LabOvoc:
         elif cmd == "chmod" and len(args) >= 2:
             with contextlib.suppress(OSError, ValueError):
                 self._path(user, args[1]).chmod(int(args[0], 8))
-        elif cmd in ("EmsServerManager", "/opt/acems/bin/EmsServerManager"):
+        elif cmd == "which":
+            for arg in args:
+                if arg in ("EmsServerManager", EMS_PATH):
+                    await term.write(EMS_PATH + "\n")
+                else:
+                    await term.write(f"which: no {arg} in (/usr/bin:/bin:/opt/acems/bin)\n")
+        elif cmd in ("EmsServerManager", EMS_PATH):
             if user != "root":
                 await term.write("EmsServerManager: this tool must be run as root\n")
             else:

@@ -124,6 +124,19 @@ class ScanResult:
         return None if self.leaf is not None else self.probe.error
 
     @property
+    def failure(self) -> str | None:
+        """``refused``, ``unresolved``, ``unreachable``, ``connect-timeout``,
+        ``tls-timeout`` or ``tls`` when no certificate was read or the handshake
+        failed (see :class:`~certfleet.drivers.tlsprobe.ProbeResult`)."""
+        return "not scanned" if self.probe is None else self.probe.failure
+
+    @property
+    def answered(self) -> bool:
+        """The endpoint accepted a TCP connection (refused, unresolved, unreachable and
+        silent endpoints did not)."""
+        return self.probe is not None and self.probe.answered
+
+    @property
     def days_left(self) -> int | None:
         leaf = self.leaf
         return None if leaf is None else (leaf.not_valid_after_utc - self.now).days
@@ -157,6 +170,8 @@ class ScanResult:
             "listed": self.listed,
             "ok": self.ok,
             "error": self.error,
+            "failure": self.failure,
+            "answered": self.answered,
             "problems": list(self.problems),
             "leaf": _describe_leaf(leaf, self.now) if leaf is not None else None,
             "chain": [_describe_chain_cert(c) for c in self.chain],

@@ -54,6 +54,9 @@ class LabSbc:
     * ``tls_versions``: context index → TLSVersion bits (4 TLS 1.2 only, 8
       TLS 1.3 only, 0 any) that its listeners accept.
     * ``latency``: seconds added to every REST request.
+    * ``host``: the loopback address every listener binds (127.0.0.1; any
+      127.x address on Linux); ``ports``: role → port to bind (0 or absent:
+      a free one).
     * ``auth``: ``basic`` (documented) or ``digest`` (HTTP Digest required: a
       Basic request is answered 401 with a Digest challenge). Changeable.
 
@@ -81,10 +84,14 @@ class LabSbc:
         auth: str = "basic",
         product_type: str = "Mediant VE SBC",
         version: str = "7.40A.500.775",
+        host: str = "127.0.0.1",
+        ports: Mapping[str, int] | None = None,
         _state: _DeviceState | None = None,
         _unit_role: str = "standalone",
     ) -> None:
         self.name = name
+        self.host = host
+        self.ports = dict(ports or {})
         self.user = user
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.read_only_users = dict(read_only_users or {})
@@ -147,16 +154,18 @@ class LabSbc:
                             require_client_cert=role == "teams",
                             tls_version=self.state.running[index].tls_version)
             server: LabHTTPSServer | LabTLSListener
+            port = self.ports.get(role, 0)
             if role == "management":
-                mgmt = _SbcServer(_SbcHandler, slot)
+                mgmt = _SbcServer(_SbcHandler, slot, host=self.host, port=port)
                 mgmt.sbc = self
                 server = mgmt
             else:
-                server = LabTLSListener(slot)
+                server = LabTLSListener(slot, host=self.host, port=port)
             self._slots[role] = slot
             self._servers[role] = server
             self.state.register(role, slot, self.faults)
             server.start()
+        self.state.units.setdefault(self.unit_role, (self.host, self.listener_ports))
         return self
 
     def stop(self) -> None:
@@ -224,7 +233,7 @@ class LabSbc:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     @property
     def sip_port(self) -> int:
@@ -270,7 +279,7 @@ class LabSbc:
         state = self.state
         return {
             "localTimeStamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "ipAddress": "127.0.0.1",
+            "ipAddress": self.host,
             "subnetMask": "255.0.0.0",
             "defaultGateway": "0.0.0.0",
             "productType": state.product_type,
@@ -301,7 +310,7 @@ def stop_all(devices: Iterable[LabSbc | LabSbcPair]) -> None:
 
 
 class LabSbcPair:
-    """An HA pair: two lab units sharing one configuration.
+    """An HA pair: two lab units sharing one configuration (``hosts``: their addresses).
 
     ``active`` takes changes; ``standby`` answers 409 to them and presents
     the same certificates. After each change, the next ``sync_busy`` changing
@@ -321,17 +330,19 @@ class LabSbcPair:
         teams_listener: bool = False,
         ca: LabCA | None = None,
         key: LabKey | None = None,
+        hosts: tuple[str, str] = ("127.0.0.1", "127.0.0.1"),
         **kwargs: Any,
     ) -> None:
         self.active = LabSbc(f"{name}-a", password=password, ca=ca, key=key, contexts=contexts,
-                             bindings=bindings, teams_listener=teams_listener, **kwargs)
+                             bindings=bindings, teams_listener=teams_listener, host=hosts[0],
+                             **kwargs)
         state = self.active.state
         state.high_availability = True
         state.sync_busy = sync_busy
         state.sync_window = sync_window
         self.active.unit_role = "active"
         self.standby = LabSbc(f"{name}-b", password=self.active.password, ca=self.active.ca,
-                              _state=state, _unit_role="standby", **kwargs)
+                              _state=state, _unit_role="standby", host=hosts[1], **kwargs)
 
     @property
     def units(self) -> tuple[LabSbc, LabSbc]:

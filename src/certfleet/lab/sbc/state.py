@@ -111,6 +111,9 @@ class _DeviceState:
             c.index: (c.cert_pem, c.key_pem) for c in contexts
         }
         self.slots: list[tuple[str, CertSlot, Faults]] = []
+        # Unit role -> (address, listener role -> port), once started: the INI's
+        # network and SIP interfaces.
+        self.units: dict[str, tuple[str, dict[str, int]]] = {}
 
     # -- listeners
     def register(self, role: str, slot: CertSlot, faults: Faults) -> None:
@@ -218,7 +221,49 @@ class _DeviceState:
                     f"{ctx.require_strict_cert}, {ctx.ocsp_enable}, {ctx.dh_key_size};"
                 )
             lines += ["", "[ \\TLSContexts ]", ""]
+            lines += self._interface_lines(contexts)
             return "\r\n".join(lines)
+
+    def _interface_lines(self, contexts: Mapping[int, _Context]) -> list[str]:
+        """The IP interfaces, the SIP interfaces (each bound to its TLS context; mutual
+        TLS on the Teams one) and the web server's TLS context, as a device lists them.
+
+        The table and column names follow the AudioCodes INI file as far as this
+        lab knows it (``InterfaceTable``, ``SIPInterface`` with ``TLSContext`` and
+        ``TLSMutualAuthentication``, ``WebTLSContext``): a lab choice, matching
+        what certfleet's discovery reads (certfleet.discover.ini).
+        """
+        if not self.units:
+            return []
+        role, (_address, ports) = next(iter(self.units.items()))
+        lines = [
+            "[ InterfaceTable ]",
+            "",
+            "FORMAT Index = ApplicationTypes, InterfaceMode, IPAddress, PrefixLength, Gateway, "
+            "InterfaceName;",
+        ]
+        units = sorted(self.units.items(), key=lambda item: item[0] != role)
+        for number, (unit, (host, _)) in enumerate(units):
+            lines.append(f'InterfaceTable {number} = 6, 10, {host}, 8, 0.0.0.0, '
+                         f'"{"O+M+C" if number == 0 else "HA-" + unit}";')
+        lines += ["", "[ \\InterfaceTable ]", "", "[ SIPInterface ]", "",
+                  "FORMAT Index = InterfaceName, NetworkInterface, ApplicationType, UDPPort, "
+                  "TCPPort, TLSPort, SRDName, TLSContext, TLSMutualAuthentication;"]
+        number = 0
+        for listener, port in sorted(ports.items(), key=lambda item: item[1]):
+            index = self.bindings.get(listener)
+            if listener == "management" or index is None or index not in contexts:
+                continue
+            mutual = 1 if listener == "teams" else 0
+            lines.append(f'SIPInterface {number} = "{listener}", "O+M+C", 2, 0, 0, {port}, '
+                         f'"DefaultSRD", "{contexts[index].name}", {mutual};')
+            number += 1
+        lines += ["", "[ \\SIPInterface ]", ""]
+        web = self.bindings.get("management")
+        if web is not None and web in contexts:
+            lines += ["[ WebParams ]", "", f'WebTLSContext = "{contexts[web].name}"', "",
+                      "[ \\WebParams ]", ""]
+        return lines
 
     def load_ini(self, text: str) -> None:
         """Apply parameters and TLSContexts rows of an INI file (certificates stay)."""
@@ -245,6 +290,6 @@ class _DeviceState:
                             ctx.ocsp_enable, ctx.dh_key_size = numbers[2], numbers[3]
                     continue
                 match = param.match(line)
-                if match and not line.startswith("FORMAT"):
+                if match and not line.startswith("FORMAT") and match.group(1) != "WebTLSContext":
                     self.params[match.group(1)] = match.group(2)
 
