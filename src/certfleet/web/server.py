@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -58,4 +59,6 @@ def serve(app: Any, sock: socket.socket, *, tls_cert: Path | None, tls_key: Path
         on_ready(f"{scheme}://{shown}:{port}/")
 
     server.startup = startup  # type: ignore[method-assign]
-    server.run(sockets=[sock])
+    # uvicorn stops gracefully on Ctrl-C or SIGTERM, then passes the signal on.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
