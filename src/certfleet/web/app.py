@@ -34,6 +34,9 @@ from .view import EstateView
 
 __all__ = ["WebConfig", "create_app"]
 
+#: Rows of the estate table per page (the soonest to expire first).
+PAGE_ROWS = 200
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -253,8 +256,18 @@ def create_app(config: WebConfig, view: EstateView | None = None) -> Starlette:
         tags, kinds = view.filters()
         snapshot = view.snapshot
         inventory = snapshot.inventory
+        rows = view.estate_rows(tag, kind)
+        page_text = request.query_params.get("page", "1")
+        page = max(1, int(page_text)) if page_text.isdigit() else 1
+        pages = max(1, -(-len(rows) // PAGE_ROWS))
+        page = min(page, pages)
+        shown = rows[(page - 1) * PAGE_ROWS:page * PAGE_ROWS]
+        query = "&".join(f"{k}={quote(v)}" for k, v in (("tag", tag), ("kind", kind)) if v)
         return {
-            "rows": view.estate_rows(tag, kind), "tag": tag, "kind": kind, "tags": tags,
+            "rows": shown, "total": len(rows), "page": page, "pages": pages,
+            "first": (page - 1) * PAGE_ROWS + 1 if shown else 0,
+            "last": (page - 1) * PAGE_ROWS + len(shown), "query": query,
+            "tag": tag, "kind": kind, "tags": tags,
             "kinds": kinds,
             "scanned_at": snapshot.at.isoformat(timespec="seconds") if snapshot.at else None,
             "scan_error": snapshot.error, "refresh_minutes": f"{config.refresh_minutes:g}",

@@ -112,6 +112,7 @@ class EstateView:
         self.findings: dict[str, list[dict[str, Any]] | str] = {}
         self.plan_error: str | None = None
         self.scans = 0
+        self._rows: tuple[Snapshot, list[dict[str, Any]]] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._scanned = threading.Condition()
@@ -216,18 +217,29 @@ class EstateView:
     # ---- page data -------------------------------------------------------------------
 
     def estate_rows(self, tag: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
-        """A row per device and listener, by days left (unknown last); filtered."""
+        """A row per device and listener, by days left (unknown last); filtered.
+
+        The rows are made once per scan; a page view filters them.
+        """
         snapshot = self.snapshot
+        cached = self._rows
+        if cached is None or cached[0] is not snapshot:
+            cached = (snapshot, self._rows_of(snapshot))
+            self._rows = cached
+        rows = cached[1]
+        if tag:
+            rows = [r for r in rows if tag in r["tags"]]
+        if kind:
+            rows = [r for r in rows if r["kind"] == kind]
+        return rows
+
+    def _rows_of(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         inventory = snapshot.inventory
         warn = inventory.expiry_warn_days if inventory is not None else 30
         rows: list[dict[str, Any]] = []
         for status in snapshot.statuses:
             device = inventory.devices.get(status.name) if inventory is not None else None
             tags = list(device.tags) if device is not None else []
-            if tag and tag not in tags:
-                continue
-            if kind and status.kind != kind:
-                continue
             last = status.last_deployment or {}
             for item in status.listeners:
                 colour = band(item.days_left, warn) if item.reachable else "unknown"
@@ -272,8 +284,11 @@ class EstateView:
     def runs(self, limit: int = 200) -> list[dict[str, Any]]:
         """Every run (deploy, renew, rollback...), newest first, with the command to run next."""
         rows = self.store.runs(limit=limit)
+        from collections import Counter
+
         for row in rows:
             row["next"] = next_command(row)
+            row["counts"] = dict(Counter(row["outcomes"].values()))
         return rows
 
     def timeline(self, days: int = 400) -> dict[str, Any]:
