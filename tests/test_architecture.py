@@ -38,7 +38,9 @@ PKI_FORBIDDEN = (
     "subprocess",
 )
 CORE_PACKAGES = ("pki", "drivers", "estate", "inventory", "acme", "dns", "notify")
-CORE_FORBIDDEN = ("certfleet.cli", "certfleet.lab")
+CORE_FORBIDDEN = ("certfleet.cli", "certfleet.lab", "certfleet.web")
+# The dashboard sits above the estate and below the CLI: it never imports either of these.
+WEB_FORBIDDEN = ("certfleet.cli", "certfleet.lab")
 
 # Tools the product must not shell out to: cryptography and pyjks do this work.
 EXTERNAL_TOOLS = ("openssl", "keytool")
@@ -186,12 +188,19 @@ def test_pki_imports_no_other_layer_and_no_io_library() -> None:
 
 @pytest.mark.parametrize("part", CORE_PACKAGES)
 def test_core_never_imports_cli_or_lab(part: str) -> None:
-    """Core packages (pki, drivers, estate, inventory) never import certfleet.cli or the lab."""
+    """Core packages (pki, drivers, estate, inventory) never import the CLI, web or the lab."""
     files = source_files(part)
     assert files, f"certfleet.{part} not found under {PACKAGE_ROOT}: the check would be vacuous"
     assert list(imports_in(part)), f"no import seen in certfleet.{part}: the scan is broken"
     found = violations(part, CORE_FORBIDDEN)
     assert not found, f"certfleet.{part} depends on an outer layer:\n" + "\n".join(found)
+
+
+def test_web_never_imports_cli_or_lab() -> None:
+    """certfleet.web (the dashboard) is below the CLI: it never imports certfleet.cli or the lab."""
+    assert source_files("web"), "certfleet.web not found: the check would be vacuous"
+    found = violations("web", WEB_FORBIDDEN)
+    assert not found, "certfleet.web depends on an outer layer:\n" + "\n".join(found)
 
 
 def _string_constants(tree: ast.Module) -> dict[str, str]:

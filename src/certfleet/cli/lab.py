@@ -68,8 +68,42 @@ def stray_lines(results: list[ScanResult]) -> list[str]:
     return lines
 
 
-def run_demo() -> int:
-    """The demo; returns its exit code. Everything it starts is stopped, its files removed."""
+def serve_lab(lab: LabEstate, state: Path) -> None:
+    """``demo --serve``: the dashboard of the lab until Ctrl-C, with a user and password
+    printed (an operator, so the page's actions work on the lab)."""
+    import secrets
+
+    from ..estate.store import Store
+    from ..web.app import WebConfig, create_app
+    from ..web.server import bind, serve
+    from ..web.users import USERS_FILE, Users
+    from ..web.view import EstateView
+
+    password = secrets.token_urlsafe(12)
+    Users(state / USERS_FILE).add_user("demo", password, "operator")
+    reader = Store.open_readonly(state)
+    view = EstateView(lab.inventory_path, reader, refresh=300)
+    view.scan()
+    view.start()
+    config = WebConfig(lab.inventory_path, state, state / USERS_FILE)
+
+    def ready(url: str) -> None:
+        console.print(f"dashboard: {url}  user: demo  password: {password}  "
+                      "(Ctrl-C stops it and the lab)", markup=False, highlight=False,
+                      soft_wrap=True)
+
+    try:
+        with lab.environment():
+            serve(create_app(config, view), bind("127.0.0.1", 0), tls_cert=None,
+                  tls_key=None, on_ready=ready)
+    finally:
+        view.stop()
+        reader.close()
+
+
+def run_demo(*, serve: bool = False) -> int:
+    """The demo; returns its exit code. Everything it starts is stopped, its files removed
+    (with ``serve``, after the dashboard of the lab has run until Ctrl-C)."""
     import asyncio
 
     from ..estate.csr import make_inventory_csr
@@ -147,6 +181,11 @@ def run_demo() -> int:
                               f"not serving v{version.number}: {', '.join(not_current) or 'none'}")
             return report.exit_code or 1
         console.print()
+        if serve:
+            console.print(f"[bold green]done[/]: {len(after)} devices serve wildcard "
+                          f"v{version.number} on every listener; the dashboard of the lab:")
+            serve_lab(lab, store.root)
+            return 0
         console.print(f"[bold green]done[/]: {len(after)} devices serve wildcard v{version.number} "
                       f"on every listener; the lab is stopped and its files removed.")
         return 0
@@ -493,10 +532,18 @@ def register(app: typer.Typer) -> None:
     def demo(
         acme: bool = typer.Option(
             False, "--acme", help="The unattended story: renew from Pebble by DNS-01."),
+        serve: bool = typer.Option(
+            False, "--serve", help="End with the dashboard of the lab (certfleet serve) "
+            "until Ctrl-C; a user and password are printed."),
     ) -> None:
         """Renew and deploy a wildcard across a lab estate, end to end (starts nothing lasting)."""
         if acme:
+            if serve:
+                from .common import fail
+
+                fail("--serve goes with the demo without --acme",
+                     "run certfleet demo --serve")
             from .acme_lab import run_acme_demo
 
             raise typer.Exit(run_acme_demo())
-        raise typer.Exit(run_demo())
+        raise typer.Exit(run_demo(serve=serve))

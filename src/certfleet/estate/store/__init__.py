@@ -11,7 +11,8 @@ operating system). One module per concept:
 - :mod:`.versions`: certificates, versions, keys and imports;
 - :mod:`.runs`: runs, deployments, steps, history and the audit log;
 - :mod:`.backups`: device backups (write-ahead, optionally encrypted);
-- :mod:`.lock`: OS file locks.
+- :mod:`.lock`: OS file locks;
+- :mod:`.readonly`: the store opened to read only, from many threads.
 
 Nothing is ever deleted automatically.
 """
@@ -33,6 +34,7 @@ from .versions import KeyRecord, VersionRecord, VersionsMixin
 
 if TYPE_CHECKING:
     from ...pki.model import PrivateKey
+    from .readonly import ReadOnlyStore
 
 __all__ = [
     "INTERRUPTED",
@@ -94,6 +96,13 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
             db.close()
             raise
         return store
+
+    @classmethod
+    def open_readonly(cls, root: Path | str | None = None) -> ReadOnlyStore:
+        """The existing store in ``root``, to read only (see :mod:`.readonly`)."""
+        from .readonly import ReadOnlyStore
+
+        return ReadOnlyStore.open_readonly(root)
 
     @property
     def schema_version(self) -> int:

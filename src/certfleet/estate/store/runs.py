@@ -134,6 +134,26 @@ class RunsMixin(StoreBase):
         row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return dict(row) if row else None
 
+    def runs(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Runs newest first, without their inventory text, each with its deployment counts
+        (``devices``) and each device's outcome (``outcomes``)."""
+        rows = self.db.execute(
+            "SELECT r.id, r.command, r.started, r.finished, r.user, r.host, r.pid,"
+            " r.inventory_path, r.options, r.exit_code,"
+            " (SELECT COUNT(*) FROM deployments d WHERE d.run_id = r.id) AS devices,"
+            " (SELECT group_concat(d.device || char(9) || d.outcome, char(10)) FROM deployments d"
+            "  WHERE d.run_id = r.id) AS outcomes"
+            " FROM runs r ORDER BY r.id DESC LIMIT ?", (limit,),
+        ).fetchall()
+        result = []
+        for row in rows:
+            item = dict(row)
+            item["options"] = json.loads(item["options"] or "{}")
+            pairs = [part.split("\t", 1) for part in (item.pop("outcomes") or "").split("\n")]
+            item["outcomes"] = {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+            result.append(item)
+        return result
+
     def settle_interrupted(self) -> list[int]:
         """Mark the deployments of runs whose process is gone ``interrupted``; their run ids."""
         rows = self.db.execute(
