@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CertfleetError, InputError, StateError
-from ..estate.store.readonly import ReadOnlyStore
+from ..estate.store import ReadOnlyStore
 from .users import Account
 
 __all__ = ["ACTIONS", "Busy", "Job", "Jobs"]

@@ -4,7 +4,7 @@
 :func:`~certfleet.estate.status.collect_status` as ``certfleet status``) at
 start and then every ``refresh`` seconds, or sooner after an action ends;
 a page view only reads the last snapshot, never scans. The store is opened
-read-only (:mod:`certfleet.estate.store.readonly`).
+read-only (:class:`certfleet.estate.store.ReadOnlyStore`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import CertfleetError
 from ..estate.status import DeviceStatus, band
-from ..estate.store.readonly import ReadOnlyStore
+from ..estate.store import ReadOnlyStore
 from ..inventory import Inventory, load_inventory
 
 __all__ = ["BAND_LABELS", "EstateView", "Snapshot", "common_name", "next_command"]

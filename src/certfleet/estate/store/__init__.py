@@ -12,7 +12,7 @@ operating system). One module per concept:
 - :mod:`.runs`: runs, deployments, steps, history and the audit log;
 - :mod:`.backups`: device backups (write-ahead, optionally encrypted);
 - :mod:`.lock`: OS file locks;
-- :mod:`.readonly`: the store opened to read only, from many threads.
+- :class:`ReadOnlyStore` (below): the store opened to read only, from many threads.
 
 Nothing is ever deleted automatically.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,12 +30,18 @@ from ...errors import StateError
 from .backups import BackupRecord, BackupsMixin
 from .lock import FileLock, LockInfo, LockMixin
 from .runs import IN_PROGRESS, INTERRUPTED, RunsMixin
-from .schema import MIGRATIONS, SCHEMA_VERSION, default_state_dir, migrate, os_user
+from .schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    default_state_dir,
+    migrate,
+    os_user,
+    user_version,
+)
 from .versions import KeyRecord, VersionRecord, VersionsMixin
 
 if TYPE_CHECKING:
     from ...pki.model import PrivateKey
-    from .readonly import ReadOnlyStore
 
 __all__ = [
     "INTERRUPTED",
@@ -44,6 +51,7 @@ __all__ = [
     "BackupRecord",
     "KeyRecord",
     "LockInfo",
+    "ReadOnlyStore",
     "Store",
     "VersionRecord",
     "default_state_dir",
@@ -100,7 +108,6 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
     @classmethod
     def open_readonly(cls, root: Path | str | None = None) -> ReadOnlyStore:
         """The existing store in ``root``, to read only (see :mod:`.readonly`)."""
-        from .readonly import ReadOnlyStore
 
         return ReadOnlyStore.open_readonly(root)
 
@@ -118,3 +125,131 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- the store opened to read only ----------------------------------------------------
+#
+# The store opened to read only: never created, migrated or written, safe from many threads.
+#
+# :meth:`ReadOnlyStore.open` opens ``state.db`` with SQLite's ``mode=ro``:
+# any statement that would write fails inside SQLite, whatever code path
+# asks for it. A missing store or one of another schema is refused (a
+# reader never migrates: the next command that writes does). Each thread
+# gets a connection of its own on first use (SQLite connections are not
+# shared between threads), so a web server's workers and a background scan
+# read side by side while a deploy in another process writes (WAL: readers
+# never block the writer, nor the writer them).
+#
+# Everything that reads (versions, history, latest deployments, backups,
+# lock holders) is the writable store's own query code; what would write
+# (``settle_interrupted``, adding a certificate name) is a no-op or refused.
+
+
+def _connect(database: Path) -> sqlite3.Connection:
+    # A file: URI so that mode=ro applies; the path part is quoted as a URI needs
+    # (Path.as_uri would refuse a relative path and differs on Windows drives).
+    from urllib.parse import quote
+
+    uri = "file:" + quote(database.resolve().as_posix(), safe="/:") + "?mode=ro"
+    # Used by the thread that made it only; closed by whichever thread closes the store.
+    db = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None,
+                         check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA query_only = ON")
+    return db
+
+
+class ReadOnlyStore(Store):
+    """A :class:`Store` that reads only; open with :meth:`open_readonly`.
+
+    ``db`` is the calling thread's own read-only connection.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._database = root / "state.db"
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._keys: dict[int, PrivateKey] = {}
+        self._locks: dict[str, FileLock] = {}
+        self._run_locks: dict[int, FileLock] = {}
+
+    @classmethod
+    def open_readonly(cls, root: Path | str | None = None) -> ReadOnlyStore:
+        """Open the existing store in ``root`` to read. Raises StateError (none, other schema)."""
+        path = Path(root).expanduser() if root is not None else default_state_dir()
+        if not (path / "state.db").is_file():
+            raise StateError(
+                f"no state store in {str(path)!r}",
+                hint="pass --state-dir to the folder certfleet deploy and import use "
+                "(or set CERTFLEET_STATE_DIR)",
+                path=str(path),
+            )
+        store = cls(path)
+        try:
+            version = user_version(store.db)
+        except sqlite3.Error as exc:
+            store.close()
+            raise StateError(
+                f"cannot read the state store in {str(path)!r}: {exc}",
+                hint="check that the state folder is readable (or pass --state-dir)",
+                path=str(path),
+            ) from None
+        if version != SCHEMA_VERSION:
+            store.close()
+            newer = version > SCHEMA_VERSION
+            raise StateError(
+                f"the state store in {str(path)!r} has schema {version}, "
+                + ("newer than" if newer else "older than")
+                + f" this certfleet reads ({SCHEMA_VERSION})",
+                hint="upgrade certfleet" if newer else
+                "run 'certfleet history' once with this --state-dir: it brings the store "
+                "up to date",
+                path=str(path),
+            )
+        return store
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's read-only connection (opened on first use)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = _connect(self._database)
+            except sqlite3.Error as exc:
+                raise StateError(
+                    f"cannot read the state store in {str(self.root)!r}: {exc}",
+                    hint="check that the state folder is readable (or pass --state-dir)",
+                    path=str(self.root),
+                ) from None
+            self._local.db = db
+            with self._guard:
+                self._all.append(db)
+        return db
+
+    @db.setter
+    def db(self, value: sqlite3.Connection) -> None:
+        raise AttributeError("the read-only store opens its own connections")
+
+    def settle_interrupted(self) -> list[int]:
+        """Nothing: a reader never writes (the next deploy or history settles them)."""
+        return []
+
+    def certificate_id(self, name: str) -> int:
+        row = self.db.execute("SELECT id FROM certificates WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StateError(f"no certificate named {name!r} in the state store",
+                             hint="import a version of it first (certfleet import NAME FILE...)")
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close every thread's connection (call once no thread reads any more)."""
+        with self._guard:
+            connections, self._all = self._all, []
+        for db in connections:
+            db.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> ReadOnlyStore:
+        return self
