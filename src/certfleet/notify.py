@@ -25,6 +25,7 @@ from typing import Any
 __all__ = [
     "BANDS",
     "Notification",
+    "crash_notification",
     "due_bands",
     "failure_notification",
     "notify_deploy",
@@ -147,6 +148,23 @@ def failure_notification(
         lines.append(f"No device was touched. Next: certfleet issue {certificate}")
     return Notification("failure", f"certfleet: {certificate} renewal FAILED", "\n".join(lines),
                         certificate)
+
+
+def crash_notification(command: str, error: str, step: str, devices: dict[str, str],
+                       report: Path | None) -> Notification:
+    """An unexpected exception ended ``certfleet COMMAND``: where, and what to run next."""
+    where = f"Crash report: {report}." if report is not None else "No crash report was written."
+    if devices:
+        lines = [f"{device}: a deployment was in progress at step {where}; the device may have "
+                 f"been changed. Next: certfleet verify, then certfleet rollback {device} "
+                 "if it does not serve the version it should"
+                 for device, where in devices.items()]
+    else:
+        lines = [f"No device was being changed (last step: {step}). "
+                 f"Next: certfleet {command.split()[0]} again, once the cause is fixed"]
+    body = (f"certfleet {command} stopped on an unexpected {error}.\n" + "\n".join(lines)
+            + f"\n{where}")
+    return Notification("failure", f"certfleet: {command} CRASHED", body, None)
 
 
 # ---- expiry bands ----------------------------------------------------------------

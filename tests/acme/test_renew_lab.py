@@ -251,3 +251,35 @@ def test_renew_replaces_a_certificate_without_aki_or_of_another_ca(
     assert item["action"] == "issued" and item["due"] is True
     assert {d["status"] for d in item["devices"]} == {"installed"}
     assert served(estate, tmp_path) == {item["version"]["leaf_sha256"]}
+
+
+@pytest.mark.parametrize("command", ["renew", "issue"])
+def test_renew_and_issue_crash_is_never_silent(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """An unexpected exception while ordering: one line naming the crash report, the failure
+    notification, exit 1 (no device was being changed), no traceback."""
+    import certfleet.acme.issuer
+
+    estate, pebble = lab
+    sink = tmp_path / "notify.jsonl"
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+    add_acme_to_inventory(estate.inventory_path, pebble, notify_env="LAB_NOTIFY_URL")
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(certfleet.acme.issuer, "issue_certificate", boom)
+    args = ["renew", "--force"] if command == "renew" else ["issue", "wildcard"]
+    result = CliRunner().invoke(app, [*args, "--inventory", str(estate.inventory_path),
+                                      "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (report,) = (tmp_path / "state").glob("crash-*.txt")
+    (line,) = [x for x in result.stderr.splitlines() if "crash report" in x]
+    assert str(report) in line and "KeyError" in line
+    assert "KeyError: 'boom'" in report.read_text()
+    (told,) = [n for n in notifications(sink) if n["event"] == "failure"]
+    assert f"certfleet {command} stopped on an unexpected KeyError" in told["body"]
+    assert f"Next: certfleet {command} again" in told["body"]

@@ -22,6 +22,7 @@ from .common import (
     run_interruptible,
     text,
 )
+from .crash import crash_guard
 from .estate_tables import OUTCOME_STYLE, _short, render_history
 from .estate_tables import render_status as render_status  # used by the lab demo
 from .progress import Progress as Progress
@@ -229,6 +230,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("deploy")
     @handle_errors
+    @crash_guard("deploy")
     def deploy_command(
         only: list[str] = ONLY_OPTION,
         concurrency: int | None = typer.Option(
@@ -350,6 +352,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rollback")
     @handle_errors
+    @crash_guard("rollback")
     def rollback_command(
         device: str = typer.Argument(..., help="The device to put back to its last backup."),
         break_lock: bool = typer.Option(
@@ -403,6 +406,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("status")
     @handle_errors
+    @crash_guard("status --notify", when=lambda kwargs: bool(kwargs.get("notify")))
     def status_command(
         only: list[str] = ONLY_OPTION,
         inventory: Path = INVENTORY_OPTION,

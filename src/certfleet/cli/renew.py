@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from .common import console, err_console, fail, handle_errors, print_error, print_json
+from .crash import breadcrumb, crash_guard
 from .estate import (
     INVENTORY_OPTION,
     JSON_OPTION,
@@ -30,6 +31,7 @@ def _logger(quiet: bool) -> Callable[[str], None]:
 
     def log(text: str) -> None:
         logger.info(text)
+        breadcrumb(text)
         if not quiet:
             err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -39,6 +41,7 @@ def _logger(quiet: bool) -> Callable[[str], None]:
 def register(app: typer.Typer) -> None:
     @app.command("issue")
     @handle_errors
+    @crash_guard("issue")
     def issue_command(
         name: str = typer.Argument(..., help="The inventory certificate with an acme table."),
         inventory: Path = INVENTORY_OPTION,
@@ -79,6 +82,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("renew")
     @handle_errors
+    @crash_guard("renew")
     def renew_command(
         only: list[str] = RENEW_ONLY_OPTION,
         force: bool = typer.Option(False, "--force", help="Order even when not due."),
