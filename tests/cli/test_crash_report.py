@@ -135,7 +135,7 @@ def test_status_notify_crash(
     def boom(*args: object, **kwargs: object) -> list[Any]:
         raise Injected("boom")
 
-    monkeypatch.setattr(certfleet.notify, "due_bands", boom)
+    monkeypatch.setattr(certfleet.notify, "pending_bands", boom)
     result = _invoke(lab, tmp_path, "status", "--notify", "--json")
     _check_crash(lab, tmp_path, result, "status --notify", 1)
     data = json.loads(result.stdout)

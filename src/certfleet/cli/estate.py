@@ -415,21 +415,37 @@ def register(app: typer.Typer) -> None:
         notify: bool = typer.Option(
             False, "--notify", help="Tell [notify] targets of certificates at 30/14/7/1 days."),
     ) -> None:
-        """What every listener serves now: certificate, days left, name match, current."""
+        """What every listener serves now: certificate, days left, name match, current.
+
+        With --notify: how many expiry notices were sent and failed; exit 1 when
+        notices were due and every target failed (they are tried again next run).
+        """
         from ..estate.status import collect_status
         from ..inventory import select_devices
 
+        told = None
         with open_estate(inventory, state_dir) as (inv, store):
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             if notify:  # each band told once per certificate and device (see certfleet.notify)
                 from ..notify import notify_expiring
 
-                notify_expiring(inv, statuses, store.root,
-                                lambda text: err_console.print(text, markup=False))
+                told = notify_expiring(inv, statuses, store.root,
+                                       lambda text: err_console.print(text, markup=False))
+        code = 1 if told is not None and told.all_failed else 0
         if json_out:
-            print_json({"devices": [s.to_dict() for s in statuses]})
-            return
+            data: dict[str, Any] = {"devices": [s.to_dict() for s in statuses]}
+            if told is not None:
+                data["notify"] = told.to_dict()
+            print_json(data)
+            raise typer.Exit(code)
         console.print(render_status(statuses, inv.expiry_warn_days))
+        if told is not None:
+            line = f"notify: {told.sent} notice(s) sent, {told.failed} failed"
+            if told.all_failed:
+                line += ("; every target failed: check the [notify] urls "
+                         "(the notices are sent again at the next run)")
+            console.print(line, markup=False, highlight=False)
+        raise typer.Exit(code)
 
     @app.command("unlock")
     @handle_errors
