@@ -71,6 +71,7 @@ class RenewItem:
     hint: str | None = None
     version: Any = None  # VersionRecord of the new version
     devices: list[Any] = field(default_factory=list)  # DeviceResult
+    findings: list[Any] = field(default_factory=list)  # CLIENT_AUTH_DROPPED (pki.Finding)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,8 @@ class RenewItem:
             "hint": self.hint,
             "version": self.version.to_dict() if self.version is not None else None,
             "devices": [d.to_dict() for d in self.devices],
+            "findings": [{"code": f.code, "severity": f.severity, "message": f.message,
+                          "hint": f.hint} for f in self.findings],
         }
 
 
@@ -244,6 +247,17 @@ def _replaces(config: AcmeConfig, store: Any, version: Any, moment: dt.datetime)
         return None
 
 
+async def _check_client_auth(inventory: Any, store: Any, item: RenewItem, log: Log) -> None:
+    """Warn (CLIENT_AUTH_DROPPED) when the renewal loses clientAuth on a mutual-TLS device."""
+    from .clientauth import client_auth_findings
+
+    devices = inventory.devices_using(item.certificate)
+    item.findings = await client_auth_findings(devices, _leaf(store, item.version))
+    for finding in item.findings:
+        log(f"{item.certificate}: {finding.severity} {finding.code}: {finding.message}; "
+            f"{finding.hint}")
+
+
 def _prefixed(log: Log, name: str) -> Log:
     return lambda text: log(f"{name}: {text}")
 
@@ -367,6 +381,7 @@ async def run_renew(
             else:
                 item.action = "issued"
                 item.version = result.imported.version
+                await _check_client_auth(inventory, store, item, log)
         failed = {i.certificate for i in items if i.action == "failed"}
         deploy_devices = [d for d in devices if inventory.devices[d].certificate not in failed]
         if deploy_devices:
