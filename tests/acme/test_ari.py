@@ -237,8 +237,8 @@ def test_no_aki_skips_ari_and_days_decide(ari: AriDirectory, tmp_path: Path, day
         due = is_due(inventory, store, "wildcard", _config(inventory))
         forced = is_due(inventory, store, "wildcard", _config(inventory), force=True)
     assert due.due is (days == 5)
-    assert "renew_before_days = 30 (ARI skipped: the certificate has no Authority Key " \
-           "Identifier)" in due.reason
+    assert "renew_before_days = 30" in due.reason
+    assert "(ARI skipped: the certificate has no Authority Key Identifier)" in due.reason
     assert due.replaces is None and forced.replaces is None
     assert ari.ari_paths == []
 
@@ -283,3 +283,51 @@ def test_expired_certificate_is_not_asked(ari: AriDirectory) -> None:
     assert lookup.window is None and lookup.cert_id is None
     assert "expired" in lookup.note
     assert ari.ari_paths == []
+
+
+@pytest.mark.parametrize(("hours", "age", "due"), [
+    (144, 90, False),   # 6 days, 54 h left: more than a third (48 h)
+    (144, 100, True),   # 44 h left
+    (160, 100, False),  # 160 hours, 60 h left: more than 53 h
+    (160, 110, True),   # 50 h left
+])
+def test_short_lived_certificates(tmp_path: Path, hours: int, age: int, due: bool) -> None:
+    """A 6-day or 160-hour certificate is due once a third of its lifetime remains, counted
+    in hours."""
+    with AriDirectory(renewal_info=False) as server:
+        inventory, store = _short(tmp_path, server.url, hours, age, None)
+        with store:
+            result = is_due(inventory, store, "wildcard", _config(inventory))
+    assert result.due is due, result.reason
+    assert "hour(s) left" in result.reason and "a third of the lifetime" in result.reason
+
+
+def test_renew_before_days_longer_than_lifetime_is_named(tmp_path: Path) -> None:
+    """renew_before_days = 30 on a 6-day certificate: due as configured, and the reason says
+    every run orders and how to fix it."""
+    with AriDirectory(renewal_info=False) as server:
+        inventory, store = _short(tmp_path, server.url, 144, 10, 30)
+        with store:
+            result = is_due(inventory, store, "wildcard", _config(inventory))
+    assert result.due
+    assert "not shorter than the 144 hour(s) lifetime: every run orders" in result.reason
+
+
+def _short(tmp_path: Path, url: str, hours: int, age: int,
+           renew_before: int | None) -> tuple[Any, Store]:
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(hours=age)
+    issued = LabCA().issue(not_before=start, not_after=start + dt.timedelta(hours=hours))
+    text = (
+        '[certificates.wildcard]\ncn = "*.example.com"\n'
+        'sans = ["*.example.com", "example.com"]\n'
+        + (f"renew_before_days = {renew_before}\n" if renew_before else "")
+        + f'\n[certificates.wildcard.acme]\ndirectory = "{url}/dir"\n\n'
+        '[certificates.wildcard.dns]\nprovider = "manual"\n'
+    )
+    inventory = parse_inventory(text, tmp_path / "certfleet.toml")
+    (tmp_path / "issued.pem").write_bytes(issued.fullchain_pem + issued.root_pem
+                                          + issued.key_pem())
+    store = Store.open(tmp_path / "state")
+    import_certificate(inventory, store, "wildcard", [tmp_path / "issued.pem"])
+    return inventory, store

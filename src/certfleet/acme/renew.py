@@ -224,17 +224,30 @@ def is_due(
                        replaces)
         return Due(False, f"the CA's renewal window (ARI) opens {window:%Y-%m-%d %H:%M}Z")
     remaining = not_after - moment
+    lifetime = not_after - leaf.not_valid_before_utc
     days = renew_before_days(inventory, name)
+    # Short-lived certificates (6 days, 160 hours) are counted in hours.
+    short = lifetime < dt.timedelta(days=10)
+
+    def span(value: dt.timedelta) -> str:
+        if short:
+            return f"{int(value.total_seconds() // 3600)} hour(s)"
+        return f"{value.days} day(s)"
+
     if days is not None:
         threshold = dt.timedelta(days=days)
         rule = f"renew_before_days = {days}"
+        if threshold >= lifetime:  # as configured, but say that every run will order
+            rule += (f", not shorter than the {span(lifetime)} lifetime: every run orders "
+                     "(remove it to renew at a third of the lifetime)")
     else:
-        lifetime = not_after - leaf.not_valid_before_utc
         threshold = min(dt.timedelta(days=30), lifetime / 3)
-        rule = f"{threshold.days} days (30 or a third of the lifetime, whichever is less)"
+        rule = (f"{span(threshold)} (30 days or a third of the lifetime, whichever is less)"
+                if short else
+                f"{threshold.days} days (30 or a third of the lifetime, whichever is less)")
     if remaining <= threshold:
-        return Due(True, f"{remaining.days} day(s) left, at most {rule}{note}", replaces)
-    return Due(False, f"{remaining.days} day(s) left, more than {rule}{note}")
+        return Due(True, f"{span(remaining)} left, at most {rule}{note}", replaces)
+    return Due(False, f"{span(remaining)} left, more than {rule}{note}")
 
 
 def _replaces(config: AcmeConfig, store: Any, version: Any, moment: dt.datetime) -> str | None:
