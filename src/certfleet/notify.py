@@ -9,7 +9,9 @@ code.
 
 Expiry bands (``status --notify``): a served certificate with 30, 14, 7 or
 1 days left (or fewer) is told once per band, certificate and device; the
-bands already told are kept in ``STATE/notify-bands.json``. A renewal
+bands already told are kept in ``STATE/notify-bands.json``, a band only once
+at least one target took its notice (a failed send is tried again at the
+next run). A renewal
 failure is told every time: a renewal that keeps failing must not go quiet.
 """
 
@@ -24,11 +26,17 @@ from typing import Any
 
 __all__ = [
     "BANDS",
+    "Delivery",
+    "ExpiryReport",
     "Notification",
+    "crash_notification",
+    "deliver",
     "due_bands",
     "failure_notification",
     "notify_deploy",
     "notify_expiring",
+    "pending_bands",
+    "record_bands",
     "renewed_notification",
     "send",
 ]
@@ -65,18 +73,31 @@ def _write_file_target(url: str, notification: Notification) -> None:
         handle.write(json.dumps(notification.to_dict()) + "\n")
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """How many targets took a notification, and how many failed."""
+
+    sent: int = 0
+    failed: int = 0
+
+
 def send(config: Any, notification: Notification, log: Log = lambda _: None) -> int:
     """Send ``notification`` to every target when its event is wanted; how many failed.
 
     Never raises for a target: a failure is logged by ``log`` (without the
     URL, which holds a token).
     """
+    return deliver(config, notification, log).failed
+
+
+def deliver(config: Any, notification: Notification, log: Log = lambda _: None) -> Delivery:
+    """As :func:`send`, with how many targets took it (``sent``) as well as ``failed``."""
     from .errors import CertfleetError
     from .secrets import resolve_secret
 
     if notification.event not in config.on or not config.urls:
-        return 0
-    failed = 0
+        return Delivery()
+    failed = sent = 0
     for index, reference in enumerate(config.urls, 1):
         try:
             url = resolve_secret(reference, what=f"notification URL {index}")
@@ -87,6 +108,7 @@ def send(config: Any, notification: Notification, log: Log = lambda _: None) -> 
         try:
             if url.startswith("file://"):
                 _write_file_target(url, notification)
+                sent += 1
                 continue
             import apprise
 
@@ -104,10 +126,12 @@ def send(config: Any, notification: Notification, log: Log = lambda _: None) -> 
                                  notify_type=notify_type):
                 log(f"notification target {index} ({reference}) did not accept the message")
                 failed += 1
+            else:
+                sent += 1
         except Exception as exc:  # a notification never changes the run
             log(f"notification target {index} ({reference}) failed: {type(exc).__name__}")
             failed += 1
-    return failed
+    return Delivery(sent, failed)
 
 
 # ---- what the messages say -------------------------------------------------------
@@ -149,6 +173,23 @@ def failure_notification(
                         certificate)
 
 
+def crash_notification(command: str, error: str, step: str, devices: dict[str, str],
+                       report: Path | None) -> Notification:
+    """An unexpected exception ended ``certfleet COMMAND``: where, and what to run next."""
+    where = f"Crash report: {report}." if report is not None else "No crash report was written."
+    if devices:
+        lines = [f"{device}: a deployment was in progress at step {where}; the device may have "
+                 f"been changed. Next: certfleet verify, then certfleet rollback {device} "
+                 "if it does not serve the version it should"
+                 for device, where in devices.items()]
+    else:
+        lines = [f"No device was being changed (last step: {step}). "
+                 f"Next: certfleet {command.split()[0]} again, once the cause is fixed"]
+    body = (f"certfleet {command} stopped on an unexpected {error}.\n" + "\n".join(lines)
+            + f"\n{where}")
+    return Notification("failure", f"certfleet: {command} CRASHED", body, None)
+
+
 # ---- expiry bands ----------------------------------------------------------------
 
 
@@ -161,19 +202,26 @@ def _band(days_left: int) -> int | None:
     return chosen
 
 
-def due_bands(statuses: Sequence[Any], state_path: Path) -> list[Notification]:
-    """Expiring notices for ``statuses`` (estate.status.DeviceStatus) not told before.
+def _read_bands(state_path: Path) -> dict[str, int]:
+    try:
+        told = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in told.items()} if isinstance(told, dict) else {}
 
-    Each (certificate, device, served sha256) is told once per band; the
-    bands told are saved in ``state_path`` (0600).
-    """
+
+def _save_bands(state_path: Path, told: dict[str, int]) -> None:
     from .fsutil import write_private_file
 
-    try:
-        told: dict[str, int] = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        told = {}
-    notices: list[Notification] = []
+    write_private_file(state_path, json.dumps(told, indent=1).encode())
+
+
+def pending_bands(
+    statuses: Sequence[Any], state_path: Path
+) -> list[tuple[str, int, Notification]]:
+    """(key, band, notice) for every band of ``statuses`` not told yet; nothing is saved."""
+    told = _read_bands(state_path)
+    pending: list[tuple[str, int, Notification]] = []
     for status in statuses:
         for item in status.listeners:
             if item.days_left is None or item.sha256 is None:
@@ -184,33 +232,77 @@ def due_bands(statuses: Sequence[Any], state_path: Path) -> list[Notification]:
             key = f"{status.certificate}|{status.name}|{item.sha256}"
             if key in told and told[key] <= band:
                 continue
-            told[key] = band
+            if any(k == key and b <= band for k, b, _ in pending):
+                continue  # a second listener serving the same certificate
             days = item.days_left
             when = "has expired" if days < 0 else f"expires in {days} day(s)"
-            notices.append(Notification(
+            pending.append((key, band, Notification(
                 "expiring",
                 f"certfleet: {status.certificate} on {status.name} {when}",
                 f"{status.name} ({item.listener}) serves {item.subject} "
                 f"(sha256 {item.sha256[:16]}), which {when} ({item.not_after}). "
                 f"Next: certfleet renew --only {status.certificate}",
                 status.certificate,
-            ))
-    write_private_file(state_path, json.dumps(told, indent=1).encode())
-    return notices
+            )))
+    return pending
+
+
+def record_bands(state_path: Path, told: Sequence[tuple[str, int]]) -> None:
+    """Save ``(key, band)`` pairs as told (0600)."""
+    saved = _read_bands(state_path)
+    for key, band in told:
+        saved[key] = min(band, saved.get(key, band))
+    _save_bands(state_path, saved)
+
+
+def due_bands(statuses: Sequence[Any], state_path: Path) -> list[Notification]:
+    """Expiring notices for ``statuses`` (estate.status.DeviceStatus) not told before,
+    saved as told at once in ``state_path`` (0600); :func:`notify_expiring` saves a band
+    only once a target took its notice."""
+    pending = pending_bands(statuses, state_path)
+    record_bands(state_path, [(key, band) for key, band, _ in pending])
+    return [notice for _, _, notice in pending]
+
+
+@dataclass(frozen=True)
+class ExpiryReport:
+    """What ``status --notify`` did: notices due, sent (to at least one target), failed."""
+
+    due: int = 0
+    sent: int = 0
+    failed: int = 0
+
+    @property
+    def all_failed(self) -> bool:
+        """Notices were due and no target took any of them."""
+        return self.due > 0 and self.sent == 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"due": self.due, "sent": self.sent, "failed": self.failed}
 
 
 def notify_expiring(inventory: Any, statuses: Sequence[Any], state_root: Path,
-                    log: Log = lambda _: None) -> int:
-    """Send the expiring notices of ``statuses`` not told before; how many were due."""
+                    log: Log = lambda _: None) -> ExpiryReport:
+    """Send the expiring notices of ``statuses`` not told before.
+
+    A band counts as told once a target took its notice: a notice no target
+    took is sent again at the next run. ``failed`` counts the notices no
+    target took.
+    """
     from .acme.config import notify_config
 
     config = notify_config(inventory)
     if "expiring" not in config.on or not config.urls:
-        return 0
-    notices = due_bands(statuses, state_root / "notify-bands.json")
-    for notice in notices:
-        send(config, notice, log)
-    return len(notices)
+        return ExpiryReport()
+    state_path = state_root / "notify-bands.json"
+    pending = pending_bands(statuses, state_path)
+    told: list[tuple[str, int]] = []
+    for key, band, notice in pending:
+        if deliver(config, notice, log).sent > 0:
+            told.append((key, band))
+    if told:
+        record_bands(state_path, told)
+    return ExpiryReport(len(pending), len(told), len(pending) - len(told))
 
 
 def notify_deploy(inventory: Any, report: Any, log: Log = lambda _: None) -> None:

@@ -13,7 +13,38 @@ from pathlib import Path
 
 from .errors import ConfigError, PasswordError
 
-__all__ = ["resolve_secret", "secret_from_env"]
+__all__ = ["env_references", "resolve_secret", "secret_from_env"]
+
+
+def env_references(inventory_text: str) -> list[str]:
+    """The environment variables an inventory's ``env:VAR`` references name, sorted.
+
+    Every string value of the TOML is looked at (devices, defaults, acme, dns,
+    notify): a comment is not a reference. An unreadable text names none.
+    """
+    import re
+    import tomllib
+
+    try:
+        data = tomllib.loads(inventory_text)
+    except tomllib.TOMLDecodeError:
+        return []
+    found: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            match = re.fullmatch(r"env:([A-Za-z_][A-Za-z0-9_]*)", value.strip())
+            if match:
+                found.add(match.group(1))
+
+    walk(data)
+    return sorted(found)
 
 
 def secret_from_env(var: str, *, what: str) -> str:

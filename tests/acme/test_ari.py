@@ -199,3 +199,135 @@ def test_no_ari_answer_falls_back_to_days(ari: AriDirectory, tmp_path: Path) -> 
     with store:
         due = is_due(inventory, store, "wildcard", _config(inventory))
     assert not due.due and "more than renew_before_days = 30 (no ARI answer: " in due.reason
+
+
+def _import_leaf(tmp_path: Path, url: str, issued: Any) -> tuple[Any, Store]:
+    """An estate ordering from ``url`` whose current version is ``issued``."""
+    text = (
+        '[certificates.wildcard]\ncn = "*.example.com"\nsans = ["*.example.com", "example.com"]\n'
+        "renew_before_days = 30\n\n"
+        f'[certificates.wildcard.acme]\ndirectory = "{url}/dir"\n\n'
+        '[certificates.wildcard.dns]\nprovider = "manual"\n'
+    )
+    inventory = parse_inventory(text, tmp_path / "certfleet.toml")
+    (tmp_path / "issued.pem").write_bytes(issued.fullchain_pem + issued.root_pem
+                                          + issued.key_pem())
+    store = Store.open(tmp_path / "state")
+    import_certificate(inventory, store, "wildcard", [tmp_path / "issued.pem"])
+    return inventory, store
+
+
+def test_ari_cert_id_without_aki_is_none() -> None:
+    """A certificate without an Authority Key Identifier has no ARI identifier (no exception)."""
+    leaf = LabCA().issue(authority_key_id=False).leaf
+    with pytest.raises(x509.ExtensionNotFound):
+        leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    assert ari_cert_id(leaf) is None
+
+
+@pytest.mark.parametrize("days", [5, 60])
+def test_no_aki_skips_ari_and_days_decide(ari: AriDirectory, tmp_path: Path, days: int) -> None:
+    """A stored certificate without AKI: ARI is not asked, the reason says why, the days rule
+    decides, and a renewal order would name no certificate it replaces."""
+    now = dt.datetime.now(dt.UTC)
+    ari.window = (now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))
+    inventory, store = _import_leaf(tmp_path, ari.url,
+                                    LabCA().issue(days=days, authority_key_id=False))
+    with store:
+        due = is_due(inventory, store, "wildcard", _config(inventory))
+        forced = is_due(inventory, store, "wildcard", _config(inventory), force=True)
+    assert due.due is (days == 5)
+    assert "renew_before_days = 30" in due.reason
+    assert "(ARI skipped: the certificate has no Authority Key Identifier)" in due.reason
+    assert due.replaces is None and forced.replaces is None
+    assert ari.ari_paths == []
+
+
+def test_another_cas_certificate_is_not_replaced(ari: AriDirectory, tmp_path: Path) -> None:
+    """A certificate the CA does not know (its renewalInfo answers 404): the days rule decides
+    (5 days left: due) and the order names no certificate it replaces."""
+    inventory, store = _import_leaf(tmp_path, ari.url, LabCA().issue(days=5))
+    with store:
+        due = is_due(inventory, store, "wildcard", _config(inventory))
+    assert due.due and "(no ARI answer: " in due.reason
+    assert due.replaces is None
+
+
+def test_ari_answer_sets_replaces(ari: AriDirectory, tmp_path: Path) -> None:
+    """A CA that answered ARI for the certificate gets its ARI id as the order's replaces,
+    for a due run and for --force alike."""
+    issued = LabCA().issue(days=60)
+    inventory, store = _import_leaf(tmp_path, ari.url, issued)
+    now = dt.datetime.now(dt.UTC)
+    ari.window = (now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))
+    with store:
+        due = is_due(inventory, store, "wildcard", _config(inventory))
+        forced = is_due(inventory, store, "wildcard", _config(inventory), force=True)
+    assert due.due and due.replaces == ari_cert_id(issued.leaf)
+    assert forced.replaces == ari_cert_id(issued.leaf)
+
+
+def test_expired_certificate_is_not_asked(ari: AriDirectory) -> None:
+    """ARI is never asked about an expired certificate; the skip names the reason."""
+    from certfleet.acme.renew import ari_lookup
+
+    now = dt.datetime.now(dt.UTC)
+    ari.window = (now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))
+    leaf = LabCA().issue(not_before=now - dt.timedelta(days=10),
+                         not_after=now - dt.timedelta(days=1)).leaf
+    text = (f'[certificates.w]\ncn = "a.example.com"\n\n[certificates.w.acme]\n'
+            f'directory = "{ari.url}/dir"\n\n[certificates.w.dns]\nprovider = "manual"\n')
+    config = acme_config(parse_inventory(text, Path("certfleet.toml")), "w")
+    assert config is not None
+    lookup = ari_lookup(config, leaf)
+    assert lookup.window is None and lookup.cert_id is None
+    assert "expired" in lookup.note
+    assert ari.ari_paths == []
+
+
+@pytest.mark.parametrize(("hours", "age", "due"), [
+    (144, 90, False),   # 6 days, 54 h left: more than a third (48 h)
+    (144, 100, True),   # 44 h left
+    (160, 100, False),  # 160 hours, 60 h left: more than 53 h
+    (160, 110, True),   # 50 h left
+])
+def test_short_lived_certificates(tmp_path: Path, hours: int, age: int, due: bool) -> None:
+    """A 6-day or 160-hour certificate is due once a third of its lifetime remains, counted
+    in hours."""
+    with AriDirectory(renewal_info=False) as server:
+        inventory, store = _short(tmp_path, server.url, hours, age, None)
+        with store:
+            result = is_due(inventory, store, "wildcard", _config(inventory))
+    assert result.due is due, result.reason
+    assert "hour(s) left" in result.reason and "a third of the lifetime" in result.reason
+
+
+def test_renew_before_days_longer_than_lifetime_is_named(tmp_path: Path) -> None:
+    """renew_before_days = 30 on a 6-day certificate: due as configured, and the reason says
+    every run orders and how to fix it."""
+    with AriDirectory(renewal_info=False) as server:
+        inventory, store = _short(tmp_path, server.url, 144, 10, 30)
+        with store:
+            result = is_due(inventory, store, "wildcard", _config(inventory))
+    assert result.due
+    assert "not shorter than the 144 hour(s) lifetime: every run orders" in result.reason
+
+
+def _short(tmp_path: Path, url: str, hours: int, age: int,
+           renew_before: int | None) -> tuple[Any, Store]:
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(hours=age)
+    issued = LabCA().issue(not_before=start, not_after=start + dt.timedelta(hours=hours))
+    text = (
+        '[certificates.wildcard]\ncn = "*.example.com"\n'
+        'sans = ["*.example.com", "example.com"]\n'
+        + (f"renew_before_days = {renew_before}\n" if renew_before else "")
+        + f'\n[certificates.wildcard.acme]\ndirectory = "{url}/dir"\n\n'
+        '[certificates.wildcard.dns]\nprovider = "manual"\n'
+    )
+    inventory = parse_inventory(text, tmp_path / "certfleet.toml")
+    (tmp_path / "issued.pem").write_bytes(issued.fullchain_pem + issued.root_pem
+                                          + issued.key_pem())
+    store = Store.open(tmp_path / "state")
+    import_certificate(inventory, store, "wildcard", [tmp_path / "issued.pem"])
+    return inventory, store

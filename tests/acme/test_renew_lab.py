@@ -247,3 +247,64 @@ def test_one_ordering_run_at_a_time(lab: tuple[LabEstate, LabPebble], tmp_path: 
     item = data["certificates"][0]  # type: ignore[index]
     assert item["action"] == "issued"
     assert served(estate, tmp_path) == {item["version"]["leaf_sha256"]}
+
+
+@pytest.mark.parametrize("kind", ["no-aki", "other-ca"])
+def test_renew_replaces_a_certificate_without_aki_or_of_another_ca(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, kind: str
+) -> None:
+    """The stored certificate has no Authority Key Identifier, or comes from another CA:
+    renew orders from Pebble, deploys, verifies, exit 0, no traceback."""
+    from certfleet.estate.importer import import_certificate
+    from certfleet.inventory import load_inventory
+    from certfleet.lab.ca import LabCA
+
+    estate, pebble = lab
+    add_acme_to_inventory(estate.inventory_path, pebble)
+    issued = LabCA(name="factory ca").issue(days=5, authority_key_id=kind != "no-aki")
+    bundle = tmp_path / "factory.pem"
+    bundle.write_bytes(issued.fullchain_pem + issued.root_pem + issued.key_pem())
+    with Store.open(tmp_path / "state") as store:
+        import_certificate(load_inventory(estate.inventory_path), store, "wildcard", [bundle])
+    result = CliRunner().invoke(app, ["renew", "--json", "--inventory",
+                                      str(estate.inventory_path),
+                                      "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    data = json.loads(result.stdout)
+    item = data["certificates"][0]
+    assert item["action"] == "issued" and item["due"] is True
+    assert {d["status"] for d in item["devices"]} == {"installed"}
+    assert served(estate, tmp_path) == {item["version"]["leaf_sha256"]}
+
+
+@pytest.mark.parametrize("command", ["renew", "issue"])
+def test_renew_and_issue_crash_is_never_silent(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """An unexpected exception while ordering: one line naming the crash report, the failure
+    notification, exit 1 (no device was being changed), no traceback."""
+    import certfleet.acme.issuer
+
+    estate, pebble = lab
+    sink = tmp_path / "notify.jsonl"
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+    add_acme_to_inventory(estate.inventory_path, pebble, notify_env="LAB_NOTIFY_URL")
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(certfleet.acme.issuer, "issue_certificate", boom)
+    args = ["renew", "--force"] if command == "renew" else ["issue", "wildcard"]
+    result = CliRunner().invoke(app, [*args, "--inventory", str(estate.inventory_path),
+                                      "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (report,) = (tmp_path / "state").glob("crash-*.txt")
+    (line,) = [x for x in result.stderr.splitlines() if "crash report" in x]
+    assert str(report) in line and "KeyError" in line
+    assert "KeyError: 'boom'" in report.read_text()
+    (told,) = [n for n in notifications(sink) if n["event"] == "failure"]
+    assert f"certfleet {command} stopped on an unexpected KeyError" in told["body"]
+    assert f"Next: certfleet {command} again" in told["body"]

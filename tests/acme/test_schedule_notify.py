@@ -38,6 +38,8 @@ def schedule(*args: str) -> tuple[int, str]:
 
 def test_systemd_units_twice_a_day_randomised(inventory: Path) -> None:
     """A oneshot service (status --notify, then renew) and a timer at 00/12 with a random delay."""
+    (inventory.parent / "secrets.env").write_text("")  # --env-file must exist (0600)
+    (inventory.parent / "secrets.env").chmod(0o600)
     code, text = schedule("systemd", "--inventory", str(inventory), "--env-file",
                           str(inventory.parent / "secrets.env"))
     assert code == 0, text
@@ -68,7 +70,8 @@ def test_cron_line_is_five_fields_and_quotes_paths(inventory: Path) -> None:
     """One crontab line: minute, two hours 12 apart, the renew command with a quoted path."""
     code, text = schedule("cron", "--inventory", str(inventory))
     assert code == 0, text
-    line = text.strip()
+    # The crontab line; the command that tests it follows on stderr.
+    line = next(x for x in text.splitlines() if x.endswith("# certfleet-renew")).strip()
     minute, hours, *rest = line.split()
     assert 0 <= int(minute) < 60
     first, second = (int(h) for h in hours.split(","))

@@ -225,6 +225,15 @@ def _no_client_auth(r: pytest.FixtureRequest) -> list[Finding]:
     return run(leaf.fullchain_pem + leaf.key_pem())
 
 
+def _client_auth_dropped(r: pytest.FixtureRequest) -> list[Finding]:
+    from certfleet.pki.checks import check_client_auth_dropped
+
+    ca: LabCA = r.getfixturevalue("lab_ca")
+    served = ca.issue(eku=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))
+    renewal = ca.issue()  # serverAuth only
+    return check_client_auth_dropped(served.leaf, renewal.leaf, where="sbc1 (teams)")
+
+
 def _csr_given(r: pytest.FixtureRequest) -> list[Finding]:
     clean: Issued = r.getfixturevalue("clean")
     assert clean.key is not None
@@ -258,6 +267,7 @@ CASES: dict[str, Case] = {
     "ROOT_INCLUDED": _root_included,
     "NO_CLIENT_AUTH": _no_client_auth,
     "CSR_GIVEN": _csr_given,
+    "CLIENT_AUTH_DROPPED": _client_auth_dropped,
 }
 
 

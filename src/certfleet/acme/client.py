@@ -24,9 +24,29 @@ class NewOrderReplacing(messages.NewOrder):
     replaces: str | None = jose_field("replaces", omitempty=True)
 
 
-def ari_cert_id(cert: Any) -> str:
-    """The ARI certificate identifier of ``cert`` (an x509.Certificate)."""
-    return acme_client._renewal_info_path_component(cert)  # the library's own encoding
+def ari_cert_id(cert: Any) -> str | None:
+    """The ARI certificate identifier of ``cert`` (an x509.Certificate), RFC 9773 §4.1:
+    base64url of the Authority Key Identifier's keyIdentifier, ".", base64url of the
+    DER serial (signed, big-endian). None when the certificate has no Authority Key
+    Identifier with a keyIdentifier (a factory or hand-made certificate): no ARI for it.
+    """
+    import base64
+
+    from cryptography import x509
+
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    if not aki.key_identifier:
+        return None
+    serial = int(cert.serial_number)
+    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+    return f"{b64(aki.key_identifier)}.{b64(serial_bytes)}"
 
 
 def directory_has(directory: Any, field: str) -> bool:

@@ -163,6 +163,15 @@ def order_certificate(
     from .account import problem_text
 
     client = session.client
+    if profile:
+        offered = sorted(getattr(client.directory.meta, "profiles", None) or {})
+        if profile not in offered:
+            raise AcmeError(
+                f"the CA's directory offers no profile {profile!r}"
+                + (f" (it offers: {', '.join(offered)})" if offered
+                   else " (it offers no profiles at all)"),
+                hint="set profile in the acme table to one the CA offers, or remove it "
+                "to get the CA's default")
     try:
         orderr = client.order(csr_pem, names, replaces=replaces, profile=profile)
     except messages.Error as exc:

@@ -4,7 +4,12 @@ Due is decided, in order: ``--force``; no version stored; the CA's ARI
 window (RFC 9773) when its directory offers ``renewalInfo``; otherwise
 when what remains is at most ``renew_before_days``, or else 30 days or a
 third of the lifetime, whichever is less. Nothing but ARI is asked of a CA
-for a certificate that is not due.
+for a certificate that is not due. ARI is skipped, with the reason in the
+printed reason, for a certificate it cannot name (no Authority Key
+Identifier) and for an expired one; a CA that does not know the certificate
+(another CA's, an adopted one) answers nothing and the days rule decides. A
+renewal order names the certificate it replaces (``replaces``) only when the
+CA answered ARI for it.
 
 Every device using a certificate with an issuer then goes through the
 estate's deploy (canary first: an OVOC when there is one), which skips a
@@ -32,7 +37,10 @@ from typing import Any
 from . import AcmeError
 from .config import AcmeConfig, acme_config, renew_before_days
 
-__all__ = ["Due", "RenewItem", "RenewReport", "is_due", "renew_lock", "run_renew"]
+__all__ = [
+    "AriLookup", "Due", "RenewItem", "RenewReport", "ari_lookup", "is_due", "renew_lock",
+    "run_renew",
+]
 
 Log = Callable[[str], None]
 # Production directories of CAs whose staging twin is known (--dry-run goes there).
@@ -46,6 +54,10 @@ STAGING = {
 class Due:
     due: bool
     reason: str
+    # The ARI id of the certificate replaced, when the CA answered for it: the order's
+    # ``replaces`` (RFC 9773 §5). None for a certificate ARI cannot name or the CA does
+    # not know (no AKI, another CA's, expired, adopted from elsewhere).
+    replaces: str | None = None
 
 
 @dataclass
@@ -61,6 +73,7 @@ class RenewItem:
     hint: str | None = None
     version: Any = None  # VersionRecord of the new version
     devices: list[Any] = field(default_factory=list)  # DeviceResult
+    findings: list[Any] = field(default_factory=list)  # CLIENT_AUTH_DROPPED (pki.Finding)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +86,8 @@ class RenewItem:
             "hint": self.hint,
             "version": self.version.to_dict() if self.version is not None else None,
             "devices": [d.to_dict() for d in self.devices],
+            "findings": [{"code": f.code, "severity": f.severity, "message": f.message,
+                          "hint": f.hint} for f in self.findings],
         }
 
 
@@ -110,17 +125,34 @@ def _leaf(store: Any, version: Any) -> Any:
     return x509.load_pem_x509_certificate((version.dir / "leaf.pem").read_bytes())
 
 
-def ari_window(config: AcmeConfig, leaf: Any) -> dt.datetime | None:
-    """The CA's suggested renewal time for ``leaf`` (ARI), or None when it offers none.
+@dataclass(frozen=True)
+class AriLookup:
+    """What ARI said of a certificate: the renewal time, or why there is none.
+
+    ``cert_id`` is set only when the CA answered for the certificate (it knows
+    it): only then does a renewal order name it in ``replaces``.
+    """
+
+    window: dt.datetime | None = None
+    cert_id: str | None = None
+    note: str = ""
+
+
+def ari_lookup(config: AcmeConfig, leaf: Any, *, now: dt.datetime | None = None) -> AriLookup:
+    """Ask the CA's renewalInfo about ``leaf`` (RFC 9773), when it can be asked.
 
     Only the directory and the renewalInfo resource are fetched (no account).
-    Raises AcmeError when the CA offers ARI but the answer cannot be read.
+    A CA without ``renewalInfo`` gives an empty answer; a certificate ARI cannot
+    name (no Authority Key Identifier) or must not be asked about (expired) is
+    skipped with the reason in ``note``. Raises AcmeError when the directory
+    cannot be read or the CA's answer cannot be read.
     """
-    from acme import client as acme_client
-    from acme import errors as acme_errors
-    from cryptography.hazmat.primitives import serialization
+    import random
 
-    from .client import directory_has
+    from acme import client as acme_client
+    from acme import messages
+
+    from .client import ari_cert_id, directory_has
     from .transport import client_network, tls_failure
 
     net = client_network(config, None)
@@ -133,16 +165,37 @@ def ari_window(config: AcmeConfig, leaf: Any) -> dt.datetime | None:
         raise AcmeError(f"cannot read the ACME directory {config.directory}: {str(exc)[:200]}",
                         hint="check the directory URL and the network") from None
     if not directory_has(directory, "renewalInfo"):
-        return None
-    client = acme_client.ClientV2(directory, net)
+        return AriLookup()
+    moment = now or dt.datetime.now(dt.UTC)
+    # RFC 9773 §4.3: a client must not ask about a certificate that has expired.
+    if leaf.not_valid_after_utc <= moment:
+        return AriLookup(note=" (ARI skipped: the certificate has expired)")
+    cert_id = ari_cert_id(leaf)
+    if cert_id is None:
+        return AriLookup(note=" (ARI skipped: the certificate has no Authority Key Identifier)")
+    url = str(directory["renewalInfo"]).rstrip("/") + "/" + cert_id
     try:
-        when, _ = client.renewal_time(leaf.public_bytes(serialization.Encoding.PEM))
-    except acme_errors.ARIError as exc:
-        raise AcmeError(f"the CA's renewal information could not be read: {exc}",
+        response = net.get(url, content_type="application/json")
+        info = messages.RenewalInfo.from_json(response.json())
+        start, end = info.suggested_window.start, info.suggested_window.end
+    except Exception as exc:  # HTTP problem, 404 (another CA's certificate), bad JSON
+        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise AcmeError(f"the CA's renewal information could not be read: {text}",
                         hint="retry later; the CA's renewalInfo answered badly") from None
-    if when is None:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
+    # §4.2: a random moment in the window spreads a fleet's renewals.
+    span = max((end - start).total_seconds(), 0.0)
+    when = start + dt.timedelta(seconds=random.uniform(0, span))
+    return AriLookup(when, cert_id)
+
+
+def ari_window(config: AcmeConfig, leaf: Any) -> dt.datetime | None:
+    """The CA's suggested renewal time for ``leaf`` (ARI), or None when it offers none.
+
+    Raises AcmeError when the CA offers ARI but the answer cannot be read.
+    """
+    return ari_lookup(config, leaf).window
 
 
 def is_due(
@@ -151,38 +204,73 @@ def is_due(
 ) -> Due:
     """Whether certificate ``name`` is due, and why (the reason is printed and logged)."""
     moment = now or dt.datetime.now(dt.UTC)
-    if force:
-        return Due(True, "--force")
     version = store.current_version(name)
+    if force:
+        return Due(True, "--force", _replaces(config, store, version, moment))
     if version is None:
         return Due(True, "no version stored yet")
     leaf = _leaf(store, version)
     not_after = leaf.not_valid_after_utc
     if not_after <= moment:
         return Due(True, f"expired on {not_after:%Y-%m-%d}")
-    note = ""
     try:
-        window = ari_window(config, leaf)
+        ari = ari_lookup(config, leaf, now=moment)
     except AcmeError as exc:
         # RFC 9773 §4.3.3: without an answer the client falls back to its own schedule
         # (a certificate from another CA is unknown to this one's renewalInfo).
-        window, note = None, f" (no ARI answer: {exc.message})"
+        ari = AriLookup(note=f" (no ARI answer: {exc.message})")
+    window, note, replaces = ari.window, ari.note, ari.cert_id
     if window is not None:
         if window <= moment:
-            return Due(True, f"the CA's renewal window (ARI) opened: {window:%Y-%m-%d %H:%M}Z")
+            return Due(True, f"the CA's renewal window (ARI) opened: {window:%Y-%m-%d %H:%M}Z",
+                       replaces)
         return Due(False, f"the CA's renewal window (ARI) opens {window:%Y-%m-%d %H:%M}Z")
     remaining = not_after - moment
+    lifetime = not_after - leaf.not_valid_before_utc
     days = renew_before_days(inventory, name)
+    # Short-lived certificates (6 days, 160 hours) are counted in hours.
+    short = lifetime < dt.timedelta(days=10)
+
+    def span(value: dt.timedelta) -> str:
+        if short:
+            return f"{int(value.total_seconds() // 3600)} hour(s)"
+        return f"{value.days} day(s)"
+
     if days is not None:
         threshold = dt.timedelta(days=days)
         rule = f"renew_before_days = {days}"
+        if threshold >= lifetime:  # as configured, but say that every run will order
+            rule += (f", not shorter than the {span(lifetime)} lifetime: every run orders "
+                     "(remove it to renew at a third of the lifetime)")
     else:
-        lifetime = not_after - leaf.not_valid_before_utc
         threshold = min(dt.timedelta(days=30), lifetime / 3)
-        rule = f"{threshold.days} days (30 or a third of the lifetime, whichever is less)"
+        rule = (f"{span(threshold)} (30 days or a third of the lifetime, whichever is less)"
+                if short else
+                f"{threshold.days} days (30 or a third of the lifetime, whichever is less)")
     if remaining <= threshold:
-        return Due(True, f"{remaining.days} day(s) left, at most {rule}{note}")
-    return Due(False, f"{remaining.days} day(s) left, more than {rule}{note}")
+        return Due(True, f"{span(remaining)} left, at most {rule}{note}", replaces)
+    return Due(False, f"{span(remaining)} left, more than {rule}{note}")
+
+
+def _replaces(config: AcmeConfig, store: Any, version: Any, moment: dt.datetime) -> str | None:
+    """The ARI id of the stored certificate when the CA answered for it (``--force``)."""
+    if version is None:
+        return None
+    try:
+        return ari_lookup(config, _leaf(store, version), now=moment).cert_id
+    except AcmeError:
+        return None
+
+
+async def _check_client_auth(inventory: Any, store: Any, item: RenewItem, log: Log) -> None:
+    """Warn (CLIENT_AUTH_DROPPED) when the renewal loses clientAuth on a mutual-TLS device."""
+    from .clientauth import client_auth_findings
+
+    devices = inventory.devices_using(item.certificate)
+    item.findings = await client_auth_findings(devices, _leaf(store, item.version))
+    for finding in item.findings:
+        log(f"{item.certificate}: {finding.severity} {finding.code}: {finding.message}; "
+            f"{finding.hint}")
 
 
 def _prefixed(log: Log, name: str) -> Log:
@@ -279,7 +367,6 @@ async def run_renew(
     from ..errors import CertfleetError, ConfigError
     from ..estate.deploy import AUTO_CANARY, run_deploy
     from ..notify import failure_notification, renewed_notification, send
-    from .client import ari_cert_id
     from .config import notify_config
     from .issuer import issue_certificate
 
@@ -308,8 +395,7 @@ async def run_renew(
             store.audit("renew", "due" if due.due else "not-due", detail=f"{name}: {due.reason}")
             if not due.due:
                 continue
-            current = store.current_version(name)
-            replaces = ari_cert_id(_leaf(store, current)) if current is not None else None
+            replaces = due.replaces
             url = STAGING.get(config.directory, config.staging_directory) if dry_run else None
             try:
                 # The store is bound to this thread; nothing else runs while a CA is asked.
@@ -335,6 +421,7 @@ async def run_renew(
             else:
                 item.action = "issued"
                 item.version = result.imported.version
+                await _check_client_auth(inventory, store, item, log)
         failed = {i.certificate for i in items if i.action == "failed"}
         deploy_devices = [d for d in devices if inventory.devices[d].certificate not in failed]
         # A dry run has no new version to deploy: what the real run would deploy once the

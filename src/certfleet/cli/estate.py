@@ -22,6 +22,7 @@ from .common import (
     run_interruptible,
     text,
 )
+from .crash import crash_guard
 from .estate_tables import OUTCOME_STYLE, _short, render_history
 from .estate_tables import render_status as render_status  # used by the lab demo
 from .progress import Progress as Progress
@@ -211,6 +212,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("deploy")
     @handle_errors
+    @crash_guard("deploy")
     def deploy_command(
         only: list[str] = ONLY_OPTION,
         concurrency: int | None = typer.Option(
@@ -330,6 +332,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("rollback")
     @handle_errors
+    @crash_guard("rollback")
     def rollback_command(
         device: str = typer.Argument(..., help="The device to put back to its last backup."),
         break_lock: bool = typer.Option(
@@ -384,6 +387,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("status")
     @handle_errors
+    @crash_guard("status --notify", when=lambda kwargs: bool(kwargs.get("notify")))
     def status_command(
         only: list[str] = ONLY_OPTION,
         inventory: Path = INVENTORY_OPTION,
@@ -392,21 +396,37 @@ def register(app: typer.Typer) -> None:
         notify: bool = typer.Option(
             False, "--notify", help="Tell [notify] targets of certificates at 30/14/7/1 days."),
     ) -> None:
-        """What every listener serves now: certificate, days left, name match, current."""
+        """What every listener serves now: certificate, days left, name match, current.
+
+        With --notify: how many expiry notices were sent and failed; exit 1 when
+        notices were due and every target failed (they are tried again next run).
+        """
         from ..estate.status import collect_status
         from ..inventory import select_devices
 
+        told = None
         with open_estate(inventory, state_dir) as (inv, store):
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             if notify:  # each band told once per certificate and device (see certfleet.notify)
                 from ..notify import notify_expiring
 
-                notify_expiring(inv, statuses, store.root,
-                                lambda text: err_console.print(text, markup=False))
+                told = notify_expiring(inv, statuses, store.root,
+                                       lambda text: err_console.print(text, markup=False))
+        code = 1 if told is not None and told.all_failed else 0
         if json_out:
-            print_json({"devices": [s.to_dict() for s in statuses]})
-            return
+            data: dict[str, Any] = {"devices": [s.to_dict() for s in statuses]}
+            if told is not None:
+                data["notify"] = told.to_dict()
+            print_json(data)
+            raise typer.Exit(code)
         console.print(render_status(statuses, inv.expiry_warn_days))
+        if told is not None:
+            line = f"notify: {told.sent} notice(s) sent, {told.failed} failed"
+            if told.all_failed:
+                line += ("; every target failed: check the [notify] urls "
+                         "(the notices are sent again at the next run)")
+            console.print(line, markup=False, highlight=False)
+        raise typer.Exit(code)
 
     @app.command("unlock")
     @handle_errors

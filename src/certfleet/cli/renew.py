@@ -16,6 +16,7 @@ from .common import (
     print_json,
     text,
 )
+from .crash import breadcrumb, crash_guard
 from .estate import (
     INVENTORY_OPTION,
     JSON_OPTION,
@@ -38,6 +39,7 @@ def _logger(quiet: bool) -> Callable[[str], None]:
 
     def log(text: str) -> None:
         logger.info(text)
+        breadcrumb(text)
         if not quiet:
             err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -47,6 +49,7 @@ def _logger(quiet: bool) -> Callable[[str], None]:
 def register(app: typer.Typer) -> None:
     @app.command("issue")
     @handle_errors
+    @crash_guard("issue")
     def issue_command(
         name: str = typer.Argument(..., help="The inventory certificate with an acme table."),
         inventory: Path = INVENTORY_OPTION,
@@ -86,6 +89,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("renew")
     @handle_errors
+    @crash_guard("renew")
     def renew_command(
         only: list[str] = RENEW_ONLY_OPTION,
         force: bool = typer.Option(False, "--force", help="Order even when not due."),

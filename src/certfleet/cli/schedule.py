@@ -7,6 +7,12 @@ failure ignored) and then renews. With ``--install`` the schedule is put
 in place where that can be done without guessing: the systemd units (the
 system's as root, the user's otherwise), the user's crontab, or the
 Windows Task Scheduler.
+
+A schedule that cannot work is refused (exit 2): an inventory that
+references ``env:`` secrets needs ``--env-file`` (systemd, cron), a file
+that exists, is not readable by others and defines every one of them. The
+output ends with the one command that tests the job as the scheduler runs it
+(a dry run in the scheduler's own environment), on stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, fail, handle_errors
+from .common import console, err_console, fail, handle_errors
 from .estate import INVENTORY_OPTION, STATE_OPTION
 
 UNIT = "certfleet-renew"
@@ -80,6 +86,81 @@ def windows_command(inventory: Path, state_dir: Path | None) -> list[str]:
             "/TR", renew, "/F"]
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``VAR=value`` lines of an env file (``export VAR=value`` too; ``#`` comments),
+    as systemd's EnvironmentFile and ``sh``'s ``.`` read them. Raises OSError."""
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8-sig").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, sep, value = line.partition("=")
+        if sep and name.strip().isidentifier():
+            values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def check_secrets(kind: str, inventory_text: str, env_file: Path | None) -> None:
+    """Refuse (exit 2) a schedule whose runs would find none of the inventory's secrets."""
+    from ..secrets import env_references
+
+    names = env_references(inventory_text)
+    if kind == "windows":
+        if names:
+            err_console.print(
+                "note: the task finds the inventory's env: secrets only in the environment of "
+                f"the account it runs as: set {', '.join(names)} there (setx), or move them to "
+                "the keyring (keyring:SERVICE/USER)", markup=False, highlight=False,
+                soft_wrap=True)
+        return
+    if env_file is None:
+        if names:
+            fail(f"the inventory references env: secrets the scheduled runs would not have: "
+                 f"{', '.join(names)}",
+                 "pass --env-file FILE with a VAR=value line for each (chmod 600 FILE), or "
+                 "move them to the keyring (keyring:SERVICE/USER)")
+        return
+    if not env_file.is_file():
+        fail(f"--env-file {str(env_file)!r} does not exist",
+             f"create it with a VAR=value line for each of: {', '.join(names) or '(none)'}; "
+             "then chmod 600 it")
+    if os.name == "posix" and env_file.stat().st_mode & 0o004:
+        fail(f"--env-file {str(env_file)!r} is readable by others: it holds the secrets",
+             f"run: chmod 600 {shlex.quote(str(env_file))}")
+    try:
+        defined = read_env_file(env_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"--env-file {str(env_file)!r} cannot be read: {exc}",
+             "give a readable text file of VAR=value lines")
+    missing = [name for name in names if name not in defined]
+    if missing:
+        fail(f"--env-file {str(env_file)!r} does not define {', '.join(missing)}, which the "
+             "inventory references", f"add a line {missing[0]}=... for each to the file")
+
+
+def trial_command(kind: str, inventory: Path, state_dir: Path | None,
+                 env_file: Path | None) -> str:
+    """The one command that runs the job as the scheduler will: in its environment, a dry
+    run (systemd, cron), or the registered task itself (windows: a real run)."""
+    renew = _command(inventory, state_dir, "renew", "--dry-run")
+    folder = str(inventory.resolve().parent)
+    if kind == "systemd":
+        root = hasattr(os, "geteuid") and os.geteuid() == 0
+        argv = ["systemd-run", *([] if root else ["--user"]), "--wait", "--pipe",
+                "--collect", "-p", f"WorkingDirectory={folder}"]
+        if env_file is not None:
+            argv += ["-p", f"EnvironmentFile={env_file.resolve()}"]
+        return shlex.join([*argv, *renew])
+    if kind == "cron":
+        load = (f"set -a; . {shlex.quote(str(env_file.resolve()))}; set +a; "
+                if env_file else "")
+        script = f"cd {shlex.quote(folder)} && {load}{shlex.join(renew)}"
+        return shlex.join(["env", "-i", "HOME=" + str(Path.home()), "PATH=/usr/bin:/bin",
+                           "SHELL=/bin/sh", "/bin/sh", "-c", script])
+    return f"schtasks /Run /TN {UNIT}"
+
+
 def _install_systemd(units: dict[str, str]) -> str:
     systemctl = shutil.which("systemctl")
     if systemctl is None:
@@ -131,21 +212,34 @@ def register(app: typer.Typer) -> None:
         if not inventory.exists():
             fail(f"inventory {str(inventory)!r} does not exist",
                  "pass --inventory FILE (the schedule runs with its absolute path)")
+        from ..inventory import load_inventory
+
+        check_secrets(kind, load_inventory(inventory).text, env_file)
+        tip = trial_command(kind, inventory, state_dir, env_file)
+
+        def print_test() -> None:
+            what = "the task itself, a real run" if kind == "windows" else "a dry run"
+            err_console.print(f"test it as the scheduler runs it ({what}): {tip}",
+                              markup=False, highlight=False, soft_wrap=True)
         if kind == "systemd":
             units = systemd_units(inventory, state_dir, env_file)
             if install:
                 console.print(_install_systemd(units), markup=False)
+                print_test()
                 return
             for name, text in units.items():
                 typer.echo(f"# {name}\n{text}")
             typer.echo(f"# install: copy both to /etc/systemd/system, then "
                        f"systemctl enable --now {UNIT}.timer")
+            print_test()
         elif kind == "cron":
             line = cron_line(inventory, state_dir, env_file)
             if install:
                 console.print(_install_cron(line), markup=False)
+                print_test()
                 return
             typer.echo(line)
+            print_test()
         else:
             argv = windows_command(inventory, state_dir)
             if install:
@@ -157,5 +251,7 @@ def register(app: typer.Typer) -> None:
                     fail(f"schtasks failed: {result.stderr.strip()[:300]}",
                          "run the printed command in an elevated prompt")
                 console.print(f"registered the scheduled task {UNIT}", markup=False)
+                print_test()
                 return
             typer.echo(subprocess.list2cmdline(argv))
+            print_test()

@@ -325,12 +325,14 @@ class LabCA:
         hash_algorithm: hashes.HashAlgorithm | None = None,
         ca: bool = False,
         ip_addresses: Sequence[str] = (),
+        authority_key_id: bool = True,
     ) -> Issued:
         """Issue a leaf for ``names`` (or for ``csr``: its key, CN and SANs).
 
         ``names`` become dNSName entries, ``ip_addresses`` iPAddress entries of
         the subjectAltName. ``eku=None`` leaves the EKU extension out; ``days``
-        counts from now.
+        counts from now. ``authority_key_id=False`` leaves the Authority Key
+        Identifier out (as factory and hand-made certificates do).
         """
         ips = [ipaddress.ip_address(ip) for ip in ip_addresses]
         if csr is not None:
@@ -365,8 +367,11 @@ class LabCA:
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(_leaf_key_usage(public_key), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(_authority_key_id(issuer_cert), critical=False)
-            .add_extension(
+        )
+        if authority_key_id:
+            builder = builder.add_extension(_authority_key_id(issuer_cert), critical=False)
+        builder = (
+            builder.add_extension(
                 x509.AuthorityInformationAccess(
                     [
                         x509.AccessDescription(

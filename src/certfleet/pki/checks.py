@@ -33,7 +33,8 @@ from .model import Bundle, Finding, Severity
 from .names import san_entries, why_not_covered
 from .quiet import quietly
 
-__all__ = ["FINDING_CODES", "check_bundle", "has_errors", "preflight"]
+__all__ = ["FINDING_CODES", "check_bundle", "check_client_auth_dropped", "has_errors",
+           "preflight"]
 
 FINDING_CODES: dict[str, tuple[Severity, str]] = {
     "KEY_MISMATCH": ("error", "the private key given does not belong to the leaf certificate"),
@@ -57,6 +58,8 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
                   "certificate"),
     "NO_CLIENT_AUTH": ("info", "the leaf's extended key usage lacks clientAuth (matters for "
                        "mutual TLS, e.g. Teams Direct Routing)"),
+    "CLIENT_AUTH_DROPPED": ("warning", "a device doing mutual TLS serves a certificate with "
+                            "clientAuth and its renewal lacks it (Teams Direct Routing)"),
 }
 
 _EKU_NAMES: dict[x509.ObjectIdentifier, str] = {
@@ -378,3 +381,34 @@ def preflight(
     return bundle, check_bundle(
         bundle, hosts, expiry_warn_days=expiry_warn_days, now=now
     )
+
+
+def _allows_client_auth(cert: x509.Certificate) -> bool:
+    """clientAuth (or anyExtendedKeyUsage) in the EKU; no EKU extension allows any use."""
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return (ExtendedKeyUsageOID.CLIENT_AUTH in usages
+            or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages)
+
+
+def check_client_auth_dropped(
+    served: x509.Certificate, renewal: x509.Certificate, *, where: str
+) -> list[Finding]:
+    """CLIENT_AUTH_DROPPED when ``served`` (on a mutual-TLS listener ``where``) may act as
+    a TLS client and its ``renewal`` may not. The caller decides that ``where`` does
+    mutual TLS (it asked for a client certificate, or the inventory marks it Teams)."""
+    if not _allows_client_auth(served) or _allows_client_auth(renewal):
+        return []
+    subject = renewal.subject.rfc4514_string()
+    return [_finding(
+        "CLIENT_AUTH_DROPPED",
+        f"{where} serves a certificate with the clientAuth usage and its renewal {subject!r} "
+        "lacks it: Microsoft Teams Direct Routing mutual TLS (the SBC presents this "
+        "certificate as a client) may then fail",
+        "order from a CA or profile that still includes clientAuth (Let's Encrypt's classic "
+        "profile dropped it on 2026-02-11; e.g. a commercial CA's TLS server+client "
+        "certificate), or confirm the peer does not require it",
+        subject,
+    )]
