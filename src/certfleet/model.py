@@ -9,7 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DnsConfig"]
+__all__ = ["NOTIFY_EVENTS", "DnsConfig", "NotifyConfig"]
+
+#: The events ``[notify] on`` may name.
+NOTIFY_EVENTS = ("failure", "renewed", "expiring")
 
 
 @dataclass(frozen=True)
@@ -31,3 +34,11 @@ class DnsConfig:
     url: str | None = None  # challtestsrv management URL
     hook_timeout: float = 120.0
     base_dir: Path = Path()
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """``[notify]``: apprise URLs (secret references) and the events to tell."""
+
+    urls: tuple[str, ...] = ()
+    on: tuple[str, ...] = NOTIFY_EVENTS

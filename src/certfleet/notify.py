@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .model import NotifyConfig
+
 __all__ = [
     "BANDS",
     "Delivery",
@@ -81,7 +83,7 @@ class Delivery:
     failed: int = 0
 
 
-def send(config: Any, notification: Notification, log: Log = lambda _: None) -> int:
+def send(config: NotifyConfig, notification: Notification, log: Log = lambda _: None) -> int:
     """Send ``notification`` to every target when its event is wanted; how many failed.
 
     Never raises for a target: a failure is logged by ``log`` (without the
@@ -90,7 +92,8 @@ def send(config: Any, notification: Notification, log: Log = lambda _: None) -> 
     return deliver(config, notification, log).failed
 
 
-def deliver(config: Any, notification: Notification, log: Log = lambda _: None) -> Delivery:
+def deliver(config: NotifyConfig, notification: Notification,
+            log: Log = lambda _: None) -> Delivery:
     """As :func:`send`, with how many targets took it (``sent``) as well as ``failed``."""
     from .errors import CertfleetError
     from .secrets import resolve_secret
@@ -281,17 +284,14 @@ class ExpiryReport:
         return {"due": self.due, "sent": self.sent, "failed": self.failed}
 
 
-def notify_expiring(inventory: Any, statuses: Sequence[Any], state_root: Path,
+def notify_expiring(config: NotifyConfig, statuses: Sequence[Any], state_root: Path,
                     log: Log = lambda _: None) -> ExpiryReport:
     """Send the expiring notices of ``statuses`` not told before.
 
     A band counts as told once a target took its notice: a notice no target
     took is sent again at the next run. ``failed`` counts the notices no
-    target took.
+    target took. ``config``: the inventory's ``[notify]`` table.
     """
-    from .acme.config import notify_config
-
-    config = notify_config(inventory)
     if "expiring" not in config.on or not config.urls:
         return ExpiryReport()
     state_path = state_root / "notify-bands.json"
@@ -305,11 +305,8 @@ def notify_expiring(inventory: Any, statuses: Sequence[Any], state_root: Path,
     return ExpiryReport(len(pending), len(told), len(pending) - len(told))
 
 
-def notify_deploy(inventory: Any, report: Any, log: Log = lambda _: None) -> None:
+def notify_deploy(config: NotifyConfig, report: Any, log: Log = lambda _: None) -> None:
     """After ``certfleet deploy``: per certificate, where it was installed, or what failed."""
-    from .acme.config import notify_config
-
-    config = notify_config(inventory)
     if not config.urls or report.dry_run:
         return
     by_certificate: dict[str, list[Any]] = {}

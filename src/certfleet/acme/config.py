@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..model import NOTIFY_EVENTS as NOTIFY_EVENTS
 from ..model import DnsConfig as DnsConfig
+from ..model import NotifyConfig as NotifyConfig
 
 __all__ = [
     "NOTIFY_EVENTS",
@@ -57,7 +59,6 @@ __all__ = [
 ]
 
 PROVIDERS = ("rfc2136", "hook", "challtestsrv", "manual")  # and "lexicon:NAME"
-NOTIFY_EVENTS = ("failure", "renewed", "expiring")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1",
                    "hmac-md5")
 _ACME_KEYS = {"directory", "email", "eab_kid", "eab_hmac_key", "preferred_chain", "ca_bundle",
@@ -90,14 +91,6 @@ class AcmeConfig:
     # Strict X.509 checks (VERIFY_X509_STRICT) of the ACME server's certificate:
     # None keeps Python's default (strict from 3.13 on), False clears only them.
     x509_strict: bool | None = None
-
-
-@dataclass(frozen=True)
-class NotifyConfig:
-    """``[notify]``: apprise URLs (secret references) and the events to tell."""
-
-    urls: tuple[str, ...] = ()
-    on: tuple[str, ...] = NOTIFY_EVENTS
 
 
 def _raw(inventory: Any) -> dict[str, Any]:

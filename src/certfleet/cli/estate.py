@@ -282,9 +282,11 @@ def register(app: typer.Typer) -> None:
                 if getattr(exc, "lock", None) is None:
                     raise
                 fail(exc.message, exc.hint, json_out=json_out)
+        from ..acme.config import notify_config
         from ..notify import notify_deploy  # [notify] targets; never changes the exit code
 
-        notify_deploy(inv, report, lambda text: err_console.print(text, markup=False))
+        notify_deploy(notify_config(inv), report,
+                      lambda text: err_console.print(text, markup=False))
         if json_out:
             print_json(report.to_dict())
         else:
@@ -408,9 +410,10 @@ def register(app: typer.Typer) -> None:
         with open_estate(inventory, state_dir) as (inv, store):
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             if notify:  # each band told once per certificate and device (see certfleet.notify)
+                from ..acme.config import notify_config
                 from ..notify import notify_expiring
 
-                told = notify_expiring(inv, statuses, store.root,
+                told = notify_expiring(notify_config(inv), statuses, store.root,
                                        lambda text: err_console.print(text, markup=False))
         code = 1 if told is not None and told.all_failed else 0
         if json_out:
