@@ -16,10 +16,10 @@ from .startup import defer_unused_imports
 
 defer_unused_imports()  # before typer is imported
 
-import typer  # noqa: E402
-from typer.core import TyperGroup  # noqa: E402
+import typer  # noqa: E402 - after defer_unused_imports()
+from typer.core import TyperGroup  # noqa: E402 - after defer_unused_imports()
 
-from .. import __version__  # noqa: E402
+from .. import __version__  # noqa: E402 - after defer_unused_imports()
 
 
 class Entry(NamedTuple):

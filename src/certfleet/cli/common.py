@@ -396,7 +396,8 @@ def option_group(name: str, group: type[Any]) -> Callable[[Callable[..., R]], Ca
             values = {key: kwargs.pop(key) for key in fields if key in kwargs}
             return func(*args, **kwargs, **{name: group(**values)})
 
-        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__signature__ = (  # type: ignore[attr-defined]  # typer reads it
+            signature.replace(parameters=params))
         wrapper.__annotations__ = {p.name: p.annotation for p in params}
         wrapper.__annotations__["return"] = signature.return_annotation
         return wrapper

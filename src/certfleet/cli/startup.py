@@ -69,8 +69,8 @@ class _StandIn:
 
             return call
 
-        module.__certfleet_stand_in__ = True  # type: ignore[attr-defined]
-        module.__getattr__ = attribute  # type: ignore[method-assign]
+        module.__certfleet_stand_in__ = True  # type: ignore[attr-defined]  # our mark
+        module.__getattr__ = attribute  # type: ignore[method-assign]  # PEP 562 hook
         for name in self.classes:
             setattr(module, name, stand_in_class(name))
         for name, first in self.shortcuts.items():
@@ -86,7 +86,7 @@ class _Finder:
     def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
         if name not in cls.stand_ins:
             return None
-        return importlib.machinery.ModuleSpec(name, cls)  # type: ignore[arg-type]
+        return importlib.machinery.ModuleSpec(name, cls)  # type: ignore[arg-type]  # loader
 
     @staticmethod
     def create_module(spec: Any) -> None:

@@ -253,7 +253,7 @@ class LexiconProvider:
         self.name = config.provider.split(":", 1)[1]
         self.config = config
         try:
-            import lexicon.client  # noqa: F401
+            import lexicon.client  # noqa: F401 - only: is the optional package there?
         except ImportError:
             raise ConfigError(
                 f"DNS provider {config.provider!r} needs dns-lexicon, which is not installed",

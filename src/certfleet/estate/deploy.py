@@ -498,7 +498,8 @@ async def _deploy_device(
             return result
         if outcome is None:
             outcome = DeployOutcome(
-                device.name, result.status, result.message, result.hint,  # type: ignore[arg-type]
+                device.name, result.status,  # type: ignore[arg-type]  # one of the outcomes
+                result.message, result.hint,
                 target_sha256=result.target_sha256, served_before=result.served_before,
                 served_after=result.served_after, steps=result.steps,
             )

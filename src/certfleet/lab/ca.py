@@ -87,7 +87,7 @@ def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            issuer.public_key())  # type: ignore[arg-type]
+            issuer.public_key())  # type: ignore[arg-type]  # a CA key, never X25519/DH
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
@@ -232,7 +232,7 @@ class LabCA:
             )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    issuer_public or issuer_key.public_key()  # type: ignore[arg-type]
+                    issuer_public or issuer_key.public_key()  # type: ignore[arg-type]  # a CA key
                 ),
                 critical=False,
             )
@@ -251,7 +251,7 @@ class LabCA:
             )
         # SHA-1/MD5 stay possible at run time for weak-signature tests; the stubs
         # only admit SHA-2/SHA-3.
-        return builder.sign(issuer_key, self.hash_algorithm)  # type: ignore[arg-type]
+        return builder.sign(issuer_key, self.hash_algorithm)  # type: ignore[arg-type]  # CA key
 
     # ---- kept on disk, so that another process (``certfleet lab sign``) issues too ----
 

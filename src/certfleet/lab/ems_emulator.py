@@ -326,7 +326,7 @@ def relay_main(socket_path: str) -> int:
     try:
         import termios
     except ImportError:  # pragma: no cover - the relay runs on the POSIX device only
-        termios = None  # type: ignore[assignment]
+        termios = None  # type: ignore[assignment]  # no termios off POSIX
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(socket_path)

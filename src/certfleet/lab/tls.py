@@ -107,7 +107,7 @@ class _TLSMixin:
     handshake_timeout: float = 10.0
 
     def get_request(self) -> tuple[Any, Any]:
-        sock, addr = super().get_request()  # type: ignore[misc]
+        sock, addr = super().get_request()  # type: ignore[misc]  # a socketserver mixin
         # The handshake runs in the handler thread (finish_request), so a slow
         # or silent client never blocks the accept loop.
         wrapped = self.slot.context().wrap_socket(
@@ -121,7 +121,7 @@ class _TLSMixin:
             request.do_handshake()
         except (OSError, ssl.SSLError):
             return
-        super().finish_request(request, client_address)  # type: ignore[misc]
+        super().finish_request(request, client_address)  # type: ignore[misc]  # mixin
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that goes away mid-request (a probe that only wanted the handshake, a
@@ -129,7 +129,7 @@ class _TLSMixin:
         error = sys.exc_info()[1]
         if isinstance(error, (ConnectionError, ssl.SSLError, TimeoutError)):
             return
-        super().handle_error(request, client_address)  # type: ignore[misc]
+        super().handle_error(request, client_address)  # type: ignore[misc]  # mixin
 
 
 class _Lifecycle:
@@ -139,11 +139,11 @@ class _Lifecycle:
 
     @property
     def port(self) -> int:
-        return int(self.server_address[1])  # type: ignore[attr-defined]
+        return int(self.server_address[1])  # type: ignore[attr-defined]  # the server's
 
     def start(self) -> Self:
         self._thread = threading.Thread(
-            target=self.serve_forever,  # type: ignore[attr-defined]
+            target=self.serve_forever,  # type: ignore[attr-defined]  # the server's
             kwargs={"poll_interval": 0.1},
             name=f"lab-{type(self).__name__}-{self.port}",
             daemon=True,
@@ -155,10 +155,11 @@ class _Lifecycle:
         if self._thread is not None:
             # shutdown() waits without a limit for serve_forever to notice; asked from a
             # helper thread, the wait here is bounded and a lab never hangs its caller.
-            threading.Thread(target=self.shutdown, daemon=True).start()  # type: ignore[attr-defined]
+            threading.Thread(target=self.shutdown,  # type: ignore[attr-defined]  # the server's
+                             daemon=True).start()
             self._thread.join(10)
             self._thread = None
-        self.server_close()  # type: ignore[attr-defined]
+        self.server_close()  # type: ignore[attr-defined]  # the server's (a mixin)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -58,7 +58,7 @@ def serve(app: Any, sock: socket.socket, *, tls_cert: Path | None, tls_key: Path
         await original(sockets=sockets)
         on_ready(f"{scheme}://{shown}:{port}/")
 
-    server.startup = startup  # type: ignore[method-assign]
+    server.startup = startup  # type: ignore[method-assign]  # wraps uvicorn's hook
     # uvicorn stops gracefully on Ctrl-C or SIGTERM, then passes the signal on.
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
