@@ -31,6 +31,9 @@ _LOG_CALLS = {"debug", "info", "warning", "error", "exception", "critical"}
 #: Flags of other programs, named in text about them (path under src/certfleet, flag).
 NOT_OURS = {
     ("cli/schedule.py", "--now"),  # systemctl enable --now
+    ("cli/schedule.py", "--wait"),  # systemd-run --wait --pipe --collect: the job's trial
+    ("cli/schedule.py", "--pipe"),
+    ("cli/schedule.py", "--collect"),
     ("lab/ems_emulator.py", "--relay"),  # the lab EMS emulator's own argument
 }
 
