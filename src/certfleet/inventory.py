@@ -29,7 +29,7 @@ from .inventory_checks import SECRET_SCHEMES as SECRET_SCHEMES
 from .inventory_checks import _check_keys as _check_keys  # also used by acme.config
 from .inventory_checks import _check_secret as _check_secret
 from .inventory_checks import _Ctx as _Ctx
-from .inventory_checks import _expect, _is_ip, _names, _port
+from .inventory_checks import _expect, _is_ip, _missing, _names, _port
 from .inventory_skeleton import SKELETON as SKELETON
 from .pki.keygen import KEY_TYPES
 
@@ -230,7 +230,7 @@ def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
         )
     _check_keys(ctx, table, data, _CERT_KEYS)
     if "cn" not in data:
-        raise ctx.error(table, None, "has no cn", 'add cn = "*.example.com"')
+        raise _missing(ctx, table, data, _CERT_KEYS, "cn", "has no cn", 'add cn = "*.example.com"')
     cn = _expect(ctx, table, "cn", data["cn"], str, "a common name")
     sans = _names(ctx, table, "sans", data.get("sans", [cn]))
     key_type = _expect(ctx, table, "key_type", data.get("key_type", "rsa2048"), str, "a key type")
@@ -337,12 +337,13 @@ def _parse_device(
         for key in (*_LEGACY_SECRETS, *(k for k, v in spec.schema.items() if v.type == "secret"))
         if key in merged
     }
-    options = _kind_options(ctx, table, spec.schema, merged)
+    options = _kind_options(ctx, table, spec.schema, merged, data, allowed)
     for key in SECRET_KEYS:
         if key in data:
             _check_secret(ctx, table, key, data[key])
     if "address" not in merged:
-        raise ctx.error(table, None, "has no address", 'add address = "sbc1.example.com"')
+        raise _missing(ctx, table, data, allowed, "address", "has no address",
+                       f'add address = "{name}.example.com" (its DNS name or IP address)')
     address = _expect(ctx, table, "address", merged["address"], str, "a host name or IP")
     fqdn = merged.get("fqdn")
     if fqdn is not None:
@@ -353,7 +354,9 @@ def _parse_device(
     if len(declared) == 1 and "certificate" not in merged:
         merged["certificate"] = declared[0]
     if "certificate" not in merged:
-        raise ctx.error(table, None, "names no certificate", 'add certificate = "wildcard"')
+        example = sorted(declared)[0] if declared else "wildcard"
+        raise _missing(ctx, table, data, allowed, "certificate", "names no certificate",
+                       f'add certificate = "{example}"')
     cert = _expect(ctx, table, "certificate", merged["certificate"], str, "a certificate name")
     if cert not in certificates and cert not in declared:
         known = ", ".join(sorted(declared)) or "none"
@@ -430,14 +433,16 @@ def _parse_device(
 
 
 def _kind_options(
-    ctx: _Ctx, table: Sequence[str], schema: Mapping[str, Any], merged: Mapping[str, Any]
+    ctx: _Ctx, table: Sequence[str], schema: Mapping[str, Any], merged: Mapping[str, Any],
+    data: Mapping[str, Any], allowed: set[str],
 ) -> dict[str, Any]:
     """The values of the kind's own keys, checked against its schema (KeySpec)."""
     options: dict[str, Any] = {}
     for key, spec in schema.items():
         if key not in merged:
             if spec.required:
-                raise ctx.error(table, None, f"has no {key}", f"add {key} = <{spec.what}>")
+                raise _missing(ctx, table, data, allowed, key, f"has no {key}",
+                               f"add {key} = <{spec.what}>")
             continue
         value = merged[key]
         if spec.type == "secret":

@@ -42,13 +42,18 @@ def _line_of(text: str, table: Sequence[str], key: str | None = None) -> int | N
             return None
     if key is None:
         return start + 1
-    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    # "key =" or a dotted "key.sub =" in the table's own lines
+    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[=.]")
     for number in range(start + (1 if want else 0), len(lines)):
-        if want and _HEADER_RE.match(lines[number]):
-            break
-        if not want and _HEADER_RE.match(lines[number]):
+        if _HEADER_RE.match(lines[number]):
             break
         if key_re.match(lines[number]):
+            return number + 1
+    # the key written as a table of its own: [device.sbc2] for the top-level key "device"
+    below = (*want, key)
+    for number, line in enumerate(lines):
+        match = _HEADER_RE.match(line)
+        if match and _header_path(match.group(1))[: len(below)] == below:
             return number + 1
     return start + 1 if want else None
 
@@ -70,6 +75,8 @@ class _Ctx:
 
     def record(self, error: ConfigError) -> None:
         """Keep ``error`` for the final report (once: defaults reach many devices)."""
+        if isinstance(error, AlreadyReported):
+            return
         if all(e.message != error.message for e in self.errors):
             self.errors.append(error)
 
@@ -111,14 +118,37 @@ def _expect(
     return value
 
 
+def _close_match(key: str, allowed: set[str]) -> str | None:
+    """The allowed key that ``key`` is most likely a typo of, or None."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    return close[0] if close else None
+
+
+def _missing(
+    ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowed: set[str], key: str,
+    problem: str, hint: str,
+) -> ConfigError:
+    """The error for required ``key`` missing from ``data``; when an unknown key of ``data``
+    is a typo of it (already reported as "did you mean"), an error that is not reported again.
+    """
+    if any(k not in allowed and _close_match(k, allowed) == key for k in data):
+        return AlreadyReported(problem, hint=hint)
+    return ctx.error(table, None, problem, hint)
+
+
+class AlreadyReported(ConfigError):
+    """Ends the parsing of a table whose problem is already reported (a typo of a key)."""
+
+
 def _check_keys(
     ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowed: set[str]
 ) -> None:
-    import difflib
-
     for key in data:
         if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            match = _close_match(key, allowed)
+            close = [match] if match else []
             hint = (
                 f"did you mean {close[0]!r}?"
                 if close
