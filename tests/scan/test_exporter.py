@@ -128,3 +128,15 @@ def test_bad_listen_address(lab: LabEstate, state: Path) -> None:
     result = CliRunner(env={"CERTFLEET_STATE_DIR": str(state)}).invoke(app, [
         "exporter", "--listen", "localhost", "--inventory-file", str(lab.inventory_path)])
     assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+def test_nothing_to_export_names_only_exporter_options(tmp_path: Path) -> None:
+    """--no-inventory without --target: the tip names --target, only options of exporter."""
+    from hint_support import COMMANDS, FLAG
+
+    result = CliRunner(env={"CERTFLEET_STATE_DIR": str(tmp_path / "state"),
+                            "COLUMNS": "200"}).invoke(app, ["exporter", "--no-inventory"])
+    assert result.exit_code == 2, result.output
+    assert "nothing to scan" in result.output and "--target" in result.output
+    named = set(FLAG.findall(result.output))
+    assert named and named <= COMMANDS["exporter"], named - COMMANDS["exporter"]

@@ -37,6 +37,12 @@ TEXTFILE_OPTION = typer.Option(
          "instead of serving.")
 FROM_FILE_OPTION = typer.Option(None, "--from-file", help="A file of targets, one a line.")
 
+#: The tip of "nothing to scan": each names the options of its own command.
+SCAN_NOTHING_HINT = ("name targets (host:port, host, 10.0.1.0/28:443,5061), --from-file FILE "
+                     "or --inventory")
+EXPORTER_NOTHING_HINT = ("name endpoints with --target HOST:PORT (repeatable), or drop "
+                         "--no-inventory to scan the inventory's listeners")
+
 
 @dataclass(frozen=True)
 class _Reach:
@@ -83,7 +89,7 @@ def _current_versions(state_dir: Path | None, certificates: list[str]) -> dict[s
 
 def _prepare(
     targets: list[str], from_file: Path | None, use_inventory: bool, inventory_file: Path,
-    state_dir: Path | None, sni: str | None, ca_bundle: list[Path],
+    state_dir: Path | None, sni: str | None, ca_bundle: list[Path], *, nothing_hint: str,
 ) -> _Plan:
     from ..errors import ConfigError
     from ..scan.engine import TrustStore, inventory_endpoints
@@ -118,10 +124,7 @@ def _prepare(
         groups.append(read_target_file(from_file, server_name=sni))
     endpoints = merge(groups)
     if not endpoints:
-        raise ConfigError(
-            "nothing to scan",
-            hint="name targets (host:port, host, 10.0.1.0/28:443,5061), --from-file FILE "
-                 "or --inventory")
+        raise ConfigError("nothing to scan", hint=nothing_hint)
     store = TrustStore.from_files(ca_bundle) if ca_bundle else TrustStore.system()
     return _Plan(endpoints, store, current, listed, devices, state_dir, warn_days)
 
@@ -174,7 +177,8 @@ def register(app: typer.Typer) -> None:
         if json_out and csv_out:
             fail("--json and --csv exclude each other", "choose one of --json and --csv")
         plan = _prepare(list(targets or []), from_file, use_inventory, reach.inventory_file,
-                        reach.state_dir, reach.sni, list(reach.ca_bundle or []))
+                        reach.state_dir, reach.sni, list(reach.ca_bundle or []),
+                        nothing_hint=SCAN_NOTHING_HINT)
         quiet = json_out or csv_out
         results = run_scan(plan, reach.concurrency, reach.timeout,
                            progress=not quiet and err_console.is_terminal)
@@ -215,7 +219,8 @@ def register(app: typer.Typer) -> None:
 
         host, port = _listen_address(listen)
         plan = _prepare(list(target or []), None, not no_inventory, reach.inventory_file,
-                        reach.state_dir, reach.sni, list(reach.ca_bundle or []))
+                        reach.state_dir, reach.sni, list(reach.ca_bundle or []),
+                        nothing_hint=EXPORTER_NOTHING_HINT)
         registry, collector = make_registry()
 
         def once() -> None:
