@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperCommand
 
 from .common import console, err_console, fail, handle_errors, option_group, print_json
 
@@ -35,6 +36,9 @@ TEXTFILE_OPTION = typer.Option(
     None, "--textfile",
     help="Scan once and write the metrics to this file (node_exporter's textfile collector) "
          "instead of serving.")
+EXPORTER_INVENTORY_OPTION = typer.Option(
+    None, "--inventory",
+    help="The inventory file, as plan, deploy and status take it (same as --inventory-file).")
 FROM_FILE_OPTION = typer.Option(None, "--from-file", help="A file of targets, one a line.")
 
 #: The tip of "nothing to scan": each names the options of its own command.
@@ -42,6 +46,53 @@ SCAN_NOTHING_HINT = ("name targets (host:port, host, 10.0.1.0/28:443,5061), --fr
                      "or --inventory")
 EXPORTER_NOTHING_HINT = ("name endpoints with --target HOST:PORT (repeatable), or drop "
                          "--no-inventory to scan the inventory's listeners")
+
+
+def inventory_args(args: list[str]) -> list[str]:
+    """``args`` with ``--inventory FILE`` (or ``--inventory=FILE``) spelled as
+    ``--inventory --inventory-file FILE``; a bare ``--inventory`` stays the switch.
+
+    The token after ``--inventory`` is its FILE when it names one: an existing
+    file, or a name ending in ``.toml``. Anything else (``10.0.1.0/28:443``, an
+    option) is left to be a target or an option, as before FILE was accepted.
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        nxt = args[index + 1] if index + 1 < len(args) else None
+        if arg == "--":
+            out.extend(args[index:])
+            break
+        if arg.startswith("--inventory="):
+            out += ["--inventory", "--inventory-file", arg.partition("=")[2]]
+        elif arg == "--inventory" and nxt is not None and _names_inventory(nxt):
+            out += ["--inventory", "--inventory-file", nxt]
+            index += 1
+        else:
+            out.append(arg)
+        index += 1
+    return out
+
+
+def _names_inventory(token: str) -> bool:
+    if token.startswith("-"):
+        return False
+    if token.lower().endswith(".toml"):
+        return True
+    try:
+        return Path(token).is_file()
+    except OSError:  # a name the platform cannot have (too long, reserved)
+        return False
+
+
+class ScanCommand(TyperCommand):
+    """``scan``: takes ``--inventory FILE`` as ``plan``, ``deploy`` and ``status`` do,
+    and the bare ``--inventory`` switch (file from ``--inventory-file``) as before."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        result: list[str] = super().parse_args(ctx, inventory_args(args))
+        return result
 
 
 @dataclass(frozen=True)
@@ -157,14 +208,16 @@ def _summary(results: list[ScanResult]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("scan")
+    @app.command("scan", cls=ScanCommand)
     @handle_errors
     @option_group("reach", _Reach)
     def scan_command(
         targets: list[str] = TARGETS_ARGUMENT,
         from_file: Path | None = FROM_FILE_OPTION,
         use_inventory: bool = typer.Option(
-            False, "--inventory", help="Also scan every listener of the inventory."),
+            False, "--inventory",
+            help="Also scan every listener of the inventory: --inventory FILE, or the "
+                 "--inventory-file (default certfleet.toml) when given alone."),
         reach: _Reach = REACH,
         json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
         csv_out: bool = typer.Option(False, "--csv", help="Print CSV only, on stdout."),
@@ -210,6 +263,7 @@ def register(app: typer.Typer) -> None:
         textfile: Path | None = TEXTFILE_OPTION,
         no_inventory: bool = typer.Option(False, "--no-inventory",
                                           help="Scan only the --target endpoints."),
+        inventory: Path | None = EXPORTER_INVENTORY_OPTION,
         reach: _Reach = REACH,
     ) -> None:
         """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
@@ -217,8 +271,12 @@ def register(app: typer.Typer) -> None:
 
         from ..scan.metrics import make_registry
 
+        if inventory is not None and no_inventory:
+            fail("--inventory and --no-inventory exclude each other",
+                 "drop --no-inventory to scan the inventory, or --inventory to scan only --target")
         host, port = _listen_address(listen)
-        plan = _prepare(list(target or []), None, not no_inventory, reach.inventory_file,
+        plan = _prepare(list(target or []), None, not no_inventory,
+                        inventory or reach.inventory_file,
                         reach.state_dir, reach.sni, list(reach.ca_bundle or []),
                         nothing_hint=EXPORTER_NOTHING_HINT)
         registry, collector = make_registry()
