@@ -140,7 +140,8 @@ def _current_versions(state_dir: Path | None, certificates: list[str]) -> dict[s
 
 def _prepare(
     targets: list[str], from_file: Path | None, use_inventory: bool, inventory_file: Path,
-    state_dir: Path | None, sni: str | None, ca_bundle: list[Path], *, nothing_hint: str,
+    state_dir: Path | None, sni: str | None, ca_bundle: list[Path], *,
+    nothing_hint: str = SCAN_NOTHING_HINT,
 ) -> _Plan:
     from ..errors import ConfigError
     from ..scan.engine import TrustStore, inventory_endpoints
