@@ -128,3 +128,39 @@ def test_bad_listen_address(lab: LabEstate, state: Path) -> None:
     result = CliRunner(env={"CERTFLEET_STATE_DIR": str(state)}).invoke(app, [
         "exporter", "--listen", "localhost", "--inventory-file", str(lab.inventory_path)])
     assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+def test_nothing_to_export_names_only_exporter_options(tmp_path: Path) -> None:
+    """--no-inventory without --target: the tip names --target, only options of exporter."""
+    from hint_support import COMMANDS, FLAG
+
+    result = CliRunner(env={"CERTFLEET_STATE_DIR": str(tmp_path / "state"),
+                            "COLUMNS": "200"}).invoke(app, ["exporter", "--no-inventory"])
+    assert result.exit_code == 2, result.output
+    assert "nothing to scan" in result.output and "--target" in result.output
+    named = set(FLAG.findall(result.output))
+    assert named and named <= COMMANDS["exporter"], named - COMMANDS["exporter"]
+
+
+def test_inventory_file_as_plan_and_deploy_take_it(
+    lab: LabEstate, state: Path, tmp_path: Path
+) -> None:
+    """exporter --inventory FILE reads that inventory, as --inventory-file FILE does."""
+    out = tmp_path / "certfleet.prom"
+    result = CliRunner(env={"CERTFLEET_STATE_DIR": str(state)}).invoke(app, [
+        "exporter", "--textfile", str(out), "--inventory", str(lab.inventory_path),
+        "--target", f"127.0.0.1:{lab.unlisted_ports[0]}", "--ca-bundle", str(lab.ca_path),
+        "--ca-bundle", str(lab.sbc_ca_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    _check(out.read_text(), lab)
+
+
+def test_inventory_and_no_inventory_exclude_each_other(lab: LabEstate, tmp_path: Path) -> None:
+    """exporter --inventory FILE --no-inventory: exit 2, the tip names exporter options only."""
+    from hint_support import COMMANDS, FLAG
+
+    result = CliRunner(env={"CERTFLEET_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "200"}
+                       ).invoke(app, ["exporter", "--inventory", str(lab.inventory_path),
+                                      "--no-inventory", "--target", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "exclude each other" in result.output, result.output
+    assert set(FLAG.findall(result.output)) <= COMMANDS["exporter"]

@@ -154,3 +154,44 @@ def test_bad_target_is_a_one_line_error(target: str, empty_state: Path) -> None:
 def test_nothing_to_scan(empty_state: Path) -> None:
     result = run(state=empty_state)
     assert result.exit_code == 2 and "nothing to scan" in result.output
+
+
+def _scanned(result: Result) -> dict[int, dict[str, object]]:
+    assert result.exit_code == 0, result.output
+    return {r["port"]: r for r in json.loads(result.stdout)}
+
+
+@pytest.mark.parametrize("form", ["--inventory FILE", "--inventory=FILE", "TARGET --inventory FILE",
+                                  "--inventory COPY"])
+def test_inventory_takes_a_file_as_plan_and_deploy_do(
+    form: str, lab: LabEstate, tmp_path: Path, empty_state: Path
+) -> None:
+    """scan --inventory FILE (any spelling) scans that inventory's listeners, and the target."""
+    copy = tmp_path / "estate.inventory"  # an existing file, whatever its name
+    copy.write_bytes(lab.inventory_path.read_bytes())
+    port = lab.unlisted_ports[0]
+    words = {"FILE": str(lab.inventory_path), "COPY": str(copy), "TARGET": f"127.0.0.1:{port}"}
+    args = [words.get(w, w) for w in form.replace("=FILE", f"={lab.inventory_path}").split()]
+    rows = _scanned(run(*args, "--json", "--ca-bundle", str(lab.ca_path),
+                        "--ca-bundle", str(lab.sbc_ca_path), state=empty_state))
+    listed = {p for p, r in rows.items() if r["listed"]}
+    assert listed == inventory_ports(lab)
+    assert (port in rows) == ("TARGET" in form)
+
+
+def test_bare_inventory_switch_leaves_a_target_after_it(lab: LabEstate, empty_state: Path) -> None:
+    """scan --inventory HOST:PORT --inventory-file FILE: the switch, then a target, as before."""
+    port = lab.unlisted_ports[0]
+    rows = _scanned(run("--inventory", f"127.0.0.1:{port}", "--inventory-file",
+                        str(lab.inventory_path), "--json", "--ca-bundle", str(lab.ca_path),
+                        "--ca-bundle", str(lab.sbc_ca_path), state=empty_state))
+    assert set(rows) == inventory_ports(lab) | {port}
+
+
+def test_inventory_file_that_does_not_exist(tmp_path: Path, empty_state: Path) -> None:
+    """scan --inventory missing.toml: a one-line error naming the file, exit 2."""
+    missing = tmp_path / "missing.toml"
+    result = run("--inventory", str(missing), state=empty_state)
+    assert result.exit_code == 2, result.output
+    assert "missing.toml" in result.output and "does not exist" in result.output
+    assert "Traceback" not in result.output

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperCommand
 
 from .common import console, err_console, fail, handle_errors, option_group, print_json
 
@@ -35,7 +36,63 @@ TEXTFILE_OPTION = typer.Option(
     None, "--textfile",
     help="Scan once and write the metrics to this file (node_exporter's textfile collector) "
          "instead of serving.")
+EXPORTER_INVENTORY_OPTION = typer.Option(
+    None, "--inventory",
+    help="The inventory file, as plan, deploy and status take it (same as --inventory-file).")
 FROM_FILE_OPTION = typer.Option(None, "--from-file", help="A file of targets, one a line.")
+
+#: The tip of "nothing to scan": each names the options of its own command.
+SCAN_NOTHING_HINT = ("name targets (host:port, host, 10.0.1.0/28:443,5061), --from-file FILE "
+                     "or --inventory")
+EXPORTER_NOTHING_HINT = ("name endpoints with --target HOST:PORT (repeatable), or drop "
+                         "--no-inventory to scan the inventory's listeners")
+
+
+def inventory_args(args: list[str]) -> list[str]:
+    """``args`` with ``--inventory FILE`` (or ``--inventory=FILE``) spelled as
+    ``--inventory --inventory-file FILE``; a bare ``--inventory`` stays the switch.
+
+    The token after ``--inventory`` is its FILE when it names one: an existing
+    file, or a name ending in ``.toml``. Anything else (``10.0.1.0/28:443``, an
+    option) is left to be a target or an option, as before FILE was accepted.
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        nxt = args[index + 1] if index + 1 < len(args) else None
+        if arg == "--":
+            out.extend(args[index:])
+            break
+        if arg.startswith("--inventory="):
+            out += ["--inventory", "--inventory-file", arg.partition("=")[2]]
+        elif arg == "--inventory" and nxt is not None and _names_inventory(nxt):
+            out += ["--inventory", "--inventory-file", nxt]
+            index += 1
+        else:
+            out.append(arg)
+        index += 1
+    return out
+
+
+def _names_inventory(token: str) -> bool:
+    if token.startswith("-"):
+        return False
+    if token.lower().endswith(".toml"):
+        return True
+    try:
+        return Path(token).is_file()
+    except OSError:  # a name the platform cannot have (too long, reserved)
+        return False
+
+
+class ScanCommand(TyperCommand):
+    """``scan``: takes ``--inventory FILE`` as ``plan``, ``deploy`` and ``status`` do,
+    and the bare ``--inventory`` switch (file from ``--inventory-file``) as before."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        result: list[str] = super().parse_args(ctx, inventory_args(args))
+        return result
 
 
 @dataclass(frozen=True)
@@ -83,7 +140,8 @@ def _current_versions(state_dir: Path | None, certificates: list[str]) -> dict[s
 
 def _prepare(
     targets: list[str], from_file: Path | None, use_inventory: bool, inventory_file: Path,
-    state_dir: Path | None, sni: str | None, ca_bundle: list[Path],
+    state_dir: Path | None, sni: str | None, ca_bundle: list[Path], *,
+    nothing_hint: str = SCAN_NOTHING_HINT,
 ) -> _Plan:
     from ..errors import ConfigError
     from ..scan.engine import TrustStore, inventory_endpoints
@@ -125,10 +183,7 @@ def _prepare(
         groups.append(read_target_file(from_file, server_name=sni))
     endpoints = [management.get(e.key, e) if e.device is None else e for e in merge(groups)]
     if not endpoints:
-        raise ConfigError(
-            "nothing to scan",
-            hint="name targets (host:port, host, 10.0.1.0/28:443,5061), --from-file FILE "
-                 "or --inventory")
+        raise ConfigError("nothing to scan", hint=nothing_hint)
     store = TrustStore.from_files(ca_bundle) if ca_bundle else TrustStore.system()
     return _Plan(endpoints, store, current, listed, devices, state_dir, warn_days)
 
@@ -173,14 +228,16 @@ def silent_line(results: list[ScanResult]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("scan")
+    @app.command("scan", cls=ScanCommand)
     @handle_errors
     @option_group("reach", _Reach)
     def scan_command(
         targets: list[str] = TARGETS_ARGUMENT,
         from_file: Path | None = FROM_FILE_OPTION,
         use_inventory: bool = typer.Option(
-            False, "--inventory", help="Also scan every listener of the inventory."),
+            False, "--inventory",
+            help="Also scan every listener of the inventory: --inventory FILE, or the "
+                 "--inventory-file (default certfleet.toml) when given alone."),
         reach: _Reach = REACH,
         json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
         csv_out: bool = typer.Option(False, "--csv", help="Print CSV only, on stdout."),
@@ -198,7 +255,8 @@ def register(app: typer.Typer) -> None:
         if json_out and csv_out:
             fail("--json and --csv exclude each other", "choose one of --json and --csv")
         plan = _prepare(list(targets or []), from_file, use_inventory, reach.inventory_file,
-                        reach.state_dir, reach.sni, list(reach.ca_bundle or []))
+                        reach.state_dir, reach.sni, list(reach.ca_bundle or []),
+                        nothing_hint=SCAN_NOTHING_HINT)
         quiet = json_out or csv_out
         results = run_scan(plan, reach.concurrency, reach.timeout,
                            progress=not quiet and err_console.is_terminal)
@@ -238,6 +296,7 @@ def register(app: typer.Typer) -> None:
         textfile: Path | None = TEXTFILE_OPTION,
         no_inventory: bool = typer.Option(False, "--no-inventory",
                                           help="Scan only the --target endpoints."),
+        inventory: Path | None = EXPORTER_INVENTORY_OPTION,
         reach: _Reach = REACH,
     ) -> None:
         """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
@@ -245,9 +304,14 @@ def register(app: typer.Typer) -> None:
 
         from ..scan.metrics import make_registry
 
+        if inventory is not None and no_inventory:
+            fail("--inventory and --no-inventory exclude each other",
+                 "drop --no-inventory to scan the inventory, or --inventory to scan only --target")
         host, port = _listen_address(listen)
-        plan = _prepare(list(target or []), None, not no_inventory, reach.inventory_file,
-                        reach.state_dir, reach.sni, list(reach.ca_bundle or []))
+        plan = _prepare(list(target or []), None, not no_inventory,
+                        inventory or reach.inventory_file,
+                        reach.state_dir, reach.sni, list(reach.ca_bundle or []),
+                        nothing_hint=EXPORTER_NOTHING_HINT)
         registry, collector = make_registry()
 
         def once() -> None:
