@@ -28,7 +28,7 @@ from .inventory_checks import SECRET_SCHEMES as SECRET_SCHEMES
 from .inventory_checks import _check_keys as _check_keys
 from .inventory_checks import _check_secret as _check_secret
 from .inventory_checks import _Ctx as _Ctx
-from .inventory_checks import _expect, _is_ip, _missing, _names, _port
+from .inventory_checks import _expect, _missing, _names, _port
 from .inventory_renewal import Renewal, parse_renewal
 from .inventory_skeleton import SKELETON as SKELETON
 from .kinds import INSTALLED, KindCatalog, KindSchema
@@ -39,6 +39,7 @@ from .model import Device as Device
 from .model import DeviceKind as DeviceKind
 from .model import Listener as Listener
 from .pki.keygen import KEY_TYPES
+from .pki.names import is_ip_literal
 
 __all__ = [
     "SECRET_KEYS",
@@ -278,7 +279,7 @@ def _parse_device(
     fqdn = merged.get("fqdn")
     if fqdn is not None:
         _expect(ctx, table, "fqdn", fqdn, str, "a host name")
-    elif not _is_ip(address):
+    elif not is_ip_literal(address):
         fqdn = address
     declared = list(raw_certs) if isinstance(raw_certs, dict) else list(certificates)
     if len(declared) == 1 and "certificate" not in merged:
