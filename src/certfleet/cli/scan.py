@@ -297,6 +297,12 @@ def register(app: typer.Typer) -> None:
         no_inventory: bool = typer.Option(False, "--no-inventory",
                                           help="Scan only the --target endpoints."),
         inventory: Path | None = EXPORTER_INVENTORY_OPTION,
+        read_timeout: float = typer.Option(
+            10.0, "--read-timeout", min=0.1,
+            help="Seconds a client has to send its whole request; then it is closed."),
+        max_connections: int = typer.Option(
+            512, "--max-connections", min=1,
+            help="Connections open at once; beyond, the oldest idle one is closed."),
         reach: _Reach = REACH,
     ) -> None:
         """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
@@ -326,14 +332,15 @@ def register(app: typer.Typer) -> None:
             write_to_textfile(str(textfile), registry)
             console.print(f"wrote {textfile}", markup=False, highlight=False)
             return
-        from prometheus_client import start_http_server
+        from ..scan.serve import MetricsServer
 
+        server = MetricsServer(registry, host, port, generation=lambda: collector.generation,
+                               read_timeout=read_timeout, max_connections=max_connections)
         try:
-            server, _thread = start_http_server(port, addr=host, registry=registry)
+            _host, bound = server.start()
         except OSError as exc:
             fail(f"cannot listen on {listen}: {exc.strerror or exc}",
                  "choose a free --listen HOST:PORT")
-        bound = server.server_address[1]
         console.print(f"serving metrics on http://{host}:{bound}/metrics "
                       f"({len(plan.endpoints)} endpoints every {interval:g} s)",
                       markup=False, highlight=False)
@@ -345,8 +352,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             console.print("stopped", markup=False)
         finally:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
 
 def _listen_address(text: str) -> tuple[str, int]:
