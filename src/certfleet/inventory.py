@@ -17,7 +17,6 @@ problem ends the parsing of its certificate, device or table only.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from .inventory_checks import _check_secret as _check_secret
 from .inventory_checks import _Ctx as _Ctx
 from .inventory_checks import _expect, _is_ip, _missing, _names, _port
 from .inventory_skeleton import SKELETON as SKELETON
+from .inventory_text import decode
+from .inventory_text import loads as toml_loads
 from .pki.keygen import KEY_TYPES
 
 __all__ = [
@@ -478,14 +479,10 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
     """Parse and validate inventory ``text``. Raises ConfigError naming file, line and key."""
     path = Path(path)
     ctx = _Ctx(path, text, collect=True)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not valid TOML: {exc}",
-            hint="fix the syntax at the line named (quotes, brackets, '=')",
-            path=str(path),
-        ) from None
+    data, non_finite = toml_loads(text, path)
+    for table, key in non_finite:
+        ctx.record(ctx.error(table, key, "is nan or inf, not a number",
+                             f"write {key} = <a finite number, e.g. 30>"))
     _check_keys(ctx, (), data, _TOP_KEYS)
     concurrency, warn_days = 8, 30
     try:
@@ -571,7 +568,7 @@ def load_inventory(path: Path | str) -> Inventory:
     """Read and validate the inventory at ``path``. Raises ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = decode(path.read_bytes(), path)
     except FileNotFoundError:
         raise ConfigError(
             f"inventory {str(path)!r} does not exist",
