@@ -25,10 +25,10 @@ from typing import Any
 from .drivers.tlsprobe import Listener
 from .errors import ConfigError
 from .inventory_checks import SECRET_SCHEMES as SECRET_SCHEMES
+from .inventory_checks import _bounded, _expect, _host, _is_ip, _missing, _names, _port
 from .inventory_checks import _check_keys as _check_keys  # also used by acme.config
 from .inventory_checks import _check_secret as _check_secret
 from .inventory_checks import _Ctx as _Ctx
-from .inventory_checks import _expect, _is_ip, _missing, _names, _port
 from .inventory_skeleton import SKELETON as SKELETON
 from .inventory_text import decode
 from .inventory_text import loads as toml_loads
@@ -93,6 +93,11 @@ _DEFAULT_KEYS = _DEVICE_KEYS - _NOT_DEFAULTS
 _TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify"}
 _SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# [settings] concurrency: devices deployed at once; past a few hundred a run only
+# multiplies connections, threads and file handles.
+MAX_CONCURRENCY = 256
+# Day counts (expiry_warn_days, renew_before_days): ten years, past any certificate's life.
+MAX_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -203,8 +208,20 @@ class Inventory:
         return hosts
 
 
+_NO_DEVICES_HINT = (
+    'add one table per device: [devices.sbc1] with kind = "sbc" and '
+    'address = "sbc1.example.com" (certfleet init writes a commented example)'
+)
+
+
 def select_devices(inventory: Inventory, only: Sequence[str] = ()) -> list[Device]:
-    """Devices matching any of ``only`` (a name or a tag); all when empty. Raises ConfigError."""
+    """Devices matching any of ``only`` (a name or a tag); all when empty. Raises ConfigError,
+    also when the inventory has no device at all (one of certificates only: csr, renew)."""
+    if not inventory.devices:
+        raise ConfigError(
+            f"{inventory.path}: has no [devices] table: no device to work on",
+            hint=_NO_DEVICES_HINT, path=str(inventory.path),
+        )
     if not only:
         return list(inventory.devices.values())
     chosen: list[Device] = []
@@ -232,8 +249,14 @@ def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
     _check_keys(ctx, table, data, _CERT_KEYS)
     if "cn" not in data:
         raise _missing(ctx, table, data, _CERT_KEYS, "cn", "has no cn", 'add cn = "*.example.com"')
-    cn = _expect(ctx, table, "cn", data["cn"], str, "a common name")
+    cn = _host(ctx, table, "cn", data["cn"], "a common name")
     sans = _names(ctx, table, "sans", data.get("sans", [cn]))
+    for san in sans:
+        _host(ctx, table, "sans", san, "a DNS name or IP address")
+    days = data.get("renew_before_days")
+    if isinstance(days, int) and not isinstance(days, bool) and days > MAX_DAYS:
+        raise ctx.error(table, "renew_before_days", f"is over {MAX_DAYS} days",
+                        "write renew_before_days = 30")
     key_type = _expect(ctx, table, "key_type", data.get("key_type", "rsa2048"), str, "a key type")
     if key_type not in KEY_TYPES:
         raise ctx.error(
@@ -275,6 +298,8 @@ def _parse_listeners(
                     table, "listeners", f"listener {item!r} needs a host and an integer port",
                     '{ host = "sbc1.example.com", port = 5061, label = "sip" }',
                 )
+            if server_name is not None:
+                _host(ctx, table, "listeners", server_name, "a listener's server_name")
         elif isinstance(item, int) and not isinstance(item, bool):
             host, port = address, item
         elif isinstance(item, str):
@@ -290,6 +315,7 @@ def _parse_listeners(
                 table, "listeners", f"listener {item!r} is not HOST:PORT, a port or a table",
                 'write listeners = [443, "sbc1.example.com:5061"]',
             )
+        _host(ctx, table, "listeners", host, "a listener's host name or IP")
         try:
             result.append(Listener(host, port, server_name=server_name, label=label))
         except ValueError as exc:
@@ -345,10 +371,10 @@ def _parse_device(
     if "address" not in merged:
         raise _missing(ctx, table, data, allowed, "address", "has no address",
                        f'add address = "{name}.example.com" (its DNS name or IP address)')
-    address = _expect(ctx, table, "address", merged["address"], str, "a host name or IP")
+    address = _host(ctx, table, "address", merged["address"], "its DNS name or IP address")
     fqdn = merged.get("fqdn")
     if fqdn is not None:
-        _expect(ctx, table, "fqdn", fqdn, str, "a host name")
+        _host(ctx, table, "fqdn", fqdn, "the DNS name the certificate covers")
     elif not _is_ip(address):
         fqdn = address
     declared = list(raw_certs) if isinstance(raw_certs, dict) else list(certificates)
@@ -403,6 +429,9 @@ def _parse_device(
         _expect(ctx, table, "x509_strict", x509_strict, bool, "true or false")
     timeout = merged.get("verify_timeout", 120.0)
     _expect(ctx, table, "verify_timeout", timeout, (int, float), "a number of seconds")
+    if not timeout > 0:  # nan and inf are refused where they are written
+        raise ctx.error(table, "verify_timeout", f"{timeout!r} is not a number of seconds > 0",
+                        "write verify_timeout = 120")
     return Device(
         name=name,
         kind=kind,
@@ -489,16 +518,17 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
         settings = data.get("settings", {})
         _expect(ctx, (), "settings", settings, dict, "a table")
         _check_keys(ctx, ("settings",), settings, _SETTINGS_KEYS)
-        concurrency = _expect(
-            ctx, ("settings",), "concurrency", settings.get("concurrency", 8), int, "a number"
-        )
-        if concurrency < 1:
-            raise ctx.error(("settings",), "concurrency", "must be at least 1",
-                            "write concurrency = 8")
-        warn_days = _expect(
-            ctx, ("settings",), "expiry_warn_days", settings.get("expiry_warn_days", 30), int,
-            "days"
-        )
+    except ConfigError as exc:
+        ctx.record(exc)
+        settings = {}
+    try:
+        concurrency = _bounded(ctx, ("settings",), "concurrency", settings.get("concurrency", 8),
+                               1, MAX_CONCURRENCY, "devices at once", 8)
+    except ConfigError as exc:
+        ctx.record(exc)
+    try:
+        warn_days = _bounded(ctx, ("settings",), "expiry_warn_days",
+                             settings.get("expiry_warn_days", 30), 0, MAX_DAYS, "days", 30)
     except ConfigError as exc:
         ctx.record(exc)
 
@@ -537,6 +567,11 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
 
     certificates: dict[str, CertificateSpec] = {}
     devices: dict[str, Device] = {}
+    if "devices" not in data and "certificates" not in data:
+        ctx.record(ConfigError(
+            f"{path}: has no [devices] table: no device to manage",
+            hint=_NO_DEVICES_HINT, path=str(path),
+        ))
     for top, kind in (("certificates", "a table of certificates"),
                       ("devices", "a table of devices")):
         raw = data.get(top, {})

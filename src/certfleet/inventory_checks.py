@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .safetext import visible
 
 SECRET_SCHEMES = ("env:", "keyring:", "file:")
 
@@ -199,6 +201,61 @@ def _is_ip(text: str) -> bool:
 def _names(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> tuple[str, ...]:
     _expect(ctx, table, key, value, list, "a list of strings")
     for item in value:
-        if not isinstance(item, str) or not item:
-            raise ctx.error(table, key, f"item {item!r} is not a non-empty string", "quote it")
+        if not isinstance(item, str) or not item.strip():
+            shown = visible(repr(item)) if isinstance(item, str) else repr(item)
+            raise ctx.error(table, key, f"item {shown} is not a non-empty string", "quote it")
+        _no_hidden(ctx, table, key, item)
     return tuple(value)
+
+
+# Characters that change how text around them is shown (bidirectional controls: a
+# right-to-left override makes "moc.elpmaxe" read as "example.com") or that show
+# nothing at all (zero-width ones): never part of a name.
+_HIDDEN_RE = re.compile(
+    "[\u061c\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+    "\x00-\x1f\x7f-\x9f]"
+)
+
+
+def _no_hidden(ctx: _Ctx, table: Sequence[str], key: str, value: str) -> None:
+    """Refuse a control, bidirectional or zero-width character in name ``value``."""
+    match = _HIDDEN_RE.search(value)
+    if match is None:
+        return
+    char = match.group()
+    code = f"U+{ord(char):04X}"
+    name = unicodedata.name(char, "a control character")
+    raise ctx.error(
+        table, key,
+        f"holds {code} ({name}) at character {match.start() + 1}, which changes or hides "
+        "how the name is shown",
+        f"retype {key} without it (an editor that shows invisible characters finds it)",
+    )
+
+
+def _host(ctx: _Ctx, table: Sequence[str], key: str, value: Any, what: str) -> str:
+    """A host name, IP address or certificate name: a string, not blank, with no space and
+    no hidden character."""
+    _expect(ctx, table, key, value, str, what)
+    if not value.strip():
+        raise ctx.error(table, key, f"is {'empty' if not value else 'blank'}",
+                        f"write {key} = <{what}>")
+    _no_hidden(ctx, table, key, value)
+    if any(char.isspace() for char in value):
+        raise ctx.error(table, key, f"{visible(repr(value))} holds a space",
+                        f"remove the spaces: {key} is {what}")
+    return str(value)
+
+
+def _bounded(
+    ctx: _Ctx, table: Sequence[str], key: str, value: Any, low: int, high: int, what: str,
+    example: int,
+) -> int:
+    """Whole number ``value`` between ``low`` and ``high``."""
+    _expect(ctx, table, key, value, int, what)
+    if not low <= value <= high:
+        digits = str(value)
+        shown = digits if len(digits) <= 12 else f"{digits[:6]}... ({len(digits)} digits)"
+        raise ctx.error(table, key, f"{shown} is not {low}-{high} ({what})",
+                        f"write {key} = {example}")
+    return int(value)

@@ -94,3 +94,111 @@ def test_brackets_in_strings_and_comments_do_not_count(tmp_path: Path) -> None:
         "profile = " + "[" * 500 + "]" * 500 + "\n")
     line = refused(tmp_path, content)
     assert ":9: arrays or tables nested too deep" in line
+
+
+SETTINGS = "[settings]\nconcurrency = 8\nexpiry_warn_days = 30\n\n"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('address = "sbc1.example.com"', 'address = ""', ":10: devices.sbc1.address: is empty"),
+        ('address = "sbc1.example.com"', 'address = "  "', ":10: devices.sbc1.address: is blank"),
+        ('address = "sbc1.example.com"', 'address = "sbc1 .example.com"',
+         ":10: devices.sbc1.address: 'sbc1 .example.com' holds a space"),
+        ('kind = "sbc"', 'kind = "sbc"\nverify_timeout = nan',
+         ":10: devices.sbc1.verify_timeout: is nan or inf, not a number"),
+        ('kind = "sbc"', 'kind = "sbc"\nverify_timeout = inf',
+         ":10: devices.sbc1.verify_timeout: is nan or inf, not a number"),
+        ('kind = "sbc"', 'kind = "sbc"\nverify_timeout = -inf',
+         ":10: devices.sbc1.verify_timeout: is nan or inf, not a number"),
+        ('kind = "sbc"', 'kind = "sbc"\nverify_timeout = 1e999',
+         ":10: devices.sbc1.verify_timeout: is nan or inf, not a number"),
+        ('kind = "sbc"', 'kind = "sbc"\nverify_timeout = -5',
+         ":10: devices.sbc1.verify_timeout: -5 is not a number of seconds > 0"),
+        ('kind = "sbc"', 'kind = "sbc"\ntimeout = nan',
+         ":10: devices.sbc1.timeout: is nan or inf, not a number"),
+        ("expiry_warn_days = 30", "expiry_warn_days = -5",
+         ":3: settings.expiry_warn_days: -5 is not 0-3650 (days)"),
+        ("expiry_warn_days = 30", "expiry_warn_days = 100000",
+         ":3: settings.expiry_warn_days: 100000 is not 0-3650 (days)"),
+        ("concurrency = 8", "concurrency = 100000000000000000000000000",
+         ":2: settings.concurrency: 100000... (27 digits) is not 1-256 (devices at once)"),
+        ("concurrency = 8", "concurrency = 0", ":2: settings.concurrency: 0 is not 1-256"),
+        ('address = "sbc1.example.com"', 'address = "sbc1.example.com"\n'
+         'fqdn = "sbc1.\u202emoc.elpmaxe"',
+         ":11: devices.sbc1.fqdn: holds U+202E (RIGHT-TO-LEFT OVERRIDE) at character 6"),
+        ('address = "sbc1.example.com"', 'address = "sbc1\u2066.example.com"',
+         ":10: devices.sbc1.address: holds U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+        ('address = "sbc1.example.com"', 'address = "sbc1\u200b.example.com"',
+         ":10: devices.sbc1.address: holds U+200B (ZERO WIDTH SPACE)"),
+        ('address = "sbc1.example.com"', 'address = "sbc1\\u001b[2J.example.com"',
+         ":10: devices.sbc1.address: holds U+001B"),
+        ('cn = "*.example.com"', 'cn = "*.example.com\u061c"',
+         ":6: certificates.wildcard.cn: holds U+061C (ARABIC LETTER MARK)"),
+        ('cn = "*.example.com"', 'cn = "*.example.com"\nsans = ["a.example.com", '
+         '"\u200fb.example.com"]',
+         ":7: certificates.wildcard.sans: holds U+200F (RIGHT-TO-LEFT MARK)"),
+        ('kind = "sbc"', 'kind = "sbc"\nlisteners = ["sbc1\u202a.example.com:5061"]',
+         ":10: devices.sbc1.listeners: holds U+202A"),
+        ('kind = "sbc"', 'kind = "sbc"\nlisteners = [{ port = 5061, server_name = "\u202d" }]',
+         ":10: devices.sbc1.listeners: holds U+202D"),
+        ('kind = "sbc"', 'kind = "sbc"\ntags = ["site\u2069"]',
+         ":10: devices.sbc1.tags: holds U+2069"),
+    ],
+)
+def test_values_that_must_not_pass(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    """Each is one line naming file, line and key, exit 2; the character is shown as U+XXXX."""
+    text = SETTINGS + BASE
+    assert old in text
+    line = refused(tmp_path, text.replace(old, new, 1))
+    assert f"{tmp_path / 'certfleet.toml'}{expected}" in line
+    assert not any(0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in line)
+    assert "\x1b" not in line
+
+
+def test_every_value_error_is_reported_at_once() -> None:
+    """The new checks join the file's other errors, one line each."""
+    text = (SETTINGS + BASE).replace("concurrency = 8", "concurrency = 0").replace(
+        'address = "sbc1.example.com"', 'address = ""').replace(
+        "expiry_warn_days = 30", "expiry_warn_days = -1\nnothing = nan")
+    with pytest.raises(ConfigError) as info:
+        parse_inventory(text, "inv.toml")
+    assert [line.split(": ")[:2] for line in info.value.message.splitlines()] == [
+        ["inv.toml:4", "settings.nothing"],  # nan: where it is written
+        ["inv.toml:4", "settings.nothing"],  # and an unknown key
+        ["inv.toml:2", "settings.concurrency"],
+        ["inv.toml:3", "settings.expiry_warn_days"],
+        ["inv.toml:11", "devices.sbc1.address"],
+    ]
+
+
+@pytest.mark.parametrize("command", ["plan", "status", "deploy"])
+def test_no_devices_table_says_how_to_write_one(tmp_path: Path, command: str) -> None:
+    """A file of certificates only is read (csr and renew need no device); a command that
+    works on devices says there is none and how to write one, exit 2."""
+    path = tmp_path / "certfleet.toml"
+    path.write_text('[certificates.wildcard]\ncn = "*.example.com"\n')
+    assert list(load_inventory(path).certificates) == ["wildcard"]
+    result = CliRunner().invoke(app, [command, "--inventory", str(path),
+                                      "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2, result.output
+    assert f"error: {path}: has no [devices] table" in result.output
+    assert "[devices.sbc1]" in result.output and "Traceback" not in result.output
+
+
+def test_an_empty_file_is_refused(tmp_path: Path) -> None:
+    """Neither devices nor certificates: refused when read, with the table to write."""
+    line = refused(tmp_path, "")
+    assert "has no [devices] table" in line
+    with pytest.raises(ConfigError) as info:
+        load_inventory(tmp_path / "certfleet.toml")
+    assert "certfleet init" in (info.value.hint or "")
+
+
+def test_the_limits_themselves_pass() -> None:
+    """concurrency 1 and 256, expiry_warn_days 0 and 3650: accepted."""
+    for concurrency, days in ((1, 0), (256, 3650)):
+        text = (SETTINGS + BASE).replace("concurrency = 8", f"concurrency = {concurrency}")
+        inv = parse_inventory(text.replace("expiry_warn_days = 30", f"expiry_warn_days = {days}"))
+        assert (inv.concurrency, inv.expiry_warn_days) == (concurrency, days)
