@@ -202,3 +202,28 @@ def test_the_limits_themselves_pass() -> None:
         text = (SETTINGS + BASE).replace("concurrency = 8", f"concurrency = {concurrency}")
         inv = parse_inventory(text.replace("expiry_warn_days = 30", f"expiry_warn_days = {days}"))
         assert (inv.concurrency, inv.expiry_warn_days) == (concurrency, days)
+
+
+def test_an_error_in_every_device_reads_the_text_once() -> None:
+    """3,000 devices each with a typo: 3,000 lines, each at its line, from one index of the
+    text (a scan of the whole file per error made 90,000 of them take hours)."""
+    from certfleet.inventory_checks import _LineIndex
+
+    devices = "".join(f'[devices.d{i}]\nkind = "sbc"\nadress = "d{i}.example.com"\n'
+                      f'address = "d{i}.example.com"\n\n' for i in range(3000))
+    text = '[certificates.w]\ncn = "*.example.com"\n\n' + devices
+    before = _LineIndex.built
+    with pytest.raises(ConfigError) as info:
+        parse_inventory(text, "inv.toml")
+    assert _LineIndex.built - before == 1
+    lines = info.value.message.splitlines()
+    assert len(lines) == 3000 and len(info.value.errors) == 3000
+    assert lines[0].startswith("inv.toml:6: devices.d0.adress: unknown key 'adress'")
+    assert lines[-1].startswith(f"inv.toml:{6 + 5 * 2999}: devices.d2999.adress: unknown key")
+
+
+def test_renew_before_days_over_ten_years_is_refused() -> None:
+    """Like expiry_warn_days: a day count past any certificate's life is a mistake."""
+    text = BASE.replace('cn = "*.example.com"', 'cn = "*.example.com"\nrenew_before_days = 99999')
+    with pytest.raises(ConfigError, match=r"inv.toml:3: certificates.wildcard.renew_before_days"):
+        parse_inventory(text, "inv.toml")
