@@ -328,3 +328,122 @@ def test_checker_finds_openssl_calls_in_every_spelling() -> None:
     )
     hits = tool_calls(source, _FAKE)
     assert [hit.split(":")[1].split()[0] for hit in hits] == ["5", "6", "7"]
+
+
+# --- layers and circles, between files -------------------------------------
+
+#: The layers, bottom up. A module may import its own layer and the layers below,
+#: never one above; no two files may import each other, directly or round a circle.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "fsutil", "safetext"),
+    ("model", "kinds", "pki", "secrets", "trust", "inventory_skeleton",
+     "inventory_text"),
+    ("inventory", "inventory_checks", "inventory_renewal", "dns", "notify", "credentials"),
+    ("drivers",),
+    ("acme", "scan", "estate", "discover"),
+    ("web",),
+    ("lab",),
+    ("cli", "__main__", "__init__"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``certfleet.PART...`` (the package itself is the top)."""
+    parts = module.split(".")
+    part = parts[1] if len(parts) > 1 else "__init__"
+    for index, names in enumerate(LAYERS):
+        if part in names:
+            return index
+    raise AssertionError(f"{module} is in no layer of LAYERS: place it")
+
+
+def file_graph() -> dict[str, dict[str, int]]:
+    """Module → the certfleet modules it imports (anywhere in the file) → a line."""
+    modules = {module_name(p): p for p in sorted(PACKAGE_ROOT.rglob("*.py"))}
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        edges: dict[str, int] = {}
+        for imp in imports_of(path.read_text(encoding="utf-8"), name, path,
+                              is_package=path.name == "__init__.py"):
+            target = imp.module
+            while target and target not in modules:  # X.Y may be a name in module X
+                target = target.rpartition(".")[0]
+            if target and target not in (name, "certfleet"):
+                edges.setdefault(target, imp.line)
+        graph[name] = edges
+    return graph
+
+
+def circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected groups of more than one file (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, {}):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_every_module_has_a_layer_and_no_import_runs_up() -> None:
+    """No import, at module level or inside a function, reaches a higher layer."""
+    graph = file_graph()
+    assert len(graph) > 100, "the scan found too few modules"
+    up = [f"{name} (layer {layer_of(name)}) imports {target} (layer {layer_of(target)}) "
+          f"at line {line}"
+          for name, edges in graph.items() for target, line in edges.items()
+          if layer_of(target) > layer_of(name)]
+    assert not up, "imports that run up a layer:\n" + "\n".join(sorted(up))
+
+
+def test_no_circle_between_files() -> None:
+    """No two files import each other, directly or round a circle (imports in functions too)."""
+    found = circles(file_graph())
+    assert not found, "files that import each other:\n" + "\n".join(map(str, found))
+
+
+def test_the_circle_check_finds_circles() -> None:
+    """The check itself: a three-file circle and a two-file one are found, a chain is not."""
+    graph = {"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"e": 1}, "e": {"d": 1},
+             "f": {"a": 1}}
+    assert circles(graph) == [["a", "b", "c"], ["d", "e"]]
+    assert layer_of("certfleet.cli.app") > layer_of("certfleet.estate.deploy")
+    assert layer_of("certfleet.model") < layer_of("certfleet.inventory")
+
+
+def test_every_type_ignore_and_noqa_names_its_code_and_reason() -> None:
+    """``# type: ignore[code]`` and ``# noqa: CODE`` in the product say why, on the line."""
+    import re
+
+    marker = re.compile(r"type: ignore|noqa")
+    reasoned = re.compile(
+        r"(type: ignore\[[^\]]+\]|noqa: [A-Z0-9]+(, [A-Z0-9]+)*) *(#|-|—|:|\() *\S")
+    bare = [f"{path.relative_to(PACKAGE_ROOT.parent)}:{number}: {line.strip()}"
+            for path in sorted(PACKAGE_ROOT.rglob("*.py"))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if marker.search(line) and not reasoned.search(line)]
+    assert not bare, "say why on the line:\n" + "\n".join(bare)

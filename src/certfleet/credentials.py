@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import CertfleetError, ConfigError
+from .kinds import INSTALLED, KindCatalog
 from .secrets import resolve_secret
 
 if TYPE_CHECKING:
-    from .inventory import Device
+    from .model import Device
 
 __all__ = ["Credentials", "DeviceCredentials"]
 
@@ -80,14 +81,14 @@ class Credentials:
 
     @classmethod
     def resolve(
-        cls, devices: Iterable[Device], *, ask: bool = True, interactive: bool | None = None
+        cls, devices: Iterable[Device], *, ask: bool = True, interactive: bool | None = None,
+        kinds: KindCatalog = INSTALLED,
     ) -> Credentials:
         """Resolve the secrets ``devices`` need. ``ask``: put the ``prompt`` questions
         (else empty stand-ins). Raises ConfigError (an unknown kind) and
         PasswordError (a question with no terminal); other failures are kept per
-        device (see :meth:`DeviceCredentials.get`)."""
-        from .drivers.registry import get_kind
-
+        device (see :meth:`DeviceCredentials.get`). ``kinds``: where each device's
+        kind says which secrets it needs (by default the installed kinds)."""
         chosen = list(devices)
         resolved: dict[tuple[str, str], str | CertfleetError] = {}
         questions = _questions(chosen)
@@ -95,7 +96,7 @@ class Credentials:
         for device in chosen:
             values: dict[str, str] = {}
             errors: dict[str, CertfleetError] = {}
-            for key, spec in get_kind(device.kind).secrets.items():
+            for key, spec in kinds.get(device.kind).secrets.items():
                 ref = device.secret_ref(key)
                 if ref is None:
                     continue

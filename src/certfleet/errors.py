@@ -74,6 +74,14 @@ class CertfleetError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def nothing_changed(self) -> bool:
+        """Raised before any device was changed: bad input (an :class:`InputError`), a
+        lock held by another run (``lock=``) or a refusal before any device work
+        (``untouched=True``). The CLI and the dashboard exit 2 then, else 3."""
+        return (isinstance(self, InputError) or self.context.get("lock") is not None
+                or bool(self.context.get("untouched")))
+
     @classmethod
     def from_os_error(
         cls, action: str, path: str | PathLike[str], exc: OSError, *, hint: str, **context: Any
@@ -150,6 +158,11 @@ class RollbackError(CertfleetError):
 
 class StateError(CertfleetError):
     """The local state store cannot be used (lock held, schema too new...)."""
+
+    @property
+    def held(self) -> object | None:
+        """What holds the lock this run was refused (``lock=``), or None for another cause."""
+        return self.context.get("lock")
 
 
 class AcmeError(CertfleetError):

@@ -18,21 +18,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .drivers.tlsprobe import Listener
 from .errors import ConfigError
 from .inventory_checks import SECRET_SCHEMES as SECRET_SCHEMES
-from .inventory_checks import _bounded, _expect, _host, _is_ip, _missing, _names, _port
-from .inventory_checks import _check_keys as _check_keys  # also used by acme.config
+from .inventory_checks import _bounded, _expect, _host, _missing, _names, _port
+from .inventory_checks import _check_keys as _check_keys
 from .inventory_checks import _check_secret as _check_secret
 from .inventory_checks import _Ctx as _Ctx
+from .inventory_renewal import Renewal, parse_renewal
 from .inventory_skeleton import SKELETON as SKELETON
 from .inventory_text import decode
 from .inventory_text import loads as toml_loads
+from .kinds import INSTALLED, KindCatalog, KindSchema
+from .model import LEGACY_SECRETS as _LEGACY_SECRETS
+from .model import NO_NOTIFY, NotifyConfig
+from .model import CertificateSpec as CertificateSpec
+from .model import Device as Device
+from .model import DeviceKind as DeviceKind
+from .model import Listener as Listener
 from .pki.keygen import KEY_TYPES
+from .pki.names import is_ip_literal
 
 __all__ = [
     "SECRET_KEYS",
@@ -45,9 +53,6 @@ __all__ = [
     "select_devices",
 ]
 
-# A registered kind's name (certfleet.drivers.registry): "ovoc", "sbc", "sftp" or a plugin's.
-DeviceKind = str
-_LEGACY_SECRETS = ("password", "root_password", "keystore_password")
 # Keys whose values are secrets: only references are accepted for them.
 SECRET_KEYS = (
     "password",
@@ -60,7 +65,7 @@ SECRET_KEYS = (
 )
 
 _CERT_KEYS = {"cn", "sans", "key_type", "organization", "key_passphrase", "description"}
-# Unattended renewal (certfleet.acme.config checks these tables).
+# Unattended renewal (certfleet.inventory_renewal checks these tables).
 _CERT_KEYS |= {"acme", "dns", "renew_before_days"}
 _DEVICE_KEYS = {
     "kind",
@@ -101,80 +106,6 @@ MAX_DAYS = 3650
 
 
 @dataclass(frozen=True)
-class CertificateSpec:
-    """A certificate the estate uses: its names and the key type to generate."""
-
-    name: str
-    cn: str
-    sans: tuple[str, ...]
-    key_type: str = "rsa2048"
-    organization: str | None = None
-    key_passphrase: str | None = None  # a secret reference: encrypts the key in the store
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """CN and SANs without duplicates, CN first."""
-        return tuple(dict.fromkeys((self.cn, *self.sans)))
-
-
-@dataclass(frozen=True)
-class Device:
-    """One device of the estate, as the inventory describes it.
-
-    ``port`` is the management port: HTTPS (REST) for an SBC, SSH for OVOC.
-    ``listeners`` are the TLS endpoints to verify; ``fqdn`` is the name the
-    certificate must cover (defaults to ``address`` when that is a name).
-    """
-
-    name: str
-    kind: DeviceKind
-    address: str
-    certificate: str
-    port: int
-    listeners: tuple[Listener, ...]
-    fqdn: str | None = None
-    https_port: int = 443
-    user: str | None = None
-    password: str | None = None
-    root_password: str | None = None
-    keystore_password: str | None = None  # OVOC: protects the PKCS#12/JKS it builds
-    ssh_host_key: str | None = None
-    tls_pin: str | None = None
-    ca_file: str | None = None
-    tls_contexts: tuple[int, ...] = (0,)
-    tags: tuple[str, ...] = ()
-    profile: Mapping[str, Any] = field(default_factory=dict)
-    verify_timeout: float = 120.0
-    description: str = ""
-    su_user: str | None = None  # OVOC: whom su becomes to run EmsServerManager (root)
-    staging_dir: str | None = None  # OVOC: the folder EmsServerManager imports from
-    menu: Mapping[str, Any] = field(default_factory=dict)  # OVOC: menu labels on this firmware
-    x509_strict: bool | None = None  # SBC + ca_file: strict X.509 checks (None: Python's default)
-    # The keys of the kind's own schema (certfleet.drivers.registry.KeySpec), validated.
-    options: Mapping[str, Any] = field(default_factory=dict)
-    # Secret key -> the table it is written in ("devices.NAME", "defaults.KIND", "defaults").
-    secret_sources: Mapping[str, str] = field(default_factory=dict)
-
-    def secret_keys(self) -> tuple[str, ...]:
-        """The keys holding secret references on this device."""
-        return tuple(self.secret_sources)
-
-    def secret_ref(self, key: str) -> str | None:
-        """The reference written for secret ``key`` (``env:VAR``, ``prompt``...), or None."""
-        value = getattr(self, key) if key in _LEGACY_SECRETS else self.options.get(key)
-        return value if isinstance(value, str) else None
-
-    def secret_source(self, key: str) -> str:
-        """The inventory table that gives secret ``key`` (``prompt`` asks once per table)."""
-        return self.secret_sources.get(key, f"devices.{self.name}")
-
-    @property
-    def hosts(self) -> tuple[str, ...]:
-        """The names the certificate must cover for this device."""
-        return (self.fqdn,) if self.fqdn else ()
-
-
-@dataclass(frozen=True)
 class Inventory:
     """A parsed, validated inventory. ``text`` is the exact file content."""
 
@@ -184,6 +115,7 @@ class Inventory:
     devices: dict[str, Device]
     concurrency: int = 8
     expiry_warn_days: int = 30
+    notify: NotifyConfig = NO_NOTIFY  # [notify]: no URLs when absent
 
     def certificate(self, name: str) -> CertificateSpec:
         """The certificate named ``name``. Raises ConfigError."""
@@ -331,6 +263,7 @@ def _parse_device(
     data: Any,
     defaults: Mapping[str, Mapping[str, Any]],
     certificates: Mapping[str, CertificateSpec],
+    kinds: KindCatalog,
     raw_certs: Any = None,
 ) -> Device:
     table = ("devices", name)
@@ -340,17 +273,15 @@ def _parse_device(
         raise ctx.error(
             table, None, f"name {name!r} is not a simple name", "use letters, digits, -_."
         )
-    from .drivers.registry import get_kind, kind_names
-
     kind = data.get("kind")
-    if not isinstance(kind, str) or kind not in kind_names():
+    if not isinstance(kind, str) or kind not in kinds.names():
         raise ctx.error(
             table, "kind" if "kind" in data else None,
-            f"kind must be one of {', '.join(kind_names())}, not {kind!r}",
+            f"kind must be one of {', '.join(kinds.names())}, not {kind!r}",
             'write kind = "sbc" (or "ovoc", "sftp"...)',
         )
     try:
-        spec = get_kind(kind)
+        spec = kinds.get(kind)
     except ConfigError as exc:
         raise ctx.error(table, "kind", exc.message, exc.hint or "") from None
     allowed = _allowed_keys(spec)
@@ -375,7 +306,7 @@ def _parse_device(
     fqdn = merged.get("fqdn")
     if fqdn is not None:
         _host(ctx, table, "fqdn", fqdn, "the DNS name the certificate covers")
-    elif not _is_ip(address):
+    elif not is_ip_literal(address):
         fqdn = address
     declared = list(raw_certs) if isinstance(raw_certs, dict) else list(certificates)
     if len(declared) == 1 and "certificate" not in merged:
@@ -485,27 +416,30 @@ def _kind_options(
     return options
 
 
-def _allowed_keys(spec: Any) -> set[str]:
-    """The keys a device of kind ``spec`` (a DriverKind) may have."""
+def _allowed_keys(spec: KindSchema) -> set[str]:
+    """The keys a device of kind ``spec`` may have."""
     return _DEVICE_KEYS | set(spec.schema) | ({spec.port_alias} if spec.port_alias else set())
 
 
-def _kind_keys() -> set[str]:
+def _kind_keys(kinds: KindCatalog) -> set[str]:
     """The keys of every registered kind's schema (a ``[defaults]`` key may be any)."""
-    from .drivers.registry import get_kind, kind_names
-
     keys: set[str] = set()
-    for name in kind_names():
+    for name in kinds.names():
         try:
-            spec = get_kind(name)
+            spec = kinds.get(name)
         except ConfigError:
             continue  # a broken plugin is named when a device uses it
         keys |= _allowed_keys(spec) - _DEVICE_KEYS
     return keys
 
 
-def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory:
-    """Parse and validate inventory ``text``. Raises ConfigError naming file, line and key."""
+def parse_inventory(
+    text: str, path: Path | str = "certfleet.toml", kinds: KindCatalog = INSTALLED
+) -> Inventory:
+    """Parse and validate inventory ``text``. Raises ConfigError naming file, line and key.
+
+    ``kinds``: the device kinds it may name (their keys and secrets), by default
+    the installed ones."""
     path = Path(path)
     ctx = _Ctx(path, text, collect=True)
     data, non_finite = toml_loads(text, path)
@@ -539,15 +473,13 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
     except ConfigError as exc:
         ctx.record(exc)
         raw_defaults = {}
-    from .drivers.registry import get_kind, kind_names
-
-    kinds = set(kind_names())
+    kind_set = set(kinds.names())
     for key, value in raw_defaults.items():
         try:
-            if key in kinds:
+            if key in kind_set:
                 _expect(ctx, ("defaults",), key, value, dict, "a table")
                 try:
-                    spec = get_kind(key)
+                    spec = kinds.get(key)
                 except ConfigError as exc:
                     raise ctx.error(("defaults", key), None, exc.message, exc.hint or "") from None
                 _check_keys(ctx, ("defaults", key), value, _allowed_keys(spec) - _NOT_DEFAULTS)
@@ -558,7 +490,7 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
             else:
                 if key not in _DEFAULT_KEYS:
                     _check_keys(ctx, ("defaults",), {key: value},
-                                _DEFAULT_KEYS | kinds | _kind_keys())
+                                _DEFAULT_KEYS | kind_set | _kind_keys(kinds))
                 if key in SECRET_KEYS:
                     _check_secret(ctx, ("defaults",), key, value)
                 defaults[""][key] = value
@@ -586,21 +518,27 @@ def parse_inventory(text: str, path: Path | str = "certfleet.toml") -> Inventory
                     certificates[name] = _parse_certificate(ctx, name, value)
                 else:
                     devices[name] = _parse_device(ctx, name, value, defaults, certificates,
-                                                  raw_certs=data.get("certificates", {}))
+                                                  kinds, raw_certs=data.get("certificates", {}))
             except ConfigError as exc:
                 ctx.record(exc)
-    from .acme.config import validate as validate_renewal
-
+    renewal = Renewal({}, {}, {}, NO_NOTIFY)
     try:
-        validate_renewal(ctx, data)
+        renewal = parse_renewal(ctx, data)
     except ConfigError as exc:
         ctx.record(exc)
     ctx.raise_collected()
-    return Inventory(path, text, certificates, devices, concurrency, warn_days)
+    certificates = {
+        name: replace(spec, acme=renewal.acme.get(name), dns=renewal.dns.get(name),
+                      renew_before_days=renewal.renew_before_days.get(name))
+        for name, spec in certificates.items()
+    }
+    return Inventory(path, text, certificates, devices, concurrency, warn_days, renewal.notify)
 
 
-def load_inventory(path: Path | str) -> Inventory:
-    """Read and validate the inventory at ``path``. Raises ConfigError."""
+def load_inventory(path: Path | str, kinds: KindCatalog = INSTALLED) -> Inventory:
+    """Read and validate the inventory at ``path``. Raises ConfigError.
+
+    ``kinds``: the device kinds it may name, by default the installed ones."""
     path = Path(path)
     try:
         text = decode(path.read_bytes(), path)
@@ -614,4 +552,4 @@ def load_inventory(path: Path | str) -> Inventory:
         raise ConfigError.from_os_error(
             "read inventory", path, exc, hint="check the path and its permissions"
         ) from None
-    return parse_inventory(text, path)
+    return parse_inventory(text, path, kinds)

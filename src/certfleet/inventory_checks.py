@@ -9,7 +9,6 @@ hand-written file. Used by :mod:`certfleet.inventory` and the renewal tables
 from __future__ import annotations
 
 import bisect
-import ipaddress
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -222,12 +221,6 @@ def _port(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> int:
     return int(value)
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _names(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.segment import Segment
 from typer.core import TyperCommand
 
-from ..errors import CertfleetError, InputError
+from ..errors import CertfleetError
 from ..secrets import resolve_secret
 
 if TYPE_CHECKING:
@@ -129,11 +129,7 @@ def exit_code_for(exc: CertfleetError) -> int:
     Input errors, a lock held by another run (``lock``) and errors raised
     before any device work (``untouched``) are 2.
     """
-    if isinstance(exc, InputError):
-        return 2
-    if getattr(exc, "lock", None) is not None or getattr(exc, "untouched", False):
-        return 2
-    return 3
+    return 2 if exc.nothing_changed else 3
 
 
 @contextlib.contextmanager

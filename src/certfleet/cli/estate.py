@@ -279,7 +279,7 @@ def register(app: typer.Typer) -> None:
                     skip_refused=skip_refused, ignore_findings=ignored,
                 )
             except StateError as exc:
-                if getattr(exc, "lock", None) is None:
+                if exc.held is None:
                     raise
                 fail(exc.message, exc.hint, json_out=json_out)
         from ..acme.config import notify_config

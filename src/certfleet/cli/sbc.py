@@ -8,13 +8,13 @@ Exit codes of ``deploy``: 0 installed and verified, 1 failed and restored,
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import ConfigError, InputError
+from ..pki.names import is_ip_literal
 from .common import (
     SbcConnection,
     build_driver,
@@ -227,7 +227,7 @@ def deploy(
         except ValueError as exc:
             raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
     host = _url_host(conn.url)
-    hosts = [host] if host and not _is_ip(host) else []
+    hosts = [host] if host and not is_ip_literal(host) else []
     from .common import password_from
 
     with password_from("--input-password-env"):
@@ -269,12 +269,6 @@ def _url_host(url: str) -> str | None:
     return urlsplit(url).hostname
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 # ---- backup ------------------------------------------------------------------------------

@@ -22,13 +22,18 @@ the package runs from a source tree without installed metadata.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..kinds import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
+from ..kinds import KeySpec as KeySpec
+from ..kinds import SecretSpec as SecretSpec
+from ..kinds import kind_names as kind_names
+from ..kinds import load_kind, not_a_kind, origin
+from ..kinds import reset as reset
 
 if TYPE_CHECKING:
     from ..credentials import DeviceCredentials
@@ -47,66 +52,6 @@ __all__ = [
     "kind_names",
     "reset",
 ]
-
-ENTRY_POINT_GROUP = "certfleet.drivers"
-
-# Found also without installed metadata (a source tree on PYTHONPATH); an entry
-# point of the same name takes precedence.
-_BUILTIN = {
-    "ovoc": "certfleet.drivers.ovoc_kind:KIND",
-    "sbc": "certfleet.drivers.sbc_kind:KIND",
-    "sftp": "certfleet.drivers.sftp:KIND",
-}
-
-# Types a kind-specific inventory key may have.
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "strings": (list,),
-    "table": (dict,),
-    "secret": (str,),
-}
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """One inventory key a kind accepts on its devices (and in ``[defaults.KIND]``).
-
-    ``type``: ``string``, ``integer``, ``number``, ``boolean``, ``strings`` (a list
-    of strings), ``table`` or ``secret`` (a reference: ``env:VAR``, ``file:PATH``,
-    ``keyring:SERVICE/USER`` or ``prompt``, resolved into the credentials).
-    ``what`` words the value in messages (``write KEY = <what>``).
-    """
-
-    type: str = "string"
-    what: str = "a string"
-    required: bool = False
-
-    def __post_init__(self) -> None:
-        if self.type not in _TYPES:
-            raise ValueError(f"KeySpec type {self.type!r} is not one of {', '.join(_TYPES)}")
-
-    def accepts(self, value: Any) -> bool:
-        """Whether ``value`` (as TOML gives it) has this key's type."""
-        if isinstance(value, bool) and self.type != "boolean":
-            return False
-        if not isinstance(value, _TYPES[self.type]):
-            return False
-        if isinstance(value, list):
-            return all(isinstance(v, str) and v for v in value)
-        return True
-
-
-@dataclass(frozen=True)
-class SecretSpec:
-    """A secret the kind needs: ``what`` it is called in prompts and messages,
-    and whether a device without it is refused."""
-
-    what: str
-    required: bool = True
-
 
 @dataclass(frozen=True)
 class BuildContext:
@@ -174,80 +119,12 @@ class DriverKind:
     canary_preference: int = 0
 
 
-_loaded: dict[str, DriverKind] = {}
-_entry_points: dict[str, Any] | None = None
-
-
-def _discover() -> dict[str, Any]:
-    """Name → entry point (or built-in ``module:attr`` text), read once."""
-    global _entry_points
-    if _entry_points is None:
-        from importlib.metadata import entry_points
-
-        found: dict[str, Any] = dict(_BUILTIN)
-        for point in entry_points(group=ENTRY_POINT_GROUP):
-            found[point.name] = point
-        _entry_points = found
-    return _entry_points
-
-
-def reset() -> None:
-    """Forget what was discovered and loaded (after installing a plugin at run time)."""
-    global _entry_points
-    _entry_points = None
-    _loaded.clear()
-
-
-def kind_names() -> list[str]:
-    """Every registered kind, sorted (without importing any)."""
-    return sorted(_discover())
-
-
-def _load(name: str, point: Any) -> Any:
-    if isinstance(point, str):
-        module, _, attr = point.partition(":")
-        return getattr(importlib.import_module(module), attr)
-    return point.load()
-
-
 def get_kind(name: str) -> DriverKind:
     """The kind registered as ``name``, imported on first use. Raises ConfigError."""
-    kind = _loaded.get(name)
-    if kind is not None:
-        return kind
-    points = _discover()
-    point = points.get(name)
-    if point is None:
-        raise ConfigError(
-            f"no driver for device kind {name!r} (known: {', '.join(sorted(points))})",
-            hint=f"fix the kind, or install the package that provides {name!r} "
-            f"(it registers it in the {ENTRY_POINT_GROUP!r} entry points)",
-        )
-    origin = _origin(point)
-    try:
-        kind = _load(name, point)
-    except Exception as exc:  # a broken plugin: say which, never a traceback
-        raise ConfigError(
-            f"the driver plugin for kind {name!r} ({origin}) cannot be loaded: "
-            f"{type(exc).__name__}: {exc}",
-            hint="reinstall or remove that package; 'pip show' names its version",
-        ) from exc
-    if not isinstance(kind, DriverKind) or kind.name != name:
-        raise ConfigError(
-            f"the driver plugin for kind {name!r} ({origin}) is not a DriverKind named {name!r}",
-            hint="its entry point must name a certfleet.drivers.registry.DriverKind "
-            "(see docs/drivers.md)",
-        )
-    _loaded[name] = kind
+    kind = load_kind(name)
+    if not isinstance(kind, DriverKind):
+        raise not_a_kind(name, origin(name))
     return kind
-
-
-def _origin(point: Any) -> str:
-    if isinstance(point, str):
-        return point
-    dist = getattr(point, "dist", None)
-    where = f" from {dist.name} {dist.version}" if dist is not None else ""
-    return f"{point.value}{where}"
 
 
 def device_profile(device: Device) -> Any:

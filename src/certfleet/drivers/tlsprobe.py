@@ -29,6 +29,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from ..errors import DeviceConnectionError, DeviceTimeoutError, VerificationError
+from ..model import Listener as Listener
 from ..pki.model import cert_sha256
 
 __all__ = [
@@ -44,32 +45,6 @@ _READ_SIZE = 65536
 # After a TLS 1.3 handshake in which the server asked for a client certificate, how
 # long to wait for its verdict (an alert, or session tickets) before taking it as accepted.
 _VERDICT_WAIT = 2.0
-
-
-@dataclass(frozen=True)
-class Listener:
-    """A TLS endpoint of a device: management HTTPS, SIP over TLS..."""
-
-    host: str
-    port: int
-    server_name: str | None = None
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        if not (0 < self.port < 65536):
-            raise ValueError(f"port must be 1-65535, not {self.port!r}")
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @classmethod
-    def parse(cls, text: str, label: str = "") -> Listener:
-        """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6). Raises ValueError."""
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"listener must be HOST:PORT, not {text!r}")
-        return cls(host.strip("[]"), int(port), label=label)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = [
     "certificate_names",
     "covers",
     "host_matches",
+    "is_ip_literal",
     "is_public_suffix",
     "san_entries",
     "why_not_covered",
@@ -90,6 +91,11 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         return None
+
+
+def is_ip_literal(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address (``[v6]`` brackets allowed), not a name."""
+    return _ip(text) is not None
 
 
 def _host_a_label(name: str) -> str:

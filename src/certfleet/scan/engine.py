@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..inventory import Inventory
 from ..pki.bundle import is_ca, signature_ok
 from ..pki.model import cert_sha256, key_description
-from ..pki.names import certificate_names, host_matches
+from ..pki.names import certificate_names, host_matches, is_ip_literal
 from .targets import Endpoint
 
 __all__ = [
@@ -317,7 +317,7 @@ def _check(
     order, complete, trusted = verdict
     result.chain_order_ok, result.chain_complete, result.trusted = order, complete, trusted
     names = [n for n in (result.endpoint.server_name, *result.endpoint.hosts) if n]
-    if not names and not _is_ip(result.endpoint.host):
+    if not names and not is_ip_literal(result.endpoint.host):
         names = [result.endpoint.host]
     if names:
         try:
@@ -342,14 +342,6 @@ def _check(
         result.problems.append("not the current version")
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def inventory_endpoints(inventory: Inventory, server_name: str | None = None) -> list[Endpoint]:

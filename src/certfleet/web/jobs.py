@@ -81,11 +81,7 @@ class Job:
 
 def _exit_code(exc: CertfleetError) -> int:
     """As the CLI: 2 when nothing was touched (bad input, a lock, before any device), else 3."""
-    if isinstance(exc, InputError):
-        return 2
-    if getattr(exc, "lock", None) is not None or getattr(exc, "untouched", False):
-        return 2
-    return 3
+    return 2 if exc.nothing_changed else 3
 
 
 class Jobs:
@@ -170,7 +166,7 @@ class Jobs:
                                 f"{job.exit_code}")
         except CertfleetError as exc:
             job.error, job.hint, job.exit_code = exc.message, exc.hint, _exit_code(exc)
-            if isinstance(exc, StateError) and getattr(exc, "lock", None) is not None:
+            if isinstance(exc, StateError) and exc.held is not None:
                 job.error = f"refused: {exc.message}"
         except Exception as exc:  # a bug must not leave the job running for ever
             job.error, job.exit_code = f"{type(exc).__name__}: {exc}", 3
