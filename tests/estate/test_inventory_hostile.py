@@ -227,3 +227,34 @@ def test_renew_before_days_over_ten_years_is_refused() -> None:
     text = BASE.replace('cn = "*.example.com"', 'cn = "*.example.com"\nrenew_before_days = 99999')
     with pytest.raises(ConfigError, match=r"inv.toml:3: certificates.wildcard.renew_before_days"):
         parse_inventory(text, "inv.toml")
+
+
+RENEWAL = """
+[certificates.wildcard.acme]
+directory = "https://acme.example.com/directory"
+email = "pki@example.com"
+timeout = 300
+
+[certificates.wildcard.dns]
+provider = "rfc2136"
+server = "10.0.0.53"
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("timeout = 300", "timeout = nan",
+         "inv.toml:11: certificates.wildcard.acme.timeout: is nan or inf"),
+        ('server = "10.0.0.53"', 'server = "ns1.\u202eexample.com"',
+         "inv.toml:15: certificates.wildcard.dns.server: holds U+202E"),
+        ('server = "10.0.0.53"', 'server = "10.0.0.53"\nresolvers = ["10.0.0.53 :53"]',
+         "inv.toml:16: certificates.wildcard.dns.resolvers: '10.0.0.53 :53' holds a space"),
+    ],
+)
+def test_renewal_tables_are_checked_too(old: str, new: str, expected: str) -> None:
+    """nan in an ACME timeout, a hidden character or a space in the DNS server or resolvers."""
+    text = BASE + RENEWAL
+    with pytest.raises(ConfigError) as info:
+        parse_inventory(text.replace(old, new, 1), "inv.toml")
+    assert expected in info.value.message
