@@ -9,6 +9,7 @@ hand-written file. Used by :mod:`certfleet.inventory` and the renewal tables
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -153,6 +154,12 @@ def _expect(
 
 def _close_match(key: str, allowed: set[str]) -> str | None:
     """The allowed key that ``key`` is most likely a typo of, or None."""
+    return _closest(key, frozenset(allowed))
+
+
+@functools.lru_cache(maxsize=1024)
+def _closest(key: str, allowed: frozenset[str]) -> str | None:
+    """Cached: the same typo in 90,000 devices is matched once (difflib is slow)."""
     import difflib
 
     close = difflib.get_close_matches(key, sorted(allowed), n=1)
