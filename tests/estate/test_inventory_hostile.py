@@ -258,3 +258,20 @@ def test_renewal_tables_are_checked_too(old: str, new: str, expected: str) -> No
     with pytest.raises(ConfigError) as info:
         parse_inventory(text.replace(old, new, 1), "inv.toml")
     assert expected in info.value.message
+
+
+def test_other_toml_files_nested_too_deep_are_one_error(tmp_path: Path) -> None:
+    """--pins-from (an inventory discover wrote) and an OVOC --menu file: no RecursionError."""
+    from certfleet.cli.ovoc import _load_menu
+    from certfleet.discover import read_pins
+
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deep"):
+        read_pins(deep)
+    with pytest.raises(ConfigError, match="nested too deep"):
+        _load_menu(deep)
+    deep_json = tmp_path / "menu.json"
+    deep_json.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="not valid JSON: nested too deep"):
+        _load_menu(deep_json)
