@@ -181,7 +181,7 @@ def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
     _check_keys(ctx, table, data, _CERT_KEYS)
     if "cn" not in data:
         raise _missing(ctx, table, data, _CERT_KEYS, "cn", "has no cn", 'add cn = "*.example.com"')
-    cn = _host(ctx, table, "cn", data["cn"], "a common name")
+    cn = _host(ctx, table, "cn", data["cn"], "a common name", spaces=True)
     sans = _names(ctx, table, "sans", data.get("sans", [cn]))
     for san in sans:
         _host(ctx, table, "sans", san, "a DNS name or IP address")

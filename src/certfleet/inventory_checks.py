@@ -269,9 +269,11 @@ def _no_hidden(ctx: _Ctx, table: Sequence[str], key: str, value: str) -> None:
     )
 
 
-def _host(ctx: _Ctx, table: Sequence[str], key: str, value: Any, what: str) -> str:
-    """A host name, IP address or certificate name: a string, not blank, with no space and
-    no hidden character."""
+def _host(
+    ctx: _Ctx, table: Sequence[str], key: str, value: Any, what: str, *, spaces: bool = False
+) -> str:
+    """A host name, IP address or certificate name: a string, not blank, with no hidden
+    character and (unless ``spaces``: a common name may be words) no space."""
     _expect(ctx, table, key, value, str, what)
     if value.isascii() and value.isprintable() and " " not in value and value:
         return str(value)  # the usual name: no control, hidden character or space
@@ -279,7 +281,7 @@ def _host(ctx: _Ctx, table: Sequence[str], key: str, value: Any, what: str) -> s
         raise ctx.error(table, key, f"is {'empty' if not value else 'blank'}",
                         f"write {key} = <{what}>")
     _no_hidden(ctx, table, key, value)
-    if _SPACE_RE.search(value):
+    if not spaces and _SPACE_RE.search(value):
         raise ctx.error(table, key, f"{visible(repr(value))} holds a space",
                         f"remove the spaces: {key} is {what}")
     return str(value)

@@ -196,6 +196,15 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     assert "certfleet init" in (info.value.hint or "")
 
 
+def test_a_common_name_may_hold_spaces_a_san_may_not() -> None:
+    """A CN is a name, maybe words; a SAN is a DNS name or an IP address."""
+    text = BASE.replace('cn = "*.example.com"',
+                        'cn = "Example Voice Gateway"\nsans = ["a.example.com"]')
+    assert parse_inventory(text).certificates["wildcard"].cn == "Example Voice Gateway"
+    with pytest.raises(ConfigError, match=r"certificates.wildcard.sans: 'a b' holds a space"):
+        parse_inventory(text.replace('"a.example.com"', '"a b"'))
+
+
 def test_the_limits_themselves_pass() -> None:
     """concurrency 1 and 256, expiry_warn_days 0 and 3650: accepted."""
     for concurrency, days in ((1, 0), (256, 3650)):
