@@ -17,7 +17,6 @@ problem ends the parsing of its certificate, device or table only.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,12 +24,14 @@ from typing import Any
 
 from .errors import ConfigError
 from .inventory_checks import SECRET_SCHEMES as SECRET_SCHEMES
+from .inventory_checks import _bounded, _expect, _host, _missing, _names, _port
 from .inventory_checks import _check_keys as _check_keys
 from .inventory_checks import _check_secret as _check_secret
 from .inventory_checks import _Ctx as _Ctx
-from .inventory_checks import _expect, _missing, _names, _port
 from .inventory_renewal import Renewal, parse_renewal
 from .inventory_skeleton import SKELETON as SKELETON
+from .inventory_text import decode
+from .inventory_text import loads as toml_loads
 from .kinds import INSTALLED, KindCatalog, KindSchema
 from .model import LEGACY_SECRETS as _LEGACY_SECRETS
 from .model import NO_NOTIFY, NotifyConfig
@@ -97,6 +98,11 @@ _DEFAULT_KEYS = _DEVICE_KEYS - _NOT_DEFAULTS
 _TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify"}
 _SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# [settings] concurrency: devices deployed at once; past a few hundred a run only
+# multiplies connections, threads and file handles.
+MAX_CONCURRENCY = 256
+# Day counts (expiry_warn_days, renew_before_days): ten years, past any certificate's life.
+MAX_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,20 @@ class Inventory:
         return hosts
 
 
+_NO_DEVICES_HINT = (
+    'add one table per device: [devices.sbc1] with kind = "sbc" and '
+    'address = "sbc1.example.com" (certfleet init writes a commented example)'
+)
+
+
 def select_devices(inventory: Inventory, only: Sequence[str] = ()) -> list[Device]:
-    """Devices matching any of ``only`` (a name or a tag); all when empty. Raises ConfigError."""
+    """Devices matching any of ``only`` (a name or a tag); all when empty. Raises ConfigError,
+    also when the inventory has no device at all (one of certificates only: csr, renew)."""
+    if not inventory.devices:
+        raise ConfigError(
+            f"{inventory.path}: has no [devices] table: no device to work on",
+            hint=_NO_DEVICES_HINT, path=str(inventory.path),
+        )
     if not only:
         return list(inventory.devices.values())
     chosen: list[Device] = []
@@ -163,8 +181,14 @@ def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
     _check_keys(ctx, table, data, _CERT_KEYS)
     if "cn" not in data:
         raise _missing(ctx, table, data, _CERT_KEYS, "cn", "has no cn", 'add cn = "*.example.com"')
-    cn = _expect(ctx, table, "cn", data["cn"], str, "a common name")
+    cn = _host(ctx, table, "cn", data["cn"], "a common name", spaces=True)
     sans = _names(ctx, table, "sans", data.get("sans", [cn]))
+    for san in sans:
+        _host(ctx, table, "sans", san, "a DNS name or IP address")
+    days = data.get("renew_before_days")
+    if isinstance(days, int) and not isinstance(days, bool) and days > MAX_DAYS:
+        raise ctx.error(table, "renew_before_days", f"is over {MAX_DAYS} days",
+                        "write renew_before_days = 30")
     key_type = _expect(ctx, table, "key_type", data.get("key_type", "rsa2048"), str, "a key type")
     if key_type not in KEY_TYPES:
         raise ctx.error(
@@ -206,6 +230,8 @@ def _parse_listeners(
                     table, "listeners", f"listener {item!r} needs a host and an integer port",
                     '{ host = "sbc1.example.com", port = 5061, label = "sip" }',
                 )
+            if server_name is not None:
+                _host(ctx, table, "listeners", server_name, "a listener's server_name")
         elif isinstance(item, int) and not isinstance(item, bool):
             host, port = address, item
         elif isinstance(item, str):
@@ -221,6 +247,7 @@ def _parse_listeners(
                 table, "listeners", f"listener {item!r} is not HOST:PORT, a port or a table",
                 'write listeners = [443, "sbc1.example.com:5061"]',
             )
+        _host(ctx, table, "listeners", host, "a listener's host name or IP")
         try:
             result.append(Listener(host, port, server_name=server_name, label=label))
         except ValueError as exc:
@@ -275,10 +302,10 @@ def _parse_device(
     if "address" not in merged:
         raise _missing(ctx, table, data, allowed, "address", "has no address",
                        f'add address = "{name}.example.com" (its DNS name or IP address)')
-    address = _expect(ctx, table, "address", merged["address"], str, "a host name or IP")
+    address = _host(ctx, table, "address", merged["address"], "its DNS name or IP address")
     fqdn = merged.get("fqdn")
     if fqdn is not None:
-        _expect(ctx, table, "fqdn", fqdn, str, "a host name")
+        _host(ctx, table, "fqdn", fqdn, "the DNS name the certificate covers")
     elif not is_ip_literal(address):
         fqdn = address
     declared = list(raw_certs) if isinstance(raw_certs, dict) else list(certificates)
@@ -333,6 +360,9 @@ def _parse_device(
         _expect(ctx, table, "x509_strict", x509_strict, bool, "true or false")
     timeout = merged.get("verify_timeout", 120.0)
     _expect(ctx, table, "verify_timeout", timeout, (int, float), "a number of seconds")
+    if not timeout > 0:  # nan and inf are refused where they are written
+        raise ctx.error(table, "verify_timeout", f"{timeout!r} is not a number of seconds > 0",
+                        "write verify_timeout = 120")
     return Device(
         name=name,
         kind=kind,
@@ -412,30 +442,27 @@ def parse_inventory(
     the installed ones."""
     path = Path(path)
     ctx = _Ctx(path, text, collect=True)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{path}: not valid TOML: {exc}",
-            hint="fix the syntax at the line named (quotes, brackets, '=')",
-            path=str(path),
-        ) from None
+    data, non_finite = toml_loads(text, path)
+    for table, key in non_finite:
+        ctx.record(ctx.error(table, key, "is nan or inf, not a number",
+                             f"write {key} = <a finite number, e.g. 30>"))
     _check_keys(ctx, (), data, _TOP_KEYS)
     concurrency, warn_days = 8, 30
     try:
         settings = data.get("settings", {})
         _expect(ctx, (), "settings", settings, dict, "a table")
         _check_keys(ctx, ("settings",), settings, _SETTINGS_KEYS)
-        concurrency = _expect(
-            ctx, ("settings",), "concurrency", settings.get("concurrency", 8), int, "a number"
-        )
-        if concurrency < 1:
-            raise ctx.error(("settings",), "concurrency", "must be at least 1",
-                            "write concurrency = 8")
-        warn_days = _expect(
-            ctx, ("settings",), "expiry_warn_days", settings.get("expiry_warn_days", 30), int,
-            "days"
-        )
+    except ConfigError as exc:
+        ctx.record(exc)
+        settings = {}
+    try:
+        concurrency = _bounded(ctx, ("settings",), "concurrency", settings.get("concurrency", 8),
+                               1, MAX_CONCURRENCY, "devices at once", 8)
+    except ConfigError as exc:
+        ctx.record(exc)
+    try:
+        warn_days = _bounded(ctx, ("settings",), "expiry_warn_days",
+                             settings.get("expiry_warn_days", 30), 0, MAX_DAYS, "days", 30)
     except ConfigError as exc:
         ctx.record(exc)
 
@@ -472,6 +499,11 @@ def parse_inventory(
 
     certificates: dict[str, CertificateSpec] = {}
     devices: dict[str, Device] = {}
+    if "devices" not in data and "certificates" not in data:
+        ctx.record(ConfigError(
+            f"{path}: has no [devices] table: no device to manage",
+            hint=_NO_DEVICES_HINT, path=str(path),
+        ))
     for top, kind in (("certificates", "a table of certificates"),
                       ("devices", "a table of devices")):
         raw = data.get(top, {})
@@ -509,7 +541,7 @@ def load_inventory(path: Path | str, kinds: KindCatalog = INSTALLED) -> Inventor
     ``kinds``: the device kinds it may name, by default the installed ones."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = decode(path.read_bytes(), path)
     except FileNotFoundError:
         raise ConfigError(
             f"inventory {str(path)!r} does not exist",

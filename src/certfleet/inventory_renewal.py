@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .inventory_checks import _check_keys, _check_secret, _Ctx
+from .inventory_checks import _check_keys, _check_secret, _Ctx, _host
 from .model import NO_NOTIFY, NOTIFY_EVENTS, AcmeConfig, DnsConfig, NotifyConfig
 
 __all__ = ["PROVIDERS", "TSIG_ALGORITHMS", "Renewal", "parse_renewal"]
@@ -150,6 +150,11 @@ def _parse_dns(ctx: _Ctx, name: str, data: Any, base: Path) -> DnsConfig:
     ):
         raise ctx.error(table, "resolvers", f"must be a list of HOST[:PORT], not {resolvers!r}",
                         'write resolvers = ["10.0.0.53:53"]')
+    for resolver in resolvers:
+        _host(ctx, table, "resolvers", resolver, "HOST[:PORT] of a DNS resolver")
+    for key in ("server", "zone"):  # host names: no space, no hidden character
+        if isinstance(data.get(key), str) and data[key]:
+            _host(ctx, table, key, data[key], "a DNS name or IP address")
     credentials = data.get("credentials")
     if credentials is not None:
         if not isinstance(credentials, dict):

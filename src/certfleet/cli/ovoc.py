@@ -169,6 +169,10 @@ def _load_menu(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"the menu file {str(path)!r} is not valid {kind}: {exc}",
                           hint="fix the file (.json files are read as JSON, others as TOML)"
                           ) from None
+    except RecursionError:  # both parsers recurse: arrays nested thousands deep
+        raise ConfigError(f"the menu file {str(path)!r} is not valid {kind}: nested too deep",
+                          hint="fix the file (.json files are read as JSON, others as TOML)"
+                          ) from None
     if isinstance(data, dict) and isinstance(data.get("menu"), dict):
         data = data["menu"]
     if not isinstance(data, dict):

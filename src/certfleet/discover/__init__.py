@@ -31,6 +31,9 @@ def read_pins(path: Path) -> Pins:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--pins-from {path} is not a TOML inventory: {exc}", hint=hint,
                           path=str(path)) from None
+    except RecursionError:  # tomllib is recursive: arrays nested thousands deep
+        raise ConfigError(f"--pins-from {path} is not a TOML inventory: nested too deep",
+                          hint=hint, path=str(path)) from None
     pins = Pins()
     devices = data.get("devices", {})
     for device in devices.values() if isinstance(devices, dict) else []:
