@@ -1,4 +1,4 @@
-"""The state store: a SQLite database and files in one state folder.
+"""The state store: a database (SQLite in the state folder, or a shared PostgreSQL) and files.
 
 It keeps certificate versions (leaf, chain, root and the key, key files
 0600 and optionally passphrase-encrypted), imports, deploy runs with the
@@ -7,11 +7,12 @@ journal written as the deploy goes), backups written before the first
 change on a device, an audit log, and the deploy lock (held by the
 operating system). One module per concept:
 
+- :mod:`.backend`: the database, SQLite or PostgreSQL (one SQL for both);
 - :mod:`.schema`: tables and migrations (``PRAGMA user_version``);
 - :mod:`.versions`: certificates, versions, keys and imports;
 - :mod:`.runs`: runs, deployments, steps, history and the audit log;
 - :mod:`.backups`: device backups (write-ahead, optionally encrypted);
-- :mod:`.lock`: OS file locks;
+- :mod:`.lock`: OS file locks (PostgreSQL: session advisory locks);
 - :class:`ReadOnlyStore` (below): the store opened to read only, from many threads.
 
 Nothing is ever deleted automatically.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import StateError
+from .backend import Database, connect_postgres, is_postgres_url, redact_url
 from .backups import BackupRecord, BackupsMixin
 from .lock import FileLock, LockInfo, LockMixin
 from .runs import IN_PROGRESS, INTERRUPTED, RunsMixin
@@ -34,6 +36,7 @@ from .schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     default_state_dir,
+    default_state_url,
     migrate,
     os_user,
     user_version,
@@ -55,6 +58,7 @@ __all__ = [
     "Store",
     "VersionRecord",
     "default_state_dir",
+    "default_state_url",
     "os_user",
 ]
 
@@ -62,17 +66,29 @@ __all__ = [
 class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
     """The state folder. Open with :meth:`open`; close with :meth:`close` or ``with``."""
 
-    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, root: Path, db: Database | sqlite3.Connection) -> None:
         self.root = root
         self.db = db
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
+        self._pg_locks: set[str] = set()
         self._run_locks: dict[int, FileLock] = {}
 
     @classmethod
-    def open(cls, root: Path | str | None = None) -> Store:
-        """Open (creating, migrating) the store in ``root``. Raises StateError."""
+    def open(
+        cls, root: Path | str | None = None, *, url: str | None = None,
+        password: str | None = None,
+    ) -> Store:
+        """Open (creating, migrating) the store in ``root``. Raises StateError.
+
+        ``url`` (else ``$CERTFLEET_STATE_URL``), a ``postgresql://`` URL, puts
+        the database on that PostgreSQL server (``password``: its password, when
+        the URL and libpq's own files do not give it); ``root`` keeps the files.
+        """
         path = Path(root).expanduser() if root is not None else default_state_dir()
+        url = url or default_state_url()
+        if url:
+            return cls._open_postgres(path, url, password)
         try:
             created = not path.exists()
             path.mkdir(parents=True, exist_ok=True)
@@ -111,9 +127,33 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
 
         return ReadOnlyStore.open_readonly(root)
 
+    @classmethod
+    def _open_postgres(cls, path: Path, url: str, password: str | None) -> Store:
+        if not is_postgres_url(url):
+            raise StateError(
+                f"the state URL {redact_url(url)!r} is not a postgresql:// URL",
+                hint="write [state] url = \"postgresql://USER@HOST/DB\" (or leave it out "
+                "for the SQLite store in the state folder)",
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError.from_os_error(
+                "create the state folder", path, exc,
+                hint="pass --state-dir to a writable folder (or set CERTFLEET_STATE_DIR)",
+            ) from None
+        db = connect_postgres(url, password)
+        store = cls(path, db)
+        try:
+            migrate(db, redact_url(url))
+        except BaseException:
+            db.close()
+            raise
+        return store
+
     @property
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return user_version(self.db)
 
     def close(self) -> None:
         self.release_all_locks()
@@ -173,6 +213,7 @@ class ReadOnlyStore(Store):
         self._guard = threading.Lock()
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
+        self._pg_locks: set[str] = set()
         self._run_locks: dict[int, FileLock] = {}
 
     @classmethod
@@ -211,7 +252,7 @@ class ReadOnlyStore(Store):
         return store
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Database:
         """This thread's read-only connection (opened on first use)."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
@@ -229,7 +270,7 @@ class ReadOnlyStore(Store):
         return db
 
     @db.setter
-    def db(self, value: sqlite3.Connection) -> None:
+    def db(self, value: Database) -> None:
         raise AttributeError("the read-only store opens its own connections")
 
     def settle_interrupted(self) -> list[int]:

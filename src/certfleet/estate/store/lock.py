@@ -5,6 +5,12 @@
 it when the process ends, however it ends (``kill -9``, a crash, power).
 The holder's pid, host, user, command and start time are written beside it
 (``NAME.lock.json``) so that a refusal names who holds it.
+
+On a PostgreSQL store the lock is a session advisory lock of the store's
+connection instead: the server drops it when that connection ends (the
+process killed, its machine off the network), and the holder is named by
+its connection's ``application_name`` (command, pid, user and host) and
+start time, whichever machine it runs on.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ import json
 import os
 import socket
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import StateError
 from ...fsutil import write_file_atomic
+from .backend import Database, PostgresDatabase, application_name
 from .schema import now, os_user
 
-__all__ = ["FileLock", "LockInfo", "LockMixin"]
+__all__ = ["LOCK_CLASS", "FileLock", "LockInfo", "LockMixin", "advisory_key"]
 
 
 @dataclass(frozen=True)
@@ -102,11 +110,69 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+# The first key of certfleet's PostgreSQL advisory locks (the second: the lock's name, hashed).
+LOCK_CLASS = 0x63660002
+
+
+def advisory_key(name: str) -> int:
+    """The second key of the advisory lock ``name`` (a non-negative int4, as pg_locks shows it)."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def _pg_holder(db: PostgresDatabase, classid: int, objid: int) -> LockInfo | None:
+    """Who holds advisory lock (classid, objid) on the server, None when nobody does."""
+    row = db.execute(
+        "SELECT a.application_name, a.backend_start, a.client_addr FROM pg_locks l"
+        " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
+        " AND l.granted AND l.classid = ? AND l.objid = ? AND l.objsubid = 2",
+        (classid, objid),
+    ).fetchone()
+    if row is None:
+        return None
+    return _parse_application_name(str(row[0] or ""), row[1], row[2])
+
+
+def _parse_application_name(name: str, started: object, address: object) -> LockInfo:
+    # "certfleet COMMAND PID USER@HOST" (application_name)
+    parts = name.split(" ")
+    at = started.isoformat(timespec="seconds") if hasattr(started, "isoformat") else "?"
+    if len(parts) == 4 and parts[0] == "certfleet" and parts[2].isdigit():
+        user, _, host = parts[3].partition("@")
+        return LockInfo(int(parts[2]), host or str(address or "?"), user, at, parts[1])
+    return LockInfo(0, str(address or "?"), "?", at, name or "(not a certfleet connection)")
+
+
 class LockMixin:
     """The named locks of a store (``deploy`` serialises deploys and rollbacks)."""
 
     root: Path
+    db: Database
     _locks: dict[str, FileLock]
+    _pg_locks: set[str]
+
+    def _pg_acquire(self, name: str, command: str) -> LockInfo:
+        assert isinstance(self.db, PostgresDatabase)
+        info = LockInfo.mine(command)
+        if name not in self._pg_locks:
+            self.db.execute(
+                "SELECT set_config('application_name', ?, false)",
+                (application_name(command, info.pid, info.user),),
+            )
+            row = self.db.execute(
+                "SELECT pg_try_advisory_lock(?, ?)", (LOCK_CLASS, advisory_key(name))
+            ).fetchone()
+            got = bool(row and row[0])
+            if not got:
+                held = _pg_holder(self.db, LOCK_CLASS, advisory_key(name)) or LockInfo(
+                    0, "?", "?", "?", "(released meanwhile: try again)")
+                raise StateError(
+                    f"another {name} holds the lock: {held.describe()}",
+                    hint="wait for it to finish (the database releases the lock of a process "
+                    "that died, or whose connection ended)",
+                    lock=held,
+                )
+            self._pg_locks.add(name)
+        return info
 
     def _lock_paths(self, name: str) -> tuple[Path, Path]:
         folder = self.root / "locks"
@@ -121,6 +187,8 @@ class LockMixin:
         died is free already, and a live one is never taken over.
         """
         del break_lock
+        if isinstance(self.db, PostgresDatabase):
+            return self._pg_acquire(name, command)
         path, info_path = self._lock_paths(name)
         lock = self._locks.get(name) or FileLock(path)
         try:
@@ -147,6 +215,16 @@ class LockMixin:
     def release_lock(self, name: str = "deploy", *, pid: int | None = None) -> LockInfo | None:
         """Drop the lock this store holds; returns what was held (None when not held here)."""
         del pid
+        if isinstance(self.db, PostgresDatabase):
+            if name not in self._pg_locks:
+                return None
+            held = _pg_holder(self.db, LOCK_CLASS, advisory_key(name))
+            self._pg_locks.discard(name)
+            if not self.db.closed:
+                self.db.execute(
+                    "SELECT pg_advisory_unlock(?, ?)", (LOCK_CLASS, advisory_key(name))
+                )
+            return held
         lock = self._locks.pop(name, None)
         if lock is None:
             return None
@@ -161,6 +239,10 @@ class LockMixin:
         """Who holds the ``name`` lock now (None when it is free or held by this store)."""
         if name in self._locks:
             return None
+        if isinstance(self.db, PostgresDatabase):
+            if name in self._pg_locks:
+                return None
+            return _pg_holder(self.db, LOCK_CLASS, advisory_key(name))
         path, info_path = self._lock_paths(name)
         probe = FileLock(path)
         try:
@@ -172,7 +254,7 @@ class LockMixin:
         return self._read_holder(info_path)
 
     def release_all_locks(self) -> None:
-        for name in list(self._locks):
+        for name in [*self._locks, *self._pg_locks]:
             self.release_lock(name)
 
     @staticmethod
