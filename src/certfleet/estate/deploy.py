@@ -235,7 +235,7 @@ async def run_deploy(
     targets = Targets(inventory, store)
     run_id: int | None = None
     if not dry_run:
-        store.acquire_lock(command, break_lock=break_lock)
+        store.acquire_lock(command, break_lock=break_lock, devices=[d.name for d in devices])
     try:
         if not dry_run:
             store.settle_interrupted()  # runs whose process died are recorded as such

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from ...errors import StateError
 from .backend import Database, connect_postgres, is_postgres_url, redact_url
 from .backups import BackupRecord, BackupsMixin
-from .lock import FileLock, LockInfo, LockMixin
+from .lock import AdvisoryLock, FileLock, LockInfo, LockMixin
 from .runs import IN_PROGRESS, INTERRUPTED, RunsMixin
 from .schema import (
     MIGRATIONS,
@@ -69,26 +69,31 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
     def __init__(self, root: Path, db: Database | sqlite3.Connection) -> None:
         self.root = root
         self.db = db
+        self.store_key: str | None = None
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
-        self._pg_locks: set[str] = set()
-        self._run_locks: dict[int, FileLock] = {}
+        self._pg_locks: dict[str, list[str]] = {}
+        self._run_locks: dict[int, FileLock | AdvisoryLock] = {}
 
     @classmethod
     def open(
         cls, root: Path | str | None = None, *, url: str | None = None,
-        password: str | None = None,
+        password: str | None = None, key: str | None = None,
     ) -> Store:
         """Open (creating, migrating) the store in ``root``. Raises StateError.
 
         ``url`` (else ``$CERTFLEET_STATE_URL``), a ``postgresql://`` URL, puts
         the database on that PostgreSQL server (``password``: its password, when
         the URL and libpq's own files do not give it); ``root`` keeps the files.
+        ``key``: the store key (see :mod:`.crypto`), needed by what reads or
+        writes a private key or a backup in a shared store.
         """
         path = Path(root).expanduser() if root is not None else default_state_dir()
         url = url or default_state_url()
         if url:
-            return cls._open_postgres(path, url, password)
+            store = cls._open_postgres(path, url, password)
+            store.store_key = key
+            return store
         try:
             created = not path.exists()
             path.mkdir(parents=True, exist_ok=True)
@@ -114,6 +119,7 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
         store = cls(path, db)
+        store.store_key = key
         try:
             migrate(db, path)
         except BaseException:
@@ -211,10 +217,11 @@ class ReadOnlyStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self.store_key: str | None = None
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
-        self._pg_locks: set[str] = set()
-        self._run_locks: dict[int, FileLock] = {}
+        self._pg_locks: dict[str, list[str]] = {}
+        self._run_locks: dict[int, FileLock | AdvisoryLock] = {}
 
     @classmethod
     def open_readonly(cls, root: Path | str | None = None) -> ReadOnlyStore:

@@ -7,10 +7,10 @@ The holder's pid, host, user, command and start time are written beside it
 (``NAME.lock.json``) so that a refusal names who holds it.
 
 On a PostgreSQL store the lock is a session advisory lock of the store's
-connection instead: the server drops it when that connection ends (the
-process killed, its machine off the network), and the holder is named by
-its connection's ``application_name`` (command, pid, user and host) and
-start time, whichever machine it runs on.
+connection instead (one per device for a deploy): the server drops it when
+that connection ends (the process killed, its machine off the network), and
+the holder is named by its row in ``lock_holders`` (pid, host, user, since
+when, command), whichever machine it runs on.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ import os
 import socket
 import sys
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import StateError
 from ...fsutil import write_file_atomic
-from .backend import Database, PostgresDatabase, application_name
+from .backend import Database, PostgresDatabase
 from .schema import now, os_user
 
-__all__ = ["LOCK_CLASS", "FileLock", "LockInfo", "LockMixin", "advisory_key"]
+__all__ = ["LOCK_CLASS", "RUN_CLASS", "AdvisoryLock", "FileLock", "LockInfo", "LockMixin",
+           "advisory_key", "device_lock_name", "pg_try_lock", "pg_unlock"]
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,10 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-# The first key of certfleet's PostgreSQL advisory locks (the second: the lock's name, hashed).
+# The first key of certfleet's PostgreSQL advisory locks (the second: the lock's name, hashed);
+# RUN_CLASS: the lock each live run holds (its liveness, as the run's lock file on SQLite).
 LOCK_CLASS = 0x63660002
+RUN_CLASS = 0x63660003
 
 
 def advisory_key(name: str) -> int:
@@ -119,76 +123,163 @@ def advisory_key(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def _pg_holder(db: PostgresDatabase, classid: int, objid: int) -> LockInfo | None:
-    """Who holds advisory lock (classid, objid) on the server, None when nobody does."""
+def pg_try_lock(db: PostgresDatabase, classid: int, name: str) -> bool:
+    """Take session advisory lock (classid, name) of ``db``'s connection; False when held."""
+    row = db.execute("SELECT pg_try_advisory_lock(?, ?)",
+                     (classid, advisory_key(name))).fetchone()
+    return bool(row and row[0])
+
+
+def pg_unlock(db: PostgresDatabase, classid: int, name: str) -> None:
+    if not db.closed:
+        db.execute("SELECT pg_advisory_unlock(?, ?)", (classid, advisory_key(name)))
+
+
+def _pg_held(db: PostgresDatabase, classid: int, name: str) -> bool:
+    """Whether some session (this one too) holds advisory lock (classid, name) in this database."""
     row = db.execute(
-        "SELECT a.application_name, a.backend_start, a.client_addr FROM pg_locks l"
-        " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory'"
-        " AND l.granted AND l.classid = ? AND l.objid = ? AND l.objsubid = 2",
-        (classid, objid),
+        "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = ? AND objid = ? AND objsubid = 2",
+        (classid, advisory_key(name)),
+    ).fetchone()
+    return row is not None
+
+
+def _pg_holder(db: PostgresDatabase, name: str) -> LockInfo | None:
+    """Who holds lock ``name`` (its row in ``lock_holders``), None when nobody does."""
+    if not _pg_held(db, LOCK_CLASS, name):
+        return None
+    row = db.execute(
+        "SELECT pid, host, user, at, command FROM lock_holders WHERE name = ?", (name,)
     ).fetchone()
     if row is None:
-        return None
-    return _parse_application_name(str(row[0] or ""), row[1], row[2])
+        return LockInfo(0, "?", "?", "?", "(holder not recorded yet)")
+    return LockInfo(int(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
 
 
-def _parse_application_name(name: str, started: object, address: object) -> LockInfo:
-    # "certfleet COMMAND PID USER@HOST" (application_name)
-    parts = name.split(" ")
-    at = started.isoformat(timespec="seconds") if hasattr(started, "isoformat") else "?"
-    if len(parts) == 4 and parts[0] == "certfleet" and parts[2].isdigit():
-        user, _, host = parts[3].partition("@")
-        return LockInfo(int(parts[2]), host or str(address or "?"), user, at, parts[1])
-    return LockInfo(0, str(address or "?"), "?", at, name or "(not a certfleet connection)")
+class AdvisoryLock:
+    """A PostgreSQL session advisory lock used as a :class:`FileLock` is (a run's liveness)."""
+
+    def __init__(self, db: PostgresDatabase, classid: int, name: str) -> None:
+        self.db = db
+        self.classid = classid
+        self.name = name
+        self.held = False
+
+    def try_acquire(self) -> bool:
+        if not self.held:
+            self.held = pg_try_lock(self.db, self.classid, self.name)
+        return self.held
+
+    def release(self, *, remove: bool = False) -> None:
+        """Drop the lock; never raises (``remove``: nothing to delete)."""
+        del remove
+        if self.held:
+            self.held = False
+            with contextlib.suppress(StateError):
+                pg_unlock(self.db, self.classid, self.name)
+
+
+def device_lock_name(name: str, device: str) -> str:
+    """The PostgreSQL lock of ``device`` within the ``name`` lock (deploy: one per device)."""
+    return f"{name}:{device}"
 
 
 class LockMixin:
-    """The named locks of a store (``deploy`` serialises deploys and rollbacks)."""
+    """The named locks of a store (``deploy`` serialises deploys and rollbacks).
+
+    On PostgreSQL, a ``deploy`` lock taken for devices is one advisory lock
+    per device: two deploys of different devices run side by side, the same
+    device is never deployed twice at once. Each holder is written in the
+    table ``lock_holders`` (OS user, host, pid, since when, command).
+    """
 
     root: Path
     db: Database
     _locks: dict[str, FileLock]
-    _pg_locks: set[str]
+    _pg_locks: dict[str, list[str]]
 
-    def _pg_acquire(self, name: str, command: str) -> LockInfo:
+    def _pg_acquire(self, name: str, command: str, devices: Sequence[str] | None) -> LockInfo:
         assert isinstance(self.db, PostgresDatabase)
         info = LockInfo.mine(command)
-        if name not in self._pg_locks:
-            self.db.execute(
-                "SELECT set_config('application_name', ?, false)",
-                (application_name(command, info.pid, info.user),),
+        if name in self._pg_locks:
+            return info
+        wanted = ([device_lock_name(name, d) for d in sorted(set(devices))]
+                  if devices else [name])
+        taken: list[str] = []
+        for lock in wanted:
+            if pg_try_lock(self.db, LOCK_CLASS, lock):
+                taken.append(lock)
+                continue
+            held = _pg_holder(self.db, lock) or LockInfo(
+                0, "?", "?", "?", "(released meanwhile: try again)")
+            for mine in taken:
+                pg_unlock(self.db, LOCK_CLASS, mine)
+            device = lock.partition(":")[2]
+            what = f"device {device!r}" if device else f"the {name} lock"
+            raise StateError(
+                f"another {name} holds {what}: {held.describe()}",
+                hint="wait for it to finish (the database releases the lock of a process "
+                "that died, or whose connection ended)",
+                lock=held,
             )
-            row = self.db.execute(
-                "SELECT pg_try_advisory_lock(?, ?)", (LOCK_CLASS, advisory_key(name))
-            ).fetchone()
-            got = bool(row and row[0])
-            if not got:
-                held = _pg_holder(self.db, LOCK_CLASS, advisory_key(name)) or LockInfo(
-                    0, "?", "?", "?", "(released meanwhile: try again)")
-                raise StateError(
-                    f"another {name} holds the lock: {held.describe()}",
-                    hint="wait for it to finish (the database releases the lock of a process "
-                    "that died, or whose connection ended)",
-                    lock=held,
-                )
-            self._pg_locks.add(name)
+        self.db.execute("BEGIN")
+        for lock in taken:
+            self.db.execute("DELETE FROM lock_holders WHERE name = ?", (lock,))
+            self.db.execute(
+                "INSERT INTO lock_holders (name, pid, host, user, at, command)"
+                " SELECT ?, ?, ?, ?, ?, ?",
+                (lock, info.pid, info.host, info.user, info.at, info.command),
+            )
+        self.db.execute("COMMIT")
+        self._pg_locks[name] = taken
         return info
+
+    def _pg_release(self, name: str) -> LockInfo | None:
+        assert isinstance(self.db, PostgresDatabase)
+        taken = self._pg_locks.pop(name, None)
+        if taken is None:
+            return None
+        held = None if self.db.closed else _pg_holder(self.db, taken[0]) if taken else None
+        if not self.db.closed:
+            for lock in taken:
+                self.db.execute("DELETE FROM lock_holders WHERE name = ?", (lock,))
+                pg_unlock(self.db, LOCK_CLASS, lock)
+        return held
+
+    def _pg_lock_holder(self, name: str) -> LockInfo | None:
+        """Who else holds ``name`` or one of its device locks (the oldest), None when free."""
+        assert isinstance(self.db, PostgresDatabase)
+        if name in self._pg_locks:
+            return None
+        rows = self.db.execute(
+            "SELECT name FROM lock_holders WHERE name = ? OR name LIKE ? ORDER BY at",
+            (name, name + ":%"),
+        ).fetchall()
+        for (lock,) in rows:
+            held = _pg_holder(self.db, str(lock))
+            if held is not None:
+                return held
+        return _pg_holder(self.db, name)
 
     def _lock_paths(self, name: str) -> tuple[Path, Path]:
         folder = self.root / "locks"
         return folder / f"{name}.lock", folder / f"{name}.lock.json"
 
     def acquire_lock(
-        self, command: str, *, name: str = "deploy", break_lock: bool = False
+        self, command: str, *, name: str = "deploy", break_lock: bool = False,
+        devices: Sequence[str] | None = None,
     ) -> LockInfo:
         """Take the ``name`` lock. Raises StateError (with ``lock=``) while a live process holds it.
 
         ``break_lock`` is accepted for compatibility: a lock whose process
-        died is free already, and a live one is never taken over.
+        died is free already, and a live one is never taken over. ``devices``:
+        the devices the lock is for (PostgreSQL locks each; SQLite the whole store).
         """
         del break_lock
         if isinstance(self.db, PostgresDatabase):
-            return self._pg_acquire(name, command)
+            return self._pg_acquire(name, command, devices)
         path, info_path = self._lock_paths(name)
         lock = self._locks.get(name) or FileLock(path)
         try:
@@ -216,15 +307,7 @@ class LockMixin:
         """Drop the lock this store holds; returns what was held (None when not held here)."""
         del pid
         if isinstance(self.db, PostgresDatabase):
-            if name not in self._pg_locks:
-                return None
-            held = _pg_holder(self.db, LOCK_CLASS, advisory_key(name))
-            self._pg_locks.discard(name)
-            if not self.db.closed:
-                self.db.execute(
-                    "SELECT pg_advisory_unlock(?, ?)", (LOCK_CLASS, advisory_key(name))
-                )
-            return held
+            return self._pg_release(name)
         lock = self._locks.pop(name, None)
         if lock is None:
             return None
@@ -240,9 +323,7 @@ class LockMixin:
         if name in self._locks:
             return None
         if isinstance(self.db, PostgresDatabase):
-            if name in self._pg_locks:
-                return None
-            return _pg_holder(self.db, LOCK_CLASS, advisory_key(name))
+            return self._pg_lock_holder(name)
         path, info_path = self._lock_paths(name)
         probe = FileLock(path)
         try:

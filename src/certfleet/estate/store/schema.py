@@ -198,7 +198,7 @@ _SCHEMA_2 = ";\n".join([
             UNION ALL SELECT certificate, created FROM versions
             UNION ALL SELECT certificate, at FROM imports
             UNION ALL SELECT certificate, started FROM deployments WHERE certificate IS NOT NULL
-        ) GROUP BY name ORDER BY MIN(at), name""",
+        ) AS named GROUP BY name ORDER BY MIN(at), name""",
     _rebuild("keys", {"certificate": [_CERTIFICATE_ID]}),
     "CREATE INDEX keys_spki ON keys (spki_sha256)",
     "CREATE INDEX keys_certificate ON keys (certificate_id)",
@@ -236,6 +236,19 @@ MIGRATIONS: list[str] = [
     # an imported version exists)
     """
     ALTER TABLE versions ADD COLUMN origin TEXT NOT NULL DEFAULT 'import'
+    """,
+    # 4: who holds a lock of a shared (PostgreSQL) store: the lock itself is the
+    # server's advisory lock, the row names its holder (unused on SQLite, whose
+    # holders are written beside their lock files)
+    """
+    CREATE TABLE lock_holders (
+        name TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        user TEXT NOT NULL,
+        at TEXT NOT NULL,
+        command TEXT NOT NULL
+    )
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

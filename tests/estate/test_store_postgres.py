@@ -1,0 +1,142 @@
+"""The state store on PostgreSQL (a real server, tests/support/postgres.py) beside SQLite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from certfleet.drivers.base import Backup
+from certfleet.errors import ConfigError, StateError
+from certfleet.estate.store import SCHEMA_VERSION, Store
+from certfleet.inventory import StateConfig, parse_inventory
+from certfleet.lab.ca import Issued
+from certfleet.lab.tls import free_port
+from certfleet.pki.model import Bundle, spki_sha256
+from postgres import TEAM_PASSWORD, PgServer
+
+
+def test_the_store_round_trips_on_each_backend(
+    store_backend: str, tmp_path: Path, issued: Issued
+) -> None:
+    """Versions, keys, backups, runs, steps, history and audit read back the same."""
+    bundle = Bundle(issued.leaf, issued.chain, issued.root, issued.key)
+    with Store.open(tmp_path / "state") as store:
+        assert store.schema_version == SCHEMA_VERSION
+        key = store.add_key("wildcard", issued.key, origin="test")
+        assert store.add_key("wildcard", issued.key, origin="again").id == key.id
+        version = store.add_version("wildcard", bundle, key.id)
+        assert store.current_version("wildcard") == version
+        loaded = store.load_bundle(version)
+        assert spki_sha256(loaded.private_key) == spki_sha256(issued.key)
+        record = store.add_backup(Backup("sbc1", "sbc", files={"a.ini": b"[x]\n"}, meta={}),
+                                  served_sha256="ab" * 32)
+        assert store.read_backup(record).files == {"a.ini": b"[x]\n"}
+        store.audit("deploy", "installed", device="sbc1", detail="v1")
+        assert store.audit_log()[0]["device"] == "sbc1"
+        run_id = store.start_run("deploy", inventory_text="x")
+        store.finish_run(run_id, 0)
+        assert store.runs()[0]["id"] == run_id
+    with Store.open(tmp_path / "state") as again:  # reopening migrates nothing
+        assert again.schema_version == SCHEMA_VERSION
+        assert again.current_version("wildcard") == version
+
+
+def test_postgres_locks_each_device_and_names_the_holder(pg_url: str, tmp_path: Path) -> None:
+    """Two stores on one database: different devices at once, the same device refused."""
+    with Store.open(tmp_path / "a", url=pg_url) as first, \
+            Store.open(tmp_path / "b", url=pg_url) as second:
+        info = first.acquire_lock("deploy", devices=["sbc1", "sbc2"])
+        second.acquire_lock("deploy", devices=["sbc3"])  # another device: fine
+        held = rf"device .sbc2.: pid {info.pid} on .*deploy"
+        with pytest.raises(StateError, match=held) as err:
+            second.release_lock()
+            second.acquire_lock("deploy", devices=["sbc2", "sbc3"])
+        assert err.value.lock == info  # type: ignore[attr-defined]
+        assert second.lock_holder() == info
+        assert first.release_lock() == info
+        assert second.lock_holder() is None
+        assert second.acquire_lock("rollback sbc2", devices=["sbc2"]).pid == os.getpid()
+
+
+def test_a_login_that_fails_is_one_line_without_the_password(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    """A wrong password, an unreachable server: a StateError naming the URL, never the password."""
+    pg_server.create_database("team_login")
+    url = pg_server.url("team_login", user="team")
+    with pytest.raises(StateError, match="cannot open the state store") as err:
+        Store.open(tmp_path, url=url, password="not-the-" + TEAM_PASSWORD)
+    assert TEAM_PASSWORD not in str(err.value) and "\n" not in err.value.message
+    with Store.open(tmp_path, url=url, password=TEAM_PASSWORD) as store:
+        assert store.schema_version == SCHEMA_VERSION
+    unreachable = f"postgresql://team@127.0.0.1:{free_port()}/nothing"
+    with pytest.raises(StateError, match="cannot open the state store"):
+        Store.open(tmp_path, url=unreachable, password=TEAM_PASSWORD)
+
+
+STATE_INVENTORY = """\
+[state]
+url = "{url}"
+password = "env:CF_TEST_STATE_PASSWORD"
+key = "env:CF_TEST_STORE_KEY"
+
+[certificates.wildcard]
+cn = "*.example.com"
+sans = ["*.example.com"]
+"""
+
+
+def test_the_inventory_state_table_takes_references_only(tmp_path: Path) -> None:
+    """[state] url is a postgresql:// URL without a password; password and key are references."""
+    inv = parse_inventory(STATE_INVENTORY.format(url="postgresql://team@db.example/certfleet"))
+    assert inv.state == StateConfig("postgresql://team@db.example/certfleet",
+                                    "env:CF_TEST_STATE_PASSWORD", "env:CF_TEST_STORE_KEY")
+    assert parse_inventory(STATE_INVENTORY.split("[certificates")[1].join(["[certificates", ""])
+                           ).state == StateConfig()
+    for url in ("postgresql://team:hunter2@db.example/certfleet",
+                "postgresql://team@db.example/certfleet?password=hunter2"):
+        with pytest.raises(ConfigError, match=r"state\.url: holds a password") as err:
+            parse_inventory(STATE_INVENTORY.format(url=url))
+        assert "hunter2" not in str(err.value) and "hunter2" not in (err.value.hint or "")
+    with pytest.raises(ConfigError, match="must be a postgresql:// URL"):
+        parse_inventory(STATE_INVENTORY.format(url="mysql://db.example/x"))
+    literal = STATE_INVENTORY.format(url="postgresql://db/x").replace(
+        '"env:CF_TEST_STATE_PASSWORD"', '"hunter2"')
+    with pytest.raises(ConfigError, match=r"state\.password: holds a literal secret"):
+        parse_inventory(literal)
+
+
+def test_the_cli_opens_the_store_named_by_the_inventory(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """history and unlock on the inventory's [state] store, logged in with its password."""
+    pg_server.create_database("team_cli")
+    url = pg_server.url("team_cli", user="team")
+    inventory = tmp_path / "certfleet.toml"
+    inventory.write_text(STATE_INVENTORY.format(url=url))
+    monkeypatch.delenv("CERTFLEET_STATE_URL", raising=False)
+    monkeypatch.setenv("CF_TEST_STORE_KEY", "unused")
+    monkeypatch.setenv("CF_TEST_STATE_PASSWORD", "wrong")
+    base = [sys.executable, "-m", "certfleet"]
+    args = ["-i", str(inventory), "--state-dir", str(tmp_path / "state")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    failed = subprocess.run([*base, "history", *args], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert failed.returncode == 2, failed.stderr
+    assert "cannot open the state store" in failed.stderr and "Traceback" not in failed.stderr
+    assert "wrong" not in failed.stderr.replace("wrong password", "")
+    env["CF_TEST_STATE_PASSWORD"] = TEAM_PASSWORD
+    done = subprocess.run([*base, "unlock", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Store.open(tmp_path / "other", url=url, password=TEAM_PASSWORD) as store:
+        assert store.schema_version == SCHEMA_VERSION  # the CLI made the schema there
+    # --state-url wins over the inventory's [state] url
+    elsewhere = f"postgresql://team@127.0.0.1:{free_port()}/nothing"
+    refused = subprocess.run([*base, "history", *args, "--state-url", elsewhere],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and "nothing" in refused.stderr
