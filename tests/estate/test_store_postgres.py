@@ -51,7 +51,7 @@ def test_postgres_locks_each_device_and_names_the_holder(pg_url: str, tmp_path: 
             Store.open(tmp_path / "b", url=pg_url) as second:
         info = first.acquire_lock("deploy", devices=["sbc1", "sbc2"])
         second.acquire_lock("deploy", devices=["sbc3"])  # another device: fine
-        held = rf"device .sbc2.: pid {info.pid} on .*deploy"
+        held = rf"holds the lock of device .sbc2.: pid {info.pid} on .*deploy"
         with pytest.raises(StateError, match=held) as err:
             second.release_lock()
             second.acquire_lock("deploy", devices=["sbc2", "sbc3"])
@@ -140,3 +140,20 @@ def test_the_cli_opens_the_store_named_by_the_inventory(
     refused = subprocess.run([*base, "history", *args, "--state-url", elsewhere],
                              capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode == 2 and "nothing" in refused.stderr
+
+
+def test_a_store_wide_lock_and_device_locks_exclude_each_other(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The deploy lock without devices waits for no device lock, and the other way round."""
+    with Store.open(tmp_path / "a", url=pg_url) as first, \
+            Store.open(tmp_path / "b", url=pg_url) as second:
+        info = first.acquire_lock("deploy")
+        with pytest.raises(StateError, match="holds the lock: pid") as err:
+            second.acquire_lock("rollback sbc1", devices=["sbc1"])
+        assert err.value.lock == info  # type: ignore[attr-defined]
+        first.release_lock()
+        mine = second.acquire_lock("rollback sbc1", devices=["sbc1"])
+        with pytest.raises(StateError, match=f"pid {mine.pid} .*rollback sbc1"):
+            first.acquire_lock("deploy")
+        assert first.lock_holder() == mine

@@ -72,7 +72,7 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
         self.store_key: str | None = None
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
-        self._pg_locks: dict[str, list[str]] = {}
+        self._pg_locks: dict[str, list[tuple[str, bool]]] = {}
         self._run_locks: dict[int, FileLock | AdvisoryLock] = {}
 
     @classmethod
@@ -220,7 +220,7 @@ class ReadOnlyStore(Store):
         self.store_key: str | None = None
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
-        self._pg_locks: dict[str, list[str]] = {}
+        self._pg_locks: dict[str, list[tuple[str, bool]]] = {}
         self._run_locks: dict[int, FileLock | AdvisoryLock] = {}
 
     @classmethod

@@ -123,22 +123,27 @@ def advisory_key(name: str) -> int:
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
-def pg_try_lock(db: PostgresDatabase, classid: int, name: str) -> bool:
-    """Take session advisory lock (classid, name) of ``db``'s connection; False when held."""
-    row = db.execute("SELECT pg_try_advisory_lock(?, ?)",
-                     (classid, advisory_key(name))).fetchone()
+def pg_try_lock(db: PostgresDatabase, classid: int, name: str, *, shared: bool = False) -> bool:
+    """Take session advisory lock (classid, name) of ``db``'s connection; False when held.
+
+    ``shared``: a shared lock (many holders; none while someone holds it exclusively).
+    """
+    function = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+    row = db.execute(f"SELECT {function}(?, ?)", (classid, advisory_key(name))).fetchone()
     return bool(row and row[0])
 
 
-def pg_unlock(db: PostgresDatabase, classid: int, name: str) -> None:
+def pg_unlock(db: PostgresDatabase, classid: int, name: str, *, shared: bool = False) -> None:
     if not db.closed:
-        db.execute("SELECT pg_advisory_unlock(?, ?)", (classid, advisory_key(name)))
+        function = "pg_advisory_unlock_shared" if shared else "pg_advisory_unlock"
+        db.execute(f"SELECT {function}(?, ?)", (classid, advisory_key(name)))
 
 
 def _pg_held(db: PostgresDatabase, classid: int, name: str) -> bool:
-    """Whether some session (this one too) holds advisory lock (classid, name) in this database."""
+    """Whether a session (this one too) holds (classid, name) exclusively in this database."""
     row = db.execute(
         "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND mode = 'ExclusiveLock'"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND classid = ? AND objid = ? AND objsubid = 2",
         (classid, advisory_key(name)),
@@ -198,26 +203,30 @@ class LockMixin:
     root: Path
     db: Database
     _locks: dict[str, FileLock]
-    _pg_locks: dict[str, list[str]]
+    _pg_locks: dict[str, list[tuple[str, bool]]]
 
     def _pg_acquire(self, name: str, command: str, devices: Sequence[str] | None) -> LockInfo:
+        """``name`` for ``devices``: the name shared, then each device's lock exclusively;
+        without devices, the name exclusively (which waits for no device lock: refused)."""
         assert isinstance(self.db, PostgresDatabase)
         info = LockInfo.mine(command)
         if name in self._pg_locks:
             return info
-        wanted = ([device_lock_name(name, d) for d in sorted(set(devices))]
-                  if devices else [name])
-        taken: list[str] = []
-        for lock in wanted:
-            if pg_try_lock(self.db, LOCK_CLASS, lock):
-                taken.append(lock)
+        wanted = ([(name, True)] + [(device_lock_name(name, d), False)
+                                    for d in sorted(set(devices))]
+                  if devices else [(name, False)])
+        taken: list[tuple[str, bool]] = []
+        for lock, shared in wanted:
+            if pg_try_lock(self.db, LOCK_CLASS, lock, shared=shared):
+                taken.append((lock, shared))
                 continue
-            held = _pg_holder(self.db, lock) or LockInfo(
+            held = (_pg_holder(self.db, lock) if shared or devices
+                    else self._pg_lock_holder(name)) or LockInfo(
                 0, "?", "?", "?", "(released meanwhile: try again)")
-            for mine in taken:
-                pg_unlock(self.db, LOCK_CLASS, mine)
+            for mine, mine_shared in taken:
+                pg_unlock(self.db, LOCK_CLASS, mine, shared=mine_shared)
             device = lock.partition(":")[2]
-            what = f"device {device!r}" if device else f"the {name} lock"
+            what = f"the lock of device {device!r}" if device else "the lock"
             raise StateError(
                 f"another {name} holds {what}: {held.describe()}",
                 hint="wait for it to finish (the database releases the lock of a process "
@@ -225,7 +234,9 @@ class LockMixin:
                 lock=held,
             )
         self.db.execute("BEGIN")
-        for lock in taken:
+        for lock, shared in taken:
+            if shared:
+                continue
             self.db.execute("DELETE FROM lock_holders WHERE name = ?", (lock,))
             self.db.execute(
                 "INSERT INTO lock_holders (name, pid, host, user, at, command)"
@@ -239,13 +250,14 @@ class LockMixin:
     def _pg_release(self, name: str) -> LockInfo | None:
         assert isinstance(self.db, PostgresDatabase)
         taken = self._pg_locks.pop(name, None)
-        if taken is None:
+        if taken is None or self.db.closed:
             return None
-        held = None if self.db.closed else _pg_holder(self.db, taken[0]) if taken else None
-        if not self.db.closed:
-            for lock in taken:
+        mine = [lock for lock, shared in taken if not shared]
+        held = _pg_holder(self.db, mine[0]) if mine else None
+        for lock, shared in reversed(taken):
+            if not shared:
                 self.db.execute("DELETE FROM lock_holders WHERE name = ?", (lock,))
-                pg_unlock(self.db, LOCK_CLASS, lock)
+            pg_unlock(self.db, LOCK_CLASS, lock, shared=shared)
         return held
 
     def _pg_lock_holder(self, name: str) -> LockInfo | None:
@@ -254,14 +266,14 @@ class LockMixin:
         if name in self._pg_locks:
             return None
         rows = self.db.execute(
-            "SELECT name FROM lock_holders WHERE name = ? OR name LIKE ? ORDER BY at",
+            "SELECT name FROM lock_holders WHERE name = ? OR name LIKE ? ORDER BY at, name",
             (name, name + ":%"),
         ).fetchall()
         for (lock,) in rows:
             held = _pg_holder(self.db, str(lock))
             if held is not None:
                 return held
-        return _pg_holder(self.db, name)
+        return None
 
     def _lock_paths(self, name: str) -> tuple[Path, Path]:
         folder = self.root / "locks"
