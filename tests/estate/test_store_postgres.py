@@ -16,7 +16,7 @@ from certfleet.inventory import StateConfig, parse_inventory
 from certfleet.lab.ca import Issued
 from certfleet.lab.tls import free_port
 from certfleet.pki.model import Bundle, spki_sha256
-from postgres import TEAM_PASSWORD, PgServer
+from postgres import STORE_KEY, TEAM_PASSWORD, PgServer
 
 
 def test_the_store_round_trips_on_each_backend(
@@ -157,3 +157,60 @@ def test_a_store_wide_lock_and_device_locks_exclude_each_other(
         with pytest.raises(StateError, match=f"pid {mine.pid} .*rollback sbc1"):
             first.acquire_lock("deploy")
         assert first.lock_holder() == mine
+
+
+def test_secrets_are_encrypted_in_the_database_and_reach_another_machine(
+    pg_url: str, tmp_path: Path, issued: Issued
+) -> None:
+    """Keys and backups are AES-GCM in the database; another state folder reads them back."""
+    import psycopg
+
+    bundle = Bundle(issued.leaf, issued.chain, issued.root, issued.key)
+    with Store.open(tmp_path / "laptop1", url=pg_url, key=STORE_KEY) as store:
+        key = store.add_key("wildcard", issued.key, origin="test")
+        version = store.add_version("wildcard", bundle, key.id)
+        record = store.add_backup(
+            Backup("sbc1", "sbc", files={"key.pem": b"-----BEGIN PRIVATE KEY-----x"}, meta={}),
+            served_sha256="ab" * 32)
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT path, data, secret FROM blobs").fetchall()
+    secret = {path for path, _, is_secret in rows if is_secret}
+    assert any(p.startswith("keys/wildcard/") for p in secret)
+    assert any(p.startswith("backups/sbc1/") for p in secret)
+    assert any(p.endswith("leaf.pem") for p, _, s in rows if not s)  # certificates: in clear
+    for path, data, is_secret in rows:
+        if is_secret:
+            assert b"PRIVATE KEY" not in bytes(data), path
+    # Another machine: an empty state folder, the same database and store key.
+    with Store.open(tmp_path / "laptop2", url=pg_url, key=STORE_KEY) as other:
+        loaded = other.load_bundle(other.current_version("wildcard") or version)
+        assert spki_sha256(loaded.private_key) == spki_sha256(issued.key)
+        backup = other.read_backup(other.last_backup("sbc1") or record)
+        assert backup.files == {"key.pem": b"-----BEGIN PRIVATE KEY-----x"}
+    # Without the store key, or with another: refused, saying what is missing.
+    with Store.open(tmp_path / "laptop3", url=pg_url) as keyless:
+        mine = keyless.current_version("wildcard")  # what needs no key works
+        assert mine is not None and mine.leaf_sha256 == version.leaf_sha256
+        with pytest.raises(StateError, match="needs its store key") as err:
+            keyless.load_bundle(mine)
+        assert "[state] key" in (err.value.hint or "")
+    with Store.open(tmp_path / "laptop4", url=pg_url, key="not the key") as wrong, \
+            pytest.raises(StateError, match="not the key of this state store"):
+        wrong.read_backup(wrong.last_backup("sbc1") or record)
+
+
+def test_rekey_re_encrypts_every_secret_in_one_go(
+    pg_url: str, tmp_path: Path, issued: Issued
+) -> None:
+    """After rekey the old key is refused and the new one reads every key and backup."""
+    with Store.open(tmp_path / "a", url=pg_url, key=STORE_KEY) as store:
+        store.add_key("wildcard", issued.key, origin="test")
+        store.add_backup(Backup("sbc1", "sbc", files={"a": b"1"}, meta={}), served_sha256=None)
+        assert store.rekey("the new key") == 3  # the key, the backup's file and its manifest
+    with Store.open(tmp_path / "b", url=pg_url, key=STORE_KEY) as old, \
+            pytest.raises(StateError, match="not the key of this state store"):
+        old.read_backup(old.backups()[0])
+    with Store.open(tmp_path / "c", url=pg_url, key="the new key") as new:
+        assert new.read_backup(new.backups()[0]).files == {"a": b"1"}
+        [record] = new.all_keys()
+        assert spki_sha256(new.load_key(record)) == spki_sha256(issued.key)

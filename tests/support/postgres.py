@@ -31,10 +31,14 @@ import pytest
 from _tools import tool_missing
 from certfleet.lab.tls import free_port
 
-__all__ = ["TEAM_PASSWORD", "PgServer", "find_pg_bin", "pg_server", "pg_url", "store_backend"]
+__all__ = ["STORE_KEY", "TEAM_PASSWORD", "PgServer", "find_pg_bin", "pg_server", "pg_url",
+           "store_backend"]
 
 #: The password of the role ``team`` (the login tests give it as a secret reference).
 TEAM_PASSWORD = "team-s3cret-pw"
+
+#: The store key of the shared stores the tests make.
+STORE_KEY = "team-store-key-0123456789abcdef"
 
 _counter = itertools.count(1)
 
@@ -187,4 +191,5 @@ def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         server: PgServer = request.getfixturevalue("pg_server")
         url = server.create_database(f"t{os.getpid()}_{next(_counter)}")
         monkeypatch.setenv("CERTFLEET_STATE_URL", url)
+        monkeypatch.setenv("CERTFLEET_STORE_KEY", STORE_KEY)
     return backend

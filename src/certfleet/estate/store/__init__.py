@@ -12,6 +12,7 @@ operating system). One module per concept:
 - :mod:`.versions`: certificates, versions, keys and imports;
 - :mod:`.runs`: runs, deployments, steps, history and the audit log;
 - :mod:`.backups`: device backups (write-ahead, optionally encrypted);
+- :mod:`.blobs`: a shared store's files in its database, secrets under the store key;
 - :mod:`.lock`: OS file locks (PostgreSQL: session advisory locks);
 - :class:`ReadOnlyStore` (below): the store opened to read only, from many threads.
 
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 from ...errors import StateError
 from .backend import Database, connect_postgres, is_postgres_url, redact_url
 from .backups import BackupRecord, BackupsMixin
+from .blobs import BlobsMixin
 from .lock import AdvisoryLock, FileLock, LockInfo, LockMixin
 from .runs import IN_PROGRESS, INTERRUPTED, RunsMixin
 from .schema import (
@@ -63,7 +65,7 @@ __all__ = [
 ]
 
 
-class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
+class Store(VersionsMixin, RunsMixin, BackupsMixin, BlobsMixin, LockMixin):
     """The state folder. Open with :meth:`open`; close with :meth:`close` or ``with``."""
 
     def __init__(self, root: Path, db: Database | sqlite3.Connection) -> None:
@@ -85,14 +87,14 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
         ``url`` (else ``$CERTFLEET_STATE_URL``), a ``postgresql://`` URL, puts
         the database on that PostgreSQL server (``password``: its password, when
         the URL and libpq's own files do not give it); ``root`` keeps the files.
-        ``key``: the store key (see :mod:`.crypto`), needed by what reads or
-        writes a private key or a backup in a shared store.
+        ``key`` (else ``$CERTFLEET_STORE_KEY``): the store key (see :mod:`.blobs`),
+        needed by what reads or writes a private key or a backup in a shared store.
         """
         path = Path(root).expanduser() if root is not None else default_state_dir()
         url = url or default_state_url()
         if url:
             store = cls._open_postgres(path, url, password)
-            store.store_key = key
+            store.store_key = key or os.environ.get("CERTFLEET_STORE_KEY") or None
             return store
         try:
             created = not path.exists()

@@ -250,6 +250,21 @@ MIGRATIONS: list[str] = [
         command TEXT NOT NULL
     )
     """,
+    # 5: the files of a shared (PostgreSQL) store in the database (see .blobs): keys,
+    # versions, backups and ACME accounts, the secret ones encrypted under the store
+    # key, whose check value is in store_meta (both unused on SQLite)
+    """
+    CREATE TABLE blobs (
+        path TEXT PRIMARY KEY,
+        data BLOB NOT NULL,
+        secret INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+    );
+    CREATE TABLE store_meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
