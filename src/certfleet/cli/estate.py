@@ -259,7 +259,8 @@ def register(app: typer.Typer) -> None:
         extra_keys = load_previous_key(previous_key, previous_key_password_env)
         redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
         with open_estate(inventory, state_dir, state_url) as (inv, store):
-            holder = store.lock_holder()
+            # A shared store locks each device: the deploy's own lock names the one held.
+            holder = None if store.shared else store.lock_holder()
             if holder is not None and not break_lock and not dry_run:
                 # Refused before anything was touched: exit 2, like any refusal.
                 fail(f"another deploy holds the lock: {holder.describe()}",

@@ -115,7 +115,8 @@ def register(app: typer.Typer) -> None:
         inv = load(inventory)
         log = _logger(json_out)
         with open_store(state_dir, state_url, inv) as store:
-            holder = store.lock_holder()
+            # A shared store locks each device: the deploy's own lock names the one held.
+            holder = None if store.shared else store.lock_holder()
             if holder is not None and not dry_run:
                 fail(f"another deploy holds the lock: {holder.describe()}",
                      "wait for it to finish; if it died, run 'certfleet unlock'",

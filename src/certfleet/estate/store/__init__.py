@@ -96,6 +96,12 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, BlobsMixin, LockMixin):
             store = cls._open_postgres(path, url, password)
             store.store_key = key or os.environ.get("CERTFLEET_STORE_KEY") or None
             return store
+        return cls.open_sqlite(path, key=key)
+
+    @classmethod
+    def open_sqlite(cls, root: Path | str | None = None, *, key: str | None = None) -> Store:
+        """The SQLite store in ``root``, whatever ``$CERTFLEET_STATE_URL`` says."""
+        path = Path(root).expanduser() if root is not None else default_state_dir()
         try:
             created = not path.exists()
             path.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,8 @@ class BlobsMixin(StoreBase):
         """The cipher of the store key, checked against the store's. Raises StateError."""
         if not self.store_key:
             raise StateError(
-                f"the shared state store needs its store key to {what}", hint=_KEY_HINT)
+                f"the shared state store needs its store key to {what}", hint=_KEY_HINT,
+                untouched=True)
         cipher = StoreCipher(self.store_key)
         row = self.db.execute(
             "SELECT value FROM store_meta WHERE name = 'store_key'").fetchone()
@@ -94,7 +95,8 @@ class BlobsMixin(StoreBase):
             raise StateError(
                 "the store key given is not the key of this state store",
                 hint="give the key the store was written with ([state] key); "
-                "'certfleet store rekey' changes it")
+                "'certfleet store rekey' changes it",
+                untouched=True)
         return cipher
 
     def _rel_path(self, path: Path) -> str:
