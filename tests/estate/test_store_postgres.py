@@ -214,3 +214,37 @@ def test_rekey_re_encrypts_every_secret_in_one_go(
         assert new.read_backup(new.backups()[0]).files == {"a": b"1"}
         [record] = new.all_keys()
         assert spki_sha256(new.load_key(record)) == spki_sha256(issued.key)
+
+
+def test_store_rekey_and_check_on_the_command_line(
+    pg_url: str, tmp_path: Path, issued: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """store rekey takes a reference; store check finds a damaged secret and exits 1."""
+    import psycopg
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    monkeypatch.setenv("CERTFLEET_STATE_URL", pg_url)
+    monkeypatch.setenv("CERTFLEET_STORE_KEY", STORE_KEY)
+    with Store.open(tmp_path / "state") as store:
+        store.add_key("wildcard", issued.key, origin="test")
+    runner = CliRunner()
+    base = ["--inventory", str(tmp_path / "none.toml"), "--state-dir", str(tmp_path / "other")]
+    done = runner.invoke(app, ["store", "check", *base])
+    assert done.exit_code == 0 and "postgresql store: ok" in done.stdout, done.output
+    literal = runner.invoke(app, ["store", "rekey", "--new-key", "the-key-itself", *base])
+    assert literal.exit_code == 2 and "secret reference" in literal.output
+    monkeypatch.setenv("CF_TEST_NEW_KEY", "a brand new store key")
+    done = runner.invoke(app, ["store", "rekey", "--new-key", "env:CF_TEST_NEW_KEY", "--json",
+                               *base])
+    assert done.exit_code == 0, done.output
+    assert '"reencrypted": 1' in done.stdout
+    refused = runner.invoke(app, ["store", "check", *base])  # the old key: refused, exit 2
+    assert refused.exit_code == 2 and "not the key of this state store" in refused.output
+    monkeypatch.setenv("CERTFLEET_STORE_KEY", "a brand new store key")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE blobs SET data = '\\x00'::bytea || data WHERE secret = 1")
+    damaged = runner.invoke(app, ["store", "check", "--json", *base])
+    assert damaged.exit_code == 1, damaged.output
+    assert "keys/wildcard/" in damaged.stdout and "cannot be decrypted" in damaged.stdout

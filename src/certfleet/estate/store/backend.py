@@ -242,7 +242,12 @@ def connect_postgres(url: str, password: str | None = None) -> PostgresDatabase:
             "and that the database server runs",
             untouched=True,  # before any device work: exit 2
         ) from None
-    return PostgresDatabase(conn, url)
+    db = PostgresDatabase(conn, url)
+    # As SQLite's synchronous = NORMAL: a commit does not wait for the server's disk
+    # (the journal writes every step). The server keeps what it was told when this
+    # process dies; only a crash of the server itself may lose its last commits.
+    db.execute("SET synchronous_commit = off")
+    return db
 
 
 def is_sqlite(db: Database) -> bool:
