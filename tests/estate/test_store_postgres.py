@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from certfleet.drivers.base import Backup
 from certfleet.errors import ConfigError, StateError
 from certfleet.estate.store import SCHEMA_VERSION, Store
 from certfleet.inventory import StateConfig, parse_inventory
-from certfleet.lab.ca import Issued
+from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.tls import free_port
 from certfleet.pki.model import Bundle, spki_sha256
 from postgres import STORE_KEY, TEAM_PASSWORD, PgServer
@@ -36,7 +37,8 @@ def test_the_store_round_trips_on_each_backend(
                                   served_sha256="ab" * 32)
         assert store.read_backup(record).files == {"a.ini": b"[x]\n"}
         store.audit("deploy", "installed", device="sbc1", detail="v1")
-        assert store.audit_log()[0]["device"] == "sbc1"
+        [line] = store.audit_log()
+        assert line["device"] == "sbc1" and line["host"] == socket.gethostname()
         run_id = store.start_run("deploy", inventory_text="x")
         store.finish_run(run_id, 0)
         assert store.runs()[0]["id"] == run_id
@@ -248,3 +250,23 @@ def test_store_rekey_and_check_on_the_command_line(
     damaged = runner.invoke(app, ["store", "check", "--json", *base])
     assert damaged.exit_code == 1, damaged.output
     assert "keys/wildcard/" in damaged.stdout and "cannot be decrypted" in damaged.stdout
+
+
+def test_tls_to_the_server_is_verified_when_the_url_asks(
+    pg_server: PgServer, tmp_path: Path, lab_ca2: LabCA
+) -> None:
+    """sslmode=verify-full: the server's certificate and name are checked by libpq."""
+    pg_server.create_database("tls_db")
+    base = f"postgresql://certfleet@{{host}}:{pg_server.port}/tls_db?sslmode=verify-full"
+    good = base.format(host="localhost") + f"&sslrootcert={pg_server.ca_file}"
+    with Store.open(tmp_path / "a", url=good) as store:
+        row = store.db.execute(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert row is not None and row[0] is True
+    other_ca = tmp_path / "other-root.pem"
+    other_ca.write_bytes(lab_ca2.issue(("x.example",)).root_pem)
+    for url in (base.format(host="localhost") + f"&sslrootcert={other_ca}",  # another CA
+                base.format(host="127.0.0.1") + f"&sslrootcert={pg_server.ca_file}"):  # name
+        with pytest.raises(StateError, match="cannot open the state store") as err:
+            Store.open(tmp_path / "b", url=url)
+        assert "\n" not in err.value.message

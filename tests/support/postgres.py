@@ -48,6 +48,8 @@ class PgServer:
     host: str
     port: int
     data: Path
+    #: The root of the server's TLS certificate (issued for ``localhost``).
+    ca_file: Path
 
     def url(self, database: str = "postgres", user: str = "certfleet") -> str:
         return f"postgresql://{user}@{self.host}:{self.port}/{database}"
@@ -142,12 +144,14 @@ def pg_server() -> Iterator[PgServer]:
           "--no-locale", "-E", "UTF8", "--no-sync"])
     conf = data / "postgresql.conf"
     port = free_port()
+    ca_file = _tls_files(data, top)
     extra = ("\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
-             f"port = {port}\nfsync = off\nmax_connections = 60\n")
+             f"port = {port}\nfsync = off\nmax_connections = 60\n"
+             "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
     # Written as the server's user (the files are nobody's when we are root).
     _write_as_owner(conf, conf.read_text() + extra)
     _write_as_owner(data / "pg_hba.conf", _HBA)
-    server = PgServer("127.0.0.1", port, data)
+    server = PgServer("127.0.0.1", port, data, ca_file)
     try:
         server.start()
         with psycopg.connect(server.url(), autocommit=True) as conn:
@@ -157,6 +161,25 @@ def pg_server() -> Iterator[PgServer]:
         with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
             server.stop()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def _tls_files(data: Path, top: Path) -> Path:
+    """The server's certificate and key (for ``localhost``, from a lab CA); its root's path."""
+    from certfleet.lab.ca import LabCA
+
+    ca = LabCA(name="certfleet PostgreSQL test")
+    issued = ca.issue(("localhost",), key_type="ec-p256")
+    owner = data.stat()
+    for name, body in (("server.crt", issued.fullchain_pem), ("server.key", issued.key_pem())):
+        path = data / name
+        path.write_bytes(body)
+        os.chmod(path, 0o600)
+        with contextlib.suppress(OSError):
+            os.chown(path, owner.st_uid, owner.st_gid)
+    ca_file = top / "root.pem"
+    ca_file.write_bytes(issued.root_pem)
+    os.chmod(ca_file, 0o644)
+    return ca_file
 
 
 def _uid(name: str) -> int:

@@ -74,10 +74,11 @@ class RunsMixin(StoreBase):
     def audit(
         self, command: str, outcome: str, *, device: str | None = None, detail: str = ""
     ) -> None:
-        """Append one audit line (time, OS user, command, device, outcome)."""
+        """Append one audit line (time, OS user and host, command, device, outcome)."""
         self.db.execute(
-            "INSERT INTO audit (at, user, command, device, outcome, detail) VALUES (?,?,?,?,?,?)",
-            (now(), os_user(), command, device, outcome, detail),
+            "INSERT INTO audit (at, user, host, command, device, outcome, detail)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (now(), os_user(), socket.gethostname(), command, device, outcome, detail),
         )
 
     def audit_log(self, device: str | None = None, limit: int = 200) -> list[dict[str, Any]]:

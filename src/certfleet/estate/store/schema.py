@@ -252,7 +252,8 @@ MIGRATIONS: list[str] = [
     """,
     # 5: the files of a shared (PostgreSQL) store in the database (see .blobs): keys,
     # versions, backups and ACME accounts, the secret ones encrypted under the store
-    # key, whose check value is in store_meta (both unused on SQLite)
+    # key, whose check value is in store_meta (both unused on SQLite); the host of
+    # each audit line (a shared store hears from many machines)
     """
     CREATE TABLE blobs (
         path TEXT PRIMARY KEY,
@@ -263,7 +264,8 @@ MIGRATIONS: list[str] = [
     CREATE TABLE store_meta (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
-    )
+    );
+    ALTER TABLE audit ADD COLUMN host TEXT
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
