@@ -194,6 +194,12 @@ class PostgresDatabase:
                 f"the state database {self.url} is unreachable: {_first_line(exc)}",
                 hint="check that the database server runs and the network reaches it",
             ) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StateError(
+                f"the state database {self.url} refused: {_first_line(exc)}",
+                hint="grant the [state] url's user the rights on its database (its owner "
+                "needs nothing more)",
+            ) from None
         lastrowid = int(rows[0][0]) if returning and rows else None
         return _Result(rows, lastrowid)
 

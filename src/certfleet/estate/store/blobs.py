@@ -3,7 +3,8 @@
 On SQLite the state folder is the store: keys, versions, backups and ACME
 accounts are files in it. On PostgreSQL every such file is also a row of
 ``blobs`` (its path in the state folder, its bytes, their SHA-256), so that
-any machine can finish or undo a run: a file missing from this machine's
+any machine can finish or undo a run (and the expiry bands already told,
+``notify-bands.json``, are the team's): a file missing from this machine's
 state folder is fetched from the database before it is read (and written
 0600).
 
@@ -35,6 +36,13 @@ __all__ = ["BlobsMixin", "StoreCipher"]
 _CHECK = b"certfleet store key check"
 _KEY_HINT = ('set the store key the team uses: [state] key = "env:CERTFLEET_STORE_KEY" '
              '(or "keyring:SERVICE/USER", "file:PATH") in the inventory')
+
+
+def _sha256_of(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 class StoreCipher:
@@ -124,8 +132,12 @@ class BlobsMixin(StoreBase):
             self.put_files(sorted(p for p in directory.rglob("*") if p.is_file()),
                            secret=secret)
 
-    def fetch_files(self, path: Path) -> None:
-        """Write the database's files at or under ``path`` that this machine lacks (0600)."""
+    def fetch_files(self, path: Path, *, refresh: bool = False) -> None:
+        """Write the database's files at or under ``path`` that this machine lacks (0600).
+
+        ``refresh``: also those whose copy here differs (a file that changes, such
+        as the notification bands already told).
+        """
         if not self.shared:
             return
         name = self._rel_path(path)
@@ -133,7 +145,8 @@ class BlobsMixin(StoreBase):
             "SELECT path, data, secret, sha256 FROM blobs WHERE path = ? OR path LIKE ?",
             (name, name.replace("%", r"\%").replace("_", r"\_") + "/%"),
         ).fetchall()
-        missing = [row for row in rows if not (self.root / str(row[0])).exists()]
+        missing = [row for row in rows if not (self.root / str(row[0])).exists()
+                   or (refresh and _sha256_of(self.root / str(row[0])) != row[3])]
         if not missing:
             return
         cipher: StoreCipher | None = None

@@ -2,7 +2,7 @@
 
 :func:`copy_store` copies every table of the estate, row by row with its
 id, in one transaction, then the files of the state folder (keys, versions,
-backups, ACME accounts) into the database (:mod:`.blobs`), and compares,
+backups, ACME accounts, notification bands) into the database (:mod:`.blobs`), and compares,
 table by table, the number of rows and a SHA-256 over them (every column,
 in id order) read back from both sides. :func:`check_store` verifies a
 store on either backend: the database's own integrity check, every key,
@@ -102,11 +102,12 @@ def _state_files(root: Path) -> list[Path]:
         folder = root / top
         if folder.is_dir():
             found += sorted(p for p in folder.rglob("*") if p.is_file())
-    return found
+    bands = root / "notify-bands.json"  # the expiry bands already told
+    return [*found, bands] if bands.is_file() else found
 
 
 def _secret(root: Path, path: Path) -> bool:
-    return path.relative_to(root).parts[0] != "versions"
+    return path.relative_to(root).parts[0] in ("keys", "backups", "acme")
 
 
 def copy_store(source: Store, target: Store) -> list[TableCheck]:
