@@ -17,6 +17,7 @@ from certfleet.inventory import StateConfig, parse_inventory
 from certfleet.lab.ca import Issued, LabCA
 from certfleet.lab.tls import free_port
 from certfleet.pki.model import Bundle, spki_sha256
+from loopdev import LoopEstate
 from postgres import STORE_KEY, TEAM_PASSWORD, PgServer
 
 
@@ -270,3 +271,43 @@ def test_tls_to_the_server_is_verified_when_the_url_asks(
         with pytest.raises(StateError, match="cannot open the state store") as err:
             Store.open(tmp_path / "b", url=url)
         assert "\n" not in err.value.message
+
+
+def test_the_database_going_away_mid_deploy_is_a_failure_not_a_traceback(
+    pg_server: PgServer, pg_url: str, tmp_path: Path, loop_estate: LoopEstate
+) -> None:
+    """PostgreSQL stops once a device's install started: the device is put back, the run
+    ends in a StateError (one line); with the server back the run is recorded interrupted."""
+    import asyncio
+
+    from certfleet.drivers.base import StepEvent
+    from certfleet.estate.deploy import run_deploy
+    from certfleet.pki.model import cert_sha256
+
+    old_sha = cert_sha256(loop_estate.old.leaf)
+    stopped: list[str] = []
+
+    def on_event(event: StepEvent) -> None:
+        if event.step == "install" and event.status == "start" and not stopped:
+            stopped.append(event.device)
+            pg_server.stop()
+
+    try:
+        with Store.open(tmp_path / "state", url=pg_url, key=STORE_KEY) as store:
+            new_sha = loop_estate.import_renewed(store, tmp_path).leaf_sha256
+            with pytest.raises(StateError, match="unreachable") as err:
+                asyncio.run(run_deploy(loop_estate.inventory(), store, loop_estate.factory,
+                                       concurrency=1, on_event=on_event))
+            assert "\n" not in err.value.message
+    finally:
+        if stopped:
+            pg_server.start()
+    assert stopped
+    # Every device serves what it served before, or the new version whole: no half state.
+    for name in loop_estate.devices:
+        assert loop_estate.served(name) in (old_sha, new_sha)
+    assert loop_estate.served(stopped[0]) == old_sha  # the one in flight: put back
+    with Store.open(tmp_path / "state", url=pg_url, key=STORE_KEY) as again:
+        again.settle_interrupted()
+        [row] = [r for r in again.history() if r["device"] == stopped[0]]
+        assert row["outcome"] == "interrupted"

@@ -182,6 +182,12 @@ class PostgresDatabase:
         args = [_parameter(value) for value in parameters] if parameters else None
         import psycopg
 
+        if self.conn.closed:  # lost earlier: said at once, without asking psycopg again
+            raise StateError(
+                f"the state database {self.url} is unreachable: the connection was lost",
+                hint="check that the database server runs and the network reaches it",
+            )
+
         try:
             with self.conn.cursor() as cur:
                 cur.execute(text, args)
