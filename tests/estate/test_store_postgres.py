@@ -311,3 +311,28 @@ def test_the_database_going_away_mid_deploy_is_a_failure_not_a_traceback(
         again.settle_interrupted()
         [row] = [r for r in again.history() if r["device"] == stopped[0]]
         assert row["outcome"] == "interrupted"
+
+
+def test_csr_keeps_its_key_in_the_inventory_s_shared_store(
+    pg_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """certfleet csr NAME with [state]: the new key is in the database, encrypted."""
+    import psycopg
+    from typer.testing import CliRunner
+
+    from certfleet.cli.app import app
+
+    pg_server.create_database("team_csr")
+    url = pg_server.url("team_csr", user="team")
+    inventory = tmp_path / "certfleet.toml"
+    inventory.write_text(STATE_INVENTORY.format(url=url))
+    monkeypatch.delenv("CERTFLEET_STATE_URL", raising=False)
+    monkeypatch.setenv("CF_TEST_STATE_PASSWORD", TEAM_PASSWORD)
+    monkeypatch.setenv("CF_TEST_STORE_KEY", STORE_KEY)
+    done = CliRunner().invoke(app, ["csr", "wildcard", "--inventory", str(inventory),
+                                    "--state-dir", str(tmp_path / "state"), "--json"])
+    assert done.exit_code == 0, done.output
+    with psycopg.connect(pg_server.url("team_csr")) as conn:
+        rows = conn.execute("SELECT data FROM blobs WHERE path LIKE 'keys/wildcard/%'"
+                            " AND secret = 1").fetchall()
+    assert len(rows) == 1 and b"PRIVATE KEY" not in bytes(rows[0][0])
