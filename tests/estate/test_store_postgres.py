@@ -138,6 +138,11 @@ def test_the_cli_opens_the_store_named_by_the_inventory(
     assert done.returncode == 0, done.stderr
     with Store.open(tmp_path / "other", url=url, password=TEAM_PASSWORD) as store:
         assert store.schema_version == SCHEMA_VERSION  # the CLI made the schema there
+    # The store key's variable unset: what needs no key still works.
+    keyless = {k: v for k, v in env.items() if k != "CF_TEST_STORE_KEY"}
+    done = subprocess.run([*base, "history", *args], capture_output=True, text=True,
+                          env=keyless, timeout=120)
+    assert done.returncode == 0, done.stderr
     # --state-url wins over the inventory's [state] url
     elsewhere = f"postgresql://team@127.0.0.1:{free_port()}/nothing"
     refused = subprocess.run([*base, "history", *args, "--state-url", elsewhere],

@@ -50,6 +50,7 @@ def store_settings(
     ``[state] url``; the password and the key are the inventory's secret
     references (``env:``, ``keyring:``, ``file:``), resolved only when used.
     """
+    from ..errors import PasswordError
     from ..inventory import Inventory, StateConfig, load_state_config
     from ..secrets import resolve_secret
 
@@ -62,8 +63,18 @@ def store_settings(
     url = state_url or state.url
     password = (resolve_secret(state.password, what="state database password")
                 if url and state.password else None)
-    key = resolve_secret(state.key, what="state store key") if state.key else None
+    key = None
+    if url and state.key:
+        try:
+            key = resolve_secret(state.key, what="state store key")
+        except PasswordError as exc:
+            # Only what reads or writes a secret needs the key: it says so then.
+            _KEY_PROBLEMS[url] = exc.message
     return url, password, key
+
+
+#: Why the store key of a URL could not be had (said by what needs it).
+_KEY_PROBLEMS: dict[str, str] = {}
 
 
 @contextmanager
@@ -76,6 +87,8 @@ def open_store(
 
     url, password, key = store_settings(state_url, inventory)
     store = Store.open(state_dir, url=url, password=password, key=key)
+    if url and url in _KEY_PROBLEMS and not store.store_key:
+        store.store_key_problem = _KEY_PROBLEMS[url]
     try:
         yield store
     finally:

@@ -76,6 +76,8 @@ class StoreCipher:
 
 class BlobsMixin(StoreBase):
     store_key: str | None
+    #: Why the store key given could not be had (its variable unset...), for the refusal.
+    store_key_problem: str | None = None
 
     @property
     def shared(self) -> bool:
@@ -86,8 +88,9 @@ class BlobsMixin(StoreBase):
         """The cipher of the store key, checked against the store's. Raises StateError."""
         if not self.store_key:
             raise StateError(
-                f"the shared state store needs its store key to {what}", hint=_KEY_HINT,
-                untouched=True)
+                f"the shared state store needs its store key to {what}"
+                + (f" ({self.store_key_problem})" if self.store_key_problem else ""),
+                hint=_KEY_HINT, untouched=True)
         cipher = StoreCipher(self.store_key)
         row = self.db.execute(
             "SELECT value FROM store_meta WHERE name = 'store_key'").fetchone()
