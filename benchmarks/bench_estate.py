@@ -5,18 +5,23 @@ the wall time of a deploy to the whole estate, the ratio of the two (aim:
 under 3x), the CPU time of the deploying process per device (aim: under
 30 ms; the lab devices run in another process) and the peak memory of the
 process. ``--profile FILE`` writes a cProfile (CPU time) of the estate
-deploy. Figures are printed, never asserted. Run from a checkout:
-``python benchmarks/bench_estate.py``.
+deploy. ``--state-url postgresql://USER@HOST/DB`` deploys the whole estate
+once more with the store on that PostgreSQL (in a schema of its own, dropped
+after; the user needs CREATE on the database) and prints it beside SQLite
+(aim: at most 1.2x SQLite's time). Figures are printed, never asserted. Run
+from a checkout: ``python benchmarks/bench_estate.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,25 @@ from certfleet.lab.estate import WILDCARD, LabEstate
 
 AIM_RATIO = 3.0
 AIM_CPU_MS = 30.0
+AIM_POSTGRES_RATIO = 1.2
+
+
+@contextlib.contextmanager
+def bench_schema(url: str) -> Iterator[str]:
+    """``url`` with a new, empty schema first on its search path (dropped at the end)."""
+    import secrets
+
+    import psycopg
+
+    schema = f"certfleet_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    joiner = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def peak_memory_mib() -> float:
@@ -73,7 +97,7 @@ def _lab_process(
 
 def deploy_once(
     work: Path, *, sbcs: int, ovoc: bool, ha: bool, latency: float, concurrency: int,
-    profile: str | None = None,
+    profile: str | None = None, state_url: str | None = None,
 ) -> tuple[float, float, float, DeployReport]:
     """Start an estate (another process), import the renewal, deploy.
 
@@ -93,7 +117,10 @@ def deploy_once(
     try:
         env: dict[str, str] = parent.recv()
         os.environ.update(env)
-        with Store.open(work / "state") as store:
+        store_key = os.environ.get("CERTFLEET_STORE_KEY") or "certfleet benchmark store key"
+        opened = (Store.open(work / "state", url=state_url, key=store_key) if state_url
+                  else Store.open_sqlite(work / "state"))
+        with opened as store:
             inventory = load_inventory(work / "certfleet.toml")
             import_certificate(inventory, store, "wildcard", [work / "previous.pem"])
             import_certificate(inventory, store, "wildcard", [work / "renewed.pem"])
@@ -134,6 +161,10 @@ def main() -> int:
         "alone takes several seconds: the ratio then measures the pair, not the scale)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--state-url", metavar="URL",
+        help="also deploy the whole estate with the store on this PostgreSQL "
+        "(postgresql://USER@HOST/DB; a schema of its own, dropped after)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the estate deploy")
     args = parser.parse_args()
     if sys.platform == "win32":
@@ -149,6 +180,13 @@ def main() -> int:
             Path(tmp) / "all", sbcs=args.sbcs, ovoc=not args.no_ovoc, ha=args.ha,
             latency=args.latency, concurrency=args.concurrency, profile=args.profile,
         )
+        postgres: tuple[float, float, float, DeployReport] | None = None
+        if args.state_url:
+            with bench_schema(args.state_url) as url:
+                postgres = deploy_once(
+                    Path(tmp) / "postgres", sbcs=args.sbcs, ovoc=not args.no_ovoc, ha=args.ha,
+                    latency=args.latency, concurrency=args.concurrency, state_url=url,
+                )
     outcomes: dict[str, int] = {}
     for result in report.results:
         outcomes[result.status] = outcomes.get(result.status, 0) + 1
@@ -172,6 +210,15 @@ def main() -> int:
         "outcomes": outcomes,
         "exit_code": report.exit_code,
     }
+    if postgres is not None:
+        _, pg_full, pg_cpu, pg_report = postgres
+        figures["postgres"] = {
+            "estate_s": round(pg_full, 3),
+            "estate_cpu_s": round(pg_cpu, 3),
+            "ratio_to_sqlite": round(pg_full / full if full else float("inf"), 2),
+            "aim_ratio_to_sqlite": AIM_POSTGRES_RATIO,
+            "exit_code": pg_report.exit_code,
+        }
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
@@ -194,6 +241,13 @@ def main() -> int:
         for result in report.results:
             if result.exit_code:
                 print(f"  {result.device}: {result.status}: {result.message}")
+        if postgres is not None:
+            pg = figures["postgres"]
+            pg_over = "" if pg["ratio_to_sqlite"] <= AIM_POSTGRES_RATIO else "  OVER"
+            print(f"  store on SQLite:     {full:7.2f} s, CPU {full_cpu:.2f} s")
+            print(f"  store on PostgreSQL: {pg['estate_s']:7.2f} s, CPU {pg['estate_cpu_s']:.2f} "
+                  f"s, {pg['ratio_to_sqlite']:.2f} x SQLite (aim <= {AIM_POSTGRES_RATIO:g} x)"
+                  f"{pg_over}, exit {pg['exit_code']}")
     return 0
 
 

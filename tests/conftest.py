@@ -9,8 +9,8 @@ import pytest
 from certfleet.lab.ca import Issued, LabCA
 
 #: Shared fixtures of tests/support (on the import path): sbc_lab, seeded_lab (lab_support);
-#: old_key, sbc_app (sbc_support).
-pytest_plugins = ["lab_support", "sbc_support"]
+#: old_key, sbc_app (sbc_support); pg_server, pg_url, store_backend (postgres).
+pytest_plugins = ["lab_support", "postgres", "sbc_support"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

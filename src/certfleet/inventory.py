@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,9 @@ __all__ = [
     "CertificateSpec",
     "Device",
     "Inventory",
+    "StateConfig",
     "load_inventory",
+    "load_state_config",
     "parse_inventory",
     "select_devices",
 ]
@@ -95,7 +97,8 @@ _DEVICE_KEYS = {
 }
 _NOT_DEFAULTS = {"kind", "address", "fqdn", "listeners", "description"}
 _DEFAULT_KEYS = _DEVICE_KEYS - _NOT_DEFAULTS
-_TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify"}
+_TOP_KEYS = {"certificates", "devices", "defaults", "settings", "notify", "state"}
+_STATE_KEYS = {"url", "password", "key"}
 _SETTINGS_KEYS = {"concurrency", "expiry_warn_days"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # [settings] concurrency: devices deployed at once; past a few hundred a run only
@@ -103,6 +106,19 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_CONCURRENCY = 256
 # Day counts (expiry_warn_days, renew_before_days): ten years, past any certificate's life.
 MAX_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """The inventory's ``[state]`` table: a shared store (PostgreSQL) and its secrets.
+
+    ``password`` and ``key`` are secret references (``env:``, ``keyring:``,
+    ``file:``); the URL in the file never holds a password.
+    """
+
+    url: str | None = None
+    password: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,7 @@ class Inventory:
     concurrency: int = 8
     expiry_warn_days: int = 30
     notify: NotifyConfig = NO_NOTIFY  # [notify]: no URLs when absent
+    state: StateConfig = field(default_factory=StateConfig)
 
     def certificate(self, name: str) -> CertificateSpec:
         """The certificate named ``name``. Raises ConfigError."""
@@ -526,13 +543,72 @@ def parse_inventory(
         renewal = parse_renewal(ctx, data)
     except ConfigError as exc:
         ctx.record(exc)
+    state = StateConfig()
+    try:
+        state = _parse_state(ctx, data.get("state", {}))
+    except ConfigError as exc:
+        ctx.record(exc)
     ctx.raise_collected()
     certificates = {
         name: replace(spec, acme=renewal.acme.get(name), dns=renewal.dns.get(name),
                       renew_before_days=renewal.renew_before_days.get(name))
         for name, spec in certificates.items()
     }
-    return Inventory(path, text, certificates, devices, concurrency, warn_days, renewal.notify)
+    return Inventory(path, text, certificates, devices, concurrency, warn_days,
+                     notify=renewal.notify, state=state)
+
+
+def _parse_state(ctx: _Ctx, data: Any) -> StateConfig:
+    """The ``[state]`` table: ``url`` (postgresql://USER@HOST/DB), ``password``, ``key``."""
+    from urllib.parse import urlsplit
+
+    table = ("state",)
+    _expect(ctx, (), "state", data, dict, "a table")
+    _check_keys(ctx, table, data, _STATE_KEYS)
+    url = data.get("url")
+    if url is not None:
+        _expect(ctx, table, "url", url, str, "a postgresql:// URL")
+        try:
+            parts = urlsplit(url)
+            has_password = parts.password is not None
+        except ValueError:
+            raise ctx.error(table, "url", "is not a URL", 'write url = "postgresql://USER@HOST/DB"'
+                            ) from None
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ctx.error(table, "url", "must be a postgresql:// URL",
+                            'write url = "postgresql://USER@HOST/DB" (or leave [state] out for '
+                            "the SQLite store in the state folder)")
+        if has_password or re.search(r"(?i)(^|[?&])password=", parts.query):
+            # Never echo the URL: it holds the password.
+            raise ctx.error(table, "url", "holds a password; the inventory only takes references",
+                            'remove it from the URL and write password = "env:VAR" (or '
+                            '"keyring:SERVICE/USER", "file:PATH")')
+    secrets = {key: _check_secret(ctx, table, key, data[key])
+               for key in ("password", "key") if key in data}
+    return StateConfig(url, secrets.get("password"), secrets.get("key"))
+
+
+def load_state_config(path: Path | str) -> StateConfig:
+    """Only the ``[state]`` table of the inventory at ``path`` (none: a missing file or table).
+
+    For the commands that read the store without the devices (history,
+    unlock). Raises ConfigError when the table itself is wrong.
+    """
+    path = Path(path)
+    try:
+        text = decode(path.read_bytes(), path)
+        data, _ = toml_loads(text, path)
+    except (OSError, ConfigError):  # the command that loads the inventory says what is wrong
+        return StateConfig()
+    if "state" not in data:
+        return StateConfig()
+    ctx = _Ctx(path, text, collect=True)
+    try:
+        state = _parse_state(ctx, data["state"])
+    except ConfigError as exc:
+        ctx.record(exc)
+    ctx.raise_collected()
+    return state
 
 
 def load_inventory(path: Path | str, kinds: KindCatalog = INSTALLED) -> Inventory:

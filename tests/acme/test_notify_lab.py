@@ -13,6 +13,7 @@ from certfleet.cli.app import app
 from certfleet.cli.lab import _seed_previous
 from certfleet.estate.store import Store
 from certfleet.lab.estate import LabEstate
+from postgres import STORE_KEY
 
 
 @pytest.fixture
@@ -65,3 +66,19 @@ def test_deploy_tells_where_it_installed(lab: LabEstate, tmp_path: Path) -> None
     (told,) = _told(tmp_path)
     assert told["event"] == "renewed"
     assert told["body"] == "wildcard v2 installed and verified on: ovoc, sbc1."
+
+
+def test_the_bands_told_are_the_teams_on_a_shared_store(
+    lab: LabEstate, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a band told from one machine is not told again from another."""
+    monkeypatch.setenv("CERTFLEET_STATE_URL", pg_url)
+    monkeypatch.setenv("CERTFLEET_STORE_KEY", STORE_KEY)
+    first = CliRunner().invoke(app, ["status", "--notify", "--inventory",
+                                     str(lab.inventory_path), "--state-dir", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    assert len(_told(tmp_path)) == 2
+    second = CliRunner().invoke(app, ["status", "--notify", "--inventory",
+                                      str(lab.inventory_path), "--state-dir", str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    assert len(_told(tmp_path)) == 2

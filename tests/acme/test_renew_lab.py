@@ -61,10 +61,12 @@ def notifications(path: Path) -> list[dict[str, str]]:
 
 
 def test_renew_orders_deploys_verifies_then_nothing(
-    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_backend: str,  # first: the lab seeds the store it chooses
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """renew orders the wildcard from Pebble, deploys everywhere, exits 0; a second renew orders
-    nothing and exits 0; the renewal notification names every device."""
+    nothing and exits 0; the renewal notification names every device. On each store backend
+    (SQLite, PostgreSQL: the ACME account then goes into the database, encrypted)."""
     estate, pebble = lab
     sink = tmp_path / "notify.jsonl"
     monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
@@ -93,6 +95,14 @@ def test_renew_orders_deploys_verifies_then_nothing(
     told = notifications(sink)
     assert [n["event"] for n in told] == ["renewed"]
     assert "ovoc, sbc1, sbc2-ha" in told[0]["body"] and new_sha[:16] in told[0]["body"]
+    if store_backend == "postgresql":  # the team's ACME account is in the database, encrypted
+        import psycopg
+
+        with psycopg.connect(os.environ["CERTFLEET_STATE_URL"]) as conn:
+            rows = conn.execute(
+                "SELECT data FROM blobs WHERE path LIKE 'acme/accounts/%' AND secret = 1"
+            ).fetchall()
+        assert rows and all(b"PRIVATE KEY" not in bytes(row[0]) for row in rows)
 
 
 def test_failed_validation_leaves_devices_untouched(

@@ -23,8 +23,13 @@ def test_worst_exit_code_ranking() -> None:
     assert worst_exit_code([]) == 0
 
 
-def test_deploy_all_then_skip_by_handshake(loop_estate: LoopEstate, tmp_path: Path) -> None:
-    """Every device gets the new version; a second run skips them all by handshake."""
+def test_deploy_all_then_skip_by_handshake(
+    loop_estate: LoopEstate, tmp_path: Path, store_backend: str
+) -> None:
+    """Every device gets the new version; a second run skips them all by handshake.
+
+    On each backend of the store (SQLite, PostgreSQL).
+    """
     events: list[StepEvent] = []
     with Store.open(tmp_path / "state") as store:
         version = loop_estate.import_renewed(store, tmp_path)
@@ -99,9 +104,12 @@ def test_second_deploy_is_refused_while_locked(loop_estate: LoopEstate, tmp_path
 
 @pytest.mark.parametrize("step", STEPS)
 def test_fault_at_each_step_is_contained(
-    loop_estate: LoopEstate, tmp_path: Path, step: str
+    loop_estate: LoopEstate, tmp_path: Path, step: str, store_backend: str
 ) -> None:
-    """A failure injected at any step on one device leaves the others installed, all recorded."""
+    """A failure injected at any step on one device leaves the others installed, all recorded.
+
+    On each backend of the store (SQLite, PostgreSQL).
+    """
     bad = loop_estate.devices["sbc1"]
     bad.fail_at.add(step)
     if step == "restore":

@@ -124,7 +124,9 @@ def _assert_interrupted(lab: LabEstate, state: Path) -> None:
     assert code == 0 and "interrupted" in out and "install" in out and "backup" in out
 
 
-def test_killed_deploy_is_finished_by_the_next_deploy(lab: LabEstate, tmp_path: Path) -> None:
+def test_killed_deploy_is_finished_by_the_next_deploy(
+    lab: LabEstate, tmp_path: Path, store_backend: str
+) -> None:
     """After kill -9 mid-install: history says interrupted; deploy exits 0, new cert and key."""
     state = tmp_path / "state"
     old_sha, new_sha = _kill_mid_install(lab, state, tmp_path)
@@ -140,7 +142,9 @@ def test_killed_deploy_is_finished_by_the_next_deploy(lab: LabEstate, tmp_path: 
     assert [r["outcome"] for r in json.loads(out)["deployments"]] == ["installed", "interrupted"]
 
 
-def test_killed_deploy_is_undone_by_rollback(lab: LabEstate, tmp_path: Path) -> None:
+def test_killed_deploy_is_undone_by_rollback(
+    lab: LabEstate, tmp_path: Path, store_backend: str
+) -> None:
     """After kill -9 mid-install: rollback exits 0 with the old certificate and the old key."""
     state = tmp_path / "state"
     old_sha, _ = _kill_mid_install(lab, state, tmp_path)
@@ -155,7 +159,9 @@ def test_killed_deploy_is_undone_by_rollback(lab: LabEstate, tmp_path: Path) -> 
     assert _public(ctx.key_pem) == _public(lab.old.key_pem())
 
 
-def test_rollback_without_backup_or_under_lock_exits_2(lab: LabEstate, tmp_path: Path) -> None:
+def test_rollback_without_backup_or_under_lock_exits_2(
+    lab: LabEstate, tmp_path: Path, store_backend: str
+) -> None:
     """Nothing touched: no backup yet, or another live process holds the lock → exit 2."""
     from certfleet.estate.store import Store
 

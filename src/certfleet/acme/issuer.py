@@ -304,7 +304,10 @@ def issue_certificate(
                       csr_pem=pem.decode("ascii"))
     url = directory_url or config.directory
     try:
+        accounts = Path(store.root) / "acme" / "accounts"
+        store.fetch_files(accounts)  # a shared store: the team's accounts, from the database
         session = open_session(config, Path(store.root), directory_url=url)
+        store.put_tree(accounts, secret=True)
         log(f"ordering {', '.join(spec.names)} from {url}")
         chains = order_certificate(
             session, list(spec.names), pem, dns, timeout=config.timeout, replaces=replaces,

@@ -122,6 +122,7 @@ class RenewReport:
 def _leaf(store: Any, version: Any) -> Any:
     from cryptography import x509
 
+    store.fetch_files(version.dir)  # a shared store: from the database when not here
     return x509.load_pem_x509_certificate((version.dir / "leaf.pem").read_bytes())
 
 

@@ -76,6 +76,8 @@ COMMANDS: dict[str, Entry] = {
     "ovoc": Entry("ovoc", "OVOC appliance: deploy a certificate, diagnose staged files."),
     "sbc": Entry("sbc", "Mediant SBCs over the REST API: deploy, backup, status, trusted roots."),
     "lab": Entry("lab", "The lab estate: simulated OVOC and SBCs on 127.0.0.1."),
+    "store": Entry("store", "The state store: migrate SQLite into PostgreSQL, check it, change "
+                   "its key."),
     "serve": Entry("serve", "The estate on web pages: estate, timeline, devices, "
                    "certificates, runs, actions."),
 }

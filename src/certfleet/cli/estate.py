@@ -39,6 +39,7 @@ from .options import INVENTORY_OPTION as INVENTORY_OPTION
 from .options import JSON_OPTION as JSON_OPTION
 from .options import ONLY_OPTION as ONLY_OPTION
 from .options import STATE_OPTION as STATE_OPTION
+from .options import STATE_URL_OPTION as STATE_URL_OPTION
 from .options import load as load
 from .options import open_estate as open_estate
 from .options import open_store as open_store
@@ -172,6 +173,7 @@ def register(app: typer.Typer) -> None:
             "when one is not ready); see 'certfleet probe'."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Show, per device, what it serves now, what it will serve, the steps, rollback.
@@ -190,7 +192,7 @@ def register(app: typer.Typer) -> None:
         redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
         inv = load(inventory)
         prompt_key_passphrases(select_devices(inv, only), inv)  # asked before the run
-        with open_store(state_dir) as store:
+        with open_store(state_dir, state_url, inv) as store:
             factory = make_factory(
                 store, placeholder_secrets(select_devices(inv, only)), extra_keys)
             plans = _run_async(make_plan(inv, store, only, force=redeploy, factory=factory,
@@ -237,6 +239,7 @@ def register(app: typer.Typer) -> None:
         previous_key_password_env: str | None = PREVIOUS_KEY_PASSWORD_OPTION,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Deploy the current version to every device that does not serve it yet.
@@ -255,8 +258,9 @@ def register(app: typer.Typer) -> None:
 
         extra_keys = load_previous_key(previous_key, previous_key_password_env)
         redeploy, ignored = resolve(force, redeploy, ignore_finding, json_out=json_out)
-        with open_estate(inventory, state_dir) as (inv, store):
-            holder = store.lock_holder()
+        with open_estate(inventory, state_dir, state_url) as (inv, store):
+            # A shared store locks each device: the deploy's own lock names the one held.
+            holder = None if store.shared else store.lock_holder()
             if holder is not None and not break_lock and not dry_run:
                 # Refused before anything was touched: exit 2, like any refusal.
                 fail(f"another deploy holds the lock: {holder.describe()}",
@@ -299,13 +303,14 @@ def register(app: typer.Typer) -> None:
         only: list[str] = ONLY_OPTION,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Handshake every listener; exit 1 when any device does not serve the current version."""
         from ..estate.status import collect_status
         from ..inventory import select_devices
 
-        with open_estate(inventory, state_dir) as (inv, store):
+        with open_estate(inventory, state_dir, state_url) as (inv, store):
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             store.audit("verify", "ok" if all(s.is_current for s in statuses) else "mismatch")
         bad = [s for s in statuses if not s.is_current]
@@ -342,12 +347,13 @@ def register(app: typer.Typer) -> None:
             help="Accepted for old scripts: a lock whose process died is free already."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Restore DEVICE's last backup through its driver, then verify by handshake."""
         from ..estate.rollback import rollback_device
 
-        with open_estate(inventory, state_dir) as (inv, store):
+        with open_estate(inventory, state_dir, state_url) as (inv, store):
             factory = default_factory(
                 store, [d for d in inv.devices.values() if d.name == device], inventory=inv)
             with Progress([device], quiet=json_out) as progress:
@@ -370,6 +376,7 @@ def register(app: typer.Typer) -> None:
         steps: bool = typer.Option(False, "--steps", help="Show every step under each entry."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Past deployments and rollbacks, newest first: time, user, outcome, last step.
@@ -377,7 +384,7 @@ def register(app: typer.Typer) -> None:
         A deploy whose process died is shown as interrupted, with the last
         step it reached.
         """
-        with open_store(state_dir) as store:
+        with open_store(state_dir, state_url, inventory) as store:
             store.settle_interrupted()
             rows = store.history(device=device, limit=limit)
             if device is not None and not rows:
@@ -394,6 +401,7 @@ def register(app: typer.Typer) -> None:
         only: list[str] = ONLY_OPTION,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
         notify: bool = typer.Option(
             False, "--notify", help="Tell [notify] targets of certificates at 30/14/7/1 days."),
@@ -407,14 +415,17 @@ def register(app: typer.Typer) -> None:
         from ..inventory import select_devices
 
         told = None
-        with open_estate(inventory, state_dir) as (inv, store):
+        with open_estate(inventory, state_dir, state_url) as (inv, store):
             statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
             if notify:  # each band told once per certificate and device (see certfleet.notify)
                 from ..acme.config import notify_config
                 from ..notify import notify_expiring
 
+                bands = store.root / "notify-bands.json"
+                store.fetch_files(bands, refresh=True)  # a shared store: the team's bands
                 told = notify_expiring(notify_config(inv), statuses, store.root,
                                        lambda text: err_console.print(text, markup=False))
+                store.put_files([bands], secret=False)
         code = 1 if told is not None and told.all_failed else 0
         if json_out:
             data: dict[str, Any] = {"devices": [s.to_dict() for s in statuses]}
@@ -434,7 +445,8 @@ def register(app: typer.Typer) -> None:
     @app.command("unlock")
     @handle_errors
     def unlock_command(
-        inventory: Path = INVENTORY_OPTION, state_dir: Path | None = STATE_OPTION
+        inventory: Path = INVENTORY_OPTION, state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
     ) -> None:
         """Check the deploy lock; runs whose process died are recorded as interrupted.
 
@@ -442,8 +454,8 @@ def register(app: typer.Typer) -> None:
         that held it, so there is never a stale lock to clear. A lock held
         by a live process is named (exit 2).
         """
-        del inventory  # accepted like every command's; the lock lives in the state store
-        with open_store(state_dir) as store:
+        # The inventory gives only its [state] table: the lock lives in the state store.
+        with open_store(state_dir, state_url, inventory) as store:
             held = store.lock_holder()
             if held is not None:
                 fail(f"another deploy holds the lock: {held.describe()}",

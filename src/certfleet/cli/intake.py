@@ -18,7 +18,14 @@ from .common import (
     read_password,
     text,
 )
-from .estate import INVENTORY_OPTION, JSON_OPTION, STATE_OPTION, open_estate, print_findings
+from .estate import (
+    INVENTORY_OPTION,
+    JSON_OPTION,
+    STATE_OPTION,
+    STATE_URL_OPTION,
+    open_estate,
+    print_findings,
+)
 from .estate_tables import _short
 
 FILES_ARGUMENT = typer.Argument(..., help="What the CA sent: .crt, .p7b, .pfx, key...")
@@ -73,6 +80,7 @@ def register(app: typer.Typer) -> None:
         file_password: _FilePassword = FILE_PASSWORD,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Check the issued files and store them as the new version of NAME."""
@@ -80,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from ..estate.importer import import_certificate
 
         password = file_password.value()
-        with open_estate(inventory, state_dir) as (inv, store):
+        with open_estate(inventory, state_dir, state_url) as (inv, store):
             try:
                 result = import_certificate(inv, store, name, files, password=password)
             except PreflightError as exc:
@@ -111,6 +119,7 @@ def register(app: typer.Typer) -> None:
         file_password: _FilePassword = FILE_PASSWORD,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Store the certificate the devices serve today (with its key) as a known version.
@@ -124,7 +133,7 @@ def register(app: typer.Typer) -> None:
         from ..estate.adopt import MATCH, OTHER, adopt_certificate
 
         password = file_password.value()
-        with open_estate(inventory, state_dir) as (inv, store):
+        with open_estate(inventory, state_dir, state_url) as (inv, store):
             result = adopt_certificate(inv, store, name, files, password=password)
             current = store.current_version(name)
         if json_out:

@@ -120,6 +120,11 @@ def csr(
     state_dir: Annotated[Path | None, typer.Option(
         "--state-dir", help="State folder that keeps the key of NAME.",
     )] = None,
+    state_url: Annotated[str | None, typer.Option(
+        "--state-url", envvar="CERTFLEET_STATE_URL",
+        help="A shared state store that keeps the key of NAME: postgresql://USER@HOST/DB "
+        "(env CERTFLEET_STATE_URL; default: the inventory's [state] url).",
+    )] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     stdout: Annotated[bool, typer.Option(
         "--stdout", help="With NAME: also print the CSR (PEM) alone on stdout.")] = False,
@@ -150,7 +155,8 @@ def csr(
         if stdout and json_out:
             raise ConfigError("--stdout and --json both print on stdout",
                               hint="pass one of them (--json holds the CSR as csr_pem)")
-        _inventory_csr(name, inventory, state_dir, out_dir, json_out=json_out, stdout=stdout)
+        _inventory_csr(name, inventory, state_dir, out_dir, json_out=json_out, stdout=stdout,
+                       state_url=state_url)
         return
     if stdout:
         raise ConfigError("--stdout is for an inventory certificate NAME",
@@ -238,7 +244,7 @@ def csr(
 
 def _inventory_csr(
     name: str, inventory: Path | None, state_dir: Path | None, out_dir: Path | None,
-    *, json_out: bool, stdout: bool = False,
+    *, json_out: bool, stdout: bool = False, state_url: str | None = None,
 ) -> None:
     try:
         from ..estate.csr import make_inventory_csr
@@ -254,7 +260,13 @@ def _inventory_csr(
         # Next to the inventory: where the estate's files live, wherever the shell stands.
         where = inventory or Path(os.environ.get("CERTFLEET_INVENTORY") or "certfleet.toml")
         out_dir = where.parent
-    made = make_inventory_csr(name, inventory=inventory, state_dir=state_dir, out_dir=out_dir)
+    from ..inventory import load_inventory
+    from .options import open_store
+
+    inv = load_inventory(inventory or Path(os.environ.get("CERTFLEET_INVENTORY")
+                                           or "certfleet.toml"))
+    with open_store(state_dir, state_url, inv) as store:
+        made = make_inventory_csr(name, inventory=inv, store=store, out_dir=out_dir)
     csr_text = made.csr_pem.decode("ascii")
     if stdout:
         sys.stdout.write(csr_text)

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from ..estate.store import Store
     from ..inventory import Inventory
 
-__all__ = ["INVENTORY_OPTION", "JSON_OPTION", "ONLY_OPTION", "STATE_OPTION", "load",
-           "open_estate", "open_store"]
+__all__ = ["INVENTORY_OPTION", "JSON_OPTION", "ONLY_OPTION", "STATE_OPTION", "STATE_URL_OPTION",
+           "load", "open_estate", "open_store", "store_settings"]
 
 INVENTORY_OPTION = typer.Option(
     Path("certfleet.toml"),
@@ -30,15 +30,65 @@ STATE_OPTION = typer.Option(
     envvar="CERTFLEET_STATE_DIR",
     help="The state folder (env CERTFLEET_STATE_DIR; default: the user data folder).",
 )
+STATE_URL_OPTION = typer.Option(
+    None,
+    "--state-url",
+    envvar="CERTFLEET_STATE_URL",
+    help="A shared state store: postgresql://USER@HOST/DB (env CERTFLEET_STATE_URL; default: "
+    "the inventory's [state] url, else SQLite in the state folder).",
+)
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON only, on stdout.")
 ONLY_OPTION = typer.Option([], "--only", help="A device name or tag (repeatable).")
 
 
+def store_settings(
+    state_url: str | None, inventory: Inventory | Path | None,
+) -> tuple[str | None, str | None, str | None]:
+    """The store's URL (None: SQLite), its password and its key, resolved.
+
+    ``--state-url`` (or ``CERTFLEET_STATE_URL``) wins over the inventory's
+    ``[state] url``; the password and the key are the inventory's secret
+    references (``env:``, ``keyring:``, ``file:``), resolved only when used.
+    """
+    from ..errors import PasswordError
+    from ..inventory import Inventory, StateConfig, load_state_config
+    from ..secrets import resolve_secret
+
+    if isinstance(inventory, Inventory):
+        state = inventory.state
+    elif inventory is not None:
+        state = load_state_config(inventory)
+    else:
+        state = StateConfig()
+    url = state_url or state.url
+    password = (resolve_secret(state.password, what="state database password")
+                if url and state.password else None)
+    key = None
+    if url and state.key:
+        try:
+            key = resolve_secret(state.key, what="state store key")
+        except PasswordError as exc:
+            # Only what reads or writes a secret needs the key: it says so then.
+            _KEY_PROBLEMS[url] = exc.message
+    return url, password, key
+
+
+#: Why the store key of a URL could not be had (said by what needs it).
+_KEY_PROBLEMS: dict[str, str] = {}
+
+
 @contextmanager
-def open_store(state_dir: Path | None) -> Iterator[Store]:
+def open_store(
+    state_dir: Path | None, state_url: str | None = None,
+    inventory: Inventory | Path | None = None,
+) -> Iterator[Store]:
+    """The store: SQLite in ``state_dir``, or the PostgreSQL of ``state_url`` / ``[state]``."""
     from ..estate.store import Store
 
-    store = Store.open(state_dir)
+    url, password, key = store_settings(state_url, inventory)
+    store = Store.open(state_dir, url=url, password=password, key=key)
+    if url and url in _KEY_PROBLEMS and not store.store_key:
+        store.store_key_problem = _KEY_PROBLEMS[url]
     try:
         yield store
     finally:
@@ -52,8 +102,10 @@ def load(inventory: Path) -> Inventory:
 
 
 @contextmanager
-def open_estate(inventory: Path, state_dir: Path | None) -> Iterator[tuple[Inventory, Store]]:
+def open_estate(
+    inventory: Path, state_dir: Path | None, state_url: str | None = None,
+) -> Iterator[tuple[Inventory, Store]]:
     """The inventory (read first: a bad one fails before the store is touched) and the store."""
     inv = load(inventory)
-    with open_store(state_dir) as store:
+    with open_store(state_dir, state_url, inv) as store:
         yield inv, store

@@ -53,7 +53,14 @@ def exit_code(probes: list[DeviceProbe]) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    from .options import INVENTORY_OPTION, JSON_OPTION, ONLY_OPTION, STATE_OPTION, open_estate
+    from .options import (
+        INVENTORY_OPTION,
+        JSON_OPTION,
+        ONLY_OPTION,
+        STATE_OPTION,
+        STATE_URL_OPTION,
+        open_estate,
+    )
 
     @app.command("probe")
     @handle_errors
@@ -66,6 +73,7 @@ def register(app: typer.Typer) -> None:
             help="Rehearse as deploy --allow-no-rollback: no previous key needed."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Log in to every device and do all a deploy does up to the first change; change nothing.
@@ -76,7 +84,7 @@ def register(app: typer.Typer) -> None:
         context, rollback possible. One line per device: ready, or not and why
         with the fix. Exit 0 when every device is ready, 1 otherwise.
         """
-        with open_estate(inventory, state_dir) as (inv, store):
+        with open_estate(inventory, state_dir, state_url) as (inv, store):
             probes = run_probe(inv, store, only, concurrency=concurrency,
                                allow_no_rollback=allow_no_rollback)
         if json_out:

@@ -21,6 +21,7 @@ from .estate import (
     INVENTORY_OPTION,
     JSON_OPTION,
     STATE_OPTION,
+    STATE_URL_OPTION,
     Progress,
     _run_async,
     default_factory,
@@ -54,6 +55,7 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="The inventory certificate with an acme table."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Order NAME from its ACME CA now (DNS-01) and store the new version.
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         log = _logger(json_out)
-        with open_store(state_dir) as store:
+        with open_store(state_dir, state_url, inv) as store:
             try:
                 with renew_lock(store, f"issue {name}"):
                     result = issue_certificate(inv, store, name, log=log)
@@ -99,6 +101,7 @@ def register(app: typer.Typer) -> None:
             "store and change nothing."),
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
         """Renew every certificate with an ACME issuer that is due, deploy it, verify.
@@ -111,8 +114,9 @@ def register(app: typer.Typer) -> None:
 
         inv = load(inventory)
         log = _logger(json_out)
-        with open_store(state_dir) as store:
-            holder = store.lock_holder()
+        with open_store(state_dir, state_url, inv) as store:
+            # A shared store locks each device: the deploy's own lock names the one held.
+            holder = None if store.shared else store.lock_holder()
             if holder is not None and not dry_run:
                 fail(f"another deploy holds the lock: {holder.describe()}",
                      "wait for it to finish; if it died, run 'certfleet unlock'",

@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperCommand
 
 from .common import console, err_console, fail, handle_errors, option_group, print_json
+from .options import STATE_URL_OPTION
 
 if TYPE_CHECKING:
     from ..scan.engine import ScanResult, TrustStore
@@ -101,6 +102,7 @@ class _Reach:
 
     inventory_file: Path = INVENTORY_FILE_OPTION
     state_dir: Path | None = STATE_OPTION
+    state_url: str | None = STATE_URL_OPTION
     concurrency: int = CONCURRENCY_OPTION
     timeout: float = TIMEOUT_OPTION
     sni: str | None = SNI_OPTION
@@ -120,18 +122,25 @@ class _Plan:
     devices: list[str]
     state_dir: Path | None
     warn_days: int
+    #: The store's URL, password and key (None: SQLite in ``state_dir``).
+    shared: tuple[str | None, str | None, str | None] = (None, None, None)
 
 
-def _current_versions(state_dir: Path | None, certificates: list[str]) -> dict[str, str | None]:
+def _current_versions(
+    state_dir: Path | None, certificates: list[str],
+    shared: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> dict[str, str | None]:
     """The current version's leaf SHA-256 per certificate, when a state store exists."""
     from ..errors import StateError
     from ..estate.store import Store, default_state_dir
 
     where = state_dir or default_state_dir()
-    if not where.is_dir():
+    url, password, key = shared
+    if not url and not where.is_dir():
         return {}
     try:
-        with Store.open(where) as store:
+        with (Store.open(where, url=url, password=password, key=key) if url
+              else Store.open_sqlite(where)) as store:
             return {name: (v.leaf_sha256 if (v := store.current_version(name)) else None)
                     for name in certificates}
     except StateError:
@@ -141,7 +150,7 @@ def _current_versions(state_dir: Path | None, certificates: list[str]) -> dict[s
 def _prepare(
     targets: list[str], from_file: Path | None, use_inventory: bool, inventory_file: Path,
     state_dir: Path | None, sni: str | None, ca_bundle: list[Path], *,
-    nothing_hint: str = SCAN_NOTHING_HINT,
+    nothing_hint: str = SCAN_NOTHING_HINT, state_url: str | None = None,
 ) -> _Plan:
     from ..errors import ConfigError
     from ..scan.engine import TrustStore, inventory_endpoints
@@ -153,6 +162,7 @@ def _prepare(
     current: dict[str, str | None] = {}
     devices: list[str] = []
     warn_days = 30
+    shared: tuple[str | None, str | None, str | None] = (state_url, None, None)
     if use_inventory:
         from ..inventory import load_inventory
 
@@ -176,7 +186,10 @@ def _prepare(
             for d in inventory.devices.values()}
         devices = list(inventory.devices)
         warn_days = inventory.expiry_warn_days
-        current = _current_versions(state_dir, sorted(inventory.certificates))
+        from .options import store_settings
+
+        shared = store_settings(state_url, inventory)
+        current = _current_versions(state_dir, sorted(inventory.certificates), shared)
     for target in targets:
         groups.append(parse_target(target, server_name=sni))
     if from_file is not None:
@@ -185,7 +198,7 @@ def _prepare(
     if not endpoints:
         raise ConfigError("nothing to scan", hint=nothing_hint)
     store = TrustStore.from_files(ca_bundle) if ca_bundle else TrustStore.system()
-    return _Plan(endpoints, store, current, listed, devices, state_dir, warn_days)
+    return _Plan(endpoints, store, current, listed, devices, state_dir, warn_days, shared)
 
 
 def run_scan(plan: _Plan, concurrency: int, timeout: float, *, progress: bool) -> list[ScanResult]:
@@ -256,7 +269,7 @@ def register(app: typer.Typer) -> None:
             fail("--json and --csv exclude each other", "choose one of --json and --csv")
         plan = _prepare(list(targets or []), from_file, use_inventory, reach.inventory_file,
                         reach.state_dir, reach.sni, list(reach.ca_bundle or []),
-                        nothing_hint=SCAN_NOTHING_HINT)
+                        nothing_hint=SCAN_NOTHING_HINT, state_url=reach.state_url)
         quiet = json_out or csv_out
         results = run_scan(plan, reach.concurrency, reach.timeout,
                            progress=not quiet and err_console.is_terminal)
@@ -317,7 +330,7 @@ def register(app: typer.Typer) -> None:
         plan = _prepare(list(target or []), None, not no_inventory,
                         inventory or reach.inventory_file,
                         reach.state_dir, reach.sni, list(reach.ca_bundle or []),
-                        nothing_hint=EXPORTER_NOTHING_HINT)
+                        nothing_hint=EXPORTER_NOTHING_HINT, state_url=reach.state_url)
         registry, collector = make_registry()
 
         def once() -> None:
@@ -372,10 +385,12 @@ def _deploys(plan: _Plan) -> list[Any]:
     from ..scan.metrics import deploy_records
 
     where = plan.state_dir or default_state_dir()
-    if not plan.devices or not where.is_dir():
+    url, password, key = plan.shared
+    if not plan.devices or (not url and not where.is_dir()):
         return []
     try:
-        with Store.open(where) as store:
+        with (Store.open(where, url=url, password=password, key=key) if url
+              else Store.open_sqlite(where)) as store:
             return deploy_records(store, plan.devices)
     except StateError:
         return []

@@ -235,7 +235,7 @@ async def run_deploy(
     targets = Targets(inventory, store)
     run_id: int | None = None
     if not dry_run:
-        store.acquire_lock(command, break_lock=break_lock)
+        store.acquire_lock(command, break_lock=break_lock, devices=[d.name for d in devices])
     try:
         if not dry_run:
             store.settle_interrupted()  # runs whose process died are recorded as such
@@ -351,6 +351,9 @@ async def run_deploy(
         async def all_of(group: Sequence[Device]) -> list[DeviceResult]:
             tasks = [asyncio.ensure_future(one(d)) for d in group]
             await control.wait(tasks)
+            for task in tasks:  # every failure retrieved (none logged later by the GC)
+                if task.done() and not task.cancelled():
+                    task.exception()
             return [t.result() for t in tasks]
 
         results: dict[str, DeviceResult] = {}
@@ -457,9 +460,17 @@ async def _deploy_device(
         version_id=result.version_id, target_sha256=result.target_sha256, started=started,
     )
 
+    lost: list[bool] = []  # the journal's database went away (a shared store)
+
     def journal(event: StepEvent) -> None:
-        if deployment_id is not None:
-            store.record_step(deployment_id, event)
+        if deployment_id is not None and not lost:
+            try:
+                store.record_step(deployment_id, event)
+            except StateError:
+                # A failure like any other: after a change the device is put back;
+                # the steps after it are not journalled (the run is left interrupted).
+                lost.append(True)
+                raise
         if on_event is not None:
             on_event(event)
 

@@ -80,7 +80,7 @@ async def rollback_device(
         )
     from .csr import key_passphrase
 
-    store.acquire_lock(f"rollback {name}", break_lock=break_lock)
+    store.acquire_lock(f"rollback {name}", break_lock=break_lock, devices=[name])
     try:
         store.settle_interrupted()  # a deploy that died is recorded as interrupted
         record = store.last_backup(name)

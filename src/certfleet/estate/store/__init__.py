@@ -1,4 +1,4 @@
-"""The state store: a SQLite database and files in one state folder.
+"""The state store: a database (SQLite in the state folder, or a shared PostgreSQL) and files.
 
 It keeps certificate versions (leaf, chain, root and the key, key files
 0600 and optionally passphrase-encrypted), imports, deploy runs with the
@@ -7,11 +7,13 @@ journal written as the deploy goes), backups written before the first
 change on a device, an audit log, and the deploy lock (held by the
 operating system). One module per concept:
 
+- :mod:`.backend`: the database, SQLite or PostgreSQL (one SQL for both);
 - :mod:`.schema`: tables and migrations (``PRAGMA user_version``);
 - :mod:`.versions`: certificates, versions, keys and imports;
 - :mod:`.runs`: runs, deployments, steps, history and the audit log;
 - :mod:`.backups`: device backups (write-ahead, optionally encrypted);
-- :mod:`.lock`: OS file locks;
+- :mod:`.blobs`: a shared store's files in its database, secrets under the store key;
+- :mod:`.lock`: OS file locks (PostgreSQL: session advisory locks);
 - :class:`ReadOnlyStore` (below): the store opened to read only, from many threads.
 
 Nothing is ever deleted automatically.
@@ -27,13 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import StateError
+from .backend import Database, connect_postgres, is_postgres_url, redact_url
 from .backups import BackupRecord, BackupsMixin
-from .lock import FileLock, LockInfo, LockMixin
+from .blobs import BlobsMixin
+from .lock import AdvisoryLock, FileLock, LockInfo, LockMixin
 from .runs import IN_PROGRESS, INTERRUPTED, RunsMixin
 from .schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     default_state_dir,
+    default_state_url,
     migrate,
     os_user,
     user_version,
@@ -55,23 +60,47 @@ __all__ = [
     "Store",
     "VersionRecord",
     "default_state_dir",
+    "default_state_url",
     "os_user",
 ]
 
 
-class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
+class Store(VersionsMixin, RunsMixin, BackupsMixin, BlobsMixin, LockMixin):
     """The state folder. Open with :meth:`open`; close with :meth:`close` or ``with``."""
 
-    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, root: Path, db: Database | sqlite3.Connection) -> None:
         self.root = root
         self.db = db
+        self.store_key: str | None = None
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
-        self._run_locks: dict[int, FileLock] = {}
+        self._pg_locks: dict[str, list[tuple[str, bool]]] = {}
+        self._run_locks: dict[int, FileLock | AdvisoryLock] = {}
 
     @classmethod
-    def open(cls, root: Path | str | None = None) -> Store:
-        """Open (creating, migrating) the store in ``root``. Raises StateError."""
+    def open(
+        cls, root: Path | str | None = None, *, url: str | None = None,
+        password: str | None = None, key: str | None = None,
+    ) -> Store:
+        """Open (creating, migrating) the store in ``root``. Raises StateError.
+
+        ``url`` (else ``$CERTFLEET_STATE_URL``), a ``postgresql://`` URL, puts
+        the database on that PostgreSQL server (``password``: its password, when
+        the URL and libpq's own files do not give it); ``root`` keeps the files.
+        ``key`` (else ``$CERTFLEET_STORE_KEY``): the store key (see :mod:`.blobs`),
+        needed by what reads or writes a private key or a backup in a shared store.
+        """
+        path = Path(root).expanduser() if root is not None else default_state_dir()
+        url = url or default_state_url()
+        if url:
+            store = cls._open_postgres(path, url, password)
+            store.store_key = key or os.environ.get("CERTFLEET_STORE_KEY") or None
+            return store
+        return cls.open_sqlite(path, key=key)
+
+    @classmethod
+    def open_sqlite(cls, root: Path | str | None = None, *, key: str | None = None) -> Store:
+        """The SQLite store in ``root``, whatever ``$CERTFLEET_STATE_URL`` says."""
         path = Path(root).expanduser() if root is not None else default_state_dir()
         try:
             created = not path.exists()
@@ -98,6 +127,7 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
         store = cls(path, db)
+        store.store_key = key
         try:
             migrate(db, path)
         except BaseException:
@@ -111,9 +141,33 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, LockMixin):
 
         return ReadOnlyStore.open_readonly(root)
 
+    @classmethod
+    def _open_postgres(cls, path: Path, url: str, password: str | None) -> Store:
+        if not is_postgres_url(url):
+            raise StateError(
+                f"the state URL {redact_url(url)!r} is not a postgresql:// URL",
+                hint="write [state] url = \"postgresql://USER@HOST/DB\" (or leave it out "
+                "for the SQLite store in the state folder)",
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError.from_os_error(
+                "create the state folder", path, exc,
+                hint="pass --state-dir to a writable folder (or set CERTFLEET_STATE_DIR)",
+            ) from None
+        db = connect_postgres(url, password)
+        store = cls(path, db)
+        try:
+            migrate(db, redact_url(url))
+        except BaseException:
+            db.close()
+            raise
+        return store
+
     @property
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return user_version(self.db)
 
     def close(self) -> None:
         self.release_all_locks()
@@ -171,9 +225,11 @@ class ReadOnlyStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        self.store_key: str | None = None
         self._keys: dict[int, PrivateKey] = {}
         self._locks: dict[str, FileLock] = {}
-        self._run_locks: dict[int, FileLock] = {}
+        self._pg_locks: dict[str, list[tuple[str, bool]]] = {}
+        self._run_locks: dict[int, FileLock | AdvisoryLock] = {}
 
     @classmethod
     def open_readonly(cls, root: Path | str | None = None) -> ReadOnlyStore:
@@ -211,7 +267,7 @@ class ReadOnlyStore(Store):
         return store
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Database:
         """This thread's read-only connection (opened on first use)."""
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
@@ -229,7 +285,7 @@ class ReadOnlyStore(Store):
         return db
 
     @db.setter
-    def db(self, value: sqlite3.Connection) -> None:
+    def db(self, value: Database) -> None:
         raise AttributeError("the read-only store opens its own connections")
 
     def settle_interrupted(self) -> list[int]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import PasswordError, StateError
 from ...fsutil import write_private_file
-from .base import StoreBase
+from .blobs import BlobsMixin
 
 if TYPE_CHECKING:
     from ...drivers.base import Backup
@@ -132,7 +132,7 @@ def read_backup_files(directory: Path, passphrase: str | None = None) -> Backup:
     return Backup.from_manifest(manifest, files)
 
 
-class BackupsMixin(StoreBase):
+class BackupsMixin(BlobsMixin):
     def add_backup(
         self,
         backup: Backup,
@@ -171,6 +171,7 @@ class BackupsMixin(StoreBase):
         encrypted: bool = False,
     ) -> BackupRecord:
         """Record a backup already written to ``directory`` (see :func:`write_backup_files`)."""
+        self.put_tree(directory, secret=True)
         cur = self.db.execute(
             "INSERT INTO backups (device, kind, dir, created, has_private_key, served_sha256,"
             " run_id, encrypted) VALUES (?,?,?,?,?,?,?,?)",
@@ -215,6 +216,7 @@ class BackupsMixin(StoreBase):
 
     def read_backup(self, record: BackupRecord, passphrase: str | None = None) -> Backup:
         """The driver Backup of ``record``. Raises StateError when its files are gone."""
+        self.fetch_files(record.dir)
         try:
             return read_backup_files(record.dir, passphrase)
         except (OSError, ValueError, KeyError) as exc:

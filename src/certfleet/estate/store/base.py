@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from .backend import Database
 from .schema import now
 
 __all__ = ["StoreBase"]
 
 
 class StoreBase:
-    """The state folder ``root`` and its database ``db`` (autocommit; see :meth:`transaction`)."""
+    """The state folder ``root`` and its database ``db`` (autocommit; see :meth:`transaction`).
+
+    ``db`` is SQLite's connection or PostgreSQL's (:mod:`.backend`): the same SQL runs on both.
+    """
 
     root: Path
-    db: sqlite3.Connection
+    db: Database
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Database]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db

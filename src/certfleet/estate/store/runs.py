@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ...errors import StateError
+from .backend import PostgresDatabase
 from .base import StoreBase
-from .lock import FileLock
+from .lock import RUN_CLASS, AdvisoryLock, FileLock
 from .schema import now, os_user
 
 if TYPE_CHECKING:
@@ -60,17 +61,24 @@ def _step_text(step: dict[str, Any] | None) -> str | None:
 
 
 class RunsMixin(StoreBase):
-    _run_locks: dict[int, FileLock]
+    _run_locks: dict[int, FileLock | AdvisoryLock]
+
+    def _run_lock(self, token: str) -> FileLock | AdvisoryLock:
+        """The lock a live run holds: its file, or on PostgreSQL an advisory lock of the server."""
+        if isinstance(self.db, PostgresDatabase):
+            return AdvisoryLock(self.db, RUN_CLASS, token)
+        return FileLock(self.root / "locks" / f"run-{token}.lock")
 
     # ---- audit -------------------------------------------------------------
 
     def audit(
         self, command: str, outcome: str, *, device: str | None = None, detail: str = ""
     ) -> None:
-        """Append one audit line (time, OS user, command, device, outcome)."""
+        """Append one audit line (time, OS user and host, command, device, outcome)."""
         self.db.execute(
-            "INSERT INTO audit (at, user, command, device, outcome, detail) VALUES (?,?,?,?,?,?)",
-            (now(), os_user(), command, device, outcome, detail),
+            "INSERT INTO audit (at, user, host, command, device, outcome, detail)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (now(), os_user(), socket.gethostname(), command, device, outcome, detail),
         )
 
     def audit_log(self, device: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
@@ -95,12 +103,12 @@ class RunsMixin(StoreBase):
     ) -> int:
         """Record a run; its OS lock is taken before the row exists and held until finish_run."""
         token = secrets.token_hex(8)
-        lock = FileLock(self.root / "locks" / f"run-{token}.lock")
+        lock = self._run_lock(token)
         try:
             lock.try_acquire()  # a fresh name: nobody else holds it
         except OSError as exc:
             raise StateError.from_os_error(
-                "create the run lock", lock.path, exc,
+                "create the run lock", self.root / "locks", exc,
                 hint="check that the state folder is writable (or pass --state-dir)",
             ) from None
         cur = self.db.execute(
@@ -165,7 +173,7 @@ class RunsMixin(StoreBase):
             if run_id in self._run_locks:
                 continue  # ours, alive
             if token:
-                probe = FileLock(self.root / "locks" / f"run-{token}.lock")
+                probe = self._run_lock(token)
                 try:
                     if not probe.try_acquire():
                         continue  # its process still runs

@@ -1,16 +1,17 @@
-"""The store's schema: SQLite tables, versioned by ``PRAGMA user_version``.
+"""The store's schema, one for SQLite and PostgreSQL, versioned by ``PRAGMA user_version``.
 
 :data:`MIGRATIONS` holds one script per schema version; :func:`migrate`
 runs the missing ones in order, each in its own transaction, and refuses a
 store newer than this release. Scripts are split on ``;``: no semicolon in
-a comment or a string literal.
+a comment or a string literal. They are written in SQLite's words; on
+PostgreSQL :func:`.backend.postgres_sql` says each statement in its own,
+and the version is the one row of the table ``schema_version``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import getpass
 import os
 import re
 import sqlite3
@@ -18,11 +19,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ...errors import StateError
+from .backend import Database, is_sqlite
+from .backend import os_user as os_user
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "default_state_dir", "migrate", "now", "os_user"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "default_state_dir", "default_state_url", "migrate",
+           "now", "os_user", "user_version"]
 
 # 1: the first schema. Stores written by the first release hold exactly these
-# tables; schema 2 rebuilds four of them from the columns written here.
+# tables; schema 2 rebuilds four of them from the columns written here. Each
+# table comes after the tables it references (PostgreSQL needs them to exist).
 _SCHEMA_1 = """
     CREATE TABLE keys (
         id INTEGER PRIMARY KEY,
@@ -74,6 +79,17 @@ _SCHEMA_1 = """
         options TEXT NOT NULL,
         exit_code INTEGER
     );
+    CREATE TABLE backups (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        dir TEXT NOT NULL,
+        created TEXT NOT NULL,
+        has_private_key INTEGER NOT NULL,
+        served_sha256 TEXT,
+        run_id INTEGER REFERENCES runs (id)
+    );
+    CREATE INDEX backups_device ON backups (device);
     CREATE TABLE deployments (
         id INTEGER PRIMARY KEY,
         run_id INTEGER REFERENCES runs (id),
@@ -102,17 +118,6 @@ _SCHEMA_1 = """
         detail TEXT NOT NULL,
         at REAL NOT NULL
     );
-    CREATE TABLE backups (
-        id INTEGER PRIMARY KEY,
-        device TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        dir TEXT NOT NULL,
-        created TEXT NOT NULL,
-        has_private_key INTEGER NOT NULL,
-        served_sha256 TEXT,
-        run_id INTEGER REFERENCES runs (id)
-    );
-    CREATE INDEX backups_device ON backups (device);
     CREATE TABLE audit (
         id INTEGER PRIMARY KEY,
         at TEXT NOT NULL,
@@ -193,7 +198,7 @@ _SCHEMA_2 = ";\n".join([
             UNION ALL SELECT certificate, created FROM versions
             UNION ALL SELECT certificate, at FROM imports
             UNION ALL SELECT certificate, started FROM deployments WHERE certificate IS NOT NULL
-        ) GROUP BY name ORDER BY MIN(at), name""",
+        ) AS named GROUP BY name ORDER BY MIN(at), name""",
     _rebuild("keys", {"certificate": [_CERTIFICATE_ID]}),
     "CREATE INDEX keys_spki ON keys (spki_sha256)",
     "CREATE INDEX keys_certificate ON keys (certificate_id)",
@@ -232,6 +237,36 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE versions ADD COLUMN origin TEXT NOT NULL DEFAULT 'import'
     """,
+    # 4: who holds a lock of a shared (PostgreSQL) store: the lock itself is the
+    # server's advisory lock, the row names its holder (unused on SQLite, whose
+    # holders are written beside their lock files)
+    """
+    CREATE TABLE lock_holders (
+        name TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        user TEXT NOT NULL,
+        at TEXT NOT NULL,
+        command TEXT NOT NULL
+    )
+    """,
+    # 5: the files of a shared (PostgreSQL) store in the database (see .blobs): keys,
+    # versions, backups and ACME accounts, the secret ones encrypted under the store
+    # key, whose check value is in store_meta (both unused on SQLite); the host of
+    # each audit line (a shared store hears from many machines)
+    """
+    CREATE TABLE blobs (
+        path TEXT PRIMARY KEY,
+        data BLOB NOT NULL,
+        secret INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+    );
+    CREATE TABLE store_meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    ALTER TABLE audit ADD COLUMN host TEXT
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -246,17 +281,9 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_data_dir("certfleet"))
 
 
-def os_user() -> str:
-    """The OS user for the audit log; getpass fails without a login name."""
-    try:
-        return getpass.getuser()
-    except Exception:
-        return os.environ.get("USERNAME") or os.environ.get("USER") or f"uid-{_uid()}"
-
-
-def _uid() -> str:
-    getuid = getattr(os, "getuid", None)
-    return str(getuid()) if getuid is not None else "unknown"
+def default_state_url() -> str | None:
+    """``$CERTFLEET_STATE_URL`` (a shared PostgreSQL store), else None (SQLite)."""
+    return os.environ.get("CERTFLEET_STATE_URL") or None
 
 
 def now() -> str:
@@ -264,17 +291,61 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def user_version(db: sqlite3.Connection) -> int:
-    return int(db.execute("PRAGMA user_version").fetchone()[0])
+def user_version(db: Database) -> int:
+    """The schema version of ``db`` (0: a new store)."""
+    if is_sqlite(db):
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
 
 
-def migrate(db: sqlite3.Connection, root: Path) -> None:
+def _set_user_version(db: Database, version: int) -> None:
+    if is_sqlite(db):
+        db.execute(f"PRAGMA user_version = {version}")
+    else:
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) SELECT ?", (version,))
+
+
+def _begin_migration(db: Database) -> None:
+    if is_sqlite(db):
+        db.execute("BEGIN IMMEDIATE")
+    else:  # one migrating process at a time (the lock ends with the transaction)
+        db.execute("BEGIN")
+        db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+
+
+# The key of PostgreSQL's advisory lock that serialises migrations.
+_MIGRATION_LOCK = 0x63660001
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    try:
+        import psycopg
+    except ImportError:
+        return errors
+    return (*errors, psycopg.Error)
+
+
+def migrate(db: Database, root: Path | str) -> None:
     """Bring ``db`` to :data:`SCHEMA_VERSION`. Raises StateError (too new, or failed).
 
-    Foreign keys are off while tables are rebuilt (SQLite's documented way
-    to change a table's columns) and checked before each commit.
+    On SQLite foreign keys are off while tables are rebuilt (SQLite's
+    documented way to change a table's columns) and checked before each
+    commit; PostgreSQL checks them as it goes.
     """
-    version = user_version(db)
+    errors = _database_errors()
+    sqlite = is_sqlite(db)
+    try:
+        version = user_version(db)
+    except errors as exc:
+        raise StateError(
+            f"cannot read the schema of the state store {str(root)!r}: {exc}",
+            hint="check that the database user may create tables in it",
+            path=str(root),
+        ) from None
     target = len(MIGRATIONS)
     if version > target:
         raise StateError(
@@ -285,24 +356,26 @@ def migrate(db: sqlite3.Connection, root: Path) -> None:
         )
     if version == target:
         return
-    db.execute("PRAGMA foreign_keys = OFF")
+    if sqlite:
+        db.execute("PRAGMA foreign_keys = OFF")
     try:
         for number in range(version, target):
             try:
-                db.execute("BEGIN IMMEDIATE")
+                _begin_migration(db)
                 if user_version(db) > number:  # another process migrated meanwhile
                     db.execute("COMMIT")
                     continue
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
                         db.execute(statement)
-                broken = db.execute("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise sqlite3.IntegrityError(f"{len(broken)} dangling reference(s)")
-                db.execute(f"PRAGMA user_version = {number + 1}")
+                if sqlite:
+                    broken = db.execute("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise sqlite3.IntegrityError(f"{len(broken)} dangling reference(s)")
+                _set_user_version(db, number + 1)
                 db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
+            except errors as exc:
+                with contextlib.suppress(*errors):
                     db.execute("ROLLBACK")
                 raise StateError(
                     f"cannot migrate the state store to schema {number + 1}: {exc}",
@@ -310,4 +383,5 @@ def migrate(db: sqlite3.Connection, root: Path) -> None:
                     path=str(root),
                 ) from None
     finally:
-        db.execute("PRAGMA foreign_keys = ON")
+        if sqlite:
+            db.execute("PRAGMA foreign_keys = ON")

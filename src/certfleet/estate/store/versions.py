@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import PasswordError, PrivateKeyError, StateError
 from ...fsutil import write_file_atomic, write_private_file
-from .base import StoreBase
+from .blobs import BlobsMixin
 from .schema import now, os_user
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def _san_dns_names(leaf: x509.Certificate) -> tuple[str, ...]:
     return tuple(ext.value.get_values_for_type(x509.DNSName))
 
 
-class VersionsMixin(StoreBase):
+class VersionsMixin(BlobsMixin):
     _keys: dict[int, PrivateKey]
 
     # ---- keys --------------------------------------------------------------
@@ -145,6 +145,7 @@ class VersionsMixin(StoreBase):
         )
         path = self.root / "keys" / certificate / f"{spki[:16]}.key.pem"
         write_private_file(path, pem)
+        self.put_files([path], secret=True)
         cur = self.db.execute(
             "INSERT INTO keys (certificate_id, spki_sha256, key_type, path, encrypted, csr_pem,"
             " origin, created) VALUES (?,?,?,?,?,?,?,?)",
@@ -198,6 +199,7 @@ class VersionsMixin(StoreBase):
     def _load_key(self, record: KeyRecord, passphrase: str | None) -> PrivateKey:
         from cryptography.hazmat.primitives import serialization
 
+        self.fetch_files(record.path)
         try:
             data = record.path.read_bytes()
         except OSError as exc:
@@ -258,6 +260,7 @@ class VersionsMixin(StoreBase):
             write_file_atomic(directory / "chain.pem", b"".join(pem(c) for c in bundle.chain))
             if bundle.root is not None:
                 write_file_atomic(directory / "root.pem", pem(bundle.root))
+            self.put_tree(directory, secret=False)
             cur = self.db.execute(
                 "INSERT INTO versions (certificate_id, number, leaf_sha256, spki_sha256, subject,"
                 " issuer, not_before, not_after, names, dir, key_id, created, origin)"
@@ -329,6 +332,7 @@ class VersionsMixin(StoreBase):
 
         from ...pki.model import Bundle
 
+        self.fetch_files(version.dir)
         try:
             leaf = x509.load_pem_x509_certificate((version.dir / "leaf.pem").read_bytes())
             chain_pem = (version.dir / "chain.pem").read_bytes()
