@@ -141,9 +141,12 @@ def _driver(
                  "prompt_timeout": prompt_timeout, "import_timeout": import_timeout,
                  "settle_time": settle_time, "enter": enter},
     )
-    driver: OvocDriver = build_driver(
+    driver = build_driver(
         device, {"password": password, "root_password": su_password,
                  "keystore_password": keystore_password}, on_event=on_event)
+    from ..drivers.ovoc import OvocDriver
+
+    assert isinstance(driver, OvocDriver)  # what the ovoc kind builds
     return driver
 
 

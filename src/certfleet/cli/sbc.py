@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, NotRequired, TypedDict
 
 import typer
 
@@ -31,9 +31,11 @@ from .common import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..drivers.base import DeployOutcome, StepEvent
+    from ..drivers.base import Backup, DeployOutcome, EventCallback, StepEvent
     from ..drivers.sbc import SbcDriver
+    from ..drivers.sbc_model import SbcContext
     from ..drivers.tlsprobe import Listener
+    from ..pki.model import PrivateKey
 
 __all__ = ["register"]
 
@@ -71,8 +73,8 @@ def _driver(
     *,
     contexts: Sequence[int] = (0,),
     listeners: Sequence[Listener] = (),
-    previous_keys: Sequence[Any] = (),
-    on_event: Any = None,
+    previous_keys: Sequence[PrivateKey] = (),
+    on_event: EventCallback | None = None,
     verify_timeout: float = 120.0,
     busy_retries: int = 6,
     busy_delay: float = 0.5,
@@ -118,12 +120,15 @@ def _driver(
         options={"url": conn.url, "insecure": conn.insecure, "timeout": conn.timeout,
                  "busy_retries": busy_retries, "busy_delay": busy_delay},
     )
-    driver: SbcDriver = build_driver(device, {"password": password}, on_event=on_event,
-                                     stored_keys=previous_keys)
+    driver = build_driver(device, {"password": password}, on_event=on_event,
+                          stored_keys=previous_keys)
+    from ..drivers.sbc import SbcDriver
+
+    assert isinstance(driver, SbcDriver)  # what the sbc kind builds
     return driver
 
 
-def _step_printer(enabled: bool) -> Any:
+def _step_printer(enabled: bool) -> EventCallback | None:
     marks = {"start": "…", "ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "-"}
 
     def show(event: StepEvent) -> None:
@@ -296,7 +301,7 @@ def backup(
 
     driver = _driver(conn, contexts=context or [0])
 
-    async def run() -> Any:
+    async def run() -> Backup:
         async with driver.session():
             if not context:
                 driver.contexts = sorted(await driver.list_contexts()) or [0]
@@ -339,7 +344,7 @@ def status(
 
     driver = _driver(conn)
 
-    async def run() -> list[Any]:
+    async def run() -> list[SbcContext]:
         async with driver.session():
             names = await driver.list_contexts() or {0: "default"}
             return [await driver.read_context(i, n) for i, n in sorted(names.items())]
@@ -392,7 +397,7 @@ TrustContext = Annotated[int, typer.Option(
     "--context", metavar="N", help="TLS context whose trusted roots are checked.")]
 
 
-def _field(value: Any) -> str:
+def _field(value: object) -> str:
     """A status field as the device gave it, on one line: ``?`` when missing, an
     object as ``key=value`` pairs."""
     if value is None or value == "":
@@ -425,8 +430,19 @@ def _backup_dir(given: Path | None, device: str) -> Path:
     return root / "device-backups" / folder / stamp
 
 
+class TrustResult(TypedDict):
+    """What ``sbc trust audit|add`` prints with ``--json`` (audit without the last two)."""
+
+    set: str
+    context: int
+    present: list[str]
+    missing: list[str]
+    added: NotRequired[list[str]]
+    backup: NotRequired[str | None]
+
+
 def _audit(conn: SbcConnection, set_name: str, context: int, add: bool,
-           backup_dir: Path | None = None, json_progress: bool = False) -> dict[str, Any]:
+           backup_dir: Path | None = None, json_progress: bool = False) -> TrustResult:
     import asyncio
 
     from ..trust import audit_roots, get_root_set
@@ -435,7 +451,7 @@ def _audit(conn: SbcConnection, set_name: str, context: int, add: bool,
     root_set = get_root_set(set_name)
     pinned = root_set.certificates()
 
-    async def run() -> dict[str, Any]:
+    async def run() -> TrustResult:
         async with driver.session():
             ctx = await driver.read_context(context)
             result = audit_roots(root_set, ctx.trusted_roots)
@@ -516,7 +532,7 @@ def trust_add(
     raise typer.Exit(1 if result["missing"] else 0)
 
 
-def _print_trust(result: dict[str, Any]) -> None:
+def _print_trust(result: TrustResult) -> None:
     for name in result["present"]:
         console.print(f"[green]present[/] {name}", soft_wrap=True)
     for name in result["missing"]:
