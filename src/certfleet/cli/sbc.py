@@ -210,27 +210,12 @@ def deploy(
     The SBC never returns its private key: rolling back needs --previous-key
     (the key installed now); a first deploy without it needs --allow-no-rollback.
     """
-
-    from ..drivers.tlsprobe import Listener
     from ..pki.checks import preflight
 
-    if verify and no_verify:
-        raise ConfigError("--verify and --no-verify contradict each other",
-                          hint="pass --verify HOST:PORT, or --no-verify alone")
-    if not verify and not no_verify and 0 not in context:
-        # Context 0 (management HTTPS) is verified on the REST port itself; others need --verify.
-        raise ConfigError(
-            "no --verify HOST:PORT given: nothing would check the install by handshake",
-            hint="pass --verify HOST:PORT (a TLS listener of the changed context), "
-            "or --no-verify to deploy without a handshake")
+    _check_verify(verify, no_verify, context)
     input_password = read_password(input_password_env, what="input file password")
     password_bytes = input_password.encode("utf-8") if input_password else None
-    listeners = []
-    for item in verify or []:
-        try:
-            listeners.append(Listener.parse(item, label="verify"))
-        except ValueError as exc:
-            raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
+    listeners = _verify_listeners(verify)
     host = _url_host(conn.url)
     hosts = [host] if host and not _is_ip(host) else []
     from .common import password_from
@@ -240,23 +225,15 @@ def deploy(
         previous = [] if previous_key is None else load_private_keys(
             previous_key, input_password,
             hint="pass the PEM private key installed on the SBC now")
-    driver = _driver(
-        conn,
-        contexts=context,
-        listeners=listeners,
-        previous_keys=previous,
-        on_event=_step_printer(not json_out),
-        verify_timeout=verify_timeout,
-        busy_retries=busy_retries,
-        busy_delay=busy_delay,
-    )
+    driver = _driver(conn, contexts=context, listeners=listeners, previous_keys=previous,
+                     on_event=_step_printer(not json_out), verify_timeout=verify_timeout,
+                     busy_retries=busy_retries, busy_delay=busy_delay)
     driver.allow_unverified = no_verify
     driver.no_listener_hint = ("pass --verify HOST:PORT (a TLS listener of the changed "
                                "context), or --no-verify to deploy without a handshake")
     if no_verify and not json_out:
-        err_console.print(
-            "[yellow]note:[/] --no-verify: only the SBC's own answers confirm the install, "
-            "no handshake does", soft_wrap=True)
+        err_console.print("[yellow]note:[/] --no-verify: only the SBC's own answers confirm "
+                          "the install, no handshake does", soft_wrap=True)
     from .common import run_interruptible  # Ctrl-C and SIGTERM: the template rolls back
 
     outcome = run_interruptible(driver.deploy(bundle, findings, force=force,
@@ -266,6 +243,32 @@ def deploy(
     else:
         _print_outcome(outcome)
     raise typer.Exit(outcome.exit_code)
+
+
+def _check_verify(verify: list[str] | None, no_verify: bool, context: list[int]) -> None:
+    """Refuse ``--verify`` with ``--no-verify``, and a deploy nothing would check."""
+    if verify and no_verify:
+        raise ConfigError("--verify and --no-verify contradict each other",
+                          hint="pass --verify HOST:PORT, or --no-verify alone")
+    if not verify and not no_verify and 0 not in context:
+        # Context 0 (management HTTPS) is verified on the REST port itself; others need --verify.
+        raise ConfigError(
+            "no --verify HOST:PORT given: nothing would check the install by handshake",
+            hint="pass --verify HOST:PORT (a TLS listener of the changed context), "
+            "or --no-verify to deploy without a handshake")
+
+
+def _verify_listeners(verify: list[str] | None) -> list[Listener]:
+    """The listeners of ``--verify``."""
+    from ..drivers.tlsprobe import Listener
+
+    listeners = []
+    for item in verify or []:
+        try:
+            listeners.append(Listener.parse(item, label="verify"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
+    return listeners
 
 
 def _url_host(url: str) -> str | None:
