@@ -469,7 +469,7 @@ async def run_renew(
                 bad = [r for r in item.devices if r.exit_code != 0]
                 if bad:
                     send(notify_cfg, failure_notification(item.certificate, None, bad), log)
-                elif item.action == "issued":
+                elif item.action == "issued" and item.version is not None:  # issued has one
                     send(notify_cfg, renewed_notification(item.certificate, item.version,
                                                           item.devices), log)
     return RenewReport(items, report, dry_run)
