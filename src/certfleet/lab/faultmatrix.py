@@ -33,13 +33,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from .ca import Issued, LabCA
 from .estate import WILDCARD, LabEstate
+from .ovoc import StopPoint
+from .sbc.faults import FaultRule
 
 __all__ = [
     "FAULTS",
@@ -126,7 +128,19 @@ def _sha(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _public(key_or_cert: Any) -> bytes:
+class _PublicKey(Protocol):
+    def public_bytes(
+        self, encoding: serialization.Encoding, format: serialization.PublicFormat,
+    ) -> bytes: ...
+
+
+class _HasPublicKey(Protocol):
+    """A private key or a certificate: both give their public key."""
+
+    def public_key(self) -> _PublicKey: ...
+
+
+def _public(key_or_cert: _HasPublicKey) -> bytes:
     data: bytes = key_or_cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return data
@@ -391,7 +405,7 @@ class FaultMatrix:
             rule = self.lab.sbcs[self.device].faults.add(
                 spec.drop if drop else spec.hold, method=spec.method, path=spec.path,
                 nth=self._roots_to_add() if "trusted roots" in point else 1)
-            self._rule: Any = rule
+            self._rule: FaultRule | StopPoint = rule
             return lambda: rule.held > 0
         ovoc = self.lab.ovoc
         assert ovoc is not None
@@ -402,7 +416,7 @@ class FaultMatrix:
 
     def _reached(self, point: str) -> bool:
         rule = self._rule
-        return bool(rule.held > 0) if self.driver == "sbc" else bool(rule.reached.is_set())
+        return bool(rule.held > 0) if isinstance(rule, FaultRule) else rule.reached.is_set()
 
     def _disarm(self) -> None:
         if self.driver == "sbc":
