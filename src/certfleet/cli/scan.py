@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from typer.core import TyperCommand
@@ -13,7 +13,10 @@ from typer.core import TyperCommand
 from .common import console, err_console, fail, handle_errors, option_group, print_json
 
 if TYPE_CHECKING:
+    from typer._click import Context  # the click typer vendors (and types)
+
     from ..scan.engine import ScanResult, TrustStore
+    from ..scan.metrics import DeployRecord
     from ..scan.targets import Endpoint
 
 INVENTORY_FILE_OPTION = typer.Option(
@@ -90,7 +93,7 @@ class ScanCommand(TyperCommand):
     """``scan``: takes ``--inventory FILE`` as ``plan``, ``deploy`` and ``status`` do,
     and the bare ``--inventory`` switch (file from ``--inventory-file``) as before."""
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         result: list[str] = super().parse_args(ctx, inventory_args(args))
         return result
 
@@ -363,7 +366,7 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _deploys(plan: _Plan) -> list[Any]:
+def _deploys(plan: _Plan) -> list[DeployRecord]:
     """The devices' last deployments from the state store (none when it does not exist)."""
     from ..errors import StateError
     from ..estate.store import Store, default_state_dir
