@@ -33,9 +33,16 @@ if TYPE_CHECKING:
 
     from ..drivers.base import Backup, DeployOutcome, EventCallback, StepEvent
     from ..drivers.sbc import SbcDriver
-    from ..drivers.sbc_model import SbcContext
+    from ..drivers.sbc_model import SbcContext, SbcContextDict
     from ..drivers.tlsprobe import Listener
     from ..pki.model import PrivateKey
+
+    class _StatusRow(SbcContextDict):
+        """A TLS context as ``sbc status --json`` prints it."""
+
+        serves_management: bool
+        days_left: int | None
+
 
 __all__ = ["register"]
 
@@ -354,13 +361,14 @@ def status(
 
     contexts = asyncio.run(run())
     now = dt.datetime.now(dt.UTC)
-    rows = []
+    rows: list[_StatusRow] = []
     for ctx in contexts:
-        row = ctx.to_dict()
-        row["serves_management"] = driver.serves_management(ctx)
-        row["days_left"] = ((ctx.certificate.not_valid_after_utc - now).days
-                            if ctx.certificate is not None else None)
-        rows.append(row)
+        rows.append({
+            **ctx.to_dict(),
+            "serves_management": driver.serves_management(ctx),
+            "days_left": ((ctx.certificate.not_valid_after_utc - now).days
+                          if ctx.certificate is not None else None),
+        })
     device = {k: driver.status.get(k) for k in
               ("productType", "versionID", "highAvailability", "serialNumber")}
     if json_out:

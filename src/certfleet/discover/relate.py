@@ -54,7 +54,7 @@ class Device:
     ha: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name, "kind": self.kind, "addresses": self.addresses,
             "port": self.port, "https_port": self.https_port, "tls_pin": self.tls_pin,
@@ -90,7 +90,7 @@ class Estate:
     credentials_sent_to: list[str]
     credentials: Credentials
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "devices": [d.to_dict() for d in self.devices],
             "certificates": [c.__dict__ for c in self.certificates],

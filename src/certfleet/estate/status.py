@@ -49,7 +49,7 @@ class ListenerStatus:
     # still read, so this is a successful observation, shown as "mTLS".
     client_cert_requested: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "listener": self.listener,
             "label": self.label,
@@ -102,7 +102,7 @@ class DeviceStatus:
     def is_current(self) -> bool:
         return bool(self.listeners) and self.serving_current == len(self.listeners)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "kind": self.kind,

@@ -68,7 +68,7 @@ class ProbeCheck:
     detail: str
     fix: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
 
 
@@ -105,7 +105,7 @@ class ProbeReport:
     def fix(self) -> str | None:
         return next((c.fix for c in self.checks if not c.ok), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "device": self.device, "kind": self.kind, "ready": self.ready,
             "reason": self.reason, "fix": self.fix,
