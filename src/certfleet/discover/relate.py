@@ -7,7 +7,7 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from cryptography import x509
 
@@ -79,11 +79,23 @@ class Certificate:
     devices: list[str]
 
 
+class UnmanagedListener(TypedDict):
+    """A listener of a host that is no device: TLS (subject, sha256) or SSH (banner, key)."""
+
+    host: str
+    port: int
+    subject: NotRequired[str]
+    sha256: NotRequired[str]
+    mutual_tls: NotRequired[bool]
+    ssh_banner: NotRequired[str | None]
+    ssh_host_key: NotRequired[str | None]
+
+
 @dataclass
 class Estate:
     devices: list[Device]
     certificates: list[Certificate]
-    unmanaged: list[dict[str, Any]]
+    unmanaged: list[UnmanagedListener]
     silent: dict[str, int]
     probed: int
     trust_on_first_use: bool
@@ -159,7 +171,7 @@ def relate(hosts: list[Host], *, silent: dict[str, int], probed: int, tofu: bool
     taken: set[str] = set()
     devices: list[Device] = []
     leaves: dict[str, x509.Certificate] = {}
-    unmanaged: list[dict[str, Any]] = []
+    unmanaged: list[UnmanagedListener] = []
     by_management: dict[str, list[Host]] = {}
     for host in hosts:
         if host.sbc is not None:

@@ -11,10 +11,13 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..inventory import Device, Inventory
 from .store import Store
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["DeviceStatus", "ListenerStatus", "band", "collect_status"]
 
@@ -117,7 +120,7 @@ class DeviceStatus:
         }
 
 
-def _names_cover(cert: Any, hosts: Sequence[str]) -> bool | None:
+def _names_cover(cert: x509.Certificate, hosts: Sequence[str]) -> bool | None:
     """Whether every host is covered by a subjectAltName, as clients check (never the CN)."""
     from ..pki.names import covers
 
