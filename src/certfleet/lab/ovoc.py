@@ -42,6 +42,7 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,8 +88,7 @@ class StopPoint:
     reached: threading.Event = field(default_factory=threading.Event)
 
 
-def _http_handler() -> type[Any]:
-    from http.server import BaseHTTPRequestHandler
+def _http_handler() -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -99,7 +99,7 @@ def _http_handler() -> type[Any]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler

@@ -92,7 +92,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
     sys_version = ""
     server: _SbcServer
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the lab keeps its own request log (``LabSbc.requests``)."""
 
     def do_GET(self) -> None:
