@@ -73,6 +73,12 @@ class ContextView:
         )
 
 
+#: A device's configuration put aside: the running and saved contexts, the running and
+#: saved parameters, and what each context presents (see ``_DeviceState.snapshot``).
+Snapshot = tuple[dict[int, _Context], dict[int, _Context], dict[str, str], dict[str, str],
+                 dict[int, tuple[bytes, bytes]]]
+
+
 class _DeviceState:
     """Configuration shared by the units of one device (one unit, or an HA pair)."""
 
@@ -167,13 +173,13 @@ class _DeviceState:
             self.saved_params = dict(self.params)
             self.saves += 1
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot:
         """A copy of the running and saved configuration (see :meth:`restore_snapshot`)."""
         with self.lock:
             return copy.deepcopy(
                 (self.running, self.saved, self.params, self.saved_params, self.served))
 
-    def restore_snapshot(self, snapshot: Any) -> None:
+    def restore_snapshot(self, snapshot: Snapshot) -> None:
         """Put a :meth:`snapshot` back: configuration, flash and what the listeners present."""
         with self.lock:
             (self.running, self.saved, self.params, self.saved_params,
