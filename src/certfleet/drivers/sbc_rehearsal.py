@@ -11,7 +11,7 @@ never raised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import (
     CertfleetError,
@@ -36,7 +36,7 @@ class SbcDriver(Protocol):
     user: str
     insecure: bool
     contexts: list[int]
-    status: dict[str, Any]
+    status: dict[str, object]
     management_sha256: str | None
 
     @property
