@@ -155,7 +155,7 @@ class LabOvoc:
         staging: Staging = "files",
         acems_password: str = "acems-lab-Pa55",
         root_password: str = "root-lab-Pa55",
-        menus: Path | str | Mapping[str, Any] | None = None,
+        menus: Path | str | Mapping[str, object] | None = None,
         restart_delay: float = 0.2,
         hostname: str = "ovoc",
         host: str = "127.0.0.1",
