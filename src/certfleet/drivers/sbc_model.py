@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -182,7 +182,7 @@ class SbcContext:
         }
 
 
-def _key_valid(data: Any) -> bool | None:
+def _key_valid(data: object) -> bool | None:
     """The ``valid`` of a key state answer: true/false however spelled, None if unknown."""
     value = data.get("valid") if isinstance(data, dict) else None
     if isinstance(value, bool):

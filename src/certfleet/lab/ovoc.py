@@ -44,9 +44,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import asyncssh
+from asyncssh.connection import SSHConnection
 from cryptography import x509
 
 from .ca import Issued, LabCA
@@ -335,7 +336,7 @@ class LabOvoc:
         self.stop_point = None
         return stop
 
-    async def _hold(self, stop: StopPoint, conn: Any) -> None:
+    async def _hold(self, stop: StopPoint, conn: SSHConnection) -> None:
         """Hang (until the connection or the lab goes) or drop the connection."""
         stop.reached.set()
         if stop.action == "drop":
