@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import NamedTuple, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -42,6 +42,7 @@ from .ca import Issued, LabCA
 from .estate import WILDCARD, LabEstate
 from .ovoc import StopPoint
 from .sbc.faults import FaultRule
+from .sbc.state import Snapshot
 
 __all__ = [
     "FAULTS",
@@ -170,6 +171,23 @@ def _wait(done: Callable[[], bool], child: subprocess.Popen[bytes] | None, what:
         time.sleep(0.02)
 
 
+class _OvocSaved(NamedTuple):
+    """The lab OVOC put aside: its files, what it serves, its keystore's password."""
+
+    files: Path
+    served: tuple[bytes, bytes, bytes]
+    keystore_password: str | None
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """A point to start a case from: the state folder's copy and the lab device's."""
+
+    state: Path
+    sbc: Snapshot | None = None
+    ovoc: _OvocSaved | None = None
+
+
 class FaultMatrix:
     """One lab per driver, shared by every case: a case starts from a saved start."""
 
@@ -188,7 +206,7 @@ class FaultMatrix:
                              ovoc=driver == "ovoc", key_type="ec-p256")
         self.state = workdir / "state"
         self.renewed: Issued | None = None
-        self._start: tuple[Path, Any] | None = None
+        self._start: _Saved | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -257,13 +275,13 @@ class FaultMatrix:
 
     # ---- saving and putting back a point --------------------------------------------
 
-    def _save(self, name: str) -> tuple[Path, Any]:
+    def _save(self, name: str) -> _Saved:
         """Copy the state folder and the lab device aside (nothing holds the store now)."""
         copy = self.workdir / f"saved-{name}"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(self.state, copy)
         if self.driver == "sbc":
-            return copy, self.lab.sbcs[self.device].snapshot()
+            return _Saved(copy, sbc=self.lab.sbcs[self.device].snapshot())
         ovoc = self.lab.ovoc
         assert ovoc is not None
         _wait(lambda: ovoc.web_up, None, "the OVOC web server's restart")
@@ -271,23 +289,23 @@ class FaultMatrix:
         shutil.rmtree(fs_copy, ignore_errors=True)
         shutil.copytree(ovoc.root_dir, fs_copy, symlinks=True)
         slot = ovoc.slot
-        return copy, (fs_copy, (slot.cert_pem, slot.key_pem, slot.chain_pem),
-                      ovoc.keystore_password)
+        return _Saved(copy, ovoc=_OvocSaved(fs_copy, (slot.cert_pem, slot.key_pem, slot.chain_pem),
+                                            ovoc.keystore_password))
 
-    def _restore(self, saved: tuple[Path, Any]) -> None:
-        copy, device = saved
+    def _restore(self, saved: _Saved) -> None:
         shutil.rmtree(self.state, ignore_errors=True)
-        shutil.copytree(copy, self.state)
-        if self.driver == "sbc":
+        shutil.copytree(saved.state, self.state)
+        if saved.sbc is not None:
             unit = self.lab.sbcs[self.device]
             unit.faults.clear()
-            unit.restore_snapshot(device)
+            unit.restore_snapshot(saved.sbc)
             return
         ovoc = self.lab.ovoc
         assert ovoc is not None
         ovoc.stop_point = None
         _wait(lambda: ovoc.web_up, None, "the OVOC web server's restart")
-        fs_copy, slot, password = device
+        assert saved.ovoc is not None
+        fs_copy, slot, password = saved.ovoc
         shutil.rmtree(ovoc.root_dir)
         shutil.copytree(fs_copy, ovoc.root_dir, symlinks=True)
         ovoc.slot.set(*slot)

@@ -274,7 +274,7 @@ class LabSbc:
         """How many times the configuration was saved."""
         return self.state.saves
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """The ``GET /status`` document."""
         state = self.state
         return {
