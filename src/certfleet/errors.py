@@ -63,7 +63,7 @@ class CertfleetError(Exception):
     Extra keyword arguments become attributes (``device=``, ``path=``...).
     """
 
-    def __init__(self, message: str, *, hint: str | None = None, **context: Any) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, **context: object) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -84,7 +84,8 @@ class CertfleetError(Exception):
 
     @classmethod
     def from_os_error(
-        cls, action: str, path: str | PathLike[str], exc: OSError, *, hint: str, **context: Any
+        cls, action: str, path: str | PathLike[str], exc: OSError, *, hint: str,
+        **context: object,
     ) -> Self:
         """``cannot ACTION 'PATH': REASON`` for ``exc`` raised on ``path`` (set as ``path=``)."""
         return cls(f"cannot {action} {str(path)!r}: {exc.strerror or exc}", hint=hint,
@@ -118,7 +119,8 @@ class PreflightError(InputError):
     """
 
     def __init__(
-        self, message: str, findings: Sequence[Any], *, hint: str | None = None, **context: Any
+        self, message: str, findings: Sequence[Any], *, hint: str | None = None,
+        **context: object,
     ) -> None:
         super().__init__(message, hint=hint, **context)
         self.findings = list(findings)

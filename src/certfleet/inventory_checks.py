@@ -14,10 +14,13 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .errors import ConfigError
 from .safetext import visible
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 SECRET_SCHEMES = ("env:", "keyring:", "file:")
 
@@ -140,9 +143,20 @@ class _Ctx:
         )
 
 
+@overload
 def _expect(
-    ctx: _Ctx, table: Sequence[str], key: str, value: Any, kind: type | tuple[type, ...], what: str
-) -> Any:
+    ctx: _Ctx, table: Sequence[str], key: str, value: object, kind: type[T], what: str
+) -> T: ...
+@overload
+def _expect(
+    ctx: _Ctx, table: Sequence[str], key: str, value: object,
+    kind: tuple[type[T], type[U]], what: str,
+) -> T | U: ...
+def _expect(
+    ctx: _Ctx, table: Sequence[str], key: str, value: object,
+    kind: type[object] | tuple[type[object], ...], what: str,
+) -> object:
+    """``value``, refused (ConfigError) unless it is a ``kind`` (a bool is no number)."""
     if isinstance(value, bool) and kind is not bool and bool not in (
         kind if isinstance(kind, tuple) else (kind,)
     ):
@@ -167,7 +181,7 @@ def _closest(key: str, allowed: frozenset[str]) -> str | None:
 
 
 def _missing(
-    ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowed: set[str], key: str,
+    ctx: _Ctx, table: Sequence[str], data: Mapping[str, object], allowed: set[str], key: str,
     problem: str, hint: str,
 ) -> ConfigError:
     """The error for required ``key`` missing from ``data``; when an unknown key of ``data``
@@ -183,7 +197,7 @@ class AlreadyReported(ConfigError):
 
 
 def _check_keys(
-    ctx: _Ctx, table: Sequence[str], data: Mapping[str, Any], allowed: set[str]
+    ctx: _Ctx, table: Sequence[str], data: Mapping[str, object], allowed: set[str]
 ) -> None:
     for key in data:
         if key not in allowed:
@@ -197,7 +211,7 @@ def _check_keys(
             ctx.report(ctx.error(table, key, f"unknown key {key!r}", hint))
 
 
-def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
+def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: object) -> str:
     if not isinstance(value, str):
         raise ctx.error(table, key, "must be a secret reference string", 'write e.g. "env:VAR"')
     if value == "prompt" or (
@@ -221,11 +235,11 @@ def _check_secret(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> str:
     return value
 
 
-def _port(ctx: _Ctx, table: Sequence[str], key: str, value: Any) -> int:
-    _expect(ctx, table, key, value, int, "a port number")
-    if not 0 < value < 65536:
-        raise ctx.error(table, key, f"port {value!r} is not 1-65535", "use a real port number")
-    return int(value)
+def _port(ctx: _Ctx, table: Sequence[str], key: str, value: object) -> int:
+    number = _expect(ctx, table, key, value, int, "a port number")
+    if not 0 < number < 65536:
+        raise ctx.error(table, key, f"port {number!r} is not 1-65535", "use a real port number")
+    return int(number)
 
 
 

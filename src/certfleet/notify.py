@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from .model import NotifyConfig
 
@@ -47,6 +47,83 @@ BANDS = (30, 14, 7, 1)
 Log = Callable[[str], None]
 
 
+# ---- what notify reads of the estate's values (it sits below the estate) -------------
+
+
+class _Step(Protocol):
+    @property
+    def step(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+class DeviceOutcome(Protocol):
+    """A device's part of a deploy (``estate.deploy.DeviceResult``)."""
+
+    @property
+    def device(self) -> str: ...
+    @property
+    def certificate(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def exit_code(self) -> int: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def version_id(self) -> int | None: ...
+    @property
+    def steps(self) -> Sequence[_Step]: ...
+
+
+class DeployOutcomes(Protocol):
+    """A deploy run's report (``estate.deploy.DeployReport``)."""
+
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def results(self) -> Sequence[DeviceOutcome]: ...
+
+
+class StoredVersion(Protocol):
+    """A certificate version of the store (``estate.store.versions.VersionRecord``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def not_after(self) -> str: ...
+    @property
+    def leaf_sha256(self) -> str: ...
+
+
+class ServedListener(Protocol):
+    """What a listener serves (``estate.status.ListenerStatus``)."""
+
+    @property
+    def listener(self) -> str: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def not_after(self) -> str | None: ...
+    @property
+    def days_left(self) -> int | None: ...
+    @property
+    def sha256(self) -> str | None: ...
+
+
+class ServedDevice(Protocol):
+    """A device's listeners (``estate.status.DeviceStatus``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def certificate(self) -> str: ...
+    @property
+    def listeners(self) -> Sequence[ServedListener]: ...
+
+
 @dataclass(frozen=True)
 class Notification:
     """One message: ``event`` is failure, renewed or expiring."""
@@ -56,7 +133,7 @@ class Notification:
     body: str
     certificate: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, str | None]:
         return {"event": self.event, "title": self.title, "body": self.body,
                 "certificate": self.certificate,
                 "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
@@ -140,7 +217,9 @@ def deliver(config: NotifyConfig, notification: Notification,
 # ---- what the messages say -------------------------------------------------------
 
 
-def renewed_notification(certificate: str, version: Any, results: Sequence[Any]) -> Notification:
+def renewed_notification(
+    certificate: str, version: StoredVersion, results: Sequence[DeviceOutcome],
+) -> Notification:
     """``certificate`` renewed: the new version and where it is served now."""
     installed = [r.device for r in results if r.status in ("installed", "skipped")]
     body = (f"{certificate} v{version.id} ({version.subject}, valid to {version.not_after[:10]}, "
@@ -150,7 +229,7 @@ def renewed_notification(certificate: str, version: Any, results: Sequence[Any])
 
 
 def failure_notification(
-    certificate: str, problem: str | None, results: Sequence[Any] = ()
+    certificate: str, problem: str | None, results: Sequence[DeviceOutcome] = ()
 ) -> Notification:
     """A renewal or deploy failure: per device the step, the outcome and what to run next."""
     lines = []
@@ -220,7 +299,7 @@ def _save_bands(state_path: Path, told: dict[str, int]) -> None:
 
 
 def pending_bands(
-    statuses: Sequence[Any], state_path: Path
+    statuses: Sequence[ServedDevice], state_path: Path
 ) -> list[tuple[str, int, Notification]]:
     """(key, band, notice) for every band of ``statuses`` not told yet; nothing is saved."""
     told = _read_bands(state_path)
@@ -258,7 +337,7 @@ def record_bands(state_path: Path, told: Sequence[tuple[str, int]]) -> None:
     _save_bands(state_path, saved)
 
 
-def due_bands(statuses: Sequence[Any], state_path: Path) -> list[Notification]:
+def due_bands(statuses: Sequence[ServedDevice], state_path: Path) -> list[Notification]:
     """Expiring notices for ``statuses`` (estate.status.DeviceStatus) not told before,
     saved as told at once in ``state_path`` (0600); :func:`notify_expiring` saves a band
     only once a target took its notice."""
@@ -284,7 +363,7 @@ class ExpiryReport:
         return {"due": self.due, "sent": self.sent, "failed": self.failed}
 
 
-def notify_expiring(config: NotifyConfig, statuses: Sequence[Any], state_root: Path,
+def notify_expiring(config: NotifyConfig, statuses: Sequence[ServedDevice], state_root: Path,
                     log: Log = lambda _: None) -> ExpiryReport:
     """Send the expiring notices of ``statuses`` not told before.
 
@@ -305,11 +384,13 @@ def notify_expiring(config: NotifyConfig, statuses: Sequence[Any], state_root: P
     return ExpiryReport(len(pending), len(told), len(pending) - len(told))
 
 
-def notify_deploy(config: NotifyConfig, report: Any, log: Log = lambda _: None) -> None:
+def notify_deploy(
+    config: NotifyConfig, report: DeployOutcomes, log: Log = lambda _: None,
+) -> None:
     """After ``certfleet deploy``: per certificate, where it was installed, or what failed."""
     if not config.urls or report.dry_run:
         return
-    by_certificate: dict[str, list[Any]] = {}
+    by_certificate: dict[str, list[DeviceOutcome]] = {}
     for result in report.results:
         by_certificate.setdefault(result.certificate, []).append(result)
     for certificate, results in by_certificate.items():

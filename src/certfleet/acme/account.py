@@ -12,12 +12,19 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from ..fsutil import write_private_file
 from . import AcmeError
 from .config import AcmeConfig
 from .transport import USER_AGENT
+
+if TYPE_CHECKING:
+    from acme import messages
+    from acme.client import ClientNetwork
+    from josepy.jwk import JWK
+
+    from .client import ClientWithReplaces
 
 __all__ = ["USER_AGENT", "AcmeSession", "account_path", "open_session"]
 
@@ -31,12 +38,22 @@ def account_path(state_root: Path, directory: str, email: str | None) -> Path:
 class AcmeSession:
     """A client bound to a registered account: ``client`` (ClientV2), ``key`` (JWK)."""
 
-    client: Any
-    key: Any
-    directory: Any
+    client: ClientWithReplaces
+    key: JWK
+    directory: messages.Directory
 
 
-def problem_text(error: Any) -> str:
+class _SavedAccount(TypedDict):
+    """The account file (0600): the CA's account URI and registration, and its key."""
+
+    directory: str
+    email: str | None
+    uri: NotRequired[str]
+    body: NotRequired[dict[str, object]]
+    key: str
+
+
+def problem_text(error: object) -> str:
     """An ACME problem document in words: type (without the URN prefix) and detail."""
     typ = str(getattr(error, "typ", "") or "").removeprefix("urn:ietf:params:acme:error:")
     detail = str(getattr(error, "detail", "") or "").strip()
@@ -49,13 +66,13 @@ def problem_text(error: Any) -> str:
     return text + (f" ({extra})" if extra else "")
 
 
-def _network(config: AcmeConfig, key: Any) -> Any:
+def _network(config: AcmeConfig, key: JWK) -> ClientNetwork:
     from .transport import client_network
 
     return client_network(config, key)
 
 
-def _get_directory(config: AcmeConfig, net: Any, url: str) -> Any:
+def _get_directory(config: AcmeConfig, net: ClientNetwork, url: str) -> messages.Directory:
     import requests
     from acme import client as acme_client
     from acme import errors as acme_errors
@@ -91,7 +108,7 @@ def open_session(
 
     url = directory_url or config.directory
     path = account_path(state_root, url, config.email)
-    saved: dict[str, Any] | None = None
+    saved: _SavedAccount | None = None
     if path.exists():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -150,7 +167,8 @@ def open_session(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    record = {"directory": url, "email": config.email, "uri": regr.uri,
-              "body": regr.body.to_json() if regr.body else {}, "key": pem.decode()}
+    record: _SavedAccount = {
+        "directory": url, "email": config.email, "uri": regr.uri,
+        "body": regr.body.to_json() if regr.body else {}, "key": pem.decode()}
     write_private_file(path, json.dumps(record, indent=2, default=str).encode())
     return AcmeSession(client, key, directory)

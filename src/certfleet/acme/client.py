@@ -9,11 +9,14 @@ out of rate limits and stop suggesting a renewal window for the old one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acme import client as acme_client
 from acme import messages
 from josepy.json_util import field as jose_field
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["ClientWithReplaces", "NewOrderReplacing", "ari_cert_id", "directory_has"]
 
@@ -24,7 +27,7 @@ class NewOrderReplacing(messages.NewOrder):
     replaces: str | None = jose_field("replaces", omitempty=True)
 
 
-def ari_cert_id(cert: Any) -> str | None:
+def ari_cert_id(cert: x509.Certificate) -> str | None:
     """The ARI certificate identifier of ``cert`` (an x509.Certificate), RFC 9773 §4.1:
     base64url of the Authority Key Identifier's keyIdentifier, ".", base64url of the
     DER serial (signed, big-endian). None when the certificate has no Authority Key
@@ -49,7 +52,7 @@ def ari_cert_id(cert: Any) -> str | None:
     return f"{b64(aki.key_identifier)}.{b64(serial_bytes)}"
 
 
-def directory_has(directory: Any, field: str) -> bool:
+def directory_has(directory: messages.Directory, field: str) -> bool:
     """Whether the ACME directory names ``field`` (``Directory`` has no ``in``)."""
     try:
         directory[field]

@@ -12,23 +12,32 @@ gets the warning when the renewal lacks it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ..drivers.tlsprobe import Listener
+    from ..inventory import Device
+    from ..pki.model import Finding
 
 __all__ = ["client_auth_findings", "is_teams"]
 
 
-def is_teams(device: Any, listener: Any) -> bool:
+def is_teams(device: Device, listener: Listener) -> bool:
     """The inventory marks the listener (label) or the device (tag) as Teams."""
     return "teams" in str(listener.label).lower() or any(
         str(tag).lower() == "teams" for tag in device.tags)
 
 
-async def client_auth_findings(devices: Sequence[Any], renewal: Any) -> list[Any]:
+async def client_auth_findings(
+    devices: Sequence[Device], renewal: x509.Certificate,
+) -> list[Finding]:
     """The CLIENT_AUTH_DROPPED findings of ``renewal`` (an x509.Certificate) on ``devices``."""
     from ..drivers.tlsprobe import probe
     from ..pki.checks import check_client_auth_dropped
 
-    findings: list[Any] = []
+    findings: list[Finding] = []
     for device in devices:
         listeners = list(device.listeners)
         if not listeners:

@@ -32,10 +32,21 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import AcmeError
 from .config import AcmeConfig, acme_config, renew_before_days
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ..drivers.base import EventCallback
+    from ..estate.deploy import DeployReport, DeviceResult
+    from ..estate.store import Store
+    from ..estate.store.versions import VersionRecord
+    from ..estate.targets import DriverFactory
+    from ..inventory import Inventory
+    from ..pki.model import Finding
 
 __all__ = [
     "AriLookup", "Due", "RenewItem", "RenewReport", "ari_lookup", "is_due", "renew_lock",
@@ -71,11 +82,11 @@ class RenewItem:
     exit_code: int = 0
     error: str | None = None
     hint: str | None = None
-    version: Any = None  # VersionRecord of the new version
-    devices: list[Any] = field(default_factory=list)  # DeviceResult
-    findings: list[Any] = field(default_factory=list)  # CLIENT_AUTH_DROPPED (pki.Finding)
+    version: VersionRecord | None = None  # of the new version
+    devices: list[DeviceResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # CLIENT_AUTH_DROPPED
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "certificate": self.certificate,
             "due": self.due,
@@ -94,7 +105,7 @@ class RenewItem:
 @dataclass
 class RenewReport:
     items: list[RenewItem]
-    deploy: Any = None  # DeployReport or None
+    deploy: DeployReport | None = None
     dry_run: bool = False
 
     @property
@@ -110,7 +121,7 @@ class RenewReport:
     def ordered(self) -> int:
         return sum(1 for i in self.items if i.action == "issued")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "exit_code": self.exit_code,
             "dry_run": self.dry_run,
@@ -119,7 +130,7 @@ class RenewReport:
         }
 
 
-def _leaf(store: Any, version: Any) -> Any:
+def _leaf(store: Store, version: VersionRecord) -> x509.Certificate:
     from cryptography import x509
 
     store.fetch_files(version.dir)  # a shared store: from the database when not here
@@ -139,7 +150,9 @@ class AriLookup:
     note: str = ""
 
 
-def ari_lookup(config: AcmeConfig, leaf: Any, *, now: dt.datetime | None = None) -> AriLookup:
+def ari_lookup(
+    config: AcmeConfig, leaf: x509.Certificate, *, now: dt.datetime | None = None,
+) -> AriLookup:
     """Ask the CA's renewalInfo about ``leaf`` (RFC 9773), when it can be asked.
 
     Only the directory and the renewalInfo resource are fetched (no account).
@@ -191,7 +204,7 @@ def ari_lookup(config: AcmeConfig, leaf: Any, *, now: dt.datetime | None = None)
     return AriLookup(when, cert_id)
 
 
-def ari_window(config: AcmeConfig, leaf: Any) -> dt.datetime | None:
+def ari_window(config: AcmeConfig, leaf: x509.Certificate) -> dt.datetime | None:
     """The CA's suggested renewal time for ``leaf`` (ARI), or None when it offers none.
 
     Raises AcmeError when the CA offers ARI but the answer cannot be read.
@@ -200,7 +213,7 @@ def ari_window(config: AcmeConfig, leaf: Any) -> dt.datetime | None:
 
 
 def is_due(
-    inventory: Any, store: Any, name: str, config: AcmeConfig, *, force: bool = False,
+    inventory: Inventory, store: Store, name: str, config: AcmeConfig, *, force: bool = False,
     now: dt.datetime | None = None,
 ) -> Due:
     """Whether certificate ``name`` is due, and why (the reason is printed and logged)."""
@@ -253,7 +266,9 @@ def is_due(
     return Due(False, f"{span(remaining)} left, more than {rule}{note}")
 
 
-def _replaces(config: AcmeConfig, store: Any, version: Any, moment: dt.datetime) -> str | None:
+def _replaces(
+    config: AcmeConfig, store: Store, version: VersionRecord | None, moment: dt.datetime,
+) -> str | None:
     """The ARI id of the stored certificate when the CA answered for it (``--force``)."""
     if version is None:
         return None
@@ -263,10 +278,11 @@ def _replaces(config: AcmeConfig, store: Any, version: Any, moment: dt.datetime)
         return None
 
 
-async def _check_client_auth(inventory: Any, store: Any, item: RenewItem, log: Log) -> None:
+async def _check_client_auth(inventory: Inventory, store: Store, item: RenewItem, log: Log) -> None:
     """Warn (CLIENT_AUTH_DROPPED) when the renewal loses clientAuth on a mutual-TLS device."""
     from .clientauth import client_auth_findings
 
+    assert item.version is not None  # called once the new version is imported
     devices = inventory.devices_using(item.certificate)
     item.findings = await client_auth_findings(devices, _leaf(store, item.version))
     for finding in item.findings:
@@ -278,7 +294,7 @@ def _prefixed(log: Log, name: str) -> Log:
     return lambda text: log(f"{name}: {text}")
 
 
-def _selection(inventory: Any, only: Sequence[str]) -> tuple[list[str], list[str]]:
+def _selection(inventory: Inventory, only: Sequence[str]) -> tuple[list[str], list[str]]:
     """(certificates with an issuer, devices) chosen by ``only`` (certificate, device or tag)."""
     from ..errors import ConfigError
     from ..inventory import select_devices
@@ -315,10 +331,12 @@ def _selection(inventory: Any, only: Sequence[str]) -> tuple[list[str], list[str
     return certificates, devices
 
 
-def _as_renewed(on_result: Any) -> Callable[[Any], None]:
+def _as_renewed(
+    on_result: Callable[[DeviceResult], None] | None,
+) -> Callable[[DeviceResult], None]:
     """A dry run's device result rewritten for the version it would order (not yet known),
     then handed to ``on_result``."""
-    def rewrite(result: Any) -> None:
+    def rewrite(result: DeviceResult) -> None:
         if result.status == "would-deploy":
             result.message = (f"{result.device}: would install the renewed {result.certificate}"
                               " (a new version, once the order succeeds)")
@@ -329,7 +347,7 @@ def _as_renewed(on_result: Any) -> Callable[[Any], None]:
     return rewrite
 
 
-def _merged(reports: list[Any], devices: list[str]) -> Any:
+def _merged(reports: list[DeployReport], devices: list[str]) -> DeployReport:
     """One deploy report of several (a dry run's), its results in the order of ``devices``."""
     from ..estate.deploy import DeployReport
 
@@ -341,7 +359,7 @@ def _merged(reports: list[Any], devices: list[str]) -> Any:
 
 
 @contextlib.contextmanager
-def renew_lock(store: Any, command: str) -> Iterator[None]:
+def renew_lock(store: Store, command: str) -> Iterator[None]:
     """Hold the store's ``renew`` lock. Raises StateError (with ``lock=``, exit 2) while
     another live process orders; the lock of a process that died is free already."""
     store.acquire_lock(command, name="renew")
@@ -352,16 +370,16 @@ def renew_lock(store: Any, command: str) -> Iterator[None]:
 
 
 async def run_renew(
-    inventory: Any,
-    store: Any,
-    factory: Any,
+    inventory: Inventory,
+    store: Store,
+    factory: DriverFactory,
     *,
     only: Sequence[str] = (),
     force: bool = False,
     dry_run: bool = False,
     log: Log = lambda _: None,
-    on_event: Any = None,
-    on_result: Any = None,
+    on_event: EventCallback | None = None,
+    on_result: Callable[[DeviceResult], None] | None = None,
     notify: bool = True,
 ) -> RenewReport:
     """Renew what is due and deploy; see the module docstring. Raises ConfigError."""
@@ -377,7 +395,7 @@ async def run_renew(
                           "table", hint="add acme and dns tables to a certificate to renew it")
     notify_cfg = notify_config(inventory)
     items: list[RenewItem] = []
-    report: Any = None
+    report: DeployReport | None = None
     # A dry run stores nothing, so it may run beside a real one.
     with contextlib.nullcontext() if dry_run else renew_lock(store, "renew"):
         for name in certificates:
@@ -452,7 +470,7 @@ async def run_renew(
                 bad = [r for r in item.devices if r.exit_code != 0]
                 if bad:
                     send(notify_cfg, failure_notification(item.certificate, None, bad), log)
-                elif item.action == "issued":
+                elif item.action == "issued" and item.version is not None:  # issued has one
                     send(notify_cfg, renewed_notification(item.certificate, item.version,
                                                           item.devices), log)
     return RenewReport(items, report, dry_run)

@@ -10,53 +10,59 @@ named in words with the way forward, as the SBC driver does.
 
 from __future__ import annotations
 
-from typing import Any
+import ssl
+from typing import TYPE_CHECKING
 
 from . import AcmeError
 from .config import AcmeConfig
+
+if TYPE_CHECKING:
+    from acme.client import ClientNetwork
+    from josepy.jwk import JWK
+    from requests.adapters import HTTPAdapter
 
 __all__ = ["USER_AGENT", "client_network", "tls_failure"]
 
 USER_AGENT = "certfleet (+https://github.com/certfleet)"
 
 
-def client_network(config: AcmeConfig, key: Any) -> Any:
+def client_network(config: AcmeConfig, key: JWK | None) -> ClientNetwork:
     """An ``acme`` ClientNetwork for ``config``: its ``ca_bundle`` and ``x509_strict``."""
     from acme import client as acme_client
 
-    verify: Any = str(config.ca_bundle) if config.ca_bundle else True
-    net = acme_client.ClientNetwork(key, verify_ssl=verify, user_agent=USER_AGENT, timeout=30)
+    verify: str | bool = str(config.ca_bundle) if config.ca_bundle else True
+    net = acme_client.ClientNetwork(
+        key, verify_ssl=verify,  # type: ignore[arg-type]  # requests takes a CA file too
+        user_agent=USER_AGENT, timeout=30)
     if config.x509_strict is not None:
         net.session.mount("https://", _adapter(config.x509_strict))
     return net
 
 
-def _adapter(x509_strict: bool) -> Any:
-    import ssl
-
+def _adapter(x509_strict: bool) -> HTTPAdapter:
     from requests.adapters import HTTPAdapter
     from urllib3.util.ssl_ import create_urllib3_context
 
     class StrictnessAdapter(HTTPAdapter):
         """requests' adapter with a context whose only change is the strict flag."""
 
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        def init_poolmanager(
+            self, connections: int, maxsize: int, block: bool = False, **kwargs: object,
+        ) -> None:
             context = create_urllib3_context()
             if x509_strict:
                 context.verify_flags |= ssl.VERIFY_X509_STRICT
             else:
                 context.verify_flags &= ~ssl.VERIFY_X509_STRICT
             kwargs["ssl_context"] = context
-            super().init_poolmanager(*args, **kwargs)
+            super().init_poolmanager(connections, maxsize, block, **kwargs)
 
     return StrictnessAdapter()
 
 
-def _verify_error(exc: BaseException) -> Any:
+def _verify_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     """The ``ssl.SSLCertVerificationError`` behind a requests/urllib3 error, if any:
     urllib3 keeps it in an error's ``reason`` or arguments, not only in its cause."""
-    import ssl
-
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     while todo:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .common import console, err_console, fail
 
 if TYPE_CHECKING:
+    from ..acme.renew import RenewReport
+    from ..estate.store import Store
     from ..lab.estate import LabEstate
     from ..lab.pebble import LabPebble
 
@@ -85,7 +87,7 @@ def _set_renew_before(lab: LabEstate, days: int) -> None:
     write_file_atomic(lab.inventory_path, text.encode())
 
 
-def _renew(lab: LabEstate, store: Any, title: str) -> Any:
+def _renew(lab: LabEstate, store: Store, title: str) -> RenewReport:
     import asyncio
 
     from ..acme.renew import run_renew
@@ -131,7 +133,7 @@ def run_acme_demo() -> int:
             pebble.stop()
 
 
-def _acme_story(work: Path, lab: LabEstate, store: Any, pebble: LabPebble) -> int:
+def _acme_story(work: Path, lab: LabEstate, store: Store, pebble: LabPebble) -> int:
     import asyncio
     import json
 

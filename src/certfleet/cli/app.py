@@ -10,14 +10,25 @@ equal to the real commands by a test (cold start matters: see benchmarks/).
 from __future__ import annotations
 
 import importlib
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from .startup import defer_unused_imports
 
 defer_unused_imports()  # before typer is imported
 
 import typer  # noqa: E402 - after defer_unused_imports()
-from typer.core import TyperGroup  # noqa: E402 - after defer_unused_imports()
+from typer.core import (  # noqa: E402 - after defer_unused_imports()
+    MarkupMode,
+    TyperArgument,
+    TyperGroup,
+    TyperOption,
+)
+
+if TYPE_CHECKING:
+    # The click typer vendors (and types).
+    from typer._click import Command, Context, HelpFormatter
+
+    CommandT = TypeVar("CommandT", bound=Command)
 
 from .. import __version__  # noqa: E402 - after defer_unused_imports()
 
@@ -87,7 +98,7 @@ COMMAND_MODULES = list(dict.fromkeys(entry.module for entry in COMMANDS.values()
 
 
 #: typer's help style for every command ("rich": boxed panels; no markdown).
-RICH_MARKUP_MODE: Any = "rich"
+RICH_MARKUP_MODE: MarkupMode = "rich"
 
 
 def load_module(name: str) -> typer.Typer:
@@ -97,7 +108,7 @@ def load_module(name: str) -> typer.Typer:
     return holder
 
 
-def help_as_text(command: Any) -> Any:
+def help_as_text(command: CommandT) -> CommandT:
     """``command`` (a click command or group, with its subcommands) with its help texts
     markup-escaped: typer reads help as rich markup, where "[notify]" would vanish.
 
@@ -107,13 +118,13 @@ def help_as_text(command: Any) -> Any:
 
     if getattr(command, "_help_is_text", False):
         return command
-    command._help_is_text = True
+    command._help_is_text = True  # type: ignore[attr-defined]  # our mark
     for attribute in ("help", "short_help", "epilog"):
         value = getattr(command, attribute, None)
         if value:
             setattr(command, attribute, escape(value))
     for param in command.params:
-        if getattr(param, "help", None):
+        if isinstance(param, TyperArgument | TyperOption) and param.help:
             param.help = escape(param.help)
     for sub in getattr(command, "commands", {}).values():
         help_as_text(sub)
@@ -138,10 +149,10 @@ class LazyGroup(TyperGroup):
         for module in COMMAND_MODULES:
             self._load(module)
 
-    def list_commands(self, ctx: Any) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
 
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         entry = COMMANDS.get(cmd_name)
         if cmd_name not in self.commands and entry is not None:
             if self._listing:
@@ -149,12 +160,14 @@ class LazyGroup(TyperGroup):
             self._load(entry.module)
         return self.commands.get(cmd_name)
 
-    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+    def resolve_command(
+        self, ctx: Context, args: list[str],
+    ) -> tuple[str | None, Command | None, list[str]]:
         if args and args[0] not in COMMANDS:
             self.load_all()  # an unknown name: suggest among every real command
         return super().resolve_command(ctx, args)
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         self._listing = True
         try:
             super().format_help(ctx, formatter)

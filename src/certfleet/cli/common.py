@@ -8,12 +8,12 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.segment import Segment
 from typer.core import TyperCommand
 
@@ -21,7 +21,18 @@ from ..errors import CertfleetError
 from ..secrets import resolve_secret
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    from _typeshed import DataclassInstance
     from rich.text import Text
+    from typer._click.core import Context  # the click typer vendors (and types)
+
+    from ..drivers.base import Driver, EventCallback
+    from ..inventory import Device
+    from ..pki.model import PrivateKey
+
+    #: What ``signal.signal`` takes and gives back.
+    SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
 __all__ = [
     "JsonUsageCommand",
@@ -54,7 +65,9 @@ class SafeConsole(Console):
     codes (colours, cursor moves of a live display) pass as they are.
     """
 
-    def render(self, renderable: Any, options: Any = None) -> Iterator[Segment]:
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None,
+    ) -> Iterator[Segment]:
         from ..safetext import visible
 
         for segment in super().render(renderable, options):
@@ -97,7 +110,7 @@ def plain(value: object, style: str = "") -> Text:
 
 def print_error(
     message: str, hint: str | None = None, *, json_out: bool = False,
-    json_fields: Mapping[str, Any] | None = None, label: str = "error:",
+    json_fields: Mapping[str, object] | None = None, label: str = "error:",
 ) -> None:
     """The one way an error reaches the user.
 
@@ -116,7 +129,7 @@ def print_error(
 
 def fail(
     message: str, hint: str | None = None, code: int = 2, *, json_out: bool = False,
-    json_fields: Mapping[str, Any] | None = None,
+    json_fields: Mapping[str, object] | None = None,
 ) -> NoReturn:
     """Print one error line (and a Tip) and exit with ``code`` (see ``print_error``)."""
     print_error(message, hint, json_out=json_out, json_fields=json_fields)
@@ -142,11 +155,11 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
     """
     import signal
 
-    def as_ctrl_c(signum: int, frame: Any) -> None:
+    def as_ctrl_c(signum: int, frame: FrameType | None) -> None:
         signal.raise_signal(signal.SIGINT)
 
     names = [name for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]
-    previous: dict[int, Any] = {}
+    previous: dict[int, SignalHandler] = {}
     for name in names:
         signum = getattr(signal, name)
         with contextlib.suppress(ValueError, OSError):  # not the main thread
@@ -159,7 +172,7 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
                 signal.signal(signum, handler)
 
 
-def run_interruptible(coro: Coroutine[Any, Any, R], *, what: str = "run") -> R:
+def run_interruptible(coro: Coroutine[object, None, R], *, what: str = "run") -> R:
     """Run ``coro`` on a new event loop; Ctrl-C and SIGTERM cancel it, twice exits at once.
 
     The first signal cancels the task running ``coro`` (a deploy then stops
@@ -198,7 +211,7 @@ def run_interruptible(coro: Coroutine[Any, Any, R], *, what: str = "run") -> R:
     if hasattr(signal, "SIGBREAK"):
         signals.append(signal.SIGBREAK)
     in_loop: list[int] = []
-    previous: dict[int, Any] = {}
+    previous: dict[int, SignalHandler] = {}
     for signum in signals:
         try:
             saved = signal.getsignal(signum)
@@ -263,8 +276,9 @@ class JsonUsageCommand(TyperCommand):
     """
 
     def make_context(
-        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
-    ) -> Any:
+        self, info_name: str | None, args: list[str], parent: Context | None = None,
+        **extra: object,
+    ) -> Context:
         wants_json = "--json" in args
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
@@ -276,7 +290,7 @@ class JsonUsageCommand(TyperCommand):
             raise typer.Exit(2) from None
 
 
-def print_json(data: Any) -> None:
+def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
@@ -355,7 +369,9 @@ OVOC_HOST_KEY_OPT = typer.Option(None, "--host-key-sha256", metavar="SHA256:..."
 # ---- option groups, drivers and keys: what the device commands share -------------------
 
 
-def option_group(name: str, group: type[Any]) -> Callable[[Callable[..., R]], Callable[..., R]]:
+def option_group(
+    name: str, group: type[DataclassInstance],
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """Give a command the options of ``group`` (a dataclass) in place of its parameter ``name``.
 
     Each field of ``group`` becomes an option of the command (its type, typer
@@ -388,7 +404,7 @@ def option_group(name: str, group: type[Any]) -> Callable[[Callable[..., R]], Ca
             raise TypeError(f"{func.__name__} has no parameter {name!r}")
 
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> R:
+        def wrapper(*args: object, **kwargs: object) -> R:
             values = {key: kwargs.pop(key) for key in fields if key in kwargs}
             return func(*args, **kwargs, **{name: group(**values)})
 
@@ -402,9 +418,9 @@ def option_group(name: str, group: type[Any]) -> Callable[[Callable[..., R]], Ca
 
 
 def build_driver(
-    device: Any, secrets: Mapping[str, str | None], *, on_event: Any = None,
-    stored_keys: Any = (),
-) -> Any:
+    device: Device, secrets: Mapping[str, str | None], *,
+    on_event: EventCallback | None = None, stored_keys: Sequence[PrivateKey] = (),
+) -> Driver:
     """The driver for ``device`` (an inventory :class:`~certfleet.inventory.Device`
     described by a command's flags), built by its kind as the estate builds it.
 
@@ -437,14 +453,17 @@ def password_from(flag: str) -> Iterator[None]:
         raise
 
 
-def load_private_keys(path: Path, password: str | None, *, hint: str) -> list[Any]:
+def load_private_keys(path: Path, password: str | None, *, hint: str) -> list[PrivateKey]:
     """The private keys in ``path`` (any format the toolkit reads). Raises
     PrivateKeyError (with ``hint``) when it holds none."""
+    from cryptography import x509
+
     from ..errors import PrivateKeyError
     from ..pki.load import load_files
 
     objects = load_files([str(path)], password.encode("utf-8") if password else None)
-    keys = [o.value for o in objects if o.type == "private_key"]
+    keys = [o.value for o in objects if o.type == "private_key"
+            and not isinstance(o.value, (x509.Certificate, x509.CertificateSigningRequest))]
     if not keys:
         raise PrivateKeyError(f"{str(path)!r} holds no private key", hint=hint, path=str(path))
     return keys

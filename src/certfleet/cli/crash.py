@@ -25,10 +25,10 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import typer
 
@@ -62,19 +62,19 @@ class CrashOutcome:
     devices: dict[str, str]  # devices whose deployment was in progress: their last step
 
 
-def _state_dir(kwargs: dict[str, Any]) -> Path:
+def _state_dir(kwargs: Mapping[str, object]) -> Path:
     from ..estate.store.schema import default_state_dir
 
     given = kwargs.get("state_dir")
-    return Path(given).expanduser() if given is not None else default_state_dir()
+    return Path(str(given)).expanduser() if given is not None else default_state_dir()
 
 
-def _inventory_text(kwargs: dict[str, Any]) -> str:
+def _inventory_text(kwargs: Mapping[str, object]) -> str:
     path = kwargs.get("inventory")
     if path is None:
         return ""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(str(path)).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
 
@@ -162,7 +162,7 @@ def _write_report(state: Path, text: str) -> Path:
         return write_private_file(Path(tempfile.gettempdir()) / name, text.encode("utf-8"))
 
 
-def _notify(kwargs: dict[str, Any], command: str, exc: BaseException, outcome: CrashOutcome,
+def _notify(kwargs: Mapping[str, object], command: str, exc: BaseException, outcome: CrashOutcome,
             log: Callable[[str], None]) -> None:
     from ..acme.config import notify_config
     from ..inventory import load_inventory
@@ -171,12 +171,12 @@ def _notify(kwargs: dict[str, Any], command: str, exc: BaseException, outcome: C
     path = kwargs.get("inventory")
     if path is None:
         return
-    inventory = load_inventory(Path(path))
+    inventory = load_inventory(Path(str(path)))
     send(notify_config(inventory), crash_notification(
         command, type(exc).__name__, outcome.step, outcome.devices, outcome.report), log)
 
 
-def handle_crash(command: str, exc: BaseException, kwargs: dict[str, Any],
+def handle_crash(command: str, exc: BaseException, kwargs: Mapping[str, object],
                  since: str) -> CrashOutcome:
     """Write the report, notify, print the one line; the outcome. Never raises."""
     from .common import err_console, print_json
@@ -219,7 +219,7 @@ def handle_crash(command: str, exc: BaseException, kwargs: dict[str, Any],
 
 
 def crash_guard(
-    command: str, *, when: Callable[[dict[str, Any]], bool] | None = None
+    command: str, *, when: Callable[[Mapping[str, object]], bool] | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Run the command so that an unexpected exception ends as the module docstring says.
 

@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any
 from .common import plain
 
 if TYPE_CHECKING:
-    from ..estate.status import DeviceStatus
+    from rich.console import Group
+    from rich.text import Text
+
+    from ..estate.status import DeviceStatus, ListenerStatus
+    from .tables import Column, FitTable
 
 __all__ = ["BAND_STYLE", "OUTCOME_STYLE", "render_history", "render_status"]
 
@@ -52,7 +56,7 @@ def _cn(rfc4514: str | None) -> str:
 
 def render_status(
     statuses: list[DeviceStatus], warn_days: int = 30, *, wide: bool | None = None
-) -> Any:
+) -> FitTable | Group:
     """The status table (rich): one line per listener, devices sorted by days left.
 
     Device, kind, listener and label are columns of their own, repeated on
@@ -65,14 +69,34 @@ def render_status(
     last deploy was interrupted, get a line under the table.
     """
     from rich import box
-    from rich.text import Text
 
-    from ..estate.status import band
-    from .tables import Column, FitTable
+    from .tables import FitTable
+
+    table = FitTable(_status_columns(wide), more="certfleet status --json",
+                     title="Estate status", title_justify="left", box=box.SIMPLE_HEAD,
+                     collapse_padding=True, pad_edge=False)
+    disagree = []
+    for status in statuses:
+        line = _disagreement(status)
+        if line is not None:
+            disagree.append(line)
+        for item in status.listeners:
+            table.add_row(*_listener_cells(status, item, warn_days, wide=wide))
+    notes = disagree + _journal_notes(statuses)
+    if not notes:
+        return table
+    from rich.console import Group
+
+    return Group(table, *notes)
+
+
+def _status_columns(wide: bool | None) -> list[Column]:
+    """The columns of the status table, the issuer's only when ``wide`` allows it."""
+    from .tables import Column
 
     issuer_column = Column("issuer", wrap=True, fold_at=16, cap=28,
                            drop=None if wide else 1, min_total=120 if wide is None else 0)
-    columns = [
+    return [
         Column("device", cap=24),
         Column("kind", drop=2),
         Column("listener", cap=40),
@@ -84,56 +108,59 @@ def render_status(
         Column("name"),
         Column("current"),
     ]
-    table = FitTable(columns, more="certfleet status --json", title="Estate status",
-                     title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True,
-                     pad_edge=False)
-    issuer_cells: list[Any] = [] if wide is False else [""]
-    disagree = []
-    for status in statuses:
-        count = len(status.listeners)
-        if not status.agree and count > 1:
-            same = max(
-                sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
-                for x in status.listeners
-            )
-            line = plain(status.name, style="yellow")
-            line.append(f": {same}/{count} listeners serve the same certificate")
-            disagree.append(line)
-        for item in status.listeners:
-            listener = plain(item.listener)
-            if item.client_cert_requested:
-                listener.append(" mTLS", style="cyan")
-            where = [plain(status.name), plain(status.kind, style="dim"), listener,
-                     plain(item.label or "-", style="dim")]
-            if not item.reachable:
-                error = Text("unreachable", style="red")
-                if item.error:
-                    error.append_text(plain(f" {item.error}", style="dim"))
-                table.add_row(*where, error, *issuer_cells, "", "", "", "")
-                continue
-            days = item.days_left
-            days_text = Text(f"{days}{' expired' if days is not None and days < 0 else ''}",
-                             style=BAND_STYLE[band(days, warn_days)])
-            name_ok = {True: Text("ok", style="green"), False: Text("mismatch", style="red"),
-                       None: Text("-")}[item.hostname_ok]
-            if item.is_current:
-                current = Text(f"v{status.current_version}", style="green")
-            elif status.current_sha256:
-                current = Text("no", style="yellow")
-            else:
-                current = Text("none", style="dim")
-            issuer = [] if wide is False else [plain(_cn(item.issuer))]
-            table.add_row(*where, plain(_cn(item.subject)), *issuer,
-                          _short(item.sha256)[:8], days_text, name_ok, current)
-    notes = disagree + _journal_notes(statuses)
-    if not notes:
-        return table
-    from rich.console import Group
-
-    return Group(table, *notes)
 
 
-def _journal_notes(statuses: list[DeviceStatus]) -> list[Any]:
+def _disagreement(status: DeviceStatus) -> Text | None:
+    """The line under the table for a device whose listeners serve different certificates."""
+    count = len(status.listeners)
+    if status.agree or count <= 1:
+        return None
+    same = max(
+        sum(1 for other in status.listeners if other.sha256 == x.sha256 and x.sha256)
+        for x in status.listeners
+    )
+    line = plain(status.name, style="yellow")
+    line.append(f": {same}/{count} listeners serve the same certificate")
+    return line
+
+
+def _listener_cells(
+    status: DeviceStatus, item: ListenerStatus, warn_days: int, *, wide: bool | None,
+) -> list[Text | str]:
+    """One line of the status table: where (device, kind, listener, label), then what
+    the listener serves, or why it is unreachable."""
+    from rich.text import Text
+
+    from ..estate.status import band
+
+    issuer_cells: list[Text | str] = [] if wide is False else [""]
+    listener = plain(item.listener)
+    if item.client_cert_requested:
+        listener.append(" mTLS", style="cyan")
+    where: list[Text | str] = [plain(status.name), plain(status.kind, style="dim"), listener,
+                               plain(item.label or "-", style="dim")]
+    if not item.reachable:
+        error = Text("unreachable", style="red")
+        if item.error:
+            error.append_text(plain(f" {item.error}", style="dim"))
+        return [*where, error, *issuer_cells, "", "", "", ""]
+    days = item.days_left
+    days_text = Text(f"{days}{' expired' if days is not None and days < 0 else ''}",
+                     style=BAND_STYLE[band(days, warn_days)])
+    name_ok = {True: Text("ok", style="green"), False: Text("mismatch", style="red"),
+               None: Text("-")}[item.hostname_ok]
+    if item.is_current:
+        current = Text(f"v{status.current_version}", style="green")
+    elif status.current_sha256:
+        current = Text("no", style="yellow")
+    else:
+        current = Text("none", style="dim")
+    issuer = [] if wide is False else [plain(_cn(item.issuer))]
+    return [*where, plain(_cn(item.subject)), *issuer,
+            _short(item.sha256)[:8], days_text, name_ok, current]
+
+
+def _journal_notes(statuses: list[DeviceStatus]) -> list[Text]:
     """One line per device whose newest deploy died mid-way (or still runs)."""
 
     notes = []
@@ -159,7 +186,7 @@ def _when(iso: str | None) -> str:
     return iso.replace("T", " ").removesuffix("+00:00")
 
 
-def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> Any:
+def render_history(rows: list[dict[str, Any]], *, steps: bool = False) -> FitTable:
     """The history table; with ``steps`` every step under its entry.
 
     It fits the terminal down to 80 columns: the user, the run, then the

@@ -15,6 +15,8 @@ from .demo_lab import _step, demo_estate
 
 if TYPE_CHECKING:
     from ..estate.store import Store
+    from ..estate.store.versions import VersionRecord
+    from ..inventory import Inventory
     from ..lab.estate import LabEstate
     from ..scan.engine import ScanResult
 
@@ -101,18 +103,55 @@ def serve_lab(lab: LabEstate, state: Path) -> None:
         reader.close()
 
 
+def _renew_wildcard(
+    work: Path, lab: LabEstate, inventory: Inventory, store: Store,
+) -> VersionRecord:
+    """Steps 3 to 5 of the demo: the key and CSR, the CA's answer, its import."""
+    from ..estate.csr import make_inventory_csr
+    from ..estate.importer import import_certificate
+    from .estate import print_findings
+
+    _step(3, "Make the key (kept in the state store) and the CSR: certfleet csr wildcard")
+    made = make_inventory_csr("wildcard", inventory=inventory, store=store,
+                              out_dir=work / "csr")
+    console.print(f"key stored: {made.key_path.name} (0600), spki "
+                  f"{made.key.spki_sha256[:16]}…; CSR for "
+                  f"{', '.join(inventory.certificates['wildcard'].names)}",
+                  soft_wrap=True)
+
+    _step(4, "The CA issues the renewed wildcard: a .crt and a .p7b (chain in the "
+             "wrong order)")
+    issued = lab.ca.issue(csr=made.csr)
+    download = work / "from-the-ca"
+    download.mkdir()
+    (download / "star_example_com.crt").write_bytes(issued.leaf_pem)
+    (download / "star_example_com.p7b").write_bytes(issued.p7b(wrong_order=True))
+    console.print("received: star_example_com.crt, star_example_com.p7b (no key)")
+
+    _step(5, "Import and check: certfleet import wildcard star_example_com.crt "
+             "star_example_com.p7b")
+    imported = import_certificate(
+        inventory, store, "wildcard",
+        [download / "star_example_com.crt", download / "star_example_com.p7b"],
+    )
+    print_findings(imported.findings)
+    version = imported.version
+    console.print(f"[green]stored[/] wildcard v{version.number}: {version.subject}, "
+                  f"valid to {version.not_after[:10]}, key found in the store "
+                  "by public key")
+    return version
+
+
 def run_demo(*, serve: bool = False) -> int:
     """The demo; returns its exit code. Everything it starts is stopped, its files removed
     (with ``serve``, after the dashboard of the lab has run until Ctrl-C)."""
     import asyncio
 
-    from ..estate.csr import make_inventory_csr
     from ..estate.devices import make_factory
-    from ..estate.importer import import_certificate
     from ..estate.plan import make_plan
     from ..estate.status import collect_status
     from ..inventory import load_inventory
-    from .estate import print_findings, render_plan, render_report, render_status, run_deploy_cli
+    from .estate import render_plan, render_report, render_status, run_deploy_cli
 
     with demo_estate("certfleet-demo-",
                      "[bold]certfleet demo[/]: renew the wildcard certificate of a lab estate "
@@ -126,34 +165,7 @@ def run_demo(*, serve: bool = False) -> int:
             before = asyncio.run(collect_status(inventory, store))
             console.print(render_status(before, inventory.expiry_warn_days))
 
-            _step(3, "Make the key (kept in the state store) and the CSR: certfleet csr wildcard")
-            made = make_inventory_csr("wildcard", inventory=inventory, store=store,
-                                      out_dir=work / "csr")
-            console.print(f"key stored: {made.key_path.name} (0600), spki "
-                          f"{made.key.spki_sha256[:16]}…; CSR for "
-                          f"{', '.join(inventory.certificates['wildcard'].names)}",
-                          soft_wrap=True)
-
-            _step(4, "The CA issues the renewed wildcard: a .crt and a .p7b (chain in the "
-                     "wrong order)")
-            issued = lab.ca.issue(csr=made.csr)
-            download = work / "from-the-ca"
-            download.mkdir()
-            (download / "star_example_com.crt").write_bytes(issued.leaf_pem)
-            (download / "star_example_com.p7b").write_bytes(issued.p7b(wrong_order=True))
-            console.print("received: star_example_com.crt, star_example_com.p7b (no key)")
-
-            _step(5, "Import and check: certfleet import wildcard star_example_com.crt "
-                     "star_example_com.p7b")
-            imported = import_certificate(
-                inventory, store, "wildcard",
-                [download / "star_example_com.crt", download / "star_example_com.p7b"],
-            )
-            print_findings(imported.findings)
-            version = imported.version
-            console.print(f"[green]stored[/] wildcard v{version.number}: {version.subject}, "
-                          f"valid to {version.not_after[:10]}, key found in the store "
-                          "by public key")
+            version = _renew_wildcard(work, lab, inventory, store)
 
             _step(6, "Plan: certfleet plan")
             plans = asyncio.run(make_plan(inventory, store))
@@ -330,6 +342,33 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _print_lab_up(
+    lab: LabEstate, state: Path, pfx: Path | None, *, by_hand: bool, acme: bool,
+) -> None:
+    """What ``lab up`` started, where its files are, and the steps to renew it."""
+    console.print(f"[bold]lab estate up[/]: {', '.join(lab.device_names)}, serving a "
+                  f"wildcard with {lab.old.leaf.not_valid_after_utc:%Y-%m-%d} as its "
+                  "end date", soft_wrap=True)
+    _print_devices(lab)
+    console.print(f"  inventory: {lab.inventory_path}", soft_wrap=True, markup=False)
+    console.print(f"  secrets:   {lab.env_path} (0600)", soft_wrap=True, markup=False)
+    console.print(f"  lab CA:    {lab.ca_dir} (signs with 'certfleet lab sign')",
+                  soft_wrap=True, markup=False)
+    if by_hand:
+        console.print(f"  state:     {state} (empty: an estate set up by hand)",
+                      soft_wrap=True, markup=False)
+        console.print(f"  last year: {pfx} (its password: ${BY_HAND_PASSWORD_VAR} in "
+                      "lab.env)", soft_wrap=True, markup=False)
+    else:
+        console.print(f"  state:     {state} (last renewal imported as v1)",
+                      soft_wrap=True, markup=False)
+    how = "from Pebble (ACME, DNS-01)" if acme else "by hand"
+    console.print(f"Renew it {how} in another shell (each line runs as printed):",
+                  soft_wrap=True)
+    for step in next_steps(lab, state, by_hand=by_hand, acme=acme):
+        console.print(f"  {step}", soft_wrap=True, markup=False, highlight=False)
+
+
 def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool = False,
                spread: str | None = None) -> int:
     """``certfleet lab up``: start, print, serve until Ctrl-C/SIGTERM/SIGHUP, clean up."""
@@ -374,32 +413,13 @@ def run_lab_up(sbcs: int, directory: Path | None, *, by_hand: bool, acme: bool =
                 console.print(f"Pebble: {pebble.directory_url} (DNS-01 through challtestsrv "
                               f"{pebble.dns_server})", soft_wrap=True, markup=False)
             state = where / "state"
+            pfx = None
             if by_hand:
                 pfx = _write_last_year_pfx(lab)
             else:
                 with Store.open(state) as store:
                     _seed_previous(lab, store)
-            console.print(f"[bold]lab estate up[/]: {', '.join(lab.device_names)}, serving a "
-                          f"wildcard with {lab.old.leaf.not_valid_after_utc:%Y-%m-%d} as its "
-                          "end date", soft_wrap=True)
-            _print_devices(lab)
-            console.print(f"  inventory: {lab.inventory_path}", soft_wrap=True, markup=False)
-            console.print(f"  secrets:   {lab.env_path} (0600)", soft_wrap=True, markup=False)
-            console.print(f"  lab CA:    {lab.ca_dir} (signs with 'certfleet lab sign')",
-                          soft_wrap=True, markup=False)
-            if by_hand:
-                console.print(f"  state:     {state} (empty: an estate set up by hand)",
-                              soft_wrap=True, markup=False)
-                console.print(f"  last year: {pfx} (its password: ${BY_HAND_PASSWORD_VAR} in "
-                              "lab.env)", soft_wrap=True, markup=False)
-            else:
-                console.print(f"  state:     {state} (last renewal imported as v1)",
-                              soft_wrap=True, markup=False)
-            how = "from Pebble (ACME, DNS-01)" if acme else "by hand"
-            console.print(f"Renew it {how} in another shell (each line runs as printed):",
-                          soft_wrap=True)
-            for step in next_steps(lab, state, by_hand=by_hand, acme=acme):
-                console.print(f"  {step}", soft_wrap=True, markup=False, highlight=False)
+            _print_lab_up(lab, state, pfx, by_hand=by_hand, acme=acme)
             console.print("Press Ctrl-C to stop the lab.")
             while True:
                 time.sleep(0.5)

@@ -8,9 +8,9 @@ Heavy libraries are imported inside the commands to keep ``--help`` fast.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import typer
 
@@ -27,7 +27,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..pki.model import Bundle, Finding
+    from ..pki.model import Bundle, Finding, PrivateKey
 
 __all__ = ["register"]
 
@@ -141,23 +141,42 @@ def csr(
             hint="drop NAME for a one-off CSR, or drop --cn to use the inventory",
         )
     if name is not None:
-        one_off = {
+        _refuse_one_off_flags(name, {
             "--san": san, "--key-type": key_type, "--org": org, "--ou": ou,
             "--country": country, "--state": state, "--locality": locality,
             "--email": email, "--passphrase-env": passphrase_env, "--force": force or None,
-        }
-        given = [flag for flag, value in one_off.items() if value]
-        if given:
-            raise ConfigError(
-                f"{', '.join(given)} cannot be used with inventory certificate {name!r}",
-                hint=f"set them in [certificates.{name}] of the inventory, or use --cn",
-            )
-        if stdout and json_out:
-            raise ConfigError("--stdout and --json both print on stdout",
-                              hint="pass one of them (--json holds the CSR as csr_pem)")
+        }, stdout=stdout, json_out=json_out)
         _inventory_csr(name, inventory, state_dir, out_dir, json_out=json_out, stdout=stdout,
                        state_url=state_url)
         return
+    cn, out_dir = _one_off_target(cn, out_dir, inventory, state_dir, stdout=stdout)
+    passphrase = _password_bytes(passphrase_env, None, what="key passphrase")
+    subject = {"organization": org, "organizational_unit": ou, "locality": locality,
+               "state": state, "country": country, "email": email}
+    _one_off_csr(cn, out_dir, san or (), key_type or "rsa2048", subject, passphrase,
+                 force=force, json_out=json_out)
+
+
+def _refuse_one_off_flags(
+    name: str, one_off: dict[str, object], *, stdout: bool, json_out: bool,
+) -> None:
+    """Refuse the flags of a one-off CSR given with inventory certificate ``name``."""
+    given = [flag for flag, value in one_off.items() if value]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot be used with inventory certificate {name!r}",
+            hint=f"set them in [certificates.{name}] of the inventory, or use --cn",
+        )
+    if stdout and json_out:
+        raise ConfigError("--stdout and --json both print on stdout",
+                          hint="pass one of them (--json holds the CSR as csr_pem)")
+
+
+def _one_off_target(
+    cn: str | None, out_dir: Path | None, inventory: Path | None, state_dir: Path | None,
+    *, stdout: bool,
+) -> tuple[str, Path]:
+    """The CN and folder of a one-off CSR (``--cn``), its other flags checked."""
     if stdout:
         raise ConfigError("--stdout is for an inventory certificate NAME",
                           hint="with --cn the CSR is written to --out-dir")
@@ -176,7 +195,15 @@ def csr(
             "--out-dir is required with --cn",
             hint="e.g. certfleet csr --cn '*.example.com' --out-dir ./certs",
         )
+    return cn, out_dir
 
+
+def _one_off_csr(
+    cn: str, out_dir: Path, san: Sequence[str], key_type: str,
+    subject: Mapping[str, str | None], passphrase: bytes | None, *, force: bool,
+    json_out: bool,
+) -> None:
+    """Make the key and CSR of ``--cn`` in ``out_dir`` and say what was written."""
     from cryptography import x509
 
     from ..fsutil import write_file_atomic, write_private_file
@@ -188,22 +215,18 @@ def csr(
         private_key_pem,
         stem_for_name,
     )
-    from ..pki.model import key_description, spki_sha256
+    from ..pki.model import spki_sha256
 
-    passphrase = _password_bytes(passphrase_env, None, what="key passphrase")
     stem = stem_for_name(cn)
     key_path, csr_path = out_dir / f"{stem}.key", out_dir / f"{stem}.csr"
     if not force:
         _refuse_existing([key_path, csr_path])
     try:
-        key = generate_private_key(key_type or "rsa2048")
+        key = generate_private_key(key_type)
     except ValueError as exc:
         raise ConfigError(str(exc), hint="pass --key-type with one of the values listed") from None
     try:
-        request = build_csr(
-            key, cn, san or (), organization=org, organizational_unit=ou,
-            locality=locality, state=state, country=country, email=email,
-        )
+        request = build_csr(key, cn, san, **subject)
     except ValueError as exc:
         raise ConfigError(
             f"cannot make the CSR: {exc}", hint="fix --cn, --san or the subject options"
@@ -220,14 +243,23 @@ def csr(
     if json_out:
         print_json({
             "key": str(key_path), "csr": str(csr_path), "spki_sha256": spki,
-            "common_name": cn, "sans": sans, "key_type": key_type or "rsa2048",
+            "common_name": cn, "sans": sans, "key_type": key_type,
             "key_format": key_format,
         })
         return
-    kind, bits = key_description(key)
+    _print_one_off(key, key_path, key_format, csr_path, sans, spki)
+
+
+def _print_one_off(
+    key: PrivateKey, key_path: Path, key_format: str, csr_path: Path, sans: list[str],
+    spki: str,
+) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from ..pki.model import key_description
+
+    kind, bits = key_description(key)
     table = Table(show_header=False, box=None)
     for label, value in (
         ("key", f"{key_path}  ({kind.upper()} {bits}, {key_format}, mode 0600)"),
@@ -339,9 +371,6 @@ def export(
     Exit 0 written; 1 refused because checks found errors (see --force);
     2 unusable input or options.
     """
-    from ..pki.export import KEY_FORMATS, SECRET_FORMATS, check_export_options
-    from ..pki.profiles import PROFILES
-
     if (fmt is None) == (target is None):
         raise ConfigError(
             "give exactly one of --format and --target",
@@ -349,6 +378,45 @@ def export(
             "writes a device's file set",
         )
     password = _password_bytes(password_env, password_file, what="input password")
+    out_password = _check_export_flags(fmt, target, out, out_dir, out_password_env,
+                                       out_password_file, force=force)
+    bundle, findings = _checked_bundle(files, password, fmt, target, host or (),
+                                       force=force, json_out=json_out)
+    written = _write_export(bundle, fmt, target, out, out_dir, out_password, force=force)
+    if json_out:
+        print_json({
+            "format": fmt, "target": target, "leaf_sha256": bundle.leaf_sha256,
+            "written": written, "findings": [f.to_dict() for f in findings],
+        })
+        return
+    shown = [f for f in findings if f.severity != "info"]
+    if shown:
+        _print_findings(shown)
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("written", "mode", "bytes", box=None)
+    for item in written:
+        table.add_row(Text(item["path"]), "0600" if item["secret"] else "", str(item["bytes"]))
+    console.print(table)
+
+
+class _Written(TypedDict):
+    """One file ``export`` wrote, as its JSON lists it."""
+
+    path: str
+    secret: bool
+    bytes: int
+
+
+def _check_export_flags(
+    fmt: str | None, target: str | None, out: Path | None, out_dir: Path | None,
+    out_password_env: str | None, out_password_file: str | None, *, force: bool,
+) -> bytes | None:
+    """Refuse a combination of export's flags that cannot be written; the output password."""
+    from ..pki.export import check_export_options
+    from ..pki.profiles import PROFILES
+
     out_password = _password_bytes(out_password_env, out_password_file, what="output password")
     if fmt is not None:
         check_export_options(fmt, out_password)
@@ -376,10 +444,19 @@ def export(
             )
         if not force:
             _refuse_existing([out])
+    return out_password
 
+
+def _checked_bundle(
+    files: list[str], password: bytes | None, fmt: str | None, target: str | None,
+    hosts: Sequence[str], *, force: bool, json_out: bool,
+) -> tuple[Bundle, list[Finding]]:
+    """The bundle of ``files`` and its findings; exits 1 on an error finding (not ``force``)."""
     from ..pki.bundle import assemble
     from ..pki.checks import check_bundle
+    from ..pki.export import KEY_FORMATS
     from ..pki.load import load_files
+    from ..pki.profiles import PROFILES
 
     bundle = assemble(load_files(files, password))
     mismatch = any(f.code == "KEY_MISMATCH" for f in bundle.findings)
@@ -391,12 +468,11 @@ def export(
             f"{target or fmt!r} needs it",
             hint="add the key file to the input",
         )
-    findings = check_bundle(bundle, host or ())
-    profile = PROFILES[target] if target is not None else None
-    if profile is not None:
+    findings = check_bundle(bundle, hosts)
+    if target is not None:
         from ..pki.profiles import profile_findings
 
-        findings = profile_findings(bundle, profile, findings)
+        findings = profile_findings(bundle, PROFILES[target], findings)
     errors = [f for f in findings if f.severity == "error"]
     if errors and not force:
         message = f"{len(errors)} error finding(s) for {_label(bundle)!r}; nothing was written"
@@ -405,8 +481,17 @@ def export(
             _print_findings(findings)
         fail(message, hint, 1, json_out=json_out,
              json_fields={"findings": [f.to_dict() for f in findings]})
+    return bundle, findings
 
-    written: list[dict[str, Any]] = []
+
+def _write_export(
+    bundle: Bundle, fmt: str | None, target: str | None, out: Path | None,
+    out_dir: Path | None, out_password: bytes | None, *, force: bool,
+) -> list[_Written]:
+    """Write ``bundle`` as ``--format`` to ``out`` or as ``--target``'s file set."""
+    from ..pki.export import SECRET_FORMATS
+    from ..pki.profiles import PROFILES
+
     if fmt is not None:
         assert out is not None
         from ..pki.export import export_bundle
@@ -415,34 +500,17 @@ def export(
         secret = fmt in SECRET_FORMATS and bundle.private_key is not None
         with _writing(out):
             _write(out, data, secret=secret)
-        written.append({"path": str(out), "secret": secret, "bytes": len(data)})
-    else:
-        assert out_dir is not None and profile is not None
-        from ..pki.profiles import render_target
+        return [{"path": str(out), "secret": secret, "bytes": len(data)}]
+    assert out_dir is not None and target is not None
+    from ..pki.profiles import render_target
 
-        artifacts = render_target(bundle, profile)
-        with _writing(out_dir):
-            paths = artifacts.write_to_dir(out_dir, overwrite=force)
-        written += [
-            {"path": str(p), "secret": a.secret, "bytes": len(a.data)}
-            for p, a in zip(paths, artifacts, strict=True)
-        ]
-    if json_out:
-        print_json({
-            "format": fmt, "target": target, "leaf_sha256": bundle.leaf_sha256,
-            "written": written, "findings": [f.to_dict() for f in findings],
-        })
-        return
-    shown = [f for f in findings if f.severity != "info"]
-    if shown:
-        _print_findings(shown)
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table("written", "mode", "bytes", box=None)
-    for item in written:
-        table.add_row(Text(item["path"]), "0600" if item["secret"] else "", str(item["bytes"]))
-    console.print(table)
+    artifacts = render_target(bundle, PROFILES[target])
+    with _writing(out_dir):
+        paths = artifacts.write_to_dir(out_dir, overwrite=force)
+    return [
+        {"path": str(p), "secret": a.secret, "bytes": len(a.data)}
+        for p, a in zip(paths, artifacts, strict=True)
+    ]
 
 
 def _label(bundle: Bundle) -> str:

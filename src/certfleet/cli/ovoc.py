@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -31,8 +31,9 @@ from .common import (
 from .common import text as _text
 
 if TYPE_CHECKING:
-    from ..drivers.base import DeployOutcome, StepEvent
+    from ..drivers.base import DeployOutcome, EventCallback, StepEvent
     from ..drivers.ovoc import OvocDriver
+    from ..drivers.ovoc.staging import StagingReport
     from ..pki.model import Finding
 
 __all__ = ["register"]
@@ -115,7 +116,8 @@ def _driver(
     login: OvocLogin, *, password: str | None, staging_dir: str, prompt_timeout: float,
     su_user: str = "root", su_password: str | None = None,
     keystore_password: str | None = None, verify_ports: list[int] | None = None,
-    verify_timeout: float = 600.0, import_timeout: float = 600.0, on_event: Any = None,
+    verify_timeout: float = 600.0, import_timeout: float = 600.0,
+    on_event: EventCallback | None = None,
     menu: Path | None = None, settle_time: float = 0.3, enter: str = "lf",
 ) -> OvocDriver:
     """The driver of the OVOC the flags name, built by the ``ovoc`` kind from the device
@@ -141,13 +143,16 @@ def _driver(
                  "prompt_timeout": prompt_timeout, "import_timeout": import_timeout,
                  "settle_time": settle_time, "enter": enter},
     )
-    driver: OvocDriver = build_driver(
+    driver = build_driver(
         device, {"password": password, "root_password": su_password,
                  "keystore_password": keystore_password}, on_event=on_event)
+    from ..drivers.ovoc import OvocDriver
+
+    assert isinstance(driver, OvocDriver)  # what the ovoc kind builds
     return driver
 
 
-def _load_menu(path: Path | None) -> dict[str, Any]:
+def _load_menu(path: Path | None) -> dict[str, object]:
     """The menu settings of a TOML or JSON file (keys of OvocMenu.from_mapping), checked;
     none without one."""
     if path is None:
@@ -436,7 +441,7 @@ def _doctor(login: OvocLogin, *, staging_dir: str, names: list[str], prompt_time
     except InputError as exc:
         return _doctor_error(exc, 2, json_out)
 
-    async def run() -> Any:
+    async def run() -> StagingReport:
         try:
             return await driver.inspect(names)
         finally:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .common import err_console, run_interruptible, text
 
 if TYPE_CHECKING:
+    from rich.live import Live
+    from rich.table import Table
+
     from ..drivers.base import StepEvent
     from ..estate.deploy import DeployReport, DeviceResult, DriverFactory
     from ..estate.store import Store
@@ -22,7 +25,7 @@ class Progress:
         self.names = names
         self.state: dict[str, tuple[str, str, str]] = {n: ("waiting", "", "") for n in names}
         self.quiet = quiet
-        self.live: Any = None
+        self.live: Live | None = None
         self.tty = err_console.is_terminal and not quiet
 
     def __enter__(self) -> Progress:
@@ -38,7 +41,7 @@ class Progress:
         if self.live is not None:
             self.live.__exit__(None, None, None)
 
-    def _table(self) -> Any:
+    def _table(self) -> Table:
         from rich.table import Table
 
         table = Table(title="Deploying", title_justify="left")

@@ -9,7 +9,7 @@ Exit codes of ``deploy``: 0 installed and verified, 1 failed and restored,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, NotRequired, TypedDict
 
 import typer
 
@@ -31,9 +31,18 @@ from .common import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ..drivers.base import DeployOutcome, StepEvent
+    from ..drivers.base import Backup, DeployOutcome, EventCallback, StepEvent
     from ..drivers.sbc import SbcDriver
+    from ..drivers.sbc_model import SbcContext, SbcContextDict
     from ..drivers.tlsprobe import Listener
+    from ..pki.model import PrivateKey
+
+    class _StatusRow(SbcContextDict):
+        """A TLS context as ``sbc status --json`` prints it."""
+
+        serves_management: bool
+        days_left: int | None
+
 
 __all__ = ["register"]
 
@@ -71,8 +80,8 @@ def _driver(
     *,
     contexts: Sequence[int] = (0,),
     listeners: Sequence[Listener] = (),
-    previous_keys: Sequence[Any] = (),
-    on_event: Any = None,
+    previous_keys: Sequence[PrivateKey] = (),
+    on_event: EventCallback | None = None,
     verify_timeout: float = 120.0,
     busy_retries: int = 6,
     busy_delay: float = 0.5,
@@ -118,12 +127,15 @@ def _driver(
         options={"url": conn.url, "insecure": conn.insecure, "timeout": conn.timeout,
                  "busy_retries": busy_retries, "busy_delay": busy_delay},
     )
-    driver: SbcDriver = build_driver(device, {"password": password}, on_event=on_event,
-                                     stored_keys=previous_keys)
+    driver = build_driver(device, {"password": password}, on_event=on_event,
+                          stored_keys=previous_keys)
+    from ..drivers.sbc import SbcDriver
+
+    assert isinstance(driver, SbcDriver)  # what the sbc kind builds
     return driver
 
 
-def _step_printer(enabled: bool) -> Any:
+def _step_printer(enabled: bool) -> EventCallback | None:
     marks = {"start": "…", "ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "-"}
 
     def show(event: StepEvent) -> None:
@@ -205,27 +217,12 @@ def deploy(
     The SBC never returns its private key: rolling back needs --previous-key
     (the key installed now); a first deploy without it needs --allow-no-rollback.
     """
-
-    from ..drivers.tlsprobe import Listener
     from ..pki.checks import preflight
 
-    if verify and no_verify:
-        raise ConfigError("--verify and --no-verify contradict each other",
-                          hint="pass --verify HOST:PORT, or --no-verify alone")
-    if not verify and not no_verify and 0 not in context:
-        # Context 0 (management HTTPS) is verified on the REST port itself; others need --verify.
-        raise ConfigError(
-            "no --verify HOST:PORT given: nothing would check the install by handshake",
-            hint="pass --verify HOST:PORT (a TLS listener of the changed context), "
-            "or --no-verify to deploy without a handshake")
+    _check_verify(verify, no_verify, context)
     input_password = read_password(input_password_env, what="input file password")
     password_bytes = input_password.encode("utf-8") if input_password else None
-    listeners = []
-    for item in verify or []:
-        try:
-            listeners.append(Listener.parse(item, label="verify"))
-        except ValueError as exc:
-            raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
+    listeners = _verify_listeners(verify)
     host = _url_host(conn.url)
     hosts = [host] if host and not is_ip_literal(host) else []
     from .common import password_from
@@ -235,23 +232,15 @@ def deploy(
         previous = [] if previous_key is None else load_private_keys(
             previous_key, input_password,
             hint="pass the PEM private key installed on the SBC now")
-    driver = _driver(
-        conn,
-        contexts=context,
-        listeners=listeners,
-        previous_keys=previous,
-        on_event=_step_printer(not json_out),
-        verify_timeout=verify_timeout,
-        busy_retries=busy_retries,
-        busy_delay=busy_delay,
-    )
+    driver = _driver(conn, contexts=context, listeners=listeners, previous_keys=previous,
+                     on_event=_step_printer(not json_out), verify_timeout=verify_timeout,
+                     busy_retries=busy_retries, busy_delay=busy_delay)
     driver.allow_unverified = no_verify
     driver.no_listener_hint = ("pass --verify HOST:PORT (a TLS listener of the changed "
                                "context), or --no-verify to deploy without a handshake")
     if no_verify and not json_out:
-        err_console.print(
-            "[yellow]note:[/] --no-verify: only the SBC's own answers confirm the install, "
-            "no handshake does", soft_wrap=True)
+        err_console.print("[yellow]note:[/] --no-verify: only the SBC's own answers confirm "
+                          "the install, no handshake does", soft_wrap=True)
     from .common import run_interruptible  # Ctrl-C and SIGTERM: the template rolls back
 
     outcome = run_interruptible(driver.deploy(bundle, findings, force=force,
@@ -261,6 +250,32 @@ def deploy(
     else:
         _print_outcome(outcome)
     raise typer.Exit(outcome.exit_code)
+
+
+def _check_verify(verify: list[str] | None, no_verify: bool, context: list[int]) -> None:
+    """Refuse ``--verify`` with ``--no-verify``, and a deploy nothing would check."""
+    if verify and no_verify:
+        raise ConfigError("--verify and --no-verify contradict each other",
+                          hint="pass --verify HOST:PORT, or --no-verify alone")
+    if not verify and not no_verify and 0 not in context:
+        # Context 0 (management HTTPS) is verified on the REST port itself; others need --verify.
+        raise ConfigError(
+            "no --verify HOST:PORT given: nothing would check the install by handshake",
+            hint="pass --verify HOST:PORT (a TLS listener of the changed context), "
+            "or --no-verify to deploy without a handshake")
+
+
+def _verify_listeners(verify: list[str] | None) -> list[Listener]:
+    """The listeners of ``--verify``."""
+    from ..drivers.tlsprobe import Listener
+
+    listeners = []
+    for item in verify or []:
+        try:
+            listeners.append(Listener.parse(item, label="verify"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), hint="write --verify HOST:PORT, e.g. sbc1:5061") from None
+    return listeners
 
 
 def _url_host(url: str) -> str | None:
@@ -290,7 +305,7 @@ def backup(
 
     driver = _driver(conn, contexts=context or [0])
 
-    async def run() -> Any:
+    async def run() -> Backup:
         async with driver.session():
             if not context:
                 driver.contexts = sorted(await driver.list_contexts()) or [0]
@@ -333,20 +348,21 @@ def status(
 
     driver = _driver(conn)
 
-    async def run() -> list[Any]:
+    async def run() -> list[SbcContext]:
         async with driver.session():
             names = await driver.list_contexts() or {0: "default"}
             return [await driver.read_context(i, n) for i, n in sorted(names.items())]
 
     contexts = asyncio.run(run())
     now = dt.datetime.now(dt.UTC)
-    rows = []
+    rows: list[_StatusRow] = []
     for ctx in contexts:
-        row = ctx.to_dict()
-        row["serves_management"] = driver.serves_management(ctx)
-        row["days_left"] = ((ctx.certificate.not_valid_after_utc - now).days
-                            if ctx.certificate is not None else None)
-        rows.append(row)
+        rows.append({
+            **ctx.to_dict(),
+            "serves_management": driver.serves_management(ctx),
+            "days_left": ((ctx.certificate.not_valid_after_utc - now).days
+                          if ctx.certificate is not None else None),
+        })
     device = {k: driver.status.get(k) for k in
               ("productType", "versionID", "highAvailability", "serialNumber")}
     if json_out:
@@ -386,7 +402,7 @@ TrustContext = Annotated[int, typer.Option(
     "--context", metavar="N", help="TLS context whose trusted roots are checked.")]
 
 
-def _field(value: Any) -> str:
+def _field(value: object) -> str:
     """A status field as the device gave it, on one line: ``?`` when missing, an
     object as ``key=value`` pairs."""
     if value is None or value == "":
@@ -419,8 +435,19 @@ def _backup_dir(given: Path | None, device: str) -> Path:
     return root / "device-backups" / folder / stamp
 
 
+class TrustResult(TypedDict):
+    """What ``sbc trust audit|add`` prints with ``--json`` (audit without the last two)."""
+
+    set: str
+    context: int
+    present: list[str]
+    missing: list[str]
+    added: NotRequired[list[str]]
+    backup: NotRequired[str | None]
+
+
 def _audit(conn: SbcConnection, set_name: str, context: int, add: bool,
-           backup_dir: Path | None = None, json_progress: bool = False) -> dict[str, Any]:
+           backup_dir: Path | None = None, json_progress: bool = False) -> TrustResult:
     import asyncio
 
     from ..trust import audit_roots, get_root_set
@@ -429,7 +456,7 @@ def _audit(conn: SbcConnection, set_name: str, context: int, add: bool,
     root_set = get_root_set(set_name)
     pinned = root_set.certificates()
 
-    async def run() -> dict[str, Any]:
+    async def run() -> TrustResult:
         async with driver.session():
             ctx = await driver.read_context(context)
             result = audit_roots(root_set, ctx.trusted_roots)
@@ -510,7 +537,7 @@ def trust_add(
     raise typer.Exit(1 if result["missing"] else 0)
 
 
-def _print_trust(result: dict[str, Any]) -> None:
+def _print_trust(result: TrustResult) -> None:
     for name in result["present"]:
         console.print(f"[green]present[/] {name}", soft_wrap=True)
     for name in result["missing"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from typer.core import TyperCommand
@@ -14,7 +14,10 @@ from .common import console, err_console, fail, handle_errors, option_group, pri
 from .options import STATE_URL_OPTION
 
 if TYPE_CHECKING:
+    from typer._click import Context  # the click typer vendors (and types)
+
     from ..scan.engine import ScanResult, TrustStore
+    from ..scan.metrics import DeployRecord
     from ..scan.targets import Endpoint
 
 INVENTORY_FILE_OPTION = typer.Option(
@@ -91,7 +94,7 @@ class ScanCommand(TyperCommand):
     """``scan``: takes ``--inventory FILE`` as ``plan``, ``deploy`` and ``status`` do,
     and the bare ``--inventory`` switch (file from ``--inventory-file``) as before."""
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         result: list[str] = super().parse_args(ctx, inventory_args(args))
         return result
 
@@ -240,132 +243,135 @@ def silent_line(results: list[ScanResult]) -> str:
             "did with --open-only, or every row with --json")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("scan", cls=ScanCommand)
-    @handle_errors
-    @option_group("reach", _Reach)
-    def scan_command(
-        targets: list[str] = TARGETS_ARGUMENT,
-        from_file: Path | None = FROM_FILE_OPTION,
-        use_inventory: bool = typer.Option(
-            False, "--inventory",
-            help="Also scan every listener of the inventory: --inventory FILE, or the "
-                 "--inventory-file (default certfleet.toml) when given alone."),
-        reach: _Reach = REACH,
-        json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
-        csv_out: bool = typer.Option(False, "--csv", help="Print CSV only, on stdout."),
-        open_only: bool = typer.Option(
-            False, "--open-only",
-            help="List only the endpoints that answered (a TCP connection was made)."),
-    ) -> None:
-        """One TLS handshake per endpoint: what it serves, checked, sorted by days left.
+@handle_errors
+@option_group("reach", _Reach)
+def scan_command(
+    targets: list[str] = TARGETS_ARGUMENT,
+    from_file: Path | None = FROM_FILE_OPTION,
+    use_inventory: bool = typer.Option(
+        False, "--inventory",
+        help="Also scan every listener of the inventory: --inventory FILE, or the "
+             "--inventory-file (default certfleet.toml) when given alone."),
+    reach: _Reach = REACH,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON only, on stdout."),
+    csv_out: bool = typer.Option(False, "--csv", help="Print CSV only, on stdout."),
+    open_only: bool = typer.Option(
+        False, "--open-only",
+        help="List only the endpoints that answered (a TCP connection was made)."),
+) -> None:
+    """One TLS handshake per endpoint: what it serves, checked, sorted by days left.
 
-        Exit code: 1 when any endpoint is expired, unreachable or fails a check
-        (trust, name, chain, current version), 2 for bad input, else 0. With
-        --open-only, only the endpoints that answered count. In the table, a
-        CIDR range's refused and silent endpoints are one count line.
-        """
-        if json_out and csv_out:
-            fail("--json and --csv exclude each other", "choose one of --json and --csv")
-        plan = _prepare(list(targets or []), from_file, use_inventory, reach.inventory_file,
-                        reach.state_dir, reach.sni, list(reach.ca_bundle or []),
-                        nothing_hint=SCAN_NOTHING_HINT, state_url=reach.state_url)
-        quiet = json_out or csv_out
-        results = run_scan(plan, reach.concurrency, reach.timeout,
-                           progress=not quiet and err_console.is_terminal)
-        silent: list[ScanResult] = []
-        if open_only:
-            results = [r for r in results if r.answered]
-        elif not quiet and any("/" in t for t in targets or []):
-            silent = [r for r in results if not r.answered and r.endpoint.device is None]
-            results = [r for r in results if r.answered or r.endpoint.device is not None]
-        if json_out:
-            from ..scan.output import to_json
+    Exit code: 1 when any endpoint is expired, unreachable or fails a check
+    (trust, name, chain, current version), 2 for bad input, else 0. With
+    --open-only, only the endpoints that answered count. In the table, a
+    CIDR range's refused and silent endpoints are one count line.
+    """
+    if json_out and csv_out:
+        fail("--json and --csv exclude each other", "choose one of --json and --csv")
+    plan = _prepare(list(targets or []), from_file, use_inventory, reach.inventory_file,
+                    reach.state_dir, reach.sni, list(reach.ca_bundle or []),
+                    nothing_hint=SCAN_NOTHING_HINT, state_url=reach.state_url)
+    quiet = json_out or csv_out
+    results = run_scan(plan, reach.concurrency, reach.timeout,
+                       progress=not quiet and err_console.is_terminal)
+    silent: list[ScanResult] = []
+    if open_only:
+        results = [r for r in results if r.answered]
+    elif not quiet and any("/" in t for t in targets or []):
+        silent = [r for r in results if not r.answered and r.endpoint.device is None]
+        results = [r for r in results if r.answered or r.endpoint.device is not None]
+    if json_out:
+        from ..scan.output import to_json
 
-            print_json(to_json(results))
-        elif csv_out:
-            from ..scan.output import to_csv
+        print_json(to_json(results))
+    elif csv_out:
+        from ..scan.output import to_csv
 
-            sys.stdout.write(to_csv(results))
-            sys.stdout.flush()
-        else:
-            from .scan_table import render_table
-
-            console.print(render_table(results, warn_days=plan.warn_days))
-            if silent:
-                console.print(silent_line(silent), markup=False, highlight=False)
-            console.print(_summary(results), markup=False, highlight=False)
-        raise typer.Exit(0 if all(r.ok for r in results) and not silent else 1)
-
-    @app.command("exporter")
-    @handle_errors
-    @option_group("reach", _Reach)
-    def exporter_command(
-        listen: str = typer.Option("127.0.0.1:9793", "--listen",
-                                   help="HOST:PORT to serve /metrics on."),
-        interval: float = typer.Option(300.0, "--interval", min=1.0,
-                                       help="Seconds between scans."),
-        target: list[str] = TARGET_OPTION,
-        textfile: Path | None = TEXTFILE_OPTION,
-        no_inventory: bool = typer.Option(False, "--no-inventory",
-                                          help="Scan only the --target endpoints."),
-        inventory: Path | None = EXPORTER_INVENTORY_OPTION,
-        read_timeout: float = typer.Option(
-            10.0, "--read-timeout", min=0.1,
-            help="Seconds a client has to send its whole request; then it is closed."),
-        max_connections: int = typer.Option(
-            512, "--max-connections", min=1,
-            help="Connections open at once; beyond, the oldest idle one is closed."),
-        reach: _Reach = REACH,
-    ) -> None:
-        """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
-        import time
-
-        from ..scan.metrics import make_registry
-
-        if inventory is not None and no_inventory:
-            fail("--inventory and --no-inventory exclude each other",
-                 "drop --no-inventory to scan the inventory, or --inventory to scan only --target")
-        host, port = _listen_address(listen)
-        plan = _prepare(list(target or []), None, not no_inventory,
-                        inventory or reach.inventory_file,
-                        reach.state_dir, reach.sni, list(reach.ca_bundle or []),
-                        nothing_hint=EXPORTER_NOTHING_HINT, state_url=reach.state_url)
-        registry, collector = make_registry()
-
-        def once() -> None:
-            started = time.perf_counter()
-            results = run_scan(plan, reach.concurrency, reach.timeout, progress=False)
-            collector.update(results, time.perf_counter() - started, _deploys(plan))
-
-        once()
-        if textfile is not None:
-            from prometheus_client import write_to_textfile
-
-            write_to_textfile(str(textfile), registry)
-            console.print(f"wrote {textfile}", markup=False, highlight=False)
-            return
-        from ..scan.serve import MetricsServer
-
-        server = MetricsServer(registry, host, port, generation=lambda: collector.generation,
-                               read_timeout=read_timeout, max_connections=max_connections)
-        try:
-            _host, bound = server.start()
-        except OSError as exc:
-            fail(f"cannot listen on {listen}: {exc.strerror or exc}",
-                 "choose a free --listen HOST:PORT")
-        console.print(f"serving metrics on http://{host}:{bound}/metrics "
-                      f"({len(plan.endpoints)} endpoints every {interval:g} s)",
-                      markup=False, highlight=False)
+        sys.stdout.write(to_csv(results))
         sys.stdout.flush()
-        try:
-            while True:
-                time.sleep(interval)
-                once()
-        except KeyboardInterrupt:
-            console.print("stopped", markup=False)
-        finally:
-            server.stop()
+    else:
+        from .scan_table import render_table
+
+        console.print(render_table(results, warn_days=plan.warn_days))
+        if silent:
+            console.print(silent_line(silent), markup=False, highlight=False)
+        console.print(_summary(results), markup=False, highlight=False)
+    raise typer.Exit(0 if all(r.ok for r in results) and not silent else 1)
+
+@handle_errors
+@option_group("reach", _Reach)
+def exporter_command(
+    listen: str = typer.Option("127.0.0.1:9793", "--listen",
+                               help="HOST:PORT to serve /metrics on."),
+    interval: float = typer.Option(300.0, "--interval", min=1.0,
+                                   help="Seconds between scans."),
+    target: list[str] = TARGET_OPTION,
+    textfile: Path | None = TEXTFILE_OPTION,
+    no_inventory: bool = typer.Option(False, "--no-inventory",
+                                      help="Scan only the --target endpoints."),
+    inventory: Path | None = EXPORTER_INVENTORY_OPTION,
+    read_timeout: float = typer.Option(
+        10.0, "--read-timeout", min=0.1,
+        help="Seconds a client has to send its whole request; then it is closed."),
+    max_connections: int = typer.Option(
+        512, "--max-connections", min=1,
+        help="Connections open at once; beyond, the oldest idle one is closed."),
+    reach: _Reach = REACH,
+) -> None:
+    """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
+    import time
+
+    from ..scan.metrics import make_registry
+
+    if inventory is not None and no_inventory:
+        fail("--inventory and --no-inventory exclude each other",
+             "drop --no-inventory to scan the inventory, or --inventory to scan only --target")
+    host, port = _listen_address(listen)
+    plan = _prepare(list(target or []), None, not no_inventory,
+                    inventory or reach.inventory_file,
+                    reach.state_dir, reach.sni, list(reach.ca_bundle or []),
+                    nothing_hint=EXPORTER_NOTHING_HINT, state_url=reach.state_url)
+    registry, collector = make_registry()
+
+    def once() -> None:
+        started = time.perf_counter()
+        results = run_scan(plan, reach.concurrency, reach.timeout, progress=False)
+        collector.update(results, time.perf_counter() - started, _deploys(plan))
+
+    once()
+    if textfile is not None:
+        from prometheus_client import write_to_textfile
+
+        write_to_textfile(str(textfile), registry)
+        console.print(f"wrote {textfile}", markup=False, highlight=False)
+        return
+    from ..scan.serve import MetricsServer
+
+    server = MetricsServer(registry, host, port, generation=lambda: collector.generation,
+                           read_timeout=read_timeout, max_connections=max_connections)
+    try:
+        _host, bound = server.start()
+    except OSError as exc:
+        fail(f"cannot listen on {listen}: {exc.strerror or exc}",
+             "choose a free --listen HOST:PORT")
+    console.print(f"serving metrics on http://{host}:{bound}/metrics "
+                  f"({len(plan.endpoints)} endpoints every {interval:g} s)",
+                  markup=False, highlight=False)
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(interval)
+            once()
+    except KeyboardInterrupt:
+        console.print("stopped", markup=False)
+    finally:
+        server.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add the network commands (scan, exporter) to ``app``."""
+    app.command("scan", cls=ScanCommand)(scan_command)
+    app.command("exporter")(exporter_command)
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -378,7 +384,7 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _deploys(plan: _Plan) -> list[Any]:
+def _deploys(plan: _Plan) -> list[DeployRecord]:
     """The devices' last deployments from the state store (none when it does not exist)."""
     from ..errors import StateError
     from ..estate.store import Store, default_state_dir

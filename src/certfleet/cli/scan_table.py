@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from rich.text import Text
 
@@ -26,13 +25,13 @@ def _style(days: int | None, warn_days: int) -> str:
     return "green"
 
 
-def _mark(value: bool | None, good: str = "ok", bad: str = "no") -> Any:
+def _mark(value: bool | None, good: str = "ok", bad: str = "no") -> Text:
     return {True: Text(good, style="green"), False: Text(bad, style="red"),
             None: Text("-")}[value]
 
 
 def render_table(results: Sequence[ScanResult], *, warn_days: int = 30, title: str = "Scan",
-                 more: str = "certfleet scan --json") -> Any:
+                 more: str = "certfleet scan --json") -> FitTable:
     """One row per endpoint, sorted as given (days left first).
 
     It fits the terminal down to 80 columns: the issuer, the chain's days left,

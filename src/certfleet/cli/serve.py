@@ -29,110 +29,115 @@ def _users_path(users: Path | None, state_dir: Path | None) -> Path:
     return (state_dir.expanduser() if state_dir else default_state_dir()) / USERS_FILE
 
 
+@handle_errors
+def serve_command(
+    ctx: typer.Context,
+    listen: str = typer.Option("127.0.0.1:8443", "--listen", metavar="HOST:PORT",
+                               help="Where to listen (port 0: any free port)."),
+    tls_cert: Path | None = TLS_CERT_OPTION,
+    tls_key: Path | None = TLS_KEY_OPTION,
+    read_only: bool = typer.Option(
+        False, "--read-only", help="No actions (deploy, renew, rollback) from the page."),
+    refresh: float = typer.Option(
+        5.0, "--refresh-minutes", min=0.1,
+        help="Scan every listener at most this often, shared by every viewer."),
+    users: Path | None = USERS_OPTION,
+    inventory: Path = INVENTORY_OPTION,
+    state_dir: Path | None = STATE_OPTION,
+) -> None:
+    """Serve the estate's pages (login needed) from the inventory and the state store.
+
+    Add users first: certfleet serve adduser NAME --password-env VAR.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..estate.store import Store, default_state_dir
+    from ..inventory import load_inventory
+    from ..web.app import WebConfig, create_app
+    from ..web.server import bind, parse_listen, serve
+    from ..web.users import Users
+    from ..web.view import EstateView
+
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together",
+             "pass both (the certificate and its private key), or neither for HTTP")
+    for given, flag in ((tls_cert, "--tls-cert"), (tls_key, "--tls-key")):
+        if given is not None and not given.is_file():
+            fail(f"{flag} {given}: no such file", f"pass {flag} an existing PEM file")
+    host, port = parse_listen(listen)
+    state = state_dir.expanduser() if state_dir else default_state_dir()
+    users_path = _users_path(users, state_dir)
+    if not Users(users_path).exists:
+        fail(f"no users in {users_path}: nobody could log in",
+             "add one first: certfleet serve adduser NAME --password-env VAR "
+             "--role operator")
+    load_inventory(inventory)  # a bad inventory fails now, with its message
+    store = Store.open_readonly(state)
+    view = EstateView(inventory, store, refresh=refresh * 60)
+    config = WebConfig(inventory, state, users_path, read_only=read_only,
+                       https=tls_cert is not None, refresh_minutes=refresh)
+    sock = bind(host, port)
+    err_console.print("scanning the estate…", markup=False)
+    view.scan()
+    view.start()
+    web = create_app(config, view)
+
+    def ready(url: str) -> None:
+        console.print(f"certfleet serve: {url} (Ctrl-C stops)", markup=False,
+                      highlight=False, soft_wrap=True)
+
+    try:
+        serve(web, sock, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready)
+    finally:
+        view.stop()
+        store.close()
+
+
+@handle_errors
+def adduser_command(
+    name: str = typer.Argument(..., help="The user name."),
+    password_env: str = typer.Option(
+        ..., "--password-env", metavar="VAR", help="The variable holding the password."),
+    role: str = typer.Option("viewer", "--role", help="viewer or operator."),
+    users: Path | None = USERS_OPTION,
+    state_dir: Path | None = STATE_OPTION,
+) -> None:
+    """Add a user of certfleet serve (or set its password and role)."""
+    from ..web.users import Users
+
+    password = read_password(password_env, what="password")
+    if not password:
+        fail(f"--password-env {password_env}: the variable is not set or empty",
+             f"set {password_env} to the password, then run this again")
+    path = _users_path(users, state_dir)
+    new = Users(path).add_user(name, password, role)
+    console.print(f"{'added' if new else 'updated'} {name} ({role}) in {path}",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+@handle_errors
+def token_command(
+    name: str = typer.Argument(..., help="A name for the token (who uses it)."),
+    users: Path | None = USERS_OPTION,
+    state_dir: Path | None = STATE_OPTION,
+) -> None:
+    """Make an API token (read-only: Authorization: Bearer TOKEN); printed once."""
+    from ..web.users import Users
+
+    path = _users_path(users, state_dir)
+    token = Users(path).add_token(name)
+    err_console.print(f"token {name} stored (hashed) in {path}; it is shown once:",
+                      markup=False, highlight=False, soft_wrap=True)
+    console.print(token, markup=False, highlight=False)
+
+
 def register(app: typer.Typer) -> None:
+    """Add ``serve`` (the dashboard) and its user and token commands to ``app``."""
     serve_app = typer.Typer(
         help="The estate on web pages: estate, timeline, devices, certificates, runs, actions.",
         invoke_without_command=True, no_args_is_help=False)
     app.add_typer(serve_app, name="serve")
 
-    @serve_app.callback(invoke_without_command=True)
-    @handle_errors
-    def serve_command(
-        ctx: typer.Context,
-        listen: str = typer.Option("127.0.0.1:8443", "--listen", metavar="HOST:PORT",
-                                   help="Where to listen (port 0: any free port)."),
-        tls_cert: Path | None = TLS_CERT_OPTION,
-        tls_key: Path | None = TLS_KEY_OPTION,
-        read_only: bool = typer.Option(
-            False, "--read-only", help="No actions (deploy, renew, rollback) from the page."),
-        refresh: float = typer.Option(
-            5.0, "--refresh-minutes", min=0.1,
-            help="Scan every listener at most this often, shared by every viewer."),
-        users: Path | None = USERS_OPTION,
-        inventory: Path = INVENTORY_OPTION,
-        state_dir: Path | None = STATE_OPTION,
-    ) -> None:
-        """Serve the estate's pages (login needed) from the inventory and the state store.
-
-        Add users first: certfleet serve adduser NAME --password-env VAR.
-        """
-        if ctx.invoked_subcommand is not None:
-            return
-        from ..estate.store import Store, default_state_dir
-        from ..inventory import load_inventory
-        from ..web.app import WebConfig, create_app
-        from ..web.server import bind, parse_listen, serve
-        from ..web.users import Users
-        from ..web.view import EstateView
-
-        if (tls_cert is None) != (tls_key is None):
-            fail("--tls-cert and --tls-key go together",
-                 "pass both (the certificate and its private key), or neither for HTTP")
-        for given, flag in ((tls_cert, "--tls-cert"), (tls_key, "--tls-key")):
-            if given is not None and not given.is_file():
-                fail(f"{flag} {given}: no such file", f"pass {flag} an existing PEM file")
-        host, port = parse_listen(listen)
-        state = state_dir.expanduser() if state_dir else default_state_dir()
-        users_path = _users_path(users, state_dir)
-        if not Users(users_path).exists:
-            fail(f"no users in {users_path}: nobody could log in",
-                 "add one first: certfleet serve adduser NAME --password-env VAR "
-                 "--role operator")
-        load_inventory(inventory)  # a bad inventory fails now, with its message
-        store = Store.open_readonly(state)
-        view = EstateView(inventory, store, refresh=refresh * 60)
-        config = WebConfig(inventory, state, users_path, read_only=read_only,
-                           https=tls_cert is not None, refresh_minutes=refresh)
-        sock = bind(host, port)
-        err_console.print("scanning the estate…", markup=False)
-        view.scan()
-        view.start()
-        web = create_app(config, view)
-
-        def ready(url: str) -> None:
-            console.print(f"certfleet serve: {url} (Ctrl-C stops)", markup=False,
-                          highlight=False, soft_wrap=True)
-
-        try:
-            serve(web, sock, tls_cert=tls_cert, tls_key=tls_key, on_ready=ready)
-        finally:
-            view.stop()
-            store.close()
-
-    @serve_app.command("adduser")
-    @handle_errors
-    def adduser_command(
-        name: str = typer.Argument(..., help="The user name."),
-        password_env: str = typer.Option(
-            ..., "--password-env", metavar="VAR", help="The variable holding the password."),
-        role: str = typer.Option("viewer", "--role", help="viewer or operator."),
-        users: Path | None = USERS_OPTION,
-        state_dir: Path | None = STATE_OPTION,
-    ) -> None:
-        """Add a user of certfleet serve (or set its password and role)."""
-        from ..web.users import Users
-
-        password = read_password(password_env, what="password")
-        if not password:
-            fail(f"--password-env {password_env}: the variable is not set or empty",
-                 f"set {password_env} to the password, then run this again")
-        path = _users_path(users, state_dir)
-        new = Users(path).add_user(name, password, role)
-        console.print(f"{'added' if new else 'updated'} {name} ({role}) in {path}",
-                      markup=False, highlight=False, soft_wrap=True)
-
-    @serve_app.command("token")
-    @handle_errors
-    def token_command(
-        name: str = typer.Argument(..., help="A name for the token (who uses it)."),
-        users: Path | None = USERS_OPTION,
-        state_dir: Path | None = STATE_OPTION,
-    ) -> None:
-        """Make an API token (read-only: Authorization: Bearer TOKEN); printed once."""
-        from ..web.users import Users
-
-        path = _users_path(users, state_dir)
-        token = Users(path).add_token(name)
-        err_console.print(f"token {name} stored (hashed) in {path}; it is shown once:",
-                          markup=False, highlight=False, soft_wrap=True)
-        console.print(token, markup=False, highlight=False)
+    serve_app.callback(invoke_without_command=True)(serve_command)
+    serve_app.command("adduser")(adduser_command)
+    serve_app.command("token")(token_command)

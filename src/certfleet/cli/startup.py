@@ -22,7 +22,7 @@ import importlib.machinery
 import sys
 import types
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 __all__ = ["defer_unused_imports"]
 
@@ -35,7 +35,7 @@ class _StandIn:
     """
 
     def __init__(self, name: str, classes: Sequence[str],
-                 shortcuts: dict[str, Callable[..., Any]]) -> None:
+                 shortcuts: dict[str, Callable[..., object]]) -> None:
         self.name = name
         self.classes = classes
         self.shortcuts = shortcuts
@@ -51,19 +51,21 @@ class _StandIn:
     def fill(self, module: types.ModuleType) -> None:
         real = self.real
 
-        def attribute(name: str) -> Any:
+        def attribute(name: str) -> object:
             if name.startswith("__"):  # the import system asks for __path__ and the like
                 raise AttributeError(name)
             return getattr(real(), name)
 
         def stand_in_class(name: str) -> type:
-            def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+            def new(cls: type, *args: object, **kwargs: object) -> object:
                 return getattr(real(), name)(*args, **kwargs)
 
             return type(name, (), {"__new__": new, "__module__": self.name})
 
-        def stand_in_function(name: str, first: Callable[..., Any]) -> Callable[..., Any]:
-            def call(*args: Any, **kwargs: Any) -> Any:
+        def stand_in_function(
+            name: str, first: Callable[..., object],
+        ) -> Callable[..., object]:
+            def call(*args: object, **kwargs: object) -> object:
                 answer = first(*args, **kwargs)
                 return getattr(real(), name)(*args, **kwargs) if answer is None else answer
 
@@ -83,13 +85,16 @@ class _Finder:
     stand_ins: ClassVar[dict[str, _StandIn]] = {}
 
     @classmethod
-    def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(
+        cls, name: str, path: Sequence[str] | None = None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
         if name not in cls.stand_ins:
             return None
         return importlib.machinery.ModuleSpec(name, cls)  # type: ignore[arg-type]  # loader
 
     @staticmethod
-    def create_module(spec: Any) -> None:
+    def create_module(spec: importlib.machinery.ModuleSpec) -> None:
         return None  # the default module object
 
     @classmethod
@@ -97,7 +102,7 @@ class _Finder:
         cls.stand_ins[module.__name__].fill(module)
 
 
-def _real(*args: Any, **kwargs: Any) -> None:
+def _real(*args: object, **kwargs: object) -> None:
     """A shortcut that always hands the call to the real function."""
     return None
 

@@ -12,15 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
 
 if TYPE_CHECKING:
+    from rich.box import Box
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
     from rich.table import Table
 
 __all__ = ["Column", "FitTable"]
 
 Justify = Literal["left", "center", "right"]
+
+
+class TableOptions(TypedDict, total=False):
+    """The options of rich's ``Table`` a :class:`FitTable` passes on."""
+
+    title: str
+    title_justify: Justify
+    box: Box | None
+    collapse_padding: bool
+    pad_edge: bool
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,8 @@ class FitTable:
     """A rich table laid out for the console's width when printed (see the module)."""
 
     def __init__(
-        self, columns: Sequence[Column], *, more: str | None = None, **table_options: Any
+        self, columns: Sequence[Column], *, more: str | None = None,
+        **table_options: Unpack[TableOptions],
     ) -> None:
         """``more``: what shows the columns left out besides a wider terminal ("--json");
         ``table_options``: rich ``Table``'s (title, box, ...)."""
@@ -165,9 +177,9 @@ class FitTable:
         from rich import box
         from rich.table import Table
 
-        options = dict(self.table_options)
+        options: TableOptions = {**self.table_options}
         if compact:
-            options.update(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+            options.update({"box": box.SIMPLE_HEAD, "collapse_padding": True, "pad_edge": False})
         return Table(**options)
 
     def _table(self, layout: _Layout) -> Table:

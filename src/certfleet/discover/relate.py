@@ -7,7 +7,7 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from cryptography import x509
 
@@ -54,7 +54,7 @@ class Device:
     ha: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name, "kind": self.kind, "addresses": self.addresses,
             "port": self.port, "https_port": self.https_port, "tls_pin": self.tls_pin,
@@ -79,18 +79,30 @@ class Certificate:
     devices: list[str]
 
 
+class UnmanagedListener(TypedDict):
+    """A listener of a host that is no device: TLS (subject, sha256) or SSH (banner, key)."""
+
+    host: str
+    port: int
+    subject: NotRequired[str]
+    sha256: NotRequired[str]
+    mutual_tls: NotRequired[bool]
+    ssh_banner: NotRequired[str | None]
+    ssh_host_key: NotRequired[str | None]
+
+
 @dataclass
 class Estate:
     devices: list[Device]
     certificates: list[Certificate]
-    unmanaged: list[dict[str, Any]]
+    unmanaged: list[UnmanagedListener]
     silent: dict[str, int]
     probed: int
     trust_on_first_use: bool
     credentials_sent_to: list[str]
     credentials: Credentials
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "devices": [d.to_dict() for d in self.devices],
             "certificates": [c.__dict__ for c in self.certificates],
@@ -159,7 +171,7 @@ def relate(hosts: list[Host], *, silent: dict[str, int], probed: int, tofu: bool
     taken: set[str] = set()
     devices: list[Device] = []
     leaves: dict[str, x509.Certificate] = {}
-    unmanaged: list[dict[str, Any]] = []
+    unmanaged: list[UnmanagedListener] = []
     by_management: dict[str, list[Host]] = {}
     for host in hosts:
         if host.sbc is not None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import DnsError
 from .records import TxtRecord
+
+if TYPE_CHECKING:
+    import dns.resolver
 
 __all__ = ["follow_cname", "resolver_for", "split_host_port", "wait_for_records"]
 
@@ -32,7 +35,7 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
     return text, default_port
 
 
-def resolver_for(servers: Sequence[str]) -> Any:
+def resolver_for(servers: Sequence[str]) -> dns.resolver.Resolver:
     """A dnspython resolver asking ``servers`` (HOST[:PORT]), or the system's when empty."""
     import dns.resolver
 

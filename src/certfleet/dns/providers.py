@@ -14,11 +14,15 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ConfigError, DnsError
 from ..model import DnsConfig
 from .records import TxtRecord as TxtRecord
+
+if TYPE_CHECKING:
+    import dns.name
+    import dns.update
 
 __all__ = ["DnsProvider", "TxtRecord", "make_provider", "zone_for"]
 
@@ -183,14 +187,16 @@ class Rfc2136Provider:
 
         self.host, self.port = split_host_port(config.server, 53)
         self.config = config
-        self.keyring: Any = None
+        self.keyring: dict[dns.name.Name, object] | None = None
         if config.tsig_name and config.tsig_secret:
             import dns.tsigkeyring
 
             secret = _secret(config.tsig_secret, f"TSIG secret of {config.certificate!r}")
             self.keyring = dns.tsigkeyring.from_text({config.tsig_name: secret or ""})
 
-    def _update(self, zone: str, change: Callable[[Any], None], what: str) -> None:
+    def _update(
+        self, zone: str, change: Callable[[dns.update.UpdateMessage], None], what: str,
+    ) -> None:
         import dns.exception
         import dns.name
         import dns.query
@@ -229,7 +235,9 @@ class Rfc2136Provider:
         for zone in dict.fromkeys(r.zone for r in records):
             mine = [r for r in records if r.zone == zone]
 
-            def change(update: Any, mine: list[TxtRecord] = mine) -> None:
+            def change(
+                update: dns.update.UpdateMessage, mine: list[TxtRecord] = mine,
+            ) -> None:
                 for record in mine:
                     update.add(record.name + ".", 60, "TXT", f'"{record.value}"')
 
@@ -239,7 +247,9 @@ class Rfc2136Provider:
         for zone in dict.fromkeys(r.zone for r in records):
             mine = [r for r in records if r.zone == zone]
 
-            def change(update: Any, mine: list[TxtRecord] = mine) -> None:
+            def change(
+                update: dns.update.UpdateMessage, mine: list[TxtRecord] = mine,
+            ) -> None:
                 for record in mine:
                     update.delete(record.name + ".", "TXT", f'"{record.value}"')
 
@@ -260,8 +270,8 @@ class LexiconProvider:
                 hint="pip install 'certfleet[lexicon]' (or pip install dns-lexicon)",
             ) from None
 
-    def _options(self, record: TxtRecord, action: str) -> dict[str, Any]:
-        options: dict[str, Any] = {
+    def _options(self, record: TxtRecord, action: str) -> dict[str, object]:
+        options: dict[str, object] = {
             "provider_name": self.name,
             "action": action,
             "domain": record.zone,

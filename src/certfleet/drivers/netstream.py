@@ -25,7 +25,12 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["AsyncioBackend", "AsyncioStream", "DeviceClient"]
+__all__ = ["AsyncioBackend", "AsyncioStream", "DeviceClient", "SocketOption"]
+
+#: A ``setsockopt`` argument list, as httpcore's backends take them.
+SocketOption = (
+    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+)
 
 # Reading from the socket pauses while this much is received and not yet read.
 _HIGH_WATER = 256 * 1024
@@ -169,7 +174,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self._protocol.transport = tls
         return AsyncioStream(tls, self._protocol, self._raw)
 
-    def get_extra_info(self, info: str) -> Any:
+    def get_extra_info(self, info: str) -> object:
         if info == "ssl_object":
             return self._transport.get_extra_info("ssl_object")
         if info == "client_addr":
@@ -195,7 +200,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         try:
@@ -215,7 +220,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - management is TCP only
         raise httpcore.ConnectError("unix sockets are not used for device management")
 

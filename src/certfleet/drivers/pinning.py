@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import httpcore
 import httpx
 
-from .netstream import AsyncioBackend
+from .netstream import AsyncioBackend, SocketOption
 
 __all__ = [
     "CheckedTransport",
@@ -55,11 +54,14 @@ class _CheckedStream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         await self._stream.aclose()
 
-    def get_extra_info(self, info: str) -> Any:
+    def get_extra_info(self, info: str) -> object:
         return self._stream.get_extra_info(info)
 
-    async def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        tls = await self._stream.start_tls(*args, **kwargs)
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
         try:
             ssl_object = tls.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -77,8 +79,13 @@ class _CheckingBackend(AsyncioBackend):
     def __init__(self, check: PeerCheck) -> None:
         self._check = check
 
-    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        return _CheckedStream(await super().connect_tcp(*args, **kwargs), self._check)
+    async def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _CheckedStream(await super().connect_tcp(
+            host, port, timeout, local_address, socket_options), self._check)
 
 
 class CheckedTransport(httpx.AsyncHTTPTransport):

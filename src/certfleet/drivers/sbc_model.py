@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -129,6 +129,25 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+class TrustedRootDict(TypedDict):
+    subject: str
+    sha256: str
+
+
+class SbcContextDict(TypedDict):
+    """A TLS context as ``certfleet sbc status --json`` prints it."""
+
+    index: int
+    name: str | None
+    subject: str | None
+    issuer: str | None
+    sha256: str | None
+    not_after: str | None
+    key_valid: bool | None
+    key_size: int | None
+    trusted_roots: list[TrustedRootDict]
+
+
 @dataclass(frozen=True)
 class SbcContext:
     """What one TLS context holds, as the SBC reports it."""
@@ -144,7 +163,7 @@ class SbcContext:
     def sha256(self) -> str | None:
         return sha256_of(self.certificate) if self.certificate is not None else None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SbcContextDict:
         cert = self.certificate
         _, subject, issuer = _described(cert) if cert is not None else (None, None, None)
         return {
@@ -163,7 +182,7 @@ class SbcContext:
         }
 
 
-def _key_valid(data: Any) -> bool | None:
+def _key_valid(data: object) -> bool | None:
     """The ``valid`` of a key state answer: true/false however spelled, None if unknown."""
     value = data.get("valid") if isinstance(data, dict) else None
     if isinstance(value, bool):

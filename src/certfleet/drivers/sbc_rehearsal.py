@@ -11,7 +11,7 @@ never raised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import (
     CertfleetError,
@@ -36,7 +36,7 @@ class SbcDriver(Protocol):
     user: str
     insecure: bool
     contexts: list[int]
-    status: dict[str, Any]
+    status: dict[str, object]
     management_sha256: str | None
 
     @property
@@ -69,7 +69,7 @@ class Check:
     fix: str | None = None
     blocking: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix,
                 "blocking": self.blocking}
 
@@ -100,7 +100,7 @@ class Readiness:
                         for c in self.reasons)
         return f"{self.device}: not ready: {why}"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"device": self.device, "ready": self.ready, "auth": self.auth,
                 "management_sha256": self.management_sha256,
                 "checks": [c.to_dict() for c in self.checks]}

@@ -58,7 +58,7 @@ class _Body(TypedDict, total=False):
     """What a request sends: a file to upload, or a JSON body."""
 
     upload: bytes | None
-    json_body: Any
+    json_body: object
 
 
 class SbcRest:
@@ -122,7 +122,7 @@ class SbcRest:
         self.busy_retries = busy_retries
         self.busy_delay = busy_delay
         self.max_body = MAX_BODY_BYTES  # bytes read at most from one answer
-        self.status: dict[str, Any] = {}
+        self.status: dict[str, object] = {}
         self.management_sha256: str | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -294,7 +294,7 @@ class SbcRest:
         *,
         what: str,
         upload: bytes | None = None,
-        json_body: Any = None,
+        json_body: object = None,
         missing_ok: bool = False,
     ) -> httpx.Response | None:
         import httpx

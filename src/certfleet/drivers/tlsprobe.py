@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -31,6 +31,9 @@ from OpenSSL import SSL
 from ..errors import DeviceConnectionError, DeviceTimeoutError, VerificationError
 from ..model import Listener as Listener
 from ..pki.model import cert_sha256
+
+if TYPE_CHECKING:
+    from OpenSSL import crypto
 
 __all__ = [
     "Listener",
@@ -103,10 +106,12 @@ class _State:
 
     def __init__(self) -> None:
         self.cert_requested = False
-        self.verified: list[tuple[int, Any]] = []
+        self.verified: list[tuple[int, crypto.X509]] = []
 
 
-def _on_verify(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+def _on_verify(
+    conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int,
+) -> bool:
     state = conn.get_app_data()
     if isinstance(state, _State):
         state.verified.append((depth, cert))

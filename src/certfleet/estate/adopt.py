@@ -24,18 +24,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from ..errors import PrivateKeyError
 from ..inventory import Inventory
 from .csr import key_passphrase
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ..pki.model import Bundle, Finding
     from .store import Store, VersionRecord
 
 __all__ = ["MATCH", "OTHER", "UNREACHABLE", "AdoptResult", "DeviceMatch", "adopt_certificate"]
 
 MATCH, OTHER, UNREACHABLE = "match", "other", "unreachable"
+
+
+class ListenerMatch(TypedDict):
+    """One listener of a device: what it serves compared with the adopted certificate."""
+
+    listener: str
+    state: str  # match | other | unreachable
+    sha256: str | None
+    error: str | None
 
 
 @dataclass
@@ -44,7 +56,7 @@ class DeviceMatch:
 
     device: str
     state: str  # match | other | unreachable
-    listeners: list[dict[str, Any]] = field(default_factory=list)
+    listeners: list[ListenerMatch] = field(default_factory=list)
 
     @property
     def detail(self) -> str:
@@ -53,10 +65,10 @@ class DeviceMatch:
             if item["state"] == UNREACHABLE:
                 parts.append(f"{item['listener']}: unreachable ({item['error']})")
             elif item["state"] == OTHER:
-                parts.append(f"{item['listener']}: serves {item['sha256'][:16]}")
+                parts.append(f"{item['listener']}: serves {(item['sha256'] or '')[:16]}")
         return "; ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"device": self.device, "state": self.state, "listeners": self.listeners}
 
 
@@ -65,14 +77,14 @@ class AdoptResult:
     version: VersionRecord
     new: bool
     devices: list[DeviceMatch]
-    findings: list[Any]
+    findings: list[Finding]
     is_target: bool = False
 
     @property
     def served_by(self) -> list[str]:
         return [d.device for d in self.devices if d.state == MATCH]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "version": self.version.to_dict(),
             "new": self.new,
@@ -93,9 +105,9 @@ async def compare_devices(inventory: Inventory, name: str, leaf_sha256: str) -> 
     results = await asyncio.gather(*(probe(d.listeners, timeout=10.0) for d in devices))
     matches = []
     for device, probed in zip(devices, results, strict=True):
-        listeners = []
+        listeners: list[ListenerMatch] = []
         for r in probed:
-            sha = r.certificate and _sha(r.certificate)
+            sha = _sha(r.certificate) if r.certificate is not None else None
             state = UNREACHABLE if sha is None else MATCH if sha == leaf_sha256 else OTHER
             listeners.append({"listener": str(r.listener), "state": state, "sha256": sha,
                               "error": r.error if sha is None else None})
@@ -105,13 +117,13 @@ async def compare_devices(inventory: Inventory, name: str, leaf_sha256: str) -> 
     return matches
 
 
-def _sha(cert: Any) -> str:
+def _sha(cert: x509.Certificate) -> str:
     from ..pki.model import cert_sha256
 
     return cert_sha256(cert)
 
 
-def load_adopted(files: Sequence[str | Path], password: bytes | None) -> Any:
+def load_adopted(files: Sequence[str | Path], password: bytes | None) -> Bundle:
     """The bundle of ``files``; raises CertificateError/PasswordError/PrivateKeyError."""
     from ..pki.bundle import assemble
     from ..pki.load import load_files
@@ -154,6 +166,7 @@ def adopt_certificate(
     if existing is not None:
         version, new = existing, False
     else:
+        assert bundle.private_key is not None  # load_adopted refuses a bundle without one
         key = store.add_key(name, bundle.private_key, origin="adopt", passphrase=passphrase)
         version, new = store.add_version(name, bundle, key.id, origin="adopt"), True
     store.record_import(name, paths, version.id, findings, "adopted" if new else "unchanged")

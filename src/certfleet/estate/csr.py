@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..inventory import Inventory, load_inventory
 from ..secrets import resolve_secret
 from .store import KeyRecord, Store
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["InventoryCsr", "key_passphrase", "make_inventory_csr"]
 
@@ -27,7 +30,7 @@ class InventoryCsr:
     """What :func:`make_inventory_csr` made: the CSR (object and PEM) and the stored key."""
 
     certificate: str
-    csr: Any  # x509.CertificateSigningRequest
+    csr: x509.CertificateSigningRequest
     csr_pem: bytes
     key: KeyRecord
     csr_path: Path | None = None

@@ -9,7 +9,7 @@ the progress callback and the stored keys.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..credentials import Credentials
 from ..drivers.base import Driver, EventCallback
@@ -18,6 +18,9 @@ from ..errors import CertfleetError
 from ..inventory import Device, Inventory
 from .store import Store
 from .targets import DriverFactory
+
+if TYPE_CHECKING:
+    from ..pki.model import PrivateKey
 
 __all__ = [
     "build_driver",
@@ -53,7 +56,7 @@ def prompt_key_passphrases(devices: Sequence[Device], inventory: Inventory) -> N
 
 
 def make_factory(store: Store | None = None, credentials: Credentials | None = None,
-                 extra_keys: Sequence[Any] = ()) -> DriverFactory:
+                 extra_keys: Sequence[PrivateKey] = ()) -> DriverFactory:
     """A driver factory through the kind registry; with ``store``, drivers whose rollback
     needs the previous key get the stored keys.
 
@@ -77,14 +80,14 @@ def build_driver(
     *,
     store: Store | None = None,
     credentials: Credentials | None = None,
-    extra_keys: Sequence[Any] = (),
+    extra_keys: Sequence[PrivateKey] = (),
 ) -> Driver:
     """The driver for ``device``, built by its kind. Raises ConfigError / PasswordError."""
     kind = get_kind(device.kind)
     if credentials is None or device.name not in credentials:
         credentials = Credentials.resolve([device], ask=True, interactive=False)
 
-    def stored_keys() -> list[Any]:
+    def stored_keys() -> list[PrivateKey]:
         return [*_stored_keys(device, inventory, store), *extra_keys]
 
     context = BuildContext(
@@ -95,7 +98,9 @@ def build_driver(
     return kind.from_device(device, credentials.for_device(device.name), context)
 
 
-def _stored_keys(device: Device, inventory: Inventory, store: Store | None) -> list[Any]:
+def _stored_keys(
+    device: Device, inventory: Inventory, store: Store | None,
+) -> list[PrivateKey]:
     """Every stored key that may be installed now: the device's certificate's, and the
     keys of every other certificate (a version adopted or imported under another name
     serves as well when its fingerprint is what the device serves)."""
@@ -104,7 +109,7 @@ def _stored_keys(device: Device, inventory: Inventory, store: Store | None) -> l
     from .csr import key_passphrase
 
     passphrase = key_passphrase(inventory, device.certificate)
-    keys = []
+    keys: list[PrivateKey] = []
     for record in store.keys_for(device.certificate):
         try:
             keys.append(store.load_key(record, passphrase))

@@ -18,12 +18,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import CertfleetError
 from ..inventory import Device, Inventory
 
 if TYPE_CHECKING:
+    from ..drivers.base import Driver
+    from ..drivers.ovoc.probe import ProbeReport
+    from ..drivers.sbc_rehearsal import Readiness
     from .targets import DriverFactory
 
 __all__ = ["DeviceProbe", "probe_device", "probe_devices", "rehearse_device", "transcript_path"]
@@ -38,7 +41,7 @@ class DeviceProbe:
     ready: bool
     reason: str
     fix: str | None = None
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, object]] = field(default_factory=list)
     transcript: str | None = None
     transcript_file: str | None = None
 
@@ -49,7 +52,7 @@ class DeviceProbe:
         return f"{self.device}: not ready: {self.reason}" + (
             f" (fix: {self.fix})" if self.fix else "")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"device": self.device, "kind": self.kind, "ready": self.ready,
                 "reason": self.reason, "fix": self.fix, "checks": self.checks,
                 "transcript": self.transcript, "transcript_file": self.transcript_file}
@@ -125,7 +128,7 @@ async def rehearse_device(
     return await _rehearse(device, driver, allow_no_rollback)
 
 
-async def _rehearse(device: Device, driver: Any, allow_no_rollback: bool) -> DeviceProbe | None:
+async def _rehearse(device: Device, driver: Driver, allow_no_rollback: bool) -> DeviceProbe | None:
     try:
         probe = getattr(driver, "probe", None)
         rehearse = getattr(driver, "rehearse", None)
@@ -140,7 +143,7 @@ async def _rehearse(device: Device, driver: Any, allow_no_rollback: bool) -> Dev
                            "this is a defect of certfleet: please report it")
 
 
-def _from_ovoc(device: Device, report: Any) -> DeviceProbe:
+def _from_ovoc(device: Device, report: ProbeReport) -> DeviceProbe:
     reason = str(report.reason)
     for prefix in ("ready: ", "not ready: "):
         reason = reason.removeprefix(prefix)
@@ -152,7 +155,7 @@ def _from_ovoc(device: Device, report: Any) -> DeviceProbe:
                        checks, transcript=report.transcript)
 
 
-def _from_sbc(device: Device, readiness: Any) -> DeviceProbe:
+def _from_sbc(device: Device, readiness: Readiness) -> DeviceProbe:
     checks = [c.to_dict() for c in readiness.checks]
     failed = list(readiness.reasons)
     if readiness.ready:
@@ -168,8 +171,9 @@ async def _observe_only(device: Device) -> DeviceProbe:
     from ..drivers.tlsprobe import probe
 
     results = await probe(device.listeners, timeout=10.0)
-    checks = [{"name": f"listener {r.listener}", "ok": r.certificate is not None,
-               "detail": r.error or "answers", "fix": None} for r in results]
+    checks: list[dict[str, object]] = [
+        {"name": f"listener {r.listener}", "ok": r.certificate is not None,
+         "detail": r.error or "answers", "fix": None} for r in results]
     down = [c for c in checks if not c["ok"]]
     note = f"no rehearsal for kind {device.kind!r}"
     if down:

@@ -11,10 +11,13 @@ import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..inventory import Device, Inventory
 from .store import Store
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["DeviceStatus", "ListenerStatus", "band", "collect_status"]
 
@@ -49,7 +52,7 @@ class ListenerStatus:
     # still read, so this is a successful observation, shown as "mTLS".
     client_cert_requested: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "listener": self.listener,
             "label": self.label,
@@ -102,7 +105,7 @@ class DeviceStatus:
     def is_current(self) -> bool:
         return bool(self.listeners) and self.serving_current == len(self.listeners)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "kind": self.kind,
@@ -117,7 +120,7 @@ class DeviceStatus:
         }
 
 
-def _names_cover(cert: Any, hosts: Sequence[str]) -> bool | None:
+def _names_cover(cert: x509.Certificate, hosts: Sequence[str]) -> bool | None:
     """Whether every host is covered by a subjectAltName, as clients check (never the CN)."""
     from ..pki.names import covers
 

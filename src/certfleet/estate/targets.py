@@ -6,12 +6,17 @@ whether a rollback is possible.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..drivers.base import Driver, EventCallback
 from ..errors import CertfleetError, ConfigError
 from ..inventory import Device, Inventory
 from .store import Store, VersionRecord
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ..pki.model import Bundle, Finding
 
 __all__ = ["DriverFactory", "Targets", "device_findings", "rollback_possible"]
 
@@ -24,6 +29,7 @@ class Targets:
     def __init__(self, inventory: Inventory, store: Store) -> None:
         self.inventory = inventory
         self.store = store
+        # The bundle stays Any until its readers (estate.decide) narrow it on the error.
         self._cache: dict[str, tuple[VersionRecord | None, Any, CertfleetError | None]] = {}
 
     def get(self, certificate: str) -> tuple[VersionRecord | None, Any, CertfleetError | None]:
@@ -48,7 +54,7 @@ class Targets:
         return self._cache[certificate]
 
 
-def device_findings(bundle: Any, device: Device, inventory: Inventory) -> list[Any]:
+def device_findings(bundle: Bundle, device: Device, inventory: Inventory) -> list[Finding]:
     """The toolkit's checks of ``bundle`` for ``device``'s host names."""
     from ..pki.checks import check_bundle
 
@@ -57,7 +63,9 @@ def device_findings(bundle: Any, device: Device, inventory: Inventory) -> list[A
     )
 
 
-def rollback_possible(device: Device, store: Store, served: Sequence[Any]) -> tuple[bool, str]:
+def rollback_possible(
+    device: Device, store: Store, served: Sequence[x509.Certificate | None],
+) -> tuple[bool, str]:
     """Whether a failed deploy can be undone on ``device``, and why.
 
     OVOC: the driver backs up the staged files (key included), so yes. SBC:

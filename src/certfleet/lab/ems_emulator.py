@@ -54,7 +54,7 @@ DEFAULT_MENUS = Path(__file__).with_name("ovoc_menus.json")
 _OUT, _ECHO_ON, _ECHO_OFF, _EXIT, _LINE, _EOF = b"o", b"e", b"n", b"x", b"l", b"z"
 
 
-def load_menus(source: Path | str | Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_menus(source: Path | str | Mapping[str, object] | None = None) -> dict[str, Any]:
     """The menu definition: the packaged file, another file, or a dict (copied)."""
     if source is None:
         source = DEFAULT_MENUS
@@ -397,7 +397,7 @@ class RelayEmsServer:
         self,
         socket_path: Path,
         on_import: ImportCallback,
-        menus: Mapping[str, Any] | None = None,
+        menus: Mapping[str, object] | None = None,
         faults: EmsFaults | None = None,
     ) -> None:
         self.socket_path = socket_path

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from ..fsutil import write_file_atomic, write_private_file
 from .ca import Issued, LabCA
@@ -34,6 +34,36 @@ UNLISTED_ROLE = "sip-forgotten"
 WILDCARD = (f"*.{DOMAIN}", DOMAIN)
 # A spread lab's one administrator password for every SBC (in lab.env).
 SPREAD_SBC_PASSWORD = "CERTFLEET_LAB_SBC_PASSWORD"
+
+
+class _SbcPlace(TypedDict, total=False):
+    """Where a spread lab's SBC listens (keywords of ``LabSbc``; none: the default place)."""
+
+    host: str
+    ports: dict[str, int]
+
+
+class _PairPlace(TypedDict, total=False):
+    """Where a spread lab's HA pair listens (keywords of ``LabSbcPair``; none: the default)."""
+
+    hosts: tuple[str, str]
+    ports: dict[str, int]
+
+
+class _OvocPlace(TypedDict, total=False):
+    """Where a spread lab's OVOC listens (keywords of ``LabOvoc``; none: the default)."""
+
+    host: str
+    ssh_port: int
+    https_port: int
+
+
+class _ListenerLine(TypedDict):
+    """A listener of the lab inventory: ``{ host = ..., port = ..., label = ... }``."""
+
+    host: NotRequired[str]
+    port: int
+    label: str
 
 
 class Spread:
@@ -71,14 +101,14 @@ class Spread:
         return cls(addresses, unmanaged, _free_ports([*addresses.values(), unmanaged],
                                                      len(cls.ROLES)), str(net))
 
-    def sbc_args(self, name: str) -> dict[str, Any]:
+    def sbc_args(self, name: str) -> _SbcPlace:
         return {"host": self.addresses[name], "ports": self._sbc_ports()}
 
-    def pair_args(self, name: str) -> dict[str, Any]:
+    def pair_args(self, name: str) -> _PairPlace:
         return {"hosts": (self.addresses[f"{name}-a"], self.addresses[f"{name}-b"]),
                 "ports": self._sbc_ports()}
 
-    def ovoc_args(self) -> dict[str, Any]:
+    def ovoc_args(self) -> _OvocPlace:
         return {"host": self.addresses["ovoc"], "ssh_port": self.ports["ssh"],
                 "https_port": self.ports["https"]}
 
@@ -297,11 +327,11 @@ class LabEstate:
         """Stop everything that was started, in parallel (each server waits for its poll)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        def quietly(stop: Any) -> None:
+        def quietly(stop: Callable[[], object]) -> None:
             with contextlib.suppress(Exception):
                 stop()
 
-        stops: list[Any] = [p.stop for p in self.pairs.values()]
+        stops: list[Callable[[], object]] = [p.stop for p in self.pairs.values()]
         stops += [s.stop for s in self.sbcs.values()]
         if self.ovoc is not None:
             stops.append(self.ovoc.stop)
@@ -379,7 +409,7 @@ class LabEstate:
         for name, sbc in self.sbcs.items():
             var = _env_name(name, "PASSWORD")
             self.env[var] = sbc.password
-            listed = [{"port": sbc.sip_port, "label": "sip"}]
+            listed: list[_ListenerLine] = [{"port": sbc.sip_port, "label": "sip"}]
             if sbc.teams_port is not None:
                 listed.append({"port": sbc.teams_port, "label": "teams"})
             lines += self._sbc_lines(name, sbc, var, listed,
@@ -387,12 +417,16 @@ class LabEstate:
         for name, pair in self.pairs.items():
             var = _env_name(name, "PASSWORD")
             self.env[var] = pair.active.password
-            listeners: list[dict[str, Any]] = []
+            listeners: list[_ListenerLine] = []
             for unit, role in ((pair.active, "a"), (pair.standby, "b")):
-                host = {"host": unit.host} if unit.host != pair.active.host else {}
-                listeners.append({**host, "port": unit.sip_port, "label": f"sip-{role}"})
+                ports = [(unit.sip_port, f"sip-{role}")]
                 if unit.teams_port is not None:
-                    listeners.append({**host, "port": unit.teams_port, "label": f"teams-{role}"})
+                    ports.append((unit.teams_port, f"teams-{role}"))
+                for port, label in ports:
+                    line: _ListenerLine = {"port": port, "label": label}
+                    if unit.host != pair.active.host:
+                        line["host"] = unit.host
+                    listeners.append(line)
             lines += self._sbc_lines(name, pair.active, var, listeners, [1, 2], ["sbc", "ha"])
         write_file_atomic(self.inventory_path, "\n".join(lines).encode())
         env_lines = ["# certfleet lab secrets: load with  set -a; . ./lab.env; set +a"]
@@ -404,7 +438,7 @@ class LabEstate:
         name: str,
         sbc: LabSbc,
         var: str,
-        listeners: list[dict[str, Any]],
+        listeners: list[_ListenerLine],
         contexts: list[int],
         tags: list[str],
     ) -> list[str]:

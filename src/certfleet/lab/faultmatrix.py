@@ -33,13 +33,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from .ca import Issued, LabCA
 from .estate import WILDCARD, LabEstate
+from .ovoc import StopPoint
+from .sbc.faults import FaultRule
+from .sbc.state import Snapshot
 
 __all__ = [
     "FAULTS",
@@ -126,7 +129,19 @@ def _sha(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _public(key_or_cert: Any) -> bytes:
+class _PublicKey(Protocol):
+    def public_bytes(
+        self, encoding: serialization.Encoding, format: serialization.PublicFormat,
+    ) -> bytes: ...
+
+
+class _HasPublicKey(Protocol):
+    """A private key or a certificate: both give their public key."""
+
+    def public_key(self) -> _PublicKey: ...
+
+
+def _public(key_or_cert: _HasPublicKey) -> bytes:
     data: bytes = key_or_cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return data
@@ -156,6 +171,23 @@ def _wait(done: Callable[[], bool], child: subprocess.Popen[bytes] | None, what:
         time.sleep(0.02)
 
 
+class _OvocSaved(NamedTuple):
+    """The lab OVOC put aside: its files, what it serves, its keystore's password."""
+
+    files: Path
+    served: tuple[bytes, bytes, bytes]
+    keystore_password: str | None
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """A point to start a case from: the state folder's copy and the lab device's."""
+
+    state: Path
+    sbc: Snapshot | None = None
+    ovoc: _OvocSaved | None = None
+
+
 class FaultMatrix:
     """One lab per driver, shared by every case: a case starts from a saved start."""
 
@@ -174,7 +206,7 @@ class FaultMatrix:
                              ovoc=driver == "ovoc", key_type="ec-p256")
         self.state = workdir / "state"
         self.renewed: Issued | None = None
-        self._start: tuple[Path, Any] | None = None
+        self._start: _Saved | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -243,13 +275,13 @@ class FaultMatrix:
 
     # ---- saving and putting back a point --------------------------------------------
 
-    def _save(self, name: str) -> tuple[Path, Any]:
+    def _save(self, name: str) -> _Saved:
         """Copy the state folder and the lab device aside (nothing holds the store now)."""
         copy = self.workdir / f"saved-{name}"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(self.state, copy)
         if self.driver == "sbc":
-            return copy, self.lab.sbcs[self.device].snapshot()
+            return _Saved(copy, sbc=self.lab.sbcs[self.device].snapshot())
         ovoc = self.lab.ovoc
         assert ovoc is not None
         _wait(lambda: ovoc.web_up, None, "the OVOC web server's restart")
@@ -257,23 +289,23 @@ class FaultMatrix:
         shutil.rmtree(fs_copy, ignore_errors=True)
         shutil.copytree(ovoc.root_dir, fs_copy, symlinks=True)
         slot = ovoc.slot
-        return copy, (fs_copy, (slot.cert_pem, slot.key_pem, slot.chain_pem),
-                      ovoc.keystore_password)
+        return _Saved(copy, ovoc=_OvocSaved(fs_copy, (slot.cert_pem, slot.key_pem, slot.chain_pem),
+                                            ovoc.keystore_password))
 
-    def _restore(self, saved: tuple[Path, Any]) -> None:
-        copy, device = saved
+    def _restore(self, saved: _Saved) -> None:
         shutil.rmtree(self.state, ignore_errors=True)
-        shutil.copytree(copy, self.state)
-        if self.driver == "sbc":
+        shutil.copytree(saved.state, self.state)
+        if saved.sbc is not None:
             unit = self.lab.sbcs[self.device]
             unit.faults.clear()
-            unit.restore_snapshot(device)
+            unit.restore_snapshot(saved.sbc)
             return
         ovoc = self.lab.ovoc
         assert ovoc is not None
         ovoc.stop_point = None
         _wait(lambda: ovoc.web_up, None, "the OVOC web server's restart")
-        fs_copy, slot, password = device
+        assert saved.ovoc is not None
+        fs_copy, slot, password = saved.ovoc
         shutil.rmtree(ovoc.root_dir)
         shutil.copytree(fs_copy, ovoc.root_dir, symlinks=True)
         ovoc.slot.set(*slot)
@@ -391,7 +423,7 @@ class FaultMatrix:
             rule = self.lab.sbcs[self.device].faults.add(
                 spec.drop if drop else spec.hold, method=spec.method, path=spec.path,
                 nth=self._roots_to_add() if "trusted roots" in point else 1)
-            self._rule: Any = rule
+            self._rule: FaultRule | StopPoint = rule
             return lambda: rule.held > 0
         ovoc = self.lab.ovoc
         assert ovoc is not None
@@ -402,7 +434,7 @@ class FaultMatrix:
 
     def _reached(self, point: str) -> bool:
         rule = self._rule
-        return bool(rule.held > 0) if self.driver == "sbc" else bool(rule.reached.is_set())
+        return bool(rule.held > 0) if isinstance(rule, FaultRule) else rule.reached.is_set()
 
     def _disarm(self) -> None:
         if self.driver == "sbc":

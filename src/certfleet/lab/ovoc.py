@@ -42,10 +42,12 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import asyncssh
+from asyncssh.connection import SSHConnection
 from cryptography import x509
 
 from .ca import Issued, LabCA
@@ -87,8 +89,7 @@ class StopPoint:
     reached: threading.Event = field(default_factory=threading.Event)
 
 
-def _http_handler() -> type[Any]:
-    from http.server import BaseHTTPRequestHandler
+def _http_handler() -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -99,7 +100,7 @@ def _http_handler() -> type[Any]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler
@@ -155,7 +156,7 @@ class LabOvoc:
         staging: Staging = "files",
         acems_password: str = "acems-lab-Pa55",
         root_password: str = "root-lab-Pa55",
-        menus: Path | str | Mapping[str, Any] | None = None,
+        menus: Path | str | Mapping[str, object] | None = None,
         restart_delay: float = 0.2,
         hostname: str = "ovoc",
         host: str = "127.0.0.1",
@@ -335,7 +336,7 @@ class LabOvoc:
         self.stop_point = None
         return stop
 
-    async def _hold(self, stop: StopPoint, conn: Any) -> None:
+    async def _hold(self, stop: StopPoint, conn: SSHConnection) -> None:
         """Hang (until the connection or the lab goes) or drop the connection."""
         stop.reached.set()
         if stop.action == "drop":

@@ -20,10 +20,12 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 from ..fsutil import write_file_atomic, write_private_file
 from .ca import LabCA
@@ -65,7 +67,7 @@ class LabPebble:
         self.dns_port = free_port()
         self.challtestsrv_port = free_port()
         self._processes: list[subprocess.Popen[bytes]] = []
-        self._logs: list[Any] = []
+        self._logs: list[BinaryIO] = []
 
     # ---- addresses -------------------------------------------------------------------
 
@@ -97,7 +99,7 @@ class LabPebble:
         cert_path = self.directory / "pebble-https.pem"
         key_path = self.directory / "pebble-https.key"
         self._write_https_certificate(cert_path, key_path)
-        config: dict[str, Any] = {
+        config: dict[str, object] = {
             "listenAddress": f"127.0.0.1:{self.acme_port}",
             "managementListenAddress": f"127.0.0.1:{self.management_port}",
             "certificate": str(cert_path),
@@ -197,9 +199,7 @@ class LabPebble:
                 time.sleep(0.1)
         raise RuntimeError(f"Pebble did not answer within {timeout:.0f}s: {last}")
 
-    def _tls(self) -> Any:
-        import ssl
-
+    def _tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_bundle_path))
 
     def log_tail(self, limit: int = 2000) -> str:
@@ -257,15 +257,15 @@ class LabPebble:
         certificate: str = "wildcard",
         *,
         root_file: str = "pebble-roots.pem",
-        dns: dict[str, Any] | None = None,
-        acme: dict[str, Any] | None = None,
+        dns: Mapping[str, object] | None = None,
+        acme: Mapping[str, object] | None = None,
     ) -> str:
         """TOML ``acme`` and ``dns`` tables of ``certificate`` for this Pebble.
 
         The DNS provider is challtestsrv unless ``dns`` says otherwise;
         propagation is checked on challtestsrv itself (``resolvers``).
         """
-        acme_table: dict[str, Any] = {
+        acme_table: dict[str, object] = {
             "directory": self.directory_url,
             "email": "pki@example.com",
             "ca_bundle": str(self.ca_bundle_path),
@@ -273,7 +273,7 @@ class LabPebble:
             "timeout": 60,
             **(acme or {}),
         }
-        dns_table: dict[str, Any] = {
+        dns_table: dict[str, object] = {
             "provider": "challtestsrv",
             "url": self.challtestsrv_url,
             "resolvers": [self.dns_server],
@@ -281,7 +281,7 @@ class LabPebble:
             **(dns or {}),
         }
 
-        def render(table: dict[str, Any]) -> list[str]:
+        def render(table: Mapping[str, object]) -> list[str]:
             return [f"{key} = {json.dumps(value)}" for key, value in table.items()]
 
         lines = [f"[certificates.{certificate}.acme]", *render(acme_table), "",
@@ -310,7 +310,7 @@ def add_acme_to_inventory(
     certificate: str = "wildcard",
     notify_env: str | None = None,
     renew_before_days: int = 30,
-    dns: dict[str, Any] | None = None,
+    dns: Mapping[str, object] | None = None,
 ) -> None:
     """Make the lab inventory at ``path`` order ``certificate`` from ``pebble``.
 

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 __all__ = ["CertSlot", "LabHTTPSServer", "LabTLSListener"]
 
@@ -106,7 +106,7 @@ class _TLSMixin:
     slot: CertSlot
     handshake_timeout: float = 10.0
 
-    def get_request(self) -> tuple[Any, Any]:
+    def get_request(self) -> tuple[socket.socket, object]:
         sock, addr = super().get_request()  # type: ignore[misc]  # a socketserver mixin
         # The handshake runs in the handler thread (finish_request), so a slow
         # or silent client never blocks the accept loop.
@@ -115,7 +115,11 @@ class _TLSMixin:
         )
         return wrapped, addr
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
+    def finish_request(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: object,
+    ) -> None:
+        if not isinstance(request, ssl.SSLSocket):  # a TCP server's: always one
+            return
         try:
             request.settimeout(self.handshake_timeout)
             request.do_handshake()
@@ -123,7 +127,9 @@ class _TLSMixin:
             return
         super().finish_request(request, client_address)  # type: ignore[misc]  # mixin
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: object,
+    ) -> None:
         """A client that goes away mid-request (a probe that only wanted the handshake, a
         killed deploy) is normal for a device; anything else is a lab bug: print it."""
         error = sys.exc_info()[1]

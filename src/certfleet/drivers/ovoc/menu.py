@@ -121,7 +121,7 @@ class OvocMenu:
             raise ValueError("menu path must name at least one entry")
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> OvocMenu:
+    def from_mapping(cls, mapping: Mapping[str, object]) -> OvocMenu:
         """A menu from inventory settings: ``labels`` and ``numbers`` (lists, same length)
         for the path, and any other field by name. Raises ConfigError."""
         values: dict[str, Any] = {}

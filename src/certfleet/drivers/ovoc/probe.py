@@ -12,8 +12,9 @@ number (or not at all) makes the device not ready, naming the
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ...errors import CertfleetError, DeviceRefusedError
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .ems import EmsDialogue, WalkStep
     from .menu import OvocMenu
     from .staging import StagingReport
+
+T = TypeVar("T")
 
 
 class OvocDriver(Protocol):
@@ -43,7 +46,7 @@ class OvocDriver(Protocol):
 
     async def _open(self) -> asyncssh.SSHClientConnection: ...
 
-    async def _op(self, what: str, coro: Any) -> Any: ...
+    async def _op(self, what: str, coro: Awaitable[T]) -> T: ...
 
     async def _locate_staging_dir(self) -> None: ...
 
@@ -68,7 +71,7 @@ class ProbeCheck:
     detail: str
     fix: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
 
 
@@ -105,7 +108,7 @@ class ProbeReport:
     def fix(self) -> str | None:
         return next((c.fix for c in self.checks if not c.ok), None)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "device": self.device, "kind": self.kind, "ready": self.ready,
             "reason": self.reason, "fix": self.fix,
@@ -193,7 +196,7 @@ async def _probe(driver: OvocDriver, report: ProbeReport, hosts: tuple[str, ...]
     await _back_out(ems)
 
 
-async def _back_out(ems: Any) -> None:
+async def _back_out(ems: EmsDialogue) -> None:
     """Leave every menu (answering Enter and confirmations never with 'yes' to an import:
     no import entry was selected)."""
     try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import posixpath
 import stat
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ...errors import DeviceRefusedError
 from ...pki.profiles import Artifact, OvocProfile
@@ -27,6 +27,9 @@ from .staging import (
 
 if TYPE_CHECKING:
     import asyncssh
+
+T = TypeVar("T")
+
 
 __all__ = ["SftpStaging"]
 
@@ -52,7 +55,7 @@ class SftpStaging:
     def _advance(self, state: OvocProgress) -> None:
         raise NotImplementedError
 
-    async def _op(self, what: str, coro: Any) -> Any:
+    async def _op(self, what: str, coro: Awaitable[T]) -> T:
         raise NotImplementedError
 
     def _path(self, name: str) -> str:

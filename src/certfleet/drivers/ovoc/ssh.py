@@ -10,8 +10,9 @@ import asyncio
 import base64
 import hashlib
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...errors import (
     ConfigError,
@@ -27,6 +28,9 @@ from .terminal import Screen, classify, last_line
 
 if TYPE_CHECKING:
     import asyncssh
+
+T = TypeVar("T")
+
 
 __all__ = ["close_connection", "host_key_accepts", "host_key_sha256", "open_connection",
            "sftp_op", "start_root_shell"]
@@ -168,8 +172,8 @@ async def close_connection(conn: asyncssh.SSHClientConnection, *,
             conn.abort()
 
 
-async def sftp_op(what: str, coro: Any, *, timeout: float, device: str, user: str,
-                  staging_dir: str) -> Any:
+async def sftp_op(what: str, coro: Awaitable[T], *, timeout: float, device: str, user: str,
+                  staging_dir: str) -> T:
     """Run one SFTP operation with a timeout, mapping failures to DeviceErrors."""
     import asyncssh
 

@@ -79,7 +79,7 @@ class StagingReport:
     def diagnosis(self) -> str | None:
         return diagnosis_line(self.findings)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "ok": self.ok,
             "staging_dir": self.staging_dir,

@@ -29,7 +29,7 @@ from .material import (
     _shared_material,
 )
 from .rest import _SbcHandler, _SbcServer
-from .state import ContextView, _Context, _DeviceState
+from .state import ContextView, Snapshot, _Context, _DeviceState
 
 
 class LabSbc:
@@ -193,12 +193,12 @@ class LabSbc:
         """Restart the device: unsaved changes are lost, the saved ones are served."""
         self.state.restart()
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot:
         """The device's configuration (running and saved) as it is now, to put back later
         with :meth:`restore_snapshot` (a test that replays a fault from one start)."""
         return self.state.snapshot()
 
-    def restore_snapshot(self, snapshot: Any) -> None:
+    def restore_snapshot(self, snapshot: Snapshot) -> None:
         self.state.restore_snapshot(snapshot)
 
     def seed_context(self, index: int, cert_pem: bytes, key_pem: bytes,
@@ -274,7 +274,7 @@ class LabSbc:
         """How many times the configuration was saved."""
         return self.state.saves
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """The ``GET /status`` document."""
         state = self.state
         return {

@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..ca import LabCA
 
@@ -49,7 +49,7 @@ def _sha256(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def _key_pem(key: Any) -> bytes:
+def _key_pem(key: PrivateKeyTypes) -> bytes:
     data: bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -58,7 +58,7 @@ def _key_pem(key: Any) -> bytes:
     return data
 
 
-def _public_der(key_or_cert: Any) -> bytes:
+def _public_der(key_or_cert: PrivateKeyTypes | x509.Certificate) -> bytes:
     data: bytes = key_or_cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -79,7 +79,7 @@ def _stored_key(key_pem: bytes) -> tuple[bytes, int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _uploaded_key(data: bytes, password: bytes | None) -> Any:
+def _uploaded_key(data: bytes, password: bytes | None) -> PrivateKeyTypes:
     """An uploaded key, fully validated once: an estate uploads the same key to every device."""
     return serialization.load_pem_private_key(data, password)
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -47,7 +47,7 @@ class SbcBackend(Protocol):
     _nonces: set[str]
     _stopping: threading.Event
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, object]: ...
 
     def _log(self, method: str, path: str, status: int) -> None: ...
 
@@ -92,7 +92,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
     sys_version = ""
     server: _SbcServer
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the lab keeps its own request log (``LabSbc.requests``)."""
 
     def do_GET(self) -> None:
@@ -125,7 +125,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _json(self, status: int, data: Mapping[str, Any],
+    def _json(self, status: int, data: object,
               headers: Mapping[str, str] | None = None) -> None:
         self._send(status, json.dumps(data).encode(), headers=headers)
 
@@ -277,7 +277,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
             raise _Reply(400, f"Failed to load the {what}: the file is not a PEM certificate"
                          ) from exc
 
-    def _route(self, method: str, path: str, body: bytes) -> tuple[int, Any, str]:
+    def _route(self, method: str, path: str, body: bytes) -> tuple[int, object, str]:
         state = self.server.sbc.state
         if path == "/status" and method == "GET":
             return 200, self.server.sbc.status(), ""
@@ -322,7 +322,7 @@ class _SbcHandler(BaseHTTPRequestHandler):
             raise _Reply(400, "The file is not an INI file")
 
     def _tls(self, method: str, ident: str, what: str, incremental: bool,
-             body: bytes) -> tuple[int, Any, str]:
+             body: bytes) -> tuple[int, object, str]:
         state = self.server.sbc.state
         with state.lock:
             if not ident.isdigit() or int(ident) not in state.running:

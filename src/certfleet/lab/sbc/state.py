@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from cryptography import x509
 
@@ -71,6 +70,12 @@ class ContextView:
             key_matches=_stored_key(ctx.key_pem)[0] == _public_der(certs[0]),
             trusted_root_sha256=tuple(_sha256(x509.load_pem_x509_certificate(r)) for r in roots),
         )
+
+
+#: A device's configuration put aside: the running and saved contexts, the running and
+#: saved parameters, and what each context presents (see ``_DeviceState.snapshot``).
+Snapshot = tuple[dict[int, _Context], dict[int, _Context], dict[str, str], dict[str, str],
+                 dict[int, tuple[bytes, bytes]]]
 
 
 class _DeviceState:
@@ -167,13 +172,13 @@ class _DeviceState:
             self.saved_params = dict(self.params)
             self.saves += 1
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot:
         """A copy of the running and saved configuration (see :meth:`restore_snapshot`)."""
         with self.lock:
             return copy.deepcopy(
                 (self.running, self.saved, self.params, self.saved_params, self.served))
 
-    def restore_snapshot(self, snapshot: Any) -> None:
+    def restore_snapshot(self, snapshot: Snapshot) -> None:
         """Put a :meth:`snapshot` back: configuration, flash and what the listeners present."""
         with self.lock:
             (self.running, self.saved, self.params, self.saved_params,
