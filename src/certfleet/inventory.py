@@ -32,7 +32,7 @@ from .inventory_renewal import Renewal, parse_renewal
 from .inventory_skeleton import SKELETON as SKELETON
 from .inventory_text import decode
 from .inventory_text import loads as toml_loads
-from .kinds import INSTALLED, KindCatalog, KindSchema
+from .kinds import INSTALLED, KeySpec, KindCatalog, KindSchema
 from .model import LEGACY_SECRETS as _LEGACY_SECRETS
 from .model import NO_NOTIFY, NotifyConfig
 from .model import CertificateSpec as CertificateSpec
@@ -187,7 +187,7 @@ def select_devices(inventory: Inventory, only: Sequence[str] = ()) -> list[Devic
     return chosen
 
 
-def _parse_certificate(ctx: _Ctx, name: str, data: Any) -> CertificateSpec:
+def _parse_certificate(ctx: _Ctx, name: str, data: object) -> CertificateSpec:
     table = ("certificates", name)
     if not isinstance(data, dict):
         raise ctx.error(("certificates",), name, "must be a table", f"write [certificates.{name}]")
@@ -277,11 +277,11 @@ def _parse_listeners(
 def _parse_device(
     ctx: _Ctx,
     name: str,
-    data: Any,
-    defaults: Mapping[str, Mapping[str, Any]],
+    data: object,
+    defaults: Mapping[str, Mapping[str, object]],
     certificates: Mapping[str, CertificateSpec],
     kinds: KindCatalog,
-    raw_certs: Any = None,
+    raw_certs: object = None,
 ) -> Device:
     table = ("devices", name)
     if not isinstance(data, dict):
@@ -290,96 +290,40 @@ def _parse_device(
         raise ctx.error(
             table, None, f"name {name!r} is not a simple name", "use letters, digits, -_."
         )
-    kind = data.get("kind")
-    if not isinstance(kind, str) or kind not in kinds.names():
-        raise ctx.error(
-            table, "kind" if "kind" in data else None,
-            f"kind must be one of {', '.join(kinds.names())}, not {kind!r}",
-            'write kind = "sbc" (or "ovoc", "sftp"...)',
-        )
-    try:
-        spec = kinds.get(kind)
-    except ConfigError as exc:
-        raise ctx.error(table, "kind", exc.message, exc.hint or "") from None
+    kind, spec = _kind_of(ctx, table, data, kinds)
     allowed = _allowed_keys(spec)
     _check_keys(ctx, table, data, allowed)
     kind_defaults = defaults.get(kind, {})
     generic = {k: v for k, v in defaults.get("", {}).items() if k in allowed}
     merged: dict[str, Any] = {**generic, **kind_defaults, **data}
-    sources = {
-        key: f"devices.{name}" if key in data
-        else f"defaults.{kind}" if key in kind_defaults else "defaults"
-        for key in (*_LEGACY_SECRETS, *(k for k, v in spec.schema.items() if v.type == "secret"))
-        if key in merged
-    }
+    sources = _secret_sources(name, kind, spec, data, kind_defaults, merged)
     options = _kind_options(ctx, table, spec.schema, merged, data, allowed)
     for key in SECRET_KEYS:
         if key in data:
             _check_secret(ctx, table, key, data[key])
-    if "address" not in merged:
-        raise _missing(ctx, table, data, allowed, "address", "has no address",
-                       f'add address = "{name}.example.com" (its DNS name or IP address)')
-    address = _host(ctx, table, "address", merged["address"], "its DNS name or IP address")
-    fqdn = merged.get("fqdn")
-    if fqdn is not None:
-        _host(ctx, table, "fqdn", fqdn, "the DNS name the certificate covers")
-    elif not is_ip_literal(address):
-        fqdn = address
-    declared = list(raw_certs) if isinstance(raw_certs, dict) else list(certificates)
-    if len(declared) == 1 and "certificate" not in merged:
-        merged["certificate"] = declared[0]
-    if "certificate" not in merged:
-        example = sorted(declared)[0] if declared else "wildcard"
-        raise _missing(ctx, table, data, allowed, "certificate", "names no certificate",
-                       f'add certificate = "{example}"')
-    cert = _expect(ctx, table, "certificate", merged["certificate"], str, "a certificate name")
-    if cert not in certificates and cert not in declared:
-        known = ", ".join(sorted(declared)) or "none"
-        raise ctx.error(
-            table, "certificate", f"no certificate named {cert!r} (known: {known})",
-            f"add [certificates.{cert}] or fix the name",
-        )
+    address, fqdn = _address_and_fqdn(ctx, table, data, merged, allowed)
+    cert = _certificate_of(ctx, table, data, merged, allowed, certificates, raw_certs)
     key = spec.port_alias if spec.port_alias and spec.port_alias in merged else "port"
     port = _port(ctx, table, key, merged.get(key, spec.default_port))
     https_port = _port(ctx, table, "https_port", merged.get("https_port", 443))
-    strings: dict[str, str | None] = {}
-    for item in ("user", "ssh_host_key", "tls_pin", "ca_file", "description", "su_user",
-                 "staging_dir"):
-        value = merged.get(item)
-        if value is not None:
-            _expect(ctx, table, item, value, str, "a string")
-        strings[item] = value
-    secrets: dict[str, str | None] = {}
-    for item in ("password", "root_password", "keystore_password"):
-        value = merged.get(item)
-        # Checked above (the device's own) or in [defaults]: reported once, at its line.
-        secrets[item] = value if isinstance(value, str) else None
-    contexts = merged.get("tls_contexts", [0])
-    _expect(ctx, table, "tls_contexts", contexts, list, "a list of TLS context numbers")
-    for item in contexts:
-        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
-            raise ctx.error(
-                table, "tls_contexts", f"TLS context {item!r} is not a number >= 0",
-                "write tls_contexts = [0, 1]",
-            )
+    strings = _strings(ctx, table, merged)
+    # Checked above (the device's own) or in [defaults]: reported once, at its line.
+    secrets = {item: value if isinstance(value := merged.get(item), str) else None
+               for item in ("password", "root_password", "keystore_password")}
+    contexts = _tls_contexts(ctx, table, merged.get("tls_contexts", [0]))
     if "listeners" in merged:
         listeners = _parse_listeners(ctx, table, merged["listeners"], address, fqdn)
     else:
         default = https_port if spec.listener_port == "https_port" else port
         listeners = (Listener(address, default, server_name=fqdn),)
     tags = _names(ctx, table, "tags", merged.get("tags", []))
-    profile = merged.get("profile", {})
-    _expect(ctx, table, "profile", profile, dict, "a table of profile overrides")
-    menu = merged.get("menu", {})
-    _expect(ctx, table, "menu", menu, dict, "a table of EmsServerManager menu settings")
+    profile = _expect(ctx, table, "profile", merged.get("profile", {}), dict,
+                      "a table of profile overrides")
+    menu = _expect(ctx, table, "menu", merged.get("menu", {}), dict,
+                   "a table of EmsServerManager menu settings")
     x509_strict = merged.get("x509_strict")
     if x509_strict is not None:
         _expect(ctx, table, "x509_strict", x509_strict, bool, "true or false")
-    timeout = merged.get("verify_timeout", 120.0)
-    _expect(ctx, table, "verify_timeout", timeout, (int, float), "a number of seconds")
-    if not timeout > 0:  # nan and inf are refused where they are written
-        raise ctx.error(table, "verify_timeout", f"{timeout!r} is not a number of seconds > 0",
-                        "write verify_timeout = 120")
     return Device(
         name=name,
         kind=kind,
@@ -396,10 +340,10 @@ def _parse_device(
         ssh_host_key=strings["ssh_host_key"],
         tls_pin=strings["tls_pin"],
         ca_file=strings["ca_file"],
-        tls_contexts=tuple(contexts),
+        tls_contexts=contexts,
         tags=tags,
         profile=dict(profile),
-        verify_timeout=float(timeout),
+        verify_timeout=_verify_timeout(ctx, table, merged.get("verify_timeout", 120.0)),
         description=strings["description"] or "",
         su_user=strings["su_user"],
         staging_dir=strings["staging_dir"],
@@ -410,12 +354,108 @@ def _parse_device(
     )
 
 
+def _secret_sources(name: str, kind: str, spec: KindSchema, data: Mapping[str, object],
+                    kind_defaults: Mapping[str, object], merged: Mapping[str, object],
+                    ) -> dict[str, str]:
+    """Secret key -> the table that gives it (``devices.NAME``, ``defaults.KIND``, ``defaults``)."""
+    return {
+        key: f"devices.{name}" if key in data
+        else f"defaults.{kind}" if key in kind_defaults else "defaults"
+        for key in (*_LEGACY_SECRETS, *(k for k, v in spec.schema.items() if v.type == "secret"))
+        if key in merged
+    }
+
+
+def _kind_of(ctx: _Ctx, table: Sequence[str], data: Mapping[str, object],
+             kinds: KindCatalog) -> tuple[str, KindSchema]:
+    """The device's ``kind``, one of ``kinds``, and its schema."""
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in kinds.names():
+        raise ctx.error(
+            table, "kind" if "kind" in data else None,
+            f"kind must be one of {', '.join(kinds.names())}, not {kind!r}",
+            'write kind = "sbc" (or "ovoc", "sftp"...)',
+        )
+    try:
+        return kind, kinds.get(kind)
+    except ConfigError as exc:
+        raise ctx.error(table, "kind", exc.message, exc.hint or "") from None
+
+
+def _address_and_fqdn(ctx: _Ctx, table: Sequence[str], data: Mapping[str, object],
+                      merged: Mapping[str, object], allowed: set[str]) -> tuple[str, str | None]:
+    """``address`` and ``fqdn`` (the address when it is a name and no fqdn is given)."""
+    if "address" not in merged:
+        raise _missing(ctx, table, data, allowed, "address", "has no address",
+                       f'add address = "{table[-1]}.example.com" (its DNS name or IP address)')
+    address = _host(ctx, table, "address", merged["address"], "its DNS name or IP address")
+    fqdn = merged.get("fqdn")
+    if fqdn is not None:
+        return address, _host(ctx, table, "fqdn", fqdn, "the DNS name the certificate covers")
+    return address, None if is_ip_literal(address) else address
+
+
+def _certificate_of(
+    ctx: _Ctx, table: Sequence[str], data: Mapping[str, object], merged: dict[str, Any],
+    allowed: set[str], certificates: Mapping[str, CertificateSpec], raw_certs: object,
+) -> str:
+    """The device's ``certificate``: the only one declared when it names none."""
+    declared = list(raw_certs) if isinstance(raw_certs, dict) else list(certificates)
+    if len(declared) == 1 and "certificate" not in merged:
+        merged["certificate"] = declared[0]
+    if "certificate" not in merged:
+        example = sorted(declared)[0] if declared else "wildcard"
+        raise _missing(ctx, table, data, allowed, "certificate", "names no certificate",
+                       f'add certificate = "{example}"')
+    cert = _expect(ctx, table, "certificate", merged["certificate"], str, "a certificate name")
+    if cert not in certificates and cert not in declared:
+        known = ", ".join(sorted(declared)) or "none"
+        raise ctx.error(
+            table, "certificate", f"no certificate named {cert!r} (known: {known})",
+            f"add [certificates.{cert}] or fix the name",
+        )
+    return str(cert)
+
+
+def _strings(ctx: _Ctx, table: Sequence[str], merged: Mapping[str, object]
+             ) -> dict[str, str | None]:
+    """The device's plain string settings (None when not given)."""
+    strings: dict[str, str | None] = {}
+    for item in ("user", "ssh_host_key", "tls_pin", "ca_file", "description", "su_user",
+                 "staging_dir"):
+        value = merged.get(item)
+        strings[item] = None if value is None else _expect(ctx, table, item, value, str,
+                                                           "a string")
+    return strings
+
+
+def _tls_contexts(ctx: _Ctx, table: Sequence[str], value: object) -> tuple[int, ...]:
+    """``tls_contexts``: TLS context numbers >= 0."""
+    contexts = _expect(ctx, table, "tls_contexts", value, list, "a list of TLS context numbers")
+    for item in contexts:
+        if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+            raise ctx.error(
+                table, "tls_contexts", f"TLS context {item!r} is not a number >= 0",
+                "write tls_contexts = [0, 1]",
+            )
+    return tuple(contexts)
+
+
+def _verify_timeout(ctx: _Ctx, table: Sequence[str], value: object) -> float:
+    """``verify_timeout``: seconds > 0."""
+    timeout = _expect(ctx, table, "verify_timeout", value, (int, float), "a number of seconds")
+    if not timeout > 0:  # nan and inf are refused where they are written
+        raise ctx.error(table, "verify_timeout", f"{timeout!r} is not a number of seconds > 0",
+                        "write verify_timeout = 120")
+    return float(timeout)
+
+
 def _kind_options(
-    ctx: _Ctx, table: Sequence[str], schema: Mapping[str, Any], merged: Mapping[str, Any],
-    data: Mapping[str, Any], allowed: set[str],
-) -> dict[str, Any]:
+    ctx: _Ctx, table: Sequence[str], schema: Mapping[str, KeySpec],
+    merged: Mapping[str, object], data: Mapping[str, object], allowed: set[str],
+) -> dict[str, object]:
     """The values of the kind's own keys, checked against its schema (KeySpec)."""
-    options: dict[str, Any] = {}
+    options: dict[str, object] = {}
     for key, spec in schema.items():
         if key not in merged:
             if spec.required:
@@ -464,56 +504,8 @@ def parse_inventory(
         ctx.record(ctx.error(table, key, "is nan or inf, not a number",
                              f"write {key} = <a finite number, e.g. 30>"))
     _check_keys(ctx, (), data, _TOP_KEYS)
-    concurrency, warn_days = 8, 30
-    try:
-        settings = data.get("settings", {})
-        _expect(ctx, (), "settings", settings, dict, "a table")
-        _check_keys(ctx, ("settings",), settings, _SETTINGS_KEYS)
-    except ConfigError as exc:
-        ctx.record(exc)
-        settings = {}
-    try:
-        concurrency = _bounded(ctx, ("settings",), "concurrency", settings.get("concurrency", 8),
-                               1, MAX_CONCURRENCY, "devices at once", 8)
-    except ConfigError as exc:
-        ctx.record(exc)
-    try:
-        warn_days = _bounded(ctx, ("settings",), "expiry_warn_days",
-                             settings.get("expiry_warn_days", 30), 0, MAX_DAYS, "days", 30)
-    except ConfigError as exc:
-        ctx.record(exc)
-
-    defaults: dict[str, dict[str, Any]] = {"": {}}
-    try:
-        raw_defaults = data.get("defaults", {})
-        _expect(ctx, (), "defaults", raw_defaults, dict, "a table")
-    except ConfigError as exc:
-        ctx.record(exc)
-        raw_defaults = {}
-    kind_set = set(kinds.names())
-    for key, value in raw_defaults.items():
-        try:
-            if key in kind_set:
-                _expect(ctx, ("defaults",), key, value, dict, "a table")
-                try:
-                    spec = kinds.get(key)
-                except ConfigError as exc:
-                    raise ctx.error(("defaults", key), None, exc.message, exc.hint or "") from None
-                _check_keys(ctx, ("defaults", key), value, _allowed_keys(spec) - _NOT_DEFAULTS)
-                for secret in SECRET_KEYS:
-                    if secret in value:
-                        _check_secret(ctx, ("defaults", key), secret, value[secret])
-                defaults[key] = dict(value)
-            else:
-                if key not in _DEFAULT_KEYS:
-                    _check_keys(ctx, ("defaults",), {key: value},
-                                _DEFAULT_KEYS | kind_set | _kind_keys(kinds))
-                if key in SECRET_KEYS:
-                    _check_secret(ctx, ("defaults",), key, value)
-                defaults[""][key] = value
-        except ConfigError as exc:
-            ctx.record(exc)
-
+    concurrency, warn_days = _settings(ctx, data.get("settings", {}))
+    defaults = _defaults(ctx, data.get("defaults", {}), kinds)
     certificates: dict[str, CertificateSpec] = {}
     devices: dict[str, Device] = {}
     if "devices" not in data and "certificates" not in data:
@@ -558,16 +550,78 @@ def parse_inventory(
                      notify=renewal.notify, state=state)
 
 
-def _parse_state(ctx: _Ctx, data: Any) -> StateConfig:
+def _settings(ctx: _Ctx, settings: object) -> tuple[int, int]:
+    """``[settings]``: (concurrency, expiry_warn_days); errors recorded, defaults kept."""
+    concurrency, warn_days = 8, 30
+    table: Mapping[str, object] = {}
+    try:
+        table = _expect(ctx, (), "settings", settings, dict, "a table")
+        _check_keys(ctx, ("settings",), table, _SETTINGS_KEYS)
+    except ConfigError as exc:
+        ctx.record(exc)
+        table = {}
+    try:
+        concurrency = _bounded(ctx, ("settings",), "concurrency", table.get("concurrency", 8),
+                               1, MAX_CONCURRENCY, "devices at once", 8)
+    except ConfigError as exc:
+        ctx.record(exc)
+    try:
+        warn_days = _bounded(ctx, ("settings",), "expiry_warn_days",
+                             table.get("expiry_warn_days", 30), 0, MAX_DAYS, "days", 30)
+    except ConfigError as exc:
+        ctx.record(exc)
+    return concurrency, warn_days
+
+
+def _defaults(ctx: _Ctx, raw: object, kinds: KindCatalog) -> dict[str, dict[str, object]]:
+    """``[defaults]`` and ``[defaults.KIND]``: kind name ("" for every kind) -> key -> value."""
+    defaults: dict[str, dict[str, object]] = {"": {}}
+    raw_defaults: Mapping[str, object] = {}
+    try:
+        raw_defaults = _expect(ctx, (), "defaults", raw, dict, "a table")
+    except ConfigError as exc:
+        ctx.record(exc)
+    kind_set = set(kinds.names())
+    for key, value in raw_defaults.items():
+        try:
+            if key in kind_set:
+                defaults[key] = _kind_defaults(ctx, key, value, kinds)
+            else:
+                if key not in _DEFAULT_KEYS:
+                    _check_keys(ctx, ("defaults",), {key: value},
+                                _DEFAULT_KEYS | kind_set | _kind_keys(kinds))
+                if key in SECRET_KEYS:
+                    _check_secret(ctx, ("defaults",), key, value)
+                defaults[""][key] = value
+        except ConfigError as exc:
+            ctx.record(exc)
+    return defaults
+
+
+def _kind_defaults(ctx: _Ctx, kind: str, value: object, kinds: KindCatalog) -> dict[str, object]:
+    """``[defaults.KIND]``: the keys a device of ``kind`` takes, secrets as references."""
+    table = _expect(ctx, ("defaults",), kind, value, dict, "a table")
+    try:
+        spec = kinds.get(kind)
+    except ConfigError as exc:
+        raise ctx.error(("defaults", kind), None, exc.message, exc.hint or "") from None
+    _check_keys(ctx, ("defaults", kind), table, _allowed_keys(spec) - _NOT_DEFAULTS)
+    for secret in SECRET_KEYS:
+        if secret in table:
+            _check_secret(ctx, ("defaults", kind), secret, table[secret])
+    return dict(table)
+
+
+def _parse_state(ctx: _Ctx, data: object) -> StateConfig:
     """The ``[state]`` table: ``url`` (postgresql://USER@HOST/DB), ``password``, ``key``."""
     from urllib.parse import urlsplit
 
     table = ("state",)
-    _expect(ctx, (), "state", data, dict, "a table")
-    _check_keys(ctx, table, data, _STATE_KEYS)
-    url = data.get("url")
+    state: Mapping[str, object] = _expect(ctx, (), "state", data, dict, "a table")
+    _check_keys(ctx, table, state, _STATE_KEYS)
+    url = state.get("url")
     if url is not None:
-        _expect(ctx, table, "url", url, str, "a postgresql:// URL")
+        url = _expect(ctx, table, "url", url, str, "a postgresql:// URL")
         try:
             parts = urlsplit(url)
             has_password = parts.password is not None
@@ -583,8 +637,8 @@ def _parse_state(ctx: _Ctx, data: Any) -> StateConfig:
             raise ctx.error(table, "url", "holds a password; the inventory only takes references",
                             'remove it from the URL and write password = "env:VAR" (or '
                             '"keyring:SERVICE/USER", "file:PATH")')
-    secrets = {key: _check_secret(ctx, table, key, data[key])
-               for key in ("password", "key") if key in data}
+    secrets = {key: _check_secret(ctx, table, key, state[key])
+               for key in ("password", "key") if key in state}
     return StateConfig(url, secrets.get("password"), secrets.get("key"))
 
 
