@@ -71,6 +71,7 @@ from certfleet.lab.pebble import LabPebble, add_acme_to_inventory, pebble_missin
 from certfleet.lab.sbc import LabSbc
 
 NOTIFY_ENV = "CERTFLEET_SOAK_NOTIFY_URL"
+SBC_TIMEOUT = 5  # seconds per SBC REST request (the driver's timeout option)
 CERTIFICATE = "wildcard"
 OUTAGES = ("device-down", "dns-fail", "dns-never", "ca-refuse")
 FAULT_KINDS = ("sbc-409", "sbc-500", "sbc-hang", "device-down", "dns-fail", "dns-never",
@@ -365,6 +366,8 @@ class Soak:
         self.exporter: subprocess.Popen[bytes] | None = None
         self.samples: list[tuple[float, float, int]] = []
         self.outages: list[tuple[float, float]] = []
+        self._budget_lock = threading.Lock()
+        self.pending: set[str] = set()  # SBCs with an error answer or hang waiting
 
     # ---- set-up --------------------------------------------------------------------
 
@@ -390,10 +393,11 @@ class Soak:
         add_acme_to_inventory(self.lab.inventory_path, self.pebble, notify_env=NOTIFY_ENV,
                               dns={"url": f"http://127.0.0.1:{self.dns.port}",
                                    "propagation_timeout": 15})
-        # No renew_before_days: due at a third of the lifetime; SBC requests time out in 8 s.
+        # No renew_before_days: due at a third of the lifetime; SBC requests time out soon.
         text = self.lab.inventory_path.read_text(encoding="utf-8")
         text = re.sub(r"(?m)^renew_before_days = \d+\n", "", text)
-        text = text.replace("verify_timeout = 30\n", "verify_timeout = 30\ntimeout = 8\n")
+        text = text.replace("verify_timeout = 30\n",
+                            f"verify_timeout = 30\ntimeout = {SBC_TIMEOUT}\n")
         write_file_atomic(self.lab.inventory_path, text.encode())
         self.inventory_text = text
         with Store.open(self.state) as store:
@@ -505,15 +509,22 @@ class Soak:
         renew_before_days)."""
         return self.validity / 3
 
-    def budget(self, wanted: float) -> float:
-        """How long an outage fault may last now: outages (a device down, the DNS hook or
-        the CA failing) take at most 40 % of any renewal window, so that a run can renew in
-        time; more would make an expiry the soak's doing, not the product's."""
+    def budget(self, wanted: float, *, exact: bool = False) -> float:
+        """How long a fault may last now: faults (a device down, the DNS hook or the CA
+        failing, and a run's worth for an SBC's error answer or hang, or a SIGKILL) take at
+        most 40 % of any renewal window, so that a run can renew in time; more would make
+        an expiry the soak's doing, not the product's. ``exact``: all of it or nothing."""
+        with self._budget_lock:
+            return self._budget(wanted, exact)
+
+    def _budget(self, wanted: float, exact: bool) -> float:
         now = time.monotonic()
         since = now - self.window
         self.outages = [(a, b) for a, b in self.outages if b > since]
         used = sum(min(b, now + wanted) - max(a, since) for a, b in self.outages)
         allowed = max(0.0, min(wanted, 0.4 * self.window - used))
+        if exact and allowed < wanted:
+            return 0.0
         if allowed >= 3:
             self.outages.append((now, now + allowed))
             return allowed
@@ -528,6 +539,14 @@ class Soak:
             unit = self.lab.sbcs.get(name) or self.lab.pairs[name].active
             action = kind.removeprefix("sbc-")
             times = r.randint(1, 8) if action == "409" else 1
+            # One waiting per SBC; the run it spoils (a hang: the request's timeout too).
+            with self._fault_lock:
+                if name in self.pending:
+                    return
+                if not self.budget(self.interval + (SBC_TIMEOUT if action == "hang" else 0),
+                                   exact=True):
+                    return
+                self.pending.add(name)
             path = r.choice(["/files/tls/*/privateKey", "/files/tls/*/certificate",
                              "/files/tls/*/trustedRoot*", "/actions/saveConfiguration"])
             method = "POST" if path.startswith("/actions") else "PUT"
@@ -541,6 +560,8 @@ class Soak:
             with unit.faults._lock:
                 if rule in unit.faults.rules:
                     unit.faults.rules.remove(rule)
+            with self._fault_lock:
+                self.pending.discard(name)
         elif kind == "device-down":
             name = r.choice(list(self.units()))
             unit = self.units()[name]
@@ -586,7 +607,7 @@ class Soak:
             self.write_inventory(self.inventory_text)
             with self._fault_lock:
                 self.active_faults.discard("ca-refuse")
-        elif kind == "sigkill":
+        elif kind == "sigkill" and self.kill is None and self.budget(self.interval, exact=True):
             self.arm_kill()
 
     def write_inventory(self, text: str) -> None:
@@ -954,7 +975,7 @@ class Soak:
             f"served on every listener ({len(listeners)}, by the watcher); {renewals} installs "
             "verified by renew")
         say(f"watcher: {self.watcher.handshakes} handshakes, {self.watcher.unanswered} "
-            f"unanswered (devices down), expired served on: "
+            f"unanswered (a device down or restarting), expired served on: "
             f"{self.watcher.expired_where or 'none'}")
         say(f"after the faults: every device serves the current version: "
             f"{'yes' if settled else 'NO'}; half states at the end: {final}")
@@ -1008,7 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the fault injector's seed (default: random, printed)")
     parser.add_argument("--validity", type=int, default=None,
                         help="seconds Pebble's certificates live (default 240; 120 for a "
-                             "soak under 10 minutes, 75 under 2)")
+                             "soak under 10 minutes, 80 under 2)")
     parser.add_argument("--interval", type=float, default=5.0,
                         help="seconds between renew starts (default 5)")
     parser.add_argument("--faults", default=",".join(FAULT_KINDS),
@@ -1027,7 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     validity = args.validity or (240 if args.minutes >= 10 else 120 if args.minutes >= 2
-                                 else 75)
+                                 else 80)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
