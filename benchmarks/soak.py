@@ -1050,6 +1050,13 @@ def main(argv: list[str] | None = None) -> int:
     validity = args.validity or (240 if args.minutes >= 10 else 120 if args.minutes >= 2
                                  else 80)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM and SIGHUP stop the soak as Ctrl-C does: the lab, Pebble and the exporter too.
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, stop)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
         return Soak(args.keep.resolve(), minutes=args.minutes, seed=seed,
