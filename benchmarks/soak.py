@@ -320,6 +320,7 @@ class RunRecord:
     ended: float = 0.0
     exit_code: int | None = None
     killed: bool = False
+    killed_at: str | None = None  # the device the SIGKILL caught mid-deploy
     faults: list[str] = field(default_factory=list)
     installed: list[str] = field(default_factory=list)
     issued: str | None = None
@@ -331,6 +332,7 @@ class RunRecord:
 class Kill:
     """An armed SIGKILL: fires when ``reached()`` says the lab got to a deploy step."""
 
+    device: str
     where: str
     reached: Callable[[], bool]
     disarm: Callable[[], None]
@@ -367,6 +369,7 @@ class Soak:
         self.samples: list[tuple[float, float, int]] = []
         self.outages: list[tuple[float, float]] = []
         self._budget_lock = threading.Lock()
+        self.untold_kills: list[RunRecord] = []
         self.pending: set[str] = set()  # SBCs with an error answer or hang waiting
 
     # ---- set-up --------------------------------------------------------------------
@@ -639,7 +642,7 @@ class Soak:
                 if ovoc.stop_point is stop:
                     ovoc.stop_point = None
 
-            self.kill = Kill(f"ovoc at {point}", stop.reached.is_set, disarm_ovoc,
+            self.kill = Kill("ovoc", f"ovoc at {point}", stop.reached.is_set, disarm_ovoc,
                              time.monotonic())
         else:
             name = target.removeprefix("sbc:")
@@ -658,7 +661,7 @@ class Soak:
                     if rule in unit.faults.rules:
                         unit.faults.rules.remove(rule)
 
-            self.kill = Kill(f"{name} at {action} {method} {path}", lambda: rule.held > 0,
+            self.kill = Kill(name, f"{name} at {action} {method} {path}", lambda: rule.held > 0,
                              disarm_sbc, time.monotonic())
         self._fault("sigkill", f"armed: the next deploy is killed at {self.kill.where}")
 
@@ -687,6 +690,7 @@ class Soak:
                     child.send_signal(signal.SIGKILL)
                     child.wait()
                     record.killed = True
+                    record.killed_at = kill.device
                     record.faults.append(f"SIGKILL at {kill.where}")
                     kill.disarm()
                     self.kill = None
@@ -703,6 +707,7 @@ class Soak:
         stderr = err_path.read_text(errors="replace")
         record.traceback = "Traceback (most recent call last)" in stdout + stderr
         if record.killed:
+            self.untold_kills.append(record)
             return record
         time.sleep(0.3)  # a notice sent just before the exit is in by now
         report: dict[str, Any] | None = None
@@ -712,11 +717,19 @@ class Soak:
         return record
 
     def account(self, record: RunRecord, report: dict[str, Any] | None, stderr: str) -> None:
-        """Count installs; for a failed run, check the notices name device, step and next."""
+        """Count installs; for a failed run, check the notices name device, step and next;
+        for the runs SIGKILLed since the last one that ended, a notice of this one must."""
         notices = self.receiver.since(record.started)
         texts = [f"{n.get('title', '')}\n{n.get('message', '')}" for n in notices]
         failures = [t for t, n in zip(texts, notices, strict=True)
                     if n.get("type") == "failure" or "FAILED" in t or "CRASHED" in t]
+        for killed in self.untold_kills:
+            needles = [f"{killed.killed_at}: failed at step ", "Next: certfleet"]
+            if not any(all(n in text for n in needles) for text in failures):
+                killed.silent.append(f"{killed.killed_at} (SIGKILLed mid-deploy)")
+                say(f"SILENT: run {killed.number} was SIGKILLed at {killed.killed_at}; run "
+                    f"{record.number}, the next to end, told nobody")
+        self.untold_kills = []
         items = report.get("certificates", []) if isinstance(report, dict) else []
         for item in items:
             if item.get("action") == "issued" and item.get("version"):
@@ -965,7 +978,7 @@ class Soak:
         issued = self.issued_versions()
         listeners = set(self.watcher.listeners)
         everywhere = sum(1 for sha in issued if self.watcher.seen.get(sha, set()) >= listeners)
-        silent = sum(1 for r in failed if r.silent)
+        silent = sum(1 for r in runs if r.silent)
         tracebacks = sum(1 for r in runs if r.traceback)
         expired = len(self.watcher.expired_seconds)
         say(f"runs: {len(runs)} ({len(failed)} failed, {len(killed)} SIGKILLed), "

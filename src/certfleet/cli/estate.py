@@ -282,11 +282,17 @@ def register(app: typer.Typer) -> None:
                 if getattr(exc, "lock", None) is None:
                     raise
                 fail(exc.message, exc.hint, json_out=json_out)
-        from ..acme.config import notify_config
-        from ..notify import notify_deploy  # [notify] targets; never changes the exit code
+            from ..acme.config import notify_config
+            from ..notify import notify_deploy  # [notify] targets; never changes the exit code
 
-        notify_deploy(notify_config(inv), report,
-                      lambda text: err_console.print(text, markup=False))
+            notify_deploy(notify_config(inv), report,
+                          lambda text: err_console.print(text, markup=False))
+            if not dry_run:
+                # An earlier run killed mid-deploy could not say so: this one does.
+                from ..estate.interrupted import tell_interrupted
+
+                tell_interrupted(store, notify_config(inv),
+                                 lambda text: err_console.print(text, markup=False))
         if json_out:
             print_json(report.to_dict())
         else:
