@@ -981,8 +981,10 @@ class Soak:
         silent = sum(1 for r in runs if r.silent)
         tracebacks = sum(1 for r in runs if r.traceback)
         expired = len(self.watcher.expired_seconds)
+        crashes = sorted(p.name for p in self.state.glob("crash-*.txt"))
         say(f"runs: {len(runs)} ({len(failed)} failed, {len(killed)} SIGKILLed), "
-            f"tracebacks: {tracebacks}")
+            f"tracebacks: {tracebacks}, crash reports: {len(crashes)}"
+            + (f" ({', '.join(crashes)})" if crashes else ""))
         say("faults injected: " + ", ".join(f"{k} {v}" for k, v in self.fault_counts.items()))
         say(f"{CERTIFICATE}: {len(issued)} renewals ordered during the soak, {everywhere} "
             f"served on every listener ({len(listeners)}, by the watcher); {renewals} installs "
@@ -999,7 +1001,7 @@ class Soak:
         print(f"soak: {self.minutes:g} min, {renewals} renewals, {expired} s expired, "
               f"{self.half_states} half states, {silent} silent failures", flush=True)
         ok = settled and expired == 0 and self.half_states == 0 and silent == 0 and renewals > 0
-        return 0 if ok and tracebacks == 0 else 1
+        return 0 if ok and tracebacks == 0 and not crashes else 1
 
     @staticmethod
     def lifetime(version: dict[str, Any]) -> float:

@@ -49,6 +49,7 @@ def test_soak_renews_under_faults_with_nothing_expired_half_or_silent(tmp_path: 
     assert (match["expired"], match["half"], match["silent"]) == ("0", "0", "0"), output
     assert int(match["renewals"]) > 0, output
     assert "Traceback" not in output, output
+    assert "tracebacks: 0, crash reports: 0" in done.stdout, output
     assert re.search(r"store integrity: state\.db: ok", done.stdout), output
     assert re.search(r"exporter at start: [\d.]+ MiB resident, \d+ open files", done.stdout)
     assert done.returncode == 0, output
