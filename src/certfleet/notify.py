@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +35,7 @@ __all__ = [
     "deliver",
     "due_bands",
     "failure_notification",
+    "interrupted_notification",
     "notify_deploy",
     "notify_expiring",
     "pending_bands",
@@ -270,6 +271,26 @@ def crash_notification(command: str, error: str, step: str, devices: dict[str, s
     body = (f"certfleet {command} stopped on an unexpected {error}.\n" + "\n".join(lines)
             + f"\n{where}")
     return Notification("failure", f"certfleet: {command} CRASHED", body, None)
+
+
+def interrupted_notification(deployments: Sequence[Mapping[str, object]]) -> Notification:
+    """Deployments whose process died midway (``interrupted`` in the journal): per device
+    the step it stopped at and what to run next."""
+    lines = []
+    for item in deployments:
+        device = item["device"]
+        message = str(item.get("message") or "")
+        step = message.removeprefix("interrupted at ").split(":", 1)[0] if \
+            message.startswith("interrupted at ") else "unknown"
+        lines.append(f"{device}: failed at step {step}, its certfleet process ended midway "
+                     f"(run {item.get('run_id')}, {item.get('started') or '-'}); the device may "
+                     f"have been left half-changed until a later run finished the job. Next: "
+                     f"certfleet verify, then certfleet deploy --only {device} (or certfleet "
+                     f"rollback {device})")
+    body = "\n".join(lines[:20])
+    if len(lines) > 20:
+        body += f"\n... and {len(lines) - 20} more: certfleet history"
+    return Notification("failure", "certfleet: a run was interrupted mid-deploy", body, None)
 
 
 # ---- expiry bands ----------------------------------------------------------------

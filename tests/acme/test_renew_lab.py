@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,6 +258,48 @@ def test_one_ordering_run_at_a_time(lab: tuple[LabEstate, LabPebble], tmp_path: 
     item = data["certificates"][0]  # type: ignore[index]
     assert item["action"] == "issued"
     assert served(estate, tmp_path) == {item["version"]["leaf_sha256"]}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_renew_killed_mid_deploy_is_told_by_the_next_renew(
+    lab: tuple[LabEstate, LabPebble], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renew SIGKILLed while sbc1 holds the new key but not yet its certificate says
+    nothing; the next renew finishes the job, exits 0 and tells the interruption: sbc1, the
+    step and the next command, once."""
+    estate, pebble = lab
+    sink = tmp_path / "notify.jsonl"
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+    add_acme_to_inventory(estate.inventory_path, pebble, notify_env="LAB_NOTIFY_URL")
+    rule = estate.sbcs["sbc1"].faults.add("hang-after", method="PUT",
+                                          path="/files/tls/*/privateKey")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "renew", "--json", "--inventory",
+         str(estate.inventory_path), "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while rule.held == 0:
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert not [n for n in notifications(sink) if n["event"] == "failure"]
+    code, data = run(estate, tmp_path, "renew")
+    assert code == 0, data
+    item = data["certificates"][0]  # type: ignore[index]
+    assert item["action"] == "none"  # ordered by the killed run; deployed by this one
+    assert served(estate, tmp_path) == {item["devices"][0]["target_sha256"]}
+    [told] = [n for n in notifications(sink) if n["event"] == "failure"]
+    assert "interrupted" in told["title"]
+    assert "sbc1: failed at step install (start)" in told["body"]
+    assert "Next: certfleet verify, then certfleet deploy --only sbc1" in told["body"]
+    assert run(estate, tmp_path, "renew")[0] == 0
+    assert len([n for n in notifications(sink) if n["event"] == "failure"]) == 1
 
 
 @pytest.mark.parametrize("kind", ["no-aki", "other-ca"])

@@ -172,3 +172,37 @@ def test_rollback_without_backup_or_under_lock_exits_2(
         store.acquire_lock("deploy")
         code, out = _cli(lab, state, "rollback", "sbc1", "--json")
         assert code == 2 and "holds the lock" in json.loads(out)["error"]
+
+
+def _notices(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_killed_deploy_is_told_by_the_next_run_once_a_target_takes_it(
+    lab: LabEstate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy killed mid-install cannot tell anyone; the next deploy does: one failure
+    notice naming the device, the step and the next command. A notice no target took is
+    sent again by the run after; once told, never again."""
+    state = tmp_path / "state"
+    sink = tmp_path / "notify.jsonl"
+    with lab.inventory_path.open("a") as handle:
+        handle.write('\n[notify]\nurls = ["env:LAB_NOTIFY_URL"]\non = ["failure"]\n')
+    _kill_mid_install(lab, state, tmp_path)
+    # A target that cannot take it (a file below a file): the next run is not told.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{blocker / 'notify.jsonl'}")
+    code, out = _cli(lab, state, "deploy", "--json")
+    assert code == 0, out
+    assert not (state / "notify-interrupted.json").exists()
+    monkeypatch.setenv("LAB_NOTIFY_URL", f"file://{sink}")
+    code, out = _cli(lab, state, "deploy", "--json")
+    assert code == 0, out
+    [told] = _notices(sink)
+    assert told["event"] == "failure" and "interrupted" in told["title"]
+    assert "sbc1: failed at step install (start)" in told["body"]
+    assert "Next: certfleet verify, then certfleet deploy --only sbc1" in told["body"]
+    code, out = _cli(lab, state, "deploy", "--json")
+    assert code == 0, out
+    assert len(_notices(sink)) == 1

@@ -473,4 +473,8 @@ async def run_renew(
                 elif item.action == "issued" and item.version is not None:  # issued has one
                     send(notify_cfg, renewed_notification(item.certificate, item.version,
                                                           item.devices), log)
+            # An earlier run killed mid-deploy could not say so: this one does.
+            from ..estate.interrupted import tell_interrupted
+
+            tell_interrupted(store, notify_cfg, log)
     return RenewReport(items, report, dry_run)

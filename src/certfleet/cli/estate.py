@@ -290,16 +290,24 @@ def deploy_command(
             if exc.held is None:
                 raise
             fail(exc.message, exc.hint, json_out=json_out)
-    from ..acme.config import notify_config
-    from ..notify import notify_deploy  # [notify] targets; never changes the exit code
-
-    notify_deploy(notify_config(inv), report,
-                  lambda text: err_console.print(text, markup=False))
+        _tell_deploy(inv, store, report, dry_run=dry_run)
     if json_out:
         print_json(report.to_dict())
     else:
         console.print(render_report(report))
     raise typer.Exit(report.exit_code)
+
+
+def _tell_deploy(inv: Inventory, store: Store, report: DeployReport, *, dry_run: bool) -> None:
+    """Tell the [notify] targets of the run, and of an earlier run killed mid-deploy."""
+    from ..acme.config import notify_config
+    from ..estate.interrupted import tell_interrupted
+    from ..notify import notify_deploy  # [notify] targets; never changes the exit code
+
+    notify_deploy(notify_config(inv), report, lambda text: err_console.print(text, markup=False))
+    if not dry_run:  # an earlier run killed mid-deploy could not say so: this one does
+        tell_interrupted(store, notify_config(inv),
+                         lambda text: err_console.print(text, markup=False))
 
 
 @handle_errors

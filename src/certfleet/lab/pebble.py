@@ -46,7 +46,9 @@ class LabPebble:
 
     ``eab_keys`` maps EAB key IDs to base64url HMAC keys and makes external
     account binding required; ``alternate_roots`` asks Pebble for that many
-    extra chains (``PEBBLE_ALTERNATE_ROOTS``).
+    extra chains (``PEBBLE_ALTERNATE_ROOTS``); ``validity`` is the lifetime in seconds
+    of the certificates Pebble issues (``certificateValidityPeriod``; Pebble's default,
+    about five years, when None).
     """
 
     def __init__(
@@ -56,12 +58,14 @@ class LabPebble:
         eab_keys: dict[str, str] | None = None,
         alternate_roots: int = 0,
         chain_length: int = 2,
+        validity: int | None = None,
     ) -> None:
         # Absolute: the programs run in this folder and are given paths into it.
         self.directory = Path(directory).resolve()
         self.eab_keys = dict(eab_keys or {})
         self.alternate_roots = alternate_roots
         self.chain_length = chain_length
+        self.validity = validity
         self.acme_port = free_port()
         self.management_port = free_port()
         self.dns_port = free_port()
@@ -112,6 +116,8 @@ class LabPebble:
         }
         if self.eab_keys:
             config["externalAccountMACKeys"] = self.eab_keys
+        if self.validity is not None:
+            config["certificateValidityPeriod"] = int(self.validity)
         config_path = self.directory / "pebble-config.json"
         write_file_atomic(config_path, json.dumps({"pebble": config}, indent=2).encode())
         self._spawn(
