@@ -326,14 +326,14 @@ def register(app: typer.Typer) -> None:
             write_to_textfile(str(textfile), registry)
             console.print(f"wrote {textfile}", markup=False, highlight=False)
             return
-        from prometheus_client import start_http_server
+        from ..scan.serve import MetricsServer
 
+        server = MetricsServer(registry, host, port, generation=lambda: collector.generation)
         try:
-            server, _thread = start_http_server(port, addr=host, registry=registry)
+            _host, bound = server.start()
         except OSError as exc:
             fail(f"cannot listen on {listen}: {exc.strerror or exc}",
                  "choose a free --listen HOST:PORT")
-        bound = server.server_address[1]
         console.print(f"serving metrics on http://{host}:{bound}/metrics "
                       f"({len(plan.endpoints)} endpoints every {interval:g} s)",
                       markup=False, highlight=False)
@@ -345,8 +345,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             console.print("stopped", markup=False)
         finally:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
 
 def _listen_address(text: str) -> tuple[str, int]:

@@ -47,12 +47,20 @@ class ScanCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshot = _Snapshot()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        """How many times :meth:`update` ran: the metrics change only when it does."""
+        with self._lock:
+            return self._generation
 
     def update(
         self, results: Sequence[ScanResult], duration: float, deploys: Sequence[DeployRecord] = ()
     ) -> None:
         with self._lock:
             self._snapshot = _Snapshot(list(results), duration, list(deploys))
+            self._generation += 1
 
     def collect(self) -> Iterator[Any]:
         with self._lock:
