@@ -297,9 +297,23 @@ def register(app: typer.Typer) -> None:
         no_inventory: bool = typer.Option(False, "--no-inventory",
                                           help="Scan only the --target endpoints."),
         inventory: Path | None = EXPORTER_INVENTORY_OPTION,
+        read_timeout: float = typer.Option(
+            10.0, "--read-timeout", min=0.1,
+            help="Seconds a scraper has to send its whole request; then its connection "
+                 "is closed."),
+        max_connections: int = typer.Option(
+            512, "--max-connections", min=1,
+            help="Connections served at once (fewer if the open-files limit is lower). "
+                 "Beyond that a new connection closes the oldest one still sending its "
+                 "request, or is closed at once."),
         reach: _Reach = REACH,
     ) -> None:
-        """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
+        """Scan the inventory's listeners (and --target) every --interval; serve /metrics.
+
+        The server queues up to 1024 connections, closes a connection that has not
+        sent its request within --read-timeout and serves at most --max-connections
+        at once, without a thread per connection.
+        """
         import time
 
         from ..scan.metrics import make_registry
@@ -328,7 +342,8 @@ def register(app: typer.Typer) -> None:
             return
         from ..scan.serve import MetricsServer
 
-        server = MetricsServer(registry, host, port, generation=lambda: collector.generation)
+        server = MetricsServer(registry, host, port, generation=lambda: collector.generation,
+                               read_timeout=read_timeout, max_connections=max_connections)
         try:
             _host, bound = server.start()
         except OSError as exc:
