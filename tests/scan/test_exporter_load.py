@@ -54,15 +54,17 @@ def _holdable(wanted: int) -> tuple[int, str]:
 def _start(lab: LabEstate, tmp_path: Path, *extra: str) -> tuple[str, int, subprocess.Popen[str]]:
     """A running exporter of one lab listener: (host, port, process) once it serves."""
     env = {**os.environ, "CERTFLEET_STATE_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "certfleet", "exporter", "--listen", "127.0.0.1:0",
-         "--interval", "3600", "--no-inventory", "--target", f"127.0.0.1:{lab.tls_ports[0]}",
-         "--ca-bundle", str(lab.ca_path), "--ca-bundle", str(lab.sbc_ca_path), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with (tmp_path / "exporter.err").open("w") as err:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "certfleet", "exporter", "--listen", "127.0.0.1:0",
+             "--interval", "3600", "--no-inventory", "--target",
+             f"127.0.0.1:{lab.tls_ports[0]}", "--ca-bundle", str(lab.ca_path),
+             "--ca-bundle", str(lab.sbc_ca_path), *extra],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert "serving metrics on " in line, line + (proc.stderr.read() if proc.stderr else "")
+        assert "serving metrics on " in line, line + (tmp_path / "exporter.err").read_text()
         url = urlsplit(line.split("serving metrics on ", 1)[1].split()[0])
         assert url.hostname is not None and url.port is not None
     except BaseException:
@@ -78,9 +80,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 @contextlib.contextmanager
@@ -94,6 +95,9 @@ def _exporter(lab: LabEstate, tmp_path: Path,
     finally:
         _stop(started[2])
         watchdog.cancel()
+    # Nothing but the exporter's own words on stderr: no traceback, no asyncio noise.
+    noise = (tmp_path / "exporter.err").read_text()
+    assert "Traceback" not in noise and "exception" not in noise.lower(), noise[-2000:]
 
 
 @pytest.fixture()
