@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _tools import require_tool
 from certfleet.lab.estate import LabEstate
-from certfleet.scan.serve import BACKLOG
+from certfleet.scan.serve import BACKLOG, MAX_CONNECTIONS
 
 SCRAPES = 200
 HELD = 2000
@@ -173,8 +173,16 @@ async def _closed_by_peer(reader: asyncio.StreamReader | None) -> bool:
         return True
 
 
-async def _held_connections(host: str, port: int, count: int) -> tuple[
-        int, list[tuple[int, str]], list[bool]]:
+def _threads_and_files(pid: int) -> tuple[int, int]:
+    """The process's threads and open file descriptors (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    threads = int(next(line for line in status.splitlines() if line.startswith("Threads:"))
+                  .split()[1])
+    return threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def _held_connections(host: str, port: int, count: int, pid: int) -> tuple[
+        int, list[tuple[int, str]], list[bool], tuple[int, int]]:
     """Open ``count`` connections that never finish a request and hold them; then three fresh
     scrapes; then wait until the server has closed each held one (cap or read timeout)."""
     held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = []
@@ -184,9 +192,10 @@ async def _held_connections(host: str, port: int, count: int) -> tuple[
                                            for n in range(start, min(count, start + 200))))
         opened = sum(1 for c in held if c is not None)
         fresh = await _scrapes(host, port, 3)
+        usage = _threads_and_files(pid)  # while every connection is still held
         async with asyncio.timeout(CLOSE_BOUND):
             closed = await asyncio.gather(*(_closed_by_peer(c[0] if c else None) for c in held))
-        return opened, fresh, closed
+        return opened, fresh, closed, usage
     finally:
         for connection in held:
             if connection is not None:
@@ -198,11 +207,15 @@ def test_2000_held_connections_leave_it_serving(lab: LabEstate, tmp_path: Path) 
     among them, closes every one of them (cap and read timeout), and serves on."""
     count, note = _holdable(HELD)
     with _exporter(lab, tmp_path, "--read-timeout", "2") as (host, port, proc):
-        opened, fresh, closed = asyncio.run(_held_connections(host, port, count))
+        opened, fresh, closed, (threads, files) = asyncio.run(
+            _held_connections(host, port, count, proc.pid))
         assert opened == count, note
         assert [status for status, _ in fresh] == [200] * 3, note
         assert "x509_cert_not_after" in _metric_names(fresh[0][1])
         assert len(closed) == count and all(closed), note
+        # No thread per connection, and no more sockets than --max-connections (and spares).
+        assert threads < 64, f"{threads} threads with {count} connections held"
+        assert files <= MAX_CONNECTIONS + 256, f"{files} open files with {count} held"
         assert proc.poll() is None, note
         [(status, body)] = asyncio.run(_scrapes(host, port, 1))
         assert status == 200 and "certfleet_listener_up" in _metric_names(body)
