@@ -257,3 +257,17 @@ def test_help_names_the_limits() -> None:
     assert out.returncode == 0, out.stderr
     assert "--read-timeout" in out.stdout and "--max-connections" in out.stdout
     assert "1024" in out.stdout
+
+
+def test_max_connections_caps_the_open_sockets(lab: LabEstate, tmp_path: Path) -> None:
+    """With --max-connections 8, 50 held connections leave the exporter with at most 8
+    client sockets open, and a fresh scrape still answered (it closes the oldest held)."""
+    with _exporter(lab, tmp_path, "--max-connections", "8", "--read-timeout", "1") as (
+            host, port, proc):
+        _threads, idle_files = _threads_and_files(proc.pid)
+        opened, fresh, closed, (_threads, files) = asyncio.run(
+            _held_connections(host, port, 50, proc.pid))
+        assert opened == 50 and all(closed)
+        assert [status for status, _ in fresh] == [200] * 3
+        assert files - idle_files <= 8, (idle_files, files)
+        assert proc.poll() is None
