@@ -18,9 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from _tools import require_tool
-from certfleet.cli.app import app
 from certfleet.lab.estate import LabEstate
-from certfleet.scan.serve import BACKLOG, MAX_CONNECTIONS, READ_TIMEOUT
+from certfleet.scan.serve import BACKLOG, MAX_CONNECTIONS
 
 SCRAPES = 200
 HELD = 2000
@@ -29,48 +28,82 @@ SCRAPE_BOUND = 120.0
 CLOSE_BOUND = 120.0
 
 
-def _raise_open_files(need: int) -> None:
-    """Let this process (and the exporter it starts) hold ``need`` sockets, or skip."""
+#: Descriptors this process keeps for itself (the lab, pytest, the scrapes) besides the held ones.
+_MARGIN = SCRAPES + 256
+
+
+def _holdable(wanted: int) -> tuple[int, str]:
+    """How many connections this process can hold (raising its soft open-files limit to the
+    hard one), at most ``wanted``, and a note on the limit for the assertion messages."""
     try:
         import resource
-    except ImportError:
-        pytest.skip("no RLIMIT_NOFILE here")
+    except ImportError:  # no such per-process limit
+        return wanted, "no open-files limit"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= need:
-        return
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"the open-files limit ({hard}) cannot hold {need} sockets")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else wanted + _MARGIN
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft >= wanted + _MARGIN:
+        return wanted, f"open-files limit {soft}"
+    return max(1, soft - _MARGIN), (f"only {soft - _MARGIN} of {wanted} connections held: "
+                                    f"the open-files hard limit is {hard}")
+
+
+def _start(lab: LabEstate, tmp_path: Path, *extra: str) -> tuple[str, int, subprocess.Popen[str]]:
+    """A running exporter of one lab listener: (host, port, process) once it serves."""
+    env = {**os.environ, "CERTFLEET_STATE_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
+    with (tmp_path / "exporter.err").open("w") as err:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "certfleet", "exporter", "--listen", "127.0.0.1:0",
+             "--interval", "3600", "--no-inventory", "--target",
+             f"127.0.0.1:{lab.tls_ports[0]}", "--ca-bundle", str(lab.ca_path),
+             "--ca-bundle", str(lab.sbc_ca_path), *extra],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "serving metrics on " in line, line + (tmp_path / "exporter.err").read_text()
+        url = urlsplit(line.split("serving metrics on ", 1)[1].split()[0])
+        assert url.hostname is not None and url.port is not None
+    except BaseException:
+        _stop(proc)
+        raise
+    return url.hostname, url.port, proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@contextlib.contextmanager
+def _exporter(lab: LabEstate, tmp_path: Path,
+              *extra: str) -> Iterator[tuple[str, int, subprocess.Popen[str]]]:
+    started = _start(lab, tmp_path, *extra)
+    watchdog = threading.Timer(600, started[2].kill)  # never outlives the test
+    watchdog.start()
+    try:
+        yield started
+    finally:
+        _stop(started[2])
+        watchdog.cancel()
+    # Nothing but the exporter's own words on stderr: no traceback, no asyncio noise.
+    noise = (tmp_path / "exporter.err").read_text()
+    assert "Traceback" not in noise and "exception" not in noise.lower(), noise[-2000:]
 
 
 @pytest.fixture()
 def exporter(lab: LabEstate, tmp_path: Path) -> Iterator[tuple[str, int, subprocess.Popen[str]]]:
-    """A running exporter of one lab listener: (host, port, process) once it serves."""
-    _raise_open_files(HELD + SCRAPES + 512)
-    env = {**os.environ, "CERTFLEET_STATE_DIR": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "certfleet", "exporter", "--listen", "127.0.0.1:0",
-         "--interval", "3600", "--no-inventory", "--target", f"127.0.0.1:{lab.tls_ports[0]}",
-         "--ca-bundle", str(lab.ca_path), "--ca-bundle", str(lab.sbc_ca_path),
-         "--read-timeout", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    watchdog = threading.Timer(600, proc.kill)  # never outlives the test
-    watchdog.start()
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "serving metrics on " in line, line + (proc.stderr.read() if proc.stderr else "")
-        url = urlsplit(line.split("serving metrics on ", 1)[1].split()[0])
-        assert url.hostname is not None and url.port is not None
-        yield url.hostname, url.port, proc
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        watchdog.cancel()
+    with _exporter(lab, tmp_path) as started:
+        yield started
 
 
 async def _scrape(host: str, port: int) -> tuple[int, str]:
@@ -140,46 +173,101 @@ async def _closed_by_peer(reader: asyncio.StreamReader | None) -> bool:
         return True
 
 
-async def _held_connections(host: str, port: int) -> tuple[list[tuple[int, str]], list[bool]]:
+def _threads_and_files(pid: int) -> tuple[int, int]:
+    """The process's threads and open file descriptors (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    threads = int(next(line for line in status.splitlines() if line.startswith("Threads:"))
+                  .split()[1])
+    return threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def _held_connections(host: str, port: int, count: int, pid: int) -> tuple[
+        int, list[tuple[int, str]], list[bool], tuple[int, int]]:
+    """Open ``count`` connections that never finish a request and hold them; then three fresh
+    scrapes; then wait until the server has closed each held one (cap or read timeout)."""
     held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = []
-    for start in range(0, HELD, 200):
-        held += await asyncio.gather(*(_hold(host, port, n % 2 == 0)
-                                       for n in range(start, start + 200)))
     try:
+        for start in range(0, count, 200):
+            held += await asyncio.gather(*(_hold(host, port, n % 2 == 0)
+                                           for n in range(start, min(count, start + 200))))
+        opened = sum(1 for c in held if c is not None)
         fresh = await _scrapes(host, port, 3)
+        usage = _threads_and_files(pid)  # while every connection is still held
         async with asyncio.timeout(CLOSE_BOUND):
             closed = await asyncio.gather(*(_closed_by_peer(c[0] if c else None) for c in held))
-        return fresh, closed
+        return opened, fresh, closed, usage
     finally:
         for connection in held:
             if connection is not None:
                 connection[1].close()
 
 
-def test_2000_held_connections_leave_it_serving(
-    exporter: tuple[str, int, subprocess.Popen[str]],
+def test_2000_held_connections_leave_it_serving(lab: LabEstate, tmp_path: Path) -> None:
+    """2,000 connections that never finish a request: the exporter answers fresh scrapes
+    among them, closes every one of them (cap and read timeout), and serves on."""
+    count, note = _holdable(HELD)
+    with _exporter(lab, tmp_path, "--read-timeout", "2") as (host, port, proc):
+        opened, fresh, closed, (threads, files) = asyncio.run(
+            _held_connections(host, port, count, proc.pid))
+        assert opened == count, note
+        assert [status for status, _ in fresh] == [200] * 3, note
+        assert "x509_cert_not_after" in _metric_names(fresh[0][1])
+        assert len(closed) == count and all(closed), note
+        # No thread per connection, and no more sockets than --max-connections (and spares).
+        assert threads < 64, f"{threads} threads with {count} connections held"
+        assert files <= MAX_CONNECTIONS + 256, f"{files} open files with {count} held"
+        assert proc.poll() is None, note
+        [(status, body)] = asyncio.run(_scrapes(host, port, 1))
+        assert status == 200 and "certfleet_listener_up" in _metric_names(body)
+
+
+async def _idle_then_eof(host: str, port: int) -> tuple[bytes, bytes, int]:
+    """Two connections held, one silent and one with half a request: what each reads until
+    the server closes it; then a scrape's status."""
+    silent_reader, silent_writer = await asyncio.open_connection(host, port)
+    half_reader, half_writer = await asyncio.open_connection(host, port)
+    try:
+        half_writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        await half_writer.drain()
+        async with asyncio.timeout(CLOSE_BOUND):  # a safety net: EOF is what is awaited
+            silent = await silent_reader.read()
+            half = await half_reader.read()
+        [(status, _body)] = await _scrapes(host, port, 1)
+        return silent, half, status
+    finally:
+        silent_writer.close()
+        half_writer.close()
+
+
+def test_an_idle_connection_is_closed_after_the_read_timeout(
+    lab: LabEstate, tmp_path: Path,
 ) -> None:
-    """2,000 connections that never send a request: the exporter answers a fresh scrape,
-    closes every one of them (cap and read timeout), and serves on."""
-    host, port, proc = exporter
-    fresh, closed = asyncio.run(_held_connections(host, port))
-    assert [status for status, _ in fresh] == [200] * 3
-    assert "x509_cert_not_after" in _metric_names(fresh[0][1])
-    assert len(closed) == HELD and all(closed)
-    assert proc.poll() is None
-    [(status, body)] = asyncio.run(_scrapes(host, port, 1))
-    assert status == 200 and "certfleet_listener_up" in _metric_names(body)
+    """A connection that sends nothing, or never ends its request, is closed by the server
+    (EOF, no answer) once --read-timeout has passed; the exporter serves on."""
+    with _exporter(lab, tmp_path, "--read-timeout", "0.5") as (host, port, proc):
+        silent, half, status = asyncio.run(_idle_then_eof(host, port))
+        assert (silent, half, status) == (b"", b"", 200)
+        assert proc.poll() is None
 
 
-def test_the_exporter_options_default_to_the_servers_bounds() -> None:
-    """--read-timeout and --max-connections default to the server's own bounds."""
-    import typer.main
-    from typer.core import TyperGroup
+def test_help_names_the_limits() -> None:
+    out = subprocess.run([sys.executable, "-m", "certfleet", "exporter", "--help"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr
+    assert "--read-timeout" in out.stdout and "--max-connections" in out.stdout
+    assert "1024" in out.stdout
 
-    group = typer.main.get_command(app)  # certfleet's LazyGroup: its commands on demand
-    assert isinstance(group, TyperGroup)
-    exporter = group.get_command(typer.Context(group), "exporter")
-    assert exporter is not None
-    defaults = {p.name: p.default for p in exporter.params}
-    assert defaults["read_timeout"] == READ_TIMEOUT
-    assert defaults["max_connections"] == MAX_CONNECTIONS
+
+def test_max_connections_caps_the_open_sockets(lab: LabEstate, tmp_path: Path) -> None:
+    """With --max-connections 8, 50 held connections leave the exporter with at most 8
+    client sockets open, and a fresh scrape still answered (it closes the oldest held)."""
+    with _exporter(lab, tmp_path, "--max-connections", "8", "--read-timeout", "1") as (
+            host, port, proc):
+        _threads, idle_files = _threads_and_files(proc.pid)
+        opened, fresh, closed, (_threads, files) = asyncio.run(
+            _held_connections(host, port, 50, proc.pid))
+        assert opened == 50 and all(closed)
+        assert [status for status, _ in fresh] == [200] * 3
+        assert files - idle_files <= 8, (idle_files, files)
+        assert proc.poll() is None

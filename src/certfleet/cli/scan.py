@@ -298,6 +298,7 @@ def scan_command(
         console.print(_summary(results), markup=False, highlight=False)
     raise typer.Exit(0 if all(r.ok for r in results) and not silent else 1)
 
+
 @handle_errors
 @option_group("reach", _Reach)
 def exporter_command(
@@ -312,13 +313,21 @@ def exporter_command(
     inventory: Path | None = EXPORTER_INVENTORY_OPTION,
     read_timeout: float = typer.Option(
         10.0, "--read-timeout", min=0.1,
-        help="Seconds a client has to send its whole request; then it is closed."),
+        help="Seconds a scraper has to send its whole request; then its connection "
+             "is closed."),
     max_connections: int = typer.Option(
         512, "--max-connections", min=1,
-        help="Connections open at once; beyond, the oldest idle one is closed."),
+        help="Connections served at once (fewer if the open-files limit is lower). "
+             "Beyond that a new connection closes the oldest one still sending its "
+             "request, or is closed at once."),
     reach: _Reach = REACH,
 ) -> None:
-    """Scan the inventory's listeners (and --target) every --interval; serve /metrics."""
+    """Scan the inventory's listeners (and --target) every --interval; serve /metrics.
+
+    The server queues up to 1024 connections, closes a connection that has not
+    sent its request within --read-timeout and serves at most --max-connections
+    at once, without a thread per connection.
+    """
     import time
 
     from ..scan.metrics import make_registry

@@ -252,4 +252,4 @@ def _fit_open_files(wanted: int) -> int:
             soft = target
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(16, min(wanted, soft - _SPARE_FDS))
+    return min(wanted, max(16, soft - _SPARE_FDS))
