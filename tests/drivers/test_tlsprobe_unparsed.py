@@ -7,7 +7,6 @@ import asyncio
 import datetime
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from typer.testing import CliRunner
 from certfleet.cli.app import app
 from certfleet.drivers.tlsprobe import Listener, handshake, wait_for_served
 from certfleet.errors import VerificationError
+from stdlib_tls import serving
 
 CN = "ab_cd.example"
 
@@ -53,35 +53,8 @@ def _printable_cn_pem(tmp: Path) -> tuple[Path, Path]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A stdlib ``ssl`` server on 127.0.0.1 presenting the unparseable certificate."""
     cert, key = _printable_cn_pem(tmp_path_factory.mktemp("unparsed"))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    sock = socket.create_server(("127.0.0.1", 0))
-    sock.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            raw.settimeout(30)
-            try:
-                with context.wrap_socket(raw, server_side=True) as tls:
-                    tls.recv(1)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                raw.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    sock.close()
-    thread.join(30)
+    with serving(cert, key) as port:
+        yield port
 
 
 def test_the_stdlib_client_does_receive_a_certificate(server: int) -> None:
