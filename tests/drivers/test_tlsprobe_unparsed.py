@@ -91,3 +91,26 @@ def test_scan_says_the_certificate_could_not_be_parsed(server: int, tmp_path: Pa
                            catch_exceptions=False)
     assert "the certificate could not be parsed" in result.output, result.output
     assert "without presenting" not in result.output
+
+
+def test_status_says_the_certificate_could_not_be_parsed(server: int) -> None:
+    from certfleet.estate.status import collect_status
+    from certfleet.inventory import parse_inventory
+
+    inventory = parse_inventory(f"""
+[certificates.wildcard]
+cn = "*.example.com"
+sans = ["*.example.com"]
+
+[devices.odd]
+kind = "sbc"
+address = "127.0.0.1"
+fqdn = "odd.example.com"
+password = "env:X"
+listeners = [{server}]
+""", "inv.toml")
+    [status] = asyncio.run(collect_status(inventory, None))
+    [item] = status.listeners
+    assert item.error is not None
+    assert "the certificate could not be parsed" in item.error
+    assert "without presenting" not in item.error
