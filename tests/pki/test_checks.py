@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
@@ -248,7 +249,17 @@ def _csr_given(r: pytest.FixtureRequest) -> list[Finding]:
     return findings
 
 
+def _not_rfc5280(r: pytest.FixtureRequest) -> list[Finding]:
+    from pki_support import odd_certificate
+
+    der, key_pem = odd_certificate()  # serial -1234
+    findings = run(ssl.DER_cert_to_PEM_cert(der).encode() + key_pem)
+    assert any("serial number is negative" in f.message for f in findings)
+    return findings
+
+
 CASES: dict[str, Case] = {
+    "NOT_RFC5280": _not_rfc5280,
     "KEY_MISMATCH": _key_mismatch,
     "CHAIN_INCOMPLETE": _chain_incomplete,
     "BAD_SIGNATURE": _bad_signature,

@@ -86,6 +86,23 @@ def _issued_by(cert: Any, issuer: Any) -> bool:
     return True
 
 
+#: Bytes read at most from a caIssuers URL: a root certificate is a few kB.
+_MAX_ROOT_BYTES = 65536
+
+
+def _read_at_most(client: Any, url: str, cap: int) -> bytes:
+    """The body at ``url``, read in chunks; ValueError past ``cap`` bytes (not read on)."""
+    chunks: list[bytes] = []
+    size = 0
+    with client.stream("GET", url) as response:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise ValueError(f"{url} answers with more than {cap:,} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _root_for(top: Any, config: AcmeConfig, log: Log) -> Any | None:
     """The root that signed ``top``: from ``root_file``, else its AIA caIssuers URL."""
     from cryptography import x509
@@ -114,8 +131,7 @@ def _root_for(top: Any, config: AcmeConfig, log: Log) -> Any | None:
                 import httpx
 
                 with httpx.Client(timeout=10.0, follow_redirects=True) as client:
-                    response = client.get(url)
-                data = response.content[:65536]
+                    data = _read_at_most(client, url, _MAX_ROOT_BYTES)
                 cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
                         else x509.load_der_x509_certificate(data))
             except Exception:  # the root is optional: the import decides

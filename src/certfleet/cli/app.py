@@ -200,6 +200,9 @@ def _root(
     ),
 ) -> None:
     """certfleet: one command for the yearly (soon monthly) certificate chore."""
+    from ..pki.quiet import silence_crypto_warnings
+
+    silence_crypto_warnings()  # odd certificates are reported in words, not as warnings
 
 
 def main() -> None:

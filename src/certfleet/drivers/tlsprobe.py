@@ -31,6 +31,7 @@ from OpenSSL import SSL
 from ..errors import DeviceConnectionError, DeviceTimeoutError, VerificationError
 from ..model import Listener as Listener
 from ..pki.model import cert_sha256
+from ..pki.quiet import quiet_crypto_warnings
 
 if TYPE_CHECKING:
     from OpenSSL import crypto
@@ -233,6 +234,43 @@ def _chain(conn: SSL.Connection, state: _State) -> tuple[x509.Certificate, ...]:
     return tuple(seen[depth] for depth in sorted(seen))
 
 
+def _unparsed(conn: SSL.Connection, state: _State) -> str | None:
+    """Why the certificate the server sent could not be parsed (None: none was sent).
+
+    OpenSSL accepts certificates that ``cryptography`` refuses (a PrintableString
+    with ``_`` or ``@`` in a name, say): such a server did present a certificate.
+    """
+    sent: list[crypto.X509] = []
+    with contextlib.suppress(Exception):
+        sent = list(conn.get_peer_cert_chain() or ())
+    if not sent:
+        with contextlib.suppress(Exception):
+            leaf = conn.get_peer_certificate()
+            sent = [leaf] if leaf is not None else []
+    if not sent:
+        sent = [cert for _depth, cert in sorted(state.verified, key=lambda item: item[0])]
+    if not sent:
+        return None
+    from OpenSSL import crypto
+
+    try:
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, sent[0])
+    except Exception as exc:  # any wrapper failure: "could not be parsed"
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        with quiet_crypto_warnings():
+            x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        return _parse_reason(exc)
+    return None
+
+
+def _parse_reason(exc: ValueError) -> str:
+    """The parser's complaint, on one line and short (it can quote the whole value path)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
 def _negotiated(conn: SSL.Connection) -> tuple[str | None, str | None]:
     version = cipher = None
     with contextlib.suppress(Exception):
@@ -314,9 +352,13 @@ async def handshake(listener: Listener, timeout: float = 10.0) -> ProbeResult:
     chain = _chain(conn, state) if conn is not None else ()
     version, cipher = _negotiated(conn) if conn is not None else (None, None)
     leaf = chain[0] if chain else None
-    if leaf is None and failure is None:
+    unparsed = _unparsed(conn, state) if conn is not None and leaf is None else None
+    if unparsed is not None:
+        # A certificate was sent: say so, whether or not the handshake then went on.
+        failure, kind = f"{listener}: the certificate could not be parsed ({unparsed})", "tls"
+    elif leaf is None and failure is None:
         failure, kind = f"{listener} completed a handshake without presenting a certificate", "tls"
-    if leaf is None and failure is not None and kind == "tls":
+    if leaf is None and failure is not None and kind == "tls" and unparsed is None:
         failure = f"TLS handshake with {listener} failed: {failure}"
     reached = None
     if not (leaf is not None and completed):

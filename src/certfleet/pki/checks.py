@@ -31,7 +31,7 @@ from .bundle import (
 from .load import load_files
 from .model import Bundle, Finding, Severity
 from .names import san_entries, why_not_covered
-from .quiet import quietly
+from .quiet import certificate_notes, quietly
 
 __all__ = ["FINDING_CODES", "check_bundle", "check_client_auth_dropped", "has_errors",
            "preflight"]
@@ -51,6 +51,9 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
     "KEY_MISSING": ("warning", "no private key was given with the certificate"),
     "CHAIN_UNRELATED": ("warning", "a certificate in the input belongs to no chain of the leaf"),
     "SELF_SIGNED_LEAF": ("warning", "the leaf is self-signed: clients will not trust it"),
+    "NOT_RFC5280": ("warning", "a certificate's serial number is not positive, or a name in "
+                    "it is longer than RFC 5280 allows: clients accept it today, stricter "
+                    "parsers will refuse it"),
     "CHAIN_REORDERED": ("info", "the input was not in leaf-to-root order; it was reordered"),
     "CHAIN_DUPLICATE": ("info", "a certificate appeared more than once; the copies were dropped"),
     "ROOT_INCLUDED": ("info", "the input includes the root; it is kept apart from the chain"),
@@ -274,6 +277,22 @@ def _check_strength(bundle: Bundle) -> list[Finding]:
     return found
 
 
+def _check_conformance(bundle: Bundle) -> list[Finding]:
+    found: list[Finding] = []
+    for cert in bundle.fullchain:
+        role = _role(bundle, cert)
+        for note in certificate_notes(cert):
+            subject = subject_text(cert)
+            found.append(_finding(
+                "NOT_RFC5280",
+                f"the {role} {subject!r}: {note}",
+                "have it reissued by a CA that follows RFC 5280"
+                if role == "leaf" else "ask the CA for a current chain",
+                subject,
+            ))
+    return found
+
+
 def _check_usage(bundle: Bundle) -> list[Finding]:
     subject = subject_text(bundle.leaf)
     if bundle.private_key is None and is_ca(bundle.leaf) and not is_self_signed(bundle.leaf):
@@ -362,6 +381,7 @@ def check_bundle(
     findings += _check_chain(bundle, findings)
     findings += _check_validity(bundle, now, expiry_warn_days)
     findings += _check_strength(bundle)
+    findings += _check_conformance(bundle)
     findings += _check_usage(bundle)
     findings += _check_names(bundle, hosts)
     return sorted(findings, key=lambda f: _RANK[f.severity])

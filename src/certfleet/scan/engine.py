@@ -20,6 +20,7 @@ from ..inventory import Inventory
 from ..pki.bundle import is_ca, signature_ok
 from ..pki.model import cert_sha256, key_description
 from ..pki.names import certificate_names, host_matches, is_ip_literal
+from ..pki.quiet import certificate_notes
 from .targets import Endpoint
 
 __all__ = [
@@ -107,6 +108,9 @@ class ScanResult:
     is_current: bool | None = None
     listed: bool | None = None
     problems: list[str] = field(default_factory=list)
+    #: What the certificate does that RFC 5280 forbids but clients accept (a negative
+    #: serial, a CN over 64 characters): reported, not a problem.
+    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -173,6 +177,7 @@ class ScanResult:
             "failure": self.failure,
             "answered": self.answered,
             "problems": list(self.problems),
+            "notes": list(self.notes),
             "leaf": _describe_leaf(leaf, self.now) if leaf is not None else None,
             "chain": [_describe_chain_cert(c) for c in self.chain],
             "chain_not_after": _iso(chain_end) if chain_end is not None else None,
@@ -310,6 +315,7 @@ def _check(
     if probe is None or leaf is None:
         result.problems.append(result.error or "no certificate read")
         return
+    result.notes = certificate_notes(leaf)
     # An estate serves a handful of chains on many listeners: judge each chain once.
     verdict = verdicts.get(result.chain)
     if verdict is None:
