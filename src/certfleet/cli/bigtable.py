@@ -248,8 +248,8 @@ def probing_line(devices: Sequence[Device], *, big_rows: int = BIG_ROWS) -> str 
     listeners = sum(len(device.listeners) for device in devices)
     if listeners <= big_rows:
         return None
-    return (f"status: probing {len(devices):,} devices' {listeners:,} listeners; the table "
-            "follows once every listener has answered (sorted by days left)…")
+    return (f"status: probing {len(devices):,} devices' {listeners:,} listeners; what they "
+            "serve follows once every listener has answered…")
 
 
 def say_probing(err_console: Console, devices: Sequence[Device]) -> None:
