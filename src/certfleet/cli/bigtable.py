@@ -169,12 +169,11 @@ class _Shape:
         text = _as_text(self.console, value)
         justify = text.justify or column.justify
         fast = self._one_line(text, width, justify)
-        if fast is not None:
-            return [[Segment(" " * lpad + fast + " " * rpad) if not text.style
-                     else Segment(fast, self.console.get_style(text.style))]
-                    if not text.style or not (lpad or rpad) else
-                    [*([Segment(" " * lpad)] if lpad else []),
-                     Segment(fast, self.console.get_style(text.style)),
+        if fast is not None:  # the text's own style covers its justified line
+            if not text.style:
+                return [[Segment(" " * lpad + fast + " " * rpad)]]
+            styled = Segment(fast, self.console.get_style(text.style))
+            return [[*([Segment(" " * lpad)] if lpad else []), styled,
                      *([Segment(" " * rpad)] if rpad else [])]]
         lines = text.wrap(self.console, width, justify=justify, overflow=text.overflow or "fold",
                           no_wrap=bool(text.no_wrap))
