@@ -425,10 +425,13 @@ def status_command(
     """
     from ..estate.status import collect_status
     from ..inventory import select_devices
+    from .bigtable import print_table, say_probing
 
     told = None
     with open_estate(inventory, state_dir, state_url) as (inv, store):
-        statuses = _run_async(collect_status(inv, store, select_devices(inv, only)))
+        chosen = select_devices(inv, only)
+        say_probing(err_console, chosen)
+        statuses = _run_async(collect_status(inv, store, chosen))
         if notify:  # each band told once per certificate and device (see certfleet.notify)
             from ..acme.config import notify_config
             from ..notify import notify_expiring
@@ -445,7 +448,7 @@ def status_command(
             data["notify"] = told.to_dict()
         print_json(data)
         raise typer.Exit(code)
-    console.print(render_status(statuses, inv.expiry_warn_days))
+    print_table(console, render_status(statuses, inv.expiry_warn_days))
     if told is not None:
         line = f"notify: {told.sent} notice(s) sent, {told.failed} failed"
         if told.all_failed:

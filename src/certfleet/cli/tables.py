@@ -80,6 +80,7 @@ class FitTable:
         self.more = more
         self.table_options = table_options
         self.rows: list[tuple[RenderableType, ...]] = []
+        self._measured: tuple[int, int, tuple[list[int], list[int], list[int]]] | None = None
 
     def add_row(self, *cells: RenderableType) -> None:
         if len(cells) != len(self.columns):
@@ -122,7 +123,17 @@ class FitTable:
         self, console: Console, options: ConsoleOptions
     ) -> tuple[list[int], list[int], list[int]]:
         """Per column: the width it needs to stay readable, the width it would like (its
-        cap), and the width of its longest line."""
+        cap), and the width of its longest line. Measured once per console and rows (the
+        layout and the note under the table both ask; a big table has thousands of rows)."""
+        if self._measured is not None and self._measured[:2] == (id(console), len(self.rows)):
+            return self._measured[2]
+        measured = self._measure_rows(console, options)
+        self._measured = (id(console), len(self.rows), measured)
+        return measured
+
+    def _measure_rows(
+        self, console: Console, options: ConsoleOptions
+    ) -> tuple[list[int], list[int], list[int]]:
         from rich.measure import Measurement
 
         wide = options.update(width=1 << 16)

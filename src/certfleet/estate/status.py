@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 __all__ = ["DeviceStatus", "ListenerStatus", "band", "collect_status"]
 
 
+#: Devices probed at once (each its listeners together): an estate of 90,000 devices
+#: would otherwise open 90,000 connections at once, past the process's file limit.
+PROBE_DEVICES = 256
+
+
 def band(days_left: int | None, warn_days: int = 30) -> str:
     """The colour band of ``days_left``: unknown, expired, critical (<= 7), warning, ok."""
     if days_left is None:
@@ -177,9 +182,13 @@ async def collect_status(
     """
     moment = now or dt.datetime.now(dt.UTC)
     chosen = list(inventory.devices.values()) if devices is None else list(devices)
-    statuses = await asyncio.gather(
-        *(_device_status(device, store, moment, timeout) for device in chosen)
-    )
+    gate = asyncio.Semaphore(PROBE_DEVICES)
+
+    async def one(device: Device) -> DeviceStatus:
+        async with gate:
+            return await _device_status(device, store, moment, timeout)
+
+    statuses = await asyncio.gather(*(one(device) for device in chosen))
     if store is not None:
         store.settle_interrupted()
         latest = store.latest_deployments([s.name for s in statuses])

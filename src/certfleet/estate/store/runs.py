@@ -324,13 +324,14 @@ class RunsMixin(StoreBase):
         steps: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         if not ids:
             return steps
-        marks = ",".join("?" * len(ids))
-        for row in self.db.execute(
-            "SELECT deployment_id, step, status, detail, at FROM steps"
-            f" WHERE deployment_id IN ({marks}) ORDER BY id", list(ids),
-        ):
-            item = dict(row)
-            steps[item.pop("deployment_id")].append(item)
+        for chunk in _chunks(ids):  # a deployment's steps are all in its chunk's query
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                "SELECT deployment_id, step, status, detail, at FROM steps"
+                f" WHERE deployment_id IN ({marks}) ORDER BY id", chunk,
+            ):
+                item = dict(row)
+                steps[item.pop("deployment_id")].append(item)
         return steps
 
     def history(self, device: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -358,16 +359,16 @@ class RunsMixin(StoreBase):
         return rows
 
     def latest_deployments(self, devices: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The newest deployment of each of ``devices`` (with ``last_step``), in two queries."""
-        if not devices:
-            return {}
-        marks = ",".join("?" * len(devices))
-        rows = self.db.execute(
-            f"SELECT {_DEPLOYMENT_COLUMNS}{_DEPLOYMENT_FROM} WHERE d.id IN"
-            f" (SELECT MAX(id) FROM deployments WHERE device IN ({marks}) GROUP BY device)",
-            list(devices),
-        ).fetchall()
-        items = [dict(row) for row in rows]
+        """The newest deployment of each of ``devices`` (with ``last_step``), in two queries
+        per ``_CHUNK`` devices."""
+        items = []
+        for chunk in _chunks(devices):
+            marks = ",".join("?" * len(chunk))
+            items += [dict(row) for row in self.db.execute(
+                f"SELECT {_DEPLOYMENT_COLUMNS}{_DEPLOYMENT_FROM} WHERE d.id IN"
+                f" (SELECT MAX(id) FROM deployments WHERE device IN ({marks}) GROUP BY device)",
+                chunk,
+            ).fetchall()]
         steps = self._steps_of([item["id"] for item in items])
         result = {}
         for item in items:
@@ -377,3 +378,14 @@ class RunsMixin(StoreBase):
             item["last_step"] = _step_text(own[-1] if own else None)
             result[item["device"]] = item
         return result
+
+
+#: Values bound in one ``IN (...)`` query: SQLite refuses more than its variable limit
+#: (999 before 3.32, 32,766 by default since; builds differ), and an estate can have
+#: 90,000 devices.
+_CHUNK = 900
+
+
+def _chunks(values: Sequence[Any]) -> list[list[Any]]:
+    """``values`` in lists of at most ``_CHUNK``."""
+    return [list(values[start:start + _CHUNK]) for start in range(0, len(values), _CHUNK)]
