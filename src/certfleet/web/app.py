@@ -166,8 +166,13 @@ class Dashboard:
                             secure=self.config.https, path="/")
 
 
-def create_app(config: WebConfig, view: EstateView | None = None) -> Starlette:
-    """The application; ``view`` (the shared scan) is made read-only from ``config`` if None."""
+def create_app(config: WebConfig, view: EstateView | None = None,
+               metrics: Any = None) -> Starlette:
+    """The application; ``view`` (the shared scan) is made read-only from ``config`` if None.
+
+    ``metrics`` (a prometheus_client registry, ``serve --metrics``) is served at
+    ``/metrics`` to a logged-in user or a bearer token, as ``certfleet exporter`` does.
+    """
     if view is None:
         from ..estate.store import Store
 
@@ -449,6 +454,15 @@ def create_app(config: WebConfig, view: EstateView | None = None) -> Starlette:
             return board.secure(JSONResponse({"error": "no such action"}, 404))
         return board.secure(JSONResponse(job.to_dict()))
 
+    async def metrics_page(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        who = json_api(request)
+        if isinstance(who, Response):
+            return who
+        return board.secure(Response(generate_latest(metrics),
+                                     headers={"Content-Type": CONTENT_TYPE_LATEST}))
+
     routes = [
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
@@ -465,6 +479,8 @@ def create_app(config: WebConfig, view: EstateView | None = None) -> Starlette:
         Route("/api/runs", api_runs),
         Route("/api/jobs/{id:int}", api_job),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics_page))
     app = Starlette(routes=routes)
     app.state.board = board
     return app

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,9 @@ class EstateView:
         self._stop = threading.Event()
         self._scanned = threading.Condition()
         self._thread: threading.Thread | None = None
+        #: Called after each scan in the scanning thread (``serve --metrics`` scans for the
+        #: exporter's metrics there, at the same pace); its errors never end a scan.
+        self.after_scan: Callable[[], None] | None = None
 
     def inventory(self) -> Inventory:
         """The inventory as it is now on disk. Raises CertfleetError."""
@@ -145,6 +149,9 @@ class EstateView:
             self.snapshot = snapshot
             self.scans += 1
             self._scanned.notify_all()
+        if self.after_scan is not None:
+            with contextlib.suppress(Exception):  # the metrics never fail the page's scan
+                self.after_scan()
         return snapshot
 
     def _plan(self, inventory: Inventory) -> None:
