@@ -333,3 +333,26 @@ def test_metrics_from_a_real_serve_process(served: tuple[LoopEstate, Path]) -> N
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_timeline_marks_the_due_rule_and_the_ari_window(served: tuple[LoopEstate, Path]) -> None:
+    """The due rule's window is hatched; once renew recorded the CA's ARI window for the
+    current version, that window is dotted instead, named in its title and in the legend."""
+    import datetime as dt
+
+    _, tmp = served
+    client = client_for(served)
+    assert log_in(client) == 303
+    before = client.get("/timeline").text
+    assert 'data-window="rule"' in before and 'data-window="ari"' not in before
+    assert "hatched (diagonal stripes)" in before and "dotted: the CA" in before
+    opens = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    with Store.open(tmp / "state") as store:
+        store.audit("renew", "not-due", detail="wildcard: the CA's renewal window (ARI) "
+                    f"opens {opens:%Y-%m-%d %H:%M}Z")
+        store.audit("renew", "not-due", detail="other: 3 day(s) left, more than 1 days")
+    after = client.get("/timeline").text
+    assert 'data-window="ari"' in after and 'data-window="rule"' not in after
+    assert f"ARI window: the CA&#x27;s renewal window (ARI) opens {opens:%Y-%m-%d %H:%M}Z" in after
+    assert 'fill="url(#ari)"' in after
+

@@ -93,6 +93,8 @@ def timeline_svg(data: dict[str, Any]) -> Markup:
         f'height="{height}" role="img" aria-label="certificate timeline">',
         '<defs><pattern id="due" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="3" height="6" fill="#d62828"/></pattern>'
+        '<pattern id="ari" width="6" height="6" patternUnits="userSpaceOnUse">'
+        '<circle cx="3" cy="3" r="1.6" fill="#1d3557"/></pattern>'
         "</defs>",
     ]
     for month in range(0, data["days"] + 1, 30):
@@ -114,7 +116,9 @@ def timeline_svg(data: dict[str, Any]) -> Markup:
             begin = x(bar["window"])
             parts.append(f'<rect x="{begin:.1f}" y="{y + 3}" '
                          f'width="{max(1.0, stop - begin):.1f}" height="{row_h - 6}" '
-                         f'fill="url(#due)"><title>renewal window: '
+                         f'fill="url(#{"ari" if bar["source"] == "ari" else "due"})" '
+                         f'data-window="{html.escape(bar["source"])}"><title>'
+                         f'{"ARI window" if bar["source"] == "ari" else "renewal window"}: '
                          f'{html.escape(bar["rule"])}</title></rect>')
         parts.append(f'<text x="{min(stop + 4, left + width - 70):.1f}" y="{y + 14}" '
                      f'font-size="10">{expires}</text>')

@@ -73,12 +73,20 @@ class RunsMixin(StoreBase):
             (now(), os_user(), command, device, outcome, detail),
         )
 
-    def audit_log(self, device: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def audit_log(self, device: str | None = None, limit: int = 200, *,
+                  command: str | None = None) -> list[dict[str, Any]]:
+        """The newest audit lines first (of ``device`` and of ``command`` when given)."""
         sql = "SELECT * FROM audit"
+        where: list[str] = []
         args: list[Any] = []
         if device:
-            sql += " WHERE device = ?"
+            where.append("device = ?")
             args.append(device)
+        if command:
+            where.append("command = ?")
+            args.append(command)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         return [dict(row) for row in self.db.execute(sql, args)]
