@@ -30,7 +30,7 @@ from ..errors import CertfleetError
 from .auth import LOGIN_COOKIE, SESSION_COOKIE, Sessions, Throttle, same_token
 from .jobs import ACTIONS, Busy, Jobs
 from .users import Account, Users
-from .view import EstateView
+from .view import EstateView, common_name
 
 __all__ = ["WebConfig", "create_app"]
 
@@ -73,6 +73,7 @@ def _environment() -> Environment:
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
     )
     env.filters["clock"] = _clock
+    env.filters["cn"] = common_name
     return env
 
 
