@@ -14,15 +14,19 @@ from typing import Any
 import pytest
 
 from certfleet.drivers.tlsprobe import Listener, fetch_served_certificate
+from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store
 from certfleet.inventory import load_inventory
+from certfleet.lab.ca import LabCA
 from certfleet.pki.model import cert_sha256
 from lab_support import import_old_and_renewed, invoke, started_lab
+from loopdev import LoopEstate
 
 if os.environ.get("CI"):  # a test dependency: missing in CI is a failure, not a skip
     import selenium.webdriver as webdriver
 else:
     webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -57,6 +61,34 @@ class Dashboard:
         WebDriverWait(self.browser, 30).until(lambda b: "/login" not in b.current_url)
 
 
+def add_users(state: Path, env: dict[str, str]) -> None:
+    for user, role in (("ops", "operator"), ("auditor", "viewer")):
+        subprocess.run([sys.executable, "-m", "certfleet", "serve", "adduser", user,
+                        "--password-env", "DASH_PASSWORD", "--role", role,
+                        "--state-dir", str(state)], check=True, env=env, capture_output=True)
+
+
+def start_serve(inventory: Path, state: Path, env: dict[str, str]) -> tuple[Any, str]:
+    """certfleet serve on a free port, and its URL once it listens."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "serve", "--listen", "127.0.0.1:0",
+         "--inventory", str(inventory), "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert server.stdout is not None
+    url = ""
+    seen = []
+    for line in server.stdout:
+        seen.append(line)
+        if line.startswith("certfleet serve: "):
+            url = line.split()[2]
+            break
+    if not url:
+        server.terminate()
+        server.wait(timeout=60)
+    assert url, "certfleet serve did not start:\n" + "".join(seen)
+    return server, url
+
+
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     """The lab (sbc1, the HA pair sbc2-ha) after 'deploy --only sbc1' of v2, and
@@ -71,24 +103,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         assert deployed.exit_code == 0, deployed.output
         env = {**os.environ, "DASH_PASSWORD": PASSWORD,
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        for user, role in (("ops", "operator"), ("auditor", "viewer")):
-            subprocess.run([sys.executable, "-m", "certfleet", "serve", "adduser", user,
-                            "--password-env", "DASH_PASSWORD", "--role", role,
-                            "--state-dir", str(state)], check=True, env=env,
-                           capture_output=True)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "certfleet", "serve", "--listen", "127.0.0.1:0",
-             "--inventory", str(lab.inventory_path), "--state-dir", str(state)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        assert server.stdout is not None
-        url = ""
-        seen = []
-        for line in server.stdout:
-            seen.append(line)
-            if line.startswith("certfleet serve: "):
-                url = line.split()[2]
-                break
-        assert url, "certfleet serve did not start:\n" + "".join(seen)
+        add_users(state, env)
+        server, url = start_serve(lab.inventory_path, state, env)
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM or ""
         for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
@@ -179,3 +195,55 @@ def test_deploy_from_the_page_serves_the_new_certificate(dashboard: Dashboard) -
     for item in inventory.devices["sbc2-ha"].listeners:
         served = asyncio.run(fetch_served_certificate(Listener(item.host, item.port)))
         assert cert_sha256(served) == dashboard.new_sha
+
+
+HOSTILE_CN = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def hostile(dashboard: Dashboard, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """A second certfleet serve, on three loopback devices serving (and a store holding) a
+    certificate whose CN is a script; the same browser."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    ca = LabCA(name="hostile test CA")
+    issued = ca.issue(("*.example.com", "example.com"), key_type="ec-p256", days=20,
+                      common_name=HOSTILE_CN)
+    estate = LoopEstate(ca, issued, 3, tmp)
+    try:
+        bundle = tmp / "hostile.pem"
+        bundle.write_bytes(issued.fullchain_pem + issued.key_pem())
+        with Store.open(tmp / "state") as store:
+            import_certificate(estate.inventory(), store, "wildcard", [bundle])
+        env = {**os.environ, "DASH_PASSWORD": PASSWORD,
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        add_users(tmp / "state", env)
+        server, url = start_serve(estate.path, tmp / "state", env)
+        try:
+            yield Dashboard(url, None, tmp / "state", "", dashboard.browser)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    finally:
+        estate.stop()
+
+
+def no_alert_and_no_injected_script(board: Dashboard) -> None:
+    with pytest.raises(NoAlertPresentException):
+        board.browser.switch_to.alert  # noqa: B018  # the property raises when none is open
+    assert board.browser.find_elements(By.TAG_NAME, "script") == []
+    assert board.browser.execute_script("return document.scripts.length") == 0
+
+
+def test_a_script_as_common_name_appears_as_text(hostile: Dashboard) -> None:
+    """The estate page and the certificate page show the CN <script>alert(1)</script> as
+    text: it is in the page's visible text, no alert opens, the DOM has no script."""
+    hostile.log_in("auditor")
+    hostile.go("/")
+    body = hostile.browser.find_element(By.TAG_NAME, "body").text
+    assert body.count(HOSTILE_CN) >= 3  # one per device's listener
+    no_alert_and_no_injected_script(hostile)
+    hostile.go("/certificates/wildcard")
+    cells = hostile.browser.find_elements(By.CSS_SELECTOR, "#versions td.cn")
+    assert [cell.text for cell in cells] == [HOSTILE_CN]
+    no_alert_and_no_injected_script(hostile)
+

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from certfleet.cli.serve import _metrics
 from certfleet.estate.importer import import_certificate
 from certfleet.estate.store import Store
 from certfleet.lab.ca import LabCA
@@ -232,3 +238,121 @@ def test_bearer_token_reads_the_api_only(served: tuple[LoopEstate, Path]) -> Non
     assert client.get("/api/estate",
                       headers={"Authorization": "Bearer cft_wrong"}).status_code == 401
     assert token not in (tmp / "state" / "serve-users.json").read_text()
+
+
+# ---- serve --metrics: the exporter's exposition at /metrics, behind the login ----
+
+SAME_AS_EXPORTER = {"x509_cert_not_after", "x509_cert_not_before", "x509_cert_expired",
+                    "certfleet_listener_up", "certfleet_listener_current_version",
+                    "certfleet_scan_duration_seconds"}
+
+
+def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    return {f.name: [(dict(s.labels), s.value) for s in f.samples]
+            for f in text_string_to_metric_families(text)}
+
+
+def exporter_textfile(estate: LoopEstate, tmp: Path) -> str:
+    """What certfleet exporter writes for the same inventory and store (the oracle)."""
+    out = tmp / "exporter.prom"
+    subprocess.run([sys.executable, "-m", "certfleet", "exporter", "--textfile", str(out),
+                    "--inventory", str(estate.path), "--state-dir", str(tmp / "state")],
+                   check=True, capture_output=True, env=_env())
+    return out.read_text()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
+def test_metrics_through_the_test_client(served: tuple[LoopEstate, Path]) -> None:
+    """/metrics needs a login or a token and has the exporter's families and samples."""
+    estate, tmp = served
+    config = WebConfig(estate.path, tmp / "state", tmp / "state" / "serve-users.json",
+                       metrics=True)
+    app = create_app(config)
+    view = app.state.board.view
+    registry = _metrics(view, estate.path, tmp / "state")
+    app = create_app(config, view, registry)
+    view.scan()
+    client = TestClient(app, base_url="http://127.0.0.1")
+    assert client.get("/metrics").status_code == 401
+    token = Users(tmp / "state" / "serve-users.json").add_token("prometheus")
+    answer = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    ours = families(answer.text)
+    theirs = families(exporter_textfile(estate, tmp))
+    assert set(ours) >= SAME_AS_EXPORTER
+    assert set(ours) == set(theirs)
+    for name in ("x509_cert_not_after", "certfleet_listener_up"):
+        assert sorted(map(str, ours[name])) == sorted(map(str, theirs[name])), name
+    cns = {labels["subject_CN"] for labels, _ in ours["x509_cert_not_after"]}
+    assert cns == {HOSTILE_CN}
+    assert len(ours["certfleet_listener_up"]) == 3
+    assert log_in(client) == 303
+    assert client.get("/metrics").status_code == 200
+
+
+def test_no_metrics_route_unless_asked(served: tuple[LoopEstate, Path]) -> None:
+    """Without --metrics there is no /metrics."""
+    estate, tmp = served
+    config = WebConfig(estate.path, tmp / "state", tmp / "state" / "serve-users.json")
+    app = create_app(config)
+    app.state.board.view.scan()
+    client = TestClient(app, base_url="http://127.0.0.1")
+    assert log_in(client) == 303
+    assert client.get("/metrics").status_code == 404
+
+
+def test_metrics_from_a_real_serve_process(served: tuple[LoopEstate, Path]) -> None:
+    """certfleet serve --metrics answers a bearer token with a parseable exposition."""
+    estate, tmp = served
+    token = Users(tmp / "state" / "serve-users.json").add_token("scraper")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "serve", "--listen", "127.0.0.1:0", "--metrics",
+         "--inventory", str(estate.path), "--state-dir", str(tmp / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    try:
+        assert server.stdout is not None
+        url, seen = "", []
+        for line in server.stdout:
+            seen.append(line)
+            if line.startswith("certfleet serve: "):
+                url = line.split()[2]
+                break
+        assert url, "certfleet serve did not start:\n" + "".join(seen)
+        request = urllib.request.Request(url + "metrics",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as answer:  # loopback
+            text = answer.read().decode()
+        found = families(text)
+        assert set(found) >= SAME_AS_EXPORTER
+        assert len(found["x509_cert_expired"]) == 3
+        assert all(value == 0.0 for _, value in found["x509_cert_expired"])
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_timeline_marks_the_due_rule_and_the_ari_window(served: tuple[LoopEstate, Path]) -> None:
+    """The due rule's window is hatched; once renew recorded the CA's ARI window for the
+    current version, that window is dotted instead, named in its title and in the legend."""
+    import datetime as dt
+
+    _, tmp = served
+    client = client_for(served)
+    assert log_in(client) == 303
+    before = client.get("/timeline").text
+    assert 'data-window="rule"' in before and 'data-window="ari"' not in before
+    assert "hatched (diagonal stripes)" in before and "dotted: the CA" in before
+    opens = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    with Store.open(tmp / "state") as store:
+        store.audit("renew", "not-due", detail="wildcard: the CA's renewal window (ARI) "
+                    f"opens {opens:%Y-%m-%d %H:%M}Z")
+        store.audit("renew", "not-due", detail="other: 3 day(s) left, more than 1 days")
+    after = client.get("/timeline").text
+    assert 'data-window="ari"' in after and 'data-window="rule"' not in after
+    assert f"ARI window: the CA&#x27;s renewal window (ARI) opens {opens:%Y-%m-%d %H:%M}Z" in after
+    assert 'fill="url(#ari)"' in after
+

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from .common import console, err_console, fail, handle_errors, read_password
 from .estate import INVENTORY_OPTION, STATE_OPTION
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ..web.view import EstateView
 
 USERS_OPTION = typer.Option(
     None, "--users", metavar="FILE",
@@ -29,6 +35,28 @@ def _users_path(users: Path | None, state_dir: Path | None) -> Path:
     return (state_dir.expanduser() if state_dir else default_state_dir()) / USERS_FILE
 
 
+def _metrics(view: EstateView, inventory: Path, state: Path) -> CollectorRegistry:
+    """The exporter's registry, refreshed after each of the dashboard's scans by the same
+    scan as ``certfleet exporter`` (its listeners, trust and deployments)."""
+    import time
+
+    from ..scan.metrics import deploy_records, make_registry
+    from .scan import EXPORTER_NOTHING_HINT, _prepare, run_scan
+
+    plan = _prepare([], None, True, inventory, state, None, [],
+                    nothing_hint=EXPORTER_NOTHING_HINT)
+    registry, collector = make_registry()
+
+    def once() -> None:
+        started = time.perf_counter()
+        results = run_scan(plan, 100, view.timeout, progress=False)
+        collector.update(results, time.perf_counter() - started,
+                         deploy_records(view.store, plan.devices))
+
+    view.after_scan = once
+    return registry
+
+
 @handle_errors
 def serve_command(
     ctx: typer.Context,
@@ -41,6 +69,10 @@ def serve_command(
     refresh: float = typer.Option(
         5.0, "--refresh-minutes", min=0.1,
         help="Scan every listener at most this often, shared by every viewer."),
+    metrics: bool = typer.Option(
+        False, "--metrics",
+        help="Also serve certfleet exporter's Prometheus metrics at /metrics (login or "
+             "Authorization: Bearer TOKEN), scanned at the pace of --refresh-minutes."),
     users: Path | None = USERS_OPTION,
     inventory: Path = INVENTORY_OPTION,
     state_dir: Path | None = STATE_OPTION,
@@ -75,12 +107,14 @@ def serve_command(
     store = Store.open_readonly(state)
     view = EstateView(inventory, store, refresh=refresh * 60)
     config = WebConfig(inventory, state, users_path, read_only=read_only,
-                       https=tls_cert is not None, refresh_minutes=refresh)
+                       https=tls_cert is not None, refresh_minutes=refresh,
+                       metrics=metrics)
+    registry = _metrics(view, inventory, state) if metrics else None
     sock = bind(host, port)
     err_console.print("scanning the estate…", markup=False)
     view.scan()
     view.start()
-    web = create_app(config, view)
+    web = create_app(config, view, registry)
 
     def ready(url: str) -> None:
         console.print(f"certfleet serve: {url} (Ctrl-C stops)", markup=False,

@@ -30,7 +30,7 @@ from ..errors import CertfleetError
 from .auth import LOGIN_COOKIE, SESSION_COOKIE, Sessions, Throttle, same_token
 from .jobs import ACTIONS, Busy, Jobs
 from .users import Account, Users
-from .view import EstateView
+from .view import EstateView, common_name
 
 __all__ = ["WebConfig", "create_app"]
 
@@ -73,6 +73,7 @@ def _environment() -> Environment:
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
     )
     env.filters["clock"] = _clock
+    env.filters["cn"] = common_name
     return env
 
 
@@ -93,6 +94,8 @@ def timeline_svg(data: dict[str, Any]) -> Markup:
         f'height="{height}" role="img" aria-label="certificate timeline">',
         '<defs><pattern id="due" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="3" height="6" fill="#d62828"/></pattern>'
+        '<pattern id="ari" width="6" height="6" patternUnits="userSpaceOnUse">'
+        '<circle cx="3" cy="3" r="1.6" fill="#1d3557"/></pattern>'
         "</defs>",
     ]
     for month in range(0, data["days"] + 1, 30):
@@ -114,7 +117,9 @@ def timeline_svg(data: dict[str, Any]) -> Markup:
             begin = x(bar["window"])
             parts.append(f'<rect x="{begin:.1f}" y="{y + 3}" '
                          f'width="{max(1.0, stop - begin):.1f}" height="{row_h - 6}" '
-                         f'fill="url(#due)"><title>renewal window: '
+                         f'fill="url(#{"ari" if bar["source"] == "ari" else "due"})" '
+                         f'data-window="{html.escape(bar["source"])}"><title>'
+                         f'{"ARI window" if bar["source"] == "ari" else "renewal window"}: '
                          f'{html.escape(bar["rule"])}</title></rect>')
         parts.append(f'<text x="{min(stop + 4, left + width - 70):.1f}" y="{y + 14}" '
                      f'font-size="10">{expires}</text>')
@@ -166,8 +171,13 @@ class Dashboard:
                             secure=self.config.https, path="/")
 
 
-def create_app(config: WebConfig, view: EstateView | None = None) -> Starlette:
-    """The application; ``view`` (the shared scan) is made read-only from ``config`` if None."""
+def create_app(config: WebConfig, view: EstateView | None = None,
+               metrics: Any = None) -> Starlette:
+    """The application; ``view`` (the shared scan) is made read-only from ``config`` if None.
+
+    ``metrics`` (a prometheus_client registry, ``serve --metrics``) is served at
+    ``/metrics`` to a logged-in user or a bearer token, as ``certfleet exporter`` does.
+    """
     if view is None:
         from ..estate.store import Store
 
@@ -449,6 +459,15 @@ def create_app(config: WebConfig, view: EstateView | None = None) -> Starlette:
             return board.secure(JSONResponse({"error": "no such action"}, 404))
         return board.secure(JSONResponse(job.to_dict()))
 
+    async def metrics_page(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        who = json_api(request)
+        if isinstance(who, Response):
+            return who
+        return board.secure(Response(generate_latest(metrics),
+                                     headers={"Content-Type": CONTENT_TYPE_LATEST}))
+
     routes = [
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
@@ -465,6 +484,8 @@ def create_app(config: WebConfig, view: EstateView | None = None) -> Starlette:
         Route("/api/runs", api_runs),
         Route("/api/jobs/{id:int}", api_job),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics_page))
     app = Starlette(routes=routes)
     app.state.board = board
     return app

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ from ..estate.store import ReadOnlyStore
 from ..inventory import Inventory, load_inventory
 
 __all__ = ["BAND_LABELS", "EstateView", "Snapshot", "common_name", "next_command"]
+
+#: renew's reason when the CA's renewalInfo (RFC 9773) answered (acme/renew.py, is_due).
+ARI_REASON = re.compile(r"renewal window \(ARI\) open(?:ed:|s) (\d{4}-\d\d-\d\d \d\d:\d\d)Z")
 
 #: A band in words (the colour is never the only sign).
 BAND_LABELS = {
@@ -117,6 +122,9 @@ class EstateView:
         self._stop = threading.Event()
         self._scanned = threading.Condition()
         self._thread: threading.Thread | None = None
+        #: Called after each scan in the scanning thread (``serve --metrics`` scans for the
+        #: exporter's metrics there, at the same pace); its errors never end a scan.
+        self.after_scan: Callable[[], None] | None = None
 
     def inventory(self) -> Inventory:
         """The inventory as it is now on disk. Raises CertfleetError."""
@@ -145,6 +153,9 @@ class EstateView:
             self.snapshot = snapshot
             self.scans += 1
             self._scanned.notify_all()
+        if self.after_scan is not None:
+            with contextlib.suppress(Exception):  # the metrics never fail the page's scan
+                self.after_scan()
         return snapshot
 
     def _plan(self, inventory: Inventory) -> None:
@@ -309,6 +320,9 @@ class EstateView:
                 return None
             return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
+        ari = self.ari_windows()
+        current = {name: self.store.current_version(name) for name in
+                   {v.certificate for v in self.store.versions()}}
         bars: list[dict[str, Any]] = []
         for version in self.store.versions():
             start, stop = when(version.not_before), when(version.not_after)
@@ -322,9 +336,18 @@ class EstateView:
             else:
                 window = dt.timedelta(days=rule_days)
                 rule = f"renew_before_days = {rule_days}"
+            opens, source = max(stop - window, now), "rule"
+            told = ari.get(version.certificate)
+            latest = current.get(version.certificate)
+            if told is not None and latest is not None and latest.id == version.id \
+                    and told[1] >= start:
+                # The CA's window (RFC 9773) decides while it answers: renew follows it.
+                opens, source = max(told[0], now), "ari"
+                rule = (f"the CA's renewal window (ARI) opens {told[0]:%Y-%m-%d %H:%M}Z, "
+                        f"as renew recorded on {told[1]:%Y-%m-%d}")
             bars.append({"row": f"{version.certificate} v{version.number}", "kind": "version",
                          "start": max(start, now), "end": min(stop, end), "expires": stop,
-                         "window": max(stop - window, now), "rule": rule,
+                         "window": opens, "source": source, "rule": rule,
                          "href": f"/certificates/{version.certificate}"})
         for status in snapshot.statuses:
             for item in status.listeners:
@@ -333,9 +356,31 @@ class EstateView:
                     continue
                 bars.append({"row": f"{status.name} {item.label}", "kind": "device",
                              "start": now, "end": min(stop, end), "expires": stop,
-                             "window": None, "rule": "",
+                             "window": None, "source": "", "rule": "",
                              "href": f"/devices/{status.name}"})
         return {"now": now, "end": end, "days": days, "bars": bars}
+
+
+    def ari_windows(self, limit: int = 500) -> dict[str, tuple[dt.datetime, dt.datetime]]:
+        """Each certificate's ARI window as ``certfleet renew`` last recorded it (its audit
+        line: "the CA's renewal window (ARI) opens ..."), with when it was recorded."""
+        found: dict[str, tuple[dt.datetime, dt.datetime]] = {}
+        seen: set[str] = set()
+        for row in self.store.audit_log(limit=limit, command="renew"):
+            name, sep, reason = str(row.get("detail") or "").partition(": ")
+            if not sep or name in seen:
+                continue
+            seen.add(name)  # only the newest verdict of each certificate counts
+            match = ARI_REASON.search(reason)
+            if match is None:
+                continue
+            try:
+                opens = dt.datetime.strptime(match[1], "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC)
+                at = dt.datetime.fromisoformat(str(row["at"]))
+            except (KeyError, ValueError):
+                continue
+            found[name] = (opens, at if at.tzinfo else at.replace(tzinfo=dt.UTC))
+        return found
 
 
 async def collect_status_quietly(inventory: Inventory, store: ReadOnlyStore,

@@ -81,12 +81,20 @@ class RunsMixin(StoreBase):
             (now(), os_user(), socket.gethostname(), command, device, outcome, detail),
         )
 
-    def audit_log(self, device: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def audit_log(self, device: str | None = None, limit: int = 200, *,
+                  command: str | None = None) -> list[dict[str, Any]]:
+        """The newest audit lines first (of ``device`` and of ``command`` when given)."""
         sql = "SELECT * FROM audit"
+        where: list[str] = []
         args: list[Any] = []
         if device:
-            sql += " WHERE device = ?"
+            where.append("device = ?")
             args.append(device)
+        if command:
+            where.append("command = ?")
+            args.append(command)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         return [dict(row) for row in self.db.execute(sql, args)]
@@ -147,19 +155,28 @@ class RunsMixin(StoreBase):
         (``devices``) and each device's outcome (``outcomes``)."""
         rows = self.db.execute(
             "SELECT r.id, r.command, r.started, r.finished, r.user, r.host, r.pid,"
-            " r.inventory_path, r.options, r.exit_code,"
-            " (SELECT COUNT(*) FROM deployments d WHERE d.run_id = r.id) AS devices,"
-            " (SELECT group_concat(d.device || char(9) || d.outcome, char(10)) FROM deployments d"
-            "  WHERE d.run_id = r.id) AS outcomes"
+            " r.inventory_path, r.options, r.exit_code"
             " FROM runs r ORDER BY r.id DESC LIMIT ?", (limit,),
         ).fetchall()
-        result = []
+        result: list[dict[str, Any]] = []
+        by_id: dict[int, dict[str, Any]] = {}
         for row in rows:
             item = dict(row)
             item["options"] = json.loads(item["options"] or "{}")
-            pairs = [part.split("\t", 1) for part in (item.pop("outcomes") or "").split("\n")]
-            item["outcomes"] = {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+            item["devices"], item["outcomes"] = 0, {}
+            by_id[item["id"]] = item
             result.append(item)
+        if by_id:
+            # One pass over the deployments of the listed runs (not two subqueries a run).
+            low, high = min(by_id), max(by_id)
+            for run_id, device, outcome in self.db.execute(
+                "SELECT run_id, device, outcome FROM deployments"
+                " WHERE run_id BETWEEN ? AND ? ORDER BY id", (low, high),
+            ):
+                listed = by_id.get(run_id)
+                if listed is not None:
+                    listed["devices"] += 1
+                    listed["outcomes"][device] = outcome
         return result
 
     def settle_interrupted(self) -> list[int]:
