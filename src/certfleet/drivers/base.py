@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ..errors import (
     CertfleetError,
@@ -32,7 +32,7 @@ from ..errors import (
     RollbackError,
     VerificationError,
 )
-from ..pki.model import Bundle, Finding
+from ..pki.model import Bundle, Finding, PrivateKey
 from .tlsprobe import Listener, ProbeResult, probe, wait_for_served
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "Driver",
     "EventCallback",
     "Outcome",
+    "Rehearsal",
+    "RollbackCutShort",
     "StepEvent",
     "describe_exception",
     "wait_for_previous",
@@ -87,6 +89,35 @@ class StepEvent:
 
 
 EventCallback = Callable[[StepEvent], None]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """What a driver's rehearsal of a deploy found (``certfleet probe``, ``deploy``).
+
+    ``checks``: each as ``{"name", "ok", "detail", "fix"}``; ``transcript``: the
+    session's, secrets scrubbed, when the driver keeps one.
+    """
+
+    ready: bool
+    reason: str
+    fix: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    transcript: str | None = None
+
+
+class RollbackCutShort(Exception):
+    """A rollback stopped by its bound after an interrupt, or interrupted again.
+
+    ``grace`` is the bound in seconds; ``again`` says the second case.
+    """
+
+    def __init__(self, grace: float, again: bool) -> None:
+        super().__init__("interrupted again" if again else f"not done within {grace:g}s")
+        self.grace = grace
+        self.again = again
 
 
 #: The manifest of a backup folder; a device file of that name is never part of a backup.
@@ -249,6 +280,32 @@ class Driver(abc.ABC):
     def can_restore(self, backup: Backup) -> bool:
         """Whether ``backup`` is enough to restore the previous state."""
         return True
+
+    def rollback_keys(self) -> Sequence[PrivateKey] | None:
+        """The private keys a restore may put back, for a device that never returns its own.
+
+        For a kind with ``rollback_needs_key``: the stored keys of the
+        certificate and ``deploy --previous-key``; a rollback is possible when
+        the key of every certificate served now is among them. None (the
+        default): the backup holds what a restore needs.
+        """
+        return None
+
+    def deferred_findings(self) -> frozenset[str]:
+        """Codes of :meth:`preflight` findings that stand for a secret not asked yet.
+
+        A plan leaves ``prompt`` secrets unasked; a finding on such a secret is
+        not held against the device then (the deploy that asks checks it).
+        """
+        return frozenset()
+
+    async def rehearsal(self, hosts: Sequence[str], *,
+                        allow_no_rollback: bool = False) -> Rehearsal | None:
+        """Rehearse a deploy up to the first change, then back out; None: no rehearsal.
+
+        Never raises a CertfleetError (a failed check says); closes the session.
+        """
+        return None
 
     def transcript(self) -> str | None:
         """A password-free transcript of the session, when the driver keeps one."""
@@ -456,14 +513,53 @@ class Driver(abc.ABC):
             outcome.transcript = self.transcript()
             await self.close()
 
-    async def _restore_and_verify(
-        self, backup: Backup, before: Sequence[ProbeResult]
-    ) -> list[ProbeResult]:
+    async def rollback(self, backup: Backup, verify: Callable[[], Awaitable[_T]], *,
+                       detail: str = "", grace: float | None = None) -> _T:
+        """Restore ``backup``, then ``verify()`` it: the one way back, for a failed deploy
+        and for ``certfleet rollback``.
+
+        Once begun, an interrupt (Ctrl-C, SIGTERM, a cancellation) does not stop
+        it half-way: it then gets :attr:`interrupt_grace` seconds to finish
+        (``grace`` bounds it from the start). Raises RollbackCutShort past that
+        bound or when interrupted again, and whatever the restore or ``verify``
+        raise (a CancelledError that was not an interrupt of this rollback).
+        """
+        self.emit("rollback", "start", detail)
+        work = asyncio.ensure_future(self._restore_then(backup, verify))
+        try:
+            if grace is not None:
+                return await asyncio.wait_for(work, grace)
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if work.done():
+                    raise
+                self.emit("rollback", "start", "interrupted: finishing the rollback")
+                current = asyncio.current_task()
+                if current is not None:
+                    # Taken: without this, the next await would be cancelled at once.
+                    current.uncancel()
+                grace = self.interrupt_grace
+                return await asyncio.wait_for(work, grace)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if not work.done():
+                work.cancel()
+            # Its end (cancelled, or a RollbackError) is reported here, not by asyncio's logger.
+            work.add_done_callback(lambda done: done.cancelled() or done.exception())
+            if grace is None or (isinstance(exc, TimeoutError) and work.done()
+                                 and not work.cancelled()):
+                raise  # the timeout came from inside the restore, not from the bound
+            raise RollbackCutShort(grace, again=not isinstance(exc, TimeoutError)) from exc
+
+    async def _restore_then(self, backup: Backup, verify: Callable[[], Awaitable[_T]]) -> _T:
         try:
             await self.restore(backup)
         except (KeyboardInterrupt, SystemExit) as exc:  # would stop the event loop itself
             raise RollbackError(f"the restore was {describe_exception(exc)}") from exc
         self.emit("rollback", "ok")
+        return await verify()
+
+    async def _verify_previous(self, before: Sequence[ProbeResult]) -> list[ProbeResult]:
         self.emit("verify", "start", "the previous certificates")
         after = await self.verify_restored(before)
         self.emit("verify", "ok", f"{len(after)} listener(s) serve their previous certificate")
@@ -479,11 +575,9 @@ class Driver(abc.ABC):
         *,
         grace: float | None = None,
     ) -> DeployOutcome:
-        """Restore ``backup`` and verify each listener by handshake.
+        """A failed deploy's way back: :meth:`rollback`, then the outcome says how it went.
 
-        A cancellation that arrives while rolling back does not stop it: the
-        rollback then gets :attr:`interrupt_grace` seconds (``grace`` bounds it
-        from the start). Past that bound the outcome is ``failed``.
+        Past the bound of an interrupted rollback the outcome is ``failed``.
         """
         outcome.outcome = "failed"
         first = f"{self.name}: {cause}"
@@ -491,47 +585,23 @@ class Driver(abc.ABC):
             outcome.message = f"{first}; no backup to restore"
             outcome.hint = "restore the previous certificate by hand; " + (cause_hint or "")
             return outcome
-        self.emit("rollback", "start", cause)
-        work = asyncio.ensure_future(self._restore_and_verify(backup, before))
         try:
-            if grace is not None:
-                after = await asyncio.wait_for(work, grace)
-            else:
-                try:
-                    after = await asyncio.shield(work)
-                except asyncio.CancelledError:
-                    if work.done():
-                        raise
-                    self.emit("rollback", "start", "interrupted: finishing the rollback")
-                    current = asyncio.current_task()
-                    if current is not None:
-                        # Taken: without this, the next await would be cancelled at once.
-                        current.uncancel()
-                    grace = self.interrupt_grace
-                    after = await asyncio.wait_for(work, grace)
-            outcome.served_after = {str(r.listener): r.sha256 for r in after}
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            if not work.done():
-                work.cancel()
-            # Its end (cancelled, or a RollbackError) is reported here, not by asyncio's logger.
-            work.add_done_callback(lambda done: done.cancelled() or done.exception())
-            if grace is None or (isinstance(exc, TimeoutError) and work.done()
-                                 and not work.cancelled()):
-                # The timeout came from inside the restore, not from the bound.
-                return self._rollback_failed(outcome, first, exc)
-            why = (f"not done within {grace:g}s of the interrupt"
-                   if isinstance(exc, TimeoutError) else "interrupted again")
+            after = await self.rollback(backup, lambda: self._verify_previous(before),
+                                        detail=cause, grace=grace)
+        except RollbackCutShort as cut:
+            why = ("interrupted again" if cut.again
+                   else f"not done within {cut.grace:g}s of the interrupt")
             self.emit("rollback", "failed", why)
             outcome.message = (
-                f"{first}; the rollback was {why}: the device may be changed"
-                if not isinstance(exc, TimeoutError) else
-                f"{first}; the rollback did not finish within {grace:g}s of the interrupt: "
+                f"{first}; the rollback was {why}: the device may be changed" if cut.again else
+                f"{first}; the rollback did not finish within {cut.grace:g}s of the interrupt: "
                 "the device may be changed"
             )
             outcome.hint = "run 'certfleet rollback DEVICE' or 'certfleet deploy' to finish"
             return outcome
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             return self._rollback_failed(outcome, first, exc)
+        outcome.served_after = {str(r.listener): r.sha256 for r in after}
         outcome.outcome = "restored"
         outcome.message = (
             f"{first}; the previous certificate was restored and verified by handshake"

@@ -45,7 +45,7 @@ from ..errors import (
 from ..pki.keygen import profile_key_pem
 from ..pki.model import Bundle, Finding, PrivateKey, cert_sha256, spki_sha256
 from ..pki.profiles import SbcProfile, render_target
-from .base import Backup, DeployOutcome, Driver, EventCallback, wait_for_previous
+from .base import Backup, DeployOutcome, Driver, EventCallback, Rehearsal, wait_for_previous
 from .sbc_model import (
     NO_ROLLBACK_HINT,
     SbcContext,
@@ -163,6 +163,25 @@ class SbcDriver(SbcRest, Driver):
         from .sbc_rehearsal import rehearse
 
         return await rehearse(self, allow_no_rollback=allow_no_rollback)
+
+    async def rehearsal(self, hosts: Sequence[str], *,
+                        allow_no_rollback: bool = False) -> Rehearsal:
+        """:meth:`rehearse`, in the template's terms."""
+        readiness = await self.rehearse(allow_no_rollback=allow_no_rollback)
+        checks = [c.to_dict() for c in readiness.checks]
+        if readiness.ready:
+            notes = [c.detail for c in readiness.checks if not c.ok]
+            reason = "every check passed" + (f"; note: {'; '.join(notes)}" if notes else "")
+            return Rehearsal(True, reason, None, checks)
+        failed = list(readiness.reasons)
+        reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        fix = "; ".join(c.fix for c in failed if c.fix) or None
+        return Rehearsal(False, reason, fix, checks)
+
+    def rollback_keys(self) -> Sequence[PrivateKey]:
+        """The stored keys of the certificate and ``--previous-key``: an SBC never
+        returns its own."""
+        return self.previous_keys
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[SbcDriver]:

@@ -78,6 +78,7 @@ KIND = DriverKind(
     listener_port="port",
     default_user="Admin",
     rollback_needs_key=True,
+    rollback_key_note="the SBC never returns its private key",
     steps=(
         "REST: back up INI and contexts",
         "upload key, certificate, trusted roots",

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import DeployOutcome, EventCallback, StepEvent, describe_exception
+from ..drivers.base import (
+    DeployOutcome,
+    EventCallback,
+    RollbackCutShort,
+    StepEvent,
+    describe_exception,
+)
 from ..drivers.tlsprobe import Listener, ProbeResult, wait_for_served
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Inventory
@@ -123,13 +129,10 @@ async def rollback_device(
             driver.emit("connect", "start")
             await driver.connect()
             driver.emit("connect", "ok")
-            driver.emit("rollback", "start", f"backup {record.id} of {record.created}")
             prepare_standalone_restore(driver)
             result.touched = True
 
-            async def restore_and_verify() -> None:
-                await driver.restore(backup)
-                driver.emit("rollback", "ok")
+            async def verify() -> None:
                 expected = previous_by_listener(device.listeners, backup.meta, record.served_sha256)
                 if not expected:
                     driver.emit("verify", "failed", "nothing to verify against")
@@ -138,32 +141,24 @@ async def rollback_device(
                         "a certificate before the deploy, so no handshake can prove the restore"
                     )
                     result.hint = f"check what it serves with 'certfleet status --only {name}'"
-                else:
-                    # Verified here, by handshake, each listener against what it served
-                    # before: the drivers' own verify follows the state of a deploy session.
-                    driver.emit("verify", "start")
-                    after = await verify_each(expected, max(device.verify_timeout, 5.0))
-                    result.served_after = {str(r.listener): r.sha256 for r in after}
-                    driver.emit("verify", "ok", f"{len(after)} listener(s)")
-                    result.ok = True
-                    result.message = (
-                        f"{name}: backup {record.id} restored and verified by handshake on "
-                        f"{len(after)} listener(s)"
-                    )
+                    return
+                # Verified here, by handshake, each listener against what it served
+                # before: the drivers' own verify follows the state of a deploy session.
+                driver.emit("verify", "start")
+                after = await verify_each(expected, max(device.verify_timeout, 5.0))
+                result.served_after = {str(r.listener): r.sha256 for r in after}
+                driver.emit("verify", "ok", f"{len(after)} listener(s)")
+                result.ok = True
+                result.message = (
+                    f"{name}: backup {record.id} restored and verified by handshake on "
+                    f"{len(after)} listener(s)"
+                )
 
-            # Once the restore has begun, an interrupt (Ctrl-C, SIGTERM) does not stop
-            # it half-way: it gets the driver's interrupt_grace to finish.
-            work = asyncio.ensure_future(restore_and_verify())
             try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:
-                if work.done():
-                    raise
-                driver.emit("rollback", "start", "interrupted: finishing the rollback")
-                try:
-                    await asyncio.wait_for(work, driver.interrupt_grace)
-                except TimeoutError:
-                    raise asyncio.CancelledError from None
+                await driver.rollback(backup, verify,
+                                      detail=f"backup {record.id} of {record.created}")
+            except RollbackCutShort:  # past the driver's interrupt_grace: stopped
+                raise asyncio.CancelledError from None
         except CertfleetError as exc:
             driver.emit("rollback", "failed", exc.message)
             result.message = f"{name}: rollback failed: {exc.message}" + (

@@ -41,7 +41,7 @@ from ...pki.profiles import (
     keystore_password_findings,
     render_target,
 )
-from ..base import Backup, Driver, EventCallback
+from ..base import Backup, Driver, EventCallback, Rehearsal
 from ..tlsprobe import Listener
 from .config import (
     OvocProgress,
@@ -129,6 +129,8 @@ class OvocDriver(Driver, SftpStaging):
         self.staging: StagingSettings = settings["staging"]
         self.terminal: TerminalSettings = settings["terminal"]
         self.keystore_password = keystore_password
+        # The inventory says ``prompt`` and it was not asked (a plan): see deferred_findings.
+        self.keystore_password_deferred = False
         self.staging_dir = self.staging.dir  # may move to the SFTP home (see _locate...)
         self.profile = profile
         self.menu = menu or OvocMenu()
@@ -258,6 +260,12 @@ class OvocDriver(Driver, SftpStaging):
         """The profile's findings (key and root present, key type, keystore password)."""
         return [*self.profile.preflight(bundle),
                 *self.profile.keystore_password_findings(self.keystore_password)]
+
+    def deferred_findings(self) -> frozenset[str]:
+        """The keystore password's check waits for the run that asks for it."""
+        if self.keystore_password_deferred and not self.keystore_password:
+            return frozenset({"OVOC_KEYSTORE_PASSWORD"})
+        return frozenset()
 
     async def backup(self) -> Backup:
         """Download what is staged now (server.key included)."""
@@ -420,6 +428,20 @@ class OvocDriver(Driver, SftpStaging):
         from .probe import probe_ovoc
 
         return await probe_ovoc(self, tuple(hosts))
+
+    async def rehearsal(self, hosts: Sequence[str], *,
+                        allow_no_rollback: bool = False) -> Rehearsal:
+        """:meth:`probe`, in the template's terms."""
+        report = await self.probe(hosts=hosts)
+        reason = str(report.reason)
+        for prefix in ("ready: ", "not ready: "):
+            reason = reason.removeprefix(prefix)
+        checks = [c.to_dict() for c in report.checks]
+        if report.labels:
+            checks.append({"name": "labels", "ok": report.ready, "detail": dict(report.labels),
+                           "fix": None})
+        return Rehearsal(bool(report.ready), reason, report.fix, checks,
+                         transcript=report.transcript)
 
     # ---- doctor ------------------------------------------------------------------------
 
