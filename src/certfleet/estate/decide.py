@@ -22,12 +22,15 @@ from ..drivers.registry import DriverKind, find_kind
 from ..drivers.tlsprobe import ProbeResult, probe
 from ..errors import CertfleetError
 from ..inventory import Device, Inventory
+from .options import DeployOptions
 from .targets import DriverFactory, Targets, device_findings, rollback_possible
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..drivers.base import Driver, EventCallback
     from .store import Store, VersionRecord
+
+_DEFAULTS = DeployOptions()
 
 __all__ = [
     "Decision",
@@ -99,18 +102,18 @@ async def decide_device(
     store: Store,
     targets: Targets,
     factory: DriverFactory,
+    options: DeployOptions = _DEFAULTS,
     *,
-    force: bool = False,
-    allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
-    ignore_findings: Collection[str] = (),
 ) -> Decision:
     """Decide for ``device`` (see the module docstring). Never raises CertfleetError.
 
-    ``force`` redeploys where every listener serves the target already;
-    ``ignore_findings`` names error codes to go past, when the profile lets them
-    be ignored (see :func:`certfleet.pki.profiles.not_overridable`).
+    ``options.force`` redeploys where every listener serves the target already;
+    ``options.ignore_findings`` names error codes to go past, when the profile
+    lets them be ignored (see :func:`certfleet.pki.profiles.not_overridable`).
     """
+    force, allow_no_rollback = options.force, options.allow_no_rollback
+    ignore_findings = options.ignore_findings
 
     decision = Decision(device)
     version, bundle, problem = targets.get(device.certificate)
@@ -236,13 +239,11 @@ async def decide_all(
     inventory: Inventory,
     store: Store,
     factory: DriverFactory | None = None,
+    options: DeployOptions = _DEFAULTS,
     *,
-    force: bool = False,
-    allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
     targets: Targets | None = None,
     credentials: Credentials | None = None,
-    ignore_findings: Collection[str] = (),
 ) -> list[Decision]:
     """Decide for every device, concurrently; in the order of ``devices``.
 
@@ -254,8 +255,6 @@ async def decide_all(
         factory = make_factory(store, credentials or placeholder_secrets(devices))
     targets = targets or Targets(inventory, store)
     return list(await asyncio.gather(*(
-        decide_device(device, inventory, store, targets, factory, force=force,
-                      allow_no_rollback=allow_no_rollback, on_event=on_event,
-                      ignore_findings=ignore_findings)
+        decide_device(device, inventory, store, targets, factory, options, on_event=on_event)
         for device in devices
     )))
