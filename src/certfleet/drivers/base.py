@@ -395,16 +395,62 @@ class Driver(abc.ABC):
 
     async def _deploy(self, bundle: Bundle, findings: Sequence[Finding], force: bool,
                       allow_no_rollback: bool) -> DeployOutcome:
-        target = bundle.leaf_sha256
-        outcome = DeployOutcome(self.name, "refused", "", target_sha256=target)
+        outcome = DeployOutcome(self.name, "refused", "", target_sha256=bundle.leaf_sha256)
         outcome.steps = self._steps
+        if not self._preflight_step(bundle, findings, force, outcome):
+            return outcome
+        work = _Session()
+        try:
+            await self._connect_and_backup(outcome, work)
+            if not self._may_change(outcome, work, allow_no_rollback):
+                return outcome
+            assert work.backup is not None
+            if self.on_backup is not None:
+                await self.on_backup(work.backup)
+            self.emit("install", "start")
+            work.changed = True
+            await self.install(bundle)
+            self.emit("install", "ok")
+            return await self._verify_step(bundle.leaf_sha256, outcome)
+        except CertfleetError as exc:
+            failed_step = self._steps[-1].step if self._steps else "?"
+            self.emit(failed_step, "failed", exc.message)
+            if not work.changed:
+                outcome.outcome = "refused"
+                outcome.message = f"{self.name}: {exc.message} (nothing was changed)"
+                outcome.hint = exc.hint
+                return outcome
+            return await self._rollback(outcome, work.backup, work.before, exc.message, exc.hint)
+        except BaseException as exc:  # a bug, an OS error, a timeout, Ctrl-C, a cancellation
+            failed_step = self._steps[-1].step if self._steps else "?"
+            what = describe_exception(exc)
+            self.emit(failed_step, "failed", what)
+            cancelled = not isinstance(exc, Exception)
+            if not work.changed:
+                if cancelled:
+                    raise
+                outcome.outcome = "refused"
+                outcome.message = f"{self.name}: {what} (nothing was changed)"
+                outcome.hint = "this is a defect of certfleet or the device: please report it"
+                return outcome
+            # After a cancellation the rollback gets interrupt_grace seconds, no more.
+            grace = self.interrupt_grace if cancelled else None
+            return await self._rollback(outcome, work.backup, work.before, what, None,
+                                        grace=grace)
+        finally:
+            outcome.transcript = self.transcript()
+            await self.close()
+
+    def _preflight_step(self, bundle: Bundle, findings: Sequence[Finding], force: bool,
+                        outcome: DeployOutcome) -> bool:
+        """The toolkit's and the driver's findings; False (refused, said) on an error."""
         try:
             all_findings = [*findings, *self.preflight(bundle)]
         except Exception as exc:  # a defect in a driver's checks: nothing was touched
             self.emit("preflight", "failed", describe_exception(exc))
             outcome.message = f"{self.name}: {describe_exception(exc)} (nothing was changed)"
             outcome.hint = "this is a defect of certfleet: please report it"
-            return outcome
+            return False
         outcome.findings = all_findings
         errors = [f for f in all_findings if f.severity == "error"]
         self.emit("preflight", "start")
@@ -414,104 +460,76 @@ class Driver(abc.ABC):
                 f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             )
             outcome.hint = errors[0].hint or None
-            return outcome
+            return False
         self.emit("preflight", "ok", "forced past errors" if errors else "")
+        return True
 
-        changed = False
-        backup: Backup | None = None
-        before: list[ProbeResult] = []
-        try:
-            self.emit("connect", "start")
-            await self.connect()
-            self.emit("connect", "ok")
-            self.emit("observe", "start")
-            before = list(await self.observe())
-            outcome.served_before = {str(r.listener): r.sha256 for r in before}
-            self.emit("observe", "ok")
-            self.emit("backup", "start")
-            backup = await self.backup()
-            outcome.backup = backup
-            known = {(item.host, item.port) for item in self.listeners}
-            extra = [
-                item for item in self.extra_listeners(backup) if (item.host, item.port) not in known
-            ] if not self.allow_unverified else []
-            if extra:
-                self.listeners.extend(extra)
-                extra_before = await probe(extra)
-                before.extend(extra_before)
-                outcome.served_before.update({str(r.listener): r.sha256 for r in extra_before})
-            # Per listener, what it served: what a later rollback is verified against.
-            backup.meta.setdefault(
-                "listeners_served", {str(r.listener): r.sha256 for r in before}
-            )
-            self.emit("backup", "ok", f"{len(backup.files)} file(s)")
-            if not self.can_restore(backup) and not allow_no_rollback:
-                outcome.message = (
-                    f"{self.name}: no rollback is possible (the device never returns its "
-                    "private key and no previous key is known)"
-                )
-                outcome.hint = ("rerun certfleet deploy with --allow-no-rollback to deploy "
-                                "without a way back")
-                self.emit("backup", "failed", "no rollback possible")
-                return outcome
-            if not self.listeners and not self.allow_unverified:
-                self.emit("verify", "failed", "no listener to verify")
-                outcome.message = (
-                    f"{self.name}: no TLS listener to verify the new certificate on "
-                    "(nothing was changed)"
-                )
-                outcome.hint = self.no_listener_hint
-                return outcome
-            if self.on_backup is not None:
-                await self.on_backup(backup)
-            self.emit("install", "start")
-            changed = True
-            await self.install(bundle)
-            self.emit("install", "ok")
-            self.emit("verify", "start")
-            after = await self.verify(target)  # with no listener: the driver's own checks
-            if not self.listeners:
-                outcome.outcome = "installed"
-                outcome.message = (
-                    f"{self.name}: installed, NOT verified (no listener was checked by handshake)"
-                )
-                outcome.hint = "check what it serves with a handshake of your own"
-                self.emit("verify", "skipped", "not verified: no listener to check")
-                return outcome
-            outcome.served_after = {str(r.listener): r.sha256 for r in after}
-            self.emit("verify", "ok")
-            outcome.outcome = "installed"
+    async def _connect_and_backup(self, outcome: DeployOutcome, work: _Session) -> None:
+        """Connect, observe every listener (and those the change will touch), back up."""
+        self.emit("connect", "start")
+        await self.connect()
+        self.emit("connect", "ok")
+        self.emit("observe", "start")
+        work.before = list(await self.observe())
+        outcome.served_before = {str(r.listener): r.sha256 for r in work.before}
+        self.emit("observe", "ok")
+        self.emit("backup", "start")
+        backup = work.backup = outcome.backup = await self.backup()
+        known = {(item.host, item.port) for item in self.listeners}
+        extra = [
+            item for item in self.extra_listeners(backup) if (item.host, item.port) not in known
+        ] if not self.allow_unverified else []
+        if extra:
+            self.listeners.extend(extra)
+            extra_before = await probe(extra)
+            work.before.extend(extra_before)
+            outcome.served_before.update({str(r.listener): r.sha256 for r in extra_before})
+        # Per listener, what it served: what a later rollback is verified against.
+        backup.meta.setdefault(
+            "listeners_served", {str(r.listener): r.sha256 for r in work.before}
+        )
+        self.emit("backup", "ok", f"{len(backup.files)} file(s)")
+
+    def _may_change(self, outcome: DeployOutcome, work: _Session,
+                    allow_no_rollback: bool) -> bool:
+        """Whether the device may be changed: a way back, and a listener to verify on."""
+        assert work.backup is not None
+        if not self.can_restore(work.backup) and not allow_no_rollback:
             outcome.message = (
-                f"{self.name}: installed and verified by handshake on {len(after)} listener(s)"
+                f"{self.name}: no rollback is possible (the device never returns its "
+                "private key and no previous key is known)"
             )
+            outcome.hint = ("rerun certfleet deploy with --allow-no-rollback to deploy "
+                            "without a way back")
+            self.emit("backup", "failed", "no rollback possible")
+            return False
+        if not self.listeners and not self.allow_unverified:
+            self.emit("verify", "failed", "no listener to verify")
+            outcome.message = (
+                f"{self.name}: no TLS listener to verify the new certificate on "
+                "(nothing was changed)"
+            )
+            outcome.hint = self.no_listener_hint
+            return False
+        return True
+
+    async def _verify_step(self, target: str, outcome: DeployOutcome) -> DeployOutcome:
+        self.emit("verify", "start")
+        after = await self.verify(target)  # with no listener: the driver's own checks
+        outcome.outcome = "installed"
+        if not self.listeners:
+            outcome.message = (
+                f"{self.name}: installed, NOT verified (no listener was checked by handshake)"
+            )
+            outcome.hint = "check what it serves with a handshake of your own"
+            self.emit("verify", "skipped", "not verified: no listener to check")
             return outcome
-        except CertfleetError as exc:
-            failed_step = self._steps[-1].step if self._steps else "?"
-            self.emit(failed_step, "failed", exc.message)
-            if not changed:
-                outcome.outcome = "refused"
-                outcome.message = f"{self.name}: {exc.message} (nothing was changed)"
-                outcome.hint = exc.hint
-                return outcome
-            return await self._rollback(outcome, backup, before, exc.message, exc.hint)
-        except BaseException as exc:  # a bug, an OS error, a timeout, Ctrl-C, a cancellation
-            failed_step = self._steps[-1].step if self._steps else "?"
-            what = describe_exception(exc)
-            self.emit(failed_step, "failed", what)
-            cancelled = not isinstance(exc, Exception)
-            if not changed:
-                if cancelled:
-                    raise
-                outcome.outcome = "refused"
-                outcome.message = f"{self.name}: {what} (nothing was changed)"
-                outcome.hint = "this is a defect of certfleet or the device: please report it"
-                return outcome
-            # After a cancellation the rollback gets interrupt_grace seconds, no more.
-            grace = self.interrupt_grace if cancelled else None
-            return await self._rollback(outcome, backup, before, what, None, grace=grace)
-        finally:
-            outcome.transcript = self.transcript()
-            await self.close()
+        outcome.served_after = {str(r.listener): r.sha256 for r in after}
+        self.emit("verify", "ok")
+        outcome.message = (
+            f"{self.name}: installed and verified by handshake on {len(after)} listener(s)"
+        )
+        return outcome
 
     async def rollback(self, backup: Backup, verify: Callable[[], Awaitable[_T]], *,
                        detail: str = "", grace: float | None = None) -> _T:
@@ -622,6 +640,15 @@ class Driver(abc.ABC):
             else "the device is NOT in its previous state: restore the backup by hand"
         )
         return outcome
+
+
+@dataclass
+class _Session:
+    """What a deploy has done so far: what a failure must undo, and how."""
+
+    changed: bool = False
+    backup: Backup | None = None
+    before: list[ProbeResult] = field(default_factory=list)
 
 
 def describe_exception(exc: BaseException) -> str:
