@@ -157,28 +157,37 @@ async def decide_device(
                                "this is a defect of certfleet: please report it")
     deferred = decision.driver.deferred_findings()  # a plan's stand-in: asked at run time
     profile_findings = [f for f in profile_findings if f.code not in deferred]
-    kind = find_kind(decision.driver.kind)
     if _refuse_errors(decision, profile_findings, ignore_findings, own):
         return decision
+    if not _way_back(decision, allow_no_rollback):
+        return decision
+    behind = sum(1 for sha in decision.served.values() if sha != version.leaf_sha256)
+    decision.reason = f"{behind}/{len(decision.results)} listener(s) do not serve v{version.number}"
+    return decision
+
+
+def _way_back(decision: Decision, allow_no_rollback: bool) -> bool:
+    """Whether a rollback will be possible, as the driver's kind says; False: refused."""
+    assert decision.driver is not None
+    device = decision.device
+    kind = find_kind(decision.driver.kind)
     # A driver of no registered kind backs up what it changes.
-    needs_key = kind is not None and kind.rollback_needs_key
-    note = kind.rollback_note if kind is not None else DriverKind.rollback_note
-    if kind is not None and needs_key:
-        _rollback_from_driver(decision, kind)
-    if needs_key and not decision.rollback and not allow_no_rollback:
-        return decision.refuse(
+    if kind is None or not kind.rollback_needs_key:
+        decision.rollback = True
+        decision.rollback_reason = (kind.rollback_note if kind is not None
+                                    else DriverKind.rollback_note)
+        return True
+    _rollback_from_driver(decision, kind)
+    if not decision.rollback and not allow_no_rollback:
+        decision.refuse(
             f"no rollback possible: {decision.rollback_reason}",
             f"adopt what it serves now with its key first ('certfleet adopt "
             f"{device.certificate} FILE' with last year's pfx), or pass "
             "'certfleet deploy --previous-key FILE' for this run, or "
             "'certfleet deploy --allow-no-rollback' to deploy without a way back",
         )
-    if not needs_key:
-        decision.rollback = True
-        decision.rollback_reason = note
-    behind = sum(1 for sha in decision.served.values() if sha != version.leaf_sha256)
-    decision.reason = f"{behind}/{len(decision.results)} listener(s) do not serve v{version.number}"
-    return decision
+        return False
+    return True
 
 
 def _rollback_from_driver(decision: Decision, kind: DriverKind) -> None:
