@@ -55,7 +55,7 @@ from .config import (
 from .ems import EmsDialogue
 from .menu import OvocMenu, answer_for, import_verdict, keystore_refused
 from .sftp import SftpStaging
-from .ssh import open_connection, sftp_op, start_root_shell
+from .ssh import ShellSettings, open_connection, sftp_op, start_root_shell
 from .staging import (
     TMP_PREFIX,
     StagingReport,
@@ -199,10 +199,9 @@ class OvocDriver(Driver, SftpStaging):
         if self._screen is not None:
             self._transcripts.append(self._screen.text)
         self._screen, self._ems, self._root_prompt = None, None, None
-        screen, prompt = await start_root_shell(
-            self._conn, host=self.host, login=self.login, su=self.su, menu=self.menu,
-            terminal=self.terminal, timeouts=self.timeouts, device=self.name,
-            secrets=self._secrets())
+        screen, prompt = await start_root_shell(self._conn, ShellSettings(
+            self.host, self.login, self.su, self.menu, self.terminal, self.timeouts,
+            self.name, tuple(self._secrets())))
         self._screen, self._root_prompt = screen, prompt
         self._ems = EmsDialogue(screen, self.menu, prompt, self.timeouts, self.name,
                                 self.keystore_password)
