@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...errors import (
@@ -71,9 +73,26 @@ if TYPE_CHECKING:
 
     from .probe import ProbeReport
 
-__all__ = ["OvocDriver"]
+__all__ = ["OvocDriver", "OvocSettings"]
 
 _TMP_PREFIX = TMP_PREFIX
+
+
+@dataclass(frozen=True)
+class OvocSettings:
+    """What an :class:`OvocDriver` is built with besides its name and host (see the
+    driver's docstring); None takes the default of each settings object."""
+
+    login: SshLogin | None = None
+    su: SuSettings | None = None
+    staging: StagingSettings | None = None
+    timeouts: Timeouts | None = None
+    terminal: TerminalSettings | None = None
+    keystore_password: str | None = field(default=None, repr=False)
+    listeners: Sequence[Listener] | None = None
+    profile: OvocProfile = OVOC_PROFILE
+    menu: OvocMenu | None = None
+    on_event: EventCallback | None = None
 
 
 class OvocDriver(Driver, SftpStaging):
@@ -99,27 +118,27 @@ class OvocDriver(Driver, SftpStaging):
 
     kind = "ovoc"
 
-    def __init__(
-        self,
-        name: str,
-        host: str,
-        *,
-        login: SshLogin | None = None,
-        su: SuSettings | None = None,
-        staging: StagingSettings | None = None,
-        timeouts: Timeouts | None = None,
-        terminal: TerminalSettings | None = None,
-        keystore_password: str | None = None,
-        listeners: Sequence[Listener] | None = None,
-        profile: OvocProfile = OVOC_PROFILE,
-        menu: OvocMenu | None = None,
-        on_event: EventCallback | None = None,
-        **options: Any,
-    ) -> None:
+    def __init__(self, name: str, host: str, settings: OvocSettings | None = None,
+                 **options: Any) -> None:
+        """``settings``, or its fields as keywords, besides the flat options (``user``,
+        ``password``, ``ssh_port``...: see :data:`~.config.FLAT_OPTIONS`)."""
+        fields = {f.name for f in dataclasses.fields(OvocSettings)}
+        given = {k: options.pop(k) for k in list(options) if k in fields}
+        if settings is None:
+            settings = OvocSettings(**given)
+        elif given:
+            raise TypeError("OvocDriver takes settings or their fields as keywords, not both")
+        self._init_settings(name, host, settings, options)
+
+    def _init_settings(self, name: str, host: str, given: OvocSettings,
+                       options: dict[str, Any]) -> None:
         settings = from_flat_options(
-            {"login": login or SshLogin(), "su": su or SuSettings(),
-             "staging": staging or StagingSettings(), "timeouts": timeouts or Timeouts(),
-             "terminal": terminal or TerminalSettings()}, options)
+            {"login": given.login or SshLogin(), "su": given.su or SuSettings(),
+             "staging": given.staging or StagingSettings(),
+             "timeouts": given.timeouts or Timeouts(),
+             "terminal": given.terminal or TerminalSettings()}, options)
+        listeners, keystore_password = given.listeners, given.keystore_password
+        profile, menu, on_event = given.profile, given.menu, given.on_event
         self.timeouts: Timeouts = settings["timeouts"]
         super().__init__(name, listeners if listeners is not None else [Listener(host, 443)],
                          on_event=on_event, verify_timeout=self.timeouts.verify)
