@@ -143,13 +143,16 @@ def _root_for(top: Any, config: AcmeConfig, log: Log) -> Any | None:
 
 
 def _key_type(inventory: Any, name: str) -> str:
-    """The inventory's key type, RSA when an OVOC uses the certificate (its known import)."""
-    spec = inventory.certificate(name)
-    if any(d.kind == "ovoc" for d in inventory.devices_using(name)) and not (
-        spec.key_type.startswith("rsa")
-    ):
-        return "rsa2048"
-    return str(spec.key_type)
+    """The inventory's key type, or the one a kind of the devices using the certificate
+    declares when it does not accept that one (OVOC: RSA, its known import)."""
+    from ..drivers.registry import find_kind
+
+    key_type = str(inventory.certificate(name).key_type)
+    for device in inventory.devices_using(name):
+        kind = find_kind(device.kind)
+        if kind is not None and key_type not in kind.key_types and kind.key_types:
+            return kind.key_type_for(key_type)
+    return key_type
 
 
 def order_certificate(

@@ -385,6 +385,7 @@ async def run_renew(
     """Renew what is due and deploy; see the module docstring. Raises ConfigError."""
     from ..errors import CertfleetError, ConfigError
     from ..estate.deploy import AUTO_CANARY, run_deploy
+    from ..estate.options import DeployOptions
     from ..notify import failure_notification, renewed_notification, send
     from .config import notify_config
     from .issuer import issue_certificate
@@ -454,10 +455,11 @@ async def run_renew(
             if not group:
                 continue
             # The canary goes first (the kind most preferred as the canary: OVOC).
+            options = DeployOptions(only=tuple(group), canary=AUTO_CANARY, dry_run=dry_run,
+                                    force=renewed, command="renew")
             reports.append(await run_deploy(
-                inventory, store, factory, only=group, canary=AUTO_CANARY, dry_run=dry_run,
-                force=renewed, on_event=on_event,
-                on_result=_as_renewed(on_result) if renewed else on_result, command="renew",
+                inventory, store, factory, options, on_event=on_event,
+                on_result=_as_renewed(on_result) if renewed else on_result,
             ))
         if reports:
             report = _merged(reports, deploy_devices)

@@ -189,6 +189,7 @@ def plan_command(
     """
     from ..estate.decide import placeholder_secrets
     from ..estate.devices import make_factory, prompt_key_passphrases
+    from ..estate.options import DeployOptions
     from ..estate.plan import make_plan
     from ..inventory import select_devices
 
@@ -199,9 +200,10 @@ def plan_command(
     with open_store(state_dir, state_url, inv) as store:
         factory = make_factory(
             store, placeholder_secrets(select_devices(inv, only)), extra_keys)
-        plans = _run_async(make_plan(inv, store, only, force=redeploy, factory=factory,
-                                     allow_no_rollback=allow_no_rollback,
-                                     ignore_findings=ignored))
+        options = DeployOptions(only=tuple(only), force=redeploy,
+                                allow_no_rollback=allow_no_rollback,
+                                ignore_findings=tuple(ignored))
+        plans = _run_async(make_plan(inv, store, options, factory=factory))
         if probe:
             from .probe import exit_code, print_probes, run_probe
 
@@ -258,6 +260,7 @@ def deploy_command(
     a run that changed any device never exits 2 (1 instead).
     """
     from ..errors import StateError
+    from ..estate.options import DeployOptions
     from ..inventory import select_devices
 
     extra_keys = load_previous_key(previous_key, previous_key_password_env)
@@ -280,12 +283,13 @@ def deploy_command(
         else:
             factory = default_factory(store, select_devices(inv, only), extra_keys, inv)
         try:
-            report = run_deploy_cli(
-                inv, store, factory, only=only, concurrency=concurrency,
-                canary=canary, force=redeploy, dry_run=dry_run,
-                allow_no_rollback=allow_no_rollback, break_lock=break_lock, quiet=json_out,
-                skip_refused=skip_refused, ignore_findings=ignored,
+            options = DeployOptions(
+                only=tuple(only), concurrency=concurrency, canary=canary, force=redeploy,
+                dry_run=dry_run, allow_no_rollback=allow_no_rollback,
+                break_lock=break_lock, skip_refused=skip_refused,
+                ignore_findings=tuple(ignored or ()),
             )
+            report = run_deploy_cli(inv, store, factory, options, quiet=json_out)
         except StateError as exc:
             if exc.held is None:
                 raise

@@ -148,6 +148,7 @@ def run_demo(*, serve: bool = False) -> int:
     import asyncio
 
     from ..estate.devices import make_factory
+    from ..estate.options import DeployOptions
     from ..estate.plan import make_plan
     from ..estate.status import collect_status
     from ..inventory import load_inventory
@@ -175,11 +176,8 @@ def run_demo(*, serve: bool = False) -> int:
             from ..credentials import Credentials
 
             factory = make_factory(store, Credentials.resolve(inventory.devices.values()))
-            report = run_deploy_cli(
-                inventory, store, factory, only=[], concurrency=None,
-                canary="ovoc" if "ovoc" in inventory.devices else None, force=False,
-                dry_run=False, allow_no_rollback=False, break_lock=False, quiet=False,
-            )
+            options = DeployOptions(canary="ovoc" if "ovoc" in inventory.devices else None)
+            report = run_deploy_cli(inventory, store, factory, options, quiet=False)
             console.print(render_report(report))
 
             _step(8, "Verify by handshake and show the status after: certfleet status")

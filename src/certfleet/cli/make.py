@@ -8,7 +8,7 @@ Heavy libraries are imported inside the commands to keep ``--help`` fast.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypedDict
 
@@ -27,6 +27,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..pki.keygen import CsrSubject
     from ..pki.model import Bundle, Finding, PrivateKey
 
 __all__ = ["register"]
@@ -151,8 +152,10 @@ def csr(
         return
     cn, out_dir = _one_off_target(cn, out_dir, inventory, state_dir, stdout=stdout)
     passphrase = _password_bytes(passphrase_env, None, what="key passphrase")
-    subject = {"organization": org, "organizational_unit": ou, "locality": locality,
-               "state": state, "country": country, "email": email}
+    from ..pki.keygen import CsrSubject
+
+    subject = CsrSubject(organization=org, organizational_unit=ou, locality=locality,
+                         state=state, country=country, email=email)
     _one_off_csr(cn, out_dir, san or (), key_type or "rsa2048", subject, passphrase,
                  force=force, json_out=json_out)
 
@@ -200,7 +203,7 @@ def _one_off_target(
 
 def _one_off_csr(
     cn: str, out_dir: Path, san: Sequence[str], key_type: str,
-    subject: Mapping[str, str | None], passphrase: bytes | None, *, force: bool,
+    subject: CsrSubject, passphrase: bytes | None, *, force: bool,
     json_out: bool,
 ) -> None:
     """Make the key and CSR of ``--cn`` in ``out_dir`` and say what was written."""
@@ -226,7 +229,7 @@ def _one_off_csr(
     except ValueError as exc:
         raise ConfigError(str(exc), hint="pass --key-type with one of the values listed") from None
     try:
-        request = build_csr(key, cn, san, **subject)
+        request = build_csr(key, cn, san, subject)
     except ValueError as exc:
         raise ConfigError(
             f"cannot make the CSR: {exc}", hint="fix --cn, --san or the subject options"

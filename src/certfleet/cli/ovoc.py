@@ -407,6 +407,7 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
 
     from ..drivers.base import BACKUP_MANIFEST
     from ..drivers.ovoc.staging import safe_staged_name
+    from ..estate.store.backups import write_backup_files
 
     # Names came from the device: only plain file names become local paths.
     backup = dataclasses.replace(backup, files={
@@ -415,7 +416,7 @@ def _save_backup(outcome: DeployOutcome, host: str, staging_dir: str,
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = backup_dir / f"ovoc-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}-{stamp}"
     try:
-        backup.write_to(target)
+        write_backup_files(backup, target)
     except OSError as exc:
         outcome.hint = (outcome.hint or "") + f" (the backup could not be saved: {exc.strerror})"
         return

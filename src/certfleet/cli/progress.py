@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from ..drivers.base import StepEvent
     from ..estate.deploy import DeployReport, DeviceResult, DriverFactory
+    from ..estate.options import DeployOptions
     from ..estate.store import Store
     from ..inventory import Inventory
 
@@ -82,29 +83,17 @@ def run_deploy_cli(
     inventory: Inventory,
     store: Store,
     factory: DriverFactory,
+    options: DeployOptions,
     *,
-    only: list[str],
-    concurrency: int | None,
-    canary: str | None,
-    force: bool,
-    dry_run: bool,
-    allow_no_rollback: bool,
-    break_lock: bool,
     quiet: bool,
-    skip_refused: bool = False,
-    ignore_findings: list[str] | None = None,
 ) -> DeployReport:
     from ..estate.deploy import run_deploy
     from ..inventory import select_devices
 
-    names = [d.name for d in select_devices(inventory, only)]
+    names = [d.name for d in select_devices(inventory, options.only)]
     with Progress(names, quiet=quiet) as progress:
         return run_interruptible(
-            run_deploy(
-                inventory, store, factory, only=only, concurrency=concurrency, canary=canary,
-                force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
-                break_lock=break_lock, on_event=progress.event, on_result=progress.result,
-                skip_refused=skip_refused, ignore_findings=ignore_findings or [],
-            ),
+            run_deploy(inventory, store, factory, options, on_event=progress.event,
+                       on_result=progress.result),
             what="deploy",
         )

@@ -311,9 +311,11 @@ def backup(
                 driver.contexts = sorted(await driver.list_contexts()) or [0]
             return await driver.backup()
 
+    from ..estate.store.backups import write_backup_files
+
     saved = asyncio.run(run())
     try:
-        directory = saved.write_to(out_dir)
+        directory = write_backup_files(saved, out_dir)
     except OSError as exc:
         raise InputError(
             f"cannot write the backup to {str(out_dir)!r}: {exc.strerror or exc}",
@@ -450,6 +452,7 @@ def _audit(conn: SbcConnection, set_name: str, context: int, add: bool,
            backup_dir: Path | None = None, json_progress: bool = False) -> TrustResult:
     import asyncio
 
+    from ..estate.store.backups import write_backup_files
     from ..trust import audit_roots, get_root_set
 
     driver = _driver(conn, contexts=[context])
@@ -467,7 +470,7 @@ def _audit(conn: SbcConnection, set_name: str, context: int, add: bool,
                 saved = await driver.backup()
                 target = _backup_dir(backup_dir, driver.name)
                 try:
-                    saved_to = str(saved.write_to(target))
+                    saved_to = str(write_backup_files(saved, target))
                 except OSError as exc:
                     raise InputError(
                         f"cannot write the backup to {str(target)!r}: {exc.strerror or exc}; "

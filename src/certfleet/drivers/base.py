@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ..errors import (
     CertfleetError,
@@ -32,7 +32,7 @@ from ..errors import (
     RollbackError,
     VerificationError,
 )
-from ..pki.model import Bundle, Finding
+from ..pki.model import Bundle, Finding, PrivateKey
 from .tlsprobe import Listener, ProbeResult, probe, wait_for_served
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "Driver",
     "EventCallback",
     "Outcome",
+    "Rehearsal",
+    "RollbackCutShort",
     "StepEvent",
     "describe_exception",
     "wait_for_previous",
@@ -87,6 +89,35 @@ class StepEvent:
 
 
 EventCallback = Callable[[StepEvent], None]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """What a driver's rehearsal of a deploy found (``certfleet probe``, ``deploy``).
+
+    ``checks``: each as ``{"name", "ok", "detail", "fix"}``; ``transcript``: the
+    session's, secrets scrubbed, when the driver keeps one.
+    """
+
+    ready: bool
+    reason: str
+    fix: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    transcript: str | None = None
+
+
+class RollbackCutShort(Exception):
+    """A rollback stopped by its bound after an interrupt, or interrupted again.
+
+    ``grace`` is the bound in seconds; ``again`` says the second case.
+    """
+
+    def __init__(self, grace: float, again: bool) -> None:
+        super().__init__("interrupted again" if again else f"not done within {grace:g}s")
+        self.grace = grace
+        self.again = again
 
 
 #: The manifest of a backup folder; a device file of that name is never part of a backup.
@@ -250,6 +281,32 @@ class Driver(abc.ABC):
         """Whether ``backup`` is enough to restore the previous state."""
         return True
 
+    def rollback_keys(self) -> Sequence[PrivateKey] | None:
+        """The private keys a restore may put back, for a device that never returns its own.
+
+        For a kind with ``rollback_needs_key``: the stored keys of the
+        certificate and ``deploy --previous-key``; a rollback is possible when
+        the key of every certificate served now is among them. None (the
+        default): the backup holds what a restore needs.
+        """
+        return None
+
+    def deferred_findings(self) -> frozenset[str]:
+        """Codes of :meth:`preflight` findings that stand for a secret not asked yet.
+
+        A plan leaves ``prompt`` secrets unasked; a finding on such a secret is
+        not held against the device then (the deploy that asks checks it).
+        """
+        return frozenset()
+
+    async def rehearsal(self, hosts: Sequence[str], *,
+                        allow_no_rollback: bool = False) -> Rehearsal | None:
+        """Rehearse a deploy up to the first change, then back out; None: no rehearsal.
+
+        Never raises a CertfleetError (a failed check says); closes the session.
+        """
+        return None
+
     def transcript(self) -> str | None:
         """A password-free transcript of the session, when the driver keeps one."""
         return None
@@ -338,16 +395,62 @@ class Driver(abc.ABC):
 
     async def _deploy(self, bundle: Bundle, findings: Sequence[Finding], force: bool,
                       allow_no_rollback: bool) -> DeployOutcome:
-        target = bundle.leaf_sha256
-        outcome = DeployOutcome(self.name, "refused", "", target_sha256=target)
+        outcome = DeployOutcome(self.name, "refused", "", target_sha256=bundle.leaf_sha256)
         outcome.steps = self._steps
+        if not self._preflight_step(bundle, findings, force, outcome):
+            return outcome
+        work = _Session()
+        try:
+            await self._connect_and_backup(outcome, work)
+            if not self._may_change(outcome, work, allow_no_rollback):
+                return outcome
+            assert work.backup is not None
+            if self.on_backup is not None:
+                await self.on_backup(work.backup)
+            self.emit("install", "start")
+            work.changed = True
+            await self.install(bundle)
+            self.emit("install", "ok")
+            return await self._verify_step(bundle.leaf_sha256, outcome)
+        except CertfleetError as exc:
+            failed_step = self._steps[-1].step if self._steps else "?"
+            self.emit(failed_step, "failed", exc.message)
+            if not work.changed:
+                outcome.outcome = "refused"
+                outcome.message = f"{self.name}: {exc.message} (nothing was changed)"
+                outcome.hint = exc.hint
+                return outcome
+            return await self._rollback(outcome, work.backup, work.before, exc.message, exc.hint)
+        except BaseException as exc:  # a bug, an OS error, a timeout, Ctrl-C, a cancellation
+            failed_step = self._steps[-1].step if self._steps else "?"
+            what = describe_exception(exc)
+            self.emit(failed_step, "failed", what)
+            cancelled = not isinstance(exc, Exception)
+            if not work.changed:
+                if cancelled:
+                    raise
+                outcome.outcome = "refused"
+                outcome.message = f"{self.name}: {what} (nothing was changed)"
+                outcome.hint = "this is a defect of certfleet or the device: please report it"
+                return outcome
+            # After a cancellation the rollback gets interrupt_grace seconds, no more.
+            grace = self.interrupt_grace if cancelled else None
+            return await self._rollback(outcome, work.backup, work.before, what, None,
+                                        grace=grace)
+        finally:
+            outcome.transcript = self.transcript()
+            await self.close()
+
+    def _preflight_step(self, bundle: Bundle, findings: Sequence[Finding], force: bool,
+                        outcome: DeployOutcome) -> bool:
+        """The toolkit's and the driver's findings; False (refused, said) on an error."""
         try:
             all_findings = [*findings, *self.preflight(bundle)]
         except Exception as exc:  # a defect in a driver's checks: nothing was touched
             self.emit("preflight", "failed", describe_exception(exc))
             outcome.message = f"{self.name}: {describe_exception(exc)} (nothing was changed)"
             outcome.hint = "this is a defect of certfleet: please report it"
-            return outcome
+            return False
         outcome.findings = all_findings
         errors = [f for f in all_findings if f.severity == "error"]
         self.emit("preflight", "start")
@@ -357,113 +460,124 @@ class Driver(abc.ABC):
                 f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             )
             outcome.hint = errors[0].hint or None
-            return outcome
+            return False
         self.emit("preflight", "ok", "forced past errors" if errors else "")
+        return True
 
-        changed = False
-        backup: Backup | None = None
-        before: list[ProbeResult] = []
-        try:
-            self.emit("connect", "start")
-            await self.connect()
-            self.emit("connect", "ok")
-            self.emit("observe", "start")
-            before = list(await self.observe())
-            outcome.served_before = {str(r.listener): r.sha256 for r in before}
-            self.emit("observe", "ok")
-            self.emit("backup", "start")
-            backup = await self.backup()
-            outcome.backup = backup
-            known = {(item.host, item.port) for item in self.listeners}
-            extra = [
-                item for item in self.extra_listeners(backup) if (item.host, item.port) not in known
-            ] if not self.allow_unverified else []
-            if extra:
-                self.listeners.extend(extra)
-                extra_before = await probe(extra)
-                before.extend(extra_before)
-                outcome.served_before.update({str(r.listener): r.sha256 for r in extra_before})
-            # Per listener, what it served: what a later rollback is verified against.
-            backup.meta.setdefault(
-                "listeners_served", {str(r.listener): r.sha256 for r in before}
-            )
-            self.emit("backup", "ok", f"{len(backup.files)} file(s)")
-            if not self.can_restore(backup) and not allow_no_rollback:
-                outcome.message = (
-                    f"{self.name}: no rollback is possible (the device never returns its "
-                    "private key and no previous key is known)"
-                )
-                outcome.hint = ("rerun certfleet deploy with --allow-no-rollback to deploy "
-                                "without a way back")
-                self.emit("backup", "failed", "no rollback possible")
-                return outcome
-            if not self.listeners and not self.allow_unverified:
-                self.emit("verify", "failed", "no listener to verify")
-                outcome.message = (
-                    f"{self.name}: no TLS listener to verify the new certificate on "
-                    "(nothing was changed)"
-                )
-                outcome.hint = self.no_listener_hint
-                return outcome
-            if self.on_backup is not None:
-                await self.on_backup(backup)
-            self.emit("install", "start")
-            changed = True
-            await self.install(bundle)
-            self.emit("install", "ok")
-            self.emit("verify", "start")
-            after = await self.verify(target)  # with no listener: the driver's own checks
-            if not self.listeners:
-                outcome.outcome = "installed"
-                outcome.message = (
-                    f"{self.name}: installed, NOT verified (no listener was checked by handshake)"
-                )
-                outcome.hint = "check what it serves with a handshake of your own"
-                self.emit("verify", "skipped", "not verified: no listener to check")
-                return outcome
-            outcome.served_after = {str(r.listener): r.sha256 for r in after}
-            self.emit("verify", "ok")
-            outcome.outcome = "installed"
+    async def _connect_and_backup(self, outcome: DeployOutcome, work: _Session) -> None:
+        """Connect, observe every listener (and those the change will touch), back up."""
+        self.emit("connect", "start")
+        await self.connect()
+        self.emit("connect", "ok")
+        self.emit("observe", "start")
+        work.before = list(await self.observe())
+        outcome.served_before = {str(r.listener): r.sha256 for r in work.before}
+        self.emit("observe", "ok")
+        self.emit("backup", "start")
+        backup = work.backup = outcome.backup = await self.backup()
+        known = {(item.host, item.port) for item in self.listeners}
+        extra = [
+            item for item in self.extra_listeners(backup) if (item.host, item.port) not in known
+        ] if not self.allow_unverified else []
+        if extra:
+            self.listeners.extend(extra)
+            extra_before = await probe(extra)
+            work.before.extend(extra_before)
+            outcome.served_before.update({str(r.listener): r.sha256 for r in extra_before})
+        # Per listener, what it served: what a later rollback is verified against.
+        backup.meta.setdefault(
+            "listeners_served", {str(r.listener): r.sha256 for r in work.before}
+        )
+        self.emit("backup", "ok", f"{len(backup.files)} file(s)")
+
+    def _may_change(self, outcome: DeployOutcome, work: _Session,
+                    allow_no_rollback: bool) -> bool:
+        """Whether the device may be changed: a way back, and a listener to verify on."""
+        assert work.backup is not None
+        if not self.can_restore(work.backup) and not allow_no_rollback:
             outcome.message = (
-                f"{self.name}: installed and verified by handshake on {len(after)} listener(s)"
+                f"{self.name}: no rollback is possible (the device never returns its "
+                "private key and no previous key is known)"
             )
-            return outcome
-        except CertfleetError as exc:
-            failed_step = self._steps[-1].step if self._steps else "?"
-            self.emit(failed_step, "failed", exc.message)
-            if not changed:
-                outcome.outcome = "refused"
-                outcome.message = f"{self.name}: {exc.message} (nothing was changed)"
-                outcome.hint = exc.hint
-                return outcome
-            return await self._rollback(outcome, backup, before, exc.message, exc.hint)
-        except BaseException as exc:  # a bug, an OS error, a timeout, Ctrl-C, a cancellation
-            failed_step = self._steps[-1].step if self._steps else "?"
-            what = describe_exception(exc)
-            self.emit(failed_step, "failed", what)
-            cancelled = not isinstance(exc, Exception)
-            if not changed:
-                if cancelled:
-                    raise
-                outcome.outcome = "refused"
-                outcome.message = f"{self.name}: {what} (nothing was changed)"
-                outcome.hint = "this is a defect of certfleet or the device: please report it"
-                return outcome
-            # After a cancellation the rollback gets interrupt_grace seconds, no more.
-            grace = self.interrupt_grace if cancelled else None
-            return await self._rollback(outcome, backup, before, what, None, grace=grace)
-        finally:
-            outcome.transcript = self.transcript()
-            await self.close()
+            outcome.hint = ("rerun certfleet deploy with --allow-no-rollback to deploy "
+                            "without a way back")
+            self.emit("backup", "failed", "no rollback possible")
+            return False
+        if not self.listeners and not self.allow_unverified:
+            self.emit("verify", "failed", "no listener to verify")
+            outcome.message = (
+                f"{self.name}: no TLS listener to verify the new certificate on "
+                "(nothing was changed)"
+            )
+            outcome.hint = self.no_listener_hint
+            return False
+        return True
 
-    async def _restore_and_verify(
-        self, backup: Backup, before: Sequence[ProbeResult]
-    ) -> list[ProbeResult]:
+    async def _verify_step(self, target: str, outcome: DeployOutcome) -> DeployOutcome:
+        self.emit("verify", "start")
+        after = await self.verify(target)  # with no listener: the driver's own checks
+        outcome.outcome = "installed"
+        if not self.listeners:
+            outcome.message = (
+                f"{self.name}: installed, NOT verified (no listener was checked by handshake)"
+            )
+            outcome.hint = "check what it serves with a handshake of your own"
+            self.emit("verify", "skipped", "not verified: no listener to check")
+            return outcome
+        outcome.served_after = {str(r.listener): r.sha256 for r in after}
+        self.emit("verify", "ok")
+        outcome.message = (
+            f"{self.name}: installed and verified by handshake on {len(after)} listener(s)"
+        )
+        return outcome
+
+    async def rollback(self, backup: Backup, verify: Callable[[], Awaitable[_T]], *,
+                       detail: str = "", grace: float | None = None) -> _T:
+        """Restore ``backup``, then ``verify()`` it: the one way back, for a failed deploy
+        and for ``certfleet rollback``.
+
+        Once begun, an interrupt (Ctrl-C, SIGTERM, a cancellation) does not stop
+        it half-way: it then gets :attr:`interrupt_grace` seconds to finish
+        (``grace`` bounds it from the start). Raises RollbackCutShort past that
+        bound or when interrupted again, and whatever the restore or ``verify``
+        raise (a CancelledError that was not an interrupt of this rollback).
+        """
+        self.emit("rollback", "start", detail)
+        work = asyncio.ensure_future(self._restore_then(backup, verify))
+        try:
+            if grace is not None:
+                return await asyncio.wait_for(work, grace)
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                if work.done():
+                    raise
+                self.emit("rollback", "start", "interrupted: finishing the rollback")
+                current = asyncio.current_task()
+                if current is not None:
+                    # Taken: without this, the next await would be cancelled at once.
+                    current.uncancel()
+                grace = self.interrupt_grace
+                return await asyncio.wait_for(work, grace)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if not work.done():
+                work.cancel()
+            # Its end (cancelled, or a RollbackError) is reported here, not by asyncio's logger.
+            work.add_done_callback(lambda done: done.cancelled() or done.exception())
+            if grace is None or (isinstance(exc, TimeoutError) and work.done()
+                                 and not work.cancelled()):
+                raise  # the timeout came from inside the restore, not from the bound
+            raise RollbackCutShort(grace, again=not isinstance(exc, TimeoutError)) from exc
+
+    async def _restore_then(self, backup: Backup, verify: Callable[[], Awaitable[_T]]) -> _T:
         try:
             await self.restore(backup)
         except (KeyboardInterrupt, SystemExit) as exc:  # would stop the event loop itself
             raise RollbackError(f"the restore was {describe_exception(exc)}") from exc
         self.emit("rollback", "ok")
+        return await verify()
+
+    async def _verify_previous(self, before: Sequence[ProbeResult]) -> list[ProbeResult]:
         self.emit("verify", "start", "the previous certificates")
         after = await self.verify_restored(before)
         self.emit("verify", "ok", f"{len(after)} listener(s) serve their previous certificate")
@@ -479,11 +593,9 @@ class Driver(abc.ABC):
         *,
         grace: float | None = None,
     ) -> DeployOutcome:
-        """Restore ``backup`` and verify each listener by handshake.
+        """A failed deploy's way back: :meth:`rollback`, then the outcome says how it went.
 
-        A cancellation that arrives while rolling back does not stop it: the
-        rollback then gets :attr:`interrupt_grace` seconds (``grace`` bounds it
-        from the start). Past that bound the outcome is ``failed``.
+        Past the bound of an interrupted rollback the outcome is ``failed``.
         """
         outcome.outcome = "failed"
         first = f"{self.name}: {cause}"
@@ -491,47 +603,23 @@ class Driver(abc.ABC):
             outcome.message = f"{first}; no backup to restore"
             outcome.hint = "restore the previous certificate by hand; " + (cause_hint or "")
             return outcome
-        self.emit("rollback", "start", cause)
-        work = asyncio.ensure_future(self._restore_and_verify(backup, before))
         try:
-            if grace is not None:
-                after = await asyncio.wait_for(work, grace)
-            else:
-                try:
-                    after = await asyncio.shield(work)
-                except asyncio.CancelledError:
-                    if work.done():
-                        raise
-                    self.emit("rollback", "start", "interrupted: finishing the rollback")
-                    current = asyncio.current_task()
-                    if current is not None:
-                        # Taken: without this, the next await would be cancelled at once.
-                        current.uncancel()
-                    grace = self.interrupt_grace
-                    after = await asyncio.wait_for(work, grace)
-            outcome.served_after = {str(r.listener): r.sha256 for r in after}
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            if not work.done():
-                work.cancel()
-            # Its end (cancelled, or a RollbackError) is reported here, not by asyncio's logger.
-            work.add_done_callback(lambda done: done.cancelled() or done.exception())
-            if grace is None or (isinstance(exc, TimeoutError) and work.done()
-                                 and not work.cancelled()):
-                # The timeout came from inside the restore, not from the bound.
-                return self._rollback_failed(outcome, first, exc)
-            why = (f"not done within {grace:g}s of the interrupt"
-                   if isinstance(exc, TimeoutError) else "interrupted again")
+            after = await self.rollback(backup, lambda: self._verify_previous(before),
+                                        detail=cause, grace=grace)
+        except RollbackCutShort as cut:
+            why = ("interrupted again" if cut.again
+                   else f"not done within {cut.grace:g}s of the interrupt")
             self.emit("rollback", "failed", why)
             outcome.message = (
-                f"{first}; the rollback was {why}: the device may be changed"
-                if not isinstance(exc, TimeoutError) else
-                f"{first}; the rollback did not finish within {grace:g}s of the interrupt: "
+                f"{first}; the rollback was {why}: the device may be changed" if cut.again else
+                f"{first}; the rollback did not finish within {cut.grace:g}s of the interrupt: "
                 "the device may be changed"
             )
             outcome.hint = "run 'certfleet rollback DEVICE' or 'certfleet deploy' to finish"
             return outcome
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
             return self._rollback_failed(outcome, first, exc)
+        outcome.served_after = {str(r.listener): r.sha256 for r in after}
         outcome.outcome = "restored"
         outcome.message = (
             f"{first}; the previous certificate was restored and verified by handshake"
@@ -552,6 +640,15 @@ class Driver(abc.ABC):
             else "the device is NOT in its previous state: restore the backup by hand"
         )
         return outcome
+
+
+@dataclass
+class _Session:
+    """What a deploy has done so far: what a failure must undo, and how."""
+
+    changed: bool = False
+    backup: Backup | None = None
+    before: list[ProbeResult] = field(default_factory=list)
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..pki.profiles import OvocProfile
 from .registry import BuildContext, DriverKind, KeySpec, SecretSpec, device_profile
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
         known_hosts = None if path is None else context.path(path)
     else:
         host_key, known_hosts = context.ssh_host_key(device)
-    return OvocDriver(
+    driver = OvocDriver(
         device.name,
         device.address,
         ssh_port=device.port,
@@ -47,6 +48,9 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
         verify_timeout=device.verify_timeout,
         **_options(device),
     )
+    # A plan leaves a ``prompt`` unasked: its keystore check waits for the deploy.
+    driver.keystore_password_deferred = device.keystore_password == "prompt"
+    return driver
 
 
 def _options(device: Device) -> dict[str, Any]:
@@ -108,4 +112,7 @@ KIND = DriverKind(
     # The management appliance goes first: a failed import there stops the run
     # before any SBC, which carries calls, is touched.
     canary_preference=10,
+    # OVOC's import is only known to take RSA keys.
+    key_types=("rsa2048", "rsa3072", "rsa4096"),
+    blocking_findings=OvocProfile.blocking_findings,
 )

@@ -48,6 +48,7 @@ __all__ = [
     "KeySpec",
     "SecretSpec",
     "device_profile",
+    "find_kind",
     "get_kind",
     "kind_names",
     "reset",
@@ -102,6 +103,14 @@ class DriverKind:
     inventory names none. ``canary_preference``: how strongly a device of this
     kind is preferred as the canary of ``deploy --canary auto`` and ``renew``
     (the highest goes first; 0, the default, never makes a device the canary).
+    ``rollback_key_note``: why a rollback needs a stored key, in words (for a
+    kind with ``rollback_needs_key``); the driver names the keys a restore may
+    use (:meth:`~certfleet.drivers.base.Driver.rollback_keys`). ``key_types``:
+    the key types its devices accept (``rsa2048``...; empty: every one); a
+    certificate one of its devices uses is issued with the first of them when
+    the inventory's is not among them. ``blocking_findings``: preflight codes
+    that are errors on this kind and that ``--ignore-finding`` cannot pass,
+    with why (beyond :data:`certfleet.pki.profiles.NOT_OVERRIDABLE`).
     """
 
     name: str
@@ -117,6 +126,15 @@ class DriverKind:
     steps: tuple[str, ...] = ()
     description: str = ""
     canary_preference: int = 0
+    rollback_key_note: str = "the device never returns its private key"
+    key_types: tuple[str, ...] = ()
+    blocking_findings: Mapping[str, str] = field(default_factory=dict)
+
+    def key_type_for(self, wanted: str) -> str:
+        """``wanted`` when this kind's devices accept it, else the first type they accept."""
+        if not self.key_types or wanted in self.key_types:
+            return wanted
+        return self.key_types[0]
 
 
 def get_kind(name: str) -> DriverKind:
@@ -125,6 +143,14 @@ def get_kind(name: str) -> DriverKind:
     if not isinstance(kind, DriverKind):
         raise not_a_kind(name, origin(name))
     return kind
+
+
+def find_kind(name: str) -> DriverKind | None:
+    """The kind registered as ``name``, None when none is (or its plugin cannot load)."""
+    try:
+        return get_kind(name)
+    except ConfigError:
+        return None
 
 
 def device_profile(device: Device) -> Any:

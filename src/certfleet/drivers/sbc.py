@@ -30,7 +30,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from cryptography import x509
 
@@ -45,7 +46,7 @@ from ..errors import (
 from ..pki.keygen import profile_key_pem
 from ..pki.model import Bundle, Finding, PrivateKey, cert_sha256, spki_sha256
 from ..pki.profiles import SbcProfile, render_target
-from .base import Backup, DeployOutcome, Driver, EventCallback, wait_for_previous
+from .base import Backup, DeployOutcome, Driver, EventCallback, Rehearsal, wait_for_previous
 from .sbc_model import (
     NO_ROLLBACK_HINT,
     SbcContext,
@@ -58,7 +59,14 @@ from .sbc_model import (
     sha256_of,
     tls_contexts_in_ini,
 )
-from .sbc_rest import API_PREFIX, MAX_BODY_BYTES, RELAXED_X509_HINT, SbcRest, _json
+from .sbc_rest import (
+    API_PREFIX,
+    MAX_BODY_BYTES,
+    RELAXED_X509_HINT,
+    RestSettings,
+    SbcRest,
+    _json,
+)
 from .tlsprobe import Listener, ProbeResult
 
 if TYPE_CHECKING:
@@ -71,11 +79,66 @@ __all__ = [
     "RELAXED_X509_HINT",
     "SbcContext",
     "SbcDriver",
+    "SbcSettings",
     "normalize_sha256",
     "tls_contexts_in_ini",
 ]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SbcSettings:
+    """Everything an :class:`SbcDriver` is built with besides its name and URL.
+
+    The fields are those of the driver's docstring; ``rest()`` gives the part
+    the REST session takes.
+    """
+
+    password: str = field(repr=False)
+    contexts: Sequence[int] = (0,)
+    user: str = "Admin"
+    listeners: Sequence[Listener] = ()
+    ca_bundle: bytes | None = None
+    pin_sha256: str | None = None
+    insecure: bool = False
+    profile: SbcProfile | None = None
+    previous_keys: Sequence[PrivateKey] = ()
+    previous_key_pem: bytes | None = field(default=None, repr=False)
+    replace_trusted_roots: bool = False
+    timeout: float = 30.0
+    busy_retries: int = 6
+    busy_delay: float = 0.5
+    on_event: EventCallback | None = None
+    verify_timeout: float = 600.0
+    x509_strict: bool | None = None
+
+    def rest(self) -> RestSettings:
+        return RestSettings(self.password, self.user, self.ca_bundle, self.pin_sha256,
+                            self.insecure, self.x509_strict, self.timeout, self.busy_retries,
+                            self.busy_delay)
+
+
+class SbcOptions(TypedDict, total=False):
+    """:class:`SbcSettings` as keyword arguments (``password`` is needed)."""
+
+    password: str
+    contexts: Sequence[int]
+    user: str
+    listeners: Sequence[Listener]
+    ca_bundle: bytes | None
+    pin_sha256: str | None
+    insecure: bool
+    profile: SbcProfile | None
+    previous_keys: Sequence[PrivateKey]
+    previous_key_pem: bytes | None
+    replace_trusted_roots: bool
+    timeout: float
+    busy_retries: int
+    busy_delay: float
+    on_event: EventCallback | None
+    verify_timeout: float
+    x509_strict: bool | None
 
 
 class SbcDriver(SbcRest, Driver):
@@ -102,30 +165,16 @@ class SbcDriver(SbcRest, Driver):
 
     kind = "sbc"
 
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        *,
-        password: str,
-        contexts: Sequence[int] = (0,),
-        user: str = "Admin",
-        listeners: Sequence[Listener] = (),
-        ca_bundle: bytes | None = None,
-        pin_sha256: str | None = None,
-        insecure: bool = False,
-        profile: SbcProfile | None = None,
-        previous_keys: Sequence[PrivateKey] = (),
-        previous_key_pem: bytes | None = None,
-        replace_trusted_roots: bool = False,
-        timeout: float = 30.0,
-        busy_retries: int = 6,
-        busy_delay: float = 0.5,
-        on_event: EventCallback | None = None,
-        verify_timeout: float = 600.0,
-        x509_strict: bool | None = None,
-    ) -> None:
-        super().__init__(name, listeners, on_event=on_event, verify_timeout=verify_timeout)
+    def __init__(self, name: str, url: str, settings: SbcSettings | None = None,
+                 **options: Unpack[SbcOptions]) -> None:
+        """``settings``, or the same as keyword ``options`` (see :class:`SbcSettings`)."""
+        if settings is None:
+            settings = SbcSettings(**options)
+        elif options:
+            raise TypeError("SbcDriver takes settings or keyword options, not both")
+        contexts = settings.contexts
+        super().__init__(name, settings.listeners, on_event=settings.on_event,
+                         verify_timeout=settings.verify_timeout)
         if not contexts:
             raise ConfigError("no TLS context given",
                               hint="pass --context N (inventory: tls_contexts = [N]; 0 is the "
@@ -135,16 +184,14 @@ class SbcDriver(SbcRest, Driver):
             raise ConfigError(f"TLS context {bad[0]!r} is not a number >= 0",
                               hint="pass --context N (inventory: tls_contexts = [N]; 0 is "
                               "the default)")
-        self._init_rest(url, user=user, password=password, ca_bundle=ca_bundle,
-                        pin_sha256=pin_sha256, insecure=insecure, x509_strict=x509_strict,
-                        timeout=timeout, busy_retries=busy_retries, busy_delay=busy_delay)
+        self._init_rest(url, settings.rest())
         self.contexts = list(dict.fromkeys(contexts))
-        self.profile = profile or SbcProfile()
-        keys = list(previous_keys)
-        if previous_key_pem is not None:
-            keys.append(_load_key_pem(previous_key_pem))
+        self.profile = settings.profile or SbcProfile()
+        keys = list(settings.previous_keys)
+        if settings.previous_key_pem is not None:
+            keys.append(_load_key_pem(settings.previous_key_pem))
         self.previous_keys = keys
-        self.replace_trusted_roots = replace_trusted_roots
+        self.replace_trusted_roots = settings.replace_trusted_roots
         self._before: dict[int, SbcContext] = {}
         self._changed_roots: set[int] = set()
         self._new_sha256: str | None = None
@@ -154,7 +201,7 @@ class SbcDriver(SbcRest, Driver):
         # except one answered 4xx (a 4xx is a refusal; a 5xx or a lost answer
         # leaves it unknown, so it counts).
         self._changed = False
-        if insecure:
+        if settings.insecure:
             log.warning("%s: TLS verification of %s is OFF (--insecure)", name, self.url)
 
     async def rehearse(self, *, allow_no_rollback: bool = False) -> Readiness:
@@ -163,6 +210,25 @@ class SbcDriver(SbcRest, Driver):
         from .sbc_rehearsal import rehearse
 
         return await rehearse(self, allow_no_rollback=allow_no_rollback)
+
+    async def rehearsal(self, hosts: Sequence[str], *,
+                        allow_no_rollback: bool = False) -> Rehearsal:
+        """:meth:`rehearse`, in the template's terms."""
+        readiness = await self.rehearse(allow_no_rollback=allow_no_rollback)
+        checks = [c.to_dict() for c in readiness.checks]
+        if readiness.ready:
+            notes = [c.detail for c in readiness.checks if not c.ok]
+            reason = "every check passed" + (f"; note: {'; '.join(notes)}" if notes else "")
+            return Rehearsal(True, reason, None, checks)
+        failed = list(readiness.reasons)
+        reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        fix = "; ".join(c.fix for c in failed if c.fix) or None
+        return Rehearsal(False, reason, fix, checks)
+
+    def rollback_keys(self) -> Sequence[PrivateKey]:
+        """The stored keys of the certificate and ``--previous-key``: an SBC never
+        returns its own."""
+        return self.previous_keys
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[SbcDriver]:

@@ -26,13 +26,11 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
     takes from its flags for a device that no inventory describes: ``url`` (the
     management URL as given, instead of address and port) and ``insecure``.
     """
-    from .sbc import SbcDriver
+    from .sbc import SbcDriver, SbcSettings
 
     host = f"[{device.address}]" if ":" in device.address else device.address
     options = device.options
-    return SbcDriver(
-        device.name,
-        options.get("url") or f"https://{host}:{device.port}",
+    settings = SbcSettings(
         password=credentials.require("password"),
         contexts=device.tls_contexts,
         user=device.user or "Admin",
@@ -49,6 +47,7 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
         busy_retries=int(options.get("busy_retries", 6)),
         busy_delay=float(options.get("busy_delay", 0.5)),
     )
+    return SbcDriver(device.name, options.get("url") or f"https://{host}:{device.port}", settings)
 
 
 def _ca_bundle(device: Device, context: BuildContext) -> bytes | None:
@@ -78,6 +77,7 @@ KIND = DriverKind(
     listener_port="port",
     default_user="Admin",
     rollback_needs_key=True,
+    rollback_key_note="the SBC never returns its private key",
     steps=(
         "REST: back up INI and contexts",
         "upload key, certificate, trusted roots",

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ from .tlsprobe import Listener, fetch_served_certificate
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["API_PREFIX", "RELAXED_X509_HINT", "SbcRest"]
+__all__ = ["API_PREFIX", "RELAXED_X509_HINT", "RestSettings", "SbcRest"]
 
 log = logging.getLogger("certfleet.drivers.sbc")
 
@@ -61,6 +62,26 @@ class _Body(TypedDict, total=False):
     json_body: object
 
 
+@dataclass(frozen=True)
+class RestSettings:
+    """How to reach one SBC's REST API: the login, the device's trust, the pacing.
+
+    Trust: ``ca_bundle`` (PEM bytes), or ``pin_sha256``, or ``insecure``; at
+    most one. ``timeout``: seconds per request; ``busy_retries`` /
+    ``busy_delay``: how often and how long (doubling) to retry a 409 answer.
+    """
+
+    password: str = field(repr=False)
+    user: str = "Admin"
+    ca_bundle: bytes | None = None
+    pin_sha256: str | None = None
+    insecure: bool = False
+    x509_strict: bool | None = None
+    timeout: float = 30.0
+    busy_retries: int = 6
+    busy_delay: float = 0.5
+
+
 class SbcRest:
     """The REST session of one SBC: set up by :meth:`_init_rest`, opened by
     :meth:`connect`, closed by :meth:`close`."""
@@ -69,20 +90,7 @@ class SbcRest:
     _changed: bool
     _restoring: bool
 
-    def _init_rest(
-        self,
-        url: str,
-        *,
-        user: str,
-        password: str,
-        ca_bundle: bytes | None,
-        pin_sha256: str | None,
-        insecure: bool,
-        x509_strict: bool | None,
-        timeout: float,
-        busy_retries: int,
-        busy_delay: float,
-    ) -> None:
+    def _init_rest(self, url: str, rest: RestSettings) -> None:
         """Check ``url`` and the trust settings. Raises ConfigError."""
         parts = urlsplit(url)
         if "@" in parts.netloc:
@@ -101,6 +109,7 @@ class SbcRest:
             port = parts.port or 443
         except ValueError as exc:
             raise ConfigError(f"SBC URL {url!r} has a bad port", hint="write HOST:PORT") from exc
+        ca_bundle, pin_sha256, insecure = rest.ca_bundle, rest.pin_sha256, rest.insecure
         if sum(x is not None and x is not False for x in (ca_bundle, pin_sha256, insecure)) > 1:
             raise ConfigError(
                 "choose one of a CA bundle, a pinned SHA-256 or insecure",
@@ -109,18 +118,18 @@ class SbcRest:
             )
         self.url = f"https://{parts.netloc}"
         self.management = Listener(parts.hostname, port, label="management")
-        self.user = user
-        self._password = password
+        self.user = rest.user
+        self._password = rest.password
         self.ca_bundle = ca_bundle
         self.insecure = insecure
         self._pins: set[str] = {normalize_sha256(pin_sha256)} if pin_sha256 else set()
-        self.x509_strict = x509_strict
+        self.x509_strict = rest.x509_strict
         self._seen_sha256: str | None = None
         self._auth_scheme = "basic"
         self._urls: dict[str, httpx.URL] = {}
-        self.timeout = timeout
-        self.busy_retries = busy_retries
-        self.busy_delay = busy_delay
+        self.timeout = rest.timeout
+        self.busy_retries = rest.busy_retries
+        self.busy_delay = rest.busy_delay
         self.max_body = MAX_BODY_BYTES  # bytes read at most from one answer
         self.status: dict[str, object] = {}
         self.management_sha256: str | None = None

@@ -29,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from cryptography.hazmat.primitives import serialization
 
@@ -47,12 +48,54 @@ if TYPE_CHECKING:
     from ..credentials import DeviceCredentials
     from ..inventory import Device
 
-__all__ = ["KIND", "MAX_FILE_BYTES", "SftpDriver"]
+__all__ = ["KIND", "MAX_FILE_BYTES", "SftpDriver", "SftpSettings"]
 
 MAX_FILE_BYTES = 1 << 20  # a certificate or key file is a few kilobytes
 _OUTPUT_BYTES = 2000  # of a failed command's output, in the message
 _TMP_SUFFIX = ".certfleet-new"
 _ROLES = ("cert", "key", "chain", "fullchain")
+
+
+@dataclass(frozen=True)
+class SftpSettings:
+    """Everything an :class:`SftpDriver` is built with besides its name and address
+    (the fields are those of the driver's docstring)."""
+
+    paths: Mapping[str, str]
+    reload_command: str
+    listeners: Sequence[Listener] = ()
+    port: int = 22
+    user: str = "root"
+    password: str | None = field(default=None, repr=False)
+    client_keys: Sequence[str] | None = None
+    host_key: str | None = None
+    known_hosts: str | None = None
+    key_format: str = "pkcs8"
+    cert_includes_chain: bool = False
+    command_timeout: float = 60.0
+    connect_timeout: float = 30.0
+    on_event: EventCallback | None = None
+    verify_timeout: float = 120.0
+
+
+class SftpOptions(TypedDict, total=False):
+    """:class:`SftpSettings` as keyword arguments (``paths`` and ``reload_command`` needed)."""
+
+    paths: Mapping[str, str]
+    reload_command: str
+    listeners: Sequence[Listener]
+    port: int
+    user: str
+    password: str | None
+    client_keys: Sequence[str] | None
+    host_key: str | None
+    known_hosts: str | None
+    key_format: str
+    cert_includes_chain: bool
+    command_timeout: float
+    connect_timeout: float
+    on_event: EventCallback | None
+    verify_timeout: float
 
 
 class SftpDriver(Driver):
@@ -68,30 +111,20 @@ class SftpDriver(Driver):
 
     kind = "sftp"
 
-    def __init__(
-        self,
-        name: str,
-        address: str,
-        *,
-        paths: dict[str, str],
-        reload_command: str,
-        listeners: Sequence[Listener] = (),
-        port: int = 22,
-        user: str = "root",
-        password: str | None = None,
-        client_keys: Sequence[str] | None = None,
-        host_key: str | None = None,
-        known_hosts: str | None = None,
-        key_format: str = "pkcs8",
-        cert_includes_chain: bool = False,
-        command_timeout: float = 60.0,
-        connect_timeout: float = 30.0,
-        on_event: EventCallback | None = None,
-        verify_timeout: float = 120.0,
-    ) -> None:
-        super().__init__(name, listeners, on_event=on_event, verify_timeout=verify_timeout)
+    def __init__(self, name: str, address: str, settings: SftpSettings | None = None,
+                 **options: Unpack[SftpOptions]) -> None:
+        """``settings``, or the same as keyword ``options`` (see :class:`SftpSettings`)."""
+        if settings is None:
+            settings = SftpSettings(**options)
+        elif options:
+            raise TypeError("SftpDriver takes settings or keyword options, not both")
+        super().__init__(name, settings.listeners, on_event=settings.on_event,
+                         verify_timeout=settings.verify_timeout)
         from .ovoc.config import SshLogin
 
+        paths, reload_command, key_format = (settings.paths, settings.reload_command,
+                                             settings.key_format)
+        password, client_keys = settings.password, settings.client_keys
         unknown = set(paths) - set(_ROLES)
         if unknown:
             raise ConfigError(f"device {name!r}: unknown file role {sorted(unknown)[0]!r}",
@@ -120,14 +153,15 @@ class SftpDriver(Driver):
         self.address = address
         self.paths = dict(paths)
         self.reload_command = reload_command
-        self.login = SshLogin(port=port, user=user, password=password,
+        self.login = SshLogin(port=settings.port, user=settings.user, password=password,
                               client_keys=tuple(client_keys) if client_keys else None,
-                              host_key=host_key,
-                              known_hosts=Path(known_hosts) if known_hosts else None)
+                              host_key=settings.host_key,
+                              known_hosts=(Path(settings.known_hosts) if settings.known_hosts
+                                           else None))
         self.key_format = key_format
-        self.cert_includes_chain = cert_includes_chain
-        self.command_timeout = command_timeout
-        self.connect_timeout = connect_timeout
+        self.cert_includes_chain = settings.cert_includes_chain
+        self.command_timeout = settings.command_timeout
+        self.connect_timeout = settings.connect_timeout
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
         self._changed = False
@@ -352,9 +386,7 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
                           hint="pin the SSH host key: ssh_host_key = \"SHA256:...\" "
                           "(ssh-keygen -lf the host's key) or a known_hosts file")
     client_key = options.get("client_key")
-    return SftpDriver(
-        device.name,
-        device.address,
+    return SftpDriver(device.name, device.address, SftpSettings(
         paths=paths,
         reload_command=options["reload_command"],
         listeners=device.listeners,
@@ -369,7 +401,7 @@ def from_device(device: Device, credentials: DeviceCredentials, context: BuildCo
         command_timeout=float(options.get("command_timeout", 60.0)),
         on_event=context.on_event,
         verify_timeout=device.verify_timeout,
-    )
+    ))
 
 
 KIND = DriverKind(

@@ -14,19 +14,23 @@ nothing (``--skip-refused`` deploys the others).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..drivers.registry import DriverKind, find_kind
 from ..drivers.tlsprobe import ProbeResult, probe
 from ..errors import CertfleetError
 from ..inventory import Device, Inventory
+from .options import DeployOptions
 from .targets import DriverFactory, Targets, device_findings, rollback_possible
 
 if TYPE_CHECKING:
     from ..credentials import Credentials
     from ..drivers.base import Driver, EventCallback
     from .store import Store, VersionRecord
+
+_DEFAULTS = DeployOptions()
 
 __all__ = [
     "Decision",
@@ -81,17 +85,6 @@ def placeholder_secrets(devices: Sequence[Device]) -> Credentials:
     return Credentials.resolve(devices, ask=False)
 
 
-def _rollback_rule(kind_name: str) -> tuple[bool, str]:
-    """Whether a driver of ``kind_name`` needs a stored key to roll back; else why it can."""
-    from ..drivers.registry import get_kind
-
-    try:
-        kind = get_kind(kind_name)
-    except CertfleetError:  # a driver of no registered kind backs up what it changes
-        return False, "the driver backs up what it changes, key included"
-    return kind.rollback_needs_key, kind.rollback_note
-
-
 def left_unfinished(store: Store, device: str) -> bool:
     """Whether the last deployment to ``device`` stopped midway (its process died).
 
@@ -109,18 +102,18 @@ async def decide_device(
     store: Store,
     targets: Targets,
     factory: DriverFactory,
+    options: DeployOptions = _DEFAULTS,
     *,
-    force: bool = False,
-    allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
-    ignore_findings: Collection[str] = (),
 ) -> Decision:
     """Decide for ``device`` (see the module docstring). Never raises CertfleetError.
 
-    ``force`` redeploys where every listener serves the target already;
-    ``ignore_findings`` names error codes to go past, when the profile lets them
-    be ignored (see :func:`certfleet.pki.profiles.not_overridable`).
+    ``options.force`` redeploys where every listener serves the target already;
+    ``options.ignore_findings`` names error codes to go past, when the profile
+    lets them be ignored (see :func:`certfleet.pki.profiles.not_overridable`).
     """
+    force, allow_no_rollback = options.force, options.allow_no_rollback
+    ignore_findings = options.ignore_findings
 
     decision = Decision(device)
     version, bundle, problem = targets.get(device.certificate)
@@ -148,7 +141,10 @@ async def decide_device(
         decision.findings = device_findings(bundle, device, inventory)
     except CertfleetError as exc:
         return decision.refuse(f"preflight: {exc.message}", exc.hint)
-    if _refuse_errors(decision, decision.findings, ignore_findings, device.kind):
+    device_kind = find_kind(device.kind)
+    # The codes the device's kind declares errors for it, which cannot be ignored.
+    own = device_kind.blocking_findings if device_kind is not None else {}
+    if _refuse_errors(decision, decision.findings, ignore_findings, own):
         return decision
     try:
         decision.driver = factory(device, inventory, on_event)
@@ -159,31 +155,42 @@ async def decide_device(
     except Exception as exc:  # a defect in a driver's checks: refused, nothing touched
         return decision.refuse(f"preflight failed: {type(exc).__name__}: {exc}",
                                "this is a defect of certfleet: please report it")
-    if device.keystore_password == "prompt" and not getattr(
-            decision.driver, "keystore_password", None):  # a plan's stand-in: asked at run time
-        profile_findings = [f for f in profile_findings if f.code != "OVOC_KEYSTORE_PASSWORD"]
-    if _refuse_errors(decision, profile_findings, ignore_findings, device.kind):
+    deferred = decision.driver.deferred_findings()  # a plan's stand-in: asked at run time
+    profile_findings = [f for f in profile_findings if f.code not in deferred]
+    if _refuse_errors(decision, profile_findings, ignore_findings, own):
         return decision
-    needs_key, note = _rollback_rule(decision.driver.kind)
-    if needs_key:
-        _rollback_from_driver(decision)
-    if needs_key and not decision.rollback and not allow_no_rollback:
-        return decision.refuse(
+    if not _way_back(decision, allow_no_rollback):
+        return decision
+    behind = sum(1 for sha in decision.served.values() if sha != version.leaf_sha256)
+    decision.reason = f"{behind}/{len(decision.results)} listener(s) do not serve v{version.number}"
+    return decision
+
+
+def _way_back(decision: Decision, allow_no_rollback: bool) -> bool:
+    """Whether a rollback will be possible, as the driver's kind says; False: refused."""
+    assert decision.driver is not None
+    device = decision.device
+    kind = find_kind(decision.driver.kind)
+    # A driver of no registered kind backs up what it changes.
+    if kind is None or not kind.rollback_needs_key:
+        decision.rollback = True
+        decision.rollback_reason = (kind.rollback_note if kind is not None
+                                    else DriverKind.rollback_note)
+        return True
+    _rollback_from_driver(decision, kind)
+    if not decision.rollback and not allow_no_rollback:
+        decision.refuse(
             f"no rollback possible: {decision.rollback_reason}",
             f"adopt what it serves now with its key first ('certfleet adopt "
             f"{device.certificate} FILE' with last year's pfx), or pass "
             "'certfleet deploy --previous-key FILE' for this run, or "
             "'certfleet deploy --allow-no-rollback' to deploy without a way back",
         )
-    if not needs_key:
-        decision.rollback = True
-        decision.rollback_reason = note
-    behind = sum(1 for sha in decision.served.values() if sha != version.leaf_sha256)
-    decision.reason = f"{behind}/{len(decision.results)} listener(s) do not serve v{version.number}"
-    return decision
+        return False
+    return True
 
 
-def _rollback_from_driver(decision: Decision) -> None:
+def _rollback_from_driver(decision: Decision, kind: DriverKind) -> None:
     """Rollback possible when the driver holds the key of every certificate served now.
 
     The driver's keys are what a restore will use: the stored keys of every
@@ -193,7 +200,7 @@ def _rollback_from_driver(decision: Decision) -> None:
     """
     from ..pki.model import spki_sha256
 
-    keys = getattr(decision.driver, "previous_keys", None)
+    keys = decision.driver.rollback_keys() if decision.driver is not None else None
     certs = [r.certificate for r in decision.results if r.certificate is not None]
     if keys is None or not certs:
         return
@@ -204,25 +211,26 @@ def _rollback_from_driver(decision: Decision) -> None:
     else:
         decision.rollback = False
         decision.rollback_reason = (
-            "the SBC never returns its private key and the key of the certificate it "
+            f"{kind.rollback_key_note} and the key of the certificate it "
             "serves now is not in the store"
         )
 
 
 def _refuse_errors(
-    decision: Decision, findings: Sequence[Any], ignore: Collection[str], kind: str
+    decision: Decision, findings: Sequence[Any], ignore: Collection[str],
+    own: Mapping[str, str],
 ) -> bool:
     """Refuse ``decision`` for the first error finding not ignored (or not ignorable)."""
     from ..pki.profiles import not_overridable
 
     errors = [f for f in findings if f.severity == "error"]
-    blocking = [f for f in errors if f.code not in ignore or not_overridable(f.code, kind)]
+    blocking = [f for f in errors if f.code not in ignore or not_overridable(f.code, own)]
     if not blocking:
         decision.ignored += [f.code for f in errors if f.code not in decision.ignored]
         return False
     first = blocking[0]
     more = f" (and {len(blocking) - 1} more)" if len(blocking) > 1 else ""
-    why = not_overridable(first.code, kind)
+    why = not_overridable(first.code, own)
     if first.code in ignore and why is not None:
         decision.refuse(f"preflight refused the files: {first.message}{more}; "
                         f"{first.code} cannot be ignored: {why}", first.hint or "fix the files")
@@ -240,13 +248,11 @@ async def decide_all(
     inventory: Inventory,
     store: Store,
     factory: DriverFactory | None = None,
+    options: DeployOptions = _DEFAULTS,
     *,
-    force: bool = False,
-    allow_no_rollback: bool = False,
     on_event: EventCallback | None = None,
     targets: Targets | None = None,
     credentials: Credentials | None = None,
-    ignore_findings: Collection[str] = (),
 ) -> list[Decision]:
     """Decide for every device, concurrently; in the order of ``devices``.
 
@@ -258,8 +264,6 @@ async def decide_all(
         factory = make_factory(store, credentials or placeholder_secrets(devices))
     targets = targets or Targets(inventory, store)
     return list(await asyncio.gather(*(
-        decide_device(device, inventory, store, targets, factory, force=force,
-                      allow_no_rollback=allow_no_rollback, on_event=on_event,
-                      ignore_findings=ignore_findings)
+        decide_device(device, inventory, store, targets, factory, options, on_event=on_event)
         for device in devices
     )))

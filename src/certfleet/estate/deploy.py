@@ -31,17 +31,23 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from ..drivers.base import Backup, DeployOutcome, EventCallback, StepEvent
+from ..drivers.base import Backup, DeployOutcome, Driver, EventCallback, StepEvent
 from ..errors import CertfleetError, ConfigError, StateError
 from ..inventory import Device, Inventory, select_devices
+from ..pki.model import Bundle, Finding
+from .options import DeployOptions, DeploySettings
 from .store import Store
 from .targets import DriverFactory, Targets, device_findings
+
+if TYPE_CHECKING:
+    from .decide import Decision
 
 __all__ = [
     "AUTO_CANARY",
     "SEVERITY_ORDER",
+    "DeployOptions",
     "DeployReport",
     "DeviceResult",
     "DriverFactory",
@@ -195,201 +201,217 @@ async def _observe(device: Device) -> dict[str, str | None]:
     return {str(r.listener): r.sha256 for r in results}
 
 
-async def run_deploy(
-    inventory: Inventory,
-    store: Store,
-    factory: DriverFactory,
-    *,
-    only: Sequence[str] = (),
-    concurrency: int | None = None,
-    canary: str | None = None,
-    force: bool = False,
-    dry_run: bool = False,
-    allow_no_rollback: bool = False,
-    break_lock: bool = False,
-    on_event: EventCallback | None = None,
-    on_result: Callable[[DeviceResult], None] | None = None,
-    command: str = "deploy",
-    skip_refused: bool = False,
-    ignore_findings: Sequence[str] = (),
-) -> DeployReport:
-    """Deploy to the selected devices. Raises ConfigError (selection), StateError (lock).
+@dataclass
+class _Run:
+    """One deploy run: what every step of :func:`run_deploy` shares."""
 
-    ``force`` redeploys where the target is served already (``--redeploy``);
-    ``ignore_findings`` are the error codes to go past (``--ignore-finding``).
-
-    Device failures never raise: they are results.
-    """
-    devices = select_devices(inventory, only)
-    auto_canary = canary == AUTO_CANARY and canary not in inventory.devices
-    if canary is not None and not auto_canary:
-        canary_devices = [d for d in devices if d.name == canary]
-        if not canary_devices:
-            raise ConfigError(
-                f"--canary {canary!r} is not among the devices to deploy",
-                hint="name a device of the inventory (and of --only, when given)",
-            )
-    limit = concurrency or inventory.concurrency
-    if limit < 1:
-        raise ConfigError(f"--concurrency {limit!r} must be at least 1", hint="use --concurrency 8")
-    targets = Targets(inventory, store)
+    inventory: Inventory
+    store: Store
+    factory: DriverFactory
+    options: DeployOptions
+    limit: int
+    on_event: EventCallback | None
+    on_result: Callable[[DeviceResult], None] | None
+    targets: Targets
     run_id: int | None = None
-    if not dry_run:
-        store.acquire_lock(command, break_lock=break_lock, devices=[d.name for d in devices])
-    try:
-        if not dry_run:
-            store.settle_interrupted()  # runs whose process died are recorded as such
-        run_id = store.start_run(
-            command + (" --dry-run" if dry_run else ""),
-            inventory_path=str(inventory.path),
-            inventory_text=inventory.text,
-            options={
-                "only": list(only),
-                "concurrency": limit,
-                "canary": canary,
-                "force": force,
-                "dry_run": dry_run,
-                "allow_no_rollback": allow_no_rollback,
-                "skip_refused": skip_refused,
-                "ignore_findings": list(ignore_findings),
-            },
-        )
-        semaphore = asyncio.Semaphore(limit)
-        control = _Interrupt()
+    control: _Interrupt = field(default_factory=_Interrupt)
+    #: Devices settled before any change (refused, or not attempted), by name.
+    early: dict[str, DeviceResult] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
-        def not_started(
-            device: Device, status: str, code: int, message: str, hint: str | None = None,
-            served: dict[str, str | None] | None = None, steps: Sequence[StepEvent] = (),
-        ) -> DeviceResult:
-            result = DeviceResult(device.name, device.kind, device.certificate, status, code,
-                                  message, hint, served_before=dict(served or {}),
-                                  steps=list(steps))
-            if not dry_run:
-                result.deployment_id = store.record_deployment(
-                    run_id=run_id, device=device.name, kind=device.kind,
-                    certificate=device.certificate, version_id=None,
-                    outcome=DeployOutcome(
-                        device.name, "refused" if code else "skipped", message, hint,
-                        served_before=result.served_before, steps=result.steps,
-                    ),
-                    started=_now(), status=status,
-                )
-            return result
+    def tell(self, result: DeviceResult) -> DeviceResult:
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
 
-        # Everything that can be refused without touching a device is decided for
-        # every device now, before the first change (plan decides the same way).
+    def not_started(
+        self, device: Device, status: str, code: int, message: str, hint: str | None = None,
+        served: dict[str, str | None] | None = None, steps: Sequence[StepEvent] = (),
+    ) -> DeviceResult:
+        result = DeviceResult(device.name, device.kind, device.certificate, status, code,
+                              message, hint, served_before=dict(served or {}),
+                              steps=list(steps))
+        if not self.options.dry_run:
+            result.deployment_id = self.store.record_deployment(
+                run_id=self.run_id, device=device.name, kind=device.kind,
+                certificate=device.certificate, version_id=None,
+                outcome=DeployOutcome(
+                    device.name, "refused" if code else "skipped", message, hint,
+                    served_before=result.served_before, steps=result.steps,
+                ),
+                started=_now(), status=status,
+            )
+        return result
+
+    async def decide(self, devices: Sequence[Device]) -> None:
+        """Everything that can be refused without touching a device, decided for every
+        device before the first change (plan decides the same way)."""
         from .decide import decide_all
 
-        decisions = {
-            d.device.name: d
-            for d in await decide_all(
-                devices, inventory, store, factory, force=force,
-                allow_no_rollback=allow_no_rollback, on_event=on_event, targets=targets,
-                ignore_findings=ignore_findings,
-            )
-        }
-        if not dry_run and (skip_refused
-                            or not any(d.action == "refuse" for d in decisions.values())):
+        decided = await decide_all(devices, self.inventory, self.store, self.factory,
+                                   self.options, on_event=self.on_event, targets=self.targets)
+        self.decisions = {d.device.name: d for d in decided}
+        if not self.options.dry_run and (self.options.skip_refused or not self.refused()):
             # Log in to and observe every device to be changed before the first change
             # on any of them: a wrong password, pin or host key, or a device that does
             # not answer, is then a refusal of the run, not a failure after others changed.
             # (When a device is refused already, the run changes nothing: no need.)
-            await _rehearse_before_change(decisions, inventory, factory, limit)
-        refusals = [d for d in decisions.values() if d.action == "refuse"]
-        early: dict[str, DeviceResult] = {}
-        for decision in refusals:
+            await _rehearse_before_change(self.decisions, self.inventory, self.factory,
+                                          self.limit)
+        for decision in self.refused():
             device = decision.device
             event = StepEvent(device.name, "decide", "failed", decision.reason)
-            if on_event is not None:
-                on_event(event)
-            early[device.name] = not_started(
+            if self.on_event is not None:
+                self.on_event(event)
+            self.early[device.name] = self.not_started(
                 device, "refused", 2, f"{device.name}: {decision.reason} (nothing was changed)",
                 decision.hint, decision.served, [event],
             )
-        if refusals and not skip_refused:
-            names = ", ".join(d.device.name for d in refusals)
-            for device in devices:
-                if device.name not in early:
-                    early[device.name] = not_started(
-                        device, "not-attempted", 0,
-                        f"{device.name}: not attempted: {names} would refuse, so the run "
-                        "changes no device",
-                        f"fix what {names} would refuse, or pass --skip-refused to certfleet "
-                        "deploy to deploy the others",
-                        decisions[device.name].served,
-                    )
-            for device in devices:
-                if on_result is not None:
-                    on_result(early[device.name])
-            report = DeployReport(run_id, [early[d.name] for d in devices], dry_run)
-            store.finish_run(run_id, report.exit_code)
-            return report
-        for name in early:
-            if on_result is not None:
-                on_result(early[name])
 
-        async def one(device: Device) -> DeviceResult:
-            if device.name in early:
-                return early[device.name]
-            async with semaphore:
-                if control.stopped:
-                    result = not_started(
-                        device, "interrupted", 2,
-                        f"{device.name}: not started: the run was interrupted (nothing was "
-                        "changed)",
-                    )
-                else:
-                    result = await _deploy_device(
-                        device, inventory, store, targets, factory, run_id,
-                        force=force, dry_run=dry_run, allow_no_rollback=allow_no_rollback,
-                        on_event=on_event, control=control, decision=decisions[device.name],
-                    )
-            if on_result is not None:
-                on_result(result)
-            return result
+    def refused(self) -> list[Decision]:
+        return [d for d in self.decisions.values() if d.action == "refuse"]
 
-        async def all_of(group: Sequence[Device]) -> list[DeviceResult]:
-            tasks = [asyncio.ensure_future(one(d)) for d in group]
-            await control.wait(tasks)
-            for task in tasks:  # every failure retrieved (none logged later by the GC)
-                if task.done() and not task.cancelled():
-                    task.exception()
-            return [t.result() for t in tasks]
+    def change_nothing(self, devices: Sequence[Device]) -> list[DeviceResult]:
+        """A device would refuse and the others may not go on: none is attempted."""
+        names = ", ".join(d.device.name for d in self.refused())
+        for device in devices:
+            if device.name not in self.early:
+                self.early[device.name] = self.not_started(
+                    device, "not-attempted", 0,
+                    f"{device.name}: not attempted: {names} would refuse, so the run "
+                    "changes no device",
+                    f"fix what {names} would refuse, or pass --skip-refused to certfleet "
+                    "deploy to deploy the others",
+                    self.decisions[device.name].served,
+                )
+        return [self.tell(self.early[device.name]) for device in devices]
 
+    async def one(self, device: Device, semaphore: asyncio.Semaphore) -> DeviceResult:
+        if device.name in self.early:
+            return self.early[device.name]
+        async with semaphore:
+            if self.control.stopped:
+                result = self.not_started(
+                    device, "interrupted", 2,
+                    f"{device.name}: not started: the run was interrupted (nothing was "
+                    "changed)",
+                )
+            else:
+                result = await _DeviceDeploy(self, device, self.decisions[device.name]).deploy()
+        return self.tell(result)
+
+    async def all_of(self, group: Sequence[Device],
+                     semaphore: asyncio.Semaphore) -> list[DeviceResult]:
+        tasks = [asyncio.ensure_future(self.one(d, semaphore)) for d in group]
+        await self.control.wait(tasks)
+        for task in tasks:  # every failure retrieved (none logged later by the GC)
+            if task.done() and not task.cancelled():
+                task.exception()
+        return [t.result() for t in tasks]
+
+    async def deploy(self, devices: Sequence[Device], canary: str | None) -> list[DeviceResult]:
+        """The canary first (a failure there stops the run), then the others in parallel."""
+        semaphore = asyncio.Semaphore(self.limit)
         results: dict[str, DeviceResult] = {}
-        rest = devices
-        if auto_canary:
-            canary = choose_canary(
-                [d for d in devices if decisions[d.name].action == "deploy"])
+        rest = list(devices)
         if canary is not None:
             first = next(d for d in devices if d.name == canary)
-            results[first.name] = (await all_of([first]))[0]
+            results[first.name] = (await self.all_of([first], semaphore))[0]
             rest = [d for d in devices if d.name != canary]
-            if results[first.name].exit_code != 0 and not control.stopped:
+            if results[first.name].exit_code != 0 and not self.control.stopped:
                 for device in rest:
-                    if device.name in early:  # refused already, and reported
-                        results[device.name] = early[device.name]
-                        continue
-                    skipped = not_started(
-                        device, "not-attempted", 0,
-                        f"{device.name}: not attempted: the canary {canary!r} did not succeed",
-                    )
-                    results[device.name] = skipped
-                    if on_result is not None:
-                        on_result(skipped)
+                    results[device.name] = self.early.get(device.name) or self.tell(
+                        self.not_started(
+                            device, "not-attempted", 0,
+                            f"{device.name}: not attempted: the canary {canary!r} did not "
+                            "succeed",
+                        ))
                 rest = []
-        for result in await all_of(rest):
+        for result in await self.all_of(rest, semaphore):
             results[result.device] = result
-        report = DeployReport(run_id, [results[d.name] for d in devices], dry_run,
-                              interrupted=control.stopped)
-        store.finish_run(run_id, report.exit_code)
-        if control.stopped:
-            store.audit(command, "interrupted", detail=f"run {run_id}")
+        return [results[d.name] for d in devices]
+
+    def finish(self, results: list[DeviceResult]) -> DeployReport:
+        assert self.run_id is not None  # started before any device
+        report = DeployReport(self.run_id, results, self.options.dry_run,
+                              interrupted=self.control.stopped)
+        self.store.finish_run(self.run_id, report.exit_code)
+        if self.control.stopped:
+            self.store.audit(self.options.command, "interrupted", detail=f"run {self.run_id}")
         return report
+
+
+def _canary_checked(options: DeployOptions, devices: Sequence[Device],
+                    inventory: Inventory) -> bool:
+    """Whether ``--canary auto`` picks the canary; raises ConfigError for an unknown one."""
+    canary = options.canary
+    auto = canary == AUTO_CANARY and canary not in inventory.devices
+    if canary is not None and not auto and not any(d.name == canary for d in devices):
+        raise ConfigError(
+            f"--canary {canary!r} is not among the devices to deploy",
+            hint="name a device of the inventory (and of --only, when given)",
+        )
+    return auto
+
+
+async def run_deploy(
+    inventory: Inventory,
+    store: Store,
+    factory: DriverFactory,
+    options: DeployOptions | None = None,
+    *,
+    on_event: EventCallback | None = None,
+    on_result: Callable[[DeviceResult], None] | None = None,
+    **settings: Unpack[DeploySettings],
+) -> DeployReport:
+    """Deploy to the selected devices. Raises ConfigError (selection), StateError (lock).
+
+    ``options`` (or the same as keyword ``settings``): ``force`` redeploys where
+    the target is served already (``--redeploy``); ``ignore_findings`` are the
+    error codes to go past (``--ignore-finding``); see :class:`DeployOptions`.
+
+    Device failures never raise: they are results.
+    """
+    if options is None:
+        options = DeployOptions.of(settings)
+    elif settings:
+        raise TypeError("run_deploy takes the options or keyword settings, not both")
+    devices = select_devices(inventory, options.only)
+    auto_canary = _canary_checked(options, devices, inventory)
+    limit = options.concurrency or inventory.concurrency
+    if limit < 1:
+        raise ConfigError(f"--concurrency {limit!r} must be at least 1", hint="use --concurrency 8")
+    run = _Run(inventory, store, factory, options, limit, on_event, on_result,
+               Targets(inventory, store))
+    dry_run, command = options.dry_run, options.command
+    if not dry_run:
+        store.acquire_lock(command, break_lock=options.break_lock,
+                           devices=[d.name for d in devices])
+    try:
+        if not dry_run:
+            store.settle_interrupted()  # runs whose process died are recorded as such
+        run.run_id = store.start_run(
+            command + (" --dry-run" if dry_run else ""),
+            inventory_path=str(inventory.path),
+            inventory_text=inventory.text,
+            options=options.recorded(limit),
+        )
+        await run.decide(devices)
+        if run.refused() and not options.skip_refused:
+            report = DeployReport(run.run_id, run.change_nothing(devices), dry_run)
+            store.finish_run(run.run_id, report.exit_code)
+            return report
+        for result in run.early.values():
+            run.tell(result)
+        canary = options.canary
+        if auto_canary:
+            canary = choose_canary(
+                [d for d in devices if run.decisions[d.name].action == "deploy"])
+        return run.finish(await run.deploy(devices, canary))
     except BaseException:  # interrupted (Ctrl-C, cancelled): the run says so
-        if run_id is not None:
-            store.finish_run(run_id, 130)
-            store.audit(command, "interrupted", detail=f"run {run_id}")
+        if run.run_id is not None:
+            store.finish_run(run.run_id, 130)
+            store.audit(command, "interrupted", detail=f"run {run.run_id}")
         raise
     finally:
         if not dry_run:
@@ -423,70 +445,62 @@ async def _rehearse_before_change(
     await asyncio.gather(*(one(d) for d in decisions.values() if d.action == "deploy"))
 
 
-async def _deploy_device(
-    device: Device,
-    inventory: Inventory,
-    store: Store,
-    targets: Targets,
-    factory: DriverFactory,
-    run_id: int | None,
-    *,
-    force: bool,
-    dry_run: bool,
-    allow_no_rollback: bool,
-    on_event: EventCallback | None,
-    control: _Interrupt | None = None,
-    decision: Any = None,
-) -> DeviceResult:
-    loop = asyncio.get_running_loop()
-    started_clock = loop.time()
-    started = _now()
-    version, bundle, problem = targets.get(device.certificate)
-    result = DeviceResult(
-        device.name, device.kind, device.certificate, "refused", 2, "",
-        version_id=version.id if version else None,
-        target_sha256=version.leaf_sha256 if version else None,
-    )
+class _DeviceDeploy:
+    """One device's deploy within a run: journal, backup written ahead, the driver's task."""
 
-    observed_before: dict[str, str | None] = {}
-    from .decide import left_unfinished
+    def __init__(self, run: _Run, device: Device, decision: Decision | None = None) -> None:
+        from .decide import left_unfinished
 
-    # A run that died midway is finished even where the new certificate is served.
-    resume = not dry_run and left_unfinished(store, device.name)
-    # The journal: the deployment is written now as in-progress, each step as
-    # it happens, the backup before the first change (see the store).
-    deployment_id = None if dry_run else store.begin_deployment(
-        run_id=run_id, device=device.name, kind=device.kind, certificate=device.certificate,
-        version_id=result.version_id, target_sha256=result.target_sha256, started=started,
-    )
+        self.run, self.device, self.decision = run, device, decision
+        self.store = run.store
+        self.loop = asyncio.get_running_loop()
+        self.started_clock = self.loop.time()
+        self.version, self.bundle, self.problem = run.targets.get(device.certificate)
+        version = self.version
+        self.result = DeviceResult(
+            device.name, device.kind, device.certificate, "refused", 2, "",
+            version_id=version.id if version else None,
+            target_sha256=version.leaf_sha256 if version else None,
+        )
+        self.observed_before: dict[str, str | None] = {}
+        self.journal_lost = False  # the journal's database went away (a shared store)
+        dry_run = run.options.dry_run
+        # A run that died midway is finished even where the new certificate is served.
+        self.resume = not dry_run and left_unfinished(self.store, device.name)
+        # The journal: the deployment is written now as in-progress, each step as
+        # it happens, the backup before the first change (see the store).
+        self.deployment_id = None if dry_run else self.store.begin_deployment(
+            run_id=run.run_id, device=device.name, kind=device.kind,
+            certificate=device.certificate, version_id=self.result.version_id,
+            target_sha256=self.result.target_sha256, started=_now(),
+        )
 
-    lost: list[bool] = []  # the journal's database went away (a shared store)
-
-    def journal(event: StepEvent) -> None:
-        if deployment_id is not None and not lost:
+    def journal(self, event: StepEvent) -> None:
+        if self.deployment_id is not None and not self.journal_lost:
             try:
-                store.record_step(deployment_id, event)
+                self.store.record_step(self.deployment_id, event)
             except StateError:
                 # A failure like any other: after a change the device is put back;
                 # the steps after it are not journalled (the run is left interrupted).
-                lost.append(True)
+                self.journal_lost = True
                 raise
-        if on_event is not None:
-            on_event(event)
+        if self.run.on_event is not None:
+            self.run.on_event(event)
 
-    def emit(step: str, status: Any, detail: str = "") -> None:
-        event = StepEvent(device.name, step, status, detail)
-        result.steps.append(event)
-        journal(event)
+    def emit(self, step: str, status: Any, detail: str = "") -> None:
+        event = StepEvent(self.device.name, step, status, detail)
+        self.result.steps.append(event)
+        self.journal(event)
 
-    async def persist_backup(backup: Backup) -> None:
+    async def persist_backup(self, backup: Backup) -> None:
         """Write-ahead: the backup is on disk (synced) and recorded before any change."""
         from .csr import key_passphrase
         from .store.backups import write_backup_files
 
-        passphrase = key_passphrase(inventory, device.certificate)
-        served = next((v for v in observed_before.values() if v), None)
-        directory = store.new_backup_dir(device.name)
+        device = self.device
+        passphrase = key_passphrase(self.run.inventory, device.certificate)
+        served = next((v for v in self.observed_before.values() if v), None)
+        directory = self.store.new_backup_dir(device.name)
         try:
             # Written off the event loop: other devices go on meanwhile.
             await asyncio.to_thread(write_backup_files, backup, directory, passphrase)
@@ -496,20 +510,22 @@ async def _deploy_device(
                 f"{exc.strerror or exc}",
                 hint="free space in the state folder (or pass --state-dir); nothing was changed",
             ) from None
-        record = store.register_backup(
-            backup, directory, served_sha256=served, run_id=run_id, encrypted=bool(passphrase)
+        record = self.store.register_backup(
+            backup, directory, served_sha256=served, run_id=self.run.run_id,
+            encrypted=bool(passphrase),
         )
-        result.backup_id = record.id
-        if deployment_id is not None:
-            store.set_deployment_backup(deployment_id, record.id)
+        self.result.backup_id = record.id
+        if self.deployment_id is not None:
+            self.store.set_deployment_backup(self.deployment_id, record.id)
 
-    async def finish(outcome: DeployOutcome | None) -> DeviceResult:
-        result.seconds = loop.time() - started_clock
-        if dry_run:
+    async def finish(self, outcome: DeployOutcome | None = None) -> DeviceResult:
+        result = self.result
+        result.seconds = self.loop.time() - self.started_clock
+        if self.run.options.dry_run:
             return result
         if outcome is None:
             outcome = DeployOutcome(
-                device.name, result.status,  # type: ignore[arg-type]  # one of the outcomes
+                self.device.name, result.status,  # type: ignore[arg-type]  # one of the outcomes
                 result.message, result.hint,
                 target_sha256=result.target_sha256, served_before=result.served_before,
                 served_after=result.served_after, steps=result.steps,
@@ -518,105 +534,130 @@ async def _deploy_device(
             # Taken but not written ahead (refused before any change): kept all the same.
             # What the inventory's listeners served before is what a rollback restores.
             with contextlib.suppress(CertfleetError):
-                await persist_backup(outcome.backup)
-        assert deployment_id is not None
-        store.finish_deployment(deployment_id, outcome, backup_id=result.backup_id)
-        result.deployment_id = deployment_id
-        store.audit("deploy", result.status, device=device.name, detail=result.message)
+                await self.persist_backup(outcome.backup)
+        assert self.deployment_id is not None
+        self.store.finish_deployment(self.deployment_id, outcome, backup_id=result.backup_id)
+        result.deployment_id = self.deployment_id
+        self.store.audit("deploy", result.status, device=self.device.name,
+                         detail=result.message)
         return result
 
-    if problem is not None or bundle is None or version is None:
-        assert problem is not None
-        emit("preflight", "failed", problem.message)
-        result.message = f"{device.name}: {problem.message}"
-        result.hint = problem.hint
-        return await finish(None)
-
-    control = control or _Interrupt()
-
-    def interrupted(where: str) -> None:
-        emit(where, "failed", "interrupted")
+    def interrupted(self, where: str) -> None:
+        self.emit(where, "failed", "interrupted")
+        result = self.result
         result.status, result.exit_code = "interrupted", 2
-        result.message = f"{device.name}: interrupted before any change (nothing was changed)"
+        result.message = f"{self.device.name}: interrupted before any change (nothing was changed)"
         result.hint = "run 'certfleet deploy' again to finish the run"
 
-    emit("observe", "start")
-    try:
-        # Observed by the run's decision (a handshake on every listener) when there is one.
-        result.served_before = (
-            decision.served if decision is not None else await _observe(device)
-        )
-    except asyncio.CancelledError:
-        if not control.stopped:
-            raise
-        interrupted("observe")
-        return await finish(None)
-    observed_before.update(result.served_before)
-    served = set(result.served_before.values())
-    emit("observe", "ok", f"{sum(1 for v in served if v)} certificate(s) served")
-    if served == {version.leaf_sha256} and not force and not resume:
-        result.status, result.exit_code = "skipped", 0
-        result.message = f"{device.name}: already serves v{version.number} on every listener"
-        result.served_after = dict(result.served_before)
-        return await finish(None)
-    if dry_run:
-        result.status, result.exit_code = "would-deploy", 0
-        result.message = f"{device.name}: would install v{version.number}"
-        return await finish(None)
+    async def deploy(self) -> DeviceResult:
+        """Observe, skip or install through the driver; every end recorded."""
+        device, result, version = self.device, self.result, self.version
+        if self.problem is not None or self.bundle is None or version is None:
+            assert self.problem is not None
+            self.emit("preflight", "failed", self.problem.message)
+            result.message = f"{device.name}: {self.problem.message}"
+            result.hint = self.problem.hint
+            return await self.finish()
+        if not await self.observe():
+            return await self.finish()
+        served = set(result.served_before.values())
+        if served == {version.leaf_sha256} and not self.run.options.force and not self.resume:
+            result.status, result.exit_code = "skipped", 0
+            result.message = f"{device.name}: already serves v{version.number} on every listener"
+            result.served_after = dict(result.served_before)
+            return await self.finish()
+        if self.run.options.dry_run:
+            result.status, result.exit_code = "would-deploy", 0
+            result.message = f"{device.name}: would install v{version.number}"
+            return await self.finish()
+        if self.run.control.stopped:
+            self.interrupted("observe")
+            return await self.finish()
+        return await self.install(self.bundle)
 
-    if control.stopped:
-        interrupted("observe")
-        return await finish(None)
-    try:
+    async def observe(self) -> bool:
+        """What every listener serves now; False when interrupted meanwhile."""
+        self.emit("observe", "start")
+        try:
+            # Observed by the run's decision (a handshake on every listener) when there is one.
+            self.result.served_before = (
+                self.decision.served if self.decision is not None
+                else await _observe(self.device)
+            )
+        except asyncio.CancelledError:
+            if not self.run.control.stopped:
+                raise
+            self.interrupted("observe")
+            return False
+        self.observed_before.update(self.result.served_before)
+        served = set(self.result.served_before.values())
+        self.emit("observe", "ok", f"{sum(1 for v in served if v)} certificate(s) served")
+        return True
+
+    def driver(self, bundle: Bundle) -> tuple[list[Finding], Driver]:
+        """The decision's driver (its steps go to the journal now), or one built here."""
+        decision = self.decision
         if decision is not None and decision.driver is not None:
-            findings, driver = decision.findings, decision.driver
-            driver.on_event = journal  # built by the decision: its steps go to the journal now
+            findings, driver = list(decision.findings), decision.driver
+            driver.on_event = self.journal
         else:
-            findings = device_findings(bundle, device, inventory)
-            driver = factory(device, inventory, journal)
-        driver.on_backup = persist_backup
-    except CertfleetError as exc:
-        emit("preflight", "failed", exc.message)
-        result.message = f"{device.name}: {exc.message}"
-        result.hint = exc.hint
-        return await finish(None)
-    # The driver runs as a task of its own: an interrupt cancels it (its template
-    # rolls back what it changed) while this device's recording still happens.
-    task = asyncio.ensure_future(
-        # Past preflight errors only where the decision let every one be ignored.
-        driver.deploy(bundle, findings, force=bool(decision is not None and decision.ignored),
-                      allow_no_rollback=allow_no_rollback)
-    )
-    control.in_flight.add(task)
-    try:
-        outcome = await task
-    except asyncio.CancelledError:
-        if not task.cancelled():
-            task.cancel()
-            raise
-        # Cancelled before its first change: the template let the cancellation through.
-        interrupted(driver._steps[-1].step if driver._steps else "connect")
-        result.steps = [*result.steps, *driver._steps]
-        return await finish(None)
-    except Exception as exc:
-        emit("deploy", "failed", f"{type(exc).__name__}: {exc}")
-        result.status, result.exit_code = "failed", 3
-        result.message = (
-            f"{device.name}: unexpected {type(exc).__name__} during the deploy; "
-            "the device state is unknown"
+            findings = device_findings(bundle, self.device, self.run.inventory)
+            driver = self.run.factory(self.device, self.run.inventory, self.journal)
+        driver.on_backup = self.persist_backup
+        return findings, driver
+
+    async def install(self, bundle: Bundle) -> DeviceResult:
+        device, result, control = self.device, self.result, self.run.control
+        try:
+            findings, driver = self.driver(bundle)
+        except CertfleetError as exc:
+            self.emit("preflight", "failed", exc.message)
+            result.message = f"{device.name}: {exc.message}"
+            result.hint = exc.hint
+            return await self.finish()
+        # The driver runs as a task of its own: an interrupt cancels it (its template
+        # rolls back what it changed) while this device's recording still happens.
+        task = asyncio.ensure_future(
+            # Past preflight errors only where the decision let every one be ignored.
+            driver.deploy(bundle, findings,
+                          force=bool(self.decision is not None and self.decision.ignored),
+                          allow_no_rollback=self.run.options.allow_no_rollback)
         )
-        result.hint = "run 'certfleet verify' and 'certfleet rollback DEVICE' if needed"
-        return await finish(None)
-    finally:
-        control.in_flight.discard(task)
-    result.status = outcome.outcome
-    result.exit_code = outcome.exit_code
-    result.message = outcome.message
-    result.hint = outcome.hint
-    if outcome.served_before:
-        result.served_before = outcome.served_before
-    result.served_after = outcome.served_after
-    result.steps = [*result.steps, *outcome.steps]
-    outcome.steps = result.steps
-    outcome.served_before = result.served_before
-    return await finish(outcome)
+        control.in_flight.add(task)
+        try:
+            outcome = await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                task.cancel()
+                raise
+            # Cancelled before its first change: the template let the cancellation through.
+            self.interrupted(driver._steps[-1].step if driver._steps else "connect")
+            result.steps = [*result.steps, *driver._steps]
+            return await self.finish()
+        except Exception as exc:
+            self.emit("deploy", "failed", f"{type(exc).__name__}: {exc}")
+            result.status, result.exit_code = "failed", 3
+            result.message = (
+                f"{device.name}: unexpected {type(exc).__name__} during the deploy; "
+                "the device state is unknown"
+            )
+            result.hint = "run 'certfleet verify' and 'certfleet rollback DEVICE' if needed"
+            return await self.finish()
+        finally:
+            control.in_flight.discard(task)
+        return await self.finish(self.settled(outcome))
+
+    def settled(self, outcome: DeployOutcome) -> DeployOutcome:
+        """The result as the driver's outcome says; the outcome with the whole journal."""
+        result = self.result
+        result.status = outcome.outcome
+        result.exit_code = outcome.exit_code
+        result.message = outcome.message
+        result.hint = outcome.hint
+        if outcome.served_before:
+            result.served_before = outcome.served_before
+        result.served_after = outcome.served_after
+        result.steps = [*result.steps, *outcome.steps]
+        outcome.steps = result.steps
+        outcome.served_before = result.served_before
+        return outcome

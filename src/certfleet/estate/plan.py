@@ -6,11 +6,11 @@ steps the driver takes, and whether a rollback will be possible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..inventory import Inventory, select_devices
+from .options import DeployOptions
 from .store import Store
 from .targets import rollback_possible
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from .targets import DriverFactory
 
 __all__ = ["DevicePlan", "make_plan", "plan_from", "rollback_possible"]
+
+_DEFAULTS = DeployOptions()
 
 def _steps(kind: str) -> tuple[str, ...]:
     """What a deploy does on a device of ``kind``, in words (the kind says)."""
@@ -91,22 +93,17 @@ def plan_from(decision: Decision) -> DevicePlan:
 async def make_plan(
     inventory: Inventory,
     store: Store,
-    only: Sequence[str] = (),
+    options: DeployOptions = _DEFAULTS,
     *,
-    force: bool = False,
-    allow_no_rollback: bool = False,
     factory: DriverFactory | None = None,
-    ignore_findings: Sequence[str] = (),
 ) -> list[DevicePlan]:
-    """The plan for the selected devices (all by default). Raises ConfigError.
+    """The plan for the devices ``options.only`` selects (all by default). Raises ConfigError.
 
-    Decided by :func:`certfleet.estate.decide.decide_all`, as ``deploy`` decides.
+    Decided by :func:`certfleet.estate.decide.decide_all`, as ``deploy`` decides
+    with the same options.
     """
     from .decide import decide_all
 
-    devices = select_devices(inventory, only)
-    decisions = await decide_all(
-        devices, inventory, store, factory, force=force, allow_no_rollback=allow_no_rollback,
-        ignore_findings=ignore_findings,
-    )
+    devices = select_devices(inventory, options.only)
+    decisions = await decide_all(devices, inventory, store, factory, options)
     return [plan_from(d) for d in decisions]

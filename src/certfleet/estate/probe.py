@@ -1,12 +1,12 @@
 """Rehearse a deploy on every selected device, changing nothing: ``certfleet probe``.
 
-Each device's driver does everything a deploy would do up to the first
-change, then backs out: OVOC (:meth:`OvocDriver.probe`) logs in with the host
+Each device's driver (:meth:`Driver.rehearsal`) does everything a deploy
+would do up to the first change, then backs out: OVOC logs in with the host
 key checked, lists the staging folder, ``su``\\ s, walks EmsServerManager down
-to the import entry without selecting it; an SBC (:meth:`SbcDriver.rehearse`)
-checks trust, credentials, HA, the INI, each TLS context and whether a
-rollback is possible. A kind without a rehearsal is observed only (a
-handshake on each listener) and says so. Devices run in parallel, at most
+to the import entry without selecting it; an SBC checks trust, credentials,
+HA, the INI, each TLS context and whether a rollback is possible. A kind
+without a rehearsal is observed only (a handshake on each listener) and says
+so. Devices run in parallel, at most
 ``concurrency`` at once. The OVOC session transcript (secrets scrubbed) is
 kept in the result and in ``probes/NAME.txt`` under the state folder.
 """
@@ -25,8 +25,6 @@ from ..inventory import Device, Inventory
 
 if TYPE_CHECKING:
     from ..drivers.base import Driver
-    from ..drivers.ovoc.probe import ProbeReport
-    from ..drivers.sbc_rehearsal import Readiness
     from .targets import DriverFactory
 
 __all__ = ["DeviceProbe", "probe_device", "probe_devices", "rehearse_device", "transcript_path"]
@@ -128,43 +126,18 @@ async def rehearse_device(
     return await _rehearse(device, driver, allow_no_rollback)
 
 
-async def _rehearse(device: Device, driver: Driver, allow_no_rollback: bool) -> DeviceProbe | None:
+async def _rehearse(device: Device, driver: Driver,
+                    allow_no_rollback: bool) -> DeviceProbe | None:
     try:
-        probe = getattr(driver, "probe", None)
-        rehearse = getattr(driver, "rehearse", None)
-        if callable(probe):
-            return _from_ovoc(device, await probe(hosts=list(device.hosts)))
-        if callable(rehearse):
-            return _from_sbc(device, await rehearse(allow_no_rollback=allow_no_rollback))
-        return None
+        found = await driver.rehearsal(list(device.hosts), allow_no_rollback=allow_no_rollback)
     except Exception as exc:  # a defect: reported, never a traceback
         return DeviceProbe(device.name, device.kind, False,
                            f"the rehearsal failed: {type(exc).__name__}: {exc}",
                            "this is a defect of certfleet: please report it")
-
-
-def _from_ovoc(device: Device, report: ProbeReport) -> DeviceProbe:
-    reason = str(report.reason)
-    for prefix in ("ready: ", "not ready: "):
-        reason = reason.removeprefix(prefix)
-    checks = [c.to_dict() for c in report.checks]
-    if report.labels:
-        checks.append({"name": "labels", "ok": report.ready, "detail": dict(report.labels),
-                       "fix": None})
-    return DeviceProbe(device.name, device.kind, bool(report.ready), reason, report.fix,
-                       checks, transcript=report.transcript)
-
-
-def _from_sbc(device: Device, readiness: Readiness) -> DeviceProbe:
-    checks = [c.to_dict() for c in readiness.checks]
-    failed = list(readiness.reasons)
-    if readiness.ready:
-        notes = [c.detail for c in readiness.checks if not c.ok]
-        reason = "every check passed" + (f"; note: {'; '.join(notes)}" if notes else "")
-        return DeviceProbe(device.name, device.kind, True, reason, None, checks)
-    reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)
-    fix = "; ".join(c.fix for c in failed if c.fix) or None
-    return DeviceProbe(device.name, device.kind, False, reason, fix, checks)
+    if found is None:
+        return None
+    return DeviceProbe(device.name, device.kind, found.ready, found.reason, found.fix,
+                       list(found.checks), transcript=found.transcript)
 
 
 async def _observe_only(device: Device) -> DeviceProbe:

@@ -8,10 +8,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drivers.base import DeployOutcome, EventCallback, StepEvent, describe_exception
+from ..drivers.base import (
+    Backup,
+    DeployOutcome,
+    Driver,
+    EventCallback,
+    RollbackCutShort,
+    StepEvent,
+    describe_exception,
+)
 from ..drivers.tlsprobe import Listener, ProbeResult, wait_for_served
 from ..errors import CertfleetError, ConfigError, StateError
-from ..inventory import Inventory
+from ..inventory import Device, Inventory
 from .devices import prepare_standalone_restore
 from .store import BackupRecord, Store
 from .targets import DriverFactory
@@ -78,23 +86,7 @@ async def rollback_device(
             f"no device named {name!r} in {inventory.path}",
             hint="devices: " + ", ".join(sorted(inventory.devices)),
         )
-    from .csr import key_passphrase
-
-    store.acquire_lock(f"rollback {name}", break_lock=break_lock, devices=[name])
-    try:
-        store.settle_interrupted()  # a deploy that died is recorded as interrupted
-        record = store.last_backup(name)
-        if record is None:
-            raise StateError(
-                f"no backup of {name!r} in the state store",
-                hint="a backup is taken by every deploy before it changes a device; "
-                "this device was never changed by certfleet",
-                untouched=True,
-            )
-        backup = store.read_backup(record, key_passphrase(inventory, device.certificate))
-    except BaseException:
-        store.release_lock()
-        raise
+    record, backup = _last_backup(inventory, store, device, break_lock)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     run_id = store.start_run(
         f"rollback {name}",
@@ -106,110 +98,135 @@ async def rollback_device(
     try:
         driver = factory(device, inventory, on_event)
         if not driver.can_restore(backup):
-            # E.g. an SBC deployed with --allow-no-rollback: the backup holds no key.
-            # Refused before connecting: the device is not touched (exit 2).
-            result.message = (
-                f"{name}: backup {record.id} of {record.created} cannot be restored: it "
-                "holds no private key of what the device served before (deployed without a "
-                "way back); nothing was changed"
-            )
-            result.hint = (
-                "the device serves what that deploy installed; to go back, install the "
-                "previous certificate with its key by hand ('certfleet sbc deploy --help' "
-                "shows how)"
-            )
-            raise _NotRestorable
-        try:
-            driver.emit("connect", "start")
-            await driver.connect()
-            driver.emit("connect", "ok")
-            driver.emit("rollback", "start", f"backup {record.id} of {record.created}")
-            prepare_standalone_restore(driver)
-            result.touched = True
-
-            async def restore_and_verify() -> None:
-                await driver.restore(backup)
-                driver.emit("rollback", "ok")
-                expected = previous_by_listener(device.listeners, backup.meta, record.served_sha256)
-                if not expected:
-                    driver.emit("verify", "failed", "nothing to verify against")
-                    result.message = (
-                        f"{name}: backup {record.id} restored, NOT verified: no listener served "
-                        "a certificate before the deploy, so no handshake can prove the restore"
-                    )
-                    result.hint = f"check what it serves with 'certfleet status --only {name}'"
-                else:
-                    # Verified here, by handshake, each listener against what it served
-                    # before: the drivers' own verify follows the state of a deploy session.
-                    driver.emit("verify", "start")
-                    after = await verify_each(expected, max(device.verify_timeout, 5.0))
-                    result.served_after = {str(r.listener): r.sha256 for r in after}
-                    driver.emit("verify", "ok", f"{len(after)} listener(s)")
-                    result.ok = True
-                    result.message = (
-                        f"{name}: backup {record.id} restored and verified by handshake on "
-                        f"{len(after)} listener(s)"
-                    )
-
-            # Once the restore has begun, an interrupt (Ctrl-C, SIGTERM) does not stop
-            # it half-way: it gets the driver's interrupt_grace to finish.
-            work = asyncio.ensure_future(restore_and_verify())
-            try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:
-                if work.done():
-                    raise
-                driver.emit("rollback", "start", "interrupted: finishing the rollback")
-                try:
-                    await asyncio.wait_for(work, driver.interrupt_grace)
-                except TimeoutError:
-                    raise asyncio.CancelledError from None
-        except CertfleetError as exc:
-            driver.emit("rollback", "failed", exc.message)
-            result.message = f"{name}: rollback failed: {exc.message}" + (
-                "" if result.touched else " (nothing was changed)"
-            )
-            result.hint = exc.hint or "restore the device by hand from the backup files"
-        except BaseException as exc:  # a bug, an OS error, Ctrl-C, a cancellation
-            what = describe_exception(exc)
-            driver.emit("rollback", "failed", what)
-            if result.touched:
-                result.message = f"{name}: rollback stopped: {what}; the device may be changed"
-                result.hint = f"run 'certfleet rollback {name}' again"
-            else:
-                result.message = f"{name}: {what} before any change (nothing was changed)"
-        finally:
-            result.steps = list(driver._steps)
-            await driver.close()
+            _not_restorable(result, record)
+        else:
+            await _restore(driver, device, backup, record, result)
     except CertfleetError as exc:  # the driver could not be built (secrets, profile)
         result.message = f"{name}: {exc.message}"
         result.hint = exc.hint
-    except _NotRestorable:
-        pass
     finally:
-        outcome = DeployOutcome(
-            name,
-            "installed" if result.ok else "failed",
-            result.message,
-            result.hint,
-            target_sha256=record.served_sha256,
-            served_after=result.served_after,
-            steps=result.steps,
-        )
-        outcome.outcome = "restored" if result.ok else ("failed" if result.touched else "refused")
-        store.record_deployment(
-            run_id=run_id, device=name, kind=device.kind, certificate=device.certificate,
-            version_id=None, outcome=outcome, started=started, backup_id=record.id,
-        )
-        store.audit("rollback", "restored" if result.ok else "failed", device=name,
-                    detail=result.message)
-        store.finish_run(run_id, result.exit_code)
+        _record(store, run_id, device, record, result, started)
         store.release_lock()
     return result
 
 
-class _NotRestorable(Exception):
-    """The backup cannot restore the device: refused before any connection."""
+def _last_backup(inventory: Inventory, store: Store, device: Device,
+                 break_lock: bool) -> tuple[BackupRecord, Backup]:
+    """The device's last backup, read under the run's lock (released when it fails)."""
+    from .csr import key_passphrase
+
+    name = device.name
+    store.acquire_lock(f"rollback {name}", break_lock=break_lock, devices=[name])
+    try:
+        store.settle_interrupted()  # a deploy that died is recorded as interrupted
+        record = store.last_backup(name)
+        if record is None:
+            raise StateError(
+                f"no backup of {name!r} in the state store",
+                hint="a backup is taken by every deploy before it changes a device; "
+                "this device was never changed by certfleet",
+                untouched=True,
+            )
+        return record, store.read_backup(record, key_passphrase(inventory, device.certificate))
+    except BaseException:
+        store.release_lock()
+        raise
+
+
+def _not_restorable(result: RollbackResult, record: BackupRecord) -> None:
+    """E.g. an SBC deployed with --allow-no-rollback: the backup holds no key.
+    Refused before connecting: the device is not touched (exit 2)."""
+    result.message = (
+        f"{result.device}: backup {record.id} of {record.created} cannot be restored: it "
+        "holds no private key of what the device served before (deployed without a "
+        "way back); nothing was changed"
+    )
+    result.hint = (
+        "the device serves what that deploy installed; to go back, install the "
+        "previous certificate with its key by hand ('certfleet sbc deploy --help' "
+        "shows how)"
+    )
+
+
+async def _restore(driver: Driver, device: Device, backup: Backup, record: BackupRecord,
+                   result: RollbackResult) -> None:
+    """Connect, then the driver's rollback; every end is said in ``result``."""
+    name = device.name
+    try:
+        driver.emit("connect", "start")
+        await driver.connect()
+        driver.emit("connect", "ok")
+        prepare_standalone_restore(driver)
+        result.touched = True
+        try:
+            await driver.rollback(backup, lambda: _verify(driver, device, backup, record, result),
+                                  detail=f"backup {record.id} of {record.created}")
+        except RollbackCutShort:  # past the driver's interrupt_grace: stopped
+            raise asyncio.CancelledError from None
+    except CertfleetError as exc:
+        driver.emit("rollback", "failed", exc.message)
+        result.message = f"{name}: rollback failed: {exc.message}" + (
+            "" if result.touched else " (nothing was changed)"
+        )
+        result.hint = exc.hint or "restore the device by hand from the backup files"
+    except BaseException as exc:  # a bug, an OS error, Ctrl-C, a cancellation
+        what = describe_exception(exc)
+        driver.emit("rollback", "failed", what)
+        if result.touched:
+            result.message = f"{name}: rollback stopped: {what}; the device may be changed"
+            result.hint = f"run 'certfleet rollback {name}' again"
+        else:
+            result.message = f"{name}: {what} before any change (nothing was changed)"
+    finally:
+        result.steps = list(driver._steps)
+        await driver.close()
+
+
+async def _verify(driver: Driver, device: Device, backup: Backup, record: BackupRecord,
+                  result: RollbackResult) -> None:
+    """Verified here, by handshake, each listener against what it served before: the
+    drivers' own verify follows the state of a deploy session."""
+    name = device.name
+    expected = previous_by_listener(device.listeners, backup.meta, record.served_sha256)
+    if not expected:
+        driver.emit("verify", "failed", "nothing to verify against")
+        result.message = (
+            f"{name}: backup {record.id} restored, NOT verified: no listener served "
+            "a certificate before the deploy, so no handshake can prove the restore"
+        )
+        result.hint = f"check what it serves with 'certfleet status --only {name}'"
+        return
+    driver.emit("verify", "start")
+    after = await verify_each(expected, max(device.verify_timeout, 5.0))
+    result.served_after = {str(r.listener): r.sha256 for r in after}
+    driver.emit("verify", "ok", f"{len(after)} listener(s)")
+    result.ok = True
+    result.message = (
+        f"{name}: backup {record.id} restored and verified by handshake on "
+        f"{len(after)} listener(s)"
+    )
+
+
+def _record(store: Store, run_id: int, device: Device, record: BackupRecord,
+            result: RollbackResult, started: str) -> None:
+    """The rollback in the store: as a deployment, in the audit, and the run's end."""
+    name = device.name
+    outcome = DeployOutcome(
+        name,
+        "restored" if result.ok else ("failed" if result.touched else "refused"),
+        result.message,
+        result.hint,
+        target_sha256=record.served_sha256,
+        served_after=result.served_after,
+        steps=result.steps,
+    )
+    store.record_deployment(
+        run_id=run_id, device=name, kind=device.kind, certificate=device.certificate,
+        version_id=None, outcome=outcome, started=started, backup_id=record.id,
+    )
+    store.audit("rollback", "restored" if result.ok else "failed", device=name,
+                detail=result.message)
+    store.finish_run(run_id, result.exit_code)
 
 
 def previous_by_listener(

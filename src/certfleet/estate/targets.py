@@ -68,9 +68,10 @@ def rollback_possible(
 ) -> tuple[bool, str]:
     """Whether a failed deploy can be undone on ``device``, and why.
 
-    OVOC: the driver backs up the staged files (key included), so yes. SBC:
-    the device never returns its private key, so only when the key of what
-    it serves now is in the store.
+    As the device's kind declares: a kind whose driver backs up what it
+    changes (key included) can; one whose device never returns its private
+    key (``rollback_needs_key``) only when the key of what it serves now is
+    in the store.
     """
     from ..drivers.registry import get_kind
     from ..pki.model import spki_sha256
@@ -84,7 +85,7 @@ def rollback_possible(
     missing = [cert for cert in certs if store.key_by_spki(spki_sha256(cert)) is None]
     if missing:
         return False, (
-            "the SBC never returns its private key and the key of the certificate it "
+            f"{kind.rollback_key_note} and the key of the certificate it "
             "serves now is not in the store (adopt it with its key first)"
         )
     return True, "the key of the certificate served now is in the store"

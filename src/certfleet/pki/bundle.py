@@ -396,6 +396,46 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
     cert_objs = [o for o in objects if isinstance(o.value, x509.Certificate)]
     key_objs = [o for o in objects if o.type == "private_key"]
     csr_objs = [o for o in objects if o.type == "csr"]
+    _require_certificate(objects, cert_objs, csr_objs)
+    certs, first_source = _distinct(cert_objs, findings)
+
+    # Keys, by the SHA-256 of their public key.
+    key_by_spki: dict[str, LoadedObject] = {}
+    for obj in key_objs:
+        spki = safe_spki_sha256(obj.value)
+        if spki is not None and spki not in key_by_spki:
+            key_by_spki[spki] = obj
+    spkis = [safe_spki_sha256(c) for c in certs]
+
+    leaf = _pick_leaf(certs, key_by_spki, spkis)
+    leaf_spki = spkis[next(i for i, c in enumerate(certs) if c is leaf)]
+    chain, root = _chain_of(leaf, certs, findings)
+    unrelated = _set_aside(leaf, chain, root, certs, first_source, findings)
+    _order_findings(leaf, chain, root, certs, findings)
+
+    key_obj = key_by_spki.get(leaf_spki) if leaf_spki is not None else None
+    _key_findings(leaf, key_obj, key_objs, csr_objs, key_by_spki, findings)
+    private_key: PrivateKey | None = None
+    if key_obj is not None and not isinstance(
+        key_obj.value, (x509.Certificate, x509.CertificateSigningRequest)
+    ):
+        private_key = key_obj.value
+    return Bundle(
+        leaf=leaf,
+        chain=tuple(chain),
+        root=root,
+        private_key=private_key,
+        key_format=key_obj.format if key_obj is not None else None,
+        key_encrypted=key_obj.encrypted if key_obj is not None else False,
+        key_source=key_obj.source if key_obj is not None else None,
+        unrelated=unrelated,
+        findings=tuple(findings),
+    )
+
+
+def _require_certificate(objects: Sequence[LoadedObject], cert_objs: Sequence[LoadedObject],
+                         csr_objs: Sequence[LoadedObject]) -> None:
+    """Raise CertificateError when no certificate was given (a request instead: said)."""
     if not cert_objs and csr_objs:
         raise CertificateError(
             f"{_csr_text(csr_objs)}: this is the certificate request, not the issued "
@@ -410,6 +450,10 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
             hint="add the certificate file the CA issued (.crt, .cer, .pem, .p7b or .pfx)",
         )
 
+
+def _distinct(cert_objs: Sequence[LoadedObject],
+              findings: list[Finding]) -> tuple[list[x509.Certificate], dict[str, str]]:
+    """The certificates once each, and where each came from first."""
     # Duplicates: the same DER twice (a chain file repeating the leaf...).
     certs: list[x509.Certificate] = []
     first_source: dict[str, str] = {}
@@ -433,45 +477,48 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
             continue
         first_source[digest] = obj.source
         certs.append(obj.value)
+    return certs, first_source
 
-    # Keys, by the SHA-256 of their public key.
-    key_by_spki: dict[str, LoadedObject] = {}
-    for obj in key_objs:
-        spki = safe_spki_sha256(obj.value)
-        if spki is not None and spki not in key_by_spki:
-            key_by_spki[spki] = obj
-    spkis = [safe_spki_sha256(c) for c in certs]
 
-    leaf = _pick_leaf(certs, key_by_spki, spkis)
-    leaf_spki = spkis[next(i for i, c in enumerate(certs) if c is leaf)]
+def _chain_of(leaf: x509.Certificate, certs: list[x509.Certificate],
+              findings: list[Finding]) -> tuple[list[x509.Certificate], x509.Certificate | None]:
+    """The chain, leaf side first, each link by name, key id and signature, and the root.
 
-    # The chain, leaf side first, each link by name, key id and signature. When a CA
-    # is cross-signed, several issuers fit: the best whole path wins (see _PathFinder).
+    When a CA is cross-signed, several issuers fit: the best whole path wins
+    (see _PathFinder).
+    """
     chain: list[x509.Certificate] = []
     root: x509.Certificate | None = None
-    used = {id(leaf)}
-    if not is_self_signed(leaf):
-        for issuer, verified in _PathFinder(certs).best(leaf):
-            if not verified:
-                findings.append(
-                    Finding(
-                        "BAD_SIGNATURE",
-                        "error",
-                        f"the signature of {subject_text(_subject_of(leaf, chain))!r} does not "
-                        f"verify with the key of its named issuer {subject_text(issuer)!r}",
-                        hint="the issuer certificate is the wrong one (a re-keyed or "
-                        "cross-signed CA?): download the chain again from the CA",
-                        subject=subject_text(_subject_of(leaf, chain)),
-                    )
+    if is_self_signed(leaf):
+        return chain, root
+    for issuer, verified in _PathFinder(certs).best(leaf):
+        if not verified:
+            findings.append(
+                Finding(
+                    "BAD_SIGNATURE",
+                    "error",
+                    f"the signature of {subject_text(_subject_of(leaf, chain))!r} does not "
+                    f"verify with the key of its named issuer {subject_text(issuer)!r}",
+                    hint="the issuer certificate is the wrong one (a re-keyed or "
+                    "cross-signed CA?): download the chain again from the CA",
+                    subject=subject_text(_subject_of(leaf, chain)),
                 )
-            used.add(id(issuer))
-            if is_self_signed(issuer):
-                root = issuer
-                break
-            chain.append(issuer)
+            )
+        if is_self_signed(issuer):
+            root = issuer
+            break
+        chain.append(issuer)
+    return chain, root
 
-    unrelated = tuple(c for c in certs if id(c) not in used)
+
+def _set_aside(leaf: x509.Certificate, chain: list[x509.Certificate],
+               root: x509.Certificate | None, certs: list[x509.Certificate],
+               first_source: dict[str, str],
+               findings: list[Finding]) -> tuple[x509.Certificate, ...]:
+    """The certificates outside the leaf's path, each said as CHAIN_UNRELATED."""
     in_path = [leaf, *chain, *([root] if root is not None else [])]
+    used = {id(c) for c in in_path}
+    unrelated = tuple(c for c in certs if id(c) not in used)
     set_aside = _SetAside(in_path, unrelated, leaf)
     for cert in unrelated:
         message, hint = set_aside.text(cert, first_source[cert_sha256(cert)])
@@ -484,7 +531,13 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
                 subject=subject_text(cert),
             )
         )
+    return unrelated
 
+
+def _order_findings(leaf: x509.Certificate, chain: list[x509.Certificate],
+                    root: x509.Certificate | None, certs: list[x509.Certificate],
+                    findings: list[Finding]) -> None:
+    """CHAIN_REORDERED when the input was out of order; ROOT_INCLUDED when it had the root."""
     expected = [leaf, *chain, *([root] if root is not None else [])]
     in_input = [c for c in certs if any(c is e for e in expected)]
     if [id(c) for c in in_input] != [id(c) for c in expected]:
@@ -510,7 +563,11 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
             )
         )
 
-    key_obj = key_by_spki.get(leaf_spki) if leaf_spki is not None else None
+
+def _key_findings(leaf: x509.Certificate, key_obj: LoadedObject | None,
+                  key_objs: Sequence[LoadedObject], csr_objs: Sequence[LoadedObject],
+                  key_by_spki: dict[str, LoadedObject], findings: list[Finding]) -> None:
+    """CSR_GIVEN, KEY_MISSING or KEY_MISMATCH, when the leaf's key is not among the inputs."""
     if csr_objs and key_obj is None and is_ca(leaf) and not is_self_signed(leaf):
         # A request given with the CA's chain: the issued certificate is missing. Said
         # as such, instead of a key that "does not belong" to an intermediate CA.
@@ -543,20 +600,3 @@ def assemble(objects: Sequence[LoadedObject]) -> Bundle:
                 subject=subject_text(leaf),
             )
         )
-
-    private_key: PrivateKey | None = None
-    if key_obj is not None and not isinstance(
-        key_obj.value, (x509.Certificate, x509.CertificateSigningRequest)
-    ):
-        private_key = key_obj.value
-    return Bundle(
-        leaf=leaf,
-        chain=tuple(chain),
-        root=root,
-        private_key=private_key,
-        key_format=key_obj.format if key_obj is not None else None,
-        key_encrypted=key_obj.encrypted if key_obj is not None else False,
-        key_source=key_obj.source if key_obj is not None else None,
-        unrelated=unrelated,
-        findings=tuple(findings),
-    )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,6 +23,7 @@ from .model import PrivateKey, key_description
 
 __all__ = [
     "KEY_TYPES",
+    "CsrSubject",
     "KeyFormat",
     "build_csr",
     "csr_pem",
@@ -122,19 +124,39 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.DNSName(normalize_dns_name(name))
 
 
+@dataclass(frozen=True)
+class CsrSubject:
+    """The subject fields of a CSR besides its common name (None: not in the subject)."""
+
+    organization: str | None = None
+    organizational_unit: str | None = None
+    locality: str | None = None
+    state: str | None = None
+    country: str | None = None
+    email: str | None = None
+
+
+class CsrSubjectFields(TypedDict, total=False):
+    """:class:`CsrSubject` as keyword arguments."""
+
+    organization: str | None
+    organizational_unit: str | None
+    locality: str | None
+    state: str | None
+    country: str | None
+    email: str | None
+
+
 def build_csr(
     private_key: PrivateKey,
     common_name: str,
     sans: Sequence[str] = (),
-    *,
-    organization: str | None = None,
-    organizational_unit: str | None = None,
-    locality: str | None = None,
-    state: str | None = None,
-    country: str | None = None,
-    email: str | None = None,
+    subject: CsrSubject | None = None,
+    **fields: Unpack[CsrSubjectFields],
 ) -> x509.CertificateSigningRequest:
     """A CSR for ``common_name`` and ``sans``, signed with SHA-256.
+
+    ``subject`` (or the same as keyword ``fields``): the other subject fields.
 
     The subject alternative names always start with the common name (CAs and
     TLS clients ignore the CN); duplicates are dropped. IP addresses become
@@ -160,26 +182,11 @@ def build_csr(
     first = names[0]
     subject_cn = str(first.value) if isinstance(first, x509.DNSName) else cn
 
-    attributes: list[x509.NameAttribute[str]] = []
-    if country is not None:
-        if len(country) != 2 or not country.isascii() or not country.isalpha():
-            raise ValueError(f"country {country!r} is not a two-letter ISO 3166 code")
-        attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, country.upper()))
-    for oid, value, what in (
-        (NameOID.STATE_OR_PROVINCE_NAME, state, "state"),
-        (NameOID.LOCALITY_NAME, locality, "locality"),
-        (NameOID.ORGANIZATION_NAME, organization, "organization"),
-        (NameOID.ORGANIZATIONAL_UNIT_NAME, organizational_unit, "organizational unit"),
-    ):
-        if value is not None:
-            if not value.strip():
-                raise ValueError(f"{what} {value!r} is empty")
-            attributes.append(x509.NameAttribute(oid, value.strip()))
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, subject_cn))
-    if email is not None:
-        if "@" not in email or " " in email or not email.isascii():
-            raise ValueError(f"e-mail address {email!r} is not of the form user@domain")
-        attributes.append(x509.NameAttribute(NameOID.EMAIL_ADDRESS, email))
+    if subject is None:
+        subject = CsrSubject(**fields)
+    elif fields:
+        raise TypeError("build_csr takes a subject or keyword fields, not both")
+    attributes = _subject_attributes(subject, subject_cn)
 
     builder = (
         x509.CertificateSigningRequestBuilder()
@@ -193,6 +200,33 @@ def build_csr(
         else hashes.SHA256()
     )
     return builder.sign(private_key, algorithm)
+
+
+def _subject_attributes(subject: CsrSubject, subject_cn: str) -> list[x509.NameAttribute[str]]:
+    """The CSR's subject, country first, the e-mail address last. Raises ValueError."""
+    country, email = subject.country, subject.email
+    attributes: list[x509.NameAttribute[str]] = []
+    if country is not None:
+        if len(country) != 2 or not country.isascii() or not country.isalpha():
+            raise ValueError(f"country {country!r} is not a two-letter ISO 3166 code")
+        attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, country.upper()))
+    for oid, value, what in (
+        (NameOID.STATE_OR_PROVINCE_NAME, subject.state, "state"),
+        (NameOID.LOCALITY_NAME, subject.locality, "locality"),
+        (NameOID.ORGANIZATION_NAME, subject.organization, "organization"),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, subject.organizational_unit,
+         "organizational unit"),
+    ):
+        if value is not None:
+            if not value.strip():
+                raise ValueError(f"{what} {value!r} is empty")
+            attributes.append(x509.NameAttribute(oid, value.strip()))
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, subject_cn))
+    if email is not None:
+        if "@" not in email or " " in email or not email.isascii():
+            raise ValueError(f"e-mail address {email!r} is not of the form user@domain")
+        attributes.append(x509.NameAttribute(NameOID.EMAIL_ADDRESS, email))
+    return attributes
 
 
 def native_key_format(key: PrivateKey) -> KeyFormat:

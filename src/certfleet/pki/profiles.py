@@ -60,7 +60,8 @@ FINDING_CODES: dict[str, tuple[Severity, str]] = {
 
 #: Error codes ``--ignore-finding`` cannot pass, with why: the device's files cannot
 #: be made, or the device cannot take them. Every other code is overridable.
-#: ``ROOT_MISSING`` is only an error for OVOC (see :meth:`OvocProfile.not_overridable`).
+#: A profile's own such codes are in its ``blocking_findings`` (``ROOT_MISSING`` for
+#: OVOC: see :attr:`OvocProfile.blocking_findings`), and a device kind declares them.
 NOT_OVERRIDABLE: dict[str, str] = {
     "KEY_MISSING": "without the private key the device's files cannot be made",
     "KEY_MISMATCH": "the key does not belong to the certificate: no handshake could succeed",
@@ -72,17 +73,16 @@ NOT_OVERRIDABLE: dict[str, str] = {
 }
 
 
-def not_overridable(code: str, kind: str | None = None) -> str | None:
-    """Why ``code`` cannot be ignored on a device of ``kind`` (None when it can). Pure.
+def not_overridable(code: str, own: Mapping[str, str] | None = None) -> str | None:
+    """Why ``code`` cannot be ignored (None when it can). Pure.
 
-    ``kind`` None asks for every kind: a code that is an error only on one kind
-    (``ROOT_MISSING``: OVOC needs ``root.crt``) may be ignored for the others.
+    ``own``: the codes a device kind declares errors on its devices, with why
+    (``ROOT_MISSING`` on OVOC: it needs ``root.crt``); without it, a code that
+    is an error only on some kind may be ignored.
     """
     if code in NOT_OVERRIDABLE:
         return NOT_OVERRIDABLE[code]
-    if code == "ROOT_MISSING" and kind == "ovoc":
-        return "OVOC's import needs root.crt: without the root its files cannot be made"
-    return None
+    return (own or {}).get(code)
 
 
 #: The characters a keystore password for OVOC may hold, in words (for messages).
@@ -243,6 +243,10 @@ class OvocProfile:
     """
 
     kind: ClassVar[str] = "ovoc"
+    #: Codes that are errors for OVOC and cannot be ignored, with why.
+    blocking_findings: ClassVar[Mapping[str, str]] = {
+        "ROOT_MISSING": "OVOC's import needs root.crt: without the root its files cannot be made",
+    }
 
     cert_file: str = "server.crt"
     key_file: str = "server.key"

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-__all__ = ["close_connection", "host_key_accepts", "host_key_sha256", "open_connection",
-           "sftp_op", "start_root_shell"]
+__all__ = ["ShellSettings", "close_connection", "host_key_accepts", "host_key_sha256",
+           "open_connection", "sftp_op", "start_root_shell"]
 
 
 def host_key_sha256(key: asyncssh.SSHKey) -> str:
@@ -202,14 +202,34 @@ async def sftp_op(what: str, coro: Awaitable[T], *, timeout: float, device: str,
                                     device=device) from exc
 
 
+@dataclass(frozen=True)
+class ShellSettings:
+    """What a root shell on one OVOC is opened with: the host and login, ``su``, the
+    menu's wording, the terminal, the timeouts, the device's name (for messages) and
+    the secrets to scrub from the screen."""
+
+    host: str
+    login: SshLogin
+    su: SuSettings
+    menu: OvocMenu
+    terminal: TerminalSettings
+    timeouts: Timeouts
+    device: str
+    secrets: tuple[str, ...] = ()
+
+
 async def start_root_shell(
-    conn: asyncssh.SSHClientConnection, *, host: str, login: SshLogin, su: SuSettings,
-    menu: OvocMenu, terminal: TerminalSettings, timeouts: Timeouts, device: str,
-    secrets: list[str],
+    conn: asyncssh.SSHClientConnection, shell_settings: ShellSettings,
 ) -> tuple[Screen, str]:
     """A PTY shell as the login user, then ``su`` to ``su.user`` (checked with whoami when
     the prompt does not say). Returns the screen and root's prompt line as seen."""
     import asyncssh
+
+    host, login, su, menu = (shell_settings.host, shell_settings.login, shell_settings.su,
+                             shell_settings.menu)
+    terminal, timeouts, device = (shell_settings.terminal, shell_settings.timeouts,
+                                  shell_settings.device)
+    secrets = list(shell_settings.secrets)
 
     try:
         async with asyncio.timeout(timeouts.prompt):

@@ -12,10 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...pki.model import Bundle, Finding
 from ...pki.profiles import OVOC_PROFILE, OvocProfile
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -134,19 +137,36 @@ def inspect_staged(
     encrypted, unreadable or mismatched files) and, when the files can be
     read, the toolkit's bundle checks (chain, expiry, names). Pure.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     from ...pki.checks import check_bundle
-    from ...pki.model import spki_sha256
 
     findings: list[Finding] = []
     cert_name, key_name, root_name = profile.cert_file, profile.key_file, profile.root_file
     others = sorted(n for n in files if n not in {cert_name, key_name, root_name}
                     and not re.fullmatch(re.escape(profile.intermediate_pattern)
                                          .replace(r"\{n\}", r"\d+"), n))
-    containers = [n for n in others if n.lower().endswith((".pfx", ".p12"))]
+    leaf = _staged_leaf(files, cert_name, others, findings)
+    key = _staged_key(files, profile, others, leaf, findings)
+    chain, root = _staged_chain(files, profile, findings)
+    if leaf is not None:
+        bundle = Bundle(leaf=leaf, chain=tuple(chain), root=root, private_key=key)
+        seen = {f.code for f in findings}
+        for finding in check_bundle(bundle, hosts, expiry_warn_days=expiry_warn_days):
+            if finding.code == "KEY_MISSING" and seen & {
+                "OVOC_KEY_MISSING", "OVOC_KEY_ENCRYPTED", "OVOC_KEY_UNREADABLE",
+                "OVOC_KEY_FORMAT", "OVOC_KEY_MISMATCH",
+            }:
+                continue
+            if finding.code == "CHAIN_INCOMPLETE" and "OVOC_ROOT_MISSING" in seen:
+                continue
+            findings.append(finding)
+    rank = {"error": 0, "warning": 1, "info": 2}
+    return sorted(findings, key=lambda f: rank[f.severity])
+
+
+def _staged_leaf(files: Mapping[str, bytes], cert_name: str, others: Sequence[str],
+                 findings: list[Finding]) -> x509.Certificate | None:
+    """The staged server certificate; None (said in ``findings``) when missing or unreadable."""
+    from cryptography import x509
 
     leaf: x509.Certificate | None = None
     if cert_name not in files:
@@ -164,7 +184,19 @@ def inspect_staged(
             findings.append(_finding("OVOC_CERT_UNREADABLE", f"{cert_name} is {what}; "
                                      "OVOC needs a PEM certificate",
                                      f"convert it to PEM and stage it as {cert_name}", cert_name))
+    return leaf
 
+
+def _staged_key(files: Mapping[str, bytes], profile: OvocProfile, others: Sequence[str],
+                leaf: x509.Certificate | None, findings: list[Finding]) -> Any:
+    """The staged private key when it can be read and belongs to ``leaf``; else None."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from ...pki.model import spki_sha256
+
+    key_name, cert_name = profile.key_file, profile.cert_file
+    containers = [n for n in others if n.lower().endswith((".pfx", ".p12"))]
     key: Any = None
     if key_name not in files:
         where = (f"; the key is only inside {', '.join(map(repr, containers))}"
@@ -198,7 +230,15 @@ def inspect_staged(
                 "OVOC_KEY_MISMATCH", f"{key_name} does not belong to {cert_name}",
                 "stage the key that was used for this certificate's CSR", key_name))
             key = None
+    return key
 
+
+def _staged_chain(files: Mapping[str, bytes], profile: OvocProfile, findings: list[Finding],
+                  ) -> tuple[list[x509.Certificate], x509.Certificate | None]:
+    """The staged intermediates (in their numbers' order) and root, as far as readable."""
+    from cryptography import x509
+
+    root_name = profile.root_file
     chain: list[x509.Certificate] = []
     n = 1
     while (name := profile.intermediate_pattern.format(n=n)) in files:
@@ -220,17 +260,4 @@ def inspect_staged(
             findings.append(_finding("OVOC_CERT_UNREADABLE", f"{root_name} is not a PEM "
                                      "certificate", f"stage the root as PEM in {root_name}",
                                      root_name))
-    if leaf is not None:
-        bundle = Bundle(leaf=leaf, chain=tuple(chain), root=root, private_key=key)
-        seen = {f.code for f in findings}
-        for finding in check_bundle(bundle, hosts, expiry_warn_days=expiry_warn_days):
-            if finding.code == "KEY_MISSING" and seen & {
-                "OVOC_KEY_MISSING", "OVOC_KEY_ENCRYPTED", "OVOC_KEY_UNREADABLE",
-                "OVOC_KEY_FORMAT", "OVOC_KEY_MISMATCH",
-            }:
-                continue
-            if finding.code == "CHAIN_INCOMPLETE" and "OVOC_ROOT_MISSING" in seen:
-                continue
-            findings.append(finding)
-    rank = {"error": 0, "warning": 1, "info": 2}
-    return sorted(findings, key=lambda f: rank[f.severity])
+    return chain, root
