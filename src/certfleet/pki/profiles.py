@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -404,10 +404,27 @@ class SbcProfile:
         return Artifacts(tuple(files))
 
 
-TargetProfile = OvocProfile | SbcProfile
+@runtime_checkable
+class TargetProfile(Protocol):
+    """The file set a device kind wants: its own preflight findings and its files.
+
+    :class:`OvocProfile` and :class:`SbcProfile` are the two built in; a kind
+    of a plugin may bring its own (any object with these two methods).
+    """
+
+    def preflight(self, bundle: Bundle) -> list[Finding]:
+        """The findings this file set adds for ``bundle`` (errors stop a deploy)."""
+        ...
+
+    def render(self, bundle: Bundle) -> Artifacts:
+        """Every file the device wants for ``bundle``."""
+        ...
+
+
 OVOC_PROFILE = OvocProfile()
 SBC_PROFILE = SbcProfile()
-PROFILES: dict[str, TargetProfile] = {"ovoc": OVOC_PROFILE, "sbc": SBC_PROFILE}
+_BUILT_IN: dict[str, OvocProfile | SbcProfile] = {"ovoc": OVOC_PROFILE, "sbc": SBC_PROFILE}
+PROFILES: dict[str, TargetProfile] = dict(_BUILT_IN)
 
 
 def profile_findings(bundle: Bundle, profile: TargetProfile,
@@ -445,12 +462,12 @@ def profile_from_mapping(kind: str, mapping: Mapping[str, Any]) -> TargetProfile
     Keys may use ``-`` or ``_``. Raises ConfigError for an unknown kind, an
     unknown key, a value of the wrong type or an invalid value.
     """
-    if kind not in PROFILES:
+    if kind not in _BUILT_IN:
         raise ConfigError(
             f"target profile kind {kind!r} is unknown",
-            hint=f"use one of {', '.join(PROFILES)}",
+            hint=f"use one of {', '.join(_BUILT_IN)}",
         )
-    cls = type(PROFILES[kind])
+    cls = type(_BUILT_IN[kind])
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for raw_key, value in mapping.items():
