@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -331,6 +332,16 @@ def test_every_documented_code_with_its_severity(tmp_path: Path, ca: LabCA) -> N
         .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=99))
         .sign(self_key, hashes.SHA256())
     )
+    with warnings.catch_warnings():  # the test's own too-long name, made on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        long_subject = x509.Name([x509.NameAttribute(
+            NameOID.COMMON_NAME, "a" * 70 + ".example.com", _validate=False)])
+    long_name = (
+        x509.CertificateBuilder().subject_name(long_subject).issuer_name(long_subject)
+        .public_key(self_key.public_key()).serial_number(11)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=99))
+        .sign(self_key, hashes.SHA256())
+    )
     self_key_pem = self_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
@@ -347,6 +358,8 @@ def test_every_documented_code_with_its_severity(tmp_path: Path, ca: LabCA) -> N
         [_write(tmp_path / "f.pem", x509.CertificateSigningRequestBuilder()
                 .subject_name(soon.leaf.subject).sign(soon.key, hashes.SHA256())
                 .public_bytes(serialization.Encoding.PEM), *soon.chain)],
+        # A CN longer than RFC 5280's 64 characters (NOT_RFC5280).
+        [_write(tmp_path / "g.pem", long_name, self_key_pem)],
     ]
     seen: dict[str, set[str]] = {}
     for args in runs:
