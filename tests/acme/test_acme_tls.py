@@ -22,8 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from certfleet.acme import AcmeError
 from certfleet.acme.account import open_session
+from certfleet.acme.ari import ari_window
 from certfleet.acme.config import AcmeConfig, acme_config
-from certfleet.acme.renew import ari_window
 from certfleet.errors import ConfigError
 from certfleet.inventory import parse_inventory
 from certfleet.lab.ca import LabCA, make_key

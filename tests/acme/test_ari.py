@@ -23,8 +23,8 @@ from cryptography import x509
 
 from certfleet.acme.client import ari_cert_id
 from certfleet.acme.config import AcmeConfig, acme_config
-from certfleet.acme.renew import is_due
 from certfleet.estate.importer import import_certificate
+from certfleet.estate.renew import is_due
 from certfleet.estate.store import Store
 from certfleet.inventory import parse_inventory
 from certfleet.lab.ca import LabCA
@@ -269,7 +269,7 @@ def test_ari_answer_sets_replaces(ari: AriDirectory, tmp_path: Path) -> None:
 
 def test_expired_certificate_is_not_asked(ari: AriDirectory) -> None:
     """ARI is never asked about an expired certificate; the skip names the reason."""
-    from certfleet.acme.renew import ari_lookup
+    from certfleet.acme.ari import ari_lookup
 
     now = dt.datetime.now(dt.UTC)
     ari.window = (now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))

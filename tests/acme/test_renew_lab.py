@@ -338,7 +338,7 @@ def test_renew_and_issue_crash_is_never_silent(
 ) -> None:
     """An unexpected exception while ordering: one line naming the crash report, the failure
     notification, exit 1 (no device was being changed), no traceback."""
-    import certfleet.acme.issuer
+    import certfleet.estate.issue
 
     estate, pebble = lab
     sink = tmp_path / "notify.jsonl"
@@ -348,7 +348,7 @@ def test_renew_and_issue_crash_is_never_silent(
     def boom(*args: object, **kwargs: object) -> None:
         raise KeyError("boom")
 
-    monkeypatch.setattr(certfleet.acme.issuer, "issue_certificate", boom)
+    monkeypatch.setattr(certfleet.estate.issue, "issue_certificate", boom)
     args = ["renew", "--force"] if command == "renew" else ["issue", "wildcard"]
     result = CliRunner().invoke(app, [*args, "--inventory", str(estate.inventory_path),
                                       "--state-dir", str(tmp_path / "state")])

@@ -1,59 +1,36 @@
-"""Order a certificate by ACME with DNS-01 and store it as a new version.
+"""Order a certificate by ACME with DNS-01, and choose the chain to keep.
 
-The key is made off the devices (the inventory's key type; RSA when an
-OVOC uses the certificate) and stored in the state store *before* the
-order, so that no key is ever lost; each name gets its DNS-01 TXT value
+The estate's side (the key made and stored before the order, the import
+as a new version) is :mod:`certfleet.estate.issue`. Each name gets its DNS-01 TXT value
 (a wildcard and its apex share one name: both values are published
 together), every value must be visible on the nameservers before a
 challenge is answered, and the records are removed afterwards whatever
-happened. The issued chain (the ``preferred_chain`` when the CA offers
-alternates) goes through the same import and preflight as ``certfleet
-import``.
+happened. The issued chain is the ``preferred_chain`` when the CA offers
+alternates.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import AcmeError
-from .config import AcmeConfig, acme_config, dns_config
+from .config import AcmeConfig
 
-__all__ = ["IssueResult", "choose_chain", "issue_certificate", "order_certificate"]
+__all__ = ["choose_chain", "issuer_cn", "load_chain", "order_certificate", "root_for"]
 
 Log = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class IssueResult:
-    """What :func:`issue_certificate` stored: the import result and the chain chosen."""
-
-    certificate: str
-    imported: Any  # estate.importer.ImportResult
-    chain_issuer: str
-    directory: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "certificate": self.certificate,
-            "directory": self.directory,
-            "chain_issuer": self.chain_issuer,
-            **self.imported.to_dict(),
-        }
-
-
-def _cn(name: Any) -> str:
+def issuer_cn(name: Any) -> str:
     from cryptography.x509.oid import NameOID
 
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(values[0].value) if values else name.rfc4514_string()
 
 
-def _load_chain(pem: str) -> list[Any]:
+def load_chain(pem: str) -> list[Any]:
     from cryptography import x509
 
     return list(x509.load_pem_x509_certificates(pem.encode()))
@@ -68,12 +45,12 @@ def choose_chain(fullchains: Sequence[str], preferred: str | None) -> str:
     if not preferred or len(fullchains) < 2:
         return fullchains[0]
     for chain in fullchains:
-        certs = _load_chain(chain)
-        if certs and _cn(certs[-1].issuer) == preferred:
+        certs = load_chain(chain)
+        if certs and issuer_cn(certs[-1].issuer) == preferred:
             return chain
     for chain in fullchains:
-        for cert in _load_chain(chain):
-            if preferred in (_cn(cert.issuer), _cn(cert.subject)):
+        for cert in load_chain(chain):
+            if preferred in (issuer_cn(cert.issuer), issuer_cn(cert.subject)):
                 return chain
     return fullchains[0]
 
@@ -103,7 +80,7 @@ def _read_at_most(client: Any, url: str, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def _root_for(top: Any, config: AcmeConfig, log: Log) -> Any | None:
+def root_for(top: Any, config: AcmeConfig, log: Log) -> Any | None:
     """The root that signed ``top``: from ``root_file``, else its AIA caIssuers URL."""
     from cryptography import x509
 
@@ -140,19 +117,6 @@ def _root_for(top: Any, config: AcmeConfig, log: Log) -> Any | None:
             if _issued_by(top, cert):
                 return cert
     return None
-
-
-def _key_type(inventory: Any, name: str) -> str:
-    """The inventory's key type, or the one a kind of the devices using the certificate
-    declares when it does not accept that one (OVOC: RSA, its known import)."""
-    from ..drivers.registry import find_kind
-
-    key_type = str(inventory.certificate(name).key_type)
-    for device in inventory.devices_using(name):
-        kind = find_kind(device.kind)
-        if kind is not None and key_type not in kind.key_types and kind.key_types:
-            return kind.key_type_for(key_type)
-    return key_type
 
 
 def order_certificate(
@@ -262,95 +226,3 @@ def order_certificate(
         raise AcmeError(f"the CA did not issue within {timeout:.0f}s",
                         hint="raise timeout in the acme table, or retry later") from None
     return [orderr.fullchain_pem, *(orderr.alternative_fullchains_pem or [])]
-
-
-def issue_certificate(
-    inventory: Any,
-    store: Any,
-    name: str,
-    *,
-    replaces: str | None = None,
-    directory_url: str | None = None,
-    log: Log = lambda _: None,
-    stop_before_finalize: bool = False,
-) -> IssueResult | None:
-    """Order certificate ``name`` from its ACME CA and store it as the newest version.
-
-    Returns None with ``stop_before_finalize`` (a dry run). Raises
-    ConfigError (no acme table, bad settings), AcmeError (the CA refused or
-    validation failed), DnsError, PreflightError (the issued files fail
-    the import's checks; nothing stored).
-    """
-    import requests
-    from acme import errors as acme_errors
-    from cryptography.hazmat.primitives import serialization
-
-    from ..errors import ConfigError
-    from ..estate.csr import key_passphrase
-    from ..estate.importer import import_certificate
-    from ..fsutil import write_private_file
-    from ..pki.keygen import build_csr, csr_pem, generate_private_key
-    from .account import open_session
-
-    config = acme_config(inventory, name)
-    if config is None:
-        raise ConfigError(
-            f"certificate {name!r} has no [certificates.{name}.acme] table",
-            hint=f"add one with directory and email, and a [certificates.{name}.dns] table",
-        )
-    dns = dns_config(inventory, name)
-    from ..dns.providers import make_provider
-
-    provider = make_provider(dns)  # a provider that cannot work fails before any order
-    spec = inventory.certificate(name)
-    passphrase = key_passphrase(inventory, name)
-    key = None
-    current = store.current_version(name)
-    if config.reuse_key and current is not None and current.key_id is not None:
-        record = store.key(current.key_id)
-        if record is not None:
-            key = store.load_key(record, passphrase)
-    if key is None:
-        key = generate_private_key(_key_type(inventory, name))
-    try:
-        csr = build_csr(key, spec.cn, spec.sans, organization=spec.organization)
-    except ValueError as exc:
-        raise ConfigError(f"{inventory.path}: certificate {name!r}: {exc}",
-                          hint=f"fix cn/sans of [certificates.{name}]") from None
-    pem = csr_pem(csr)
-    if not stop_before_finalize:  # a dry run stores nothing, not even a key
-        store.add_key(name, key, origin="acme", passphrase=passphrase,
-                      csr_pem=pem.decode("ascii"))
-    url = directory_url or config.directory
-    try:
-        accounts = Path(store.root) / "acme" / "accounts"
-        store.fetch_files(accounts)  # a shared store: the team's accounts, from the database
-        session = open_session(config, Path(store.root), directory_url=url)
-        store.put_tree(accounts, secret=True)
-        log(f"ordering {', '.join(spec.names)} from {url}")
-        chains = order_certificate(
-            session, list(spec.names), pem, dns, timeout=config.timeout, replaces=replaces,
-            profile=config.profile, log=log, provider=provider,
-            stop_before_finalize=stop_before_finalize,
-        )
-    except (requests.RequestException, acme_errors.Error) as exc:
-        raise AcmeError(f"talking to the ACME server {url} failed: {str(exc)[:300]}",
-                        hint="check the network and the directory URL; run again") from None
-    if stop_before_finalize:
-        return None
-    chosen = choose_chain(chains, config.preferred_chain)
-    certs = _load_chain(chosen)
-    top = certs[-1]
-    if config.preferred_chain and _cn(top.issuer) != config.preferred_chain:
-        log(f"no chain issued by {config.preferred_chain!r}; keeping {_cn(top.issuer)!r}")
-    root = _root_for(top, config, log)
-    with tempfile.TemporaryDirectory(prefix="certfleet-acme-") as temp:
-        path = Path(temp) / f"{name}-fullchain.pem"
-        data = chosen.encode()
-        if root is not None:
-            data += root.public_bytes(serialization.Encoding.PEM)
-        write_private_file(path, data)
-        imported = import_certificate(inventory, store, name, [path])
-    store.audit("issue", "stored",
-                detail=f"{name}: v{imported.version.id} from {url}")
-    return IssueResult(name, imported, _cn(top.issuer), url)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .common import console, err_console, fail
 
 if TYPE_CHECKING:
-    from ..acme.renew import RenewReport
+    from ..estate.renew import RenewReport
     from ..estate.store import Store
     from ..lab.estate import LabEstate
     from ..lab.pebble import LabPebble
@@ -90,8 +90,8 @@ def _set_renew_before(lab: LabEstate, days: int) -> None:
 def _renew(lab: LabEstate, store: Store, title: str) -> RenewReport:
     import asyncio
 
-    from ..acme.renew import run_renew
     from ..estate.devices import make_factory
+    from ..estate.renew import run_renew
     from ..inventory import load_inventory
     from .estate import Progress, render_report
 

@@ -62,8 +62,8 @@ def issue_command(
     is printed); 2: bad configuration or issued files that fail the checks.
     """
     from ..acme import AcmeError
-    from ..acme.issuer import issue_certificate
-    from ..acme.renew import renew_lock
+    from ..estate.issue import issue_certificate
+    from ..estate.renew import renew_lock
 
     inv = load(inventory)
     log = _logger(json_out)
@@ -107,7 +107,7 @@ def renew_command(
     Exit code: the worst, as deploy's: 3 (failed, not restored) > 1
     (failed, restored; or the CA refused) > 2 (refused, untouched) > 0.
     """
-    from ..acme.renew import run_renew
+    from ..estate.renew import run_renew
     from ..inventory import select_devices
 
     inv = load(inventory)
@@ -119,7 +119,7 @@ def renew_command(
             fail(f"another deploy holds the lock: {holder.describe()}",
                  "wait for it to finish; if it died, run 'certfleet unlock'",
                  json_out=json_out)
-        from ..acme.renew import _selection
+        from ..estate.renew import _selection
 
         _, device_names = _selection(inv, only)
         devices = select_devices(inv, device_names) if device_names else []

@@ -1,7 +1,7 @@
 """Actions started from the page: deploy, renew and rollback, in the background.
 
 Each runs the CLI's own code (:func:`~certfleet.estate.deploy.run_deploy`,
-:func:`~certfleet.acme.renew.run_renew`,
+:func:`~certfleet.estate.renew.run_renew`,
 :func:`~certfleet.estate.rollback.rollback_device`) in a thread of its own
 with a writable store, so the store's locks apply exactly as on the CLI: an
 action while any deploy, renew or rollback holds the lock (from this page,
@@ -185,7 +185,7 @@ class Jobs:
             job.run_id = report.run_id
             return report.exit_code
         if job.action == "renew":
-            from ..acme.renew import run_renew
+            from ..estate.renew import run_renew
 
             only = [job.target] if job.target else []
             renewed = asyncio.run(run_renew(

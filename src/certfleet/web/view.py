@@ -26,7 +26,7 @@ from ..inventory import Inventory, load_inventory
 
 __all__ = ["BAND_LABELS", "EstateView", "Snapshot", "common_name", "next_command"]
 
-#: renew's reason when the CA's renewalInfo (RFC 9773) answered (acme/renew.py, is_due).
+#: renew's reason when the CA's renewalInfo (RFC 9773) answered (estate/renew.py, is_due).
 ARI_REASON = re.compile(r"renewal window \(ARI\) open(?:ed:|s) (\d{4}-\d\d-\d\d \d\d:\d\d)Z")
 
 #: A band in words (the colour is never the only sign).

@@ -34,23 +34,23 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import AcmeError
-from .config import AcmeConfig, acme_config, renew_before_days
+from ..acme import AcmeError
+from ..acme.ari import AriLookup, ari_lookup
+from ..acme.config import AcmeConfig, acme_config, renew_before_days
 
 if TYPE_CHECKING:
     from cryptography import x509
 
     from ..drivers.base import EventCallback
-    from ..estate.deploy import DeployReport, DeviceResult
-    from ..estate.store import Store
-    from ..estate.store.versions import VersionRecord
-    from ..estate.targets import DriverFactory
     from ..inventory import Inventory
     from ..pki.model import Finding
+    from .deploy import DeployReport, DeviceResult
+    from .store import Store
+    from .store.versions import VersionRecord
+    from .targets import DriverFactory
 
 __all__ = [
-    "AriLookup", "Due", "RenewItem", "RenewReport", "ari_lookup", "is_due", "renew_lock",
-    "run_renew",
+    "Due", "RenewItem", "RenewReport", "is_due", "renew_lock", "run_renew",
 ]
 
 Log = Callable[[str], None]
@@ -110,7 +110,7 @@ class RenewReport:
 
     @property
     def exit_code(self) -> int:
-        from ..estate.deploy import worst_exit_code
+        from .deploy import worst_exit_code
 
         codes = [i.exit_code for i in self.items]
         if self.deploy is not None:
@@ -135,81 +135,6 @@ def _leaf(store: Store, version: VersionRecord) -> x509.Certificate:
 
     store.fetch_files(version.dir)  # a shared store: from the database when not here
     return x509.load_pem_x509_certificate((version.dir / "leaf.pem").read_bytes())
-
-
-@dataclass(frozen=True)
-class AriLookup:
-    """What ARI said of a certificate: the renewal time, or why there is none.
-
-    ``cert_id`` is set only when the CA answered for the certificate (it knows
-    it): only then does a renewal order name it in ``replaces``.
-    """
-
-    window: dt.datetime | None = None
-    cert_id: str | None = None
-    note: str = ""
-
-
-def ari_lookup(
-    config: AcmeConfig, leaf: x509.Certificate, *, now: dt.datetime | None = None,
-) -> AriLookup:
-    """Ask the CA's renewalInfo about ``leaf`` (RFC 9773), when it can be asked.
-
-    Only the directory and the renewalInfo resource are fetched (no account).
-    A CA without ``renewalInfo`` gives an empty answer; a certificate ARI cannot
-    name (no Authority Key Identifier) or must not be asked about (expired) is
-    skipped with the reason in ``note``. Raises AcmeError when the directory
-    cannot be read or the CA's answer cannot be read.
-    """
-    import random
-
-    from acme import client as acme_client
-    from acme import messages
-
-    from .client import ari_cert_id, directory_has
-    from .transport import client_network, tls_failure
-
-    net = client_network(config, None)
-    try:
-        directory = acme_client.ClientV2.get_directory(config.directory, net)
-    except Exception as exc:  # requests, acme and JSON errors alike
-        strict = tls_failure(config, config.directory, exc)
-        if strict is not None:
-            raise strict from None
-        raise AcmeError(f"cannot read the ACME directory {config.directory}: {str(exc)[:200]}",
-                        hint="check the directory URL and the network") from None
-    if not directory_has(directory, "renewalInfo"):
-        return AriLookup()
-    moment = now or dt.datetime.now(dt.UTC)
-    # RFC 9773 §4.3: a client must not ask about a certificate that has expired.
-    if leaf.not_valid_after_utc <= moment:
-        return AriLookup(note=" (ARI skipped: the certificate has expired)")
-    cert_id = ari_cert_id(leaf)
-    if cert_id is None:
-        return AriLookup(note=" (ARI skipped: the certificate has no Authority Key Identifier)")
-    url = str(directory["renewalInfo"]).rstrip("/") + "/" + cert_id
-    try:
-        response = net.get(url, content_type="application/json")
-        info = messages.RenewalInfo.from_json(response.json())
-        start, end = info.suggested_window.start, info.suggested_window.end
-    except Exception as exc:  # HTTP problem, 404 (another CA's certificate), bad JSON
-        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise AcmeError(f"the CA's renewal information could not be read: {text}",
-                        hint="retry later; the CA's renewalInfo answered badly") from None
-    start = start if start.tzinfo else start.replace(tzinfo=dt.UTC)
-    end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
-    # §4.2: a random moment in the window spreads a fleet's renewals.
-    span = max((end - start).total_seconds(), 0.0)
-    when = start + dt.timedelta(seconds=random.uniform(0, span))
-    return AriLookup(when, cert_id)
-
-
-def ari_window(config: AcmeConfig, leaf: x509.Certificate) -> dt.datetime | None:
-    """The CA's suggested renewal time for ``leaf`` (ARI), or None when it offers none.
-
-    Raises AcmeError when the CA offers ARI but the answer cannot be read.
-    """
-    return ari_lookup(config, leaf).window
 
 
 def is_due(
@@ -280,7 +205,7 @@ def _replaces(
 
 async def _check_client_auth(inventory: Inventory, store: Store, item: RenewItem, log: Log) -> None:
     """Warn (CLIENT_AUTH_DROPPED) when the renewal loses clientAuth on a mutual-TLS device."""
-    from .clientauth import client_auth_findings
+    from ..acme.clientauth import client_auth_findings
 
     assert item.version is not None  # called once the new version is imported
     devices = inventory.devices_using(item.certificate)
@@ -349,7 +274,7 @@ def _as_renewed(
 
 def _merged(reports: list[DeployReport], devices: list[str]) -> DeployReport:
     """One deploy report of several (a dry run's), its results in the order of ``devices``."""
-    from ..estate.deploy import DeployReport
+    from .deploy import DeployReport
 
     if len(reports) == 1:
         return reports[0]
@@ -383,12 +308,12 @@ async def run_renew(
     notify: bool = True,
 ) -> RenewReport:
     """Renew what is due and deploy; see the module docstring. Raises ConfigError."""
+    from ..acme.config import notify_config
     from ..errors import CertfleetError, ConfigError
-    from ..estate.deploy import AUTO_CANARY, run_deploy
-    from ..estate.options import DeployOptions
     from ..notify import failure_notification, renewed_notification, send
-    from .config import notify_config
-    from .issuer import issue_certificate
+    from .deploy import AUTO_CANARY, run_deploy
+    from .issue import issue_certificate
+    from .options import DeployOptions
 
     certificates, devices = _selection(inventory, only)
     if not certificates:
@@ -476,7 +401,7 @@ async def run_renew(
                     send(notify_cfg, renewed_notification(item.certificate, item.version,
                                                           item.devices), log)
             # An earlier run killed mid-deploy could not say so: this one does.
-            from ..estate.interrupted import tell_interrupted
+            from .interrupted import tell_interrupted
 
             tell_interrupted(store, notify_cfg, log)
     return RenewReport(items, report, dry_run)
