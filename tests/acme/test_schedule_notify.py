@@ -87,6 +87,24 @@ def test_windows_schtasks_command(inventory: Path) -> None:
     assert "renew --inventory" in text
 
 
+def test_schedule_names_the_shared_store(inventory: Path) -> None:
+    """--state-url goes into every command of the job (and its trial command); a URL that
+    holds a password is refused (exit 2) without echoing it."""
+    url = "postgresql://team@db.example.com/certfleet"
+    code, text = schedule("cron", "--inventory", str(inventory), "--state-url", url)
+    assert code == 0, text
+    line = next(x for x in text.splitlines() if x.endswith("# certfleet-renew"))
+    assert line.count(f"--state-url {url}") == 2  # status --notify, then renew
+    trial = next(x for x in text.splitlines() if x.startswith("test it as the scheduler"))
+    assert f"--state-url {url}" in trial
+    code, text = schedule("windows", "--inventory", str(inventory), "--state-url", url)
+    assert code == 0 and f"--state-url {url}" in text
+    code, text = schedule("cron", "--inventory", str(inventory), "--state-url",
+                          "postgresql://team:s3cret@db.example.com/certfleet")
+    assert code == 2, text
+    assert "holds a password" in text and "s3cret" not in text
+
+
 def test_schedule_refuses_unknown_kind_and_missing_inventory(tmp_path: Path) -> None:
     """Bad input: one line, exit 2."""
     code, text = schedule("launchd", "--inventory", str(tmp_path / "x.toml"))

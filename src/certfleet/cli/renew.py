@@ -107,6 +107,7 @@ def renew_command(
     Exit code: the worst, as deploy's: 3 (failed, not restored) > 1
     (failed, restored; or the CA refused) > 2 (refused, untouched) > 0.
     """
+    from ..estate.options import RenewOptions
     from ..estate.renew import run_renew
     from ..inventory import select_devices
 
@@ -126,8 +127,7 @@ def renew_command(
         factory = default_factory(store, devices, ask=not dry_run)
         with Progress([d.name for d in devices], quiet=json_out) as progress:
             report = _run_async(run_renew(
-                inv, store, factory, only=only, force=force, dry_run=dry_run,
-                log=log,
+                inv, store, factory, RenewOptions(tuple(only), force, dry_run), log=log,
                 on_event=progress.event, on_result=progress.result,
             ))
     if json_out:

@@ -28,7 +28,7 @@ from pathlib import Path
 import typer
 
 from .common import console, err_console, fail, handle_errors
-from .estate import INVENTORY_OPTION, STATE_OPTION
+from .estate import INVENTORY_OPTION, STATE_OPTION, STATE_URL_OPTION
 
 UNIT = "certfleet-renew"
 KINDS = ("systemd", "cron", "windows")
@@ -36,17 +36,37 @@ ENV_FILE_OPTION = typer.Option(
     None, "--env-file", help="A file of VAR=value secrets the runs load (keep it 0600).")
 
 
-def _command(inventory: Path, state_dir: Path | None, *args: str) -> list[str]:
+def _command(inventory: Path, state_dir: Path | None, *args: str,
+             state_url: str | None = None) -> list[str]:
     argv = [sys.executable, "-m", "certfleet", *args, "--inventory", str(inventory.resolve())]
     if state_dir is not None:
         argv += ["--state-dir", str(state_dir.resolve())]
+    if state_url:
+        argv += ["--state-url", state_url]
     return argv
 
 
-def systemd_units(inventory: Path, state_dir: Path | None, env_file: Path | None) -> dict[str, str]:
+def check_state_url(state_url: str | None) -> None:
+    """Refuse (exit 2) a --state-url with a password: it would be written into the job."""
+    from urllib.parse import urlsplit
+
+    if not state_url:
+        return
+    try:
+        password = urlsplit(state_url).password
+    except ValueError:
+        password = None
+    if password:
+        fail("--state-url holds a password: the schedule would write it into its job",
+             "drop it from the URL and name it in the inventory's [state] table: "
+             'password = "env:VAR" (or keyring:, file:)')
+
+
+def systemd_units(inventory: Path, state_dir: Path | None, env_file: Path | None, *,
+                  state_url: str | None = None) -> dict[str, str]:
     """The service and timer files, by file name."""
-    status = shlex.join(_command(inventory, state_dir, "status", "--notify"))
-    renew = shlex.join(_command(inventory, state_dir, "renew"))
+    status = shlex.join(_command(inventory, state_dir, "status", "--notify", state_url=state_url))
+    renew = shlex.join(_command(inventory, state_dir, "renew", state_url=state_url))
     environment = f"EnvironmentFile={env_file.resolve()}\n" if env_file else ""
     service = (
         "[Unit]\n"
@@ -67,20 +87,21 @@ def systemd_units(inventory: Path, state_dir: Path | None, env_file: Path | None
 
 
 def cron_line(inventory: Path, state_dir: Path | None, env_file: Path | None,
-              minute: int | None = None) -> str:
+              minute: int | None = None, *, state_url: str | None = None) -> str:
     """One crontab line: twice a day at a minute chosen once, at random."""
     minute = random.randrange(60) if minute is None else minute
     hour = random.randrange(12)
-    status = shlex.join(_command(inventory, state_dir, "status", "--notify"))
-    renew = shlex.join(_command(inventory, state_dir, "renew"))
+    status = shlex.join(_command(inventory, state_dir, "status", "--notify", state_url=state_url))
+    renew = shlex.join(_command(inventory, state_dir, "renew", state_url=state_url))
     load = f"set -a; . {shlex.quote(str(env_file.resolve()))}; set +a; " if env_file else ""
     return (f"{minute} {hour},{hour + 12} * * * cd {shlex.quote(str(inventory.resolve().parent))}"
             f" && {load}{status} >/dev/null 2>&1; {renew} # {UNIT}")
 
 
-def windows_command(inventory: Path, state_dir: Path | None) -> list[str]:
+def windows_command(inventory: Path, state_dir: Path | None, *,
+                    state_url: str | None = None) -> list[str]:
     """The schtasks command that registers a task every 12 hours."""
-    renew = subprocess.list2cmdline(_command(inventory, state_dir, "renew"))
+    renew = subprocess.list2cmdline(_command(inventory, state_dir, "renew", state_url=state_url))
     start = f"{random.randrange(24):02d}:{random.randrange(60):02d}"
     return ["schtasks", "/Create", "/TN", UNIT, "/SC", "HOURLY", "/MO", "12", "/ST", start,
             "/TR", renew, "/F"]
@@ -140,10 +161,10 @@ def check_secrets(kind: str, inventory_text: str, env_file: Path | None) -> None
 
 
 def trial_command(kind: str, inventory: Path, state_dir: Path | None,
-                 env_file: Path | None) -> str:
+                 env_file: Path | None, *, state_url: str | None = None) -> str:
     """The one command that runs the job as the scheduler will: in its environment, a dry
     run (systemd, cron), or the registered task itself (windows: a real run)."""
-    renew = _command(inventory, state_dir, "renew", "--dry-run")
+    renew = _command(inventory, state_dir, "renew", "--dry-run", state_url=state_url)
     folder = str(inventory.resolve().parent)
     if kind == "systemd":
         root = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -205,6 +226,7 @@ def register(app: typer.Typer) -> None:
         env_file: Path | None = ENV_FILE_OPTION,
         inventory: Path = INVENTORY_OPTION,
         state_dir: Path | None = STATE_OPTION,
+        state_url: str | None = STATE_URL_OPTION,
     ) -> None:
         """Print (or --install) a schedule that runs 'certfleet renew' twice a day."""
         if kind not in KINDS:
@@ -214,15 +236,16 @@ def register(app: typer.Typer) -> None:
                  "pass --inventory FILE (the schedule runs with its absolute path)")
         from ..inventory import load_inventory
 
+        check_state_url(state_url)
         check_secrets(kind, load_inventory(inventory).text, env_file)
-        tip = trial_command(kind, inventory, state_dir, env_file)
+        tip = trial_command(kind, inventory, state_dir, env_file, state_url=state_url)
 
         def print_test() -> None:
             what = "the task itself, a real run" if kind == "windows" else "a dry run"
             err_console.print(f"test it as the scheduler runs it ({what}): {tip}",
                               markup=False, highlight=False, soft_wrap=True)
         if kind == "systemd":
-            units = systemd_units(inventory, state_dir, env_file)
+            units = systemd_units(inventory, state_dir, env_file, state_url=state_url)
             if install:
                 console.print(_install_systemd(units), markup=False)
                 print_test()
@@ -233,7 +256,7 @@ def register(app: typer.Typer) -> None:
                        f"systemctl enable --now {UNIT}.timer")
             print_test()
         elif kind == "cron":
-            line = cron_line(inventory, state_dir, env_file)
+            line = cron_line(inventory, state_dir, env_file, state_url=state_url)
             if install:
                 console.print(_install_cron(line), markup=False)
                 print_test()
@@ -241,7 +264,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(line)
             print_test()
         else:
-            argv = windows_command(inventory, state_dir)
+            argv = windows_command(inventory, state_dir, state_url=state_url)
             if install:
                 if os.name != "nt":
                     fail("the Windows Task Scheduler exists only on Windows",

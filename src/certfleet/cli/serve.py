@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from .common import console, err_console, fail, handle_errors, read_password
-from .estate import INVENTORY_OPTION, STATE_OPTION
+from .estate import INVENTORY_OPTION, STATE_OPTION, STATE_URL_OPTION
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -35,7 +35,8 @@ def _users_path(users: Path | None, state_dir: Path | None) -> Path:
     return (state_dir.expanduser() if state_dir else default_state_dir()) / USERS_FILE
 
 
-def _metrics(view: EstateView, inventory: Path, state: Path) -> CollectorRegistry:
+def _metrics(view: EstateView, inventory: Path, state: Path,
+             state_url: str | None) -> CollectorRegistry:
     """The exporter's registry, refreshed after each of the dashboard's scans by the same
     scan as ``certfleet exporter`` (its listeners, trust and deployments)."""
     import time
@@ -44,7 +45,7 @@ def _metrics(view: EstateView, inventory: Path, state: Path) -> CollectorRegistr
     from .scan import EXPORTER_NOTHING_HINT, _prepare, run_scan
 
     plan = _prepare([], None, True, inventory, state, None, [],
-                    nothing_hint=EXPORTER_NOTHING_HINT)
+                    nothing_hint=EXPORTER_NOTHING_HINT, state_url=state_url)
     registry, collector = make_registry()
 
     def once() -> None:
@@ -76,6 +77,7 @@ def serve_command(
     users: Path | None = USERS_OPTION,
     inventory: Path = INVENTORY_OPTION,
     state_dir: Path | None = STATE_OPTION,
+    state_url: str | None = STATE_URL_OPTION,
 ) -> None:
     """Serve the estate's pages (login needed) from the inventory and the state store.
 
@@ -83,12 +85,13 @@ def serve_command(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..estate.store import Store, default_state_dir
+    from ..estate.store import default_state_dir
     from ..inventory import load_inventory
     from ..web.app import WebConfig, create_app
     from ..web.server import bind, parse_listen, serve
     from ..web.users import Users
     from ..web.view import EstateView
+    from .options import store_settings
 
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together",
@@ -103,13 +106,14 @@ def serve_command(
         fail(f"no users in {users_path}: nobody could log in",
              "add one first: certfleet serve adduser NAME --password-env VAR "
              "--role operator")
-    load_inventory(inventory)  # a bad inventory fails now, with its message
-    store = Store.open_readonly(state)
-    view = EstateView(inventory, store, refresh=refresh * 60)
+    inv = load_inventory(inventory)  # a bad inventory fails now, with its message
+    url, password, key = store_settings(state_url, inv)
     config = WebConfig(inventory, state, users_path, read_only=read_only,
                        https=tls_cert is not None, refresh_minutes=refresh,
-                       metrics=metrics)
-    registry = _metrics(view, inventory, state) if metrics else None
+                       metrics=metrics, state_url=url, state_password=password, state_key=key)
+    store = config.open_reader()
+    view = EstateView(inventory, store, refresh=refresh * 60)
+    registry = _metrics(view, inventory, state, url) if metrics else None
     sock = bind(host, port)
     err_console.print("scanning the estate…", markup=False)
     view.scan()

@@ -64,6 +64,22 @@ class DeployOptions:
         }
 
 
+@dataclass(frozen=True)
+class RenewOptions:
+    """What a renewal run was asked to do, fixed before it starts.
+
+    ``only``: certificates, devices or ``tag:`` filters (empty: every
+    certificate with an issuer); ``force``: order even when not due;
+    ``dry_run``: order nothing (the CA's staging directory when one is known)
+    and rehearse the deploy; ``notify``: send the ``[notify]`` messages.
+    """
+
+    only: tuple[str, ...] = ()
+    force: bool = False
+    dry_run: bool = False
+    notify: bool = True
+
+
 class DeploySettings(TypedDict, total=False):
     """:class:`DeployOptions` as keyword arguments (sequences as the callers have them)."""
 

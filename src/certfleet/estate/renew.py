@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from ..acme import AcmeError
 from ..acme.ari import AriLookup, ari_lookup
 from ..acme.config import AcmeConfig, acme_config, renew_before_days
+from .options import RenewOptions
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -298,14 +299,11 @@ async def run_renew(
     inventory: Inventory,
     store: Store,
     factory: DriverFactory,
+    options: RenewOptions | None = None,
     *,
-    only: Sequence[str] = (),
-    force: bool = False,
-    dry_run: bool = False,
     log: Log = lambda _: None,
     on_event: EventCallback | None = None,
     on_result: Callable[[DeviceResult], None] | None = None,
-    notify: bool = True,
 ) -> RenewReport:
     """Renew what is due and deploy; see the module docstring. Raises ConfigError."""
     from ..acme.config import notify_config
@@ -315,6 +313,8 @@ async def run_renew(
     from .issue import issue_certificate
     from .options import DeployOptions
 
+    options = options or RenewOptions()
+    only, force, dry_run, notify = options.only, options.force, options.dry_run, options.notify
     certificates, devices = _selection(inventory, only)
     if not certificates:
         raise ConfigError(f"no certificate of {inventory.path} has an [certificates.NAME.acme] "
@@ -380,10 +380,10 @@ async def run_renew(
             if not group:
                 continue
             # The canary goes first (the kind most preferred as the canary: OVOC).
-            options = DeployOptions(only=tuple(group), canary=AUTO_CANARY, dry_run=dry_run,
-                                    force=renewed, command="renew")
+            deploy = DeployOptions(only=tuple(group), canary=AUTO_CANARY, dry_run=dry_run,
+                                   force=renewed, command="renew")
             reports.append(await run_deploy(
-                inventory, store, factory, options, on_event=on_event,
+                inventory, store, factory, deploy, on_event=on_event,
                 on_result=_as_renewed(on_result) if renewed else on_result,
             ))
         if reports:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader
@@ -31,6 +31,9 @@ from .auth import LOGIN_COOKIE, SESSION_COOKIE, Sessions, Throttle, same_token
 from .jobs import ACTIONS, Busy, Jobs
 from .users import Account, Users
 from .view import EstateView, common_name
+
+if TYPE_CHECKING:
+    from ..estate.store import ReadOnlyStore, Store
 
 __all__ = ["WebConfig", "create_app"]
 
@@ -58,6 +61,25 @@ class WebConfig:
     https: bool = False
     refresh_minutes: float = 5.0
     metrics: bool = False
+    # The shared (PostgreSQL) store, when the inventory's [state] url or --state-url names
+    # one; its password and store key never appear in a page or a log.
+    state_url: str | None = None
+    state_password: str | None = field(default=None, repr=False)
+    state_key: str | None = field(default=None, repr=False)
+
+    def open_reader(self) -> ReadOnlyStore:
+        """The store, opened to read only (the pages and the background scan)."""
+        from ..estate.store import Store
+
+        return Store.open_readonly(self.state_dir, url=self.state_url,
+                                   password=self.state_password, key=self.state_key)
+
+    def open_writer(self) -> Store:
+        """The store, opened to write (an action), as the CLI opens it."""
+        from ..estate.store import Store
+
+        return Store.open(self.state_dir, url=self.state_url, password=self.state_password,
+                          key=self.state_key)
 
 
 def _clock(value: Any) -> str:
@@ -136,7 +158,8 @@ class Dashboard:
         self.users = Users(config.users)
         self.sessions = Sessions()
         self.throttle = Throttle()
-        self.jobs = Jobs(config.inventory, config.state_dir, view.store, view.rescan)
+        self.jobs = Jobs(config.inventory, config.state_dir, view.store, view.rescan,
+                         open_store=config.open_writer)
         self.env = _environment()
 
     # ---- who is asking ---------------------------------------------------------------
@@ -179,9 +202,7 @@ def create_app(config: WebConfig, view: EstateView | None = None,
     ``/metrics`` to a logged-in user or a bearer token, as ``certfleet exporter`` does.
     """
     if view is None:
-        from ..estate.store import Store
-
-        view = EstateView(config.inventory, Store.open_readonly(config.state_dir),
+        view = EstateView(config.inventory, config.open_reader(),
                           refresh=config.refresh_minutes * 60)
     board = Dashboard(config, view)
 

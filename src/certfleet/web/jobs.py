@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CertfleetError, InputError, StateError
-from ..estate.store import ReadOnlyStore
+from ..estate.store import ReadOnlyStore, Store
 from .users import Account
 
 __all__ = ["ACTIONS", "Busy", "Job", "Jobs"]
@@ -88,9 +88,12 @@ class Jobs:
     """The actions of this server (one at a time, as the store's lock allows)."""
 
     def __init__(self, inventory_path: Path, state_dir: Path, reader: ReadOnlyStore,
-                 on_done: Callable[[], None] = lambda: None) -> None:
+                 on_done: Callable[[], None] = lambda: None, *,
+                 open_store: Callable[[], Store] | None = None) -> None:
         self.inventory_path = inventory_path
         self.state_dir = state_dir
+        # How an action opens the store to write: SQLite in the state folder unless told.
+        self.open_store = open_store or (lambda: Store.open(state_dir))
         self.reader = reader
         self.on_done = on_done
         self._jobs: dict[int, Job] = {}
@@ -138,7 +141,6 @@ class Jobs:
 
     def _run(self, job: Job) -> None:
         from ..estate.devices import make_factory
-        from ..estate.store import Store
         from ..inventory import load_inventory
 
         def on_event(event: Any) -> None:
@@ -153,7 +155,7 @@ class Jobs:
 
         try:
             inventory = load_inventory(self.inventory_path)
-            with Store.open(self.state_dir) as store:
+            with self.open_store() as store:
                 factory = make_factory(store)  # secrets resolved per device, never asking
                 try:
                     job.exit_code = self._action(job, inventory, store, factory,
@@ -185,11 +187,12 @@ class Jobs:
             job.run_id = report.run_id
             return report.exit_code
         if job.action == "renew":
+            from ..estate.options import RenewOptions
             from ..estate.renew import run_renew
 
-            only = [job.target] if job.target else []
+            chosen = (job.target,) if job.target else ()
             renewed = asyncio.run(run_renew(
-                inventory, store, factory, only=only,
+                inventory, store, factory, RenewOptions(only=chosen),
                 log=lambda line: on_event(_Line(line)), on_event=on_event, on_result=on_result))
             if renewed.deploy is not None:
                 job.run_id = renewed.deploy.run_id

@@ -136,10 +136,12 @@ class Store(VersionsMixin, RunsMixin, BackupsMixin, BlobsMixin, LockMixin):
         return store
 
     @classmethod
-    def open_readonly(cls, root: Path | str | None = None) -> ReadOnlyStore:
-        """The existing store in ``root``, to read only (see :mod:`.readonly`)."""
-
-        return ReadOnlyStore.open_readonly(root)
+    def open_readonly(
+        cls, root: Path | str | None = None, *, url: str | None = None,
+        password: str | None = None, key: str | None = None,
+    ) -> ReadOnlyStore:
+        """The existing store in ``root`` (or at ``url``), to read only (see below)."""
+        return ReadOnlyStore.open_readonly(root, url=url, password=password, key=key)
 
     @classmethod
     def _open_postgres(cls, path: Path, url: str, password: str | None) -> Store:
@@ -219,11 +221,13 @@ class ReadOnlyStore(Store):
     ``db`` is the calling thread's own read-only connection.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str | None = None, password: str | None = None) -> None:
         self.root = root
         self._database = root / "state.db"
+        self._url = url
+        self._password = password
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[Database] = []
         self._guard = threading.Lock()
         self.store_key: str | None = None
         self._keys: dict[int, PrivateKey] = {}
@@ -232,9 +236,15 @@ class ReadOnlyStore(Store):
         self._run_locks: dict[int, FileLock | AdvisoryLock] = {}
 
     @classmethod
-    def open_readonly(cls, root: Path | str | None = None) -> ReadOnlyStore:
-        """Open the existing store in ``root`` to read. Raises StateError (none, other schema)."""
+    def open_readonly(
+        cls, root: Path | str | None = None, *, url: str | None = None,
+        password: str | None = None, key: str | None = None,
+    ) -> ReadOnlyStore:
+        """Open the existing store in ``root`` (or the PostgreSQL store of ``url``, its
+        files fetched into ``root``) to read. Raises StateError (none, other schema)."""
         path = Path(root).expanduser() if root is not None else default_state_dir()
+        if url:
+            return cls._open_postgres_readonly(path, url, password, key)
         if not (path / "state.db").is_file():
             raise StateError(
                 f"no state store in {str(path)!r}",
@@ -252,33 +262,62 @@ class ReadOnlyStore(Store):
                 hint="check that the state folder is readable (or pass --state-dir)",
                 path=str(path),
             ) from None
-        if version != SCHEMA_VERSION:
-            store.close()
-            newer = version > SCHEMA_VERSION
-            raise StateError(
-                f"the state store in {str(path)!r} has schema {version}, "
-                + ("newer than" if newer else "older than")
-                + f" this certfleet reads ({SCHEMA_VERSION})",
-                hint="upgrade certfleet" if newer else
-                "run 'certfleet history' once with this --state-dir: it brings the store "
-                "up to date",
-                path=str(path),
-            )
+        store._check_schema(version, str(path))
         return store
+
+    @classmethod
+    def _open_postgres_readonly(
+        cls, path: Path, url: str, password: str | None, key: str | None,
+    ) -> ReadOnlyStore:
+        if not is_postgres_url(url):
+            raise StateError(
+                f"the state URL {redact_url(url)!r} is not a postgresql:// URL",
+                hint="write [state] url = \"postgresql://USER@HOST/DB\" (or leave it out "
+                "for the SQLite store in the state folder)",
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)  # where the database's files are fetched
+        except OSError as exc:
+            raise StateError.from_os_error(
+                "create the state folder", path, exc,
+                hint="pass --state-dir to a writable folder (or set CERTFLEET_STATE_DIR)",
+            ) from None
+        store = cls(path, url, password)
+        store.store_key = key or os.environ.get("CERTFLEET_STORE_KEY") or None
+        try:
+            row = store.db.execute(
+                "SELECT version FROM schema_version").fetchone()
+        except StateError as exc:
+            store.close()
+            raise StateError(
+                f"cannot read the state store {redact_url(url)}: {exc.message}",
+                hint="run 'certfleet history --state-url URL' once: it creates the store "
+                "and brings it up to date",
+            ) from None
+        store._check_schema(int(row[0]) if row else 0, redact_url(url))
+        return store
+
+    def _check_schema(self, version: int, where: str) -> None:
+        if version == SCHEMA_VERSION:
+            return
+        self.close()
+        newer = version > SCHEMA_VERSION
+        raise StateError(
+            f"the state store in {where!r} has schema {version}, "
+            + ("newer than" if newer else "older than")
+            + f" this certfleet reads ({SCHEMA_VERSION})",
+            hint="upgrade certfleet" if newer else
+            "run 'certfleet history' once with this --state-dir: it brings the store "
+            "up to date",
+            path=where,
+        )
 
     @property
     def db(self) -> Database:
         """This thread's read-only connection (opened on first use)."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        db: Database | None = getattr(self._local, "db", None)
         if db is None:
-            try:
-                db = _connect(self._database)
-            except sqlite3.Error as exc:
-                raise StateError(
-                    f"cannot read the state store in {str(self.root)!r}: {exc}",
-                    hint="check that the state folder is readable (or pass --state-dir)",
-                    path=str(self.root),
-                ) from None
+            db = self._connect_pg() if self._url else self._connect_sqlite()
             self._local.db = db
             with self._guard:
                 self._all.append(db)
@@ -287,6 +326,23 @@ class ReadOnlyStore(Store):
     @db.setter
     def db(self, value: Database) -> None:
         raise AttributeError("the read-only store opens its own connections")
+
+    def _connect_sqlite(self) -> Database:
+        try:
+            return _connect(self._database)
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"cannot read the state store in {str(self.root)!r}: {exc}",
+                hint="check that the state folder is readable (or pass --state-dir)",
+                path=str(self.root),
+            ) from None
+
+    def _connect_pg(self) -> Database:
+        assert self._url is not None
+        db = connect_postgres(self._url, self._password)
+        # Every transaction of this session reads only: a write fails inside the server.
+        db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        return db
 
     def settle_interrupted(self) -> list[int]:
         """Nothing: a reader never writes (the next deploy or history settles them)."""
