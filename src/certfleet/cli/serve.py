@@ -36,7 +36,7 @@ def _users_path(users: Path | None, state_dir: Path | None) -> Path:
 
 
 def _metrics(view: EstateView, inventory: Path, state: Path,
-             state_url: str | None) -> CollectorRegistry:
+             state_url: str | None = None) -> CollectorRegistry:
     """The exporter's registry, refreshed after each of the dashboard's scans by the same
     scan as ``certfleet exporter`` (its listeners, trust and deployments)."""
     import time
