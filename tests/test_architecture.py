@@ -447,3 +447,56 @@ def test_every_type_ignore_and_noqa_names_its_code_and_reason() -> None:
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
             if marker.search(line) and not reasoned.search(line)]
     assert not bare, "say why on the line:\n" + "\n".join(bare)
+
+
+KIND_NAMES = frozenset({"ovoc", "sbc"})
+KIND_NEUTRAL = ("estate", "acme", "pki")
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def kind_rules(tree: ast.AST) -> list[tuple[int, str]]:
+    """Comparisons with a built-in kind's name, and ``getattr`` on a driver or device."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            values = [e for side in sides
+                      for e in (side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set)
+                                else [side])]
+            named = [v.value for v in values
+                     if isinstance(v, ast.Constant) and v.value in KIND_NAMES]
+            if named:
+                found.append((node.lineno, f"compares with the kind name {named[0]!r}"))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("getattr", "hasattr") and node.args):
+            target = _dotted(node.args[0]).lower()
+            if "driver" in target or "device" in target:
+                found.append((node.lineno, f"{node.func.id}() on {_dotted(node.args[0])}"))
+    return found
+
+
+def test_the_core_compares_no_kind_name_and_reads_no_driver_attribute() -> None:
+    """What estate/, acme/ and pki/ need of a kind comes from its declared contract."""
+    bad = [f"{path.relative_to(PACKAGE_ROOT.parent)}:{line}: {what}"
+           for part in KIND_NEUTRAL
+           for path in sorted((PACKAGE_ROOT / part).rglob("*.py"))
+           for line, what in kind_rules(ast.parse(path.read_text(encoding="utf-8")))]
+    assert not bad, "vendor rules in the core:\n" + "\n".join(bad)
+
+
+def test_the_kind_rule_check_finds_them() -> None:
+    """The check itself: each spelling of a kind rule is found, a neutral comparison is not."""
+    source = ("if device.kind == 'ovoc': pass\n"
+              "if kind in ('sbc', 'x'): pass\n"
+              "k = getattr(driver, 'previous_keys')\n"
+              "h = hasattr(self.device, 'options')\n"
+              "if kind == 'ip': pass\n"
+              "v = getattr(error, 'detail', '')\n")
+    assert [line for line, _ in kind_rules(ast.parse(source))] == [1, 2, 3, 4]

@@ -150,11 +150,12 @@ def timeline_svg(data: dict[str, Any]) -> Markup:
 
 
 class Dashboard:
-    """The state of one server: config, users, sessions, the shared view, the jobs."""
+    """One server: config, users, sessions, the shared view, the jobs, and every route."""
 
-    def __init__(self, config: WebConfig, view: EstateView) -> None:
+    def __init__(self, config: WebConfig, view: EstateView, metrics: Any = None) -> None:
         self.config = config
         self.view = view
+        self.metrics = metrics
         self.users = Users(config.users)
         self.sessions = Sessions()
         self.throttle = Throttle()
@@ -193,101 +194,88 @@ class Dashboard:
         response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict",
                             secure=self.config.https, path="/")
 
-
-def create_app(config: WebConfig, view: EstateView | None = None,
-               metrics: Any = None) -> Starlette:
-    """The application; ``view`` (the shared scan) is made read-only from ``config`` if None.
-
-    ``metrics`` (a prometheus_client registry, ``serve --metrics``) is served at
-    ``/metrics`` to a logged-in user or a bearer token, as ``certfleet exporter`` does.
-    """
-    if view is None:
-        view = EstateView(config.inventory, config.open_reader(),
-                          refresh=config.refresh_minutes * 60)
-    board = Dashboard(config, view)
-
-    def need_login(request: Request) -> Response:
+    def need_login(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
-    def json_api(request: Request) -> Account | Response:
-        account, _ = board.account(request, api=True)
+    def json_api(self, request: Request) -> Account | Response:
+        account, _ = self.account(request, api=True)
         if account is None:
-            return board.secure(JSONResponse(
+            return self.secure(JSONResponse(
                 {"error": "not logged in", "hint": "log in, or send Authorization: Bearer "
                  "TOKEN (certfleet serve token NAME)"}, 401))
         return account
 
-    def viewer(request: Request) -> Account | Response:
-        account, _ = board.account(request)
-        return account if account is not None else need_login(request)
+    def viewer(self, request: Request) -> Account | Response:
+        account, _ = self.account(request)
+        return account if account is not None else self.need_login(request)
 
-    def not_found(request: Request, what: str) -> Response:
-        return board.page(request, "error.html", 404, title="Not found", message=what)
+    def not_found(self, request: Request, what: str) -> Response:
+        return self.page(request, "error.html", 404, title="Not found", message=what)
 
     # ---- login -------------------------------------------------------------------------
 
-    async def login_form(request: Request, error: str | None = None,
+    async def login_form(self, request: Request, error: str | None = None,
                          status: int = 200) -> Response:
         import secrets
 
         token = secrets.token_urlsafe(32)
         nxt = request.query_params.get("next", "/")
-        response = board.page(request, "login.html", status, title="Log in", error=error,
-                              login_csrf=token, next=nxt if nxt.startswith("/") else "/")
-        board.cookie(response, LOGIN_COOKIE, token, 600)
+        response = self.page(request, "login.html", status, title="Log in", error=error,
+                             login_csrf=token, next=nxt if nxt.startswith("/") else "/")
+        self.cookie(response, LOGIN_COOKIE, token, 600)
         return response
 
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         if request.method == "GET":
-            return await login_form(request)
+            return await self.login_form(request)
         form = await request.form()
         if not same_token(str(form.get("csrf", "")), request.cookies.get(LOGIN_COOKIE, "")):
-            return await login_form(request, "the form expired or lacks its CSRF token: "
-                                    "log in again", 403)
+            return await self.login_form(request, "the form expired or lacks its CSRF token: "
+                                         "log in again", 403)
         name = str(form.get("username", ""))
         client = request.client.host if request.client else "?"
         keys = (f"user:{name}", f"client:{client}")
-        wait = board.throttle.wait(*keys)
+        wait = self.throttle.wait(*keys)
         if wait > 0:
-            return await login_form(request, f"too many failed logins: try again in "
-                                    f"{int(wait) + 1} s", 429)
+            return await self.login_form(request, f"too many failed logins: try again in "
+                                         f"{int(wait) + 1} s", 429)
         try:
-            account = board.users.login(name, str(form.get("password", "")))
+            account = self.users.login(name, str(form.get("password", "")))
         except CertfleetError as exc:
-            return await login_form(request, exc.message, 500)
+            return await self.login_form(request, exc.message, 500)
         if account is None:
-            board.throttle.failed(*keys)
-            return await login_form(request, "wrong user name or password", 401)
-        board.throttle.succeeded(*keys)
-        sid, _ = board.sessions.new(account)
+            self.throttle.failed(*keys)
+            return await self.login_form(request, "wrong user name or password", 401)
+        self.throttle.succeeded(*keys)
+        sid, _ = self.sessions.new(account)
         nxt = str(form.get("next") or "/")
         response = RedirectResponse(nxt if nxt.startswith("/") and not nxt.startswith("//")
                                     else "/", status_code=303)
-        board.cookie(response, SESSION_COOKIE, sid, None)
+        self.cookie(response, SESSION_COOKIE, sid, None)
         response.delete_cookie(LOGIN_COOKIE, path="/")
-        return board.secure(response)
+        return self.secure(response)
 
-    async def logout(request: Request) -> Response:
-        account, csrf = board.account(request)
+    async def logout(self, request: Request) -> Response:
+        account, csrf = self.account(request)
         form = await request.form()
         if account is not None and not same_token(str(form.get("csrf", "")), csrf):
-            return board.page(request, "error.html", 403, title="Refused",
-                              message="the form lacks its CSRF token: reload the page")
-        board.sessions.end(request.cookies.get(SESSION_COOKIE))
+            return self.page(request, "error.html", 403, title="Refused",
+                             message="the form lacks its CSRF token: reload the page")
+        self.sessions.end(request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
-        return board.secure(response)
+        return self.secure(response)
 
     # ---- pages ---------------------------------------------------------------------------
 
-    def estate_context(request: Request) -> dict[str, Any]:
+    def estate_context(self, request: Request) -> dict[str, Any]:
         tag = request.query_params.get("tag") or None
         kind = request.query_params.get("kind") or None
-        tags, kinds = view.filters()
-        snapshot = view.snapshot
+        tags, kinds = self.view.filters()
+        snapshot = self.view.snapshot
         inventory = snapshot.inventory
-        rows = view.estate_rows(tag, kind)
+        rows = self.view.estate_rows(tag, kind)
         page_text = request.query_params.get("page", "1")
         page = max(1, int(page_text)) if page_text.isdigit() else 1
         pages = max(1, -(-len(rows) // PAGE_ROWS))
@@ -301,61 +289,62 @@ def create_app(config: WebConfig, view: EstateView | None = None,
             "tag": tag, "kind": kind, "tags": tags,
             "kinds": kinds,
             "scanned_at": snapshot.at.isoformat(timespec="seconds") if snapshot.at else None,
-            "scan_error": snapshot.error, "refresh_minutes": f"{config.refresh_minutes:g}",
+            "scan_error": snapshot.error, "refresh_minutes": f"{self.config.refresh_minutes:g}",
             "certificates": sorted(inventory.certificates) if inventory else [],
         }
 
-    async def estate(request: Request) -> Response:
-        who = viewer(request)
+    async def estate(self, request: Request) -> Response:
+        who = self.viewer(request)
         if isinstance(who, Response):
             return who
-        return board.page(request, "estate.html", title="Estate",
-                          message=request.query_params.get("message"), **estate_context(request))
+        return self.page(request, "estate.html", title="Estate",
+                         message=request.query_params.get("message"),
+                         **self.estate_context(request))
 
-    async def timeline(request: Request) -> Response:
-        who = viewer(request)
+    async def timeline(self, request: Request) -> Response:
+        who = self.viewer(request)
         if isinstance(who, Response):
             return who
-        data = view.timeline()
-        return board.page(request, "timeline.html", title="Timeline", days=data["days"],
-                          svg=timeline_svg(data))
+        data = self.view.timeline()
+        return self.page(request, "timeline.html", title="Timeline", days=data["days"],
+                         svg=timeline_svg(data))
 
-    def device_data(name: str) -> dict[str, Any] | None:
-        inventory = view.snapshot.inventory
+    def device_data(self, name: str) -> dict[str, Any] | None:
+        inventory = self.view.snapshot.inventory
         device = inventory.devices.get(name) if inventory else None
-        history = view.store.history(device=name, limit=100)
+        history = self.view.store.history(device=name, limit=100)
         if device is None and not history:
             return None
         return {
             "name": name,
             "device": {"kind": device.kind, "certificate": device.certificate,
                        "tags": list(device.tags)} if device else None,
-            "rows": [r for r in view.estate_rows() if r["device"] == name],
+            "rows": [r for r in self.view.estate_rows() if r["device"] == name],
             "history": history,
             "backups": [{"id": b.id, "created": b.created, "served_sha256": b.served_sha256,
                          "has_private_key": b.has_private_key, "encrypted": b.encrypted}
-                        for b in view.store.backups(name)],
+                        for b in self.view.store.backups(name)],
         }
 
-    async def device_page(request: Request) -> Response:
-        who = viewer(request)
+    async def device_page(self, request: Request) -> Response:
+        who = self.viewer(request)
         if isinstance(who, Response):
             return who
-        data = device_data(request.path_params["name"])
+        data = self.device_data(request.path_params["name"])
         if data is None:
-            return not_found(request, "no device of that name in the inventory or the history")
-        return board.page(request, "device.html", title=f"Device {data['name']}",
-                          message=request.query_params.get("message"), **data)
+            return self.not_found(request, "no device of that name in the inventory or the history")
+        return self.page(request, "device.html", title=f"Device {data['name']}",
+                         message=request.query_params.get("message"), **data)
 
-    def certificate_data(name: str) -> dict[str, Any] | None:
-        inventory = view.snapshot.inventory
+    def certificate_data(self, name: str) -> dict[str, Any] | None:
+        inventory = self.view.snapshot.inventory
         spec = inventory.certificates.get(name) if inventory else None
-        versions = view.store.versions(name)
+        versions = self.view.store.versions(name)
         if spec is None and not versions:
             return None
-        current = view.store.current_version(name)
+        current = self.view.store.current_version(name)
         served: dict[str, list[dict[str, str]]] = {}
-        for row in view.estate_rows():
+        for row in self.view.estate_rows():
             if row["sha256"]:
                 served.setdefault(row["sha256"], []).append(
                     {"device": row["device"], "label": row["label"],
@@ -365,148 +354,160 @@ def create_app(config: WebConfig, view: EstateView | None = None,
             "spec": {"names": list(spec.names)} if spec else None,
             "versions": [{**v.to_dict(), "current": current is not None and v.id == current.id,
                           "served_on": served.get(v.leaf_sha256, [])} for v in versions],
-            "plans": view.plans.get(name, []),
-            "plan_error": view.plan_error,
-            "findings": view.findings.get(name, []),
+            "plans": self.view.plans.get(name, []),
+            "plan_error": self.view.plan_error,
+            "findings": self.view.findings.get(name, []),
         }
 
-    async def certificate_page(request: Request) -> Response:
-        who = viewer(request)
+    async def certificate_page(self, request: Request) -> Response:
+        who = self.viewer(request)
         if isinstance(who, Response):
             return who
-        data = certificate_data(request.path_params["name"])
+        data = self.certificate_data(request.path_params["name"])
         if data is None:
-            return not_found(request, "no certificate of that name in the inventory or store")
-        return board.page(request, "certificate.html", title=f"Certificate {data['name']}",
-                          **data)
+            return self.not_found(request, "no certificate of that name in the inventory or store")
+        return self.page(request, "certificate.html", title=f"Certificate {data['name']}",
+                         **data)
 
-    async def runs_page(request: Request) -> Response:
-        who = viewer(request)
+    async def runs_page(self, request: Request) -> Response:
+        who = self.viewer(request)
         if isinstance(who, Response):
             return who
-        return board.page(request, "runs.html", title="Runs", runs=view.runs(),
-                          jobs=board.jobs.all())
+        return self.page(request, "runs.html", title="Runs", runs=self.view.runs(),
+                         jobs=self.jobs.all())
 
-    async def job_page(request: Request) -> Response:
-        who = viewer(request)
+    async def job_page(self, request: Request) -> Response:
+        who = self.viewer(request)
         if isinstance(who, Response):
             return who
-        job = board.jobs.get(int(request.path_params["id"]))
+        job = self.jobs.get(int(request.path_params["id"]))
         if job is None:
-            return not_found(request, "no such action on this server")
-        return board.page(request, "job.html", title=job.title, job=job,
-                          refresh=1 if job.running else None)
+            return self.not_found(request, "no such action on this server")
+        return self.page(request, "job.html", title=job.title, job=job,
+                         refresh=1 if job.running else None)
 
     # ---- actions -------------------------------------------------------------------------
 
-    async def act(request: Request) -> Response:
-        account, csrf = board.account(request)
+    async def act(self, request: Request) -> Response:
+        account, csrf = self.account(request)
         if account is None:
-            return need_login(request)
+            return self.need_login(request)
         form = await request.form()
         if not same_token(str(form.get("csrf", "")), csrf):
-            return board.page(request, "error.html", 403, title="Refused",
-                              message="the form lacks its CSRF token: reload the page and "
-                              "try again")
-        if config.read_only:
-            return board.page(request, "error.html", 403, title="Refused",
-                              message="this dashboard is read-only (certfleet serve "
-                              "--read-only)")
+            return self.page(request, "error.html", 403, title="Refused",
+                             message="the form lacks its CSRF token: reload the page and "
+                             "try again")
+        if self.config.read_only:
+            return self.page(request, "error.html", 403, title="Refused",
+                             message="this dashboard is read-only (certfleet serve "
+                             "--read-only)")
         if not account.operator:
-            return board.page(request, "error.html", 403, title="Refused",
-                              message=f"{account.name} is a viewer: only an operator may "
-                              "start an action")
+            return self.page(request, "error.html", 403, title="Refused",
+                             message=f"{account.name} is a viewer: only an operator may "
+                             "start an action")
         action = request.path_params["action"]
         if action not in ACTIONS:
-            return not_found(request, "no such action")
+            return self.not_found(request, "no such action")
         target = str(form.get("target") or "") or None
         try:
-            job = board.jobs.start(action, account, target)
+            job = self.jobs.start(action, account, target)
         except Busy as busy:
-            return board.page(request, "error.html", 409, title="Refused",
-                              message=f"refused: another deploy holds the lock: {busy.holder}")
+            return self.page(request, "error.html", 409, title="Refused",
+                             message=f"refused: another deploy holds the lock: {busy.holder}")
         except CertfleetError as exc:
-            return board.page(request, "error.html", 400, title="Refused",
-                              message=exc.message)
-        return board.secure(RedirectResponse(f"/jobs/{job.id}", status_code=303))
+            return self.page(request, "error.html", 400, title="Refused",
+                             message=exc.message)
+        return self.secure(RedirectResponse(f"/jobs/{job.id}", status_code=303))
 
     # ---- the JSON API ---------------------------------------------------------------------
 
-    async def api_estate(request: Request) -> Response:
-        who = json_api(request)
+    async def api_estate(self, request: Request) -> Response:
+        who = self.json_api(request)
         if isinstance(who, Response):
             return who
-        return board.secure(JSONResponse(view.snapshot.to_dict()))
+        return self.secure(JSONResponse(self.view.snapshot.to_dict()))
 
-    async def api_device(request: Request) -> Response:
-        who = json_api(request)
+    async def api_device(self, request: Request) -> Response:
+        who = self.json_api(request)
         if isinstance(who, Response):
             return who
         name = request.path_params["name"]
-        data = device_data(name)
+        data = self.device_data(name)
         if data is None:
-            return board.secure(JSONResponse({"error": f"no device named {name!r}",
-                                              "hint": "GET /api/estate lists them"}, 404))
-        status = view.snapshot.status_of(name)
-        return board.secure(JSONResponse({
+            return self.secure(JSONResponse({"error": f"no device named {name!r}",
+                                             "hint": "GET /api/estate lists them"}, 404))
+        status = self.view.snapshot.status_of(name)
+        return self.secure(JSONResponse({
             "name": name, "device": data["device"],
             "status": status.to_dict() if status else None,
             "deployments": data["history"], "backups": data["backups"]}))
 
-    async def api_certificate(request: Request) -> Response:
-        who = json_api(request)
+    async def api_certificate(self, request: Request) -> Response:
+        who = self.json_api(request)
         if isinstance(who, Response):
             return who
         name = request.path_params["name"]
-        data = certificate_data(name)
+        data = self.certificate_data(name)
         if data is None:
-            return board.secure(JSONResponse({"error": f"no certificate named {name!r}",
-                                              "hint": "the inventory lists them"}, 404))
-        return board.secure(JSONResponse(data))
+            return self.secure(JSONResponse({"error": f"no certificate named {name!r}",
+                                             "hint": "the inventory lists them"}, 404))
+        return self.secure(JSONResponse(data))
 
-    async def api_runs(request: Request) -> Response:
-        who = json_api(request)
+    async def api_runs(self, request: Request) -> Response:
+        who = self.json_api(request)
         if isinstance(who, Response):
             return who
-        return board.secure(JSONResponse({"runs": view.runs(),
-                                          "jobs": [j.to_dict() for j in board.jobs.all()]}))
+        return self.secure(JSONResponse({"runs": self.view.runs(),
+                                         "jobs": [j.to_dict() for j in self.jobs.all()]}))
 
-    async def api_job(request: Request) -> Response:
-        who = json_api(request)
+    async def api_job(self, request: Request) -> Response:
+        who = self.json_api(request)
         if isinstance(who, Response):
             return who
-        job = board.jobs.get(int(request.path_params["id"]))
+        job = self.jobs.get(int(request.path_params["id"]))
         if job is None:
-            return board.secure(JSONResponse({"error": "no such action"}, 404))
-        return board.secure(JSONResponse(job.to_dict()))
+            return self.secure(JSONResponse({"error": "no such action"}, 404))
+        return self.secure(JSONResponse(job.to_dict()))
 
-    async def metrics_page(request: Request) -> Response:
+    async def metrics_page(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        who = json_api(request)
+        who = self.json_api(request)
         if isinstance(who, Response):
             return who
-        return board.secure(Response(generate_latest(metrics),
-                                     headers={"Content-Type": CONTENT_TYPE_LATEST}))
+        return self.secure(Response(generate_latest(self.metrics),
+                                    headers={"Content-Type": CONTENT_TYPE_LATEST}))
 
+
+def create_app(config: WebConfig, view: EstateView | None = None,
+               metrics: Any = None) -> Starlette:
+    """The application; ``view`` (the shared scan) is made read-only from ``config`` if None.
+
+    ``metrics`` (a prometheus_client registry, ``serve --metrics``) is served at
+    ``/metrics`` to a logged-in user or a bearer token, as ``certfleet exporter`` does.
+    """
+    if view is None:
+        view = EstateView(config.inventory, config.open_reader(),
+                          refresh=config.refresh_minutes * 60)
+    board = Dashboard(config, view, metrics)
     routes = [
-        Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/", estate),
-        Route("/timeline", timeline),
-        Route("/devices/{name}", device_page),
-        Route("/certificates/{name}", certificate_page),
-        Route("/runs", runs_page),
-        Route("/jobs/{id:int}", job_page),
-        Route("/actions/{action}", act, methods=["POST"]),
-        Route("/api/estate", api_estate),
-        Route("/api/devices/{name}", api_device),
-        Route("/api/certificates/{name}", api_certificate),
-        Route("/api/runs", api_runs),
-        Route("/api/jobs/{id:int}", api_job),
+        Route("/login", board.login, methods=["GET", "POST"]),
+        Route("/logout", board.logout, methods=["POST"]),
+        Route("/", board.estate),
+        Route("/timeline", board.timeline),
+        Route("/devices/{name}", board.device_page),
+        Route("/certificates/{name}", board.certificate_page),
+        Route("/runs", board.runs_page),
+        Route("/jobs/{id:int}", board.job_page),
+        Route("/actions/{action}", board.act, methods=["POST"]),
+        Route("/api/estate", board.api_estate),
+        Route("/api/devices/{name}", board.api_device),
+        Route("/api/certificates/{name}", board.api_certificate),
+        Route("/api/runs", board.api_runs),
+        Route("/api/jobs/{id:int}", board.api_job),
     ]
     if metrics is not None:
-        routes.append(Route("/metrics", metrics_page))
+        routes.append(Route("/metrics", board.metrics_page))
     app = Starlette(routes=routes)
     app.state.board = board
     return app
