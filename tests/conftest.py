@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 
-from certfleet.lab.ca import Issued, LabCA
+# Tests choose the terminal width per command (CliRunner's env, a child's COLUMNS). The
+# consoles certfleet makes at import would fix one inherited from the shell or from the
+# test runner (a pytest-xdist worker starts with COLUMNS=80 and LINES=24), so none is kept.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
+from certfleet.lab.ca import Issued, LabCA  # noqa: E402 - after the environment is cleaned
 
 #: Shared fixtures of tests/support (on the import path): sbc_lab, seeded_lab (lab_support);
 #: old_key, sbc_app (sbc_support); pg_server, pg_url, store_backend (postgres).
