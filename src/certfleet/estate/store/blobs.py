@@ -123,9 +123,10 @@ class BlobsMixin(StoreBase):
             name = self._rel_path(path)
             data = path.read_bytes()
             stored = cipher.encrypt(data, name) if cipher is not None else data
-            self.db.execute("DELETE FROM blobs WHERE path = ?", (name,))
             self.db.execute(
-                "INSERT INTO blobs (path, data, secret, sha256) SELECT ?, ?, ?, ?",
+                "INSERT INTO blobs (path, data, secret, sha256) SELECT ?, ?, ?, ?"
+                " ON CONFLICT (path) DO UPDATE SET data = excluded.data,"
+                " secret = excluded.secret, sha256 = excluded.sha256",
                 (name, stored, int(secret), hashlib.sha256(data).hexdigest()),
             )
 

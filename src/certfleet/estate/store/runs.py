@@ -251,9 +251,10 @@ class RunsMixin(StoreBase):
 
     def record_step(self, deployment_id: int, event: StepEvent) -> None:
         """Append one step as it happens (committed at once)."""
+        # INSERT ... SELECT: no new id asked back (PostgreSQL: no RETURNING).
         self.db.execute(
             "INSERT INTO steps (deployment_id, device, step, status, detail, at)"
-            " VALUES (?,?,?,?,?,?)",
+            " SELECT ?,?,?,?,?,?",
             (deployment_id, event.device, event.step, event.status, event.detail, event.at),
         )
 
